@@ -60,4 +60,42 @@ function M.cache_dir()
   return os.getenv("VFIOINIT_CACHE") or (os.getenv("HOME") .. "/.cache/vfioinit")
 end
 
+-- The unpacked real Debian kernel package (tools/fetch-kernel): dir, kver.
+function M.real_kernel(flavour)
+  local out, ok = M.sh("tools/fetch-kernel " .. (flavour or "cloud") .. " 2>/dev/null")
+  assert(ok, "tools/fetch-kernel failed (needs apt-get update and network to Debian's mirror)")
+  local dir = out:gsub("%s+$", ""):match("[^\n]+$")
+  local kver = M.sh("ls " .. M.q(dir .. "/lib/modules")):gsub("%s+$", "")
+  return dir, kver
+end
+
+-- Put a kernel module tree into root: a full copy (hard links) of the real kernel,
+-- optionally transformed by fn(moddir) before depmod regenerates the indexes.
+function M.install_kernel(root, flavour, kver_as, fn)
+  local dir, kver = M.real_kernel(flavour)
+  kver_as = kver_as or kver
+  local dest = root .. "/lib/modules/" .. kver_as
+  M.sh("mkdir -p " .. M.q(root .. "/lib/modules") .. " && cp -al " .. M.q(dir .. "/lib/modules/" .. kver) .. " " .. M.q(dest)
+    .. " 2>/dev/null || cp -a " .. M.q(dir .. "/lib/modules/" .. kver) .. " " .. M.q(dest))
+  if fn then fn(dest) end
+  local out, ok = M.sh("depmod -b " .. M.q(root) .. " " .. M.q(kver_as) .. " 2>&1")
+  assert(ok, out)
+  return kver_as, dest
+end
+
+-- A synthetic root: os-release, plus files {path=content} and executables {path}.
+function M.make_root(spec)
+  local root = M.tmpdir()
+  if spec.os then
+    local lines = {}
+    for k, v in pairs(spec.os) do lines[#lines + 1] = k .. "=" .. v end
+    table.sort(lines)
+    M.writefile(root .. "/etc/os-release", table.concat(lines, "\n") .. "\n")
+  end
+  for path, content in pairs(spec.files or {}) do M.writefile(root .. path, content) end
+  for _, path in ipairs(spec.exec or {}) do M.writefile(root .. path, "#!/bin/sh\nexit 0\n", 493) end
+  for path, rel in pairs(spec.corpus or {}) do M.copy_corpus(rel, root, path) end
+  return root
+end
+
 return M

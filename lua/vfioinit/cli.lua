@@ -1,0 +1,236 @@
+-- The `vfioinit` command: argument parsing, human and --json output, exit codes.
+-- Exit: 0 success (plan: nothing to change), 1 error, 2 plan pending / verify failed.
+local json = require "vfioinit.json"
+
+local M = {}
+
+local USAGE = [[
+usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module NAME]...
+                [--ids VVVV:DDDD[,VVVV:DDDD...]] [--softdeps] [--json] [--no-rebuild] COMMAND
+  status        generators, kernels, module states, whether each config and image has VFIO
+  plan          print the unified diff of what apply would change; write nothing
+  apply         write the changes, then rebuild and verify [--no-rebuild]
+  rebuild       rebuild images of the selected generators and kernels
+  verify        check every image contains the VFIO modules
+  revert        undo every change vfioinit made
+]]
+
+local COMMANDS = { status = true, plan = true, apply = true, rebuild = true, verify = true, revert = true }
+
+function M.parse(argv)
+  local o = { generators = {}, kernels = {}, modules = {} }
+  local i = 1
+  local function value(flag)
+    i = i + 1
+    local v = argv[i]
+    if v == nil then return nil, flag .. " needs a value" end
+    return v
+  end
+  while i <= #argv do
+    local a = argv[i]
+    local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    if flag then a = flag; table.insert(argv, i + 1, inline) end
+    local v, err
+    if a == "--root" then v, err = value(a); o.root = v
+    elseif a == "--generator" then v, err = value(a); o.generators[#o.generators + 1] = v
+    elseif a == "--kernel" then v, err = value(a); o.kernels[#o.kernels + 1] = v
+    elseif a == "--module" then v, err = value(a); o.modules[#o.modules + 1] = v
+    elseif a == "--ids" then v, err = value(a); o.ids = v
+    elseif a == "--softdeps" then o.softdeps = true
+    elseif a == "--json" then o.json = true
+    elseif a == "--no-rebuild" then o.no_rebuild = true
+    elseif a == "-h" or a == "--help" then o.help = true
+    elseif a:match("^%-") then return nil, "unknown option " .. a
+    elseif not o.command then
+      if not COMMANDS[a] then return nil, "unknown command " .. a end
+      o.command = a
+    else
+      return nil, "unexpected argument " .. a
+    end
+    if err then return nil, err end
+    i = i + 1
+  end
+  if #o.generators == 0 then o.generators = nil end
+  if #o.kernels == 0 then o.kernels = nil end
+  return o
+end
+
+local function out(s) io.stdout:write(s) end
+
+local function fail(o, msg)
+  if o and o.json then out(json.encode({ ok = false, error = msg }) .. "\n") end
+  io.stderr:write("vfioinit: " .. tostring(msg) .. "\n")
+  return 1
+end
+
+local function plan_opts(o)
+  return { root = o.root, generators = o.generators, kernels = o.kernels, modules = o.modules,
+    ids = o.ids, softdeps = o.softdeps }
+end
+
+local function check_input(o)
+  local util = require "vfioinit.util"
+  local _, err = util.check_modules(o.modules)
+  if err then return err end
+  if o.ids then
+    local ids, ierr = util.check_ids(o.ids)
+    if not ids then return ierr end
+  end
+end
+
+local function cmd_status(v, o)
+  local inv, err = v.detect({ root = o.root })
+  if not inv then return fail(o, err) end
+  local kernels = {}
+  for _, k in ipairs(o.kernels or inv.kernels) do
+    local mods, merr = v.modules({ root = o.root, kernel = k })
+    kernels[#kernels + 1] = { version = k, modules = mods or {}, error = merr }
+  end
+  local plan, perr = v.plan(plan_opts(o))
+  local pending = {}
+  if plan then for _, c in ipairs(plan.changes) do pending[#pending + 1] = c.path end end
+  local images = (#inv.kernels > 0 and plan) and v.verify({ root = o.root, kernels = o.kernels, generators = o.generators }) or {}
+  if o.json then
+    out(json.encode({ ok = true, root = inv.root, distro = inv.distro, active = inv.active,
+      generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
+      pending_changes = pending, plan_error = perr, images = images }) .. "\n")
+    return 0
+  end
+  local d = inv.distro
+  out(("root: %s\ndistro: %s %s\n"):format(inv.root, d.id or "unknown", d.version_id or ""))
+  out("generators:\n")
+  for _, g in ipairs(inv.generators) do
+    out(("  %-16s %-13s %s\n"):format(g.name, g.active and "active" or (g.installed and "installed" or "not installed"),
+      table.concat(g.evidence, ", ")))
+  end
+  out("kernels:\n")
+  if #kernels == 0 then out("  (none in /lib/modules or /usr/lib/modules)\n") end
+  for _, k in ipairs(kernels) do
+    local parts = {}
+    for _, m in ipairs(k.modules) do parts[#parts + 1] = m.name .. "=" .. m.state end
+    out(("  %s: %s%s\n"):format(k.version, table.concat(parts, " "), k.error and (" (" .. k.error .. ")") or ""))
+  end
+  if plan then
+    out(#pending == 0 and "config: VFIO modules configured\n" or ("config: needs changes in " .. table.concat(pending, ", ") .. "\n"))
+  else
+    out("config: " .. tostring(perr) .. "\n")
+  end
+  for _, r in ipairs(images) do
+    out(("image: %s (%s, %s): %s\n"):format(r.image, r.generator, r.kernel,
+      r.ok and "has the VFIO modules" or ("lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
+  end
+  return 0
+end
+
+local function cmd_plan(v, o)
+  local plan, err = v.plan(plan_opts(o))
+  if not plan then return fail(o, err) end
+  local changes = {}
+  for _, c in ipairs(plan.changes) do changes[#changes + 1] = { generator = c.generator, path = c.path, new = c.before == nil } end
+  local d = plan:diff()
+  if o.json then
+    out(json.encode({ ok = true, pending = #changes > 0, changes = changes, diff = d, modules = plan.modules,
+      warnings = plan.warnings }) .. "\n")
+  else
+    out(d)
+    for _, w in ipairs(plan.warnings) do io.stderr:write("vfioinit: warning: " .. w .. "\n") end
+    if #changes == 0 then io.stderr:write("vfioinit: nothing to change\n") end
+  end
+  return #changes > 0 and 2 or 0
+end
+
+local function progress(o)
+  if o.json then return function() end end
+  return function(msg) io.stderr:write("vfioinit: " .. msg .. "\n") end
+end
+
+local function cmd_apply(v, o)
+  local opts = plan_opts(o)
+  opts.rebuild = not o.no_rebuild
+  opts.log = progress(o)
+  local report = v.update_initramfs(opts)
+  if o.json then out(json.encode(report) .. "\n") end
+  if not report.ok then
+    io.stderr:write("vfioinit: " .. tostring(report.error) .. "\n")
+    return 1
+  end
+  if not o.json then
+    out(report.diff)
+    if #report.changes == 0 then out("vfioinit: configuration already in place; no file changed\n") end
+    for _, r in ipairs(report.rebuilt) do
+      out(("rebuilt %s for %s (%s) in %.1f s: %s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?",
+        r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
+    end
+    if not o.no_rebuild and #report.rebuilt == 0 then out("vfioinit: every image is up to date; nothing rebuilt\n") end
+    for _, r in ipairs(report.verified) do
+      out(("verified %s (%s): %s\n"):format(r.image, r.kernel, r.ok and "VFIO modules present" or ("lacks " .. table.concat(r.missing, ", "))))
+    end
+  end
+  return 0
+end
+
+local function cmd_rebuild(v, o)
+  local log = progress(o)
+  local report, err, partial = v.rebuild({ root = o.root, generators = o.generators, kernels = o.kernels, log = log,
+    on_output = (not o.json) and function(line) io.stderr:write("  | " .. line .. "\n") end or nil })
+  if o.json then out(json.encode({ ok = report ~= nil, error = err, report = report or partial }) .. "\n") end
+  if not report then io.stderr:write("vfioinit: " .. tostring(err) .. "\n"); return 1 end
+  if not o.json then
+    for _, r in ipairs(report.kernels or report) do
+      out(("rebuilt %s for %s (%s) in %.1f s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?", r.seconds or 0))
+    end
+  end
+  return 0
+end
+
+local function cmd_verify(v, o)
+  local list, err = v.verify({ root = o.root, kernels = o.kernels, generators = o.generators, modules = o.modules })
+  if not list then return fail(o, err) end
+  local ok = true
+  for _, r in ipairs(list) do if not r.ok then ok = false end end
+  if o.json then
+    out(json.encode({ ok = ok, images = list }) .. "\n")
+  else
+    for _, r in ipairs(list) do
+      out(("%s %s (%s, %s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
+        r.ok and "" or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
+    end
+    if #list == 0 then out("no images to verify\n") end
+  end
+  return ok and 0 or 2
+end
+
+local function cmd_revert(v, o)
+  local ok, list = v.revert({ root = o.root })
+  if not ok then return fail(o, list) end
+  local paths = {}
+  for _, e in ipairs(list) do paths[#paths + 1] = { path = e.path, action = e.kind == "saved" and "restored" or "removed" } end
+  if o.json then
+    out(json.encode({ ok = true, reverted = paths }) .. "\n")
+  else
+    for _, p in ipairs(paths) do out(p.action .. " " .. p.path .. "\n") end
+    if #paths == 0 then out("vfioinit: nothing to revert\n")
+    else out("vfioinit: run `vfioinit rebuild` to rebuild the images without VFIO\n") end
+  end
+  return 0
+end
+
+local HANDLERS = { status = cmd_status, plan = cmd_plan, apply = cmd_apply, rebuild = cmd_rebuild,
+  verify = cmd_verify, revert = cmd_revert }
+
+function M.main(argv)
+  local args = {}
+  for i = 1, #(argv or {}) do args[i] = argv[i] end
+  local o, err = M.parse(args)
+  if not o then io.stderr:write("vfioinit: " .. err .. "\n" .. USAGE); return 1 end
+  if o.help then out(USAGE); return 0 end
+  if not o.command then io.stderr:write(USAGE); return 1 end
+  local ierr = check_input(o)
+  if ierr then return fail(o, ierr) end
+  local v = require "vfioinit"
+  local ok, code = xpcall(HANDLERS[o.command], debug.traceback, v, o)
+  if not ok then return fail(o, "internal error: " .. tostring(code)) end
+  return code
+end
+
+return M

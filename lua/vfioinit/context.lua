@@ -1,0 +1,70 @@
+-- The context handed to generators: root-confined reads plus the run's choices.
+-- Every file access goes through vfioinit.core's root-confined primitives.
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+
+local M = {}
+
+M.MAX_CONFIG = 1024 * 1024  -- a config larger than this is refused, not parsed
+
+local ENOENT = 2
+
+-- read(path) -> text | nil (absent) | nil, "path: reason"
+local function reader(root)
+  return function(path)
+    local st, err, code = core.stat(root, path)
+    if not st then
+      if code == ENOENT then return nil end
+      return nil, err
+    end
+    if st.type == "dir" then return nil, path .. ": is a directory, expected a file" end
+    if st.type ~= "file" then return nil, path .. ": not a regular file" end
+    if st.size > M.MAX_CONFIG then
+      return nil, ("%s: file too large (%d bytes, limit %d)"):format(path, st.size, M.MAX_CONFIG)
+    end
+    local text, rerr = core.read(root, path, M.MAX_CONFIG)
+    if not text then return nil, rerr end
+    local nul = text:find("\0", 1, true)
+    if nul then
+      local line = select(2, text:sub(1, nul):gsub("\n", "")) + 1
+      return nil, ("%s:%d: binary file (NUL byte), not a configuration file"):format(path, line)
+    end
+    return text
+  end
+end
+
+function M.new(opts)
+  local root = opts.root or "/"
+  local ctx = {
+    root = root,
+    modules = opts.modules or {},
+    gpu = opts.gpu or util.gpu_set(),
+    ids = opts.ids,
+    softdeps = opts.softdeps or false,
+    modprobe_file = opts.modprobe_file,
+    distro = opts.distro or { id_like = {} },
+    kernels = opts.kernels or {},
+    warnings = {},
+  }
+  ctx.read = reader(root)
+  -- dir(path) -> sorted names | nil (absent or not a dir)
+  function ctx.dir(path)
+    local names = core.dir(root, path)
+    return names
+  end
+  function ctx.stat(path, nofollow) return core.stat(root, path, nofollow) end
+  function ctx.exists(path) return core.stat(root, path) ~= nil end
+  function ctx.warn(msg) ctx.warnings[#ctx.warnings + 1] = msg end
+  -- true when the distro's os-release ID or ID_LIKE names one of `ids`
+  function ctx.distro_is(...)
+    local d = ctx.distro
+    for _, want in ipairs({ ... }) do
+      if d.id == want then return true end
+      for _, like in ipairs(d.id_like or {}) do if like == want then return true end end
+    end
+    return false
+  end
+  return ctx
+end
+
+return M

@@ -1,0 +1,178 @@
+-- Inventory of a root: distro, kernels, generators and which one is active.
+--
+-- Active precedence (first that has evidence wins; see README "Detection"):
+--   1. kernel-install plugins (/etc/kernel/install.d masks /usr/lib/kernel/install.d)
+--   2. Debian-style /etc/kernel/postinst.d hooks
+--   3. pacman hooks (/etc/pacman.d/hooks masks /usr/share/libalpm/hooks)
+--   4. the distribution's default generator (os-release ID, then ID_LIKE), if installed
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+
+local M = {}
+
+local BIN_DIRS = { "/usr/bin", "/usr/sbin", "/bin", "/sbin" }
+
+local function unquote(v)
+  v = v:gsub("%s+$", "")
+  local q = v:sub(1, 1)
+  if (q == '"' or q == "'") and v:sub(-1) == q then
+    v = v:sub(2, -2)
+    if q == '"' then v = v:gsub("\\(.)", "%1") end
+  end
+  return v
+end
+
+function M.os_release(root)
+  for _, p in ipairs({ "/etc/os-release", "/usr/lib/os-release" }) do
+    local text = core.read(root, p, 65536)
+    if text then
+      local kv = {}
+      for line in text:gmatch("[^\n]+") do
+        local k, v = line:match("^%s*([A-Z_][A-Z0-9_]*)=(.*)$")
+        if k then kv[k] = unquote(v) end
+      end
+      local like = {}
+      for w in (kv.ID_LIKE or ""):gmatch("%S+") do like[#like + 1] = w end
+      return { id = kv.ID, id_like = like, version_id = kv.VERSION_ID, name = kv.PRETTY_NAME, source = p }
+    end
+  end
+  return { id_like = {} }
+end
+
+-- A kernel counts when its module dir holds an actual module tree or its indexes
+-- (a removed kernel can leave an empty /lib/modules/<kver> behind).
+local function is_kernel_dir(root, dir)
+  for _, f in ipairs({ "modules.dep", "modules.order", "modules.builtin", "kernel" }) do
+    if core.stat(root, dir .. "/" .. f) then return true end
+  end
+  return false
+end
+
+-- kernels(root) -> sorted list of kvers, { [kver] = "/lib/modules/<kver>" (path inside root) }
+function M.kernels(root)
+  local seen, list, dirs = {}, {}, {}
+  for _, base in ipairs({ "/lib/modules", "/usr/lib/modules" }) do
+    for _, name in ipairs(core.dir(root, base) or {}) do
+      local dir = base .. "/" .. name
+      local st = core.stat(root, dir)
+      if not seen[name] and st and st.type == "dir" and is_kernel_dir(root, dir) then
+        seen[name] = true
+        list[#list + 1] = name
+        dirs[name] = dir
+      end
+    end
+  end
+  table.sort(list, util.version_less)
+  return list, dirs
+end
+
+local function exists(root, path)
+  local st = core.stat(root, path, true)
+  return st ~= nil, st
+end
+
+-- A file under /usr/lib (or /usr/share) masked by an /etc entry pointing at /dev/null,
+-- as kernel-install and pacman do.
+local function masked(root, path, etc_dir)
+  local name = path:match("[^/]+$")
+  local st = core.stat(root, etc_dir .. "/" .. name, true)
+  if not st then return false end
+  if st.type == "link" then
+    local target = core.resolve(root, etc_dir .. "/" .. name)
+    return target == "/dev/null"
+  end
+  return st.size == 0
+end
+
+local function rank_of(root, path)
+  if path:match("^/usr/lib/kernel/install%.d/") then
+    if masked(root, path, "/etc/kernel/install.d") then return nil end
+    return 1, "kernel-install plugin"
+  elseif path:match("^/etc/kernel/install%.d/") then
+    return 1, "kernel-install plugin"
+  elseif path:match("^/etc/kernel/postinst%.d/") then
+    return 2, "kernel postinst hook"
+  elseif path:match("^/usr/share/libalpm/hooks/") then
+    if masked(root, path, "/etc/pacman.d/hooks") then return nil end
+    return 3, "pacman hook"
+  elseif path:match("^/etc/pacman%.d/hooks/") then
+    return 3, "pacman hook"
+  end
+  return 4, "hook"
+end
+
+local function probe_generator(root, gen, distro)
+  local g = { name = gen.name, installed = false, active = false, evidence = {} }
+  for _, d in ipairs(BIN_DIRS) do
+    local p = d .. "/" .. gen.command
+    local st = core.stat(root, p)
+    if st and st.type == "file" then
+      g.command = p
+      g.installed = true
+      g.evidence[#g.evidence + 1] = p .. " (command)"
+      break
+    end
+  end
+  if gen.config and exists(root, gen.config) then
+    g.config = gen.config
+    g.installed = true
+    g.evidence[#g.evidence + 1] = gen.config .. " (config)"
+  end
+  g.config = g.config or gen.config
+  local best
+  for _, p in ipairs(gen.active_evidence or {}) do
+    if exists(root, p) then
+      local rank, what = rank_of(root, p)
+      if rank then
+        g.evidence[#g.evidence + 1] = p .. " (" .. what .. ")"
+        if not best or rank < best then best = rank end
+      end
+    end
+  end
+  local ids = { distro.id }
+  for _, l in ipairs(distro.id_like or {}) do ids[#ids + 1] = l end
+  for i, id in ipairs(ids) do
+    for _, d in ipairs(gen.distro_default or {}) do
+      if id == d then
+        g.default_rank = g.default_rank or i
+      end
+    end
+  end
+  g.rank = best
+  return g
+end
+
+function M.detect(root, registry)
+  local st, err = core.stat(root, "/")
+  if not st then return nil, err end
+  local inv = { root = root }
+  inv.distro = M.os_release(root)
+  inv.kernels, inv.kernel_dirs = M.kernels(root)
+  inv.generators = {}
+  for _, gen in ipairs(registry:all()) do
+    inv.generators[#inv.generators + 1] = probe_generator(root, gen, inv.distro)
+  end
+  -- hooks first; only an installed generator can be active
+  local best
+  for _, g in ipairs(inv.generators) do
+    if g.installed and g.rank and (not best or g.rank < best.rank) then best = g end
+  end
+  if best then
+    for _, g in ipairs(inv.generators) do
+      if g.installed and g.rank == best.rank then g.active = true end
+    end
+  else
+    for _, g in ipairs(inv.generators) do
+      if g.installed and g.default_rank and (not best or g.default_rank < best.default_rank) then best = g end
+    end
+    if best then
+      best.active = true
+      best.evidence[#best.evidence + 1] = (inv.distro.source or "/etc/os-release") .. " (distribution default)"
+    end
+  end
+  inv.active = best and best.name or nil
+  for _, g in ipairs(inv.generators) do g.rank, g.default_rank = nil, nil end
+  return inv
+end
+
+return M

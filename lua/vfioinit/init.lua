@@ -1,0 +1,260 @@
+--- vfioinit: make sure the VFIO modules are inside every initramfs, so vfio-pci
+-- claims a passthrough device before its native driver does.
+-- Public contract: ../shared/CONTRACT.md; choices documented in README.md.
+-- Expected failures return nil, message; misuse (wrong argument types) raises.
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+local detect = require "vfioinit.detect"
+local kernel = require "vfioinit.kernel"
+local planner = require "vfioinit.plan"
+local state = require "vfioinit.state"
+local context = require "vfioinit.context"
+local generators = require "vfioinit.generators"
+local modprobe = require "vfioinit.modprobe"
+
+local function checkopts(opts, fname)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(opts)), 3)
+  end
+  if opts.root ~= nil and type(opts.root) ~= "string" then
+    error(("bad argument #1 to '%s' (field 'root': string expected, got %s)"):format(fname, type(opts.root)), 3)
+  end
+  for _, f in ipairs({ "generators", "kernels", "modules" }) do
+    if opts[f] ~= nil and type(opts[f]) ~= "table" then
+      error(("bad argument #1 to '%s' (field '%s': table expected, got %s)"):format(fname, f, type(opts[f])), 3)
+    end
+  end
+  return opts
+end
+
+local function new()
+  local M = { _VERSION = "vfioinit " .. core._VERSION }
+  local registry = generators.new()
+
+  --- Add a generator (see docs/INTERNALS.md "Generator interface").
+  function M.register_generator(spec)
+    if type(spec) ~= "table" then error("bad argument #1 to 'register_generator' (table expected)", 2) end
+    for _, f in ipairs({ "name", "command" }) do
+      if type(spec[f]) ~= "string" then error(("bad argument #1 to 'register_generator' (field '%s': string expected)"):format(f), 2) end
+    end
+    for _, f in ipairs({ "edits", "image_path", "rebuild_argv" }) do
+      if type(spec[f]) ~= "function" then error(("bad argument #1 to 'register_generator' (field '%s': function expected)"):format(f), 2) end
+    end
+    return registry:register(spec)
+  end
+
+  function M.generator(name) return registry:get(name) end
+
+  --- detect{root=} -> inventory | nil, err
+  function M.detect(opts)
+    opts = checkopts(opts, "detect")
+    return detect.detect(opts.root or "/", registry)
+  end
+
+  --- modules{root=, kernel=} -> list of {name=, state=, path=}
+  function M.modules(opts)
+    opts = checkopts(opts, "modules")
+    if type(opts.kernel) ~= "string" then error("bad argument #1 to 'modules' (field 'kernel': string expected)", 2) end
+    return kernel.modules(opts)
+  end
+
+  --- drivers_for{root=, kernel=, ids=} -> list of {id=, modules=}
+  function M.drivers_for(opts)
+    opts = checkopts(opts, "drivers_for")
+    if type(opts.kernel) ~= "string" then error("bad argument #1 to 'drivers_for' (field 'kernel': string expected)", 2) end
+    return kernel.drivers_for(opts)
+  end
+
+  --- plan{root=, generators=, modules=, kernels=, ids=, softdeps=} -> plan | nil, err
+  function M.plan(opts)
+    opts = checkopts(opts, "plan")
+    return planner.plan(opts, registry)
+  end
+
+  --- revert{root=} -> true | nil, err
+  function M.revert(opts)
+    opts = checkopts(opts, "revert")
+    local list, err = state.revert(opts.root or "/")
+    if not list then return nil, err end
+    return true, list
+  end
+
+  -- The generators an operation acts on: given names, else the active one, else installed ones.
+  local function targets(root, names)
+    local inv, err = detect.detect(root, registry)
+    if not inv then return nil, err end
+    local list = {}
+    if names and #names > 0 then
+      for _, n in ipairs(names) do
+        local g, gerr = registry:get(n)
+        if not g then return nil, gerr end
+        list[#list + 1] = g
+      end
+    else
+      for _, g in ipairs(inv.generators) do
+        if g.active then list[#list + 1] = registry:get(g.name) end
+      end
+      if #list == 0 then
+        for _, g in ipairs(inv.generators) do
+          if g.installed then list[#list + 1] = registry:get(g.name) end
+        end
+      end
+    end
+    return list, inv
+  end
+
+  local function make_ctx(root, inv, kernels)
+    local ctx = context.new({ root = root, distro = inv.distro, kernels = kernels or inv.kernels })
+    if core.stat(root, modprobe.FILE) then ctx.modprobe_file = modprobe.FILE end
+    return ctx
+  end
+
+  local function verify_one(ctx, gen, kver, extra)
+    local verify = require "vfioinit.verify"
+    local mp = ctx.modprobe_file and core.read(ctx.root, modprobe.FILE) or nil
+    return verify.check(ctx, gen, kver, { modules = extra, modprobe_content = mp })
+  end
+
+  --- verify{root=, kernels=, generators=} -> list of {kernel=, image=, ok=, missing=}
+  function M.verify(opts)
+    opts = checkopts(opts, "verify")
+    local root = opts.root or "/"
+    local gens, inv = targets(root, opts.generators)
+    if not gens then return nil, inv end
+    local extra, merr = util.check_modules(opts.modules)
+    if not extra then return nil, merr end
+    local kernels = opts.kernels or inv.kernels
+    local ctx = make_ctx(root, inv, kernels)
+    local out = {}
+    for _, g in ipairs(gens) do
+      for _, k in ipairs(kernels) do out[#out + 1] = verify_one(ctx, g, k, extra) end
+    end
+    return out
+  end
+
+  --- rebuild{root=, generators=, kernels=, on_output=, timeout=} -> report | nil, err
+  function M.rebuild(opts)
+    opts = checkopts(opts, "rebuild")
+    local root = opts.root or "/"
+    local gens, inv = targets(root, opts.generators)
+    if not gens then return nil, inv end
+    if #gens == 0 then return nil, root .. ": no initramfs generator installed" end
+    local kernels = opts.kernels or inv.kernels
+    local ctx = make_ctx(root, inv, kernels)
+    local rebuild = require "vfioinit.rebuild"
+    local report = rebuild.run(ctx, gens, {
+      kernels = kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
+      verify = opts.verify ~= false and function(gen, kver)
+        local r = verify_one(ctx, gen, kver, opts.modules)
+        return r.ok, r.missing
+      end or nil,
+    })
+    if report.ok == false then return nil, report.error, report end
+    return report
+  end
+
+  --- update_initramfs{root=, dry_run=, rebuild=, verify=, log=, ...plan options}
+  -- detect -> plan -> apply -> rebuild (stale kernels only) -> verify; returns a report.
+  function M.update_initramfs(opts)
+    opts = checkopts(opts, "update_initramfs")
+    local root = opts.root or "/"
+    local log = opts.log or function() end
+    local report = { root = root, dry_run = opts.dry_run or false, ok = false, changes = {}, rebuilt = {}, verified = {} }
+    local plan, err = M.plan(opts)
+    if not plan then report.error = err; return report end
+    report.modules = plan.modules
+    report.kernels = plan.kernels
+    report.generators = {}
+    for _, g in ipairs(plan.generators) do report.generators[#report.generators + 1] = g.name end
+    report.warnings = plan.warnings
+    report.diff = plan:diff()
+    local changed_gen = {}
+    for _, c in ipairs(plan.changes) do
+      report.changes[#report.changes + 1] = { generator = c.generator, path = c.path, new = c.before == nil }
+      changed_gen[c.generator] = true
+    end
+    if report.dry_run then report.ok = true; return report end
+    if #plan.changes > 0 then
+      log(("applying %d change(s)"):format(#plan.changes))
+      local ok, aerr = plan:apply({ backup = opts.backup ~= false })
+      if not ok then report.error = aerr; return report end
+      report.applied = true
+    end
+    local ctx = make_ctx(root, plan.inventory, plan.kernels)
+    if opts.rebuild ~= false then
+      -- stale: the generator's config (or the modprobe file) changed, or its image fails verification
+      for _, g in ipairs(plan.generators) do
+        local stale = {}
+        for _, k in ipairs(plan.kernels) do
+          if changed_gen[g.name] or changed_gen.modprobe or not verify_one(ctx, g, k, opts.modules).ok then
+            stale[#stale + 1] = k
+          end
+        end
+        if #stale == 0 then
+          log(g.name .. ": every image is up to date; nothing to rebuild")
+        else
+          local rep, rerr, partial = M.rebuild({ root = root, generators = { g.name }, kernels = stale,
+            on_output = opts.on_output, log = log, timeout = opts.timeout, modules = opts.modules })
+          local r = rep or partial or {}
+          for _, k in ipairs(r.kernels or r) do report.rebuilt[#report.rebuilt + 1] = k end
+          if not rep then report.error = rerr; return report end
+        end
+      end
+    end
+    if opts.verify ~= false then
+      local all_ok = true
+      for _, g in ipairs(plan.generators) do
+        for _, k in ipairs(plan.kernels) do
+          local v = verify_one(ctx, g, k, opts.modules)
+          report.verified[#report.verified + 1] = v
+          if not v.ok then all_ok = false end
+        end
+      end
+      if not all_ok and opts.rebuild ~= false then
+        report.error = "an image lacks VFIO modules after the rebuild (see verified)"
+        return report
+      end
+      report.images_ok = all_ok
+    end
+    report.ok = true
+    return report
+  end
+
+  ---------------------------------------------------------------------------
+  -- Seed-compatible names (thin wrappers; see CONTRACT.md)
+
+  function M.detect_initramfs_systems(opts)
+    local inv, err = M.detect(opts)
+    if not inv then return nil, err end
+    local set = {}
+    for _, g in ipairs(inv.generators) do if g.installed then set[g.name] = true end end
+    return set
+  end
+
+  local function ensure(gen_name)
+    return function(modules, opts)
+      opts = opts or {}
+      if modules ~= nil and type(modules) ~= "table" then
+        error("bad argument #1 (table of module names expected)", 2)
+      end
+      -- an explicit list replaces the VFIO set: exactly those names
+      local plan, err = M.plan({ root = opts.root, generators = { gen_name }, modules = modules,
+        exact_modules = modules ~= nil })
+      if not plan then return nil, err end
+      if opts.dry_run then return true, plan end
+      local ok, aerr = plan:apply({ backup = true })
+      if not ok then return nil, aerr end
+      return true, plan
+    end
+  end
+  M.ensure_mkinitcpio_modules = ensure("mkinitcpio")
+  M.ensure_dracut_modules = ensure("dracut")
+  M.ensure_booster_modules = ensure("booster")
+  M.ensure_initramfs_modules_debian = ensure("initramfs-tools")
+
+  M.new = new
+  return M
+end
+
+return new()

@@ -1,0 +1,75 @@
+-- Minimal JSON encoder for the CLI's --json output (no decoder needed).
+-- Tables with keys 1..n are arrays; other tables are objects with sorted keys.
+local M = {}
+
+local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function str(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return escapes[c] or ("\\u%04x"):format(c:byte())
+  end) .. '"'
+end
+
+local function is_array(t)
+  local n = 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k <= 0 or k % 1 ~= 0 then return false end
+    n = n + 1
+  end
+  for i = 1, n do if t[i] == nil then return false end end
+  return true, n
+end
+
+local encode
+
+function encode(v, out)
+  local t = type(v)
+  if v == nil then out[#out + 1] = "null"
+  elseif t == "boolean" then out[#out + 1] = tostring(v)
+  elseif t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then out[#out + 1] = "null"
+    elseif math.type(v) == "integer" then out[#out + 1] = tostring(v)
+    else out[#out + 1] = ("%.14g"):format(v) end
+  elseif t == "string" then out[#out + 1] = str(v)
+  elseif t == "table" then
+    local arr, n = is_array(v)
+    if arr and (n > 0 or getmetatable(v) ~= M.object_mt) then
+      out[#out + 1] = "["
+      for i = 1, n do
+        if i > 1 then out[#out + 1] = "," end
+        encode(v[i], out)
+      end
+      out[#out + 1] = "]"
+    else
+      local keys = {}
+      for k, val in pairs(v) do
+        if type(val) ~= "function" and type(val) ~= "userdata" then keys[#keys + 1] = tostring(k) end
+      end
+      table.sort(keys)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        out[#out + 1] = str(k) .. ":"
+        local val = v[k]
+        if val == nil then val = v[tonumber(k)] end
+        encode(val, out)
+      end
+      out[#out + 1] = "}"
+    end
+  else
+    out[#out + 1] = "null"
+  end
+end
+
+M.object_mt = {}
+-- Mark a table so an empty one encodes as {} rather than [].
+function M.object(t) return setmetatable(t or {}, M.object_mt) end
+
+function M.encode(v)
+  local out = {}
+  encode(v, out)
+  return table.concat(out)
+end
+
+return M

@@ -1,0 +1,101 @@
+-- Per-kernel module facts through libkmod: VFIO module states and the native
+-- drivers of PCI device IDs.
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+local detect = require "vfioinit.detect"
+
+local M = {}
+
+-- Open a libkmod context on <root>/lib/modules/<kver>, with root's own modprobe.d.
+local function open(root, kver)
+  local _, dirs = detect.kernels(root)
+  local dir = dirs[kver]
+  if not dir then
+    return nil, ("/lib/modules/%s: no such kernel in %s"):format(kver, root)
+  end
+  local resolved = core.resolve(root, dir) or dir
+  local configs = {}
+  for _, d in ipairs({ "/etc/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d", "/run/modprobe.d" }) do
+    local r = core.resolve(root, d)
+    if r then configs[#configs + 1] = util.host(root, r) end
+  end
+  local ctx, err = core.kmod_new(util.host(root, resolved), configs)
+  if not ctx then return nil, err end
+  return ctx, resolved
+end
+
+-- Strip the host root prefix so paths read as inside root.
+local function inside(root, path)
+  if not path or root == "/" then return path end
+  local prefix = root:gsub("/+$", "")
+  if path:sub(1, #prefix + 1) == prefix .. "/" then return path:sub(#prefix + 1) end
+  return path
+end
+
+-- modules{root=, kernel=} -> list of {name=, state=, path=, deps=}
+function M.modules(opts)
+  local root = opts.root or "/"
+  local ctx, err = open(root, opts.kernel)
+  if not ctx then return nil, err end
+  local out = {}
+  for _, name in ipairs(util.VFIO) do
+    local m = ctx:module(name)
+    if m then
+      out[#out + 1] = { name = name, state = m.state, path = inside(root, m.path), deps = m.deps }
+    elseif name ~= "vfio_virqfd" then
+      -- vfio_virqfd only belongs to the set on kernels that ship it (before 6.2)
+      out[#out + 1] = { name = name, state = "missing" }
+    end
+  end
+  ctx:close()
+  return out
+end
+
+-- The modaliases a device can present: its real one when it is on this machine
+-- (root "/"), else vendor:device with the display classes and with any class.
+local function modaliases(root, id)
+  local v, d = id:upper():match("^(%x%x%x%x):(%x%x%x%x)$")
+  local list = {}
+  if root == "/" then
+    for _, dev in ipairs(core.dir("/", "/sys/bus/pci/devices") or {}) do
+      local base = "/sys/bus/pci/devices/" .. dev
+      local vend = core.read("/", base .. "/vendor", 64)
+      local devid = core.read("/", base .. "/device", 64)
+      if vend and devid and vend:lower():match("0x(%x+)") == v:lower() and devid:lower():match("0x(%x+)") == d:lower() then
+        local alias = core.read("/", base .. "/modalias", 256)
+        if alias then list[#list + 1] = (alias:gsub("%s+$", "")) end
+      end
+    end
+    if #list > 0 then return list end
+  end
+  -- Sub-IDs are unknown here: libkmod fnmatches alias patterns against the concrete
+  -- string we give, so use sub-IDs no alias pins, and the display classes plus "none".
+  local base = ("pci:v0000%sd0000%ssvFFFFFFFFsdFFFFFFFF"):format(v, d)
+  for _, class in ipairs({ "bc03sc00i00", "bc03sc02i00", "bc03sc80i00", "bcFFscFFiFF" }) do
+    list[#list + 1] = base .. class
+  end
+  return list
+end
+
+-- drivers_for{root=, kernel=, ids=} -> list of {id=, modules={...}}
+function M.drivers_for(opts)
+  local root = opts.root or "/"
+  local ids, err = util.check_ids(opts.ids or {})
+  if not ids then return nil, err end
+  local ctx, cerr = open(root, opts.kernel)
+  if not ctx then return nil, cerr end
+  local out = {}
+  for _, id in ipairs(ids) do
+    local found = {}
+    for _, alias in ipairs(modaliases(root, id)) do
+      for _, m in ipairs(ctx:lookup(alias) or {}) do
+        if util.norm(m) ~= "vfio_pci" then found[util.norm(m)] = true end
+      end
+    end
+    out[#out + 1] = { id = id, modules = util.sorted_keys(found) }
+  end
+  ctx:close()
+  return out
+end
+
+return M

@@ -1,0 +1,194 @@
+-- plan -> diff -> apply. A plan is computed without writing anything; apply
+-- validates that nothing moved since, records originals, then writes each file
+-- atomically, rolling back the files it already wrote if a later one fails.
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+local detect = require "vfioinit.detect"
+local kernel = require "vfioinit.kernel"
+local context = require "vfioinit.context"
+local modprobe = require "vfioinit.modprobe"
+local state = require "vfioinit.state"
+local diff = require "vfioinit.diff"
+
+local M = {}
+
+local Plan = {}
+Plan.__index = Plan
+
+local function rel(path) return (path:gsub("^/+", "")) end
+
+function Plan:diff()
+  local out = {}
+  for _, c in ipairs(self.changes) do
+    out[#out + 1] = diff.unified(c.before, c.after,
+      c.before and rel(c.path) or "/dev/null", rel(c.path))
+  end
+  return table.concat(out)
+end
+
+-- Restore files already written by a failed apply.
+local function rollback(root, done)
+  for i = #done, 1, -1 do
+    local c = done[i]
+    if c.before == nil then core.remove(root, c.path)
+    else core.write_atomic(root, c.path, c.before) end
+  end
+end
+
+function Plan:apply(opts)
+  opts = opts or {}
+  local root = self.root
+  if #self.changes == 0 then return true end
+  -- nothing moved since the plan was made
+  local ctx = context.new({ root = root })
+  for _, c in ipairs(self.changes) do
+    local cur, err = ctx.read(c.path)
+    if err then return nil, err end
+    if cur ~= c.before then
+      return nil, c.path .. ": changed since the plan was made; plan again"
+    end
+  end
+  if opts.backup ~= false then
+    local ok, err = state.record(root, self.changes)
+    if not ok then return nil, err end
+  end
+  local done = {}
+  for _, c in ipairs(self.changes) do
+    local dir = util.split_path(c.path)
+    local ok, err = core.mkdirs(root, dir, 493)
+    if ok then ok, err = core.write_atomic(root, c.path, c.after, 420) end
+    if not ok then
+      rollback(root, done)
+      return nil, err
+    end
+    done[#done + 1] = c
+  end
+  return true
+end
+
+-- The module list for the selected kernels: a VFIO module is listed when some
+-- kernel has it as a loadable module; built into every kernel means not listed.
+local function wanted(root, kernels, extra)
+  local want, seen = {}, {}
+  local per_kernel = {}
+  for _, name in ipairs(util.VFIO) do
+    local module_somewhere, builtin_everywhere, missing_in = false, #kernels > 0, {}
+    for _, k in ipairs(kernels) do
+      per_kernel[k] = per_kernel[k] or assert(kernel.modules({ root = root, kernel = k }))
+      local st = "absent"
+      for _, m in ipairs(per_kernel[k]) do if m.name == name then st = m.state end end
+      if st == "module" then module_somewhere = true end
+      if st ~= "builtin" then builtin_everywhere = false end
+      if st == "missing" then missing_in[#missing_in + 1] = k end
+    end
+    if #kernels == 0 then
+      -- no kernel installed yet (provisioning ahead of the kernel): the base set
+      if name ~= "vfio_virqfd" then want[#want + 1] = name; seen[name] = true end
+    elseif module_somewhere then
+      want[#want + 1] = name; seen[name] = true
+    elseif not builtin_everywhere and #missing_in == #kernels and name ~= "vfio_virqfd" then
+      return nil, ("/lib/modules/%s: kernel has no %s module (CONFIG_VFIO disabled?)"):format(missing_in[1], name)
+    end
+  end
+  for _, m in ipairs(extra) do
+    if not seen[m] then want[#want + 1] = m; seen[m] = true end
+  end
+  return want
+end
+
+local function select_generators(inv, registry, names)
+  local list = {}
+  if names and #names > 0 then
+    for _, n in ipairs(names) do
+      local g, err = registry:get(n)
+      if not g then return nil, err end
+      list[#list + 1] = g
+    end
+    return list
+  end
+  for _, g in ipairs(inv.generators) do
+    if g.active then list[#list + 1] = assert(registry:get(g.name)) end
+  end
+  if #list == 0 then
+    for _, g in ipairs(inv.generators) do
+      if g.installed then list[#list + 1] = assert(registry:get(g.name)) end
+    end
+  end
+  if #list == 0 then
+    return nil, inv.root .. ": no initramfs generator installed (looked for mkinitcpio, dracut, update-initramfs, booster)"
+  end
+  return list
+end
+
+-- The modprobe.d change, if any; sets ctx.modprobe_file when the file is (to be) there.
+local function modprobe_change(ctx, root, kernels, ids, softdeps)
+  local existing, err = ctx.read(modprobe.FILE)
+  if err then return nil, err end
+  if existing then ctx.modprobe_file = modprobe.FILE end
+  if not (ids and #ids > 0) and not softdeps then return false end
+  local drivers = {}
+  if ids and #ids > 0 then
+    for _, k in ipairs(kernels) do
+      local res, derr = kernel.drivers_for({ root = root, kernel = k, ids = ids })
+      if not res then return nil, derr end
+      for _, r in ipairs(res) do
+        for _, m in ipairs(r.modules) do drivers[m] = true end
+      end
+    end
+  end
+  if softdeps then
+    for _, g in ipairs(util.GPU) do drivers[g] = true end
+  end
+  local cerr = modprobe.conflicts(ctx, ids)
+  if cerr then return nil, cerr end
+  ctx.modprobe_file = modprobe.FILE
+  local after = modprobe.content(ids, util.sorted_keys(drivers))
+  if after == existing then return false end
+  return { generator = "modprobe", path = modprobe.FILE, before = existing, after = after }
+end
+
+-- plan(opts, registry) -> plan | nil, err
+function M.plan(opts, registry)
+  local root = opts.root or "/"
+  local extra, merr = util.check_modules(opts.modules)
+  if not extra then return nil, merr end
+  local ids, ierr = util.check_ids(opts.ids)
+  if opts.ids and not ids then return nil, ierr end
+  local inv, derr = detect.detect(root, registry)
+  if not inv then return nil, derr end
+  local kernels = opts.kernels or inv.kernels
+  for _, k in ipairs(kernels) do
+    if not inv.kernel_dirs[k] then return nil, ("/lib/modules/%s: no such kernel in %s"):format(k, root) end
+  end
+  local gens, gerr = select_generators(inv, registry, opts.generators)
+  if not gens then return nil, gerr end
+  local want, werr
+  if opts.exact_modules then
+    want = extra  -- the seed-compatible ensure_* calls name their modules exactly
+  else
+    want, werr = wanted(root, kernels, extra)
+    if not want then return nil, werr end
+  end
+  local ctx = context.new({ root = root, modules = want, ids = ids, softdeps = opts.softdeps,
+    distro = inv.distro, kernels = kernels })
+  local changes = {}
+  local mp, perr = modprobe_change(ctx, root, kernels, ids, opts.softdeps)
+  if mp == nil then return nil, perr end
+  if mp then changes[#changes + 1] = mp end
+  for _, g in ipairs(gens) do
+    local list, err = g.edits(ctx)
+    if not list then return nil, err end
+    for _, c in ipairs(list) do
+      if c.before ~= c.after then
+        c.generator = c.generator or g.name
+        changes[#changes + 1] = c
+      end
+    end
+  end
+  return setmetatable({
+    root = root, changes = changes, generators = gens, kernels = kernels, modules = want,
+    ids = ids, inventory = inv, warnings = ctx.warnings, ctx = ctx,
+  }, Plan)
+end
+
+return M

@@ -1,0 +1,246 @@
+--[[ vfioinit.rebuild: run each generator's own command, keeping the previous
+image until the new one has been built and verified.
+
+  local rebuild = require "vfioinit.rebuild"
+  local report = rebuild.run(ctx, gens, opts)
+
+`ctx` is the context of lua/vfioinit/context.lua (only `ctx.root` and
+`ctx.kernels` are used here, the rest is passed on to the generator);
+`gens` is a list of generator tables (docs/INTERNALS.md: `name`,
+`image_path(ctx, kver)`, `rebuild_argv(ctx, kvers)`).
+`opts`:
+  kernels   = list of kernel versions (default ctx.kernels)
+  on_output = function(line, stream, gen_name): every output line, as it comes
+  timeout   = seconds per command (default 600)
+  verify    = function(gen, kver, image_path) -> true | false, missing_list
+              | nil, err. Without it, an image only has to exist and be non-empty.
+  log       = function(msg): progress ("booster 6.1.0-13-amd64: building",
+              "... done in 1.2 s")
+
+Always returns one report table (misuse, e.g. a non-table argument, raises):
+  report.ok      = true when every kernel was rebuilt and verified
+  report.error   = first failure's message (nil when ok)
+  report.kernels = list, one entry per kernel and command:
+    { kernel=, generator=, command=argv, status=exit status|nil,
+      signal=|nil, timed_out=bool, seconds=, image= (path inside root),
+      size_before= (nil: no image before), size_after= (size of the image left
+      in place: the new one, or the restored previous one on failure),
+      ok=bool, error=msg|nil, missing=list|nil (modules verify did not find) }
+
+For each command: every affected image is copied to `<image>.vfioinit-prev`
+first (the command is not run when that copy fails); then the command runs
+(chrooted into ctx.root unless it is "/"); then each image is verified. A
+kernel whose command failed, timed out or whose image does not verify gets
+its previous image renamed back; a verified kernel's backup is removed.
+Error messages name the command, its exit status and end with the last 20
+lines of its output.
+]]
+local core = require "vfioinit.core"
+
+local M = {}
+
+M.BACKUP_SUFFIX = ".vfioinit-prev"
+M.DEFAULT_TIMEOUT = 600
+M.TAIL = 20
+
+-- The dirs spawn's default PATH searches, as CONTRACT.md defines "installed".
+local BIN_DIRS = { "/usr/sbin", "/usr/bin", "/sbin", "/bin" }
+
+local function size_of(root, path)
+  local st = core.stat(root, path)
+  return st and st.type == "file" and st.size or nil
+end
+
+-- Is the command (argv[1]) there to run inside root?
+local function find_command(root, cmd)
+  if cmd:find("/", 1, true) then
+    return size_of(root, cmd) ~= nil
+  end
+  for _, dir in ipairs(BIN_DIRS) do
+    if size_of(root, dir .. "/" .. cmd) then return true end
+  end
+  return false
+end
+
+local function describe_exit(res)
+  if res.timed_out then
+    return ("timed out after %.0f s and was killed"):format(res.seconds)
+  elseif res.signal then
+    return ("was killed by signal %d"):format(res.signal)
+  end
+  return ("exited with status %d"):format(res.status)
+end
+
+local function with_tail(msg, tail)
+  if #tail == 0 then return msg .. " (no output)" end
+  return ("%s; last %d lines of output:\n%s"):format(msg, #tail, table.concat(tail, "\n"))
+end
+
+-- Run one command over its kernels; append one report entry per kernel.
+local function run_command(ctx, gen, cmd, opts, entries)
+  local root = ctx.root
+  local argv = cmd.argv
+  local cmdline = table.concat(argv, " ")
+  local log = opts.log or function() end
+  local list = {}
+  for _, kver in ipairs(cmd.kernels or {}) do
+    local image = gen.image_path(ctx, kver)
+    local e = {
+      kernel = kver, generator = gen.name, command = argv, image = image,
+      size_before = image and size_of(root, image), ok = false, timed_out = false,
+    }
+    list[#list + 1] = e
+    entries[#entries + 1] = e
+  end
+  local function fail_all(msg)
+    for _, e in ipairs(list) do
+      e.error = e.error or msg
+      e.size_after = e.image and size_of(root, e.image)
+    end
+  end
+
+  if not find_command(root, argv[1]) then
+    return fail_all(("%s: command not found in %s"):format(argv[1], root))
+  end
+  for _, e in ipairs(list) do
+    if not e.image then
+      return fail_all(("%s: no image path for kernel %s"):format(gen.name, e.kernel))
+    end
+  end
+
+  -- Keep every previous image before the command can touch it.
+  for _, e in ipairs(list) do
+    if e.size_before then
+      local ok, err = core.copy(root, e.image, e.image .. M.BACKUP_SUFFIX)
+      if not ok then
+        for _, b in ipairs(list) do
+          if b.backup then core.remove(root, b.backup) end
+        end
+        return fail_all(("%s: cannot keep a copy of the previous image, not rebuilding: %s")
+          :format(e.image, err))
+      end
+      e.backup = e.image .. M.BACKUP_SUFFIX
+    end
+  end
+
+  local names = {}
+  for _, e in ipairs(list) do names[#names + 1] = e.kernel end
+  local what = ("%s %s"):format(gen.name, table.concat(names, " "))
+  log(what .. ": building (" .. cmdline .. ")")
+
+  local tail = {}
+  local on_output = opts.on_output
+  local res, err = core.spawn {
+    argv = argv,
+    root = root ~= "/" and root or nil,
+    timeout = opts.timeout or M.DEFAULT_TIMEOUT,
+    on_line = function(stream, line)
+      tail[#tail + 1] = line
+      if #tail > M.TAIL then table.remove(tail, 1) end
+      if on_output then on_output(line, stream, gen.name) end
+    end,
+  }
+
+  local failure
+  if not res then
+    if err and err:find(": No such file or directory$") and err:sub(1, #argv[1] + 1) == argv[1] .. ":" then
+      failure = ("%s: command not found in %s"):format(argv[1], root)
+    else
+      failure = ("%s: %s"):format(cmdline, err)
+    end
+  else
+    for _, e in ipairs(list) do
+      e.status, e.signal, e.timed_out, e.seconds = res.status, res.signal, res.timed_out, res.seconds
+    end
+    if res.timed_out or res.status ~= 0 then
+      failure = with_tail(("%s: `%s` %s"):format(gen.name, cmdline, describe_exit(res)), tail)
+    end
+  end
+
+  for _, e in ipairs(list) do
+    if failure then
+      e.error = failure
+    else
+      local size = size_of(root, e.image)
+      local ok, missing
+      if not size or size == 0 then
+        ok, missing = nil, ("%s: no image was written"):format(e.image)
+      elseif opts.verify then
+        ok, missing = opts.verify(gen, e.kernel, e.image)
+      else
+        ok = true
+      end
+      if ok then
+        e.ok = true
+      else
+        local why
+        if ok == false then
+          e.missing = missing
+          why = ("%s: image lacks %s"):format(e.image, table.concat(missing or {}, ", "))
+        else
+          why = tostring(missing)
+        end
+        e.error = with_tail(("%s: `%s` exited with status %d but the image does not verify: %s")
+          :format(gen.name, cmdline, res.status, why), tail)
+      end
+    end
+
+    if e.ok then
+      if e.backup then
+        local ok, rerr = core.remove(root, e.backup)
+        if not ok then log(("%s: could not remove the backup: %s"):format(e.backup, rerr)) end
+      end
+    elseif e.backup then
+      local ok, rerr = core.rename(root, e.backup, e.image)
+      if ok then
+        e.error = e.error .. ("\n(previous image %s restored)"):format(e.image)
+      else
+        e.error = e.error .. ("\n(restoring the previous image failed: %s; it is kept at %s)")
+          :format(rerr, e.backup)
+      end
+    end
+    e.backup = nil
+    e.size_after = size_of(root, e.image)
+  end
+  if res then
+    log(("%s: %s in %.1f s"):format(what, failure and "failed" or "done", res.seconds))
+  else
+    log(("%s: failed"):format(what))
+  end
+end
+
+
+function M.run(ctx, gens, opts)
+  assert(type(ctx) == "table" and type(ctx.root) == "string", "rebuild.run: ctx with a root expected")
+  assert(type(gens) == "table", "rebuild.run: list of generators expected")
+  opts = opts or {}
+  assert(type(opts) == "table", "rebuild.run: opts must be a table")
+  local kernels = opts.kernels or ctx.kernels or {}
+  local report = { ok = true, kernels = {} }
+  for _, gen in ipairs(gens) do
+    local cmds, err = gen.rebuild_argv(ctx, kernels)
+    if not cmds then
+      for _, kver in ipairs(kernels) do
+        report.kernels[#report.kernels + 1] = {
+          kernel = kver, generator = gen.name, ok = false, timed_out = false,
+          error = ("%s: %s"):format(gen.name, tostring(err)),
+        }
+      end
+    else
+      for _, cmd in ipairs(cmds) do
+        assert(type(cmd.argv) == "table" and type(cmd.argv[1]) == "string",
+          gen.name .. ".rebuild_argv: each command needs an argv list")
+        run_command(ctx, gen, cmd, opts, report.kernels)
+      end
+    end
+  end
+  for _, e in ipairs(report.kernels) do
+    if not e.ok then
+      report.ok = false
+      report.error = report.error or e.error
+    end
+  end
+  return report
+end
+
+return M

@@ -1,0 +1,95 @@
+-- Small pure helpers shared by the policy modules: names, sets, validation.
+local M = {}
+
+M.VFIO = { "vfio", "vfio_iommu_type1", "vfio_pci", "vfio_virqfd" }
+M.GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm", "nvidia_drm", "i915", "xe" }
+
+-- `-` and `_` name the same module; `_` is the kernel's canonical spelling.
+function M.norm(name) return (name:gsub("-", "_")) end
+
+function M.set(list, f)
+  local s = {}
+  for _, v in ipairs(list) do s[f and f(v) or v] = true end
+  return s
+end
+
+function M.gpu_set() return M.set(M.GPU) end
+
+function M.valid_module(name)
+  return type(name) == "string" and name:match("^[A-Za-z0-9_-]+$") ~= nil
+end
+
+-- Validate a list of extra module names; returns the normalized list or nil, msg.
+function M.check_modules(list)
+  local out = {}
+  for _, m in ipairs(list or {}) do
+    if not M.valid_module(m) then
+      return nil, ("invalid module name %q (allowed: A-Z a-z 0-9 _ -)"):format(tostring(m))
+    end
+    out[#out + 1] = M.norm(m)
+  end
+  return out
+end
+
+-- Device IDs: "vvvv:dddd" hex pairs, lower-cased; accepts a list or a comma-separated string.
+function M.check_ids(ids)
+  if ids == nil then return nil end
+  if type(ids) == "string" then
+    local t = {}
+    for part in (ids .. ","):gmatch("([^,]*),") do t[#t + 1] = part end
+    ids = t
+  end
+  local out, seen = {}, {}
+  for _, id in ipairs(ids) do
+    if type(id) ~= "string" or not id:match("^%x%x%x%x:%x%x%x%x$") then
+      return nil, ("invalid device id %q (expected vendor:device, e.g. 10de:1b80)"):format(tostring(id))
+    end
+    id = id:lower()
+    if not seen[id] then seen[id] = true; out[#out + 1] = id end
+  end
+  return out
+end
+
+function M.sorted_keys(t)
+  local k = {}
+  for key in pairs(t) do k[#k + 1] = key end
+  table.sort(k)
+  return k
+end
+
+-- Compare kernel versions the way `sort -V` would (numeric runs compare as numbers).
+function M.version_less(a, b)
+  local ia, ib = 1, 1
+  while ia <= #a and ib <= #b do
+    local na, nb = a:match("^%d+", ia), b:match("^%d+", ib)
+    if na and nb then
+      if tonumber(na) ~= tonumber(nb) then return tonumber(na) < tonumber(nb) end
+      ia, ib = ia + #na, ib + #nb
+    else
+      local ca, cb = a:sub(ia, ia), b:sub(ib, ib)
+      if ca ~= cb then return ca < cb end
+      ia, ib = ia + 1, ib + 1
+    end
+  end
+  return #a - ia < #b - ib
+end
+
+-- "/a/b" -> "/a", "b"
+function M.split_path(path)
+  local dir, base = path:match("^(.*)/([^/]*)$")
+  if dir == "" then dir = "/" end
+  return dir, base
+end
+
+function M.join(dir, name)
+  if dir:sub(-1) == "/" then return dir .. name end
+  return dir .. "/" .. name
+end
+
+-- Host path of a path inside root (no resolution; for handing to tools that run outside root).
+function M.host(root, path)
+  if root == "/" or root == "" then return path end
+  return (root:gsub("/+$", "")) .. path
+end
+
+return M

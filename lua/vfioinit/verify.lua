@@ -1,0 +1,69 @@
+-- verify: read each kernel's image ourselves and check the VFIO modules are
+-- inside, named by the generator's early-load list, and (when configured) that
+-- the image carries vfioinit's modprobe.d file unchanged.
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+local kernel = require "vfioinit.kernel"
+local image = require "vfioinit.image"
+local modprobe = require "vfioinit.modprobe"
+
+local M = {}
+
+-- The modules an image of `kver` must carry: the VFIO modules that kernel has as
+-- loadable modules (built-in ones need nothing), plus extra requested ones.
+function M.required(root, kver, extra)
+  local mods, err = kernel.modules({ root = root, kernel = kver })
+  if not mods then return nil, err end
+  local req = {}
+  for _, m in ipairs(mods) do
+    if m.state == "module" then req[#req + 1] = m.name end
+  end
+  for _, m in ipairs(extra or {}) do req[#req + 1] = util.norm(m) end
+  return req
+end
+
+-- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=}
+function M.check(ctx, gen, kver, opts)
+  opts = opts or {}
+  local root = ctx.root
+  local path = gen.image_path(ctx, kver)
+  local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
+  local req, rerr = M.required(root, kver, opts.modules)
+  if not req then r.error = rerr; return r end
+  local resolved = core.resolve(root, path)
+  local st = resolved and core.stat(root, resolved)
+  if not st then
+    r.error = path .. ": no image"
+    r.missing = req
+    return r
+  end
+  local want = {}
+  for _, n in ipairs(gen.image_want or {}) do want[n] = true end
+  local mp = modprobe.FILE:sub(2)
+  local expect_mp = opts.modprobe_content
+  if expect_mp then want[mp] = true end
+  local entries, contents = core.image_list(util.host(root, resolved), want)
+  if not entries then r.error = contents; r.missing = req; return r end
+  local absent = image.has_modules(entries, kver, req)
+  local early = gen.early_modules and gen.early_modules(contents or {}) or nil
+  local seen = {}
+  for _, m in ipairs(absent) do r.missing[#r.missing + 1] = m; seen[m] = true end
+  if early then
+    local norm = {}
+    for name in pairs(early) do norm[util.norm(name)] = true end
+    for _, m in ipairs(req) do
+      if not seen[m] and not norm[m] then
+        r.missing[#r.missing + 1] = m .. " (not in the early-load list)"
+      end
+    end
+  end
+  if expect_mp then
+    local got = contents and (contents[mp] or contents["./" .. mp])
+    if got ~= expect_mp then r.missing[#r.missing + 1] = modprobe.FILE end
+  end
+  r.size = st.size
+  r.ok = #r.missing == 0
+  return r
+end
+
+return M
