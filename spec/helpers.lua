@@ -35,7 +35,7 @@ function M.writefile(path, content, mode)
 end
 
 function M.copy_corpus(rel, root, dest)
-  M.writefile(root .. dest, assert(M.readfile(M.corpus .. "/" .. rel), rel))
+  M.writefile(root .. dest, (assert(M.readfile(M.corpus .. "/" .. rel), rel)))
 end
 
 -- A hash of every file's path, mode, mtime and content under dir: equal before/after means nothing changed.
@@ -61,11 +61,15 @@ function M.cache_dir()
 end
 
 -- The unpacked real Debian kernel package (tools/fetch-kernel): dir, kver.
+local kernels = {}
 function M.real_kernel(flavour)
+  flavour = flavour or "cloud"
+  if kernels[flavour] then return kernels[flavour][1], kernels[flavour][2] end
   local out, ok = M.sh("tools/fetch-kernel " .. (flavour or "cloud") .. " 2>/dev/null")
   assert(ok, "tools/fetch-kernel failed (needs apt-get update and network to Debian's mirror)")
   local dir = out:gsub("%s+$", ""):match("[^\n]+$")
   local kver = M.sh("ls " .. M.q(dir .. "/lib/modules")):gsub("%s+$", "")
+  kernels[flavour] = { dir, kver }
   return dir, kver
 end
 
@@ -77,9 +81,12 @@ function M.install_kernel(root, flavour, kver_as, fn)
   local dest = root .. "/lib/modules/" .. kver_as
   M.sh("mkdir -p " .. M.q(root .. "/lib/modules") .. " && cp -al " .. M.q(dir .. "/lib/modules/" .. kver) .. " " .. M.q(dest)
     .. " 2>/dev/null || cp -a " .. M.q(dir .. "/lib/modules/" .. kver) .. " " .. M.q(dest))
-  if fn then fn(dest) end
-  local out, ok = M.sh("depmod -b " .. M.q(root) .. " " .. M.q(kver_as) .. " 2>&1")
-  assert(ok, out)
+  -- the cached tree carries depmod's indexes already; a transformed one needs new ones
+  if fn or kver_as ~= kver then
+    if fn then fn(dest) end
+    local out, ok = M.sh("depmod -b " .. M.q(root) .. " " .. M.q(kver_as) .. " 2>&1")
+    assert(ok, out)
+  end
   return kver_as, dest
 end
 

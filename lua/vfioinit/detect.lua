@@ -78,8 +78,10 @@ local function masked(root, path, etc_dir)
   local st = core.stat(root, etc_dir .. "/" .. name, true)
   if not st then return false end
   if st.type == "link" then
+    -- a link to /dev/null masks; so does one that resolves to nothing inside root
+    -- (the root being configured need not have /dev populated)
     local target = core.resolve(root, etc_dir .. "/" .. name)
-    return target == "/dev/null"
+    return target == nil or target == "/dev/null"
   end
   return st.size == 0
 end
