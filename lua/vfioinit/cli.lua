@@ -4,7 +4,7 @@ local json = require "vfioinit.json"
 
 local M = {}
 
-local USAGE = [[
+local USAGE = [==[
 usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module NAME]...
                 [--ids VVVV:DDDD[,VVVV:DDDD...]] [--softdeps] [--json] [--no-rebuild] COMMAND
   status        generators, kernels, module states, whether each config and image has VFIO
@@ -13,7 +13,7 @@ usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module 
   rebuild       rebuild images of the selected generators and kernels
   verify        check every image contains the VFIO modules
   revert        undo every change vfioinit made
-]]
+]==]
 
 local COMMANDS = { status = true, plan = true, apply = true, rebuild = true, verify = true, revert = true }
 

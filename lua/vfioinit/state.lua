@@ -119,6 +119,7 @@ function M.revert(root)
   end
   core.remove(root, M.BACKUPS)
   core.remove(root, M.MANIFEST)
+  core.remove(root, M.DIR)
   return list
 end
 
