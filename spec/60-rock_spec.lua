@@ -1,0 +1,21 @@
+-- The rock: `luarocks make` builds offline and an installed tree works from a plain lua5.4.
+local h = require "helpers"
+
+describe("luarocks make", function()
+  it("installs a tree from which lua5.4 can require vfioinit and run the CLI", function()
+    local tree = h.tmpdir()
+    finally(function() h.rm(tree) end)
+    local out, ok = h.sh("cd " .. h.q(h.project) .. " && luarocks --lua-version=5.4 make --tree " .. h.q(tree)
+      .. " vfioinit-scm-0.rockspec 2>&1")
+    assert.is_true(ok, out)
+    -- from / so nothing of the checkout is on the path
+    local env = ("cd / && eval \"$(luarocks --lua-version=5.4 path --tree %s)\" && "):format(h.q(tree))
+    out, ok = h.sh(env .. "lua5.4 -e 'local v = require \"vfioinit\"; local c = require \"vfioinit.core\";"
+      .. " print(type(v.plan), type(v.update_initramfs), package.searchpath(\"vfioinit.core\", package.cpath))' 2>&1")
+    assert.is_true(ok, out)
+    assert.truthy(out:find("function function " .. tree, 1, true), out)
+    out, ok = h.sh(env .. h.q(tree .. "/bin/vfioinit") .. " --help 2>&1")
+    assert.is_true(ok, out)
+    assert.truthy(out:find("usage: vfioinit", 1, true), out)
+  end)
+end)
