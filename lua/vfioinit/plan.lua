@@ -20,8 +20,9 @@ local function rel(path) return (path:gsub("^/+", "")) end
 function Plan:diff()
   local out = {}
   for _, c in ipairs(self.changes) do
-    out[#out + 1] = diff.unified(c.before, c.after,
-      c.before and rel(c.path) or "/dev/null", rel(c.path))
+    -- a new file diffs from /dev/null, a removed one (after == nil) to it
+    out[#out + 1] = diff.unified(c.before, c.after or "",
+      c.before and rel(c.path) or "/dev/null", c.after and rel(c.path) or "/dev/null")
   end
   return table.concat(out)
 end
@@ -54,9 +55,13 @@ function Plan:apply(opts)
   end
   local done = {}
   for _, c in ipairs(self.changes) do
-    local dir = util.split_path(c.path)
-    local ok, err = core.mkdirs(root, dir, 493)
-    if ok then ok, err = core.write_atomic(root, c.path, c.after, 420) end
+    local ok, err
+    if c.after == nil then
+      ok, err = core.remove(root, c.path)
+    else
+      ok, err = core.mkdirs(root, (util.split_path(c.path)), 493)
+      if ok then ok, err = core.write_atomic(root, c.path, c.after, 420) end
+    end
     if not ok then
       rollback(root, done)
       return nil, err

@@ -1,0 +1,219 @@
+-- booster (anatol/booster): `/etc/booster.yaml`, key `modules_force_load`.
+--
+-- Upstream facts this relies on (anatol/booster):
+-- * generator/config.go: `ModulesForceLoad string yaml:"modules_force_load"` is one
+--   comma-separated string (older releases `strings.Split(v, ",")` without trimming,
+--   newer ones trim each item), so the value is rewritten with bare commas and a
+--   YAML list there is refused (go-yaml cannot decode a sequence into a string).
+-- * docs/manpage.md: force-loaded modules are added to the image automatically;
+--   `extra_files` items starting with `/` are absolute paths copied into the image.
+-- * init/config.go + generator/generator.go: the image carries
+--   `/etc/booster.init.yaml` (stored as `etc/booster.init.yaml`), a go-yaml dump of
+--   InitConfig whose `modulesforceload:` list is what init force-loads.
+-- * generator/kmod.go readModprobeOptions: `options` lines of /etc/modprobe.d are
+--   copied into the init config at build time.
+-- * packaging/arch: pacman hook 90-booster-install.hook runs booster-install, which
+--   builds `/boot/booster-<pkgbase>.img` (pkgbase from /usr/lib/modules/<kver>/pkgbase)
+--   with `booster build --force --kernel-version <kver> <image>`;
+--   packaging/common/60-booster.install is the kernel-install plugin.
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+
+local M = {
+  name = "booster",
+  command = "booster",
+  config = "/etc/booster.yaml",
+  active_evidence = {
+    "/usr/share/libalpm/hooks/90-booster-install.hook",
+    "/usr/share/libalpm/hooks/90-booster.hook",       -- older packaging
+    "/usr/lib/kernel/install.d/60-booster.install",
+    "/usr/lib/kernel/install.d/50-booster.install",   -- older packaging
+  },
+  distro_default = {},
+  image_want = { "etc/booster.init.yaml" },
+}
+
+local KEY = "modules_force_load"
+local NULLS = { ["~"] = true, null = true, Null = true, NULL = true }
+
+-- booster's parseCommaList: split on ",", trim, drop empty items.
+local function split_list(s)
+  local t = {}
+  for item in (s .. ","):gmatch("([^,]*),") do
+    item = item:match("^%s*(.-)%s*$")
+    if item ~= "" then t[#t + 1] = item end
+  end
+  return t
+end
+
+-- Reorder `items` (strings) so every `want` module comes before every GPU driver:
+-- missing ones and ones sitting after a GPU driver go right before the first GPU
+-- driver (or to the end), later duplicates of a wanted module are dropped.
+-- Returns the new list and whether it differs.
+function M.order(items, want, gpu, norm)
+  norm = norm or util.norm
+  local first_gpu
+  for i, it in ipairs(items) do
+    if gpu[norm(it)] then first_gpu = i; break end
+  end
+  local drop, block = {}, {}
+  for _, w in ipairs(want) do
+    local nw, found = norm(w), nil
+    for i, it in ipairs(items) do
+      if norm(it) == nw then
+        if found then drop[i] = true else found = i end
+      end
+    end
+    if not found then
+      block[#block + 1] = w
+    elseif first_gpu and found > first_gpu then
+      drop[found] = true
+      block[#block + 1] = items[found]
+    end
+  end
+  if #block == 0 and next(drop) == nil then return items, false end
+  local out = {}
+  for i, it in ipairs(items) do
+    if i == first_gpu then
+      for _, b in ipairs(block) do out[#out + 1] = b end
+    end
+    if not drop[i] then out[#out + 1] = it end
+  end
+  if not first_gpu then
+    for _, b in ipairs(block) do out[#out + 1] = b end
+  end
+  return out, true
+end
+
+-- A string go-yaml reads back unchanged as a plain scalar.
+local function plain_safe(s)
+  return s:match("^[%w_/.*][%w_,./*+%-]*$") ~= nil
+    or (s:match("^%-[%w_/.*][%w_,./*+%-]*$") ~= nil)
+end
+
+local function render(s, style)
+  if style == "double" then
+    return '"' .. s:gsub('[\\"]', "\\%0") .. '"'
+  elseif style == "single" or not plain_safe(s) then
+    return "'" .. s:gsub("'", "''") .. "'"
+  end
+  return s
+end
+
+-- Make the comma-list value of top-level `key` satisfy want/gpu; add the key at
+-- the end when absent. Returns new text or nil, msg, line.
+local function edit_list(text, key, want, gpu, norm)
+  local entries, msg, line = core.yaml_scan(text)
+  if not entries then return nil, msg, line end
+  local e
+  for _, x in ipairs(entries) do if x.key == key then e = x end end
+  if not e then
+    if #want == 0 then return text end
+    local items = M.order({}, want, gpu, norm)
+    local sep = (text ~= "" and text:sub(-1) ~= "\n") and "\n" or ""
+    return text .. sep .. key .. ": " .. render(table.concat(items, ","), "plain") .. "\n"
+  end
+  if e.style == "flow" or e.style == "block" then
+    return nil, ("%s: booster reads a comma-separated string here, not a list or block"):format(key), e.line
+  end
+  local value = e.value or ""
+  if e.style == "plain" and NULLS[value] then value = "" end
+  local items, changed = M.order(split_list(value), want, gpu, norm)
+  if not changed then return text end
+  local new = render(table.concat(items, ","), e.style)
+  if e.value_first then
+    return text:sub(1, e.value_first - 1) .. new .. text:sub(e.value_last + 1)
+  end
+  return text:sub(1, e.colon) .. " " .. new .. text:sub(e.colon + 1)
+end
+
+-- edit_text(text, want, opts) -> new text | nil, msg, line
+-- opts.gpu: set of GPU driver names (default: the contract's list);
+-- opts.extra_files: paths that must be listed in `extra_files` (copied into the image).
+function M.edit_text(text, want, opts)
+  opts = opts or {}
+  text = text or ""
+  local out, msg, line = edit_list(text, KEY, want or {}, opts.gpu or util.gpu_set())
+  if not out then return nil, msg, line end
+  if opts.extra_files and #opts.extra_files > 0 then
+    out, msg, line = edit_list(out, "extra_files", opts.extra_files, {}, function(s) return s end)
+    if not out then return nil, msg, line end
+  end
+  return out
+end
+
+function M.edits(ctx)
+  local path = M.config
+  local before, err = ctx.read(path)
+  if err then return nil, err end
+  local after, msg, line = M.edit_text(before or "", ctx.modules, {
+    gpu = ctx.gpu,
+    -- booster copies only `options` from modprobe.d into its init config; listing
+    -- the file in extra_files puts the file itself into the image as well.
+    extra_files = ctx.modprobe_file and { ctx.modprobe_file } or nil,
+  })
+  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
+  if before == nil and after == "" then return {} end
+  return { { path = path, before = before, after = after } }
+end
+
+-- Arch's hook names images after the kernel package (pkgbase); elsewhere use kver.
+function M.image_path(ctx, kver)
+  for _, dir in ipairs({ "/usr/lib/modules/", "/lib/modules/" }) do
+    local text = ctx.read(dir .. kver .. "/pkgbase")
+    local base = text and text:match("^%s*([%w._+%-]+)%s*\n?")
+    if base then return "/boot/booster-" .. base .. ".img" end
+  end
+  return "/boot/booster-" .. kver .. ".img"
+end
+
+function M.rebuild_argv(ctx, kvers)
+  local cmds = {}
+  for _, k in ipairs(kvers) do
+    cmds[#cmds + 1] = {
+      argv = { "booster", "build", "--force", "--kernel-version", k, M.image_path(ctx, k) },
+      kernels = { k },
+    }
+  end
+  return cmds
+end
+
+local function unquote(s)
+  local q = s:sub(1, 1)
+  if q == "'" and s:sub(-1) == "'" and #s >= 2 then return (s:sub(2, -2):gsub("''", "'")) end
+  if q == '"' and s:sub(-1) == '"' and #s >= 2 then return (s:sub(2, -2):gsub("\\(.)", "%1")) end
+  return s
+end
+
+-- The `modulesforceload:` list of the image's etc/booster.init.yaml (go-yaml output:
+-- a block sequence `- name` under the key). Returns a set of module names.
+function M.early_modules(contents)
+  local set = {}
+  local text = contents["etc/booster.init.yaml"] or contents["./etc/booster.init.yaml"]
+  if not text then return set end
+  local entries = core.yaml_scan(text)
+  if entries then
+    for _, e in ipairs(entries) do
+      if e.key == "modulesforceload" then
+        if e.items then
+          for _, m in ipairs(e.items) do set[m] = true end
+        elseif e.style == "block" then
+          local body = text:sub(e.value_first, e.value_last) .. "\n"
+          for item in body:gmatch("%-[ \t]+([^\n]-)[ \t\r]*\n") do set[unquote(item)] = true end
+        elseif e.value then
+          for _, m in ipairs(split_list(e.value)) do set[m] = true end
+        end
+      end
+    end
+    return set
+  end
+  -- not the subset yaml_scan reads: fall back to the block-sequence shape go-yaml writes
+  local body = text:match("\nmodulesforceload:[ \t]*\n(.-)\n%S") or text:match("^modulesforceload:[ \t]*\n(.-)\n%S")
+    or text:match("\nmodulesforceload:[ \t]*\n(.*)$") or text:match("^modulesforceload:[ \t]*\n(.*)$")
+  if body then
+    for item in (body .. "\n"):gmatch("%s*%-[ \t]+([^\n]-)[ \t\r]*\n") do set[unquote(item)] = true end
+  end
+  return set
+end
+
+return M

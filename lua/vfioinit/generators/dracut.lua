@@ -1,0 +1,308 @@
+-- dracut: a drop-in /etc/dracut.conf.d/NN-vfioinit.conf that force-loads the
+-- VFIO modules before any GPU driver.
+--
+-- What upstream dracut (059, /usr/bin/dracut = dracut.sh) does:
+-- * sources /etc/dracut.conf, then every `*.conf` of /etc/dracut.conf.d and
+--   /usr/lib/dracut/dracut.conf.d merged by file name and sorted with `sort -V`
+--   (dropindirs_sort; for the same name the /etc one wins).
+-- * `force_drivers` words are installed and written, in order, one
+--   `rd.driver.pre=MOD` line each, to etc/cmdline.d/20-force_drivers.conf in
+--   the image; they load (modprobe) before udev starts. `add_drivers` are only
+--   installed, loaded later by udev: they do not fix any order.
+-- * check_conf_file warns unless `+=` values have spaces inside the quotes:
+--   `force_drivers+=" a b "`.
+-- * `install_items` files are copied into the image.
+-- So our file must sort before any file whose force_drivers holds a GPU driver,
+-- and must not add what an earlier file already force-loads. When no file name
+-- can do that (a GPU driver force-loaded in /etc/dracut.conf, or a reset
+-- `force_drivers=` later), the effective force_drivers assignments are edited
+-- in place like mkinitcpio's MODULES (same engine).
+-- An edit with `after = nil` means: remove that file (our own drop-in, renamed).
+local core = require "vfioinit.core"
+local mk = require "vfioinit.generators.mkinitcpio"
+
+local engine, norm = mk.engine, mk.norm
+
+local M = {
+  name = "dracut",
+  command = "dracut",
+  config = "/etc/dracut.conf",
+  active_evidence = {
+    "/usr/lib/kernel/install.d/50-dracut.install",
+    "/etc/kernel/postinst.d/dracut",
+    "/usr/share/libalpm/hooks/90-dracut-install.hook",
+  },
+  distro_default = { "fedora", "rhel", "centos", "rocky", "almalinux", "opensuse", "opensuse-leap",
+    "opensuse-tumbleweed", "suse", "sles", "void" },
+  image_want = {
+    "etc/cmdline.d/20-force_drivers.conf", "etc/cmdline.d/01-default.conf",
+    "./etc/cmdline.d/20-force_drivers.conf", "./etc/cmdline.d/01-default.conf",
+  },
+}
+
+local CONF = "/etc/dracut.conf"
+local DIRS = { "/etc/dracut.conf.d", "/usr/lib/dracut/dracut.conf.d" }
+local OWN_DIR = "/etc/dracut.conf.d"
+-- Names tried for our drop-in, best first (10 leaves room for the user's own files).
+M.CANDIDATES = { "10-vfioinit.conf", "05-vfioinit.conf", "01-vfioinit.conf", "00-vfioinit.conf",
+  "50-vfioinit.conf", "90-vfioinit.conf", "99-vfioinit.conf" }
+local GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm", "nvidia_drm", "i915", "xe" }
+
+local function set_of(list)
+  local s = {}
+  for _, v in ipairs(list) do s[norm(v)] = true end
+  return s
+end
+
+local function is_own(name) return name:match("^%d*%-?vfioinit%.conf$") ~= nil end
+
+-- The words of `var` after sourcing `scans` in order (a rough bash: `=`, `+=`,
+-- and `$var`/`${var}` self-references).
+local function simulate(scans, var)
+  local w = {}
+  for _, sc in ipairs(scans) do
+    for _, a in ipairs(sc) do
+      if a.name == var then
+        local new = a.append and { table.unpack(w) } or {}
+        for _, it in ipairs(a.items) do
+          if it.value == "$" .. var or it.value == "${" .. var .. "}" then
+            for _, x in ipairs(w) do new[#new + 1] = x end
+          else
+            new[#new + 1] = norm(it.value)
+          end
+        end
+        w = new
+      end
+    end
+  end
+  return w
+end
+
+-- Every want exactly once, all before the first GPU driver.
+local function good(words, want, gpu)
+  local count, gpu_seen = {}, false
+  local wantset = set_of(want)
+  for _, n in ipairs(words) do
+    if gpu[n] then gpu_seen = true end
+    if wantset[n] then
+      if gpu_seen then return false end
+      count[n] = (count[n] or 0) + 1
+      if count[n] > 1 then return false end
+    end
+  end
+  for n in pairs(wantset) do if not count[n] then return false end end
+  return true
+end
+
+local function drop_in_text(mods, items)
+  local t = { "# vfioinit: load the VFIO modules before any GPU driver (rd.driver.pre).\n" }
+  if #mods > 0 then t[#t + 1] = 'force_drivers+=" ' .. table.concat(mods, " ") .. ' "\n' end
+  if #items > 0 then t[#t + 1] = 'install_items+=" ' .. table.concat(items, " ") .. ' "\n' end
+  return table.concat(t)
+end
+M.drop_in_text = drop_in_text
+
+-- Pure: make one dracut config text force-load `want` before any GPU driver,
+-- as if it were the only config. Returns new text | nil, msg, line.
+function M.edit_text(text, want, opts)
+  opts = opts or {}
+  local gpu = opts.gpu or set_of(GPU)
+  local files = { { text = text } }
+  local ok, err, line, msg = engine.run(files, "force_drivers", want, gpu, {
+    pad = " ",
+    create = function(names)
+      local t = files[1].text
+      local sep = (t == "" or t:sub(-1) == "\n") and "" or "\n"
+      return { fi = 1, first = #t + 1, last = #t,
+        insert = sep .. 'force_drivers+=" ' .. table.concat(names, " ") .. ' "\n' }
+    end,
+  })
+  if not ok then return nil, msg or err, line end
+  local out = files[1].text
+  if opts.install_items then
+    local sc = core.shell_scan(out)
+    local have = {}
+    for _, w in ipairs(simulate({ sc }, "install_items")) do have[w] = true end
+    local add = {}
+    for _, p in ipairs(opts.install_items) do if not have[p] then add[#add + 1] = p end end
+    if #add > 0 then
+      local sep = (out == "" or out:sub(-1) == "\n") and "" or "\n"
+      out = out .. sep .. 'install_items+=" ' .. table.concat(add, " ") .. ' "\n'
+    end
+  end
+  return out
+end
+
+-- The config files in dracut's order, our own drop-ins left out:
+-- list of {path=, name=}, plus the list of our own drop-in names.
+local function conf_order(ctx)
+  local by_name, names, own = {}, {}, {}
+  for _, d in ipairs(DIRS) do
+    for _, n in ipairs(ctx.dir(d) or {}) do
+      if n:match("%.conf$") and not by_name[n] then
+        if d == OWN_DIR and is_own(n) then
+          own[#own + 1] = n
+        else
+          by_name[n] = d .. "/" .. n
+          names[#names + 1] = n
+        end
+      end
+    end
+  end
+  table.sort(names, mk.version_less)
+  local list = { { path = CONF, name = nil } }
+  for _, n in ipairs(names) do list[#list + 1] = { path = by_name[n], name = n } end
+  return list, own
+end
+M.conf_order = conf_order
+
+function M.edits(ctx)
+  local want = {}
+  for _, m in ipairs(ctx.modules or {}) do want[#want + 1] = norm(m) end
+  local gpu = ctx.gpu or set_of(GPU)
+  local list, own = conf_order(ctx)
+  local files = {}
+  for _, f in ipairs(list) do
+    local t, err = ctx.read(f.path)
+    if err then return nil, err end
+    if t then files[#files + 1] = { path = f.path, name = f.name, text = t, before = t } end
+  end
+  local own_path = own[1] and (OWN_DIR .. "/" .. own[1])
+  local own_before
+  if own_path then
+    local t, err = ctx.read(own_path)
+    if err then return nil, err end
+    own_before = t
+  end
+  local scans, err = engine.scan_all(files)
+  if not scans then return nil, err end
+  if own_before then
+    local _, msg, line = core.shell_scan(own_before)
+    if msg then return nil, ("%s:%d: %s"):format(own_path, line, msg) end
+  end
+
+  -- what the others force-load already; ours adds the rest
+  local function plan_for(sc)
+    local others = simulate(sc, "force_drivers")
+    local have = set_of(others)
+    local mods = {}
+    for _, m in ipairs(want) do
+      if not have[m] then have[m] = true; mods[#mods + 1] = m end
+    end
+    return mods
+  end
+  -- try each name: insert our file at its sorted place and check the result
+  local function try(sc, name, mods)
+    local seq, placed = {}, false
+    for i, f in ipairs(files) do
+      if not placed and f.name and mk.version_less(name, f.name) then
+        seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})); placed = true
+      end
+      seq[#seq + 1] = sc[i]
+    end
+    if not placed then seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})) end
+    return good(simulate(seq, "force_drivers"), want, gpu)
+  end
+
+  local mods = plan_for(scans)
+  local chosen
+  local names = {}
+  if own[1] then names[1] = own[1] end
+  for _, n in ipairs(M.CANDIDATES) do names[#names + 1] = n end
+  for _, n in ipairs(names) do
+    if try(scans, n, mods) then chosen = n; break end
+  end
+  local notes = {}
+  if not chosen then
+    -- no place works: fix the effective force_drivers assignments in place
+    local ok, rerr = engine.run(files, "force_drivers", want, gpu, {
+      pad = " ",
+      create = function() error("unreachable: force_drivers has no assignment") end,
+    })
+    if not ok then return nil, rerr end
+    scans, err = engine.scan_all(files)
+    if not scans then return nil, err end
+    mods = plan_for(scans)
+    chosen = own[1] or M.CANDIDATES[1]
+    if not try(scans, chosen, mods) then
+      return nil, "cannot order force_drivers: the VFIO modules would not load before the GPU drivers"
+    end
+    notes[#notes + 1] = "no drop-in name orders the VFIO modules before the force-loaded GPU drivers: edited force_drivers in place"
+  end
+
+  local items = {}
+  if ctx.modprobe_file then
+    local all = {}
+    for i = 1, #scans do all[i] = scans[i] end
+    local have = set_of(simulate(all, "install_items"))
+    if not have[ctx.modprobe_file] then items[1] = ctx.modprobe_file end
+  end
+
+  local out = {}
+  for _, f in ipairs(files) do
+    if f.text ~= f.before then out[#out + 1] = { path = f.path, before = f.before, after = f.text } end
+  end
+  local path = OWN_DIR .. "/" .. chosen
+  local after = (#mods > 0 or #items > 0) and drop_in_text(mods, items) or nil
+  if own_path and own_path ~= path then
+    out[#out + 1] = { path = own_path, before = own_before, after = nil }
+    own_before = nil
+  end
+  if after and after ~= own_before then
+    out[#out + 1] = { path = path, before = own_before, after = after }
+  elseif not after and own_before and own_path == path then
+    -- nothing left for our file to do; keep it (it is harmless) unless empty of meaning
+    local sc = core.shell_scan(own_before) or {}
+    local left = simulate({ sc }, "force_drivers")
+    if #left > 0 then
+      out[#out + 1] = { path = path, before = own_before, after = drop_in_text({}, {}) }
+    end
+  end
+  if #notes > 0 then out.notes = notes end
+  if ctx.warn then for _, n in ipairs(notes) do ctx.warn(n) end end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Images.
+
+local function distro_is(ctx, ...)
+  if ctx.distro_is then return ctx.distro_is(...) end
+  local d = ctx.distro or {}
+  for _, want in ipairs({ ... }) do
+    if d.id == want then return true end
+    for _, like in ipairs(d.id_like or {}) do if like == want then return true end end
+  end
+  return false
+end
+
+function M.image_path(ctx, kver)
+  if distro_is(ctx, "debian", "ubuntu") then return "/boot/initrd.img-" .. kver end
+  if distro_is(ctx, "suse", "opensuse", "sles") then return "/boot/initrd-" .. kver end
+  return "/boot/initramfs-" .. kver .. ".img"
+end
+
+function M.rebuild_argv(ctx, kvers)
+  local out = {}
+  for _, k in ipairs(kvers) do
+    out[#out + 1] = { argv = { "dracut", "--force", M.image_path(ctx, k), k }, kernels = { k } }
+  end
+  return out
+end
+
+-- rd.driver.pre= (and the old rdloaddriver=) in the image's etc/cmdline.d/*.conf.
+function M.early_modules(contents)
+  local set = {}
+  for name, data in pairs(contents) do
+    if name:match("^%.?/?etc/cmdline%.d/[^/]+%.conf$") then
+      for _, key in ipairs({ "rd%.driver%.pre=", "rdloaddriver=" }) do
+        for v in data:gmatch("%f[%w.]" .. key .. "(%S+)") do
+          for m in v:gsub('"', ""):gmatch("[^,]+") do set[norm(m)] = true end
+        end
+      end
+    end
+  end
+  return set
+end
+
+return M

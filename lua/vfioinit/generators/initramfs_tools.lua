@@ -1,0 +1,136 @@
+-- initramfs-tools (Debian, Ubuntu and derivatives): `/etc/initramfs-tools/modules`.
+--
+-- Upstream facts this relies on (initramfs-tools 0.142, Debian 12):
+-- * mkinitramfs reads "${CONFDIR}/modules" (CONFDIR=/etc/initramfs-tools) with
+--   hook-functions' add_modules_from_file: `grep '^[^#]' FILE | while read -r module
+--   args; do force_load "$module" "$args"; done`, and force_load appends
+--   "module args" to ${DESTDIR}/conf/modules (member `conf/modules` of the image).
+-- * scripts/functions load_modules() runs `modprobe $m` for each line of
+--   /conf/modules in order, skipping empty lines and lines whose first
+--   non-blank character is `#`: the file's order is the load order, and a second
+--   line for a module already loaded changes nothing (its arguments are ignored).
+-- * mkinitramfs copies /etc/modprobe.d/*.conf into every image, so
+--   /etc/modprobe.d/vfioinit.conf needs no extra configuration here.
+-- * /etc/kernel/postinst.d/initramfs-tools runs `update-initramfs -c -k <kver>`
+--   on kernel install; images are /boot/initrd.img-<kver>.
+local util = require "vfioinit.util"
+
+local M = {
+  name = "initramfs-tools",
+  command = "update-initramfs",
+  config = "/etc/initramfs-tools/modules",
+  active_evidence = { "/etc/kernel/postinst.d/initramfs-tools" },
+  distro_default = { "debian", "ubuntu", "linuxmint", "pop", "elementary", "kali", "raspbian", "devuan" },
+  image_want = { "conf/modules" },
+}
+
+-- The module a line names, as `read -r module args` splits it; nil for blank and
+-- comment lines.
+local function module_of(line)
+  local w = line:match("^[ \t]*([^ \t]+)")
+  if not w or w:sub(1, 1) == "#" then return nil end
+  return w
+end
+
+-- Split into lines, each {text=without "\n", nl="\n"|""}.
+local function lines_of(text)
+  local t, pos = {}, 1
+  while pos <= #text do
+    local nl = text:find("\n", pos, true)
+    if nl then
+      t[#t + 1] = { text = text:sub(pos, nl - 1), nl = "\n" }
+      pos = nl + 1
+    else
+      t[#t + 1] = { text = text:sub(pos), nl = "" }
+      pos = #text + 1
+    end
+  end
+  return t
+end
+
+-- edit_text(text, want, opts) -> new text | nil, msg, line
+-- Missing wanted modules, and wanted modules listed after a GPU driver (moved with
+-- their arguments), go right before the first GPU driver line, or to the end.
+-- Later lines naming a wanted module again are dropped: they never took effect.
+function M.edit_text(text, want, opts)
+  opts = opts or {}
+  text = text or ""
+  local gpu = opts.gpu or util.gpu_set()
+  local nul = text:find("\0", 1, true)
+  if nul then
+    return nil, "binary file (NUL byte), not a module list", select(2, text:sub(1, nul):gsub("\n", "")) + 1
+  end
+  local lines = lines_of(text)
+  local first_gpu
+  for i, l in ipairs(lines) do
+    l.module = module_of(l.text)
+    if l.module and not first_gpu and gpu[util.norm(l.module)] then first_gpu = i end
+  end
+  local drop, block = {}, {}
+  for _, w in ipairs(want or {}) do
+    local nw, found = util.norm(w), nil
+    for i, l in ipairs(lines) do
+      if l.module and util.norm(l.module) == nw then
+        if found then drop[i] = true else found = i end
+      end
+    end
+    if not found then
+      block[#block + 1] = w
+    elseif first_gpu and found > first_gpu then
+      drop[found] = true
+      block[#block + 1] = lines[found].text
+    end
+  end
+  if #block == 0 and next(drop) == nil then return text end
+  local out = {}
+  for i, l in ipairs(lines) do
+    if i == first_gpu then
+      for _, b in ipairs(block) do out[#out + 1] = b .. "\n" end
+    end
+    if not drop[i] then out[#out + 1] = l.text .. l.nl end
+  end
+  if not first_gpu then
+    if #out > 0 and out[#out]:sub(-1) ~= "\n" then out[#out] = out[#out] .. "\n" end
+    for _, b in ipairs(block) do out[#out + 1] = b .. "\n" end
+  end
+  return table.concat(out)
+end
+
+function M.edits(ctx)
+  local path = M.config
+  local before, err = ctx.read(path)
+  if err then return nil, err end
+  local after, msg, line = M.edit_text(before or "", ctx.modules, { gpu = ctx.gpu })
+  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
+  if before == nil and after == "" then return {} end
+  return { { path = path, before = before, after = after } }
+end
+
+function M.image_path(_, kver)
+  return "/boot/initrd.img-" .. kver
+end
+
+-- `-u` refuses to create a missing image; `-c` creates it.
+function M.rebuild_argv(ctx, kvers)
+  local cmds = {}
+  for _, k in ipairs(kvers) do
+    local mode = "-u"
+    if ctx and ctx.exists and not ctx.exists(M.image_path(ctx, k)) then mode = "-c" end
+    cmds[#cmds + 1] = { argv = { "update-initramfs", mode, "-k", k }, kernels = { k } }
+  end
+  return cmds
+end
+
+-- conf/modules inside the image, read the way load_modules() does.
+function M.early_modules(contents)
+  local set = {}
+  local text = contents["conf/modules"] or contents["./conf/modules"]
+  if not text then return set end
+  for _, l in ipairs(lines_of(text)) do
+    local m = module_of(l.text)
+    if m then set[m] = true end
+  end
+  return set
+end
+
+return M
