@@ -1,9 +1,1135 @@
-/* placeholder: filled in by its own issue */
+/*
+** fs.c: root-confined file I/O. Every path is absolute inside `root` (a host
+** directory); symlinks resolve inside root: openat2(RESOLVE_IN_ROOT) where the
+** kernel has it, our own component walk where it does not. Operations on a
+** final component (rename, remove, the temp+rename of write_atomic) act on a
+** parent directory fd obtained the same confined way, so nothing outside root
+** is ever read or written. Errors: nil, "<path as given>: strerror", errno;
+** the host root prefix never appears in a message.
+*/
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/openat2.h>
+
 #include "core.h"
 
+#define FALLBACK_KEY "vfioinit.fs.fallback"  /* registry: force the walker */
+#define MAXLINKS 40                          /* like the kernel's ELOOP limit */
+#define COPY_CHUNK (1 << 16)
+
+/*
+** Fault injection for hardening specs: VFIOINIT_FAULT="write:N,fsync:N,rename:N,cfr:N"
+** makes the Nth such call of one operation fail (ENOSPC for write, EIO for
+** fsync/rename, ENOSYS for copy_file_range so copy takes its read/write loop).
+** Counters live in the per-call context: no C globals.
+*/
+struct fault {
+	int at;   /* 0: off */
+	int seen;
+};
+
+struct fsctx {
+	int rootfd;
+	int fallback;
+	struct fault fwrite, ffsync, frename, fcfr;
+};
+
+
+static int
+fault_hit(struct fault *f)
+{
+	return f->at > 0 && ++f->seen == f->at;
+}
+
+
+static void
+fault_parse(struct fsctx *c)
+{
+	const char *env = getenv("VFIOINIT_FAULT");
+	static const struct { const char *name; size_t off; } ops[] = {
+		{"write", offsetof(struct fsctx, fwrite)},
+		{"fsync", offsetof(struct fsctx, ffsync)},
+		{"rename", offsetof(struct fsctx, frename)},
+		{"cfr", offsetof(struct fsctx, fcfr)},  /* copy_file_range "unsupported" */
+	};
+	size_t i;
+	if (env == NULL)
+		return;
+	for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		size_t n = strlen(ops[i].name);
+		const char *p = env;
+		while ((p = strstr(p, ops[i].name)) != NULL) {
+			if ((p == env || p[-1] == ',') && p[n] == ':') {
+				struct fault *f = (struct fault *)((char *)c + ops[i].off);
+				f->at = atoi(p + n + 1);
+				break;
+			}
+			p += n;
+		}
+	}
+}
+
+
+/* Open root and read the settings of this call. Returns 0 or errno. */
+static int
+ctx_open(lua_State *L, struct fsctx *c, const char *root)
+{
+	const char *env = getenv("VFIOINIT_FS_FALLBACK");
+	memset(c, 0, sizeof *c);
+	lua_getfield(L, LUA_REGISTRYINDEX, FALLBACK_KEY);
+	c->fallback = lua_toboolean(L, -1) || (env != NULL && *env != '\0' && strcmp(env, "0") != 0);
+	lua_pop(L, 1);
+	fault_parse(c);
+	c->rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return c->rootfd < 0 ? errno : 0;
+}
+
+
+static void
+ctx_close(struct fsctx *c)
+{
+	if (c->rootfd >= 0)
+		close(c->rootfd);
+	c->rootfd = -1;
+}
+
+
+static void
+close_keep_errno(int fd)
+{
+	int e = errno;
+	if (fd >= 0)
+		close(fd);
+	errno = e;
+}
+
+
+/*
+** Open a path made only of already resolved directories ("" or "/a/b"),
+** refusing to follow anything: a symlink swapped in meanwhile gives ENOTDIR.
+*/
+static int
+open_canon(int rootfd, const char *canon, int *out)
+{
+	char name[NAME_MAX + 1];
+	int cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	const char *p = canon;
+	if (cur < 0)
+		return errno;
+	for (;;) {
+		size_t n;
+		int fd;
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		n = strcspn(p, "/");
+		if (n > NAME_MAX) {
+			close(cur);
+			return ENAMETOOLONG;
+		}
+		memcpy(name, p, n);
+		name[n] = '\0';
+		p += n;
+		fd = openat(cur, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close_keep_errno(cur);
+		if (fd < 0)
+			return errno;
+		cur = fd;
+	}
+	*out = cur;
+	return 0;
+}
+
+
+/*
+** The fallback resolver: walk `path` one component at a time from root with
+** O_PATH|O_NOFOLLOW, splicing symlink targets into the rest of the path (an
+** absolute target restarts at root, ".." stops at root). Writes the resolved
+** path inside root to canon ("/" for root). With `missing` non-NULL a missing
+** last component is allowed (*missing = 1), like realpath(1).
+*/
+static int
+walk(int rootfd, const char *path, int follow_last, char canon[PATH_MAX], int *missing)
+{
+	char rest[PATH_MAX], link[PATH_MAX], tmp[PATH_MAX];
+	char name[NAME_MAX + 1];
+	size_t clen = 0;
+	int cur, links = 0, err = 0;
+	const char *p;
+
+	if (missing != NULL)
+		*missing = 0;
+	if (strlen(path) >= sizeof rest)
+		return ENAMETOOLONG;
+	strcpy(rest, path);
+	canon[0] = '\0';
+	if ((cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return errno;
+	p = rest;
+	for (;;) {
+		struct stat st;
+		const char *e;
+		size_t n;
+		int fd, last;
+
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		n = strcspn(p, "/");
+		e = p + n;
+		last = *e == '\0';
+		if (n == 1 && p[0] == '.') {
+			p = e;
+			continue;
+		}
+		if (n == 2 && p[0] == '.' && p[1] == '.') {
+			if (clen > 0) {  /* re-walk the shorter prefix: never trust ".." */
+				while (clen > 0 && canon[clen - 1] != '/')
+					clen--;
+				if (clen > 0)
+					clen--;
+				canon[clen] = '\0';
+				close(cur);
+				if ((err = open_canon(rootfd, canon, &cur)) != 0)
+					return err;
+			}
+			p = e;
+			continue;
+		}
+		if (n > NAME_MAX) {
+			err = ENAMETOOLONG;
+			goto out;
+		}
+		memcpy(name, p, n);
+		name[n] = '\0';
+		fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			err = errno;
+			if (err == ENOENT && last && missing != NULL) {
+				*missing = 1;
+				err = 0;
+				goto append;
+			}
+			goto out;
+		}
+		if (fstat(fd, &st) < 0) {
+			err = errno;
+			close(fd);
+			goto out;
+		}
+		if (S_ISLNK(st.st_mode) && (!last || follow_last)) {
+			ssize_t len;
+			if (++links > MAXLINKS) {
+				close(fd);
+				err = ELOOP;
+				goto out;
+			}
+			len = readlinkat(fd, "", link, sizeof link);
+			close_keep_errno(fd);
+			if (len < 0) {
+				err = errno;
+				goto out;
+			}
+			/* Splice: target + rest; no "/" added after a last component. */
+			if (len == 0) {  /* empty target: nothing to follow */
+				err = ENOENT;
+				goto out;
+			}
+			if ((size_t)len >= sizeof link
+			    || (size_t)snprintf(tmp, sizeof tmp, "%.*s%s", (int)len, link, e) >= sizeof tmp) {
+				err = ENAMETOOLONG;
+				goto out;
+			}
+			strcpy(rest, tmp);
+			p = rest;
+			if (link[0] == '/') {
+				clen = 0;
+				canon[0] = '\0';
+				close(cur);
+				if ((cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+					return errno;
+			}
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode) && !last) {
+			close(fd);
+			err = ENOTDIR;
+			goto out;
+		}
+		close(cur);
+		cur = fd;
+append:
+		if (clen + 1 + n >= PATH_MAX) {
+			err = ENAMETOOLONG;
+			goto out;
+		}
+		canon[clen++] = '/';
+		memcpy(canon + clen, name, n + 1);
+		clen += n;
+		p = e;
+		if (missing != NULL && *missing)
+			break;
+	}
+out:
+	close(cur);
+	if (err == 0 && clen == 0)
+		strcpy(canon, "/");
+	return err;
+}
+
+
+/* Fallback for confined_open: walk, then open the last name with O_NOFOLLOW. */
+static int
+walk_open(struct fsctx *c, const char *path, int flags, int *out)
+{
+	char canon[PATH_MAX];
+	char *slash;
+	int err, dirfd, fd;
+
+	if ((err = walk(c->rootfd, path, !(flags & O_NOFOLLOW), canon, NULL)) != 0)
+		return err;
+	if (strcmp(canon, "/") == 0) {
+		fd = openat(c->rootfd, ".", (flags & ~O_NOFOLLOW) | O_CLOEXEC);
+		if (fd < 0)
+			return errno;
+		*out = fd;
+		return 0;
+	}
+	slash = strrchr(canon, '/');
+	*slash = '\0';
+	if ((err = open_canon(c->rootfd, canon, &dirfd)) != 0)
+		return err;
+	/* The walk left no symlink to follow; O_NOFOLLOW catches a race. */
+	fd = openat(dirfd, slash + 1, flags | O_NOFOLLOW | O_CLOEXEC);
+	close_keep_errno(dirfd);
+	if (fd < 0)
+		return errno;
+	*out = fd;
+	return 0;
+}
+
+
+/*
+** Open `path` (absolute, inside root) with `flags` (no O_CREAT). Returns 0
+** and the fd in *out, or errno.
+*/
+static int
+confined_open(struct fsctx *c, const char *path, int flags, int *out)
+{
+	const char *rel = path;
+	int tries;
+
+	while (*rel == '/')
+		rel++;
+	if (*rel == '\0')
+		rel = ".";
+	if (!c->fallback) {
+		struct open_how how;
+		memset(&how, 0, sizeof how);
+		how.flags = (uint64_t)(flags | O_CLOEXEC);
+		how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+		for (tries = 0; tries < 16; tries++) {
+			long fd = syscall(SYS_openat2, c->rootfd, rel, &how, sizeof how);
+			if (fd >= 0) {
+				*out = (int)fd;
+				return 0;
+			}
+			if (errno != EAGAIN && errno != EINTR)  /* EAGAIN: a rename raced ".." */
+				break;
+		}
+		/* ENOSYS: old kernel; EPERM: a seccomp filter that does not know it. */
+		if (errno != ENOSYS && errno != EPERM)
+			return errno;
+	}
+	return walk_open(c, path, flags, out);
+}
+
+
+/* Split off the last component: *dir gets the parent path, name the last name. */
+static int
+split_path(const char *path, char dir[PATH_MAX], char name[NAME_MAX + 1])
+{
+	size_t len = strlen(path), i;
+	while (len > 0 && path[len - 1] == '/')
+		len--;
+	i = len;
+	while (i > 0 && path[i - 1] != '/')
+		i--;
+	if (len - i > NAME_MAX || i >= PATH_MAX)
+		return ENAMETOOLONG;
+	memcpy(name, path + i, len - i);
+	name[len - i] = '\0';
+	if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return EINVAL;  /* "/", "x/.", "x/..": no single entry to act on */
+	memcpy(dir, path, i);
+	dir[i] = '\0';
+	if (i == 0)
+		strcpy(dir, "/");
+	return 0;
+}
+
+
+/* The parent directory of `path` (resolved inside root) as an O_PATH fd, and its last name. */
+static int
+parent_open(struct fsctx *c, const char *path, int *dirfd, char name[NAME_MAX + 1])
+{
+	char dir[PATH_MAX];
+	int err = split_path(path, dir, name);
+	if (err != 0)
+		return err;
+	return confined_open(c, dir, O_PATH | O_DIRECTORY, dirfd);
+}
+
+
+/*
+** The directory and name write_atomic and copy replace: a final symlink is
+** followed (inside root) so the link stays and the file it names is updated.
+*/
+static int
+target_open(struct fsctx *c, const char *path, int *dirfd, char name[NAME_MAX + 1])
+{
+	char cur[PATH_MAX], link[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX];
+	int links = 0, err;
+
+	if (strlen(path) >= sizeof cur)
+		return ENAMETOOLONG;
+	strcpy(cur, path);
+	for (;;) {
+		struct stat st;
+		ssize_t len;
+		if ((err = parent_open(c, cur, dirfd, name)) != 0)
+			return err;
+		if (fstatat(*dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISLNK(st.st_mode))
+			return 0;
+		len = readlinkat(*dirfd, name, link, sizeof link);
+		err = len < 0 ? errno : 0;
+		close(*dirfd);
+		*dirfd = -1;
+		if (err != 0)
+			return err;
+		if (++links > MAXLINKS)
+			return ELOOP;
+		if ((size_t)len >= sizeof link)
+			return ENAMETOOLONG;
+		link[len] = '\0';
+		if (link[0] == '/') {
+			strcpy(cur, link);
+			continue;
+		}
+		split_path(cur, dir, tmp);  /* succeeded in parent_open above */
+		if ((size_t)snprintf(tmp, sizeof tmp, "%s/%s", dir, link) >= sizeof tmp)
+			return ENAMETOOLONG;
+		strcpy(cur, tmp);
+	}
+}
+
+
+/* Create ".<name>.vfioinit-XXXXXX" next to name, exclusively. */
+static int
+temp_create(int dirfd, const char *name, char tmp[NAME_MAX + 1], int *fd)
+{
+	static const char abc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	int tries;
+	size_t n;
+
+	n = (size_t)snprintf(tmp, NAME_MAX + 1, ".%s.vfioinit-XXXXXX", name);
+	if (n > NAME_MAX)
+		return ENAMETOOLONG;
+	for (tries = 0; tries < 100; tries++) {
+		unsigned char rnd[6];
+		size_t i;
+		if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+			struct timespec ts;
+			unsigned long x;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			x = (unsigned long)ts.tv_nsec ^ ((unsigned long)getpid() << 16) ^ (unsigned long)tries * 2654435761u;
+			for (i = 0; i < sizeof rnd; i++, x >>= 5)
+				rnd[i] = (unsigned char)x;
+		}
+		for (i = 0; i < sizeof rnd; i++)
+			tmp[n - 6 + i] = abc[rnd[i] % (sizeof abc - 1)];
+		*fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (*fd >= 0)
+			return 0;
+		if (errno != EEXIST)
+			return errno;
+	}
+	return EEXIST;
+}
+
+
+static int
+write_all(struct fsctx *c, int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n;
+		if (fault_hit(&c->fwrite))
+			return ENOSPC;
+		n = write(fd, buf, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+
+/* fsync a directory we only hold an O_PATH fd of. */
+static int
+fsync_dir(struct fsctx *c, int dirfd)
+{
+	int fd, err = 0;
+	if (fault_hit(&c->ffsync))
+		return EIO;
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	if (fsync(fd) < 0 && errno != EINVAL)  /* EINVAL: the fs cannot sync dirs */
+		err = errno;
+	close(fd);
+	return err;
+}
+
+
+/*
+** Finish a temp file: owner (when asked) and mode, fsync, close, rename over
+** name, fsync the dir. Always consumes fd; on failure the temp is removed and
+** name untouched (up to the rename).
+*/
+static int
+temp_commit(struct fsctx *c, int dirfd, int fd, const char *tmp, const char *name,
+            const struct stat *owner, mode_t mode)
+{
+	int err = 0;
+	if (owner != NULL && fchown(fd, owner->st_uid, owner->st_gid) < 0)
+		err = errno;
+	if (err == 0 && fchmod(fd, mode) < 0)  /* after fchown: it clears set-id bits */
+		err = errno;
+	if (err == 0 && fault_hit(&c->ffsync))
+		err = EIO;
+	if (err == 0 && fsync(fd) < 0)
+		err = errno;
+	if (close(fd) < 0 && err == 0)
+		err = errno;
+	if (err == 0 && fault_hit(&c->frename))
+		err = EIO;
+	if (err == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		err = errno;
+	if (err != 0) {
+		unlinkat(dirfd, tmp, 0);
+		return err;
+	}
+	return fsync_dir(c, dirfd);
+}
+
+
+static int
+push_stat(lua_State *L, const struct stat *st)
+{
+	const char *type = S_ISREG(st->st_mode) ? "file" : S_ISDIR(st->st_mode) ? "dir"
+	                 : S_ISLNK(st->st_mode) ? "link" : "other";
+	lua_createtable(L, 0, 7);
+	lua_pushstring(L, type);
+	lua_setfield(L, -2, "type");
+	lua_pushinteger(L, st->st_mode & 07777);
+	lua_setfield(L, -2, "mode");
+	lua_pushinteger(L, st->st_uid);
+	lua_setfield(L, -2, "uid");
+	lua_pushinteger(L, st->st_gid);
+	lua_setfield(L, -2, "gid");
+	lua_pushinteger(L, (lua_Integer)st->st_size);
+	lua_setfield(L, -2, "size");
+	lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_sec);
+	lua_setfield(L, -2, "mtime");
+	lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec);
+	lua_setfield(L, -2, "mtime_ns");
+	return 1;
+}
+
+
+/* Argument n: an absolute path inside root, without NULs. */
+static const char *
+checkpath(lua_State *L, int n)
+{
+	size_t len;
+	const char *p = luaL_checklstring(L, n, &len);
+	luaL_argcheck(L, strlen(p) == len, n, "path contains a NUL byte");
+	luaL_argcheck(L, p[0] == '/', n, "absolute path expected");
+	return p;
+}
+
+
+static const char *
+checkroot(lua_State *L, int n)
+{
+	size_t len;
+	const char *p = luaL_checklstring(L, n, &len);
+	luaL_argcheck(L, strlen(p) == len && len > 0, n, "non-empty path without NUL expected");
+	return p;
+}
+
+
+static int
+fail(lua_State *L, struct fsctx *c, const char *what, int err)
+{
+	ctx_close(c);
+	return vfi_push_errno(L, what, err);
+}
+
+
+static int
+notregular(lua_State *L, struct fsctx *c, const char *path)
+{
+	ctx_close(c);
+	lua_pushnil(L);
+	lua_pushfstring(L, "%s: not a regular file", path);
+	lua_pushinteger(L, EINVAL);
+	return 3;
+}
+
+
+/***
+Force the fallback path walker instead of openat2 (for specs only).
+@function _fs_force_fallback
+@tparam boolean on
+*/
+static int
+fs__fs_force_fallback(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	lua_pushboolean(L, lua_toboolean(L, 1));
+	lua_setfield(L, LUA_REGISTRYINDEX, FALLBACK_KEY);
+	return 0;
+}
+
+
+/***
+Atomic copy of a regular file (temp + rename), keeping its mode.
+@function copy
+@treturn[1] true
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_copy(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *from = checkpath(L, 2);
+	const char *to = checkpath(L, 3);
+	struct fsctx c;
+	struct stat st, dst;
+	char name[NAME_MAX + 1], tmp[NAME_MAX + 1];
+	int err, in = -1, out = -1, dirfd = -1, use_cfr = 1;
+	char *buf = NULL;
+
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = confined_open(&c, from, O_RDONLY | O_NONBLOCK | O_NOCTTY, &in)) != 0)
+		return fail(L, &c, from, err);
+	if (fstat(in, &st) < 0) {
+		err = errno;
+		close(in);
+		return fail(L, &c, from, err);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(in);
+		if (S_ISDIR(st.st_mode))
+			return fail(L, &c, from, EISDIR);
+		return notregular(L, &c, from);
+	}
+	if ((err = target_open(&c, to, &dirfd, name)) != 0) {
+		close(in);
+		return fail(L, &c, to, err);
+	}
+	if (fstatat(dirfd, name, &dst, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(dst.st_mode)) {
+		close(in);
+		close(dirfd);
+		if (S_ISDIR(dst.st_mode))
+			return fail(L, &c, to, EISDIR);
+		return notregular(L, &c, to);
+	}
+	if ((err = temp_create(dirfd, name, tmp, &out)) != 0) {
+		close(in);
+		close(dirfd);
+		return fail(L, &c, to, err);
+	}
+	for (;;) {
+		ssize_t n;
+		if (use_cfr) {
+			if (fault_hit(&c.fwrite)) {
+				err = ENOSPC;
+				break;
+			}
+			if (fault_hit(&c.fcfr)) {
+				n = -1;
+				errno = ENOSYS;
+			} else {
+				n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+			}
+			if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL
+			              || errno == EOPNOTSUPP || errno == EBADF)) {
+				use_cfr = 0;  /* nothing copied yet through cfr at EOF-free errors */
+				if (lseek(in, 0, SEEK_SET) < 0 || lseek(out, 0, SEEK_SET) < 0
+				    || ftruncate(out, 0) < 0) {
+					err = errno;
+					break;
+				}
+				continue;
+			}
+		} else {
+			if (buf == NULL && (buf = malloc(COPY_CHUNK)) == NULL) {
+				err = ENOMEM;
+				break;
+			}
+			n = read(in, buf, COPY_CHUNK);
+			if (n > 0 && (err = write_all(&c, out, buf, (size_t)n)) != 0)
+				break;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err = errno;
+			break;
+		}
+		if (n == 0)
+			break;
+	}
+	free(buf);
+	close(in);
+	if (err != 0) {
+		close(out);
+		unlinkat(dirfd, tmp, 0);
+		close(dirfd);
+		return fail(L, &c, to, err);
+	}
+	err = temp_commit(&c, dirfd, out, tmp, name, NULL, st.st_mode & 07777);
+	close(dirfd);
+	if (err != 0)
+		return fail(L, &c, to, err);
+	ctx_close(&c);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+
+/* Sort helper for fs_dir: entries are C strings owned by a Lua table on the stack. */
+static int
+cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+
+/***
+Names in a directory, sorted (strcmp order), without "." and "..".
+@function dir
+@treturn[1] {string,...}
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_dir(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *path = checkpath(L, 2);
+	struct fsctx c;
+	struct dirent *de;
+	const char **names;
+	DIR *d;
+	lua_Integer n = 0, i;
+	int err, fd;
+
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = confined_open(&c, path, O_RDONLY | O_DIRECTORY, &fd)) != 0)
+		return fail(L, &c, path, err);
+	ctx_close(&c);
+	if ((d = fdopendir(fd)) == NULL) {
+		err = errno;
+		close(fd);
+		return vfi_push_errno(L, path, err);
+	}
+	lua_newtable(L);
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL)
+			break;
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		lua_pushstring(L, de->d_name);
+		lua_rawseti(L, -2, ++n);
+	}
+	err = errno;
+	closedir(d);
+	if (err != 0)
+		return vfi_push_errno(L, path, err);
+	/* Sort pointers into the strings the table keeps alive. */
+	names = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *names, 0);
+	for (i = 1; i <= n; i++) {
+		lua_rawgeti(L, -2, i);
+		names[i - 1] = lua_tostring(L, -1);
+		lua_pop(L, 1);
+	}
+	qsort(names, (size_t)n, sizeof *names, cmp_names);
+	lua_createtable(L, (int)n, 0);
+	for (i = 1; i <= n; i++) {
+		lua_pushstring(L, names[i - 1]);
+		lua_rawseti(L, -2, i);
+	}
+	return 1;
+}
+
+
+/***
+Create a directory and its missing parents (mkdir -p), inside root.
+@function mkdirs
+@tparam[opt=0755] int mode
+@treturn[1] true
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_mkdirs(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *path = checkpath(L, 2);
+	lua_Integer mode = luaL_optinteger(L, 3, 0755);
+	char prefix[PATH_MAX], name[NAME_MAX + 1];
+	struct fsctx c;
+	size_t len = strlen(path), i = 0;
+	int err, fd;
+
+	luaL_argcheck(L, mode >= 0 && mode <= 07777, 3, "mode out of range");
+	if (len >= sizeof prefix)
+		return vfi_push_errno(L, path, ENAMETOOLONG);
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	while (i < len) {
+		while (i < len && path[i] == '/')
+			i++;
+		while (i < len && path[i] != '/')
+			i++;
+		memcpy(prefix, path, i);
+		prefix[i] = '\0';
+		err = confined_open(&c, prefix, O_PATH | O_DIRECTORY, &fd);
+		if (err == ENOENT) {
+			int dirfd;
+			if ((err = parent_open(&c, prefix, &dirfd, name)) != 0)
+				return fail(L, &c, path, err);
+			err = mkdirat(dirfd, name, (mode_t)mode) < 0 ? errno : 0;
+			close(dirfd);
+			if (err != 0 && err != EEXIST)
+				return fail(L, &c, path, err);
+			err = confined_open(&c, prefix, O_PATH | O_DIRECTORY, &fd);
+		}
+		if (err != 0)
+			return fail(L, &c, path, err);
+		close(fd);
+	}
+	ctx_close(&c);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+
+/***
+Read a whole regular file.
+@function read
+@tparam[opt] int max byte limit (EFBIG beyond it)
+@treturn[1] string
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_read(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *path = checkpath(L, 2);
+	lua_Integer max = luaL_optinteger(L, 3, LUA_MAXINTEGER);
+	struct fsctx c;
+	struct stat st;
+	luaL_Buffer b;
+	lua_Integer total = 0;
+	int err, fd;
+
+	luaL_argcheck(L, max >= 0, 3, "limit must not be negative");
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	/* O_NONBLOCK: opening a FIFO must not hang before we can refuse it. */
+	if ((err = confined_open(&c, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, &fd)) != 0)
+		return fail(L, &c, path, err);
+	ctx_close(&c);
+	if (fstat(fd, &st) < 0) {
+		err = errno;
+		close(fd);
+		return vfi_push_errno(L, path, err);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		if (S_ISDIR(st.st_mode))
+			return vfi_push_errno(L, path, EISDIR);
+		return notregular(L, &c, path);
+	}
+	if (st.st_size > max)
+		goto toobig;
+	luaL_buffinit(L, &b);
+	for (;;) {
+		char *p = luaL_prepbuffsize(&b, COPY_CHUNK);
+		ssize_t n = read(fd, p, COPY_CHUNK);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err = errno;
+			close(fd);
+			return vfi_push_errno(L, path, err);
+		}
+		if (n == 0)
+			break;
+		total += n;
+		if (total > max)  /* grew while we read */
+			goto toobig;
+		luaL_addsize(&b, (size_t)n);
+	}
+	close(fd);
+	luaL_pushresult(&b);
+	return 1;
+toobig:
+	close(fd);
+	lua_pushnil(L);
+	lua_pushfstring(L, "%s: %s (limit %I bytes)", path, strerror(EFBIG), max);
+	lua_pushinteger(L, EFBIG);
+	return 3;
+}
+
+
+/***
+Remove a file, symlink or empty directory (a final symlink itself, not its target).
+@function remove
+@treturn[1] true
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_remove(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *path = checkpath(L, 2);
+	char name[NAME_MAX + 1];
+	struct fsctx c;
+	int err, dirfd;
+
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = parent_open(&c, path, &dirfd, name)) != 0)
+		return fail(L, &c, path, err);
+	if (unlinkat(dirfd, name, 0) < 0) {
+		err = errno;
+		if (err == EISDIR)
+			err = unlinkat(dirfd, name, AT_REMOVEDIR) < 0 ? errno : 0;
+	}
+	close(dirfd);
+	if (err != 0)
+		return fail(L, &c, path, err);
+	ctx_close(&c);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+
+/***
+Rename inside root (final symlinks are moved, not followed).
+@function rename
+@treturn[1] true
+@return[2] nil
+@treturn[2] string "<from>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_rename(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *from = checkpath(L, 2);
+	const char *to = checkpath(L, 3);
+	char fname[NAME_MAX + 1], tname[NAME_MAX + 1];
+	struct fsctx c;
+	int err, fdir, tdir;
+
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = parent_open(&c, from, &fdir, fname)) != 0)
+		return fail(L, &c, from, err);
+	if ((err = parent_open(&c, to, &tdir, tname)) != 0) {
+		close(fdir);
+		return fail(L, &c, to, err);
+	}
+	err = renameat(fdir, fname, tdir, tname) < 0 ? errno : 0;
+	close(fdir);
+	close(tdir);
+	if (err != 0)
+		return fail(L, &c, from, err);
+	ctx_close(&c);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+
+/***
+The path inside root after resolving symlinks (all but the last component must exist).
+@function resolve
+@treturn[1] string starting with "/"
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_resolve(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *path = checkpath(L, 2);
+	char canon[PATH_MAX];
+	struct fsctx c;
+	int err, missing;
+
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = walk(c.rootfd, path, 1, canon, &missing)) != 0)
+		return fail(L, &c, path, err);
+	ctx_close(&c);
+	lua_pushstring(L, canon);
+	return 1;
+}
+
+
+/***
+File status.
+@function stat
+@tparam[opt=false] boolean nofollow describe a final symlink itself
+@treturn[1] table {type=, mode=, uid=, gid=, size=, mtime=, mtime_ns=}
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_stat(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *path = checkpath(L, 2);
+	int nofollow = lua_toboolean(L, 3);
+	struct fsctx c;
+	struct stat st;
+	int err, fd;
+
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = confined_open(&c, path, O_PATH | (nofollow ? O_NOFOLLOW : 0), &fd)) != 0)
+		return fail(L, &c, path, err);
+	ctx_close(&c);
+	err = fstat(fd, &st) < 0 ? errno : 0;
+	close(fd);
+	if (err != 0)
+		return vfi_push_errno(L, path, err);
+	return push_stat(L, &st);
+}
+
+
+/***
+Replace a file atomically: temp in the same dir, write, keep mode and owner of
+an existing file (new: `mode` or 0644), fsync, rename, fsync the dir. A final
+symlink is followed inside root. On failure the target is untouched.
+@function write_atomic
+@treturn[1] true
+@return[2] nil
+@treturn[2] string "<path>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_write_atomic(lua_State *L)
+{
+	const char *root = checkroot(L, 1);
+	const char *path = checkpath(L, 2);
+	size_t len;
+	const char *content = luaL_checklstring(L, 3, &len);
+	lua_Integer mode = luaL_optinteger(L, 4, 0644);
+	char name[NAME_MAX + 1], tmp[NAME_MAX + 1];
+	struct fsctx c;
+	struct stat st;
+	int err, dirfd, fd, exists;
+
+	luaL_argcheck(L, mode >= 0 && mode <= 07777, 4, "mode out of range");
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = target_open(&c, path, &dirfd, name)) != 0)
+		return fail(L, &c, path, err);
+	exists = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	if (!exists && errno != ENOENT) {
+		err = errno;
+		close(dirfd);
+		return fail(L, &c, path, err);
+	}
+	if (exists && !S_ISREG(st.st_mode)) {
+		close(dirfd);
+		if (S_ISDIR(st.st_mode))
+			return fail(L, &c, path, EISDIR);
+		return notregular(L, &c, path);
+	}
+	if ((err = temp_create(dirfd, name, tmp, &fd)) != 0) {
+		close(dirfd);
+		return fail(L, &c, path, err);
+	}
+	if ((err = write_all(&c, fd, content, len)) != 0) {
+		close(fd);
+		unlinkat(dirfd, tmp, 0);
+	} else {
+		err = temp_commit(&c, dirfd, fd, tmp, name, exists ? &st : NULL,
+		                  exists ? st.st_mode & 07777 : (mode_t)mode);
+	}
+	close(dirfd);
+	if (err != 0)
+		return fail(L, &c, path, err);
+	ctx_close(&c);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+
 static const luaL_Reg funcs[] = {
+	{"_fs_force_fallback", fs__fs_force_fallback},
+	{"copy",               fs_copy},
+	{"dir",                fs_dir},
+	{"mkdirs",             fs_mkdirs},
+	{"read",               fs_read},
+	{"remove",             fs_remove},
+	{"rename",             fs_rename},
+	{"resolve",            fs_resolve},
+	{"stat",               fs_stat},
+	{"write_atomic",       fs_write_atomic},
 	{NULL, NULL}
 };
+
 
 void
 fs_open(lua_State *L)

@@ -184,6 +184,7 @@ function M.plan(opts, registry)
     local list, err = g.edits(ctx)
     if not list then return nil, err end
     for _, c in ipairs(list) do
+      for _, n in ipairs(c.notes or {}) do ctx.warn(c.path .. ": " .. n) end
       if c.before ~= c.after then
         c.generator = c.generator or g.name
         changes[#changes + 1] = c
