@@ -1,12 +1,745 @@
-/* placeholder: filled in by its own issue */
+/*
+** spawn.c: run a command without a shell, optionally chrooted into a root
+** inside a private mount namespace, streaming its output lines to Lua.
+**
+** The parent keeps every resource of a run (pipes, pidfd, line buffers, the
+** child itself) in one `vfioinit.Spawn` userdata held in a to-be-closed
+** stack slot, so any error, including one raised by `on_line`, kills the
+** child's process group, reaps the child and closes every descriptor.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "core.h"
 
+#define SPAWN_T		"vfioinit.Spawn"
+#define DEFAULT_PATH	"/usr/sbin:/usr/bin:/sbin:/bin"
+#define KILL_GRACE	2.0	/* seconds from SIGTERM to SIGKILL */
+#define DRAIN_GRACE	2.0	/* seconds to wait for EOF once the group is killed */
+#define LINE_LIMIT	65536	/* longer lines reach on_line in pieces */
+#define READ_CHUNK	65536
+#define TICK_MS		50	/* exit polling when pidfd_open is unavailable */
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC	(1U << 2)
+#endif
+
+/* Child setup steps, reported to the parent through the CLOEXEC pipe. */
+enum step {
+	ST_SETPGID,	/* setpgid(0, 0) */
+	ST_STDIO,	/* dup2 of /dev/null and the output pipes */
+	ST_UNSHARE,	/* unshare(CLONE_NEWNS) */
+	ST_PRIVATE,	/* make / recursively private */
+	ST_MOUNTPOINT,	/* check/create <root>/<mnt[arg]> */
+	ST_MOUNT,	/* bind-mount /<mnt[arg]> */
+	ST_CHROOT,	/* chroot(root) */
+	ST_CHDIR,	/* chdir("/") (arg 0) or chdir(cwd) (arg 1) */
+	ST_EXEC,	/* execve of every PATH candidate */
+};
+
+struct child_err {
+	int step;
+	int arg;
+	int err;
+};
+
+static const char *const mnt_names[] = {"/proc", "/sys", "/dev"};
+#define NMNT	3
+
+static const char *const stream_names[] = {"stdout", "stderr"};
+
+/* What the child needs, all built before fork so the child only makes syscalls. */
+struct plan {
+	const char *const *argv;
+	const char *const *envp;
+	const char *const *cand;	/* paths to try for argv[0], NULL-terminated */
+	const char *root;		/* NULL: no chroot */
+	const char *cwd;		/* NULL: keep (or "/" after chroot) */
+	const char *mnt[NMNT];		/* host paths <root>/proc, ... */
+};
+
+typedef struct Spawn {
+	pid_t pid;		/* child and its process group; 0 once reaped */
+	int pidfd;
+	int out[2];		/* stdout pipe */
+	int err[2];		/* stderr pipe */
+	int errp[2];		/* child setup failure pipe */
+	int devnull;
+	char *buf[2];		/* pending partial line per stream */
+	size_t len[2];
+	size_t cap[2];
+} Spawn;
+
+
+static void
+close_fd(int *fd)
+{
+	if (*fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+
+static double
+now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+
+/*
+** Kill what is left of the child's process group, reap the child, close
+** every descriptor and free the buffers. Idempotent: __gc, __close and the
+** error paths all end here.
+*/
+static void
+spawn_release(Spawn *s)
+{
+	int i;
+	if (s->pid > 0) {
+		kill(-s->pid, SIGKILL);
+		kill(s->pid, SIGKILL);	/* in case it never got its own group */
+		while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		s->pid = 0;
+	}
+	close_fd(&s->pidfd);
+	for (i = 0; i < 2; i++) {
+		close_fd(&s->out[i]);
+		close_fd(&s->err[i]);
+		close_fd(&s->errp[i]);
+	}
+	close_fd(&s->devnull);
+	for (i = 0; i < 2; i++) {
+		free(s->buf[i]);
+		s->buf[i] = NULL;
+		s->len[i] = s->cap[i] = 0;
+	}
+}
+
+
+static int
+spawn_gc(lua_State *L)
+{
+	spawn_release((Spawn *)luaL_checkudata(L, 1, SPAWN_T));
+	return 0;
+}
+
+
+/* ---- child side: async-signal-safe calls only ---- */
+
+static void __attribute__((noreturn))
+child_fail(int fd, int step, int arg)
+{
+	struct child_err e;
+	ssize_t r;
+	e.step = step;
+	e.arg = arg;
+	e.err = errno;
+	do
+		r = write(fd, &e, sizeof e);
+	while (r < 0 && errno == EINTR);
+	_exit(127);
+}
+
+
+/* Put `fd` on `target` without CLOEXEC; `fd` was moved above 2 first. */
+static int
+child_move(int fd, int target)
+{
+	return dup2(fd, target) < 0 ? -1 : 0;
+}
+
+
+static void __attribute__((noreturn))
+child_run(const struct plan *p, Spawn *s)
+{
+	int wfd = s->errp[1];
+	int in, out, err, i, sig, e, seen_eacces = 0;
+	struct sigaction sa;
+	sigset_t none;
+	struct stat st;
+
+	/* Exec keeps ignored signals ignored: give the command default ones. */
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	for (sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	if (setpgid(0, 0) < 0)
+		child_fail(wfd, ST_SETPGID, 0);
+
+	in = fcntl(s->devnull, F_DUPFD_CLOEXEC, 3);
+	out = fcntl(s->out[1], F_DUPFD_CLOEXEC, 3);
+	err = fcntl(s->err[1], F_DUPFD_CLOEXEC, 3);
+	if (in < 0 || out < 0 || err < 0 || child_move(in, 0) < 0
+	    || child_move(out, 1) < 0 || child_move(err, 2) < 0)
+		child_fail(wfd, ST_STDIO, 0);
+#ifdef SYS_close_range
+	/* Descriptors the Lua process opened without CLOEXEC stay out of the command. */
+	syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+#endif
+
+	if (p->root) {
+		/*
+		** The bind mounts live only in this new mount namespace: when the
+		** last process of the command's tree exits (normally, on error,
+		** or killed on timeout) the namespace and every mount in it go
+		** away, so nothing is ever left mounted under root on the host.
+		*/
+		if (unshare(CLONE_NEWNS) < 0)
+			child_fail(wfd, ST_UNSHARE, 0);
+		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+			child_fail(wfd, ST_PRIVATE, 0);
+		for (i = 0; i < NMNT; i++) {
+			if (lstat(p->mnt[i], &st) < 0) {
+				if (errno != ENOENT || (mkdir(p->mnt[i], 0755) < 0 && errno != EEXIST))
+					child_fail(wfd, ST_MOUNTPOINT, i);
+			} else if (!S_ISDIR(st.st_mode)) {
+				errno = ENOTDIR;	/* never follow a symlink out of root */
+				child_fail(wfd, ST_MOUNTPOINT, i);
+			}
+			if (mount(mnt_names[i], p->mnt[i], NULL, MS_BIND | MS_REC, NULL) < 0)
+				child_fail(wfd, ST_MOUNT, i);
+		}
+		if (chroot(p->root) < 0)
+			child_fail(wfd, ST_CHROOT, 0);
+		if (chdir("/") < 0)
+			child_fail(wfd, ST_CHDIR, 0);
+	}
+	if (p->cwd && chdir(p->cwd) < 0)
+		child_fail(wfd, ST_CHDIR, 1);
+
+	/* execvp's search, but in the command's own PATH and without its sh fallback. */
+	e = ENOENT;
+	for (i = 0; p->cand[i]; i++) {
+		execve(p->cand[i], (char *const *)p->argv, (char *const *)p->envp);
+		e = errno;
+		if (e == EACCES)
+			seen_eacces = 1;
+		else if (e != ENOENT && e != ENOTDIR && e != ESTALE && e != ENODEV && e != ETIMEDOUT)
+			break;
+	}
+	errno = seen_eacces && p->cand[i] == NULL ? EACCES : e;
+	child_fail(wfd, ST_EXEC, 0);
+}
+
+
+/* ---- parent side ---- */
+
+/* Hand one line to on_line (at stack index fn), if any. On error: kill, reap, re-raise. */
+static void
+emit(lua_State *L, Spawn *s, int fn, int i, const char *p, size_t n)
+{
+	if (lua_isnil(L, fn))
+		return;
+	lua_pushvalue(L, fn);
+	lua_pushstring(L, stream_names[i]);
+	lua_pushlstring(L, p, n);
+	if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+		spawn_release(s);
+		lua_error(L);
+	}
+}
+
+
+/* Pass on the complete lines in stream i's buffer; with `eof`, the rest too. */
+static void
+flush_lines(lua_State *L, Spawn *s, int fn, int i, size_t from, int eof)
+{
+	char *b = s->buf[i];
+	size_t start = 0, len = s->len[i];
+	char *nl;
+	while (from < len && (nl = memchr(b + from, '\n', len - from)) != NULL) {
+		size_t end = (size_t)(nl - b);
+		emit(L, s, fn, i, b + start, end - start);
+		start = from = end + 1;
+	}
+	if (start > 0) {
+		memmove(b, b + start, len - start);
+		s->len[i] = len -= start;
+	}
+	if (len > 0 && (eof || len >= LINE_LIMIT)) {
+		emit(L, s, fn, i, b, len);
+		s->len[i] = 0;
+	}
+}
+
+
+/* One read from stream i (ready per poll); closes it at EOF or on error. */
+static void
+pump(lua_State *L, Spawn *s, int fn, int i)
+{
+	int *fd = i == 0 ? &s->out[0] : &s->err[0];
+	size_t old = s->len[i];
+	ssize_t n;
+	if (s->cap[i] - s->len[i] < READ_CHUNK) {
+		size_t cap = s->len[i] + READ_CHUNK;
+		char *nb = realloc(s->buf[i], cap);
+		if (nb == NULL) {
+			spawn_release(s);
+			luaL_error(L, "not enough memory");
+		}
+		s->buf[i] = nb;
+		s->cap[i] = cap;
+	}
+	n = read(*fd, s->buf[i] + s->len[i], s->cap[i] - s->len[i]);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n > 0) {
+		s->len[i] += (size_t)n;
+		flush_lines(L, s, fn, i, old, 0);
+		return;
+	}
+	close_fd(fd);	/* EOF (or a read error: nothing more to get) */
+	flush_lines(L, s, fn, i, old, 1);
+}
+
+
+/*
+** If the child has exited, kill whatever it left running in its process
+** group (while the zombie still reserves the group id), then reap it.
+*/
+static int
+try_reap(Spawn *s, int *status)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	if (waitid(P_PID, (id_t)s->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != s->pid)
+		return 0;
+	kill(-s->pid, SIGKILL);
+	while (waitpid(s->pid, status, 0) < 0 && errno == EINTR)
+		;
+	s->pid = 0;
+	close_fd(&s->pidfd);
+	return 1;
+}
+
+
+/* Format a child setup failure as `nil, msg, errno`. */
+static int
+push_child_err(lua_State *L, const struct plan *p, const struct child_err *e)
+{
+	const char *why = strerror(e->err);
+	int arg = e->arg >= 0 && e->arg < NMNT ? e->arg : 0;
+	lua_pushnil(L);
+	switch (e->step) {
+	case ST_EXEC:
+		lua_pushfstring(L, "%s: %s", p->argv[0], why);
+		break;
+	case ST_SETPGID:
+		lua_pushfstring(L, "spawn: setpgid: %s", why);
+		break;
+	case ST_STDIO:
+		lua_pushfstring(L, "spawn: redirect stdio: %s", why);
+		break;
+	case ST_UNSHARE:
+		lua_pushfstring(L, "spawn: unshare mount namespace: %s", why);
+		break;
+	case ST_PRIVATE:
+		lua_pushfstring(L, "spawn: make / private: %s", why);
+		break;
+	case ST_MOUNTPOINT:
+		lua_pushfstring(L, "%s: %s", p->mnt[arg], why);
+		break;
+	case ST_MOUNT:
+		lua_pushfstring(L, "spawn: bind-mount %s on %s: %s", mnt_names[arg], p->mnt[arg], why);
+		break;
+	case ST_CHROOT:
+		lua_pushfstring(L, "%s: chroot: %s", p->root, why);
+		break;
+	default:
+		lua_pushfstring(L, "%s: chdir: %s", e->arg ? p->cwd : "/", why);
+		break;
+	}
+	lua_pushinteger(L, e->err);
+	return 3;
+}
+
+
+/* ---- argument checking and plan building (may raise; nothing acquired yet) ---- */
+
+static const char *
+opt_string_field(lua_State *L, int idx, const char *name)
+{
+	size_t len;
+	const char *s;
+	if (lua_isnil(L, idx))
+		return NULL;
+	if (lua_type(L, idx) != LUA_TSTRING)
+		luaL_argerror(L, 1, lua_pushfstring(L, "field '%s' must be a string, got %s",
+		    name, luaL_typename(L, idx)));
+	s = lua_tolstring(L, idx, &len);
+	luaL_argcheck(L, strlen(s) == len && len > 0, 1,
+	    lua_pushfstring(L, "field '%s' must be a non-empty string without NUL", name));
+	return s;
+}
+
+
+/* A NULL-terminated char* array of `n` slots, anchored in table `anchor`. */
+static const char **
+new_vec(lua_State *L, int anchor, size_t n)
+{
+	const char **v = lua_newuserdatauv(L, (n + 1) * sizeof *v, 0);
+	v[n] = NULL;
+	lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+	return v;
+}
+
+
+/* Keep the string on top alive in `anchor` and return it; pops it. */
+static const char *
+keep(lua_State *L, int anchor)
+{
+	const char *s = lua_tostring(L, -1);
+	lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+	return s;
+}
+
+
+/* Array of non-empty strings at idx (field `name`); each must contain '=' if `eq`. */
+static size_t
+check_strings(lua_State *L, int idx, const char *name, int eq)
+{
+	size_t n, i, len;
+	if (!lua_istable(L, idx))
+		luaL_argerror(L, 1, lua_pushfstring(L, "field '%s' must be an array of strings, got %s",
+		    name, luaL_typename(L, idx)));
+	n = lua_rawlen(L, idx);
+	for (i = 1; i <= n; i++) {
+		const char *s;
+		if (lua_rawgeti(L, idx, (lua_Integer)i) != LUA_TSTRING)
+			luaL_argerror(L, 1, lua_pushfstring(L, "%s[%d] must be a string, got %s",
+			    name, (int)i, luaL_typename(L, -1)));
+		s = lua_tolstring(L, -1, &len);
+		if (strlen(s) != len || len == 0 || (eq && (s[0] == '=' || strchr(s, '=') == NULL)))
+			luaL_argerror(L, 1, lua_pushfstring(L, eq ? "%s[%d] must be \"NAME=value\""
+			    : "%s[%d] must be a non-empty string without NUL", name, (int)i));
+		lua_pop(L, 1);
+	}
+	return n;
+}
+
+
+/* Does env entry `e` set the same variable as `f`? */
+static int
+same_var(const char *e, const char *f)
+{
+	size_t k = (size_t)(strchr(f, '=') - f);
+	return strncmp(e, f, k + 1) == 0;
+}
+
+
+static void
+build_env(lua_State *L, int envidx, int anchor, struct plan *p)
+{
+	static const char *const defaults[] = {"PATH=" DEFAULT_PATH, "LANG=C.UTF-8"};
+	size_t n = 0, i, j, given = lua_isnil(L, envidx) ? 0 : check_strings(L, envidx, "env", 1);
+	const char **v = new_vec(L, anchor, 2 + given);
+	for (i = 0; i < 2; i++)
+		v[n++] = defaults[i];
+	for (i = 1; i <= given; i++) {
+		const char *s;
+		lua_rawgeti(L, envidx, (lua_Integer)i);
+		s = keep(L, anchor);
+		for (j = 0; j < n && !same_var(v[j], s); j++)
+			;
+		v[j] = s;	/* a later entry for the same name wins */
+		if (j == n)
+			n++;
+	}
+	v[n] = NULL;
+	p->envp = v;
+}
+
+
+/* Where to look for argv[0]: itself if it has a '/', else each dir of the command's PATH. */
+static void
+build_candidates(lua_State *L, int anchor, struct plan *p)
+{
+	const char *path = DEFAULT_PATH, *a0 = p->argv[0], *d, *c;
+	const char **v;
+	size_t n = 1, i;
+	for (i = 0; p->envp[i]; i++)
+		if (strncmp(p->envp[i], "PATH=", 5) == 0)
+			path = p->envp[i] + 5;
+	if (strchr(a0, '/')) {
+		v = new_vec(L, anchor, 1);
+		v[0] = a0;
+		p->cand = v;
+		return;
+	}
+	for (c = path; *c; c++)
+		n += *c == ':';
+	v = new_vec(L, anchor, n);
+	for (i = 0, d = path; i < n; i++) {
+		const char *end = strchr(d, ':');
+		size_t dl = end ? (size_t)(end - d) : strlen(d);
+		if (dl == 0)
+			lua_pushfstring(L, "./%s", a0);	/* empty PATH entry: current dir */
+		else {
+			lua_pushlstring(L, d, dl);
+			lua_pushfstring(L, "%s/%s", lua_tostring(L, -1), a0);
+			lua_remove(L, -2);
+		}
+		v[i] = keep(L, anchor);
+		d = end ? end + 1 : d + dl;
+	}
+	p->cand = v;
+}
+
+
+/* ---- core.spawn ---- */
+
+/***
+ * Run a command without a shell.
+ * @tparam table opts `argv` (array of strings, required), `root` (host dir to
+ *   chroot into, in a private mount namespace with /proc, /sys, /dev bound),
+ *   `timeout` (seconds), `on_line` (function(stream, line), stream "stdout" or
+ *   "stderr"), `env` (array of "K=V" added to PATH=/usr/sbin:/usr/bin:/sbin:/bin
+ *   and LANG=C.UTF-8), `cwd` (dir to start in, inside root).
+ * @treturn[1] table `{status=int|nil, signal=int|nil, timed_out=bool, seconds=float}`
+ * @return[2] nil
+ * @treturn[2] string "argv0: strerror" (exec failure) or the setup step that failed
+ * @treturn[2] int errno
+ */
+static int
+spawn_spawn(lua_State *L)
+{
+	enum { OPTS = 1, ARGV, ROOT, TIMEOUT, ONLINE, ENV, CWD, ANCHOR, UD };
+	struct plan p;
+	struct child_err ce;
+	Spawn *s;
+	double timeout = 0, start, deadline, t;
+	size_t n, i, got;
+	int phase = 0, timed_out = 0, status = 0, reaped = 0;
+
+	luaL_checktype(L, OPTS, LUA_TTABLE);
+	lua_settop(L, OPTS);
+	lua_getfield(L, OPTS, "argv");
+	lua_getfield(L, OPTS, "root");
+	lua_getfield(L, OPTS, "timeout");
+	lua_getfield(L, OPTS, "on_line");
+	lua_getfield(L, OPTS, "env");
+	lua_getfield(L, OPTS, "cwd");
+	lua_newtable(L);	/* ANCHOR: keeps every string and vector below alive */
+
+	memset(&p, 0, sizeof p);
+	n = check_strings(L, ARGV, "argv", 0);
+	luaL_argcheck(L, n > 0, 1, "field 'argv' must not be empty");
+	p.root = opt_string_field(L, ROOT, "root");
+	p.cwd = opt_string_field(L, CWD, "cwd");
+	if (!lua_isnil(L, TIMEOUT)) {
+		if (lua_type(L, TIMEOUT) != LUA_TNUMBER)
+			luaL_argerror(L, 1, lua_pushfstring(L, "field 'timeout' must be a number, got %s",
+			    luaL_typename(L, TIMEOUT)));
+		timeout = lua_tonumber(L, TIMEOUT);
+		luaL_argcheck(L, timeout > 0, 1, "field 'timeout' must be positive");
+	}
+	if (!lua_isnil(L, ONLINE) && !lua_isfunction(L, ONLINE))
+		luaL_argerror(L, 1, lua_pushfstring(L, "field 'on_line' must be a function, got %s",
+		    luaL_typename(L, ONLINE)));
+	{
+		const char **v = new_vec(L, ANCHOR, n);
+		for (i = 0; i < n; i++) {
+			lua_rawgeti(L, ARGV, (lua_Integer)i + 1);
+			v[i] = keep(L, ANCHOR);
+		}
+		p.argv = v;
+	}
+	build_env(L, ENV, ANCHOR, &p);
+	build_candidates(L, ANCHOR, &p);
+	if (p.root) {
+		for (i = 0; i < NMNT; i++) {
+			lua_pushfstring(L, "%s%s", p.root, mnt_names[i]);
+			p.mnt[i] = keep(L, ANCHOR);
+		}
+	}
+
+	/* From here on every resource lives in the to-be-closed userdata. */
+	lua_settop(L, ANCHOR);
+	s = lua_newuserdatauv(L, sizeof *s, 0);
+	memset(s, 0, sizeof *s);
+	s->pidfd = s->out[0] = s->out[1] = s->err[0] = s->err[1] = -1;
+	s->errp[0] = s->errp[1] = s->devnull = -1;
+	luaL_setmetatable(L, SPAWN_T);
+	lua_toclose(L, UD);
+
+	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0
+	    || pipe2(s->errp, O_CLOEXEC) < 0) {
+		int e = errno;
+		spawn_release(s);
+		return vfi_push_errno(L, "spawn: pipe", e);
+	}
+	s->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (s->devnull < 0) {
+		int e = errno;
+		spawn_release(s);
+		return vfi_push_errno(L, "/dev/null", e);
+	}
+
+	start = now();
+	s->pid = fork();
+	if (s->pid < 0) {
+		int e = errno;
+		s->pid = 0;
+		spawn_release(s);
+		return vfi_push_errno(L, "spawn: fork", e);
+	}
+	if (s->pid == 0)
+		child_run(&p, s);
+
+	close_fd(&s->out[1]);
+	close_fd(&s->err[1]);
+	close_fd(&s->errp[1]);
+	close_fd(&s->devnull);
+
+	/* EOF: exec succeeded (CLOEXEC closed the pipe); data: which step failed. */
+	got = 0;
+	while (got < sizeof ce) {
+		ssize_t r = read(s->errp[0], (char *)&ce + got, sizeof ce - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close_fd(&s->errp[0]);
+	if (got == sizeof ce) {
+		while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		s->pid = 0;
+		spawn_release(s);
+		return push_child_err(L, &p, &ce);
+	}
+
+#ifdef SYS_pidfd_open
+	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
+#else
+	s->pidfd = -1;
+#endif
+	fcntl(s->out[0], F_SETFL, O_NONBLOCK);
+	fcntl(s->err[0], F_SETFL, O_NONBLOCK);
+
+	deadline = timeout > 0 && isfinite(timeout) ? start + timeout : HUGE_VAL;
+	for (;;) {
+		struct pollfd pf[3];
+		int npf = 0, ms, r, k;
+		if (s->pid == 0 && s->out[0] < 0 && s->err[0] < 0)
+			break;
+		t = now();
+		if (t >= deadline) {
+			if (phase == 0) {	/* the command itself is still running */
+				timed_out = 1;
+				kill(-s->pid, SIGTERM);
+				phase = 1;
+				deadline = t + KILL_GRACE;
+			} else if (phase == 1) {
+				if (s->pid > 0)
+					kill(-s->pid, SIGKILL);
+				phase = 2;
+				deadline = t + DRAIN_GRACE;
+			} else {
+				/* Writers that left the group still hold the pipes: stop reading. */
+				for (k = 0; k < 2; k++) {
+					int *fd = k == 0 ? &s->out[0] : &s->err[0];
+					if (*fd >= 0) {
+						close_fd(fd);
+						flush_lines(L, s, ONLINE, k, 0, 1);
+					}
+				}
+				deadline = HUGE_VAL;
+			}
+			continue;
+		}
+		if (s->out[0] >= 0)
+			pf[npf++] = (struct pollfd){.fd = s->out[0], .events = POLLIN};
+		if (s->err[0] >= 0)
+			pf[npf++] = (struct pollfd){.fd = s->err[0], .events = POLLIN};
+		if (s->pid > 0 && s->pidfd >= 0)
+			pf[npf++] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
+		if (deadline == HUGE_VAL)
+			ms = -1;
+		else if (deadline - t > 3600.0)
+			ms = 3600000;	/* the deadline is checked again on every turn */
+		else
+			ms = (int)ceil((deadline - t) * 1000.0);
+		if (s->pid > 0 && s->pidfd < 0 && (ms < 0 || ms > TICK_MS))
+			ms = TICK_MS;
+		r = poll(pf, (nfds_t)npf, ms);
+		if (r < 0 && errno != EINTR) {
+			int e = errno;
+			spawn_release(s);
+			return vfi_push_errno(L, "spawn: poll", e);
+		}
+		for (k = 0; r > 0 && k < npf; k++) {
+			if (pf[k].revents == 0 || pf[k].fd == s->pidfd)
+				continue;
+			pump(L, s, ONLINE, pf[k].fd == s->out[0] ? 0 : 1);
+		}
+		if (s->pid > 0 && try_reap(s, &status)) {
+			reaped = 1;
+			if (phase < 2) {	/* leftovers were just killed: drain, bounded */
+				phase = 2;
+				if (deadline > now() + DRAIN_GRACE)
+					deadline = now() + DRAIN_GRACE;
+			}
+		}
+	}
+	t = now();
+
+	lua_createtable(L, 0, 4);
+	if (reaped && WIFEXITED(status)) {
+		lua_pushinteger(L, WEXITSTATUS(status));
+		lua_setfield(L, -2, "status");
+	} else if (reaped && WIFSIGNALED(status)) {
+		lua_pushinteger(L, WTERMSIG(status));
+		lua_setfield(L, -2, "signal");
+	}
+	lua_pushboolean(L, timed_out);
+	lua_setfield(L, -2, "timed_out");
+	lua_pushnumber(L, t - start);
+	lua_setfield(L, -2, "seconds");
+	spawn_release(s);
+	return 1;
+}
+
+
 static const luaL_Reg funcs[] = {
+	{"spawn",	spawn_spawn},
 	{NULL, NULL}
 };
+
+
+static const luaL_Reg spawn_meta[] = {
+	{"__close",	spawn_gc},
+	{"__gc",	spawn_gc},
+	{NULL, NULL}
+};
+
 
 void
 spawn_open(lua_State *L)
 {
+	if (luaL_newmetatable(L, SPAWN_T))
+		luaL_setfuncs(L, spawn_meta, 0);
+	lua_pop(L, 1);
 	luaL_setfuncs(L, funcs, 0);
 }

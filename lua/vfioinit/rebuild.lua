@@ -31,7 +31,9 @@ For each command: every affected image is copied to `<image>.vfioinit-prev`
 first (the command is not run when that copy fails); then the command runs
 (chrooted into ctx.root unless it is "/"); then each image is verified. A
 kernel whose command failed, timed out or whose image does not verify gets
-its previous image renamed back; a verified kernel's backup is removed.
+its previous image renamed back (a kernel that had no image keeps whatever
+the command left); a verified kernel's backup is removed. An error raised by
+on_output (or verify) propagates, after the previous images are put back.
 Error messages name the command, its exit status and end with the last 20
 lines of its output.
 ]]
@@ -64,7 +66,7 @@ end
 
 local function describe_exit(res)
   if res.timed_out then
-    return ("timed out after %.0f s and was killed"):format(res.seconds)
+    return ("timed out after %.1f s and was killed"):format(res.seconds)
   elseif res.signal then
     return ("was killed by signal %d"):format(res.signal)
   end
@@ -73,7 +75,8 @@ end
 
 local function with_tail(msg, tail)
   if #tail == 0 then return msg .. " (no output)" end
-  return ("%s; last %d lines of output:\n%s"):format(msg, #tail, table.concat(tail, "\n"))
+  return ("%s; last %d line%s of output:\n%s"):format(msg, #tail, #tail == 1 and "" or "s",
+    table.concat(tail, "\n"))
 end
 
 -- Run one command over its kernels; append one report entry per kernel.
@@ -95,6 +98,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
   local function fail_all(msg)
     for _, e in ipairs(list) do
       e.error = e.error or msg
+      e.backup, e.real = nil, nil
       e.size_after = e.image and size_of(root, e.image)
     end
   end
@@ -108,10 +112,13 @@ local function run_command(ctx, gen, cmd, opts, entries)
     end
   end
 
-  -- Keep every previous image before the command can touch it.
+  -- Keep every previous image before the command can touch it. A symlinked
+  -- image (/boot/initrd.img -> initrd.img-KVER) is backed up and restored as
+  -- its target, so the link itself stays a link.
   for _, e in ipairs(list) do
     if e.size_before then
-      local ok, err = core.copy(root, e.image, e.image .. M.BACKUP_SUFFIX)
+      e.real = core.resolve(root, e.image) or e.image
+      local ok, err = core.copy(root, e.real, e.real .. M.BACKUP_SUFFIX)
       if not ok then
         for _, b in ipairs(list) do
           if b.backup then core.remove(root, b.backup) end
@@ -119,7 +126,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
         return fail_all(("%s: cannot keep a copy of the previous image, not rebuilding: %s")
           :format(e.image, err))
       end
-      e.backup = e.image .. M.BACKUP_SUFFIX
+      e.backup = e.real .. M.BACKUP_SUFFIX
     end
   end
 
@@ -130,7 +137,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
 
   local tail = {}
   local on_output = opts.on_output
-  local res, err = core.spawn {
+  local called, res, err = pcall(core.spawn, {
     argv = argv,
     root = root ~= "/" and root or nil,
     timeout = opts.timeout or M.DEFAULT_TIMEOUT,
@@ -139,7 +146,15 @@ local function run_command(ctx, gen, cmd, opts, entries)
       if #tail > M.TAIL then table.remove(tail, 1) end
       if on_output then on_output(line, stream, gen.name) end
     end,
-  }
+  })
+  if not called then
+    -- on_output raised (spawn has killed and reaped the command): put the
+    -- previous images back before passing the error on.
+    for _, e in ipairs(list) do
+      if e.backup then core.rename(root, e.backup, e.real) end
+    end
+    error(res, 0)
+  end
 
   local failure
   if not res then
@@ -166,7 +181,14 @@ local function run_command(ctx, gen, cmd, opts, entries)
       if not size or size == 0 then
         ok, missing = nil, ("%s: no image was written"):format(e.image)
       elseif opts.verify then
-        ok, missing = opts.verify(gen, e.kernel, e.image)
+        local vok
+        vok, ok, missing = pcall(opts.verify, gen, e.kernel, e.image)
+        if not vok then
+          for _, b in ipairs(list) do
+            if b.backup then core.rename(root, b.backup, b.real) end
+          end
+          error(ok, 0)
+        end
       else
         ok = true
       end
@@ -191,7 +213,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
         if not ok then log(("%s: could not remove the backup: %s"):format(e.backup, rerr)) end
       end
     elseif e.backup then
-      local ok, rerr = core.rename(root, e.backup, e.image)
+      local ok, rerr = core.rename(root, e.backup, e.real)
       if ok then
         e.error = e.error .. ("\n(previous image %s restored)"):format(e.image)
       else
@@ -199,7 +221,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
           :format(rerr, e.backup)
       end
     end
-    e.backup = nil
+    e.backup, e.real = nil, nil
     e.size_after = size_of(root, e.image)
   end
   if res then
