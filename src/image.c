@@ -1,12 +1,860 @@
-/* placeholder: filled in by its own issue */
+/*
+** image.c: an initramfs reader that reads the image the way the kernel
+** unpacks it (init/initramfs.c): a sequence of cpio "newc" archives, each
+** either stored plainly (early microcode/firmware segments, 4-byte aligned)
+** or inside one compressed stream, with zero padding between them.
+**
+** Plain segments are parsed in place on the mmap'd file.  Compressed ones
+** are decompressed by libarchive (its "raw" format: a filter chain only) and
+** streamed through the same newc parser, so both kinds obey one set of rules
+** and names come back exactly as stored (cpio -t, hence lsinitramfs, shows
+** the same names, except that it drops a leading "/").  Where a compressed
+** stream ends, so the next segment can be found: zstd and xz by walking
+** their frame/footer structure here (libarchive refuses trailing bytes
+** after them), the others from libarchive's count of consumed input.
+** Limits: concatenated streams of one compression (gzip members, zstd
+** frames, xz streams) are decoded as one stream, so they make one segment;
+** a legacy lz4 stream has no end marker, so it must be the last segment
+** (as for the kernel).  Several archives inside one compressed stream are
+** all listed, as the kernel unpacks them all.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <archive.h>
+
 #include "core.h"
 
+#define IMAGE_READER "vfioinit.ImageReader"
+#define NEWC_HDR 110
+#define NEWC_NAME_MAX 4096	/* the kernel refuses longer names (PATH_MAX) */
+#define TRAILER "TRAILER!!!"
+
+enum cpio_state {
+	ST_HEADER,	/* collecting the 110-byte header */
+	ST_NAME,	/* collecting namesize bytes */
+	ST_DATA,	/* name padding, data and data padding */
+	ST_RESET,	/* after a trailer: zeros until the next header */
+};
+
+struct cpio {
+	lua_State *L;
+	int entries, contents, norm;	/* stack indexes; norm = 0: no want */
+	lua_Integer nentries;
+	int segment;
+	int stop_at_trailer;	/* plain segment: return after the trailer */
+	int trailer;	/* a trailer has been read */
+	enum cpio_state state;
+	uint64_t pos;	/* stream offset of the next byte */
+	uint64_t entry_pos;	/* stream offset of the current header */
+	unsigned char hdr[NEWC_HDR];
+	size_t have;	/* bytes of hdr or name collected */
+	char name[NEWC_NAME_MAX + 1];
+	size_t namesize;
+	uint32_t mode, filesize;
+	uint64_t skip;	/* bytes left in ST_DATA: padding + data + padding */
+	uint64_t data_first, data_end;	/* stream offsets of the data */
+	int is_trailer;
+	int want;	/* collect this entry's data */
+	char *buf;	/* collected data */
+	size_t blen, bcap;
+	const char *err;	/* set on failure */
+	uint64_t err_pos;
+};
+
+/* Everything that must be released even when a Lua error unwinds the stack. */
+struct reader {
+	int fd;
+	unsigned char *map;
+	size_t len;
+	struct archive *a;
+	struct cpio *cp;
+};
+
+
+static void
+reader_free(struct reader *r)
+{
+	if (r->a != NULL) {
+		archive_read_free(r->a);
+		r->a = NULL;
+	}
+	if (r->map != NULL) {
+		munmap(r->map, r->len);
+		r->map = NULL;
+	}
+	if (r->fd >= 0) {
+		close(r->fd);
+		r->fd = -1;
+	}
+	if (r->cp != NULL) {
+		free(r->cp->buf);
+		free(r->cp);
+		r->cp = NULL;
+	}
+}
+
+
+static int
+reader_gc(lua_State *L)
+{
+	reader_free(luaL_checkudata(L, 1, IMAGE_READER));
+	return 0;
+}
+
+
+static int
+hex8(const unsigned char *s, uint32_t *out)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 8; i++) {
+		unsigned char c = s[i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+
+static int
+cpio_fail(struct cpio *cp, const char *why, uint64_t pos)
+{
+	cp->err = why;
+	cp->err_pos = pos;
+	return -1;
+}
+
+
+static size_t
+strip_dot(const char *s, size_t n)
+{
+	size_t i = 0;
+	for (;;) {
+		if (i + 1 < n && s[i] == '.' && s[i + 1] == '/')
+			i += 2;
+		else if (i < n && s[i] == '/')
+			i++;
+		else
+			return i;
+	}
+}
+
+
+/* Append the keys in array `list` (+ suffix) to array `dst` (absolute indexes). */
+static void
+append_keys(lua_State *L, int dst, int list, const char *suffix, size_t slen)
+{
+	lua_Integer n = luaL_len(L, dst);
+	for (lua_Integer i = 1; lua_rawgeti(L, list, i) == LUA_TSTRING; i++) {
+		if (slen > 0) {
+			lua_pushlstring(L, suffix, slen);
+			lua_concat(L, 2);
+		}
+		lua_rawseti(L, dst, ++n);
+	}
+	lua_pop(L, 1);
+}
+
+
+/*
+** Decide whether the entry just named is wanted; if so leave on the stack an
+** array of the keys its contents go under (every want key naming it, so
+** "x" and "./x" both get it) and return 1.
+*/
+static int
+cpio_wanted(struct cpio *cp, const char *name, size_t n)
+{
+	lua_State *L = cp->L;
+	size_t s = strip_dot(name, n);
+	int found = 0;
+	lua_newtable(L);
+	int dst = lua_gettop(L);
+	lua_pushlstring(L, name + s, n - s);
+	if (lua_rawget(L, cp->norm) == LUA_TTABLE) {
+		append_keys(L, dst, dst + 1, NULL, 0);
+		found = 1;
+	}
+	lua_pop(L, 1);
+	/* "dir/" in want asks for every member directly below dir */
+	const char *slash = NULL;
+	for (size_t i = s; i < n; i++)
+		if (name[i] == '/')
+			slash = name + i;
+	if (slash != NULL && slash + 1 < name + n) {
+		lua_pushlstring(L, name + s, slash + 1 - (name + s));
+		if (lua_rawget(L, cp->norm) == LUA_TTABLE) {
+			/* a key "d/" names its members as "d/" .. basename */
+			append_keys(L, dst, dst + 1, slash + 1, name + n - (slash + 1));
+			found = 1;
+		}
+		lua_pop(L, 1);
+	}
+	if (!found)
+		lua_pop(L, 1);
+	return found;
+}
+
+
+static const char *
+mode_type(uint32_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: return "file";
+	case S_IFDIR: return "dir";
+	case S_IFLNK: return "link";
+	default: return "other";
+	}
+}
+
+
+/* The header and name are complete: record the entry. */
+static int
+cpio_entry(struct cpio *cp)
+{
+	lua_State *L = cp->L;
+	size_t n = strnlen(cp->name, cp->namesize - 1);
+	cp->is_trailer = n == sizeof(TRAILER) - 1 && memcmp(cp->name, TRAILER, n) == 0;
+	cp->want = 0;
+	if (cp->is_trailer)
+		return 0;
+	lua_createtable(L, 0, 4);
+	lua_pushlstring(L, cp->name, n);
+	lua_setfield(L, -2, "name");
+	lua_pushstring(L, mode_type(cp->mode));
+	lua_setfield(L, -2, "type");
+	lua_pushinteger(L, cp->filesize);
+	lua_setfield(L, -2, "size");
+	lua_pushinteger(L, cp->segment);
+	lua_setfield(L, -2, "segment");
+	lua_rawseti(L, cp->entries, ++cp->nentries);
+	if (cp->norm != 0 && cpio_wanted(cp, cp->name, n)) {
+		/* the keys stay on the stack until the data is complete */
+		cp->want = 1;
+		cp->blen = 0;
+	}
+	return 0;
+}
+
+
+/* Room for n more bytes of wanted data; grown as it arrives, not as claimed. */
+static int
+cpio_reserve(struct cpio *cp, size_t n)
+{
+	if (cp->bcap - cp->blen >= n)
+		return 0;
+	size_t cap = cp->bcap ? cp->bcap : 4096;
+	while (cap - cp->blen < n)
+		cap *= 2;
+	char *nb = realloc(cp->buf, cap);
+	if (nb == NULL)
+		return cpio_fail(cp, "out of memory for member data", cp->entry_pos);
+	cp->buf = nb;
+	cp->bcap = cap;
+	return 0;
+}
+
+
+static void
+cpio_entry_done(struct cpio *cp)
+{
+	if (cp->want) {
+		lua_State *L = cp->L;
+		int keys = lua_gettop(L);	/* pushed by cpio_wanted */
+		lua_pushlstring(L, cp->buf, cp->blen);
+		for (lua_Integer i = 1; lua_rawgeti(L, keys, i) == LUA_TSTRING; i++) {
+			lua_pushvalue(L, keys + 1);
+			lua_rawset(L, cp->contents);
+		}
+		lua_settop(L, keys - 1);
+		cp->want = 0;
+	}
+	if (cp->is_trailer) {
+		cp->trailer = 1;
+		cp->state = ST_RESET;
+	} else {
+		cp->state = ST_HEADER;
+	}
+}
+
+
+static int
+cpio_header(struct cpio *cp)
+{
+	uint32_t f[13];
+	const unsigned char *h = cp->hdr;
+	if (memcmp(h, "07070", 5) != 0 || (h[5] != '1' && h[5] != '2'))
+		return cpio_fail(cp, "bad cpio magic (not newc)", cp->entry_pos);
+	for (int i = 0; i < 13; i++)
+		if (hex8(h + 6 + 8 * i, &f[i]) != 0)
+			return cpio_fail(cp, "bad cpio header (not hex)", cp->entry_pos);
+	cp->mode = f[1];
+	cp->filesize = f[6];
+	cp->namesize = f[11];
+	if (cp->namesize == 0)
+		return cpio_fail(cp, "bad cpio header (empty name)", cp->entry_pos);
+	if (cp->namesize > NEWC_NAME_MAX)
+		return cpio_fail(cp, "bad cpio header (name too long)", cp->entry_pos);
+	return 0;
+}
+
+
+/*
+** Feed stream bytes to the parser.  Returns the number of bytes consumed
+** (less than len only when stop_at_trailer ends a plain segment), or -1 with
+** cp->err set.
+*/
+static ssize_t
+cpio_feed(struct cpio *cp, const unsigned char *p, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		size_t n;
+		switch (cp->state) {
+		case ST_HEADER:
+			if (cp->have == 0)
+				cp->entry_pos = cp->pos;
+			n = NEWC_HDR - cp->have;
+			if (n > len - i)
+				n = len - i;
+			memcpy(cp->hdr + cp->have, p + i, n);
+			cp->have += n;
+			i += n;
+			cp->pos += n;
+			if (cp->have < NEWC_HDR)
+				break;
+			cp->have = 0;
+			if (cpio_header(cp) != 0)
+				return -1;
+			cp->state = ST_NAME;
+			break;
+		case ST_NAME:
+			n = cp->namesize - cp->have;
+			if (n > len - i)
+				n = len - i;
+			memcpy(cp->name + cp->have, p + i, n);
+			cp->have += n;
+			i += n;
+			cp->pos += n;
+			if (cp->have < cp->namesize)
+				break;
+			cp->have = 0;
+			cp->name[cp->namesize] = '\0';
+			if (cpio_entry(cp) != 0)
+				return -1;
+			cp->data_first = (cp->pos + 3) & ~(uint64_t)3;
+			cp->data_end = cp->data_first + cp->filesize;
+			cp->skip = ((cp->data_end + 3) & ~(uint64_t)3) - cp->pos;
+			cp->state = ST_DATA;
+			if (cp->skip == 0) {
+				cpio_entry_done(cp);
+				if (cp->trailer && cp->stop_at_trailer)
+					return i;
+			}
+			break;
+		case ST_DATA:
+			n = len - i;
+			if (n > cp->skip)
+				n = cp->skip;
+			if (cp->want) {
+				/* the part of [pos, pos+n) inside [data_first, data_end) */
+				uint64_t a = cp->pos > cp->data_first ? cp->pos : cp->data_first;
+				uint64_t b = cp->pos + n < cp->data_end ? cp->pos + n : cp->data_end;
+				if (a < b) {
+					if (cpio_reserve(cp, b - a) != 0)
+						return -1;
+					memcpy(cp->buf + cp->blen, p + i + (a - cp->pos), b - a);
+					cp->blen += b - a;
+				}
+			}
+			i += n;
+			cp->pos += n;
+			cp->skip -= n;
+			if (cp->skip == 0) {
+				cpio_entry_done(cp);
+				if (cp->trailer && cp->stop_at_trailer)
+					return i;
+			}
+			break;
+		case ST_RESET:
+			/* between archives of one compressed stream, like the kernel */
+			if (p[i] == 0) {
+				i++;
+				cp->pos++;
+			} else if (p[i] == '0' && (cp->pos & 3) == 0) {
+				cp->state = ST_HEADER;
+			} else {
+				return cpio_fail(cp, "junk after cpio trailer", cp->pos);
+			}
+			break;
+		}
+	}
+	return i;
+}
+
+
+static void
+cpio_begin(struct cpio *cp, int segment, uint64_t pos, int stop_at_trailer)
+{
+	cp->segment = segment;
+	cp->pos = pos;
+	cp->entry_pos = pos;
+	cp->stop_at_trailer = stop_at_trailer;
+	cp->trailer = 0;
+	cp->state = ST_HEADER;
+	cp->have = 0;
+	cp->want = 0;
+	cp->err = NULL;
+}
+
+
+/* At the end of a stream: the parser must sit right after a trailer. */
+static int
+cpio_end(struct cpio *cp)
+{
+	if (cp->state == ST_RESET)
+		return 0;
+	if (cp->state == ST_HEADER && cp->have == 0)
+		return cpio_fail(cp, "truncated cpio archive (no " TRAILER ")", cp->pos);
+	return cpio_fail(cp, "truncated cpio entry", cp->entry_pos);
+}
+
+
+struct method {
+	const char *name;
+	int code;
+	const unsigned char *magic;
+	size_t mlen;
+};
+
+/* The kernel's list (lib/decompress.c), plus the lz4 frame format. */
+static const struct method methods[] = {
+	{"gzip", ARCHIVE_FILTER_GZIP, (const unsigned char *)"\037\213", 2},
+	{"gzip", ARCHIVE_FILTER_GZIP, (const unsigned char *)"\037\236", 2},
+	{"bzip2", ARCHIVE_FILTER_BZIP2, (const unsigned char *)"BZh", 3},
+	{"lzma", ARCHIVE_FILTER_LZMA, (const unsigned char *)"\135\000\000", 3},
+	{"xz", ARCHIVE_FILTER_XZ, (const unsigned char *)"\3757zXZ\000", 6},
+	{"lzo", ARCHIVE_FILTER_LZOP, (const unsigned char *)"\211LZO", 4},
+	{"lz4", ARCHIVE_FILTER_LZ4, (const unsigned char *)"\002!L\030", 4},
+	{"lz4", ARCHIVE_FILTER_LZ4, (const unsigned char *)"\004\"M\030", 4},
+	{"zstd", ARCHIVE_FILTER_ZSTD, (const unsigned char *)"\050\265\057\375", 4},
+	{NULL, 0, NULL, 0}
+};
+
+
+static const struct method *
+detect(const unsigned char *p, size_t len)
+{
+	for (const struct method *m = methods; m->name != NULL; m++)
+		if (len >= m->mlen && memcmp(p, m->magic, m->mlen) == 0)
+			return m;
+	return NULL;
+}
+
+
+static uint32_t
+le32(const unsigned char *p)
+{
+	return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+
+/*
+** Length of the run of zstd (and skippable) frames at p, walking the frame
+** and block headers (RFC 8878) without decompressing; 0 when truncated.
+*/
+static size_t
+zstd_span(const unsigned char *p, size_t len)
+{
+	size_t off = 0;
+	while (off + 4 <= len) {
+		uint32_t magic = le32(p + off);
+		if ((magic & 0xFFFFFFF0u) == 0x184D2A50u) {
+			if (off + 8 > len)
+				return 0;
+			uint64_t end = off + 8 + (uint64_t)le32(p + off + 4);
+			if (end > len)
+				return 0;
+			off = end;
+			continue;
+		}
+		if (magic != 0xFD2FB528u)
+			break;
+		if (off + 5 > len)
+			return 0;
+		unsigned d = p[off + 4];
+		size_t fcs[4] = {0, 2, 4, 8};
+		size_t did[4] = {0, 1, 2, 4};
+		size_t hl = 1 + (d & 0x20 ? 0 : 1) + did[d & 3] + fcs[d >> 6];
+		if ((d >> 6) == 0 && (d & 0x20))
+			hl += 1;
+		off += 4 + hl;
+		for (;;) {
+			if (off + 3 > len)
+				return 0;
+			uint32_t bh = p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16;
+			unsigned type = (bh >> 1) & 3;
+			size_t bs = type == 1 ? 1 : bh >> 3;
+			if (type == 3)
+				return 0;
+			off += 3 + bs;
+			if (off > len)
+				return 0;
+			if (bh & 1)
+				break;
+		}
+		if (d & 4)
+			off += 4;
+		if (off > len)
+			return 0;
+	}
+	return off;
+}
+
+
+static uint32_t
+crc32_ieee(const unsigned char *p, size_t n)
+{
+	uint32_t c = 0xFFFFFFFFu;
+	while (n--) {
+		c ^= *p++;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+	}
+	return ~c;
+}
+
+
+/*
+** Length of the run of xz streams at p (with the zero padding between them).
+** liblzma decodes concatenated streams and fails on anything else after them,
+** so the end is found by looking for the stream footer: 4-byte aligned, its
+** flags equal the header's, its CRC32 right and its backward size pointing
+** at an index.  0 when no footer is found (truncated).
+*/
+static size_t
+xz_span(const unsigned char *p, size_t len)
+{
+	size_t start = 0, end = 0;
+	while (start + 12 <= len && memcmp(p + start, "\3757zXZ\000", 6) == 0) {
+		size_t f;
+		for (f = start + 24; f + 12 <= len; f += 4) {
+			const unsigned char *ft = p + f;
+			if (ft[10] != 'Y' || ft[11] != 'Z' || memcmp(ft + 8, p + start + 6, 2) != 0)
+				continue;
+			if (crc32_ieee(ft + 4, 6) != le32(ft))
+				continue;
+			uint64_t isize = ((uint64_t)le32(ft + 4) + 1) * 4;
+			if (isize > f - start - 12 || p[f - isize] != 0)
+				continue;
+			break;
+		}
+		if (f + 12 > len)
+			return 0;
+		end = f + 12;
+		start = end;
+		while (start + 4 <= len && le32(p + start) == 0)
+			start += 4;
+	}
+	return end;
+}
+
+
+static int
+image_fail(lua_State *L, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+	lua_pushnil(L);
+	lua_pushfstring(L, "%s: ", path);
+	va_start(ap, fmt);
+	lua_pushvfstring(L, fmt, ap);
+	va_end(ap);
+	lua_concat(L, 2);
+	return 2;
+}
+
+
+static int
+image_cpio_fail(lua_State *L, const char *path, struct cpio *cp,
+    const struct method *m, size_t segoff)
+{
+	if (m == NULL)
+		return image_fail(L, path, "%s at offset %I", cp->err,
+		    (lua_Integer)cp->err_pos);
+	return image_fail(L, path, "%s (byte %I of its data) in the %s segment at offset %I",
+	    cp->err, (lua_Integer)cp->err_pos, m->name, (lua_Integer)segoff);
+}
+
+
+static void
+push_segment(lua_State *L, int segments, int n, size_t offset, const char *comp)
+{
+	lua_createtable(L, 0, 3);
+	lua_pushinteger(L, (lua_Integer)offset);
+	lua_setfield(L, -2, "offset");
+	lua_pushstring(L, comp);
+	lua_setfield(L, -2, "compression");
+	lua_rawseti(L, segments, n);
+}
+
+
+static void
+set_segment_size(lua_State *L, int segments, int n, size_t size)
+{
+	lua_rawgeti(L, segments, n);
+	lua_pushinteger(L, (lua_Integer)size);
+	lua_setfield(L, -2, "size");
+	lua_pop(L, 1);
+}
+
+
+/*
+** Decompress one compressed segment through the parser.  Returns the number
+** of compressed bytes it spans, or 0 after pushing nil, msg.
+*/
+static size_t
+image_compressed(lua_State *L, const char *path, struct reader *r,
+    const struct method *m, size_t off, int nseg)
+{
+	struct cpio *cp = r->cp;
+	size_t avail = r->len - off;
+	int exact = 0;
+	if (m->code == ARCHIVE_FILTER_ZSTD || m->code == ARCHIVE_FILTER_XZ) {
+		avail = m->code == ARCHIVE_FILTER_ZSTD ? zstd_span(r->map + off, avail)
+		    : xz_span(r->map + off, avail);
+		if (avail == 0) {
+			image_fail(L, path, "truncated %s data at offset %I", m->name,
+			    (lua_Integer)off);
+			return 0;
+		}
+		exact = 1;
+	}
+	r->a = archive_read_new();
+	if (r->a == NULL) {
+		image_fail(L, path, "out of memory");
+		return 0;
+	}
+	if (archive_read_support_format_raw(r->a) != ARCHIVE_OK
+	    || archive_read_append_filter(r->a, m->code) < ARCHIVE_WARN
+	    || archive_read_open_memory(r->a, r->map + off, avail) != ARCHIVE_OK) {
+		image_fail(L, path, "corrupt or truncated %s data (libarchive: %s) at offset %I",
+		    m->name, archive_error_string(r->a) ? archive_error_string(r->a) : "?",
+		    (lua_Integer)off);
+		return 0;
+	}
+	cpio_begin(cp, nseg, 0, 0);
+	struct archive_entry *e;
+	int rc = archive_read_next_header(r->a, &e);
+	if (rc != ARCHIVE_OK) {
+		/* the raw format's bid reads the first block: a decoder error ends up here */
+		image_fail(L, path, "corrupt or truncated %s data at offset %I",
+		    m->name, (lua_Integer)off);
+		return 0;
+	}
+	while (rc == ARCHIVE_OK) {
+		const void *buf;
+		size_t size;
+		la_int64_t boff;
+		rc = archive_read_data_block(r->a, &buf, &size, &boff);
+		if (rc == ARCHIVE_OK || rc == ARCHIVE_WARN) {
+			if (cpio_feed(cp, buf, size) < 0) {
+				image_cpio_fail(L, path, cp, m, off);
+				return 0;
+			}
+			rc = ARCHIVE_OK;
+		}
+	}
+	if (rc != ARCHIVE_EOF) {
+		image_fail(L, path, "corrupt or truncated %s data (libarchive: %s) at offset %I",
+		    m->name, archive_error_string(r->a) ? archive_error_string(r->a) : "?",
+		    (lua_Integer)off);
+		return 0;
+	}
+	if (cpio_end(cp) != 0) {
+		image_cpio_fail(L, path, cp, m, off);
+		return 0;
+	}
+	size_t used = exact ? avail : (size_t)archive_filter_bytes(r->a, -1);
+	archive_read_free(r->a);
+	r->a = NULL;
+	if (used == 0 || used > r->len - off) {
+		image_fail(L, path, "cannot tell where the %s data ends at offset %I",
+		    m->name, (lua_Integer)off);
+		return 0;
+	}
+	return used;
+}
+
+
+static int
+image_scan(lua_State *L, const char *path, struct reader *r)
+{
+	lua_newtable(L);	/* 4: entries */
+	lua_newtable(L);	/* 5: contents */
+	lua_newtable(L);	/* 6: segments */
+	int norm = 0;
+	if (lua_istable(L, 2)) {
+		lua_newtable(L);	/* 7: stripped want name -> {want keys} */
+		norm = 7;
+		lua_pushnil(L);
+		while (lua_next(L, 2) != 0) {
+			if (lua_type(L, -2) == LUA_TSTRING && lua_toboolean(L, -1)) {
+				size_t n;
+				const char *k = lua_tolstring(L, -2, &n);
+				size_t s = strip_dot(k, n);
+				lua_pushlstring(L, k + s, n - s);
+				if (lua_rawget(L, norm) != LUA_TTABLE) {
+					lua_pop(L, 1);
+					lua_newtable(L);
+					lua_pushlstring(L, k + s, n - s);
+					lua_pushvalue(L, -2);
+					lua_rawset(L, norm);
+				}
+				lua_pushvalue(L, -3);
+				lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+				lua_pop(L, 1);
+			}
+			lua_pop(L, 1);
+		}
+	}
+
+	r->cp = calloc(1, sizeof(*r->cp));
+	if (r->cp == NULL)
+		return vfi_push_errno(L, path, ENOMEM);
+	struct cpio *cp = r->cp;
+	cp->L = L;
+	cp->entries = 4;
+	cp->contents = 5;
+	cp->norm = norm;
+
+	r->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (r->fd < 0)
+		return vfi_push_errno(L, path, errno);
+	struct stat st;
+	if (fstat(r->fd, &st) != 0)
+		return vfi_push_errno(L, path, errno);
+	if (S_ISDIR(st.st_mode))
+		return vfi_push_errno(L, path, EISDIR);
+	if (!S_ISREG(st.st_mode))
+		return image_fail(L, path, "not a regular file at offset 0");
+	if (st.st_size == 0)
+		return image_fail(L, path, "empty file at offset 0");
+	r->len = (size_t)st.st_size;
+	r->map = mmap(NULL, r->len, PROT_READ, MAP_PRIVATE, r->fd, 0);
+	if (r->map == MAP_FAILED) {
+		r->map = NULL;
+		return vfi_push_errno(L, path, errno);
+	}
+	madvise(r->map, r->len, MADV_SEQUENTIAL);
+
+	size_t off = 0;
+	int nseg = 0;
+	while (off < r->len) {
+		const unsigned char *p = r->map + off;
+		if (*p == 0) {	/* padding between segments */
+			off++;
+			continue;
+		}
+		if (*p == '0') {
+			if (off & 3)
+				return image_fail(L, path, "misaligned cpio archive at offset %I",
+				    (lua_Integer)off);
+			push_segment(L, 6, ++nseg, off, "none");
+			cpio_begin(cp, nseg, off, 1);
+			ssize_t n = cpio_feed(cp, p, r->len - off);
+			if (n < 0 || cpio_end(cp) != 0)
+				return image_cpio_fail(L, path, cp, NULL, 0);
+			set_segment_size(L, 6, nseg, (size_t)n);
+			off += (size_t)n;
+			continue;
+		}
+		const struct method *m = detect(p, r->len - off);
+		if (m == NULL)
+			return image_fail(L, path, "%s at offset %I", nseg == 0
+			    ? "not an initramfs (no cpio or known compression magic)"
+			    : "junk after the last segment", (lua_Integer)off);
+		push_segment(L, 6, ++nseg, off, m->name);
+		size_t n = image_compressed(L, path, r, m, off, nseg);
+		if (n == 0)
+			return 2;
+		set_segment_size(L, 6, nseg, n);
+		off += n;
+	}
+	if (nseg == 0)
+		return image_fail(L, path, "no cpio archive (only zero bytes) at offset %I",
+		    (lua_Integer)r->len);
+	lua_pushvalue(L, 4);
+	lua_pushvalue(L, 5);
+	lua_pushvalue(L, 6);
+	return 3;
+}
+
+
+/***
+List every member of an initramfs image: all concatenated cpio segments.
+@function image_list
+@string hostpath image file (host path)
+@tparam[opt] table want set of member names whose data to return ("./" and "/"
+prefixes ignored; a key ending in "/" selects every member directly below)
+@treturn[1] table entries `{name=, type=, size=, segment=}`, in image order
+@treturn[1] table contents `[want key] = data`
+@treturn[1] table segments `{offset=, size=, compression=}`
+@return[2] nil
+@treturn[2] string "path: reason at offset N"
+*/
+static int
+image_list(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	if (!lua_isnoneornil(L, 2))
+		luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	/* created empty first: a Lua error (out of memory) lets __gc release */
+	struct reader *r = lua_newuserdatauv(L, sizeof(*r), 0);	/* 3 */
+	r->fd = -1;
+	r->map = NULL;
+	r->len = 0;
+	r->a = NULL;
+	r->cp = NULL;
+	luaL_setmetatable(L, IMAGE_READER);
+	int nret = image_scan(L, path, r);
+	reader_free(r);
+	return nret;
+}
+
+
 static const luaL_Reg funcs[] = {
+	{"image_list", image_list},
 	{NULL, NULL}
 };
+
+
+static const luaL_Reg reader_meta[] = {
+	{"__close", reader_gc},
+	{"__gc", reader_gc},
+	{NULL, NULL}
+};
+
 
 void
 image_open(lua_State *L)
 {
+	if (luaL_newmetatable(L, IMAGE_READER))
+		luaL_setfuncs(L, reader_meta, 0);
+	lua_pop(L, 1);
 	luaL_setfuncs(L, funcs, 0);
 }

@@ -1,0 +1,57 @@
+-- image: policy helpers over core.image_list (the native initramfs reader).
+local core = require "vfioinit.core"
+
+local M = {}
+
+-- Compression suffixes a module file may carry (kmod's and the kernel's).
+local SUFFIX = { [""] = true, [".xz"] = true, [".zst"] = true, [".gz"] = true }
+
+local function norm(name) return (name:gsub("-", "_")) end
+
+-- list(root, path [, want]) -> entries, contents, segments | nil, msg
+-- `path` is inside root; errors name it as seen in root, not the host path.
+function M.list(root, path, want)
+  local host = (root:gsub("/+$", "")) .. path
+  local entries, contents, segments = core.image_list(host, want)
+  if not entries then
+    local msg = contents
+    if msg:sub(1, #host + 1) == host .. ":" then msg = path .. msg:sub(#host + 1) end
+    return nil, msg
+  end
+  return entries, contents, segments
+end
+
+-- The set of module names (normalized with `_`) that `entries` carry for `kver`:
+-- files below lib/modules/<kver>/ or usr/lib/modules/<kver>/ named NAME.ko[.xz|.zst|.gz].
+function M.modules(entries, kver)
+  local found = {}
+  local p1, p2 = "lib/modules/" .. kver .. "/", "usr/lib/modules/" .. kver .. "/"
+  for _, e in ipairs(entries) do
+    if e.type ~= "dir" then
+      local name = e.name:gsub("^%./", ""):gsub("^/+", "")
+      local rest
+      if name:sub(1, #p1) == p1 then rest = name:sub(#p1 + 1)
+      elseif name:sub(1, #p2) == p2 then rest = name:sub(#p2 + 1) end
+      if rest then
+        local base, suffix = rest:match("([^/]+)%.ko(.*)$")
+        if base and SUFFIX[suffix] then found[norm(base)] = true end
+      end
+    end
+  end
+  return found
+end
+
+-- has_modules(entries, kver, modules) -> list of the `modules` (as given, each
+-- once; `-`/`_` the same) that no entry provides. Empty when all are there.
+function M.has_modules(entries, kver, modules)
+  local found = M.modules(entries, kver)
+  local missing, seen = {}, {}
+  for _, m in ipairs(modules) do
+    local n = norm(m)
+    if not found[n] and not seen[n] then missing[#missing + 1] = m end
+    seen[n] = true
+  end
+  return missing
+end
+
+return M
