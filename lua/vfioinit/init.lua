@@ -143,9 +143,21 @@ local function new()
     local kernels = opts.kernels or inv.kernels
     local ctx = make_ctx(root, inv, kernels)
     local rebuild = require "vfioinit.rebuild"
+    -- An image must carry the VFIO modules only when its generator's config asks for them
+    -- (nothing left to plan); after `revert` a rebuild just has to produce an image.
+    local configured = {}
+    for _, g in ipairs(gens) do
+      local p = planner.plan({ root = root, generators = { g.name }, kernels = kernels, modules = opts.modules }, registry)
+      configured[g.name] = p ~= nil and #p.changes == 0
+    end
     local report = rebuild.run(ctx, gens, {
       kernels = kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
       verify = opts.verify ~= false and function(gen, kver)
+        if not configured[gen.name] then
+          local st = core.stat(root, gen.image_path(ctx, kver))
+          if st and st.size > 0 then return true end
+          return false, { "image" }
+        end
         local r = verify_one(ctx, gen, kver, opts.modules)
         return r.ok, r.missing
       end or nil,
