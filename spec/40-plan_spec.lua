@@ -113,6 +113,17 @@ describe("plan()", function()
     end
   end)
 
+  it("refuses to edit a read-only config (no write bits), writing nothing", function()
+    local r = all_root()
+    finally(function() h.rm(r) end)
+    h.sh("chmod 444 " .. h.q(r .. "/etc/initramfs-tools/modules"))
+    local before = h.tree_hash(r)
+    local p, err = vfioinit.plan({ root = r })
+    assert.is_nil(p)
+    assert.truthy(err:match("^/etc/initramfs%-tools/modules:1: read%-only"), err)
+    assert.are.equal(before, h.tree_hash(r))
+  end)
+
   it("fails clearly when no generator is installed", function()
     local r = h.make_root({ os = DEBIAN })
     finally(function() h.rm(r) end)

@@ -191,6 +191,15 @@ function M.plan(opts, registry)
       end
     end
   end
+  -- a file whose owner removed every write bit is not ours to change (root could, but should not)
+  for _, c in ipairs(changes) do
+    if c.before ~= nil then
+      local st = core.stat(root, c.path)
+      if st and st.mode & 146 == 0 then
+        return nil, ("%s:1: read-only file (mode %03o); make it writable to let vfioinit edit it"):format(c.path, st.mode)
+      end
+    end
+  end
   return setmetatable({
     root = root, changes = changes, generators = gens, kernels = kernels, modules = want,
     ids = ids, inventory = inv, warnings = ctx.warnings, ctx = ctx,
