@@ -80,27 +80,11 @@ local function new()
     return true, list
   end
 
-  -- The generators an operation acts on: given names, else the active one, else installed ones.
   local function targets(root, names)
     local inv, err = detect.detect(root, registry)
     if not inv then return nil, err end
-    local list = {}
-    if names and #names > 0 then
-      for _, n in ipairs(names) do
-        local g, gerr = registry:get(n)
-        if not g then return nil, gerr end
-        list[#list + 1] = g
-      end
-    else
-      for _, g in ipairs(inv.generators) do
-        if g.active then list[#list + 1] = registry:get(g.name) end
-      end
-      if #list == 0 then
-        for _, g in ipairs(inv.generators) do
-          if g.installed then list[#list + 1] = registry:get(g.name) end
-        end
-      end
-    end
+    local list, gerr = planner.select_generators(inv, registry, names)
+    if not list then return nil, gerr end
     return list, inv
   end
 
@@ -139,7 +123,6 @@ local function new()
     local root = opts.root or "/"
     local gens, inv = targets(root, opts.generators)
     if not gens then return nil, inv end
-    if #gens == 0 then return nil, root .. ": no initramfs generator installed" end
     local kernels = opts.kernels or inv.kernels
     local ctx = make_ctx(root, inv, kernels)
     local rebuild = require "vfioinit.rebuild"

@@ -101,7 +101,9 @@ local function wanted(root, kernels, extra)
   return want
 end
 
-local function select_generators(inv, registry, names)
+-- The generators an operation acts on: the named ones, else the active one(s), else
+-- every installed one.
+function M.select_generators(inv, registry, names)
   local list = {}
   if names and #names > 0 then
     for _, n in ipairs(names) do
@@ -165,7 +167,7 @@ function M.plan(opts, registry)
   for _, k in ipairs(kernels) do
     if not inv.kernel_dirs[k] then return nil, ("/lib/modules/%s: no such kernel in %s"):format(k, root) end
   end
-  local gens, gerr = select_generators(inv, registry, opts.generators)
+  local gens, gerr = M.select_generators(inv, registry, opts.generators)
   if not gens then return nil, gerr end
   local want, werr
   if opts.exact_modules then
