@@ -1,0 +1,14 @@
+--- Debian, Ubuntu and derivatives. initramfs-tools by default; dracut where its
+-- /etc/kernel/postinst.d hook replaced it, so the generator is left to detection.
+-- initramfs-tools loads /etc/initramfs-tools/modules only after udev has bound
+-- devices: pass device IDs (`ids`) so /etc/modprobe.d/vfioinit.conf makes vfio-pci win.
+local vfioinit = require "vfioinit"
+
+return vfioinit.policy{
+  name = "debian",
+  description = "Debian/Ubuntu family: the detected generator (initramfs-tools or dracut)",
+  match = { "debian", "ubuntu", "linuxmint", "pop", "elementary", "kali", "raspbian",
+            "devuan", "zorin", "neon" },
+  rebuild = true,
+  verify = true,
+}

@@ -1,0 +1,239 @@
+--- vfioinit.policy: per-distribution composition over vfioinit's public API.
+--
+--   local vfioinit = require "vfioinit"
+--   local p = vfioinit.policy{ name = "mine", match = { "debian" }, modules = { "kvmgt" },
+--                              rebuild = false, log = io.stderr }
+--   local report = p:run{ root = "/mnt/target" }          -- vfioinit.update_initramfs
+--   local policy, why = vfioinit.policy.for_root("/mnt/target")   -- from os-release
+--
+-- A policy is data: which generators (nil: the detected one), extra modules, device
+-- IDs, which kernels (a list, or a function of the installed ones), rebuild and
+-- verify yes/no, backups, a log sink, and generators to register first. Shipped
+-- policies live in lua/vfioinit/policies/<name>.lua and use only the public API.
+--
+-- Overriding a shipped policy (see README "Extending and composing"):
+--   * vfioinit.policy.register(p): `p` replaces the policy of the same name (or adds
+--     a new one) for this vfioinit instance; registered policies are matched first,
+--     the last registered first;
+--   * vfioinit.policy.for_root(root, { name = "fedora" }) skips os-release matching;
+--   * a file `vfioinit/policies/<name>.lua` earlier on package.path shadows ours.
+-- Nothing here is global: each vfioinit instance (vfioinit.new()) has its own set.
+local M = {}
+
+M.SHIPPED = { "arch", "fedora", "debian", "opensuse" }
+
+-- field -> accepted types
+local FIELDS = {
+  name = { string = true }, description = { string = true }, match = { table = true },
+  generators = { table = true }, modules = { table = true }, ids = { table = true, string = true },
+  kernels = { table = true, ["function"] = true }, softdeps = { boolean = true },
+  rebuild = { boolean = true }, verify = { boolean = true }, backup = { boolean = true },
+  dry_run = { boolean = true }, timeout = { number = true },
+  log = { ["function"] = true, userdata = true, table = true }, on_output = { ["function"] = true },
+  extra_generators = { table = true },
+}
+
+-- The options a policy passes on to vfioinit.plan / update_initramfs as they are.
+local PASS = { "generators", "modules", "ids", "softdeps", "rebuild", "verify", "backup",
+  "dry_run", "timeout", "on_output" }
+
+local function check(spec, fname, level)
+  if type(spec) ~= "table" then
+    error(("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(spec)), level + 1)
+  end
+  for k, v in pairs(spec) do
+    local ok = FIELDS[k]
+    if not ok then
+      error(("bad argument #1 to '%s' (unknown field '%s')"):format(fname, tostring(k)), level + 1)
+    end
+    if not ok[type(v)] then
+      local want = {}
+      for t in pairs(ok) do want[#want + 1] = t end
+      table.sort(want)
+      error(("bad argument #1 to '%s' (field '%s': %s expected, got %s)")
+        :format(fname, k, table.concat(want, " or "), type(v)), level + 1)
+    end
+  end
+end
+
+-- A log sink: a function, or anything with :write (io.stderr, a file) -> function.
+local function sink(log)
+  if log == nil or type(log) == "function" then return log end
+  return function(msg) log:write(msg, "\n") end
+end
+
+--- bind(api) -> the `vfioinit.policy` namespace of one vfioinit instance.
+function M.bind(api)
+  local P = { SHIPPED = M.SHIPPED }
+  local registered, order = {}, {}
+
+  local Policy = {}
+  Policy.__index = Policy
+
+  local function new(spec, level)
+    check(spec, "policy", level + 1)
+    local p = {}
+    for k, v in pairs(spec) do p[k] = v end
+    p.name = p.name or "custom"
+    p.match = p.match or {}
+    return setmetatable(p, Policy)
+  end
+
+  --- p:extend(over) -> a new policy: `over`'s fields replace p's (lists too).
+  function Policy:extend(over)
+    check(over, "extend", 2)
+    local t = {}
+    for k, v in pairs(self) do t[k] = v end
+    for k, v in pairs(over) do t[k] = v end
+    return new(t, 2)
+  end
+
+  --- p:matches(distro) -> rank (1: ID, 2..: position in ID_LIKE + 1) | nil
+  function Policy:matches(distro)
+    local ids = { distro and distro.id }
+    for _, l in ipairs(distro and distro.id_like or {}) do ids[#ids + 1] = l end
+    for i, id in ipairs(ids) do
+      for _, m in ipairs(self.match) do
+        if id == m then return i end
+      end
+    end
+    return nil
+  end
+
+  -- Register the policy's own generators with this instance (idempotent).
+  local function register_generators(self)
+    for _, g in ipairs(self.extra_generators or {}) do api.register_generator(g) end
+  end
+
+  --- p:options(opts) -> the option table p gives vfioinit.plan / update_initramfs for
+  -- `opts` (root= and any field given at call time wins over the policy's) | nil, err
+  function Policy:options(opts)
+    if opts ~= nil and type(opts) ~= "table" then
+      error(("bad argument #1 to 'options' (table expected, got %s)"):format(type(opts)), 2)
+    end
+    opts = opts or {}
+    local o = {}
+    for _, k in ipairs(PASS) do o[k] = self[k] end
+    o.log = sink(self.log)
+    for k, v in pairs(opts) do o[k] = v end
+    if opts.log ~= nil then o.log = sink(opts.log) end
+    o.root = opts.root or "/"
+    local kernels = opts.kernels or self.kernels
+    if type(kernels) == "function" then
+      local inv, err = api.detect({ root = o.root })
+      if not inv then return nil, err end
+      kernels = kernels(inv.kernels, inv)
+      if type(kernels) ~= "table" then
+        return nil, ("policy %s: kernels function returned %s, expected a list"):format(self.name, type(kernels))
+      end
+    end
+    o.kernels = kernels
+    return o
+  end
+
+  --- p:plan(opts) -> plan | nil, err (vfioinit.plan with the policy's choices)
+  function Policy:plan(opts)
+    register_generators(self)
+    local o, err = self:options(opts)
+    if not o then return nil, err end
+    return api.plan(o)
+  end
+
+  --- p:run(opts) -> report (vfioinit.update_initramfs with the policy's choices;
+  -- report.policy names the policy)
+  function Policy:run(opts)
+    register_generators(self)
+    local o, err = self:options(opts)
+    if not o then
+      return { root = opts and opts.root or "/", ok = false, error = err, policy = self.name }
+    end
+    if o.log then o.log(("policy %s: %s"):format(self.name, o.dry_run and "dry run" or "run")) end
+    local report = api.update_initramfs(o)
+    report.policy = self.name
+    return report
+  end
+
+  setmetatable(P, { __call = function(_, spec) return new(spec, 2) end })
+
+  --- policy.register(p) -> p: use `p` for its name from now on (this instance only).
+  function P.register(p)
+    if getmetatable(p) ~= Policy then p = new(p, 2) end
+    if not registered[p.name] then order[#order + 1] = p.name end
+    registered[p.name] = p
+    return p
+  end
+
+  --- policy.load(name) -> policy | nil, err: a registered one, else the shipped file
+  -- (any module `vfioinit.policies.<name>` on package.path).
+  function P.load(name)
+    if type(name) ~= "string" then
+      error(("bad argument #1 to 'load' (string expected, got %s)"):format(type(name)), 2)
+    end
+    if registered[name] then return registered[name] end
+    if not name:match("^[%w_-]+$") then return nil, ("invalid policy name %q"):format(name) end
+    local ok, mod = pcall(require, "vfioinit.policies." .. name)
+    if not ok then
+      if tostring(mod):find("module 'vfioinit.policies." .. name .. "' not found", 1, true) then
+        return nil, ("unknown policy %q (known: %s)"):format(name, table.concat(P.names(), ", "))
+      end
+      return nil, tostring(mod)
+    end
+    -- a shipped file builds its policy with require("vfioinit").policy; rebind it here
+    local spec = {}
+    for k, v in pairs(mod) do spec[k] = v end
+    return new(spec, 2)
+  end
+
+  --- policy.names() -> shipped names, then registered ones
+  function P.names()
+    local t, seen = {}, {}
+    for _, n in ipairs(M.SHIPPED) do t[#t + 1] = n; seen[n] = true end
+    for _, n in ipairs(order) do if not seen[n] then t[#t + 1] = n end end
+    return t
+  end
+
+  --- The policy used when no other matches: the detected generator, defaults for the rest.
+  P.default = new({ name = "default", description = "any distribution: the detected generator" }, 1)
+
+  --- policy.for_root(root, {name=}) -> policy, reason | nil, err
+  -- Matches os-release ID, then each ID_LIKE in order, against registered policies
+  -- first (the last registered wins a tie), then the shipped ones; `name` picks one
+  -- outright. No match: policy.default.
+  function P.for_root(root, opts)
+    if type(root) ~= "string" then
+      error(("bad argument #1 to 'for_root' (string expected, got %s)"):format(type(root)), 2)
+    end
+    opts = opts or {}
+    if opts.name then
+      local p, err = P.load(opts.name)
+      if not p then return nil, err end
+      return p, "chosen by name"
+    end
+    local inv, err = api.detect({ root = root })
+    if not inv then return nil, err end
+    local d = inv.distro
+    local candidates = {}
+    for i = #order, 1, -1 do candidates[#candidates + 1] = registered[order[i]] end
+    for _, n in ipairs(M.SHIPPED) do
+      if not registered[n] then
+        local p, lerr = P.load(n)
+        if not p then return nil, lerr end
+        candidates[#candidates + 1] = p
+      end
+    end
+    local best, rank
+    for _, p in ipairs(candidates) do
+      local r = p:matches(d)
+      if r and (not rank or r < rank) then best, rank = p, r end
+    end
+    if not best then
+      return P.default, ("no policy matches os-release ID=%s"):format(tostring(d.id))
+    end
+    if rank == 1 then return best, "os-release ID=" .. d.id end
+    return best, "os-release ID_LIKE=" .. d.id_like[rank - 1]
+  end
+
+  return P
+end
+
+return M
