@@ -1,0 +1,365 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vfioinit developers
+# MIT License (see the vfioinit rockspec)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: initramfs
+short_description: Put the VFIO modules into a machine's initramfs with vfioinit
+version_added: "0.1.0"
+description:
+  - Runs the installed C(vfioinit) command with C(--json) and reports what it did. Every
+    decision (which generator, which modules, which files, which kernels are stale) is the
+    CLI's; this module only maps options to arguments and the JSON report to a result.
+  - With I(state=present) a normal run is C(vfioinit apply) (edit the generator's config,
+    rebuild the stale images, verify them), or C(vfioinit apply --no-rebuild) with
+    I(rebuild=false). A second run on a configured machine changes nothing and reports
+    C(changed=false).
+  - With I(state=absent) a run is C(vfioinit revert) (every file vfioinit changed is restored
+    byte for byte, files it created are removed) followed by C(vfioinit rebuild) when something
+    was reverted and I(rebuild=true).
+  - Check mode runs C(vfioinit plan) (and C(vfioinit verify) when the configuration is already
+    in place and I(rebuild=true), since C(apply) would then rebuild the images that fail
+    verification); nothing is written. With C(--diff) the plan's unified diff is returned.
+options:
+  root:
+    description: The filesystem tree to configure (C(--root)); C(/) is the running system.
+    type: path
+    default: /
+  generators:
+    description:
+      - Generators to configure (C(--generator)), among C(mkinitcpio), C(dracut),
+        C(initramfs-tools), C(booster). Default is the CLI's (the active one, else every
+        installed one).
+    type: list
+    elements: str
+  kernels:
+    description: Kernel versions to consider (C(--kernel)); default every installed kernel.
+    type: list
+    elements: str
+  modules:
+    description: Extra modules to load early besides the VFIO ones (C(--module)).
+    type: list
+    elements: str
+  ids:
+    description:
+      - PCI C(vendor:device) IDs that vfio-pci must claim at boot (C(--ids)); vfioinit then
+        writes C(/etc/modprobe.d/vfioinit.conf) and puts it into every image.
+    type: list
+    elements: str
+  softdeps:
+    description: Write softdeps on the GPU drivers even without I(ids) (C(--softdeps)).
+    type: bool
+    default: false
+  rebuild:
+    description:
+      - Rebuild the stale images and verify them after editing (I(state=present)), or rebuild
+        the images after a revert (I(state=absent)).
+    type: bool
+    default: true
+  state:
+    description: C(present) configures VFIO; C(absent) reverts every change vfioinit made.
+    type: str
+    choices: [present, absent]
+    default: present
+  executable:
+    description: The vfioinit command to run (a name looked up on C(PATH), or a path).
+    type: str
+    default: vfioinit
+notes:
+  - Needs the C(vfioinit) CLI on the managed host (the rock, C(luarocks install vfioinit)).
+  - Rebuilding images in a I(root) other than C(/) chroots into it, which needs root privileges.
+  - In check mode with I(state=absent), C(changed) tells whether vfioinit's state directory
+    (C(/var/lib/vfioinit/manifest) inside I(root)) records any change; the CLI has no dry-run
+    revert.
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author:
+  - vfioinit developers
+'''
+
+EXAMPLES = r'''
+- name: VFIO modules into the initramfs, vfio-pci claims the passthrough GPU
+  vfioinit.vfioinit.initramfs:
+    ids:
+      - "10de:1b80"
+      - "10de:10f0"
+
+- name: Configure a chroot being provisioned, without rebuilding
+  vfioinit.vfioinit.initramfs:
+    root: /mnt/target
+    generators: [mkinitcpio]
+    rebuild: false
+
+- name: Undo everything vfioinit changed and rebuild the images without VFIO
+  vfioinit.vfioinit.initramfs:
+    state: absent
+'''
+
+RETURN = r'''
+changes:
+  description: Files the plan changes (or changed), as reported by the CLI.
+  returned: state is present
+  type: list
+  elements: dict
+  sample: [{"generator": "mkinitcpio", "path": "/etc/mkinitcpio.conf", "new": false}]
+modules:
+  description: The modules vfioinit puts into the images.
+  returned: state is present
+  type: list
+  elements: str
+  sample: ["vfio", "vfio_iommu_type1", "vfio_pci"]
+kernels:
+  description: The kernels considered.
+  returned: state is present and not check mode
+  type: list
+  elements: str
+generators:
+  description: The generators configured.
+  returned: state is present and not check mode
+  type: list
+  elements: str
+rebuilt:
+  description:
+    - One entry per rebuilt kernel and command, from the CLI's JSON report (C(kernel),
+      C(generator), C(image), C(command), C(status), C(seconds), C(size_before), C(size_after),
+      C(ok), C(error), C(missing)). Empty when every image was already up to date.
+  returned: when not check mode
+  type: list
+  elements: dict
+  sample: [{"kernel": "6.1.0-13-amd64", "generator": "initramfs-tools", "image": "/boot/initrd.img-6.1.0-13-amd64", "ok": true, "seconds": 7.2}]
+verified:
+  description: One entry per image read back after apply (C(kernel), C(generator), C(image), C(ok), C(missing)).
+  returned: state is present and not check mode
+  type: list
+  elements: dict
+reverted:
+  description: Files restored or removed by C(vfioinit revert) (C(path), C(action)).
+  returned: state is absent and not check mode
+  type: list
+  elements: dict
+pending_images:
+  description: In check mode, images that fail verification and that apply would rebuild.
+  returned: check mode, state is present, rebuild is true
+  type: list
+  elements: dict
+diff_text:
+  description: The unified diff of the plan (paths relative to root).
+  returned: state is present
+  type: str
+warnings_cli:
+  description: Warnings the CLI attached to the plan.
+  returned: state is present
+  type: list
+  elements: str
+cmd:
+  description: The last vfioinit command line run.
+  returned: always
+  type: list
+  elements: str
+'''
+
+import json
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def base_args(module):
+    p = module.params
+    exe = p['executable']
+    if '/' not in exe:
+        found = module.get_bin_path(exe)
+        if not found:
+            module.fail_json(msg='vfioinit: command %r not found on PATH (set executable)' % exe)
+        exe = found
+    args = [exe, '--json', '--root', p['root']]
+    for g in p['generators'] or []:
+        args += ['--generator', g]
+    for k in p['kernels'] or []:
+        args += ['--kernel', k]
+    for m in p['modules'] or []:
+        args += ['--module', m]
+    if p['ids']:
+        args += ['--ids', ','.join(p['ids'])]
+    if p['softdeps']:
+        args.append('--softdeps')
+    return args
+
+
+def run(module, result, args, ok_codes=(0,)):
+    """Run the CLI, parse its one JSON object; fail with the CLI's message on error."""
+    result['cmd'] = args
+    rc, out, err = module.run_command(args, check_rc=False)
+    data = None
+    try:
+        data = json.loads(out) if out.strip() else None
+    except ValueError:
+        data = None
+    if data is None or not isinstance(data, dict):
+        lines = [l for l in (err or '').splitlines() if l.strip()]
+        msg = lines[-1] if lines else 'vfioinit exited with status %d and printed no JSON' % rc
+        module.fail_json(msg=msg, rc=rc, stdout=out, stderr=err, **result)
+    error = data.get('error')
+    if error is None and isinstance(data.get('report'), dict):
+        error = data['report'].get('error')
+    # exit 2 is not an error (plan: changes pending; verify: an image lacks a module, ok=false)
+    if rc not in ok_codes or (data.get('ok') is False and error):
+        msg = 'vfioinit: %s' % error if error else 'vfioinit exited with status %d' % rc
+        for key in ('rebuilt', 'verified', 'changes'):
+            if key in data:
+                result[key] = data[key]
+        if isinstance(data.get('report'), dict):
+            result['rebuilt'] = data['report'].get('kernels', [])
+        module.fail_json(msg=msg, rc=rc, stderr=err, **result)
+    return rc, data
+
+
+def diff_of(text):
+    return {'prepared': text} if text else None
+
+
+def present(module, result):
+    p = module.params
+    args = base_args(module)
+    if module.check_mode:
+        _, plan = run(module, result, args + ['plan'], ok_codes=(0, 2))
+        result['changes'] = plan.get('changes', [])
+        result['modules'] = plan.get('modules', [])
+        result['diff_text'] = plan.get('diff', '')
+        result['warnings_cli'] = plan.get('warnings', [])
+        changed = bool(plan.get('pending'))
+        if not changed and p['rebuild']:
+            # configured already: apply would still rebuild images that fail verification
+            _, ver = run(module, result, args + ['verify'], ok_codes=(0, 2))
+            result['pending_images'] = [i for i in ver.get('images', []) if not i.get('ok')]
+            changed = bool(result['pending_images'])
+        result['changed'] = changed
+    else:
+        cmd = args + ['apply'] + ([] if p['rebuild'] else ['--no-rebuild'])
+        _, rep = run(module, result, cmd)
+        for key in ('changes', 'modules', 'kernels', 'generators', 'rebuilt', 'verified'):
+            result[key] = rep.get(key, [])
+        result['diff_text'] = rep.get('diff', '')
+        result['warnings_cli'] = rep.get('warnings', [])
+        if 'images_ok' in rep:
+            result['images_ok'] = rep['images_ok']
+        result['changed'] = bool(result['changes']) or bool(result['rebuilt'])
+    for w in result['warnings_cli']:
+        module.warn('vfioinit: %s' % w)
+    if module._diff and result['diff_text']:
+        result['diff'] = diff_of(result['diff_text'])
+
+
+def _unquote(field):
+    return re.sub('%([0-9A-Fa-f]{2})', lambda m: chr(int(m.group(1), 16)), field)
+
+
+def manifest(root):
+    """vfioinit's record of what it changed: [(kind, path, backup)]; [] when none."""
+    try:
+        with open(os.path.join(root, 'var/lib/vfioinit/manifest'), 'rb') as f:
+            text = f.read().decode('utf-8', 'surrogateescape')
+    except (IOError, OSError):
+        return []
+    entries = []
+    for line in text.splitlines():
+        fields = [_unquote(x) for x in line.split('\t')]
+        if len(fields) >= 3:
+            entries.append((fields[0], fields[2], fields[3] if len(fields) >= 5 else None))
+    return entries
+
+
+def read_in_root(root, path):
+    """Text of PATH inside ROOT for a diff, '' when absent; None when it resolves outside root."""
+    host = os.path.realpath(os.path.join(root, path.lstrip('/')))
+    top = os.path.realpath(root)
+    if host != top and not host.startswith(top.rstrip('/') + '/'):
+        return None
+    try:
+        with open(host, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+    except (IOError, OSError):
+        return ''
+
+
+def revert_diff(root, entries, afters):
+    diffs = []
+    for (kind, path, _), after in zip(entries, afters):
+        before = read_in_root(root, path)
+        if before is None or after is None:
+            continue
+        diffs.append({'before': before, 'after': after,
+                      'before_header': path, 'after_header': path + (' (removed)' if kind == 'created' else ' (restored)')})
+    return diffs
+
+
+def absent(module, result):
+    p = module.params
+    root = p['root']
+    recorded = manifest(root)
+    if module.check_mode:
+        result['changed'] = bool(recorded)
+        result['reverted'] = [{'path': path, 'action': 'restored' if kind == 'saved' else 'removed'}
+                              for kind, path, _ in recorded]
+        if module._diff and recorded:
+            afters = [read_in_root(root, b) if kind == 'saved' and b else '' for kind, _, b in recorded]
+            result['diff'] = revert_diff(root, recorded, afters)
+        return
+    befores = [read_in_root(root, path) for _, path, _ in recorded] if module._diff else []
+    head = base_args(module)[:4]
+    _, rev = run(module, result, head + ['revert'])
+    result['reverted'] = rev.get('reverted', [])
+    result['changed'] = bool(result['reverted'])
+    result['rebuilt'] = []
+    if result['changed'] and p['rebuild']:
+        args = list(head)
+        for g in p['generators'] or []:
+            args += ['--generator', g]
+        for k in p['kernels'] or []:
+            args += ['--kernel', k]
+        _, reb = run(module, result, args + ['rebuild'])
+        result['rebuilt'] = (reb.get('report') or {}).get('kernels', [])
+    if module._diff and recorded:
+        diffs = []
+        for (kind, path, _), before in zip(recorded, befores):
+            after = read_in_root(root, path)
+            if before is not None and after is not None and before != after:
+                diffs.append({'before': before, 'after': after, 'before_header': path,
+                              'after_header': path + (' (removed)' if kind == 'created' else ' (restored)')})
+        result['diff'] = diffs
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type='path', default='/'),
+            generators=dict(type='list', elements='str'),
+            kernels=dict(type='list', elements='str'),
+            modules=dict(type='list', elements='str'),
+            ids=dict(type='list', elements='str'),
+            softdeps=dict(type='bool', default=False),
+            rebuild=dict(type='bool', default=True),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+            executable=dict(type='str', default='vfioinit'),
+        ),
+        supports_check_mode=True,
+    )
+    result = dict(changed=False)
+    if module.params['state'] == 'present':
+        present(module, result)
+    else:
+        absent(module, result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
