@@ -43,5 +43,6 @@ luaopen_vfioinit_core(lua_State *L)
 	regex_open(L);
 	spawn_open(L);
 	image_open(L);
+	lock_open(L);
 	return 1;
 }

@@ -24,5 +24,6 @@ void yaml_open(lua_State *L);
 void regex_open(lua_State *L);
 void spawn_open(lua_State *L);
 void image_open(lua_State *L);
+void lock_open(lua_State *L);
 
 #endif

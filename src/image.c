@@ -36,6 +36,7 @@
 #define NEWC_HDR 110
 #define NEWC_NAME_MAX 4096	/* the kernel refuses longer names (PATH_MAX) */
 #define TRAILER "TRAILER!!!"
+#define LZMA_DICT_MAX (1u << 30)	/* what libarchive allows xz */
 
 enum cpio_state {
 	ST_HEADER,	/* collecting the 110-byte header */
@@ -642,6 +643,15 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 			return 0;
 		}
 		exact = 1;
+	}
+	/*
+	** liblzma allocates the dictionary an .lzma header asks for, and libarchive
+	** sets no memory limit for this format (it does for xz: 1 GiB); bound it the same.
+	*/
+	if (m->code == ARCHIVE_FILTER_LZMA && avail >= 5 && le32(r->map + off + 1) > LZMA_DICT_MAX) {
+		image_fail(L, path, "lzma dictionary of %I bytes is larger than 1 GiB at offset %I",
+		    (lua_Integer)le32(r->map + off + 1), (lua_Integer)off);
+		return 0;
 	}
 	r->a = archive_read_new();
 	if (r->a == NULL) {

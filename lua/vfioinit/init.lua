@@ -41,10 +41,20 @@ local function new()
     for _, f in ipairs({ "edits", "image_path", "rebuild_argv" }) do
       if type(spec[f]) ~= "function" then error(("bad argument #1 to 'register_generator' (field '%s': function expected)"):format(f), 2) end
     end
+    -- optional fields: a wrong type would only fail later, deep inside detect or verify
+    for f, t in pairs({ config = "string", active_evidence = "table", distro_default = "table",
+                        image_want = "table", early_modules = "function", edit_text = "function" }) do
+      if spec[f] ~= nil and type(spec[f]) ~= t then
+        error(("bad argument #1 to 'register_generator' (field '%s': %s expected, got %s)"):format(f, t, type(spec[f])), 2)
+      end
+    end
     return registry:register(spec)
   end
 
   function M.generator(name) return registry:get(name) end
+
+  --- generator_names() -> names of every generator this instance knows: the built-ins, then registered ones.
+  function M.generator_names() return registry:names() end
 
   --- detect{root=} -> inventory | nil, err
   function M.detect(opts)
@@ -75,7 +85,8 @@ local function new()
   --- revert{root=} -> true | nil, err
   function M.revert(opts)
     opts = checkopts(opts, "revert")
-    local list, err = state.revert(opts.root or "/")
+    local root = opts.root or "/"
+    local list, err = state.with_lock(root, state.revert, root)
     if not list then return nil, err end
     return true, list
   end
@@ -117,9 +128,13 @@ local function new()
     return out
   end
 
+  local rebuild_locked  -- the body, run under root's lock (below)
   --- rebuild{root=, generators=, kernels=, on_output=, timeout=} -> report | nil, err
   function M.rebuild(opts)
     opts = checkopts(opts, "rebuild")
+    return state.with_lock(opts.root or "/", rebuild_locked, opts)
+  end
+  function rebuild_locked(opts)
     local root = opts.root or "/"
     local gens, inv = targets(root, opts.generators)
     if not gens then return nil, inv end
@@ -149,10 +164,20 @@ local function new()
     return report
   end
 
+  local update_locked  -- the body, run under root's lock (below)
   --- update_initramfs{root=, dry_run=, rebuild=, verify=, log=, ...plan options}
   -- detect -> plan -> apply -> rebuild (stale kernels only) -> verify; returns a report.
   function M.update_initramfs(opts)
     opts = checkopts(opts, "update_initramfs")
+    if opts.dry_run then return update_locked(opts) end
+    -- plan, apply and rebuild under one lock: a concurrent run plans on what this one wrote
+    local report, err = state.with_lock(opts.root or "/", update_locked, opts)
+    if not report then
+      return { root = opts.root or "/", dry_run = false, ok = false, error = err, changes = {}, rebuilt = {}, verified = {} }
+    end
+    return report
+  end
+  function update_locked(opts)
     local root = opts.root or "/"
     local log = opts.log or function() end
     local report = { root = root, dry_run = opts.dry_run or false, ok = false, changes = {}, rebuilt = {}, verified = {} }
@@ -247,6 +272,8 @@ local function new()
   M.ensure_dracut_modules = ensure("dracut")
   M.ensure_booster_modules = ensure("booster")
   M.ensure_initramfs_modules_debian = ensure("initramfs-tools")
+
+  M.policy = require("vfioinit.policy").bind(M)  -- per-distribution composition; policies load on demand
 
   M.new = new
   return M

@@ -36,10 +36,8 @@ local function rollback(root, done)
   end
 end
 
-function Plan:apply(opts)
-  opts = opts or {}
+local function apply_locked(self, opts)
   local root = self.root
-  if #self.changes == 0 then return true end
   -- nothing moved since the plan was made
   local ctx = context.new({ root = root })
   for _, c in ipairs(self.changes) do
@@ -49,6 +47,12 @@ function Plan:apply(opts)
       return nil, c.path .. ": changed since the plan was made; plan again"
     end
   end
+  -- temp files of a killed earlier run (nothing else writes them while we hold the lock)
+  local paths = {}
+  for i, c in ipairs(self.changes) do paths[i] = c.path end
+  state.sweep(root, paths)
+  -- the originals are on disk (manifest included) before the first file changes, so a
+  -- run killed anywhere below leaves each file before-or-after and `revert` complete
   if opts.backup ~= false then
     local ok, err = state.record(root, self.changes)
     if not ok then return nil, err end
@@ -69,6 +73,11 @@ function Plan:apply(opts)
     done[#done + 1] = c
   end
   return true
+end
+
+function Plan:apply(opts)
+  if #self.changes == 0 then return true end
+  return state.with_lock(self.root, apply_locked, self, opts or {})
 end
 
 -- The module list for the selected kernels: a VFIO module is listed when some

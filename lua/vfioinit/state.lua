@@ -15,6 +15,27 @@ M.BACKUPS = M.DIR .. "/backups"
 
 local ENOENT = 2
 
+-- One lock per root serialises apply, revert and rebuild: flock on root's own directory
+-- (src/lock.c), so it creates nothing inside root and leaves nothing behind. A second
+-- vfioinit waits up to LOCK_TIMEOUT seconds (env VFIOINIT_LOCK_TIMEOUT; default 900, more
+-- than a rebuild's 600 s timeout), then fails with "/: locked by another process".
+M.LOCK_TIMEOUT = tonumber(os.getenv("VFIOINIT_LOCK_TIMEOUT") or "") or 900
+local held = {}  -- roots this process holds the lock of: with_lock is re-entrant
+
+-- with_lock(root, fn, ...) -> fn(...)'s results, run while holding root's lock.
+function M.with_lock(root, fn, ...)
+  local key = root:gsub("/+$", "")
+  if held[key] then return fn(...) end
+  local lk, err = core.lock(root, "/", M.LOCK_TIMEOUT)
+  if not lk then return nil, root .. ": another vfioinit is running on this root (" .. err .. ")" end
+  held[key] = true
+  local res = table.pack(pcall(fn, ...))
+  held[key] = nil
+  lk:unlock()
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
 local function enc(s) return (s:gsub("[%%\t\n]", function(c) return ("%%%02X"):format(c:byte()) end)) end
 local function dec(s) return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
 
@@ -89,10 +110,36 @@ function M.record(root, changes)
   return true
 end
 
+-- Remove the temp files a killed run left next to `paths` (".<name>.vfioinit-XXXXXX",
+-- src/fs.c temp_create), and any in the backups dir. Callers hold the lock, so no other
+-- vfioinit is writing them right now.
+function M.sweep(root, paths)
+  local dirs = { [M.BACKUPS] = {}, [M.DIR] = { manifest = true } }
+  for _, p in ipairs(paths) do
+    local dir, name = p:match("^(.*)/([^/]+)$")
+    if dir then
+      dir = dir == "" and "/" or dir
+      dirs[dir] = dirs[dir] or {}
+      dirs[dir][name] = true
+    end
+  end
+  for dir, names in pairs(dirs) do
+    for _, e in ipairs(core.dir(root, dir) or {}) do
+      local base = e:match("^%.(.+)%.vfioinit%-%w%w%w%w%w%w$")
+      if base and (names[base] or dir == M.BACKUPS) then
+        core.remove(root, (dir == "/" and "" or dir) .. "/" .. e)
+      end
+    end
+  end
+end
+
 -- revert(root) -> list of reverted entries | nil, err. Validates every backup first.
 function M.revert(root)
   local list, err = M.load(root)
   if not list then return nil, err end
+  local paths = {}
+  for i, e in ipairs(list) do paths[i] = e.path end
+  M.sweep(root, paths)
   local contents = {}
   for i, e in ipairs(list) do
     if e.kind == "saved" then
@@ -117,6 +164,8 @@ function M.revert(root)
   for _, e in ipairs(list) do
     if e.backup then core.remove(root, e.backup) end
   end
+  -- backups a killed apply wrote before its manifest named them
+  for _, name in ipairs(core.dir(root, M.BACKUPS) or {}) do core.remove(root, M.BACKUPS .. "/" .. name) end
   core.remove(root, M.BACKUPS)
   core.remove(root, M.MANIFEST)
   core.remove(root, M.DIR)

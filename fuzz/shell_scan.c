@@ -1,0 +1,12 @@
+/* fuzz/shell_scan.c: core.shell_scan(text) on arbitrary bytes (src/shell.c). */
+#include <string.h>
+#include "harness.h"
+
+
+static int
+fuzz_call(lua_State *L, const uint8_t *data, size_t size)
+{
+	fuzz_push_fn(L, "shell_scan");
+	lua_pushlstring(L, (const char *)data, size);
+	return 1;
+}

@@ -1,0 +1,124 @@
+-- Every core function under valgrind (memcheck) with the release build: a Lua driver calls
+-- each one on its success and error paths (fs, regex, kmod on the real Debian kernel,
+-- shell_scan, yaml_scan, spawn, image_list, lock), then closes the state. It must give
+-- 0 errors and 0 bytes definitely lost. The release build is used on purpose: ASan and
+-- valgrind do not mix, and tools/test runs busted with ASan preloaded, so the driver runs
+-- in a clean environment against build/vfioinit/core.so (env VFIOINIT_VALGRIND_BUILD
+-- picks another release build dir).
+local h = require "helpers"
+
+local q, sh = h.q, h.sh
+local vbuild = os.getenv("VFIOINIT_VALGRIND_BUILD") or "build"
+
+local DRIVER = [=[
+local project, build, root, moddir, img_gz, img_zst = ...
+package.cpath = project .. "/" .. build .. "/?.so;" .. package.cpath
+local core = require "vfioinit.core"
+local n = 0
+local function ok(v, ...) n = n + 1; assert(v ~= nil, (select(1, ...))); return v, ... end
+local function fails(v, ...) n = n + 1; assert(v == nil, "expected a failure"); return ... end
+local function raises(f, ...) n = n + 1; assert(not pcall(f, ...), "expected a raise") end
+
+-- fs, both resolvers
+for _, fallback in ipairs({ false, true }) do
+  core._fs_force_fallback(fallback)
+  ok(core.mkdirs(root, "/etc/a/b", 493))
+  ok(core.write_atomic(root, "/etc/a/b/f", ("x"):rep(100000), 420))
+  ok(core.write_atomic(root, "/etc/a/b/f", "small\n"))
+  assert(ok(core.read(root, "/etc/a/b/f")) == "small\n")
+  fails(core.read(root, "/etc/a/b/f", 2))
+  fails(core.read(root, "/nope"))
+  ok(core.stat(root, "/etc/a/b/f")); ok(core.stat(root, "/etc", true)); fails(core.stat(root, "/nope"))
+  ok(core.dir(root, "/etc/a/b")); fails(core.dir(root, "/nope"))
+  ok(core.copy(root, "/etc/a/b/f", "/etc/a/b/g")); fails(core.copy(root, "/nope", "/etc/x"))
+  ok(core.rename(root, "/etc/a/b/g", "/etc/a/b/h")); fails(core.rename(root, "/nope", "/etc/y"))
+  os.execute("ln -sfn a/b/h '" .. root .. "/etc/link'")
+  assert(ok(core.resolve(root, "/etc/link")) == "/etc/a/b/h"); fails(core.resolve(root, "/no/such/x"))
+  ok(core.write_atomic(root, "/etc/link", "through the link\n"))
+  ok(core.remove(root, "/etc/link")); ok(core.remove(root, "/etc/a/b/h")); fails(core.remove(root, "/etc/a"))
+  fails(core.write_atomic("/nonexistent-root", "/x", "y"))
+  raises(core.read, root, "relative")
+end
+core._fs_force_fallback(false)
+
+-- regex
+assert(ok(core.re_find("^(\\w+)=\\((.*)\\)", "MODULES=(vfio vfio_pci)")) == 1)
+fails(core.re_find("z+", "abc"))
+for i = 1, 200 do core.re_find("a{" .. i .. "}", "aaa") end  -- fills the pattern cache
+raises(core.re_find, "(", "x")
+
+-- kmod on the real kernel
+local ctx = ok(core.kmod_new(moddir))
+ok(ctx:module("vfio_pci")); ok(ctx:module("vfio-iommu-type1")); fails(ctx:module("no_such_module"))
+ok(ctx:lookup("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"))
+ctx:close(); ctx:close()
+do local c2 <close> = ok(core.kmod_new(moddir, { root .. "/etc" })) ; ok(c2:module("vfio")) end
+local c3 = ok(core.kmod_new(moddir)); c3 = nil  -- left to __gc
+local c4 = core.kmod_new(root .. "/no/modules"); if c4 then c4:module("vfio"); c4:lookup("pci:v1d1"); c4:close() end
+
+-- scanners
+ok(core.shell_scan("MODULES=(vfio 'a b' \"c$d\")\nHOOKS+=(x) # c\nif x; then Y=1; fi\nZ=`q` W=$(e)\ncat <<EOF\nA=1\nEOF\n"))
+fails(core.shell_scan("MODULES=(vfio\n"))
+fails(core.shell_scan("X=\"unterminated\n"))
+ok(core.yaml_scan("universal: false\nmodules_force_load: \"a,b\"\nextra_files: [x, 'y']\nblock: |\n  text\n"))
+fails(core.yaml_scan("key: \"unterminated\n"))
+
+-- spawn, without and with a root (mount namespace + chroot)
+local lines = {}
+ok(core.spawn({ argv = { "sh", "-c", "echo out; echo err >&2; exit 3" }, on_line = function(s, l) lines[#lines + 1] = s .. l end }))
+ok(core.spawn({ argv = { "sleep", "5" }, timeout = 0.2 }))
+ok(core.spawn({ argv = { "env" }, env = { "A=1" }, cwd = "/" }))
+fails(core.spawn({ argv = { "/no/such/command" } }))
+raises(core.spawn, { argv = { "echo", "x" }, on_line = function() error("stop") end, timeout = 1 })
+
+-- images
+for _, img in ipairs({ img_gz, img_zst }) do
+  local entries, contents = ok(core.image_list(img, { ["conf/modules"] = true, ["etc/"] = true }))
+  assert(#entries > 0 and contents["conf/modules"])
+end
+fails(core.image_list(root .. "/etc/a/b/f"))
+fails(core.image_list(root .. "/nope"))
+
+-- lock
+local lk = ok(core.lock(root, "/")); fails(core.lock(root, "/", 0)); lk:unlock(); lk:unlock()
+do local l2 <close> = ok(core.lock(root, "/lockfile")) end
+local l3 = ok(core.lock(root, "/", 0)); l3 = nil
+fails(core.lock(root, "/no/dir/lock", 0))
+collectgarbage(); collectgarbage()
+io.write("driver: ", n, " calls\n")
+]=]
+
+describe("valgrind (release build)", function()
+  local have = select(2, sh("command -v valgrind >/dev/null 2>&1"))
+  local so = h.project .. "/" .. vbuild .. "/vfioinit/core.so"
+  local why = not have and "valgrind not installed" or not io.open(so) and (so .. " not built") or nil
+  if why then pending("every core function under memcheck (" .. why .. ")") return end
+
+  it("runs every core function with 0 errors and 0 bytes definitely lost", function()
+    local dir = h.tmpdir()
+    finally(function() h.rm(dir) end)
+    local kdir, kver = h.real_kernel("cloud")
+    local root = dir .. "/root"
+    h.writefile(root .. "/etc/modprobe.d/x.conf", "options vfio_pci ids=1af4:1000\n")
+    h.writefile(dir .. "/tree/conf/modules", "vfio\nvfio_pci\n")
+    h.writefile(dir .. "/tree/etc/cmdline.d/00.conf", "rd.driver.pre=vfio_pci\n")
+    local out, ok = sh(("cd %s/tree && find . | LC_ALL=C sort | cpio -o -H newc --quiet > ../main.cpio && gzip -nc ../main.cpio > ../img.gz && { cat ../main.cpio; zstd -qc ../main.cpio; } > ../img.zst 2>&1")
+      :format(q(dir)))
+    assert.is_true(ok, out)
+    h.writefile(dir .. "/driver.lua", DRIVER)
+    local log = dir .. "/valgrind.log"
+    out = sh(("cd %s && env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS valgrind --leak-check=full "
+      .. "--errors-for-leak-kinds=definite --error-exitcode=9 --log-file=%s lua5.4 %s %s %s %s %s %s %s 2>&1; echo rc=$?")
+      :format(q(h.project), q(log), q(dir .. "/driver.lua"), q(h.project), q(vbuild), q(root),
+        q(kdir .. "/lib/modules/" .. kver), q(dir .. "/img.gz"), q(dir .. "/img.zst")))
+    local report = h.readfile(log) or ""
+    local errors = tonumber(report:match("ERROR SUMMARY: (%d+) errors"))
+    local lost = report:match("definitely lost: ([%d,]+) bytes") or (report:find("All heap blocks were freed", 1, true) and "0")
+    io.stderr:write(("\n[83-valgrind] %s; ERROR SUMMARY: %s errors, definitely lost: %s bytes\n"):format(
+      (out:match("driver: %d+ calls") or "driver did not finish"), tostring(errors), tostring(lost)))
+    assert.truthy(out:find("driver: %d+ calls"), out .. report)
+    assert.truthy(out:find("rc=0", 1, true), out .. report)
+    assert.are.equal(0, errors, report)
+    assert.are.equal("0", lost, report)
+  end)
+end)
