@@ -37,6 +37,7 @@
 #define NEWC_NAME_MAX 4096	/* the kernel refuses longer names (PATH_MAX) */
 #define TRAILER "TRAILER!!!"
 #define LZMA_DICT_MAX (1u << 30)	/* what libarchive allows xz */
+#define IMAGE_RELEASE_EVERY (256u << 10)	/* decompressed bytes between page releases */
 
 enum cpio_state {
 	ST_HEADER,	/* collecting the 110-byte header */
@@ -675,6 +676,7 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 		    m->name, (lua_Integer)off);
 		return 0;
 	}
+	size_t since = 0;
 	while (rc == ARCHIVE_OK) {
 		const void *buf;
 		size_t size;
@@ -686,6 +688,16 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 				return 0;
 			}
 			rc = ARCHIVE_OK;
+			/*
+			** Drop the pages of the mapped image read so far: they are
+			** file-backed, so a later touch faults them in again from the
+			** page cache. Keeps the resident set small for a 13 MB image.
+			*/
+			since += size;
+			if (since >= IMAGE_RELEASE_EVERY) {
+				madvise(r->map, r->len, MADV_DONTNEED);
+				since = 0;
+			}
 		}
 	}
 	if (rc != ARCHIVE_EOF) {
