@@ -479,10 +479,25 @@ le32(const unsigned char *p)
 ** Length of the run of zstd (and skippable) frames at p, walking the frame
 ** and block headers (RFC 8878) without decompressing; 0 when truncated.
 */
+/*
+** Let go of the mapped pages before p + off (whole pages only): walking a
+** 13 MB stream would otherwise keep all of it resident. Returns off.
+*/
+static size_t
+release_before(const unsigned char *p, size_t off)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = (uintptr_t)p & ~(page - 1), hi = ((uintptr_t)p + off) & ~(page - 1);
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	return off;
+}
+
+
 static size_t
 zstd_span(const unsigned char *p, size_t len)
 {
-	size_t off = 0;
+	size_t off = 0, released = 0;
 	while (off + 4 <= len) {
 		uint32_t magic = le32(p + off);
 		if ((magic & 0xFFFFFFF0u) == 0x184D2A50u) {
@@ -516,6 +531,8 @@ zstd_span(const unsigned char *p, size_t len)
 			off += 3 + bs;
 			if (off > len)
 				return 0;
+			if (off - released >= IMAGE_RELEASE_EVERY)
+				released = release_before(p, off);
 			if (bh & 1)
 				break;
 		}
@@ -644,6 +661,8 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 			return 0;
 		}
 		exact = 1;
+		/* walking the frames faulted in the whole stream: let it go again */
+		madvise(r->map, r->len, MADV_DONTNEED);
 	}
 	/*
 	** liblzma allocates the dictionary an .lzma header asks for, and libarchive
