@@ -157,6 +157,8 @@ local function new()
           return false, { "image" }
         end
         local r = verify_one(ctx, gen, kver, opts.modules)
+        -- update_initramfs hands its per-run cache in, so the image is not read again
+        if opts.verified_cache then opts.verified_cache[gen.name .. "\0" .. kver] = r end
         return r.ok, r.missing
       end or nil,
     })
@@ -224,7 +226,8 @@ local function new()
           log(g.name .. ": every image is up to date; nothing to rebuild")
         else
           local rep, rerr, partial = M.rebuild({ root = root, generators = { g.name }, kernels = stale,
-            on_output = opts.on_output, log = log, timeout = opts.timeout, modules = opts.modules })
+            on_output = opts.on_output, log = log, timeout = opts.timeout, modules = opts.modules,
+            verified_cache = checked })
           local r = rep or partial or {}
           for _, k in ipairs(r.kernels or r) do report.rebuilt[#report.rebuilt + 1] = k end
           if not rep then report.error = rerr; return report end
