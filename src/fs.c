@@ -406,6 +406,8 @@ target_open(struct fsctx *c, const char *path, int *dirfd, char name[NAME_MAX + 
 	char cur[PATH_MAX], link[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX];
 	int links = 0, err;
 
+	name[0] = '\0';
+	*dirfd = -1;
 	if (strlen(path) >= sizeof cur)
 		return ENAMETOOLONG;
 	strcpy(cur, path);

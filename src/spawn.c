@@ -267,6 +267,8 @@ flush_lines(lua_State *L, Spawn *s, int fn, int i, size_t from, int eof)
 	char *b = s->buf[i];
 	size_t start = 0, len = s->len[i];
 	char *nl;
+	if (b == NULL)
+		return;	/* nothing was ever read on this stream */
 	while (from < len && (nl = memchr(b + from, '\n', len - from)) != NULL) {
 		size_t end = (size_t)(nl - b);
 		emit(L, s, fn, i, b + start, end - start);
@@ -480,6 +482,10 @@ build_candidates(lua_State *L, int anchor, struct plan *p)
 	for (i = 0; p->envp[i]; i++)
 		if (strncmp(p->envp[i], "PATH=", 5) == 0)
 			path = p->envp[i] + 5;
+	if (a0 == NULL) {	/* checked by the caller; this keeps the analyzer sure too */
+		luaL_error(L, "spawn: empty argv");
+		return;
+	}
 	if (strchr(a0, '/')) {
 		v = new_vec(L, anchor, 1);
 		v[0] = a0;

@@ -182,7 +182,7 @@ local function is_multiline_item(text, a, it)
 end
 
 -- An unquoted scalar (MODULES=ext4) gets quotes when it grows to several words.
-local function rewrap_edit(text, a, words)
+local function rewrap_edit(_, a, words)
   local vs = value_start(a)
   return { first = vs, last = a.last, insert = '"' .. table.concat(words, " ") .. '"' }
 end
@@ -475,7 +475,7 @@ function M.edits(ctx)
   local gpu = ctx.gpu or default_gpu()
   local bl, err = builds(ctx)
   if not bl then return nil, err end
-  local texts, before, order = {}, {}, {}
+  local texts, before, seen_order = {}, {}, {}
   for _, b in ipairs(bl) do
     for i, path in ipairs(b) do
       if texts[path] == nil then
@@ -488,7 +488,7 @@ function M.edits(ctx)
           t = false
         end
         texts[path], before[path] = t, t
-        order[#order + 1] = path
+        seen_order[#seen_order + 1] = path
       end
     end
   end
@@ -514,7 +514,7 @@ function M.edits(ctx)
     if not changed then break end
   end
   local out = {}
-  for _, path in ipairs(order) do
+  for _, path in ipairs(seen_order) do
     if texts[path] and texts[path] ~= before[path] then
       out[#out + 1] = { path = path, before = before[path], after = texts[path] }
     end
