@@ -10,6 +10,8 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "compat.h"
+
 #define VFIOINIT_CORE_VERSION "0.1.0"
 
 /* Push nil, "<what>: <strerror(err)>", err and return 3 (luaL_fileresult's shape). */

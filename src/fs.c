@@ -900,7 +900,7 @@ fs_read(lua_State *L)
 	luaL_buffinit(L, &b);
 	for (;;) {
 		char *p = luaL_prepbuffsize(&b, COPY_CHUNK);
-		ssize_t n = read(fd, p, COPY_CHUNK);
+		ssize_t n = read(fd, p, VFI_BUFFCHUNK(COPY_CHUNK));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
