@@ -22,13 +22,13 @@ local function snapshot(dir)
   return (h.sh("cd " .. h.q(dir) .. " && find . -printf '%p %y %m %s %U %G\\n' | sort && find . -type f -print0 | sort -z | xargs -0 -r sha256sum"))
 end
 
--- Run `code` in a fresh lua5.4 with extra environment (the core reads VFIOINIT_FAULT and
+-- Run `code` in a fresh lua5.4 (h.lua) with extra environment (the core reads VFIOINIT_FAULT and
 -- VFIOINIT_FS_FALLBACK from the environment, which a Lua state cannot set for itself).
 local function run_env(env, code)
   local build = os.getenv("VFIOINIT_BUILD") or "build"
   local prog = ("package.cpath = %q; local core = require 'vfioinit.core'; %s")
     :format("./" .. build .. "/?.so", code)
-  local out, ok = h.sh(env .. " lua5.4 -e " .. h.q(prog) .. " 2>&1")
+  local out, ok = h.sh(env .. " " .. h.lua .. " -e " .. h.q(prog) .. " 2>&1")
   return out, ok
 end
 

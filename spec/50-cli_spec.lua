@@ -1,7 +1,8 @@
 -- The vfioinit command: exit codes, messages, --json (parsed by python3's json, not ours).
 local h = require "helpers"
 
-local BIN = h.project .. "/bin/vfioinit"
+-- Under tools/matrix (VFIOINIT_LUA_CMD set) the script runs under that interpreter, not its shebang's.
+local BIN = (os.getenv("VFIOINIT_LUA_CMD") and h.lua .. " " or "") .. h.project .. "/bin/vfioinit"
 
 local function run(args)
   local errf = os.tmpname()

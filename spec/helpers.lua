@@ -4,9 +4,20 @@ local M = {}
 M.project = os.getenv("PWD")
 M.shared = os.getenv("VFIOINIT_SHARED") or (M.project .. "/../shared")
 M.corpus = M.shared .. "/corpus"
+-- The interpreter child processes run under (tools/matrix sets it to luajit, lua5.1, ...).
+M.lua = os.getenv("VFIOINIT_LUA_CMD") or "lua5.4"
 
 -- Run a shell command, return its stdout (trailing newline kept), success flag, exit code.
+-- On Lua 5.1/LuaJIT a pipe's close() has no exit status: the shell appends it after a NUL.
+local LUA51 = _VERSION == "Lua 5.1"
 function M.sh(cmd)
+  if LUA51 then
+    local p = assert(io.popen("( " .. cmd .. "\n); printf '\\000%d' $?", "r"))
+    local all = p:read("*a"); p:close()
+    local out, code = all:match("^(.*)%z(%d+)$")
+    code = tonumber(code)
+    return out, code == 0 or nil, code
+  end
   local p = assert(io.popen(cmd, "r"))
   local out = p:read("a")
   local ok, _, code = p:close()
@@ -24,7 +35,7 @@ function M.rm(path) M.sh("rm -rf " .. M.q(path)) end
 
 function M.readfile(path)
   local f = io.open(path, "rb"); if not f then return nil end
-  local s = f:read("a"); f:close(); return s
+  local s = f:read("*a"); f:close(); return s
 end
 
 -- Write a file under a host path, creating parent dirs.

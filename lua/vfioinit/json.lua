@@ -5,6 +5,9 @@ local M = {}
 local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 
+-- math.type is 5.3+; on 5.1/LuaJIT every number is a float and integral ones print as integers.
+local mtype = math.type or function(v) return v == math.floor(v) and v >= -2^53 and v <= 2^53 and "integer" or "float" end
+
 local function str(s)
   return '"' .. s:gsub('[%c"\\]', function(c)
     return escapes[c] or ("\\u%04x"):format(c:byte())
@@ -29,7 +32,7 @@ function encode(v, out)
   elseif t == "boolean" then out[#out + 1] = tostring(v)
   elseif t == "number" then
     if v ~= v or v == math.huge or v == -math.huge then out[#out + 1] = "null"
-    elseif math.type(v) == "integer" then out[#out + 1] = tostring(v)
+    elseif mtype(v) == "integer" then out[#out + 1] = tostring(v)
     else out[#out + 1] = ("%.14g"):format(v) end
   elseif t == "string" then out[#out + 1] = str(v)
   elseif t == "table" then

@@ -206,7 +206,7 @@ function M.plan(opts, registry)
   for _, c in ipairs(changes) do
     if c.before ~= nil then
       local st = core.stat(root, c.path)
-      if st and st.mode & 146 == 0 then
+      if st and util.band(st.mode, 146) == 0 then
         return nil, ("%s:1: read-only file (mode %03o); make it writable to let vfioinit edit it"):format(c.path, st.mode)
       end
     end

@@ -6,6 +6,7 @@
 --   created <generator> <path>
 -- Only the first change to a file is recorded: later applies keep the original.
 local core = require "vfioinit.core"
+local util = require "vfioinit.util"
 
 local M = {}
 
@@ -29,11 +30,11 @@ function M.with_lock(root, fn, ...)
   local lk, err = core.lock(root, "/", M.LOCK_TIMEOUT)
   if not lk then return nil, root .. ": another vfioinit is running on this root (" .. err .. ")" end
   held[key] = true
-  local res = table.pack(pcall(fn, ...))
+  local res = util.pack(pcall(fn, ...))
   held[key] = nil
   lk:unlock()
   if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
+  return util.unpack(res, 2, res.n)
 end
 
 local function enc(s) return (s:gsub("[%%\t\n]", function(c) return ("%%%02X"):format(c:byte()) end)) end

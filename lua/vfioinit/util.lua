@@ -1,6 +1,20 @@
 -- Small pure helpers shared by the policy modules: names, sets, validation.
 local M = {}
 
+-- Lua 5.1/LuaJIT compatibility (the modules run on 5.1 through 5.4; see README "Lua versions").
+M.unpack = table.unpack or rawget(_G, "unpack")
+-- table.pack: values in 1..n, n = their count (nils included).
+function M.pack(...) return { n = select("#", ...), ... } end
+-- a & b for non-negative integers, without 5.3's operator (a syntax error on 5.1).
+function M.band(a, b)
+  local r, bit = 0, 1
+  while a > 0 and b > 0 do
+    if a % 2 == 1 and b % 2 == 1 then r = r + bit end
+    a, b, bit = math.floor(a / 2), math.floor(b / 2), bit * 2
+  end
+  return r
+end
+
 M.VFIO = { "vfio", "vfio_iommu_type1", "vfio_pci", "vfio_virqfd" }
 M.GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm", "nvidia_drm", "i915", "xe" }
 

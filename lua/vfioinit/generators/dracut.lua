@@ -20,6 +20,7 @@
 -- An edit with `after = nil` means: remove that file (our own drop-in, renamed).
 local core = require "vfioinit.core"
 local mk = require "vfioinit.generators.mkinitcpio"
+local util = require "vfioinit.util"
 
 local engine, norm = mk.engine, mk.norm
 
@@ -63,7 +64,7 @@ local function simulate(scans, var)
   for _, sc in ipairs(scans) do
     for _, a in ipairs(sc) do
       if a.name == var then
-        local new = a.append and { table.unpack(w) } or {}
+        local new = a.append and { util.unpack(w) } or {}
         for _, it in ipairs(a.items) do
           if it.value == "$" .. var or it.value == "${" .. var .. "}" then
             for _, x in ipairs(w) do new[#new + 1] = x end
