@@ -19,7 +19,7 @@ function M.sh(cmd)
     return out, code == 0 or nil, code
   end
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok, _, code = p:close()
   return out, ok, code
 end

@@ -228,7 +228,9 @@ function M.main(argv)
   local ierr = check_input(o)
   if ierr then return fail(o, ierr) end
   local v = require "vfioinit"
-  local ok, code = xpcall(HANDLERS[o.command], debug.traceback, v, o)
+  local handler = HANDLERS[o.command]
+  -- a closure, not xpcall's extra arguments: Lua 5.1 does not pass them on
+  local ok, code = xpcall(function() return handler(v, o) end, debug.traceback)
   if not ok then return fail(o, "internal error: " .. tostring(code)) end
   return code
 end
