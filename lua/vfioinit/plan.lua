@@ -131,7 +131,9 @@ function M.select_generators(inv, registry, names)
     end
   end
   if #list == 0 then
-    return nil, inv.root .. ": no initramfs generator installed (looked for mkinitcpio, dracut, update-initramfs, booster)"
+    local cmds = {}
+    for _, g in ipairs(inv.generators) do cmds[#cmds + 1] = registry:get(g.name).command end
+    return nil, inv.root .. ": no initramfs generator installed (looked for " .. table.concat(cmds, ", ") .. ")"
   end
   return list
 end
