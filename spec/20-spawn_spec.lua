@@ -24,21 +24,8 @@ local function open_fds()
   return tonumber(out)
 end
 
--- A statically linked busybox to populate a tiny root with, or nil.
-local function static_busybox()
-  for _, p in ipairs { "/bin/busybox", "/usr/bin/busybox" } do
-    if H.readfile(p) then
-      local out = H.sh("ldd " .. H.q(p) .. " 2>&1")
-      if out:find("not a dynamic", 1, true) or out:find("statically linked", 1, true) then return p end
-    end
-  end
-end
-
-local is_root = H.sh("id -u"):match("^0") ~= nil
-local busybox = static_busybox()
-local chroot_it = (is_root and busybox) and it or function(name)
-  pending(name .. " (needs root and a static busybox: apt-get install busybox-static)")
-end
+local busybox = H.static_busybox()
+local chroot_it = H.chroot_it(it, pending)
 
 local function collect()
   local lines = { stdout = {}, stderr = {}, all = {} }

@@ -7,21 +7,8 @@ local KERNELS = { "6.1.0-test", "6.2.0-test" }
 -- what the stand-in runs, from the root's busybox
 local APPLETS = "sh cat echo printf mkdir mktemp find cpio mv rm sleep"
 
--- A statically linked busybox to populate the test root with, or nil.
-local function static_busybox()
-  for _, p in ipairs { "/bin/busybox", "/usr/bin/busybox" } do
-    if H.readfile(p) then
-      local out = H.sh("ldd " .. H.q(p) .. " 2>&1")
-      if out:find("not a dynamic", 1, true) or out:find("statically linked", 1, true) then return p end
-    end
-  end
-end
-
-local is_root = H.sh("id -u"):match("^0") ~= nil
-local busybox = static_busybox()
-local root_it = (is_root and busybox) and it or function(name)
-  pending(name .. " (needs root and a static busybox: apt-get install busybox-static)")
-end
+local busybox = H.static_busybox()
+local root_it = H.chroot_it(it, pending)
 
 -- The booster stand-in's generator: booster's real command line, one command per kernel.
 local function image_of(kver) return "/boot/booster-" .. kver .. ".img" end

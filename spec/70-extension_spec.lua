@@ -28,19 +28,9 @@ local function alpine_root(files)
   return h.make_root(spec)
 end
 
-local function static_busybox()
-  for _, p in ipairs { "/bin/busybox", "/usr/bin/busybox" } do
-    if h.readfile(p) then
-      local out = h.sh("ldd " .. h.q(p) .. " 2>&1")
-      if out:find("not a dynamic", 1, true) or out:find("statically linked", 1, true) then return p end
-    end
-  end
-end
 local is_root = h.sh("id -u"):match("^0") ~= nil
-local busybox = static_busybox()
-local root_it = (is_root and busybox) and it or function(name)
-  pending(name .. " (needs root and a static busybox: apt-get install busybox-static)")
-end
+local busybox = h.static_busybox()
+local root_it = h.chroot_it(it, pending)
 
 -- A snapshot of a generator's data fields, and which fields are functions.
 local function shape(g)

@@ -101,6 +101,25 @@ function M.install_kernel(root, flavour, kver_as, fn)
   return kver_as, dest
 end
 
+-- A statically linked busybox (to populate a tiny chroot with), or nil.
+function M.static_busybox()
+  for _, p in ipairs({ "/bin/busybox", "/usr/bin/busybox" }) do
+    if M.readfile(p) then
+      local out = M.sh("ldd " .. M.q(p) .. " 2>&1")
+      if out:find("not a dynamic", 1, true) or out:find("statically linked", 1, true) then return p end
+    end
+  end
+end
+
+-- `it` for cases that chroot into a busybox root: pending (not skipped) without root or busybox.
+function M.chroot_it(it_fn, pending_fn)
+  local is_root = M.sh("id -u"):match("^0") ~= nil
+  if is_root and M.static_busybox() then return it_fn end
+  return function(name)
+    pending_fn(name .. " (needs root and a static busybox: apt-get install busybox-static)")
+  end
+end
+
 -- A synthetic root: os-release, plus files {path=content} and executables {path}.
 function M.make_root(spec)
   local root = M.tmpdir()
