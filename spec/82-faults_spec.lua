@@ -1,5 +1,5 @@
 -- Fault injection and kill -9 on a multi-file apply (mkinitcpio + dracut + initramfs-tools
--- + booster configs from ../shared/corpus, plus the modprobe.d file from ids): each trial
+-- + booster configs from spec/fixtures/corpus, plus the modprobe.d file from ids): each trial
 -- runs the apply in a child lua5.4 on a fresh copy of the root, then checks that every
 -- config is byte-identical to its before or its after state, that no `*.vfioinit-*` temp
 -- file is left, that a second apply completes the job, and that `revert` restores every

@@ -2,8 +2,8 @@
 local M = {}
 
 M.project = os.getenv("PWD")
-M.shared = os.getenv("VFIOINIT_SHARED") or (M.project .. "/../shared")
-M.corpus = M.shared .. "/corpus"
+-- Generator config corpus carried in the repository (spec/fixtures/corpus, origins in its README).
+M.corpus = M.project .. "/spec/fixtures/corpus"
 -- The interpreter child processes run under (tools/matrix sets it to luajit, lua5.1, ...).
 M.lua = os.getenv("VFIOINIT_LUA_CMD") or "lua5.4"
 

@@ -5,7 +5,6 @@
 VFIOINIT_CACHE=${VFIOINIT_CACHE:-$HOME/.cache/vfioinit}
 ROOTS_DIR=$VFIOINIT_CACHE/roots
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SHARED_DIR=${VFIOINIT_SHARED:-$TOOLS_DIR/../../shared}
 FLAVOURS="initramfs-tools dracut mkinitcpio multi"
 
 die() { echo "$PROG: $*" >&2; exit 1; }
