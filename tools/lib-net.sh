@@ -14,3 +14,8 @@ retry() {
     n=$((n + 1)); sleep 10
   done
 }
+
+# Inside those limits, each tool gives up on a stalled connection by itself and retries it:
+# debootstrap's wget (default read timeout 900 s, 20 tries) reads WGETRC; apt takes -o options.
+export WGETRC=${WGETRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/wgetrc}
+APT_NET_OPTS=(-o Acquire::http::Timeout=60 -o Acquire::https::Timeout=60 -o Acquire::Retries=3)
