@@ -198,6 +198,7 @@ local function cmd_rebuild(v, o)
     for _, r in ipairs(report.kernels or report) do
       out(("rebuilt %s for %s (%s) in %.1f s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?", r.seconds or 0))
     end
+    if #(report.kernels or report) == 0 then out("vfioinit: no kernel to rebuild an image for\n") end
   end
   return 0
 end
