@@ -216,7 +216,8 @@ local function new()
   --- update_initramfs{root=, dry_run=, rebuild=, verify=, log=, ...plan options}
   -- detect -> plan -> apply -> rebuild (stale kernels only) -> verify; returns a report.
   function M.update_initramfs(opts)
-    local oerr, root = nil, type(opts) == "table" and opts.root or "/"
+    local root = type(opts) == "table" and opts.root or "/"
+    local oerr
     opts, oerr = checkopts(opts, "update_initramfs")
     if opts and not opts.dry_run then oerr = lock_env_error() end
     if oerr then
