@@ -38,7 +38,9 @@ local function playbook(yaml, flags)
   h.writefile(pb, yaml)
   local env = table.concat({
     "env -u LD_PRELOAD",
-    "ANSIBLE_STDOUT_CALLBACK=json",
+    -- ansible-core has no `json` stdout callback (it is ansible.posix's): the spec ships one
+    "ANSIBLE_STDOUT_CALLBACK=vfioinit_json",
+    "ANSIBLE_CALLBACK_PLUGINS=" .. h.q(h.project .. "/spec/fixtures/ansible/callback_plugins"),
     "ANSIBLE_COLLECTIONS_PATH=" .. h.q(work .. "/collections"),
     "ANSIBLE_LOCAL_TEMP=" .. h.q(work .. "/tmp"),
     "ANSIBLE_REMOTE_TEMP=" .. h.q(work .. "/tmp"),
@@ -67,7 +69,8 @@ local function query(outf, exprs)
   for _, k in ipairs(names) do py[#py + 1] = "  v(lambda: (" .. exprs[k] .. "))," end
   py[#py + 1] = "]))"
   local out, ok = h.sh("python3 -c " .. h.q(table.concat(py, "\n")) .. " " .. h.q(outf) .. " 2>&1")
-  assert(ok, out .. "\n" .. (h.readfile(outf) or ""))
+  -- ansible-playbook's own stderr says why when it printed no report at all
+  assert(ok, out .. "\n" .. (h.readfile(outf) or "") .. "\n" .. (h.readfile(outf:gsub("%.json$", ".err")) or ""))
   local r, i = {}, 0
   for field in (out .. "\0"):gmatch("([^\0]*)\0") do i = i + 1; r[names[i]] = field end
   return r

@@ -1,6 +1,7 @@
 -- The `vfioinit` command: argument parsing, human and --json output, exit codes.
 -- Exit: 0 success (plan: nothing to change), 1 error, 2 plan pending / verify failed.
 local json = require "vfioinit.json"
+local util = require "vfioinit.util"
 
 local M = {}
 
@@ -50,6 +51,10 @@ function M.parse(argv)
     if err then return nil, err end
     i = i + 1
   end
+  -- a repeated option means the same thing once (vfio-pci and vfio_pci are one module)
+  o.generators = util.unique(o.generators)
+  o.kernels = util.unique(o.kernels)
+  o.modules = util.unique(o.modules, function(m) return util.valid_module(m) and util.norm(m) or m end)
   if #o.generators == 0 then o.generators = nil end
   if #o.kernels == 0 then o.kernels = nil end
   return o
@@ -69,7 +74,10 @@ local function plan_opts(o)
 end
 
 local function check_input(o)
-  local util = require "vfioinit.util"
+  if o.root then
+    local ok, why = util.check_root(o.root)
+    if not ok then return ("--root %s: %s"):format(o.root == "" and "''" or o.root, why) end
+  end
   local _, err = util.check_modules(o.modules)
   if err then return err end
   if o.ids then
@@ -81,6 +89,9 @@ end
 local function cmd_status(v, o)
   local inv, err = v.detect({ root = o.root })
   if not inv then return fail(o, err) end
+  for _, k in ipairs(o.kernels or {}) do
+    if not inv.kernel_dirs[k] then return fail(o, ("/lib/modules/%s: no such kernel in %s"):format(k, inv.root)) end
+  end
   local kernels = {}
   for _, k in ipairs(o.kernels or inv.kernels) do
     local mods, merr = v.modules({ root = o.root, kernel = k })
@@ -163,7 +174,15 @@ local function cmd_apply(v, o)
     end
     if not o.no_rebuild and #report.rebuilt == 0 then out("vfioinit: every image is up to date; nothing rebuilt\n") end
     for _, r in ipairs(report.verified) do
-      out(("verified %s (%s): %s\n"):format(r.image, r.kernel, r.ok and "VFIO modules present" or ("lacks " .. table.concat(r.missing, ", "))))
+      local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
+      if r.ok then
+        out(("verified %s (%s): VFIO modules present\n"):format(r.image, r.kernel))
+      elseif r.stale then
+        out(("image %s for %s is stale (lacks %s): run 'vfioinit rebuild' to bring it up to date\n")
+          :format(r.image or "?", r.kernel, lacks))
+      else
+        out(("image %s for %s lacks %s\n"):format(r.image or "?", r.kernel, lacks))
+      end
     end
   end
   return 0
@@ -179,6 +198,7 @@ local function cmd_rebuild(v, o)
     for _, r in ipairs(report.kernels or report) do
       out(("rebuilt %s for %s (%s) in %.1f s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?", r.seconds or 0))
     end
+    if #(report.kernels or report) == 0 then out("vfioinit: no kernel to rebuild an image for\n") end
   end
   return 0
 end
@@ -218,20 +238,44 @@ end
 local HANDLERS = { status = cmd_status, plan = cmd_plan, apply = cmd_apply, rebuild = cmd_rebuild,
   verify = cmd_verify, revert = cmd_revert }
 
+-- Is --json among the arguments? Looked at before parsing, so a usage error is reported
+-- as JSON too when the arguments do not parse.
+local function asks_json(argv)
+  for _, a in ipairs(argv) do
+    if a == "--json" or a:match("^%-%-json=") then return true end
+  end
+  return false
+end
+
+local function usage_error(as_json, msg)
+  if as_json then out(json.encode({ ok = false, error = msg, usage = true }) .. "\n") end
+  io.stderr:write("vfioinit: " .. msg .. "\n" .. USAGE)
+  return 1
+end
+
+-- Last resort for a bug: one line naming what failed, never a traceback.
+local function one_line(e)
+  local msg = tostring(e):gsub("\n.*", "")
+  return "internal error: " .. msg
+end
+
 function M.main(argv)
   local args = {}
-  for i = 1, #(argv or {}) do args[i] = argv[i] end
+  for i = 1, #(argv or {}) do args[i] = tostring(argv[i]) end
+  local as_json = asks_json(args)
   local o, err = M.parse(args)
-  if not o then io.stderr:write("vfioinit: " .. err .. "\n" .. USAGE); return 1 end
-  if o.help then out(USAGE); return 0 end
-  if not o.command then io.stderr:write(USAGE); return 1 end
+  if not o then return usage_error(as_json, err) end
+  if o.help then
+    out(o.json and (json.encode({ ok = true, usage = USAGE }) .. "\n") or USAGE)
+    return 0
+  end
+  if not o.command then return usage_error(o.json, "no command given") end
   local ierr = check_input(o)
   if ierr then return fail(o, ierr) end
-  local v = require "vfioinit"
   local handler = HANDLERS[o.command]
   -- a closure, not xpcall's extra arguments: Lua 5.1 does not pass them on
-  local ok, code = xpcall(function() return handler(v, o) end, debug.traceback)
-  if not ok then return fail(o, "internal error: " .. tostring(code)) end
+  local ok, code = xpcall(function() return handler(require "vfioinit", o) end, one_line)
+  if not ok then return fail(o, code) end
   return code
 end
 

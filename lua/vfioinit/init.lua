@@ -25,7 +25,26 @@ local function checkopts(opts, fname)
       error(("bad argument #1 to '%s' (field '%s': table expected, got %s)"):format(fname, f, type(opts[f])), 3)
     end
   end
+  -- a missing root would otherwise surface much later, e.g. as a lock failure
+  if opts.root ~= nil then
+    local ok, why = util.check_root(opts.root)
+    if not ok then return nil, ("root %s: %s"):format(opts.root == "" and "''" or opts.root, why) end
+  end
   return opts
+end
+
+-- Operations that take root's lock refuse a malformed VFIOINIT_LOCK_TIMEOUT up front.
+local function lock_env_error() return state.LOCK_TIMEOUT_ERROR end
+
+-- Each selected kernel must be installed in root; repeats are dropped.
+local function check_kernels(inv, kernels, root)
+  kernels = util.unique(kernels)
+  for _, k in ipairs(kernels or {}) do
+    if type(k) ~= "string" or not inv.kernel_dirs[k] then
+      return nil, ("/lib/modules/%s: no such kernel in %s"):format(tostring(k), root)
+    end
+  end
+  return kernels or inv.kernels
 end
 
 local function new()
@@ -58,45 +77,67 @@ local function new()
 
   --- detect{root=} -> inventory | nil, err
   function M.detect(opts)
-    opts = checkopts(opts, "detect")
+    local err
+    opts, err = checkopts(opts, "detect")
+    if not opts then return nil, err end
     return detect.detect(opts.root or "/", registry)
   end
 
   --- modules{root=, kernel=} -> list of {name=, state=, path=}
   function M.modules(opts)
-    opts = checkopts(opts, "modules")
+    local err
+    opts, err = checkopts(opts, "modules")
+    if not opts then return nil, err end
     if type(opts.kernel) ~= "string" then error("bad argument #1 to 'modules' (field 'kernel': string expected)", 2) end
     return kernel.modules(opts)
   end
 
   --- drivers_for{root=, kernel=, ids=} -> list of {id=, modules=}
   function M.drivers_for(opts)
-    opts = checkopts(opts, "drivers_for")
+    local err
+    opts, err = checkopts(opts, "drivers_for")
+    if not opts then return nil, err end
     if type(opts.kernel) ~= "string" then error("bad argument #1 to 'drivers_for' (field 'kernel': string expected)", 2) end
     return kernel.drivers_for(opts)
   end
 
   --- plan{root=, generators=, modules=, kernels=, ids=, softdeps=} -> plan | nil, err
   function M.plan(opts)
-    opts = checkopts(opts, "plan")
+    local err
+    opts, err = checkopts(opts, "plan")
+    if not opts then return nil, err end
     return planner.plan(opts, registry)
   end
 
   --- revert{root=} -> true | nil, err
   function M.revert(opts)
-    opts = checkopts(opts, "revert")
+    local oerr
+    opts, oerr = checkopts(opts, "revert")
+    if not opts then return nil, oerr end
+    if lock_env_error() then return nil, lock_env_error() end
     local root = opts.root or "/"
     local list, err = state.with_lock(root, state.revert, root)
     if not list then return nil, err end
     return true, list
   end
 
-  local function targets(root, names)
+  -- The generators and kernels an operation acts on, checked before anything runs:
+  -- unknown kernels and image paths a generator cannot name are errors, repeats dropped.
+  local function targets(root, names, kernels)
     local inv, err = detect.detect(root, registry)
     if not inv then return nil, err end
     local list, gerr = planner.select_generators(inv, registry, names)
     if not list then return nil, gerr end
-    return list, inv
+    local ks, kerr = check_kernels(inv, kernels, root)
+    if not ks then return nil, kerr end
+    local ctx = context.new({ root = root, distro = inv.distro, kernels = ks })
+    for _, g in ipairs(list) do
+      for _, k in ipairs(ks) do
+        local path, perr = g.image_path(ctx, k)
+        if not path then return nil, perr or (g.name .. ": no image path for kernel " .. k) end
+      end
+    end
+    return list, inv, ks
   end
 
   local function make_ctx(root, inv, kernels)
@@ -113,13 +154,15 @@ local function new()
 
   --- verify{root=, kernels=, generators=} -> list of {kernel=, image=, ok=, missing=}
   function M.verify(opts)
-    opts = checkopts(opts, "verify")
+    local oerr
+    opts, oerr = checkopts(opts, "verify")
+    if not opts then return nil, oerr end
     local root = opts.root or "/"
-    local gens, inv = targets(root, opts.generators)
+    local gens, inv, kernels = targets(root, opts.generators, opts.kernels)
     if not gens then return nil, inv end
     local extra, merr = util.check_modules(opts.modules)
     if not extra then return nil, merr end
-    local kernels = opts.kernels or inv.kernels
+    extra = util.unique(extra)
     local ctx = make_ctx(root, inv, kernels)
     local out = {}
     for _, g in ipairs(gens) do
@@ -131,14 +174,16 @@ local function new()
   local rebuild_locked  -- the body, run under root's lock (below)
   --- rebuild{root=, generators=, kernels=, on_output=, timeout=} -> report | nil, err
   function M.rebuild(opts)
-    opts = checkopts(opts, "rebuild")
+    local oerr
+    opts, oerr = checkopts(opts, "rebuild")
+    if not opts then return nil, oerr end
+    if lock_env_error() then return nil, lock_env_error() end
     return state.with_lock(opts.root or "/", rebuild_locked, opts)
   end
   function rebuild_locked(opts)
     local root = opts.root or "/"
-    local gens, inv = targets(root, opts.generators)
+    local gens, inv, kernels = targets(root, opts.generators, opts.kernels)
     if not gens then return nil, inv end
-    local kernels = opts.kernels or inv.kernels
     local ctx = make_ctx(root, inv, kernels)
     local rebuild = require "vfioinit.rebuild"
     -- An image must carry the VFIO modules only when its generator's config asks for them
@@ -152,7 +197,8 @@ local function new()
       kernels = kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
       verify = opts.verify ~= false and function(gen, kver)
         if not configured[gen.name] then
-          local st = core.stat(root, gen.image_path(ctx, kver))
+          local path = gen.image_path(ctx, kver)
+          local st = path and core.stat(root, path)
           if st and st.size > 0 then return true end
           return false, { "image" }
         end
@@ -170,7 +216,13 @@ local function new()
   --- update_initramfs{root=, dry_run=, rebuild=, verify=, log=, ...plan options}
   -- detect -> plan -> apply -> rebuild (stale kernels only) -> verify; returns a report.
   function M.update_initramfs(opts)
-    opts = checkopts(opts, "update_initramfs")
+    local root = type(opts) == "table" and opts.root or "/"
+    local oerr
+    opts, oerr = checkopts(opts, "update_initramfs")
+    if opts and not opts.dry_run then oerr = lock_env_error() end
+    if oerr then
+      return { root = root, dry_run = false, ok = false, error = oerr, changes = {}, rebuilt = {}, verified = {} }
+    end
     if opts.dry_run then return update_locked(opts) end
     -- plan, apply and rebuild under one lock: a concurrent run plans on what this one wrote
     local report, err = state.with_lock(opts.root or "/", update_locked, opts)
@@ -236,11 +288,19 @@ local function new()
     end
     if opts.verify ~= false then
       local all_ok = true
+      report.images_stale = {}
       for _, g in ipairs(plan.generators) do
         for _, k in ipairs(plan.kernels) do
           local v = check(g, k)
           report.verified[#report.verified + 1] = v
-          if not v.ok then all_ok = false end
+          if not v.ok then
+            all_ok = false
+            -- not rebuilt on request: the image is behind its config, not broken
+            if opts.rebuild == false then
+              v.stale = true
+              report.images_stale[#report.images_stale + 1] = v.image
+            end
+          end
         end
       end
       if not all_ok and opts.rebuild ~= false then

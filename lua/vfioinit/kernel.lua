@@ -51,6 +51,16 @@ function M.modules(opts)
   return out
 end
 
+-- module_state{root=, kernel=, name=} -> "module" | "builtin" | false (absent) | nil, err
+function M.module_state(opts)
+  local root = opts.root or "/"
+  local ctx, err = open(root, opts.kernel)
+  if not ctx then return nil, err end
+  local m = ctx:module(opts.name)
+  ctx:close()
+  return m and m.state or false
+end
+
 -- The modaliases a device can present: its real one when it is on this machine
 -- (root "/"), else vendor:device with the display classes and with any class.
 local function modaliases(root, id)

@@ -77,7 +77,22 @@ end
 
 function Plan:apply(opts)
   if #self.changes == 0 then return true end
+  if state.LOCK_TIMEOUT_ERROR then return nil, state.LOCK_TIMEOUT_ERROR end
   return state.with_lock(self.root, apply_locked, self, opts or {})
+end
+
+-- An extra module must exist (loadable or built in) in at least one selected kernel:
+-- listing a name no kernel has makes the generator's own build fail later. With no
+-- kernel installed yet there is nothing to check against, and the name is kept.
+local function known_module(root, kernels, name)
+  for _, k in ipairs(kernels) do
+    local st, err = kernel.module_state({ root = root, kernel = k, name = name })
+    if st == nil then return nil, err end
+    if st then return true end
+  end
+  if #kernels == 0 then return true end
+  return nil, ("module %s: no such module in kernel%s %s"):format(name, #kernels > 1 and "s" or "",
+    table.concat(kernels, ", "))
 end
 
 -- The module list for the selected kernels: a VFIO module is listed when some
@@ -88,7 +103,11 @@ local function wanted(root, kernels, extra)
   for _, name in ipairs(util.VFIO) do
     local module_somewhere, builtin_everywhere, missing_in = false, #kernels > 0, {}
     for _, k in ipairs(kernels) do
-      per_kernel[k] = per_kernel[k] or assert(kernel.modules({ root = root, kernel = k }))
+      if not per_kernel[k] then
+        local mods, err = kernel.modules({ root = root, kernel = k })
+        if not mods then return nil, err end
+        per_kernel[k] = mods
+      end
       local st = "absent"
       for _, m in ipairs(per_kernel[k]) do if m.name == name then st = m.state end end
       if st == "module" then module_somewhere = true end
@@ -105,7 +124,11 @@ local function wanted(root, kernels, extra)
     end
   end
   for _, m in ipairs(extra) do
-    if not seen[m] then want[#want + 1] = m; seen[m] = true end
+    if not seen[m] then
+      local ok, err = known_module(root, kernels, m)
+      if not ok then return nil, err end
+      want[#want + 1] = m; seen[m] = true
+    end
   end
   return want
 end
@@ -120,7 +143,8 @@ function M.select_generators(inv, registry, names)
       if not g then return nil, err end
       list[#list + 1] = g
     end
-    return list
+    -- `--generator X --generator X` acts once: twice would edit the same file twice
+    return util.unique(list)
   end
   for _, g in ipairs(inv.generators) do
     if g.active then list[#list + 1] = assert(registry:get(g.name)) end
@@ -174,15 +198,17 @@ function M.plan(opts, registry)
   if opts.ids and not ids then return nil, ierr end
   local inv, derr = detect.detect(root, registry)
   if not inv then return nil, derr end
-  local kernels = opts.kernels or inv.kernels
+  local kernels = util.unique(opts.kernels) or inv.kernels
   for _, k in ipairs(kernels) do
-    if not inv.kernel_dirs[k] then return nil, ("/lib/modules/%s: no such kernel in %s"):format(k, root) end
+    if type(k) ~= "string" or not inv.kernel_dirs[k] then
+      return nil, ("/lib/modules/%s: no such kernel in %s"):format(tostring(k), root)
+    end
   end
   local gens, gerr = M.select_generators(inv, registry, opts.generators)
   if not gens then return nil, gerr end
   local want, werr
   if opts.exact_modules then
-    want = extra  -- the seed-compatible ensure_* calls name their modules exactly
+    want = util.unique(extra)  -- the seed-compatible ensure_* calls name their modules exactly
   else
     want, werr = wanted(root, kernels, extra)
     if not want then return nil, werr end

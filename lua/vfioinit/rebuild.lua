@@ -53,15 +53,29 @@ local function size_of(root, path)
   return st and st.type == "file" and st.size or nil
 end
 
--- Is the command (argv[1]) there to run inside root?
+-- Where the command (argv[1]) is inside root, or nil.
 local function find_command(root, cmd)
   if cmd:find("/", 1, true) then
-    return size_of(root, cmd) ~= nil
+    return size_of(root, cmd) and cmd or nil
   end
   for _, dir in ipairs(BIN_DIRS) do
-    if size_of(root, dir .. "/" .. cmd) then return true end
+    if size_of(root, dir .. "/" .. cmd) then return dir .. "/" .. cmd end
   end
-  return false
+end
+
+M.MAX_SCRIPT = 4 * 1024 * 1024  -- larger commands are binaries: no `#!` line to check
+
+-- A script whose `#!` interpreter is missing inside root fails execve with ENOENT, which
+-- would read as "command not found": name the interpreter instead. nil when fine.
+local function missing_interpreter(root, path)
+  local size = size_of(root, path)
+  if not size or size > M.MAX_SCRIPT then return nil end
+  local text = core.read(root, path, M.MAX_SCRIPT)
+  local interp = text and text:match("^#!%s*(/[^%s]+)")
+  if interp and not size_of(root, interp) then
+    local host = root == "/" and path or (root:gsub("/+$", "") .. path)
+    return ("%s: interpreter %s not found in %s"):format(host, interp, root)
+  end
 end
 
 local function describe_exit(res)
@@ -87,9 +101,9 @@ local function run_command(ctx, gen, cmd, opts, entries)
   local log = opts.log or function() end
   local list = {}
   for _, kver in ipairs(cmd.kernels or {}) do
-    local image = gen.image_path(ctx, kver)
+    local image, ierr = gen.image_path(ctx, kver)
     local e = {
-      kernel = kver, generator = gen.name, command = argv, image = image,
+      kernel = kver, generator = gen.name, command = argv, image = image, image_error = ierr,
       size_before = image and size_of(root, image), ok = false, timed_out = false,
     }
     list[#list + 1] = e
@@ -98,17 +112,20 @@ local function run_command(ctx, gen, cmd, opts, entries)
   local function fail_all(msg)
     for _, e in ipairs(list) do
       e.error = e.error or msg
-      e.backup, e.real = nil, nil
+      e.backup, e.real, e.image_error = nil, nil, nil
       e.size_after = e.image and size_of(root, e.image)
     end
   end
 
-  if not find_command(root, argv[1]) then
+  local path = find_command(root, argv[1])
+  if not path then
     return fail_all(("%s: command not found in %s"):format(argv[1], root))
   end
+  local noexec = missing_interpreter(root, path)
+  if noexec then return fail_all(noexec) end
   for _, e in ipairs(list) do
     if not e.image then
-      return fail_all(("%s: no image path for kernel %s"):format(gen.name, e.kernel))
+      return fail_all(e.image_error or ("%s: no image path for kernel %s"):format(gen.name, e.kernel))
     end
   end
 
@@ -159,7 +176,9 @@ local function run_command(ctx, gen, cmd, opts, entries)
   local failure
   if not res then
     if err and err:find(": No such file or directory$") and err:sub(1, #argv[1] + 1) == argv[1] .. ":" then
-      failure = ("%s: command not found in %s"):format(argv[1], root)
+      -- the command is there (checked above): what execve did not find is its loader
+      failure = ("%s: cannot be run in %s: its interpreter or dynamic loader is missing there")
+        :format(path, root)
     else
       failure = ("%s: %s"):format(cmdline, err)
     end

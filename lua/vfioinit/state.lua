@@ -20,7 +20,7 @@ local ENOENT = 2
 -- (src/lock.c), so it creates nothing inside root and leaves nothing behind. A second
 -- vfioinit waits up to LOCK_TIMEOUT seconds (env VFIOINIT_LOCK_TIMEOUT; default 900, more
 -- than a rebuild's 600 s timeout), then fails with "/: locked by another process".
-M.LOCK_TIMEOUT = tonumber(os.getenv("VFIOINIT_LOCK_TIMEOUT") or "") or 900
+M.LOCK_TIMEOUT, M.LOCK_TIMEOUT_ERROR = util.lock_timeout(os.getenv("VFIOINIT_LOCK_TIMEOUT"), 900)
 local held = {}  -- roots this process holds the lock of: with_lock is re-entrant
 
 -- with_lock(root, fn, ...) -> fn(...)'s results, run while holding root's lock.

@@ -100,6 +100,47 @@ function M.join(dir, name)
   return dir .. "/" .. name
 end
 
+-- check_root(root) -> true | nil, reason: root must name an existing directory. Checked
+-- before anything else (the lock included), so a typo reads as what it is, not as
+-- "another vfioinit is running". reason: "empty path", "no such directory", "not a directory"
+-- or the OS's words; callers prefix "--root X: " or "root X: ".
+function M.check_root(root)
+  if root == "" then return nil, "empty path" end
+  if root:find("\0", 1, true) then return nil, "path contains a NUL byte" end
+  local core = require "vfioinit.core"
+  local st, err, code = core.stat(root, "/")
+  if not st then
+    if code == 2 then return nil, "no such directory" end
+    if code == 20 then return nil, "not a directory" end
+    return nil, (tostring(err):gsub("^.-: ", ""))
+  end
+  if st.type ~= "dir" then return nil, "not a directory" end
+  return true
+end
+
+-- lock_timeout(text) -> seconds, nil | default, error: VFIOINIT_LOCK_TIMEOUT's value
+-- (unset or empty: 900 s). Anything but a number >= 0 is an error the locking calls report.
+function M.lock_timeout(text, default)
+  default = default or 900
+  if text == nil or text == "" then return default end
+  local n = tonumber(text)
+  if not n or n ~= n or n < 0 then
+    return default, ("VFIOINIT_LOCK_TIMEOUT=%s: expected a number of seconds >= 0"):format(text)
+  end
+  return n
+end
+
+-- unique(list [, key]) -> the list without repeats (by key(v) when given), first one kept.
+function M.unique(list, key)
+  if list == nil then return nil end
+  local out, seen = {}, {}
+  for _, v in ipairs(list) do
+    local k = key and key(v) or v
+    if not seen[k] then seen[k] = true; out[#out + 1] = v end
+  end
+  return out
+end
+
 -- Host path of a path inside root (no resolution; for handing to tools that run outside root).
 function M.host(root, path)
   if root == "/" or root == "" then return path end

@@ -18,7 +18,13 @@ function M.required(root, kver, extra)
   for _, m in ipairs(mods) do
     if m.state == "module" then req[#req + 1] = m.name end
   end
-  for _, m in ipairs(extra or {}) do req[#req + 1] = util.norm(m) end
+  local seen = util.set(req)
+  for _, m in ipairs(extra or {}) do
+    m = util.norm(m)
+    -- an extra module built into this kernel (or only in another selected kernel) has no .ko here
+    local st = kernel.module_state({ root = root, kernel = kver, name = m })
+    if st ~= "builtin" and st ~= false and not seen[m] then req[#req + 1] = m; seen[m] = true end
+  end
   return req
 end
 
@@ -26,8 +32,9 @@ end
 function M.check(ctx, gen, kver, opts)
   opts = opts or {}
   local root = ctx.root
-  local path = gen.image_path(ctx, kver)
+  local path, perr = gen.image_path(ctx, kver)
   local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
+  if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
   local req, rerr = M.required(root, kver, opts.modules)
   if not req then r.error = rerr; return r end
   local resolved = core.resolve(root, path)

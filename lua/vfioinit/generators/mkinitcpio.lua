@@ -383,12 +383,31 @@ end
 ---------------------------------------------------------------------------
 -- Presets.
 
+-- The value of the last plain assignment to `name`, and its line.
 local function scalar(sc, name)
-  local v
+  local v, line
   for _, a in ipairs(sc) do
-    if a.name == name and not a.array then v = a.value end
+    if a.name == name and not a.array then v, line = a.value, a.line end
   end
-  return v
+  return v, line
+end
+
+-- A preset's path setting (`<p>_config`, `ALL_config`, `<p>_image`) must be absolute, and
+-- its `..` must not climb above `/`: mkinitcpio would resolve a relative one against its
+-- working directory, which is no place in root. nil when fine, else "PATH:LINE: reason".
+local function bad_preset_path(file, sc, name)
+  local v, line = scalar(sc, name)
+  if v == nil or v == "" then return nil end
+  if v:sub(1, 1) ~= "/" then
+    return ("%s:%d: %s must be an absolute path (got %q)"):format(file, line, name, v)
+  end
+  local depth = 0
+  for part in v:gmatch("[^/]+") do
+    if part == ".." then depth = depth - 1 elseif part ~= "." then depth = depth + 1 end
+    if depth < 0 then
+      return ("%s:%d: %s=%q leaves the root (too many ..)"):format(file, line, name, v)
+    end
+  end
 end
 
 local function array(sc, name)
@@ -416,6 +435,10 @@ local function read_presets(ctx)
         if not sc then return nil, ("%s:%d: %s"):format(path, line, msg) end
         local p = { name = n:gsub("%.preset$", ""), file = path, presets = {} }
         for _, pn in ipairs(array(sc, "PRESETS") or {}) do
+          for _, key in ipairs({ "ALL_config", pn .. "_config", pn .. "_image" }) do
+            local bad = bad_preset_path(path, sc, key)
+            if bad then return nil, bad end
+          end
           p.presets[#p.presets + 1] = {
             name = pn,
             config = scalar(sc, pn .. "_config") or scalar(sc, "ALL_config"),
@@ -535,8 +558,10 @@ local function pkgbase(ctx, kver)
 end
 
 -- The preset (file and entry) that builds kver's main image, if any.
+-- (nil, nil, err when a preset file is unreadable or names a bad path)
 local function preset_for(ctx, kver)
-  local presets = read_presets(ctx) or {}
+  local presets, err = read_presets(ctx)
+  if not presets then return nil, nil, err end
   local base = pkgbase(ctx, kver)
   for _, pf in ipairs(presets) do
     if base and pf.name == base then return pf, pf.presets[1] end
@@ -547,7 +572,8 @@ local function preset_for(ctx, kver)
 end
 
 function M.image_path(ctx, kver)
-  local _, p = preset_for(ctx, kver)
+  local _, p, err = preset_for(ctx, kver)
+  if err then return nil, err end
   if p and p.image and p.image ~= "" then return p.image end
   local base = pkgbase(ctx, kver)
   if base then return "/boot/initramfs-" .. base .. ".img" end
@@ -557,7 +583,8 @@ end
 function M.rebuild_argv(ctx, kvers)
   local out, by = {}, {}
   for _, k in ipairs(kvers) do
-    local pf = preset_for(ctx, k)
+    local pf, _, err = preset_for(ctx, k)
+    if err then return nil, err end
     if pf then
       if not by[pf.name] then
         by[pf.name] = { argv = { "mkinitcpio", "-p", pf.name }, kernels = {} }
