@@ -654,6 +654,8 @@ typedef struct Where {
 	int depth;            /* open compound commands: if/for/while/case/{/( */
 	char kind[MAXNEST];   /* their kinds, outermost first (see kind_why) */
 	int cases;            /* open case statements: `)` ends a pattern there */
+	int chead;            /* after `case`, before `in` */
+	int cpat;             /* reading a case pattern (words are not commands) */
 	int cmdpos;           /* next word is in command position */
 	int cond;             /* this statement follows && || | */
 	const char *condwhy;  /* which of them */
@@ -694,6 +696,14 @@ depth_why(const Where *w)
 		if (w->kind[k] == 'F')
 			return kind_why('F');
 	return kind_why(n > 0 ? w->kind[n - 1] : 0);
+}
+
+
+/* The kind of the innermost open compound command, 0 when unknown. */
+static char
+innermost(const Where *w)
+{
+	return w->depth > 0 && w->depth <= MAXNEST ? w->kind[w->depth - 1] : 0;
 }
 
 
@@ -747,6 +757,10 @@ static void
 separator(lua_State *L, Scan *sc, Where *w, int c)
 {
 	int two = c != '\n' && at(sc, 1) == c;
+	if (w->cpat && c == '|') {  /* a|b) */
+		sc->i++;
+		return;
+	}
 	int ends = c == '\n' || c == ';' || (c == '&' && !two);
 	const char *why = w->depth > 0 ? depth_why(w) : w->cond ? w->condwhy
 		: c == '|' && !two ? "in a pipeline" : c == '&' && !two ? "in a background job"
@@ -767,6 +781,8 @@ separator(lua_State *L, Scan *sc, Where *w, int c)
 	w->incmd = 0;
 	w->cmdpos = 1;
 	w->cmd = 0;
+	if (c == ';' && two && innermost(w) == 'c')
+		w->cpat = 1;  /* ;; : the next arm's pattern follows */
 }
 
 
@@ -777,7 +793,9 @@ paren(lua_State *L, Scan *sc, Where *w, int c)
 	if (c == ')') {
 		if (w->npend > 0)  /* ( X=1 ): the subshell ends the statement */
 			flush(L, w, 0, w->depth > 0 ? depth_why(w) : kind_why('('));
-		if (w->fparen) {
+		if (w->cpat) {
+			w->cpat = 0;  /* end of a case pattern */
+		} else if (w->fparen) {
 			w->fparen = 0;
 			w->fdef = 1;
 		} else if (w->cases == 0) {
@@ -860,6 +878,7 @@ keyword(Scan *sc, Where *w)
 	if (word_is(sc, "case")) {
 		push_kind(w, 'c');
 		w->cases++;
+		w->chead = 1;
 		w->incmd = 1;
 		w->cmdpos = 0;
 		return 1;
@@ -955,6 +974,21 @@ word(lua_State *L, Scan *sc, Where *w)
 	int wline = sc->line;
 	if (read_word(sc) < 0)
 		return -1;
+	if (w->chead) {  /* case WORD in */
+		if (word_is(sc, "in")) {
+			w->chead = 0;
+			w->cpat = 1;
+		}
+		return 0;
+	}
+	if (w->cpat) {  /* a pattern, or the esac after the last arm */
+		if (word_is(sc, "esac")) {
+			w->cpat = 0;
+			pop_kind(w);
+			w->cases--;
+		}
+		return 0;
+	}
 	if (w->cmdpos && !w->incmd) {
 		if (w->fnkw) {  /* the name after `function` */
 			w->fnkw = 0;
