@@ -10,8 +10,11 @@
 ** backslash-newline is a line continuation; `#` starts a comment only at the
 ** start of a word. Statements that are not assignments (commands, functions,
 ** if/for/while/case blocks) are skipped; assignments inside them, behind
-** `&&`/`||`, or used as a command's environment are not top-level and are
-** left out of the result (their lines are listed in `result.skipped`).
+** `&&`/`||`, in a pipeline or background job, or used as a command's
+** environment are not top-level and are left out of the result: they are
+** listed in `result.nested` with the reason (their lines also in
+** `result.skipped`), and every simple command in `result.commands`, so the
+** caller can refuse a variable it cannot edit safely.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -985,7 +988,8 @@ word(lua_State *L, Scan *sc, Where *w)
 		if (word_is(sc, "esac")) {
 			w->cpat = 0;
 			pop_kind(w);
-			w->cases--;
+			if (w->cases > 0)
+				w->cases--;
 		}
 		return 0;
 	}
