@@ -305,7 +305,7 @@ end
 local DECLARE = { declare = true, typeset = true, ["local"] = true, readonly = true, export = true }
 
 -- Does a command word name `var` (VAR, VAR=..., VAR+=..., VAR[...])?
-local function names(word, var)
+local function names_var(word, var)
   if word == var then return true end
   local rest = word:sub(#var + 1)
   return word:sub(1, #var) == var and (rest:match("^%+?=") or rest:match("^%[")) ~= nil
@@ -331,11 +331,11 @@ local function unsafe_in(sc, var)
     if name == "source" or name == "." or name == "eval" then
       local what = name == "eval" and "eval" or (name .. " " .. (args[1] or ""))
       note(c.line, ("`%s` may set %s and vfioinit cannot see what it does"):format(what, var))
-    elseif names(name, var) then
+    elseif names_var(name, var) then
       note(c.line, ("%s is set element by element (%s)"):format(var, name))
     else
       for _, w in ipairs(args) do
-        if names(w, var) then
+        if names_var(w, var) then
           local how = not DECLARE[name] and "passed to" or w == var and "declared by" or "set by"
           note(c.line, ("%s is %s %s"):format(var, how, name))
           break
