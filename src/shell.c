@@ -10,8 +10,11 @@
 ** backslash-newline is a line continuation; `#` starts a comment only at the
 ** start of a word. Statements that are not assignments (commands, functions,
 ** if/for/while/case blocks) are skipped; assignments inside them, behind
-** `&&`/`||`, or used as a command's environment are not top-level and are
-** left out of the result (their lines are listed in `result.skipped`).
+** `&&`/`||`, in a pipeline or background job, or used as a command's
+** environment are not top-level and are left out of the result: they are
+** listed in `result.nested` with the reason (their lines also in
+** `result.skipped`), and every simple command in `result.commands`, so the
+** caller can refuse a variable it cannot edit safely.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -641,174 +644,400 @@ word_is(const Scan *sc, const char *kw)
 
 
 /*
-** Walk the whole text. Result table at `res`, pending assignments of the
-** current simple command at `pend`, skipped lines at `skipped`.
+** Where a statement sits: the open compound commands and how the current
+** statement is joined to the one before. It decides whether an assignment
+** is a plain top-level statement (kept in the result) or not (listed in
+** `nested` with the reason, so a caller can refuse to edit around it).
+*/
+#define MAXNEST 64
+
+typedef struct Where {
+	int res, pend, skipped, nested, cmds;  /* stack slots of the result tables */
+	int nres, npend, nskip, nnest, ncmd;
+	int depth;            /* open compound commands: if/for/while/case/{/( */
+	char kind[MAXNEST];   /* their kinds, outermost first (see kind_why) */
+	int cases;            /* open case statements: `)` ends a pattern there */
+	int chead;            /* after `case`, before `in` */
+	int cpat;             /* reading a case pattern (words are not commands) */
+	int cmdpos;           /* next word is in command position */
+	int cond;             /* this statement follows && || | */
+	const char *condwhy;  /* which of them */
+	int incmd;            /* a command word (or redirection) has been seen */
+	const char *cmdwhy;   /* why an assignment before it is not plain */
+	int fparen;           /* inside the () of NAME() */
+	int fdef;             /* a function name was read: its body comes next */
+	int fnkw;             /* after `function`: the next word is the name */
+	int cmd;              /* slot in `cmds` of the current simple command, 0 none */
+	int nargs;            /* its argument count */
+} Where;
+
+
+static const char *
+kind_why(char k)
+{
+	switch (k) {
+	case 'F': return "in a function";
+	case 'i': return "inside an if block";
+	case 'c': return "inside a case block";
+	case 'w': return "inside a while loop";
+	case 'u': return "inside an until loop";
+	case 'f': return "inside a for loop";
+	case 's': return "inside a select loop";
+	case '{': return "inside a { } group";
+	case '(': return "inside a ( ) subshell";
+	default: return "inside a compound command";
+	}
+}
+
+
+/* The reason for the innermost open construct, a function body first. */
+static const char *
+depth_why(const Where *w)
+{
+	int n = w->depth < MAXNEST ? w->depth : MAXNEST;
+	for (int k = 0; k < n; k++)
+		if (w->kind[k] == 'F')
+			return kind_why('F');
+	return kind_why(n > 0 ? w->kind[n - 1] : 0);
+}
+
+
+/* The kind of the innermost open compound command, 0 when unknown. */
+static char
+innermost(const Where *w)
+{
+	return w->depth > 0 && w->depth <= MAXNEST ? w->kind[w->depth - 1] : 0;
+}
+
+
+static void
+push_kind(Where *w, char k)
+{
+	if (w->fdef)
+		k = 'F';
+	w->fdef = 0;
+	if (w->depth < MAXNEST)
+		w->kind[w->depth] = k;
+	w->depth++;
+}
+
+
+static void
+pop_kind(Where *w)
+{
+	if (w->depth > 0)
+		w->depth--;
+}
+
+
+/*
+** Move the pending assignments of the statement just ended to the result
+** (keep) or to `nested` with `why` (their lines also go to `skipped`).
+*/
+static void
+flush(lua_State *L, Where *w, int keep, const char *why)
+{
+	for (int f = 1; f <= w->npend; f++) {
+		lua_rawgeti(L, w->pend, f);
+		if (keep) {
+			lua_rawseti(L, w->res, ++w->nres);
+		} else {
+			lua_pushstring(L, why);
+			lua_setfield(L, -2, "why");
+			lua_getfield(L, -1, "line");
+			lua_rawseti(L, w->skipped, ++w->nskip);
+			lua_rawseti(L, w->nested, ++w->nnest);
+		}
+		lua_pushnil(L);
+		lua_rawseti(L, w->pend, f);
+	}
+	w->npend = 0;
+}
+
+
+/* At \n ; & | && || : end (or join) the statement. */
+static void
+separator(lua_State *L, Scan *sc, Where *w, int c)
+{
+	int two = c != '\n' && at(sc, 1) == c;
+	if (w->cpat && c == '|') {  /* a|b) */
+		sc->i++;
+		return;
+	}
+	int ends = c == '\n' || c == ';' || (c == '&' && !two);
+	const char *why = w->depth > 0 ? depth_why(w) : w->cond ? w->condwhy
+		: c == '|' && !two ? "in a pipeline" : c == '&' && !two ? "in a background job"
+		: w->incmd ? w->cmdwhy : NULL;
+	flush(L, w, why == NULL, why);
+	if (c == '\n' && sc->heredoc)
+		skip_heredoc(sc);
+	else if (c == '\n')
+		step(sc);
+	else
+		sc->i += two ? 2 : 1;
+	if (!ends) {
+		w->cond = 1;
+		w->condwhy = c == '|' && !two ? "in a pipeline" : c == '|' ? "after ||" : "after &&";
+	} else {
+		w->cond = 0;
+	}
+	w->incmd = 0;
+	w->cmdpos = 1;
+	w->cmd = 0;
+	if (c == ';' && two && innermost(w) == 'c')
+		w->cpat = 1;  /* ;; : the next arm's pattern follows */
+}
+
+
+/* At `(` or `)` outside any word. */
+static int
+paren(lua_State *L, Scan *sc, Where *w, int c)
+{
+	if (c == ')') {
+		if (w->npend > 0)  /* ( X=1 ): the subshell ends the statement */
+			flush(L, w, 0, w->depth > 0 ? depth_why(w) : kind_why('('));
+		if (w->cpat) {
+			w->cpat = 0;  /* end of a case pattern */
+		} else if (w->fparen) {
+			w->fparen = 0;
+			w->fdef = 1;
+		} else if (w->cases == 0) {
+			pop_kind(w);
+		}
+		sc->i++;
+		w->cmdpos = 1;
+		w->incmd = 0;
+		w->cmd = 0;
+		return 0;
+	}
+	if (w->cases > 0) {
+		sc->i++;  /* a case pattern's optional ( */
+	} else if (w->fdef && at(sc, 1) == ')') {
+		w->fparen = 1;  /* function NAME () */
+		sc->i++;
+	} else if (w->cmdpos && !w->incmd && at(sc, 1) == '(') {
+		if (skip_subst(sc, '(', ')') < 0)  /* (( arithmetic )) */
+			return -1;
+		w->incmd = 1;
+		w->cmdwhy = "as a command's environment";
+		w->cmdpos = 0;
+	} else if (w->cmdpos && !w->incmd) {
+		push_kind(w, '(');  /* subshell (or a function body) */
+		sc->i++;
+	} else {
+		w->fparen = 1;  /* NAME() of a function definition */
+		sc->i++;
+	}
+	return 0;
+}
+
+
+/* At < or >: skip the redirection and its word, noting a here-document. */
+static int
+redirection(Scan *sc, Where *w, int c)
+{
+	int here = c == '<' && at(sc, 1) == '<' && at(sc, 2) != '<';
+	while (sc->i < sc->n && (sc->s[sc->i] == '<' || sc->s[sc->i] == '>'
+			|| sc->s[sc->i] == '&'))
+		sc->i++;
+	int strip = 0;
+	if (here && at(sc, 0) == '-') {
+		strip = 1;
+		sc->i++;
+	}
+	skip_blanks(sc);
+	if (sc->i < sc->n && !is_meta((unsigned char)sc->s[sc->i])) {
+		word_reset(sc);
+		if (read_word(sc) < 0)
+			return -1;
+		if (here && sc->outn < sizeof sc->delim) {
+			memcpy(sc->delim, sc->out, sc->outn);
+			sc->heredoc_len = sc->outn;
+			sc->heredoc = 1;
+			sc->heredoc_strip = strip;
+		}
+	}
+	if (!w->incmd)
+		w->cmdwhy = "with a redirection";
+	w->incmd = 1;
+	return 0;
+}
+
+
+/*
+** A reserved word in command position: track the compound commands.
+** Returns 1 when the word was one.
 */
 static int
-scan(lua_State *L, Scan *sc, int res, int pend, int skipped)
+keyword(Scan *sc, Where *w)
 {
-	int depth = 0;        /* open compound commands: if/for/while/case/{/( */
-	int cases = 0;        /* open case statements: `)` ends a pattern there */
-	int cmdpos = 1;       /* next word is in command position */
-	int cond = 0;         /* this statement follows && || | */
-	int incmd = 0;        /* a command word has been seen in this statement */
-	int fparen = 0;       /* inside the () of NAME() */
-	int npend = 0, nres = 0, nskip = 0;
+	static const char *const open[] = { "if", "for", "while", "until", "select", "{" };
+	static const char kinds[] = { 'i', 'f', 'w', 'u', 's', '{' };
+	for (size_t k = 0; k < sizeof kinds; k++)
+		if (word_is(sc, open[k])) {
+			push_kind(w, kinds[k]);
+			return 1;
+		}
+	if (word_is(sc, "case")) {
+		push_kind(w, 'c');
+		w->cases++;
+		w->chead = 1;
+		w->incmd = 1;
+		w->cmdpos = 0;
+		return 1;
+	}
+	if (word_is(sc, "fi") || word_is(sc, "done") || word_is(sc, "}")) {
+		pop_kind(w);
+		return 1;
+	}
+	if (word_is(sc, "esac")) {
+		pop_kind(w);
+		if (w->cases > 0)
+			w->cases--;
+		return 1;
+	}
+	if (word_is(sc, "function")) {
+		w->fnkw = 1;
+		return 1;
+	}
+	return word_is(sc, "then") || word_is(sc, "do") || word_is(sc, "else")
+		|| word_is(sc, "elif") || word_is(sc, "!");
+}
 
-#define FLUSH(keep) do { \
-		for (int f_ = 1; f_ <= npend; f_++) { \
-			lua_rawgeti(L, pend, f_); \
-			if (keep) { \
-				lua_rawseti(L, res, ++nres); \
-			} else { \
-				lua_getfield(L, -1, "line"); \
-				lua_rawseti(L, skipped, ++nskip); \
-				lua_pop(L, 1); \
-			} \
-			lua_pushnil(L); \
-			lua_rawseti(L, pend, f_); \
-		} \
-		npend = 0; \
-	} while (0)
 
+/* Does the word just read look like NAME= or NAME+= (an array may follow)? */
+static int
+word_assigns(const Scan *sc)
+{
+	size_t k = 0;
+	if (sc->outn < 2 || !is_name_start((unsigned char)sc->out[0]))
+		return 0;
+	while (k < sc->outn && is_name((unsigned char)sc->out[k]))
+		k++;
+	return (k == sc->outn - 1 && sc->out[k] == '=')
+		|| (k == sc->outn - 2 && sc->out[k] == '+' && sc->out[k + 1] == '=');
+}
+
+
+/*
+** A word of a simple command: its name starts an entry of `commands`
+** ({name=, line=, args={...}}), later words are its args. `declare X=(a b)`:
+** the array is read (and dropped) so its words are not taken for commands.
+*/
+static int
+command_word(lua_State *L, Scan *sc, Where *w, int wline)
+{
+	if (w->npend > 0)
+		flush(L, w, 0, "as a command's environment");  /* NAME=v cmd */
+	if (!w->incmd) {
+		lua_pushinteger(L, wline);
+		lua_rawseti(L, w->skipped, ++w->nskip);
+		lua_createtable(L, 0, 3);
+		lua_pushlstring(L, sc->out, sc->outn);
+		lua_setfield(L, -2, "name");
+		set_int(L, "line", wline);
+		lua_newtable(L);
+		lua_setfield(L, -2, "args");
+		lua_rawseti(L, w->cmds, ++w->ncmd);
+		w->cmd = w->ncmd;
+		w->nargs = 0;
+		w->fdef = 0;
+		w->cmdwhy = "as a command's environment";
+	} else if (w->cmd > 0) {
+		lua_rawgeti(L, w->cmds, w->cmd);
+		lua_getfield(L, -1, "args");
+		lua_pushlstring(L, sc->out, sc->outn);
+		lua_rawseti(L, -2, ++w->nargs);
+		lua_pop(L, 2);
+	}
+	if (w->incmd && word_assigns(sc) && at(sc, 0) == '(') {
+		if (read_array(L, sc) < 0)
+			return -1;
+		lua_pop(L, 1);
+	}
+	w->incmd = 1;
+	w->cmdpos = 0;
+	return 0;
+}
+
+
+/* One word (or NAME=value) at sc->i. */
+static int
+word(lua_State *L, Scan *sc, Where *w)
+{
+	int op = 0;
+	size_t nlen = w->cmdpos && !w->incmd ? assignment_at(sc, &op) : 0;
+	if (nlen > 0) {
+		if (read_assignment(L, sc, nlen, op) < 0)
+			return -1;
+		lua_rawseti(L, w->pend, ++w->npend);
+		return 0;
+	}
+	word_reset(sc);
+	int wline = sc->line;
+	if (read_word(sc) < 0)
+		return -1;
+	if (w->chead) {  /* case WORD in */
+		if (word_is(sc, "in")) {
+			w->chead = 0;
+			w->cpat = 1;
+		}
+		return 0;
+	}
+	if (w->cpat) {  /* a pattern, or the esac after the last arm */
+		if (word_is(sc, "esac")) {
+			w->cpat = 0;
+			pop_kind(w);
+			if (w->cases > 0)
+				w->cases--;
+		}
+		return 0;
+	}
+	if (w->cmdpos && !w->incmd) {
+		if (w->fnkw) {  /* the name after `function` */
+			w->fnkw = 0;
+			w->fdef = 1;
+			return 0;
+		}
+		if (keyword(sc, w))
+			return 0;
+	}
+	if (w->cases > 0 && word_is(sc, "esac")) {
+		pop_kind(w);
+		w->cases--;
+		return 0;
+	}
+	return command_word(L, sc, w, wline);
+}
+
+
+/* Walk the whole text, filling the tables named in w. */
+static int
+scan(lua_State *L, Scan *sc, Where *w)
+{
+	w->cmdpos = 1;
 	while (sc->i < sc->n) {
 		skip_blanks(sc);
 		if (sc->i >= sc->n)
 			break;
 		int c = (unsigned char)sc->s[sc->i];
-		if (c == '#') {
+		int r = 0;
+		if (c == '#')
 			skip_comment(sc);
-			continue;
-		}
-		if (c == '\n' || c == ';' || c == '&' || c == '|') {
-			int two = c != '\n' && at(sc, 1) == c;
-			int ends = c == '\n' || c == ';' || (c == '&' && !two);
-			FLUSH(depth == 0 && !cond && !incmd && !(c == '|' && !two));
-			if (c == '\n' && sc->heredoc)
-				skip_heredoc(sc);
-			else if (c == '\n')
-				step(sc);
-			else
-				sc->i += two ? 2 : 1;
-			cond = !ends;
-			incmd = 0;
-			cmdpos = 1;
-			continue;
-		}
-		if (c == '(') {
-			if (cases > 0) {
-				sc->i++;
-			} else if (cmdpos && !incmd && at(sc, 1) == '(') {
-				/* (( arithmetic )) */
-				if (skip_subst(sc, '(', ')') < 0)
-					return -1;
-				incmd = 1;
-				cmdpos = 0;
-			} else if (cmdpos && !incmd) {
-				depth++;  /* subshell */
-				sc->i++;
-			} else {
-				fparen = 1;  /* NAME() of a function definition */
-				sc->i++;
-			}
-			continue;
-		}
-		if (c == ')') {
-			if (fparen)
-				fparen = 0;
-			else if (cases == 0 && depth > 0)
-				depth--;
-			sc->i++;
-			cmdpos = 1;
-			incmd = 0;
-			continue;
-		}
-		if (c == '<' || c == '>') {
-			int here = c == '<' && at(sc, 1) == '<' && at(sc, 2) != '<';
-			while (sc->i < sc->n && (sc->s[sc->i] == '<' || sc->s[sc->i] == '>'
-					|| sc->s[sc->i] == '&'))
-				sc->i++;
-			int strip = 0;
-			if (here && at(sc, 0) == '-') {
-				strip = 1;
-				sc->i++;
-			}
-			skip_blanks(sc);
-			if (sc->i < sc->n && !is_meta((unsigned char)sc->s[sc->i])) {
-				word_reset(sc);
-				if (read_word(sc) < 0)
-					return -1;
-				if (here && sc->outn < sizeof sc->delim) {
-					memcpy(sc->delim, sc->out, sc->outn);
-					sc->heredoc_len = sc->outn;
-					sc->heredoc = 1;
-					sc->heredoc_strip = strip;
-				}
-			}
-			incmd = 1;
-			continue;
-		}
-		int op = 0;
-		size_t nlen = cmdpos && !incmd ? assignment_at(sc, &op) : 0;
-		if (nlen > 0) {
-			if (read_assignment(L, sc, nlen, op) < 0)
-				return -1;
-			lua_rawseti(L, pend, ++npend);
-			continue;
-		}
-		/* a command word */
-		word_reset(sc);
-		int wline = sc->line;
-		if (read_word(sc) < 0)
+		else if (c == '\n' || c == ';' || c == '&' || c == '|')
+			separator(L, sc, w, c);
+		else if (c == '(' || c == ')')
+			r = paren(L, sc, w, c);
+		else if (c == '<' || c == '>')
+			r = redirection(sc, w, c);
+		else
+			r = word(L, sc, w);
+		if (r < 0)
 			return -1;
-		if (cmdpos && !incmd) {
-			if (word_is(sc, "if") || word_is(sc, "for") || word_is(sc, "while")
-					|| word_is(sc, "until") || word_is(sc, "select")
-					|| word_is(sc, "{")) {
-				depth++;
-				continue;
-			}
-			if (word_is(sc, "case")) {
-				depth++;
-				cases++;
-				incmd = 1;
-				cmdpos = 0;
-				continue;
-			}
-			if (word_is(sc, "fi") || word_is(sc, "done") || word_is(sc, "}")) {
-				if (depth > 0)
-					depth--;
-				continue;
-			}
-			if (word_is(sc, "esac")) {
-				if (depth > 0)
-					depth--;
-				if (cases > 0)
-					cases--;
-				continue;
-			}
-			if (word_is(sc, "then") || word_is(sc, "do") || word_is(sc, "else")
-					|| word_is(sc, "elif") || word_is(sc, "!")
-					|| word_is(sc, "function"))
-				continue;
-		}
-		if (cases > 0 && word_is(sc, "esac")) {
-			if (depth > 0)
-				depth--;
-			cases--;
-			continue;
-		}
-		if (npend > 0)
-			FLUSH(0);  /* NAME=v cmd: environment of a command */
-		if (!incmd) {
-			lua_pushinteger(L, wline);
-			lua_rawseti(L, skipped, ++nskip);
-		}
-		incmd = 1;
-		cmdpos = 0;
 	}
-	FLUSH(depth == 0 && !cond && !incmd);
-#undef FLUSH
+	const char *why = w->depth > 0 ? depth_why(w) : w->cond ? w->condwhy
+		: w->incmd ? w->cmdwhy : NULL;
+	flush(L, w, why == NULL, why);
 	return 0;
 }
 
@@ -817,7 +1046,10 @@ scan(lua_State *L, Scan *sc, int res, int pend, int skipped)
 ** Scan a bash-style config for its top-level assignments.
 ** @tparam string text
 ** @treturn[1] table array of assignments (see docs/INTERNALS.md), with
-**   `skipped` = lines of statements that are not top-level assignments
+**   `skipped` = lines of statements that are not top-level assignments,
+**   `nested` = the assignments that are not plain top-level statements, each
+**   with `why` ("inside an if block", "after &&", ...), and `commands` =
+**   every simple command `{name=, line=, args={words}}` at any depth
 ** @return[2] nil
 ** @treturn[2] string what is wrong
 ** @treturn[2] int line where the unterminated construct starts
@@ -828,7 +1060,9 @@ shell_scan(lua_State *L)
 	size_t n;
 	const char *s = luaL_checklstring(L, 1, &n);
 	Scan sc;
+	Where w;
 	memset(&sc, 0, sizeof sc);
+	memset(&w, 0, sizeof w);
 	sc.s = s;
 	sc.n = n;
 	sc.line = 1;
@@ -836,20 +1070,28 @@ shell_scan(lua_State *L)
 	sc.out = lua_newuserdatauv(L, n + 1, 0);
 	sc.src = lua_newuserdatauv(L, (n + 1) * sizeof(size_t), 0);
 	lua_newtable(L);            /* result */
-	int res = lua_gettop(L);
+	w.res = lua_gettop(L);
 	lua_newtable(L);            /* pending assignments */
-	int pend = lua_gettop(L);
+	w.pend = lua_gettop(L);
 	lua_newtable(L);            /* skipped lines */
-	int skipped = lua_gettop(L);
-	if (scan(L, &sc, res, pend, skipped) < 0) {
+	w.skipped = lua_gettop(L);
+	lua_newtable(L);            /* nested assignments */
+	w.nested = lua_gettop(L);
+	lua_newtable(L);            /* commands */
+	w.cmds = lua_gettop(L);
+	if (scan(L, &sc, &w) < 0) {
 		lua_pushnil(L);
 		lua_pushstring(L, sc.err != NULL ? sc.err : "syntax error");
 		lua_pushinteger(L, sc.errline);
 		return 3;
 	}
-	lua_settop(L, skipped);
-	lua_setfield(L, res, "skipped");
-	lua_settop(L, res);
+	lua_pushvalue(L, w.skipped);
+	lua_setfield(L, w.res, "skipped");
+	lua_pushvalue(L, w.nested);
+	lua_setfield(L, w.res, "nested");
+	lua_pushvalue(L, w.cmds);
+	lua_setfield(L, w.res, "commands");
+	lua_settop(L, w.res);
 	return 1;
 }
 

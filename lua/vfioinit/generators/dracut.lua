@@ -55,6 +55,8 @@ local function set_of(list)
   return s
 end
 
+local FORCE = { { name = "force_drivers", hint = 'force_drivers+=" ... "' } }
+
 local function is_own(name) return name:match("^%d*%-?vfioinit%.conf$") ~= nil end
 
 -- The words of `var` after sourcing `scans` in order (a rough bash: `=`, `+=`,
@@ -109,6 +111,10 @@ function M.edit_text(text, want, opts)
   opts = opts or {}
   local gpu = opts.gpu or set_of(GPU)
   local files = { { text = text } }
+  local scans, serr, sline, smsg = engine.scan_all(files)
+  if not scans then return nil, smsg or serr, sline end
+  local uerr, uline, umsg = engine.unsafe(files, scans, FORCE)
+  if uerr then return nil, umsg, uline end
   local ok, err, line, msg = engine.run(files, "force_drivers", want, gpu, {
     pad = " ",
     create = function(names)
@@ -177,6 +183,10 @@ function M.edits(ctx)
   end
   local scans, err = engine.scan_all(files)
   if not scans then return nil, err end
+  -- a force_drivers set inside an if, a function, by declare or a sourced
+  -- file is invisible to simulate(): refuse rather than guess the order
+  local uerr = engine.unsafe(files, scans, FORCE)
+  if uerr then return nil, uerr end
   if own_before then
     local _, msg, line = core.shell_scan(own_before)
     if msg then return nil, ("%s:%d: %s"):format(own_path, line, msg) end

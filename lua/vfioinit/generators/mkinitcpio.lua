@@ -301,6 +301,73 @@ function engine.scan_all(files)
   return scans
 end
 
+-- Commands that declare or change a variable named in their arguments.
+local DECLARE = { declare = true, typeset = true, ["local"] = true, readonly = true, export = true }
+
+-- Does a command word name `var` (VAR, VAR=..., VAR+=..., VAR[...])?
+local function names_var(word, var)
+  if word == var then return true end
+  local rest = word:sub(#var + 1)
+  return word:sub(1, #var) == var and (rest:match("^%+?=") or rest:match("^%[")) ~= nil
+end
+
+-- The first reason (by line) why `var` may be set other than by a plain
+-- top-level assignment in one scanned file: line, reason.
+local function unsafe_in(sc, var)
+  local best, why
+  local function note(line, w)
+    if not best or line < best then best, why = line, w end
+  end
+  for _, a in ipairs(sc.nested or {}) do
+    if a.name == var then note(a.line, ("%s is set %s"):format(var, a.why)) end
+  end
+  for _, c in ipairs(sc.commands or {}) do
+    local name, args = c.name, c.args
+    if (name == "builtin" or name == "command") and args[1] then
+      local rest = {}
+      for k = 2, #args do rest[#rest + 1] = args[k] end
+      name, args = args[1], rest
+    end
+    if name == "source" or name == "." or name == "eval" then
+      local what = name == "eval" and "eval" or (name .. " " .. (args[1] or ""))
+      note(c.line, ("`%s` may set %s and vfioinit cannot see what it does"):format(what, var))
+    elseif names_var(name, var) then
+      note(c.line, ("%s is set element by element (%s)"):format(var, name))
+    else
+      for _, w in ipairs(args) do
+        if names_var(w, var) then
+          local how = not DECLARE[name] and "passed to" or w == var and "declared by" or "set by"
+          note(c.line, ("%s is %s %s"):format(var, how, name))
+          break
+        end
+      end
+    end
+  end
+  return best, why
+end
+
+--[[
+Refuse a variable vfioinit cannot edit safely: one set inside an if/case/loop,
+a function, a { } group or ( ) subshell, after && || or in a pipeline, by
+declare/typeset/local/readonly/export, element-wise, or a file that runs
+source/./eval (what they set is unknown). Editing the plain assignment beside
+such a statement (or appending a new one) could drop the user's modules from
+what bash ends up with, so nothing is edited. `vars` = { {name=, hint=} }.
+Returns nil or err ("path:line: msg"), line, msg.
+]]
+function engine.unsafe(files, scans, vars)
+  for i, sc in ipairs(scans) do
+    for _, v in ipairs(vars) do
+      local line, why = unsafe_in(sc, v.name)
+      if line then
+        local msg = ("%s; vfioinit edits only plain top-level assignments: move it to a plain line %s and run again")
+          :format(why, v.hint)
+        return ("%s:%d: %s"):format(files[i].path or "", line, msg), line, msg
+      end
+    end
+  end
+end
+
 -- Run steps until nothing is left to do. Edits files[i].text in place.
 function engine.run(files, var, want, gpu, opts)
   for _ = 1, 200 do
@@ -346,6 +413,12 @@ end
 -- a new MODULES line when none exists). Returns true, notes or nil, err, line.
 local function edit_build(files, want, gpu, opts)
   local notes = {}
+  local scans0, serr0, sline0, smsg0 = engine.scan_all(files)
+  if not scans0 then return nil, serr0, sline0, smsg0 end
+  local vars = { { name = "MODULES", hint = "MODULES=(...)" } }
+  if opts.modconf then vars[2] = { name = "HOOKS", hint = "HOOKS=(...)" } end
+  local uerr, uline, umsg = engine.unsafe(files, scans0, vars)
+  if uerr then return nil, uerr, uline, umsg end
   local ok, err, line, msg = engine.run(files, "MODULES", want, gpu, {
     create = function(names)
       local t = files[1].text
