@@ -79,7 +79,10 @@ local function apply_locked(self, opts)
 end
 
 function Plan:apply(opts)
-  if #self.changes == 0 then return true end
+  if #self.changes == 0 then
+    state.tidy(self.root)  -- best effort: nothing of this apply depends on it
+    return true
+  end
   return state.with_lock(self.root, apply_locked, self, opts or {})
 end
 

@@ -376,6 +376,26 @@ function M.sweep(root, paths)
   end
 end
 
+-- tidy(root): for an apply with nothing to write. A killed run may have left a temp
+-- file in the state dir or a write pending in the journal: sweep and settle them under
+-- the lock (a clean root is only read, so a configured system stays untouched).
+function M.tidy(root)
+  local dirty = false
+  for _, dir in ipairs({ M.DIR, M.BACKUPS }) do
+    for _, name in ipairs(core.dir(root, dir) or {}) do
+      if name:match("^%..+%.vfioinit%-%w%w%w%w%w%w$") then dirty = true end
+    end
+  end
+  local list = M.parse_manifest(core.read(root, M.MANIFEST) or "")
+  for _, e in ipairs(list or {}) do if e.next ~= "-" then dirty = true end end
+  if not dirty then return true end
+  return M.with_lock(root, function()
+    M.sweep(root, {})
+    if list then return M.prepare(root) end
+    return true
+  end)
+end
+
 ---------------------------------------------------------------------------
 -- revert
 
