@@ -404,12 +404,14 @@ local REFUSE_BETWEEN = "edited by hand between two vfioinit applies"
 
 -- classify(root, e) -> step {entry, action, before=current, after=original, refuse=reason} | nil, err
 local function classify(root, e)
+  -- restored and recorded by a revert that was killed later: its backup may be gone
+  if e.flags.reverted then return { entry = e, action = "unchanged" } end
   local orig, oerr = original(root, e)
   if orig == false then return nil, oerr end
   local cur, err = read_file(root, e.path)
   if cur == false then return nil, err end
   local step = { entry = e, before = cur, after = orig }
-  if e.flags.reverted or cur == orig then
+  if cur == orig then
     step.action = "unchanged"
   else
     step.action = orig == nil and "removed" or "restored"
