@@ -44,5 +44,6 @@ luaopen_vfioinit_core(lua_State *L)
 	spawn_open(L);
 	image_open(L);
 	lock_open(L);
+	hash_open(L);
 	return 1;
 }

@@ -27,5 +27,6 @@ void regex_open(lua_State *L);
 void spawn_open(lua_State *L);
 void image_open(lua_State *L);
 void lock_open(lua_State *L);
+void hash_open(lua_State *L);
 
 #endif

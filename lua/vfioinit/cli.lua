@@ -13,7 +13,8 @@ usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module 
   apply         write the changes, then rebuild and verify [--no-rebuild]
   rebuild       rebuild images of the selected generators and kernels
   verify        check every image contains the VFIO modules
-  revert        undo every change vfioinit made
+  revert        undo every change vfioinit made [--force: also files edited since,
+                keeping their content as PATH.vfioinit-edited] [--dry-run: print the diff]
 ]==]
 
 local COMMANDS = { status = true, plan = true, apply = true, rebuild = true, verify = true, revert = true }
@@ -40,6 +41,8 @@ function M.parse(argv)
     elseif a == "--softdeps" then o.softdeps = true
     elseif a == "--json" then o.json = true
     elseif a == "--no-rebuild" then o.no_rebuild = true
+    elseif a == "--force" then o.force = true
+    elseif a == "--dry-run" then o.dry_run = true
     elseif a == "-h" or a == "--help" then o.help = true
     elseif a:match("^%-") then return nil, "unknown option " .. a
     elseif not o.command then
@@ -220,15 +223,33 @@ local function cmd_verify(v, o)
   return ok and 0 or 2
 end
 
+-- revert [--force] [--dry-run]: refusals name each file and the way out (exit 1).
 local function cmd_revert(v, o)
-  local ok, list = v.revert({ root = o.root })
-  if not ok then return fail(o, list) end
-  local paths = {}
-  for _, e in ipairs(list) do paths[#paths + 1] = { path = e.path, action = e.kind == "saved" and "restored" or "removed" } end
+  local ok, list, refused = v.revert({ root = o.root, force = o.force, dry_run = o.dry_run })
+  if not ok then
+    if o.json then out(json.encode({ ok = false, error = list, refused = refused }) .. "\n") end
+    for line in (tostring(list) .. "\n"):gmatch("([^\n]*)\n") do io.stderr:write("vfioinit: " .. line .. "\n") end
+    return 1
+  end
+  local paths, diffs = {}, {}
+  local diff = require "vfioinit.diff"
+  for _, e in ipairs(list) do
+    paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept }
+    if e.action ~= "unchanged" then
+      local rel = e.path:gsub("^/+", "")
+      diffs[#diffs + 1] = diff.unified(e.before, e.after or "", e.before and rel or "/dev/null", e.after and rel or "/dev/null")
+    end
+  end
   if o.json then
-    out(json.encode({ ok = true, reverted = paths }) .. "\n")
+    out(json.encode({ ok = true, dry_run = o.dry_run or false, reverted = paths,
+      diff = o.dry_run and table.concat(diffs) or nil }) .. "\n")
+  elseif o.dry_run then
+    out(table.concat(diffs))
+    if #diffs == 0 then io.stderr:write("vfioinit: nothing to revert\n") end
   else
-    for _, p in ipairs(paths) do out(p.action .. " " .. p.path .. "\n") end
+    for _, p in ipairs(paths) do
+      out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "") .. "\n")
+    end
     if #paths == 0 then out("vfioinit: nothing to revert\n")
     else out("vfioinit: run `vfioinit rebuild` to rebuild the images without VFIO\n") end
   end

@@ -109,15 +109,24 @@ local function new()
     return planner.plan(opts, registry)
   end
 
-  --- revert{root=} -> true | nil, err
+  --- revert{root=, force=false, dry_run=false} -> true, list | nil, err, refused
+  -- Restores each file vfioinit changed to its first original (removes the ones it
+  -- created) when it still holds exactly what vfioinit last wrote; otherwise refuses,
+  -- changing nothing, with one line per file (`refused` = {{path=, reason=}...}). `force`
+  -- keeps such a file's current content as PATH.vfioinit-edited, then restores. list:
+  -- {path=, action="restored"|"removed"|"unchanged", kept=, before=, after=}; with
+  -- `dry_run` nothing is written (before/after give the diff revert would make).
   function M.revert(opts)
     local oerr
     opts, oerr = checkopts(opts, "revert")
     if not opts then return nil, oerr end
     if lock_env_error() then return nil, lock_env_error() end
     local root = opts.root or "/"
-    local list, err = state.with_lock(root, state.revert, root)
-    if not list then return nil, err end
+    local ropts = { force = opts.force and true or false, dry_run = opts.dry_run and true or false }
+    local list, err, refused
+    if ropts.dry_run then list, err, refused = state.revert(root, ropts)
+    else list, err, refused = state.with_lock(root, state.revert, root, ropts) end
+    if not list then return nil, err, refused end
     return true, list
   end
 

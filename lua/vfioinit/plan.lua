@@ -51,33 +51,39 @@ local function apply_locked(self, opts)
   local paths = {}
   for i, c in ipairs(self.changes) do paths[i] = c.path end
   state.sweep(root, paths)
-  -- the originals are on disk (manifest included) before the first file changes, so a
-  -- run killed anywhere below leaves each file before-or-after and `revert` complete
-  if opts.backup ~= false then
-    local ok, err = state.record(root, self.changes)
-    if not ok then return nil, err end
-  end
+  -- journal: the writes below are recorded as pending (manifest first, then the
+  -- originals) before the first file changes, and committed after the last; a run killed
+  -- anywhere leaves each file before-or-after and a journal the next run settles from the
+  -- files themselves (lua/vfioinit/state.lua)
+  local ok, err = state.journal(root, self.changes, opts.backup ~= false)
+  if not ok then return nil, err end
   local done = {}
   for _, c in ipairs(self.changes) do
-    local ok, err
     if c.after == nil then
       ok, err = core.remove(root, c.path)
     else
       ok, err = core.mkdirs(root, (util.split_path(c.path)), 493)
       if ok then ok, err = core.write_atomic(root, c.path, c.after, 420) end
     end
-    if not ok then
-      rollback(root, done)
-      return nil, err
-    end
+    if not ok then break end
     done[#done + 1] = c
+  end
+  if ok then ok, err = state.finish(root) end
+  if not ok then
+    -- a failed apply leaves every file as it was and records nothing of it
+    rollback(root, done)
+    state.finish(root)
+    return nil, err
   end
   return true
 end
 
 function Plan:apply(opts)
-  if #self.changes == 0 then return true end
   if state.LOCK_TIMEOUT_ERROR then return nil, state.LOCK_TIMEOUT_ERROR end
+  if #self.changes == 0 then
+    state.tidy(self.root)  -- best effort: nothing of this apply depends on it
+    return true
+  end
   return state.with_lock(self.root, apply_locked, self, opts or {})
 end
 

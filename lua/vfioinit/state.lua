@@ -1,10 +1,27 @@
--- What vfioinit changed in a root, kept under <root>/var/lib/vfioinit so `revert`
--- can restore every file byte for byte (or remove the ones it created).
+-- What vfioinit changed in a root, kept under <root>/var/lib/vfioinit so `revert` can
+-- restore every file byte for byte (or remove the ones it created) -- but only files
+-- that still hold exactly what vfioinit last wrote: a later hand edit is never lost.
 --
--- manifest: one line per file, tab-separated, fields percent-encoded:
---   saved   <generator> <path> <backup file> <octal mode>
---   created <generator> <path>
--- Only the first change to a file is recorded: later applies keep the original.
+-- manifest (format 2), written atomically, damage detectable:
+--   vfioinit-manifest 2
+--   <kind> <generator> <path> <backup> <mode> <last> <next> <flags>     (tab-separated)
+--   end <entry count> <sha256 of every byte above this line>             (space-separated)
+-- Fields are percent-encoded (%, tab, newline, CR, NUL). kind: `saved` (the first original
+-- is the file <backup>, mode <mode> octal) or `created` (there was no file; backup and
+-- mode are `-`). last: sha256 of the bytes vfioinit last wrote there, `absent` when it
+-- removed the file, `-` while a first write is pending. next: the same for a write in
+-- progress (`-`: none). flags (`-` or comma-separated): `edited` (a person changed the
+-- file between two applies), `edit-pending` (the same, for the write in progress),
+-- `reverted` (a revert restored it; the entry goes once every entry is reverted).
+--
+-- apply is journaled: the entries of a write are recorded with `next` BEFORE the first
+-- backup and file are written, and committed (next -> last) after every file is; a run
+-- that finds an uncommitted write (killed or failed apply) settles it from the file
+-- itself: holding `next` means the write happened (commit), anything else means it did
+-- not (drop the entry and its backup). So a record always describes the bytes a
+-- successful write replaced. revert marks each entry `reverted` once its restore is
+-- durable, and removes backups, then the manifest, only when all are: a killed revert is
+-- resumed by the next one.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 
@@ -13,6 +30,8 @@ local M = {}
 M.DIR = "/var/lib/vfioinit"
 M.MANIFEST = M.DIR .. "/manifest"
 M.BACKUPS = M.DIR .. "/backups"
+M.HEADER = "vfioinit-manifest 2"
+M.EDITED_SUFFIX = ".vfioinit-edited"
 
 local ENOENT = 2
 
@@ -37,78 +56,301 @@ function M.with_lock(root, fn, ...)
   return util.unpack(res, 2, res.n)
 end
 
-local function enc(s) return (s:gsub("[%%\t\n]", function(c) return ("%%%02X"):format(c:byte()) end)) end
+local function enc(s) return (s:gsub("[%%\t\n\r%z]", function(c) return ("%%%02X"):format(c:byte()) end)) end
 local function dec(s) return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
 
--- load(root) -> entries (list, in recording order), by_path | nil, err
+-- sha256 of a file's content; `absent` for no file.
+local function digest(content)
+  if content == nil then return "absent" end
+  return core.sha256(content)
+end
+M.digest = digest
+
+-- The one message for state vfioinit cannot trust: names the way out, changes nothing.
+function M.damaged(line, reason)
+  return ("%s:%d: damaged state (%s); nothing was changed. Inspect it, or move %s aside to start "
+    .. "afresh (the backups under it hold the originals)"):format(M.MANIFEST, line, reason, M.DIR)
+end
+
+---------------------------------------------------------------------------
+-- Parsing (pure: no I/O, never raises)
+
+-- An absolute path without `.`/`..` components, empty components, NUL or newline.
+local function clean_path(p)
+  if p:sub(1, 1) ~= "/" or p == "/" or p:find("[%z\n]") or p:find("//", 1, true) or p:sub(-1) == "/" then
+    return false
+  end
+  for comp in p:gmatch("[^/]+") do
+    if comp == "." or comp == ".." then return false end
+  end
+  return true
+end
+
+local KINDS = { saved = true, created = true }
+local FLAGS = { edited = true, ["edit-pending"] = true, reverted = true }
+
+local function check_hash(v, allow_none)
+  return (#v == 64 and v:match("^[0-9a-f]+$")) or v == "absent" or (allow_none and v == "-")
+end
+
+-- One entry line's 8 fields -> entry | nil, reason
+local function parse_entry(f)
+  local e = { kind = f[1], generator = f[2], path = f[3], backup = f[4], last = f[6], next = f[7], flags = {} }
+  if not KINDS[e.kind] then return nil, "unknown entry kind" end
+  if e.generator == "" or e.generator:find("[%c]") then return nil, "bad generator name" end
+  if not clean_path(e.path) then return nil, "path not absolute or leaves the root" end
+  if e.kind == "saved" then
+    local name = e.backup:sub(#M.BACKUPS + 2)
+    if e.backup:sub(1, #M.BACKUPS + 1) ~= M.BACKUPS .. "/" or name == "" or name:find("/", 1, true)
+      or name == "." or name == ".." or name:find("[%z\n]") then
+      return nil, "backup outside " .. M.BACKUPS
+    end
+    if not f[5]:match("^[0-7]+$") or #f[5] > 5 or tonumber(f[5], 8) > 4095 then return nil, "bad mode" end
+    e.mode = tonumber(f[5], 8)
+  else
+    if e.backup ~= "-" or f[5] ~= "-" then return nil, "created entry with a backup" end
+    e.backup = nil
+  end
+  if not check_hash(e.last, true) or not check_hash(e.next, true) then return nil, "bad checksum field" end
+  if e.last == "-" and e.next == "-" then return nil, "entry with no write" end
+  if f[8] ~= "-" then
+    for flag in (f[8] .. ","):gmatch("([^,]*),") do
+      if not FLAGS[flag] then return nil, "unknown flag" end
+      e.flags[flag] = true
+    end
+  end
+  return e
+end
+
+local function parse(text)
+  if type(text) ~= "string" then return nil, M.damaged(1, "not text") end
+  if text == "" then return nil, M.damaged(1, "empty file") end
+  local lines, pos = {}, 1
+  while pos <= #text do
+    local nl = text:find("\n", pos, true)
+    if not nl then return nil, M.damaged(#lines + 1, "truncated: last line has no newline") end
+    lines[#lines + 1] = { text = text:sub(pos, nl - 1), at = pos }
+    pos = nl + 1
+  end
+  if lines[1].text ~= M.HEADER then
+    if lines[1].text:match("^saved\t") or lines[1].text:match("^created\t") then
+      return nil, M.damaged(1, "format 1, from an older vfioinit")
+    end
+    local v = lines[1].text:match("^vfioinit%-manifest (.*)$")
+    return nil, M.damaged(1, v and ("unknown format " .. v:sub(1, 20)) or "no '" .. M.HEADER .. "' header")
+  end
+  local last = lines[#lines]
+  local count, sum = last.text:match("^end (%d+) (%x+)$")
+  if not count or #lines < 2 then return nil, M.damaged(#lines, "no end line: truncated") end
+  if core.sha256(text:sub(1, last.at - 1)) ~= sum then return nil, M.damaged(#lines, "checksum mismatch") end
+  if tonumber(count) ~= #lines - 2 then return nil, M.damaged(#lines, "entry count mismatch") end
+  local list, seen = {}, {}
+  for i = 2, #lines - 1 do
+    local f = {}
+    for field in (lines[i].text .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = dec(field) end
+    if #f ~= 8 then return nil, M.damaged(i, "entry with " .. #f .. " fields, 8 expected") end
+    local e, why = parse_entry(f)
+    if not e then return nil, M.damaged(i, why) end
+    if seen[e.path] then return nil, M.damaged(i, "second entry for " .. e.path) end
+    seen[e.path] = true
+    if e.backup then
+      if seen[e.backup] then return nil, M.damaged(i, "backup shared by two entries") end
+      seen[e.backup] = true
+    end
+    list[#list + 1] = e
+  end
+  return list
+end
+
+--- parse_manifest(text) -> list of entries | nil, "MANIFEST:LINE: damaged state (...)..."
+-- Pure; never raises, whatever the bytes.
+function M.parse_manifest(text)
+  local ok, list, err = pcall(parse, text)
+  if not ok then return nil, M.damaged(1, "unreadable") end
+  return list, err
+end
+
+function M.serialize(list)
+  local out = { M.HEADER }
+  for _, e in ipairs(list) do
+    local flags = util.sorted_keys(e.flags)
+    out[#out + 1] = table.concat({ e.kind, enc(e.generator), enc(e.path), e.backup and enc(e.backup) or "-",
+      e.mode and ("%o"):format(e.mode) or "-", e.last, e.next, #flags > 0 and table.concat(flags, ",") or "-" }, "\t")
+  end
+  local body = table.concat(out, "\n") .. "\n"
+  return body .. ("end %d %s\n"):format(#list, core.sha256(body))
+end
+
+---------------------------------------------------------------------------
+-- Loading and saving
+
+-- load(root) -> entries (recording order) | nil, err. No manifest: {} -- unless backups
+-- are lying there without one, which vfioinit never leaves: then the state is unknown.
 function M.load(root)
   local text, err, code = core.read(root, M.MANIFEST)
   if not text then
-    if code == ENOENT then return {}, {} end
-    return nil, err
-  end
-  local list, by_path, n = {}, {}, 0
-  for line in text:gmatch("([^\n]*)\n") do
-    n = n + 1
-    local f = {}
-    for field in (line .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = dec(field) end
-    local e
-    if f[1] == "saved" and #f == 5 then
-      e = { kind = "saved", generator = f[2], path = f[3], backup = f[4], mode = tonumber(f[5], 8) }
-    elseif f[1] == "created" and #f == 3 then
-      e = { kind = "created", generator = f[2], path = f[3] }
-    else
-      return nil, ("%s:%d: unreadable manifest line"):format(M.MANIFEST, n)
+    if code ~= ENOENT then return nil, err end
+    local left = 0
+    for _, name in ipairs(core.dir(root, M.BACKUPS) or {}) do
+      if not name:match("^%..+%.vfioinit%-%w%w%w%w%w%w$") then left = left + 1 end
     end
-    list[#list + 1] = e
-    by_path[e.path] = e
+    if left > 0 then return nil, M.damaged(1, ("missing, but %s holds %d file(s)"):format(M.BACKUPS, left)) end
+    return {}
   end
-  return list, by_path
+  return M.parse_manifest(text)
 end
 
-local function serialize(list)
-  local out = {}
+-- save(root, list): atomically; no entries left -> no manifest.
+function M.save(root, list)
+  if #list == 0 then
+    local ok, err, code = core.remove(root, M.MANIFEST)
+    if not ok and code ~= ENOENT then return nil, err end
+    core.remove(root, M.BACKUPS)  -- only when empty; else kept
+    core.remove(root, M.DIR)
+    return true
+  end
+  local ok, err = core.mkdirs(root, M.DIR, 448)
+  if not ok then return nil, err end
+  return core.write_atomic(root, M.MANIFEST, M.serialize(list), 384)
+end
+
+local function read_file(root, path)
+  local text, err, code = core.read(root, path)
+  if text then return text end
+  if code == ENOENT then return nil end
+  return false, err
+end
+
+-- The first original of an entry: content (nil: no file) | false, err
+local function original(root, e)
+  if e.kind == "created" then return nil end
+  local text, err = core.read(root, e.backup)
+  if not text then return false, M.damaged(1, err) end
+  return text
+end
+
+---------------------------------------------------------------------------
+-- The apply journal
+
+-- settle(root, list, drop_reverted) -> new list, backups to remove, changed | nil, err.
+-- Resolves writes left pending by a killed or failed apply from the files themselves.
+local function settle(root, list, drop_reverted)
+  local out, gone, changed = {}, {}, false
   for _, e in ipairs(list) do
-    if e.kind == "saved" then
-      out[#out + 1] = table.concat({ "saved", enc(e.generator), enc(e.path), enc(e.backup), ("%o"):format(e.mode) }, "\t")
-    else
-      out[#out + 1] = table.concat({ "created", enc(e.generator), enc(e.path) }, "\t")
+    local keep = e
+    if e.next ~= "-" then
+      local cur, err = read_file(root, e.path)
+      if cur == false then return nil, err end
+      changed = true
+      local flags = e.flags
+      if digest(cur) == e.next then  -- the write happened
+        e.last, e.next = e.next, "-"
+        if flags["edit-pending"] then flags.edited = true end
+      elseif e.last == "-" then      -- a first write that never happened: no record
+        keep = nil
+      else
+        e.next = "-"
+      end
+      flags["edit-pending"] = nil
     end
+    if keep and drop_reverted and e.flags.reverted then keep = nil; changed = true end
+    if keep then out[#out + 1] = keep elseif e.backup then gone[#gone + 1] = e.backup end
   end
-  return table.concat(out, "\n") .. (#out > 0 and "\n" or "")
+  return out, gone, changed
 end
 
--- record(root, changes) -> true | nil, err: save originals of files not yet recorded.
-function M.record(root, changes)
-  local list, by_path = M.load(root)
-  if not list then return nil, by_path end
-  local added = false
+-- Every backup (and leftover temp) of the state dir; only once nothing names them.
+local function remove_backups(root)
+  for _, name in ipairs(core.dir(root, M.BACKUPS) or {}) do core.remove(root, M.BACKUPS .. "/" .. name) end
+end
+
+-- Write the settled list, then remove the backups no entry names any more. With no entry
+-- left the backups go first: a kill in between never leaves backups without a manifest
+-- (which `load` refuses as unknown state).
+local function store(root, list, gone, changed)
+  if not changed then return true end
+  if #list == 0 then remove_backups(root) end
+  local ok, err = M.save(root, list)
+  if not ok then return nil, err end
+  for _, b in ipairs(gone) do core.remove(root, b) end
+  return true
+end
+
+-- prepare(root) -> list | nil, err: load, settle a killed apply, finish a killed revert's
+-- cleanup (its restores are durable; an apply starts from the files as they are).
+function M.prepare(root)
+  local list, err = M.load(root)
+  if not list then return nil, err end
+  local out, gone, changed = settle(root, list, true)
+  if not out then return nil, gone end
+  local ok, serr = store(root, out, gone, changed)
+  if not ok then return nil, serr end
+  return out
+end
+
+local function backup_name(root, list, path, n)
+  local used = {}
+  for _, e in ipairs(list) do if e.backup then used[e.backup] = true end end
+  local safe = path:gsub("[^%w._-]", "_")
+  while true do
+    local name = ("%s/%d-%s"):format(M.BACKUPS, n, safe)
+    if not used[name] and not core.stat(root, name) then return name end
+    n = n + 1
+  end
+end
+
+-- journal(root, changes, record_new) -> true | nil, err. Records the writes about to be
+-- made (`next`) before anything else, then saves the originals of new entries.
+-- record_new=false (apply{backup=false}): only files already tracked are journaled.
+function M.journal(root, changes, record_new)
+  local list, err = M.prepare(root)
+  if not list then return nil, err end
+  local by_path, saves = {}, {}
+  for _, e in ipairs(list) do by_path[e.path] = e end
   for _, c in ipairs(changes) do
-    if not by_path[c.path] then
-      local e
-      if c.before == nil then
-        e = { kind = "created", generator = c.generator, path = c.path }
-      else
-        local st, err = core.stat(root, c.path)
-        if not st then return nil, err end
-        local ok, merr = core.mkdirs(root, M.BACKUPS, 448)
-        if not ok then return nil, merr end
-        local name = M.BACKUPS .. "/" .. (#list + 1) .. "-" .. c.path:gsub("[^%w._-]", "_")
-        local wok, werr = core.write_atomic(root, name, c.before, 384)
-        if not wok then return nil, werr end
-        e = { kind = "saved", generator = c.generator, path = c.path, backup = name, mode = st.mode }
+    local e = by_path[c.path]
+    if e then
+      -- the file differs from what vfioinit last wrote and from the original: hand edits,
+      -- which restoring the first original would drop
+      if digest(c.before) ~= e.last then
+        local orig = original(root, e)
+        if orig == false or orig ~= c.before then e.flags["edit-pending"] = true end
+      end
+      e.next = digest(c.after)
+    elseif record_new then
+      e = { kind = c.before == nil and "created" or "saved", generator = c.generator, path = c.path,
+            last = "-", next = digest(c.after), flags = {} }
+      if c.before ~= nil then
+        local st, serr = core.stat(root, c.path)
+        if not st then return nil, serr end
+        e.backup, e.mode = backup_name(root, list, c.path, #list + 1), st.mode
+        saves[#saves + 1] = { name = e.backup, content = c.before }
       end
       list[#list + 1] = e
       by_path[c.path] = e
-      added = true
     end
   end
-  if added then
-    local ok, err = core.mkdirs(root, M.DIR, 448)
-    if not ok then return nil, err end
-    return core.write_atomic(root, M.MANIFEST, serialize(list), 384)
+  if #list == 0 then return true end
+  local ok, serr = M.save(root, list)
+  if not ok then return nil, serr end
+  if #saves > 0 then
+    ok, serr = core.mkdirs(root, M.BACKUPS, 448)
+    if not ok then M.finish(root); return nil, serr end
+  end
+  for _, s in ipairs(saves) do
+    ok, serr = core.write_atomic(root, s.name, s.content, 384)
+    if not ok then M.finish(root); return nil, serr end
   end
   return true
+end
+
+-- finish(root) -> true | nil, err: settle the journal after the writes (or their rollback).
+function M.finish(root)
+  local list, err = M.load(root)
+  if not list then return nil, err end
+  local out, gone, changed = settle(root, list, false)
+  if not out then return nil, gone end
+  return store(root, out, gone, changed)
 end
 
 -- Remove the temp files a killed run left next to `paths` (".<name>.vfioinit-XXXXXX",
@@ -134,43 +376,141 @@ function M.sweep(root, paths)
   end
 end
 
--- revert(root) -> list of reverted entries | nil, err. Validates every backup first.
-function M.revert(root)
+-- tidy(root): for an apply with nothing to write. A killed run may have left a temp
+-- file in the state dir or a write pending in the journal: sweep and settle them under
+-- the lock (a clean root is only read, so a configured system stays untouched).
+function M.tidy(root)
+  local dirty = false
+  for _, dir in ipairs({ M.DIR, M.BACKUPS }) do
+    for _, name in ipairs(core.dir(root, dir) or {}) do
+      if name:match("^%..+%.vfioinit%-%w%w%w%w%w%w$") then dirty = true end
+    end
+  end
+  local list = M.parse_manifest(core.read(root, M.MANIFEST) or "")
+  for _, e in ipairs(list or {}) do if e.next ~= "-" then dirty = true end end
+  if not dirty then return true end
+  return M.with_lock(root, function()
+    M.sweep(root, {})
+    if list then return M.prepare(root) end
+    return true
+  end)
+end
+
+---------------------------------------------------------------------------
+-- revert
+
+local REFUSE_EDITED = "changed since vfioinit wrote it"
+local REFUSE_BETWEEN = "edited by hand between two vfioinit applies"
+
+-- classify(root, e) -> step {entry, action, before=current, after=original, refuse=reason} | nil, err
+local function classify(root, e)
+  -- restored and recorded by a revert that was killed later: its backup may be gone
+  if e.flags.reverted then return { entry = e, action = "unchanged" } end
+  local orig, oerr = original(root, e)
+  if orig == false then return nil, oerr end
+  local cur, err = read_file(root, e.path)
+  if cur == false then return nil, err end
+  local step = { entry = e, before = cur, after = orig }
+  if cur == orig then
+    step.action = "unchanged"
+  else
+    step.action = orig == nil and "removed" or "restored"
+    if e.flags.edited then step.refuse = REFUSE_BETWEEN
+    elseif digest(cur) ~= e.last then step.refuse = REFUSE_EDITED end
+  end
+  return step
+end
+
+-- A name for the current content of a file revert --force replaces: never an existing one.
+local function kept_name(root, path)
+  local name, n = path .. M.EDITED_SUFFIX, 1
+  while core.stat(root, name) do name, n = ("%s%s.%d"):format(path, M.EDITED_SUFFIX, n), n + 1 end
+  return name
+end
+
+-- Restore one file (keeping its current content first when forced); durable on return.
+local function restore(root, step)
+  local e = step.entry
+  if step.refuse and step.before ~= nil then
+    step.kept = kept_name(root, e.path)
+    local ok, err = core.write_atomic(root, step.kept, step.before, 384)
+    if not ok then return nil, err end
+  end
+  if step.after == nil then
+    local ok, err, code = core.remove(root, e.path)
+    if not ok and code ~= ENOENT then return nil, err end
+    return true
+  end
+  local ok, err = core.mkdirs(root, (util.split_path(e.path)), 493)
+  if ok then ok, err = core.write_atomic(root, e.path, step.after, e.mode) end
+  return ok, err
+end
+
+local function refusal(refused)
+  local lines = {}
+  for _, r in ipairs(refused) do
+    lines[#lines + 1] = ("%s: %s; 'vfioinit revert --force' restores the original and keeps the current content as %s%s")
+      :format(r.path, r.reason, r.path, M.EDITED_SUFFIX)
+  end
+  return table.concat(lines, "\n")
+end
+
+-- plan_revert(root, opts) -> list, steps | nil, err, refused. Writes nothing.
+local function plan_revert(root, opts)
   local list, err = M.load(root)
   if not list then return nil, err end
-  local paths = {}
-  for i, e in ipairs(list) do paths[i] = e.path end
-  M.sweep(root, paths)
-  local contents = {}
-  for i, e in ipairs(list) do
-    if e.kind == "saved" then
-      local text, rerr = core.read(root, e.backup)
-      if not text then return nil, rerr end
-      contents[i] = text
+  -- a write left pending by a killed apply is settled first (in memory only here)
+  local settled, serr = settle(root, list, false)
+  if not settled then return nil, serr end
+  local steps, refused = {}, {}
+  for i = #settled, 1, -1 do
+    local step, cerr = classify(root, settled[i])
+    if not step then return nil, cerr end
+    steps[#steps + 1] = step
+    if step.refuse then refused[#refused + 1] = { path = step.entry.path, reason = step.refuse } end
+  end
+  if #refused > 0 and not opts.force then return nil, refusal(refused), refused end
+  return settled, steps
+end
+
+local function report(steps)
+  local out = {}
+  for _, s in ipairs(steps) do
+    local e = s.entry
+    out[#out + 1] = { path = e.path, kind = e.kind, generator = e.generator, action = s.action,
+      kept = s.kept, forced = s.refuse and true or nil, before = s.before, after = s.after }
+  end
+  return out
+end
+
+--- revert(root, {force=, dry_run=}) -> list of {path=, action=, kept=...} | nil, err, refused.
+-- Checks every file first; refuses (changing nothing) when one holds anything but what
+-- vfioinit last wrote, unless forced. Each restore is durable, then recorded `reverted`;
+-- backups and manifest go only when every entry is.
+function M.revert(root, opts)
+  opts = opts or {}
+  local list, steps, refused = plan_revert(root, opts)
+  if not list then return nil, steps, refused end
+  if opts.dry_run then return report(steps) end
+  M.sweep(root, (function() local p = {} for i, e in ipairs(list) do p[i] = e.path end return p end)())
+  for _, s in ipairs(steps) do
+    if s.action ~= "unchanged" then
+      local ok, err = restore(root, s)
+      if not ok then return nil, err end
+    end
+    if not s.entry.flags.reverted then
+      s.entry.flags.reverted = true
+      local ok, err = M.save(root, list)
+      if not ok then return nil, err end
     end
   end
-  for i = #list, 1, -1 do
-    local e = list[i]
-    if e.kind == "saved" then
-      local cur = core.read(root, e.path)
-      if cur ~= contents[i] then
-        local ok, werr = core.write_atomic(root, e.path, contents[i], e.mode)
-        if not ok then return nil, werr end
-      end
-    else
-      local ok, rerr, code = core.remove(root, e.path)
-      if not ok and code ~= ENOENT then return nil, rerr end
-    end
-  end
-  for _, e in ipairs(list) do
-    if e.backup then core.remove(root, e.backup) end
-  end
-  -- backups a killed apply wrote before its manifest named them
-  for _, name in ipairs(core.dir(root, M.BACKUPS) or {}) do core.remove(root, M.BACKUPS .. "/" .. name) end
+  -- every restore is durable and recorded: now the backups, then the manifest
+  remove_backups(root)
   core.remove(root, M.BACKUPS)
-  core.remove(root, M.MANIFEST)
+  local ok, err, code = core.remove(root, M.MANIFEST)
+  if not ok and code ~= ENOENT then return nil, err end
   core.remove(root, M.DIR)
-  return list
+  return report(steps)
 end
 
 return M
