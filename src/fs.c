@@ -563,14 +563,27 @@ temp_commit(struct fsctx *c, int dirfd, int fd, const char *tmp, const char *nam
 }
 
 
+/* What a non-regular file is, for "PATH: not a regular file (fifo)". */
+static const char *
+kind_of(mode_t m)
+{
+	return S_ISFIFO(m) ? "fifo" : S_ISCHR(m) ? "character device" : S_ISBLK(m) ? "block device"
+	     : S_ISSOCK(m) ? "socket" : S_ISDIR(m) ? "directory" : S_ISLNK(m) ? "symlink" : "unknown type";
+}
+
+
 static int
 push_stat(lua_State *L, const struct stat *st)
 {
 	const char *type = S_ISREG(st->st_mode) ? "file" : S_ISDIR(st->st_mode) ? "dir"
 	                 : S_ISLNK(st->st_mode) ? "link" : "other";
-	lua_createtable(L, 0, 7);
+	lua_createtable(L, 0, 8);
 	lua_pushstring(L, type);
 	lua_setfield(L, -2, "type");
+	if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode)) {
+		lua_pushstring(L, kind_of(st->st_mode));  /* what "other" is: "fifo", ... */
+		lua_setfield(L, -2, "kind");
+	}
 	lua_pushinteger(L, st->st_mode & 07777);
 	lua_setfield(L, -2, "mode");
 	lua_pushinteger(L, st->st_uid);
@@ -614,15 +627,6 @@ fail(lua_State *L, struct fsctx *c, const char *what, int err)
 {
 	ctx_close(c);
 	return vfi_push_errno(L, what, err);
-}
-
-
-/* What a non-regular file is, for "PATH: not a regular file (fifo)". */
-static const char *
-kind_of(mode_t m)
-{
-	return S_ISFIFO(m) ? "fifo" : S_ISCHR(m) ? "character device" : S_ISBLK(m) ? "block device"
-	     : S_ISSOCK(m) ? "socket" : S_ISDIR(m) ? "directory" : S_ISLNK(m) ? "symlink" : "unknown type";
 }
 
 

@@ -88,7 +88,11 @@ local function wanted(root, kernels, extra)
   for _, name in ipairs(util.VFIO) do
     local module_somewhere, builtin_everywhere, missing_in = false, #kernels > 0, {}
     for _, k in ipairs(kernels) do
-      per_kernel[k] = per_kernel[k] or assert(kernel.modules({ root = root, kernel = k }))
+      if not per_kernel[k] then
+        local mods, err = kernel.modules({ root = root, kernel = k })
+        if not mods then return nil, err end  -- e.g. an index that is a FIFO: name it
+        per_kernel[k] = mods
+      end
       local st = "absent"
       for _, m in ipairs(per_kernel[k]) do if m.name == name then st = m.state end end
       if st == "module" then module_somewhere = true end

@@ -110,6 +110,11 @@ local function run_command(ctx, gen, cmd, opts, entries)
     if not e.image then
       return fail_all(("%s: no image path for kernel %s"):format(gen.name, e.kernel))
     end
+    -- a FIFO or device where the image belongs is not ours to replace
+    local st = core.stat(root, e.image)
+    if st and st.type ~= "file" then
+      return fail_all(("%s: not a regular file (%s)"):format(e.image, st.kind or st.type))
+    end
   end
 
   -- Keep every previous image before the command can touch it. A symlinked
