@@ -18,11 +18,14 @@ describe("the release build", function()
   end)
   teardown(function() H.rm(rel) end)
 
-  -- Run the CLI from the checkout's Lua sources with the core of `build`; no ASan preload
-  -- (the release build is not instrumented). Returns exit code, stderr.
+  -- The release build is not instrumented: it runs without tools/test's ASan preload, the
+  -- testing build (build-asan there) with it.
+  local function unpreload(build) return build == rel and "-u LD_PRELOAD" or "" end
+
+  -- Run the CLI from the checkout's Lua sources with the core of `build`. Returns exit code, stderr.
   local function cli(build, env, args, wrap)
     local errf = os.tmpname()
-    local _, _, code = H.sh(("cd %s && env -u LD_PRELOAD %s LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH=%s "
+    local _, _, code = H.sh(("cd %s && env " .. unpreload(build) .. " %s LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH=%s "
       .. "%s lua5.4 bin/vfioinit %s >/dev/null 2>%s"):format(q(H.project), env, q(build .. "/?.so;;"), wrap or "", args, q(errf)))
     local err = H.readfile(errf) or ""
     os.remove(errf)
@@ -67,7 +70,7 @@ describe("the release build", function()
 
   it("has no _fs_force_fallback and says so in _TESTING", function()
     local function probe(build)
-      return (H.sh(("env -u LD_PRELOAD LUA_CPATH=%s lua5.4 -e 'local c = require \"vfioinit.core\"; "
+      return (H.sh(("env " .. unpreload(build) .. " LUA_CPATH=%s lua5.4 -e 'local c = require \"vfioinit.core\"; "
         .. "print(c._TESTING, type(c._fs_force_fallback))' 2>&1"):format(q(build .. "/?.so;;"))))
     end
     assert.are.equal("false\tnil\n", probe(rel))
