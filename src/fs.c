@@ -655,6 +655,7 @@ vfi_open_regular(lua_State *L, const char *root, const char *path, int *fd, stru
 	int err, flags;
 
 	*fd = -1;
+	memset(st, 0, sizeof *st);  /* defined on every path (the analyzer cannot tell fail() > 0) */
 	if ((err = ctx_open(L, &c, root)) != 0)
 		return fail(L, &c, root, err);
 	if ((err = confined_open(&c, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, fd)) != 0)

@@ -754,6 +754,7 @@ static int
 open_image(lua_State *L, const char *path, const char *root, int *fd, struct stat *st)
 {
 	int flags;
+	memset(st, 0, sizeof *st);
 	if (root != NULL)
 		return vfi_open_regular(L, root, path, fd, st);
 	*fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
