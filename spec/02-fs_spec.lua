@@ -90,7 +90,7 @@ for _, mode in ipairs { "openat2", "fallback" } do
         h.sh("mkfifo " .. h.q(root .. "/fifo"))
         local v, msg, err = core.read(root, "/fifo")
         assert.is_nil(v)
-        assert.are.equal("/fifo: not a regular file", msg)
+        assert.are.equal("/fifo: not a regular file (fifo)", msg)
         assert.are.equal(EINVAL, err)
       end)
 
@@ -260,7 +260,7 @@ for _, mode in ipairs { "openat2", "fallback" } do
         h.sh("mkfifo " .. h.q(root .. "/etc/fifo"))
         local v, msg, err = core.write_atomic(root, "/etc/fifo", "x")
         assert.is_nil(v)
-        assert.are.equal("/etc/fifo: not a regular file", msg)
+        assert.are.equal("/etc/fifo: not a regular file (fifo)", msg)
         assert.are.equal(EINVAL, err)
       end)
 

@@ -146,7 +146,7 @@ describe("core.spawn()", function()
   it("should kill the whole process group on timeout", function()
     local pgid
     local r = assert(core.spawn {
-      argv = { "sh", "-c", "echo $$; sleep 100 & sleep 100" },
+      argv = { "sh", "-c", "cut -d' ' -f5 /proc/self/stat; sleep 100 & sleep 100" },
       timeout = 0.5,
       on_line = function(_, line) pgid = pgid or tonumber(line) end,
     })
@@ -161,7 +161,7 @@ describe("core.spawn()", function()
   it("should escalate to SIGKILL when SIGTERM is ignored", function()
     local pgid
     local r = assert(core.spawn {
-      argv = { "sh", "-c", "trap '' TERM; echo $$; sleep 100 & while :; do sleep 1; done" },
+      argv = { "sh", "-c", "trap '' TERM; cut -d' ' -f5 /proc/self/stat; sleep 100 & while :; do sleep 1; done" },
       timeout = 0.3,
       on_line = function(_, line) pgid = pgid or tonumber(line) end,
     })
@@ -174,7 +174,7 @@ describe("core.spawn()", function()
   it("should not leave the command's group running after it exits", function()
     local pgid
     local r = assert(core.spawn {
-      argv = { "sh", "-c", "echo $$; sleep 100 >/dev/null 2>&1 & exit 0" },
+      argv = { "sh", "-c", "cut -d' ' -f5 /proc/self/stat; sleep 100 >/dev/null 2>&1 & exit 0" },
       timeout = 20,
       on_line = function(_, line) pgid = pgid or tonumber(line) end,
     })
@@ -188,7 +188,7 @@ describe("core.spawn()", function()
     local pgid
     local before = open_fds()
     local ok, err = pcall(core.spawn, {
-      argv = { "sh", "-c", "echo $$; echo boom; sleep 100" },
+      argv = { "sh", "-c", "cut -d' ' -f5 /proc/self/stat; echo boom; sleep 100" },
       timeout = 30,
       on_line = function(_, line)
         pgid = pgid or tonumber(line)

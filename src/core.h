@@ -19,6 +19,15 @@ int vfi_push_errno(lua_State *L, const char *what, int err);
 /* Push nil, msg and return 2. */
 int vfi_push_fail(lua_State *L, const char *fmt, ...);
 
+/*
+** fs.c: open a regular file inside root for reading (never blocks on a FIFO,
+** refuses devices and sockets). 0 and *fd, or pushes nil, msg, errno -> 3.
+*/
+struct stat;
+int vfi_open_regular(lua_State *L, const char *root, const char *path, int *fd, struct stat *st);
+/* fs.c: open a directory inside root for reading. 0 or errno. */
+int vfi_open_dir(lua_State *L, const char *root, const char *path, int *fd);
+
 void fs_open(lua_State *L);
 void kmod_open(lua_State *L);
 void shell_open(lua_State *L);

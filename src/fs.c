@@ -31,10 +31,13 @@
 #define COPY_CHUNK (1 << 16)
 
 /*
-** Fault injection for hardening specs: VFIOINIT_FAULT="write:N,fsync:N,rename:N,cfr:N"
-** makes the Nth such call of one operation fail (ENOSPC for write, EIO for
-** fsync/rename, ENOSYS for copy_file_range so copy takes its read/write loop).
-** Counters live in the per-call context: no C globals.
+** Fault injection for hardening specs, compiled only with -DVFIOINIT_TESTING=ON
+** (tools/test): VFIOINIT_FAULT="write:N,fsync:N,rename:N,cfr:N" makes the Nth
+** such call of one operation fail (ENOSPC for write, EIO for fsync/rename,
+** ENOSYS for copy_file_range so copy takes its read/write loop). A release
+** build never reads it: an environment variable must not be able to make an
+** installed vfioinit fail a write. Counters live in the per-call context: no
+** C globals.
 */
 struct fault {
 	int at;   /* 0: off */
@@ -48,6 +51,7 @@ struct fsctx {
 };
 
 
+#ifdef VFIOINIT_TESTING
 static int
 fault_hit(struct fault *f)
 {
@@ -83,15 +87,30 @@ fault_parse(struct fsctx *c)
 }
 
 
+/* VFIOINIT_FS_FALLBACK=1 or core._fs_force_fallback(true): use the walker. */
+static int
+force_fallback(lua_State *L)
+{
+	const char *env = getenv("VFIOINIT_FS_FALLBACK");
+	int on;
+	lua_getfield(L, LUA_REGISTRYINDEX, FALLBACK_KEY);
+	on = lua_toboolean(L, -1) || (env != NULL && *env != '\0' && strcmp(env, "0") != 0);
+	lua_pop(L, 1);
+	return on;
+}
+#else
+#define fault_hit(f)		((void)(f), 0)
+#define fault_parse(c)		((void)(c))
+#define force_fallback(L)	((void)(L), 0)
+#endif
+
+
 /* Open root and read the settings of this call. Returns 0 or errno. */
 static int
 ctx_open(lua_State *L, struct fsctx *c, const char *root)
 {
-	const char *env = getenv("VFIOINIT_FS_FALLBACK");
 	memset(c, 0, sizeof *c);
-	lua_getfield(L, LUA_REGISTRYINDEX, FALLBACK_KEY);
-	c->fallback = lua_toboolean(L, -1) || (env != NULL && *env != '\0' && strcmp(env, "0") != 0);
-	lua_pop(L, 1);
+	c->fallback = force_fallback(L);
 	fault_parse(c);
 	c->rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	return c->rootfd < 0 ? errno : 0;
@@ -544,14 +563,27 @@ temp_commit(struct fsctx *c, int dirfd, int fd, const char *tmp, const char *nam
 }
 
 
+/* What a non-regular file is, for "PATH: not a regular file (fifo)". */
+static const char *
+kind_of(mode_t m)
+{
+	return S_ISFIFO(m) ? "fifo" : S_ISCHR(m) ? "character device" : S_ISBLK(m) ? "block device"
+	     : S_ISSOCK(m) ? "socket" : S_ISDIR(m) ? "directory" : S_ISLNK(m) ? "symlink" : "unknown type";
+}
+
+
 static int
 push_stat(lua_State *L, const struct stat *st)
 {
 	const char *type = S_ISREG(st->st_mode) ? "file" : S_ISDIR(st->st_mode) ? "dir"
 	                 : S_ISLNK(st->st_mode) ? "link" : "other";
-	lua_createtable(L, 0, 7);
+	lua_createtable(L, 0, 8);
 	lua_pushstring(L, type);
 	lua_setfield(L, -2, "type");
+	if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode)) {
+		lua_pushstring(L, kind_of(st->st_mode));  /* what "other" is: "fifo", ... */
+		lua_setfield(L, -2, "kind");
+	}
 	lua_pushinteger(L, st->st_mode & 07777);
 	lua_setfield(L, -2, "mode");
 	lua_pushinteger(L, st->st_uid);
@@ -599,16 +631,72 @@ fail(lua_State *L, struct fsctx *c, const char *what, int err)
 
 
 static int
-notregular(lua_State *L, struct fsctx *c, const char *path)
+notregular(lua_State *L, struct fsctx *c, const char *path, mode_t mode)
 {
 	ctx_close(c);
 	lua_pushnil(L);
-	lua_pushfstring(L, "%s: not a regular file", path);
+	lua_pushfstring(L, "%s: not a regular file (%s)", path, kind_of(mode));
 	lua_pushinteger(L, EINVAL);
 	return 3;
 }
 
 
+/*
+** Open `path` inside `root` for reading, only when it is a regular file: the
+** open is O_NONBLOCK so a FIFO cannot block it (O_NOCTTY: a tty does not
+** become ours), then fstat refuses anything but a regular file, then
+** O_NONBLOCK is cleared again. Returns 0 with *fd (and *st), or pushes
+** nil, "PATH: reason", errno and returns 3. Shared with kmod.c and image.c.
+*/
+int
+vfi_open_regular(lua_State *L, const char *root, const char *path, int *fd, struct stat *st)
+{
+	struct fsctx c;
+	int err, flags;
+
+	*fd = -1;
+	memset(st, 0, sizeof *st);  /* defined on every path (the analyzer cannot tell fail() > 0) */
+	if ((err = ctx_open(L, &c, root)) != 0)
+		return fail(L, &c, root, err);
+	if ((err = confined_open(&c, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, fd)) != 0)
+		return fail(L, &c, path, err);
+	if (fstat(*fd, st) < 0) {
+		err = errno;
+		close(*fd);
+		*fd = -1;
+		return fail(L, &c, path, err);
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(*fd);
+		*fd = -1;
+		if (S_ISDIR(st->st_mode))
+			return fail(L, &c, path, EISDIR);
+		return notregular(L, &c, path, st->st_mode);
+	}
+	ctx_close(&c);
+	if ((flags = fcntl(*fd, F_GETFL)) >= 0)
+		fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK);
+	return 0;
+}
+
+
+/* Open a directory inside root for reading (fdopendir). Returns 0 or errno. */
+int
+vfi_open_dir(lua_State *L, const char *root, const char *path, int *fd)
+{
+	struct fsctx c;
+	int err;
+	if ((err = ctx_open(L, &c, root)) != 0) {
+		ctx_close(&c);
+		return err;
+	}
+	err = confined_open(&c, path, O_RDONLY | O_DIRECTORY, fd);
+	ctx_close(&c);
+	return err;
+}
+
+
+#ifdef VFIOINIT_TESTING
 /***
 Force the fallback path walker instead of openat2 (for specs only).
 @function _fs_force_fallback
@@ -622,6 +710,7 @@ fs__fs_force_fallback(lua_State *L)
 	lua_setfield(L, LUA_REGISTRYINDEX, FALLBACK_KEY);
 	return 0;
 }
+#endif
 
 
 /***
@@ -657,7 +746,7 @@ fs_copy(lua_State *L)
 		close(in);
 		if (S_ISDIR(st.st_mode))
 			return fail(L, &c, from, EISDIR);
-		return notregular(L, &c, from);
+		return notregular(L, &c, from, st.st_mode);
 	}
 	if ((err = target_open(&c, to, &dirfd, name)) != 0) {
 		close(in);
@@ -668,7 +757,7 @@ fs_copy(lua_State *L)
 		close(dirfd);
 		if (S_ISDIR(dst.st_mode))
 			return fail(L, &c, to, EISDIR);
-		return notregular(L, &c, to);
+		return notregular(L, &c, to, dst.st_mode);
 	}
 	if ((err = temp_create(dirfd, name, tmp, &out)) != 0) {
 		close(in);
@@ -871,30 +960,14 @@ fs_read(lua_State *L)
 	const char *root = checkroot(L, 1);
 	const char *path = checkpath(L, 2);
 	lua_Integer max = luaL_optinteger(L, 3, LUA_MAXINTEGER);
-	struct fsctx c;
 	struct stat st;
 	luaL_Buffer b;
 	lua_Integer total = 0;
 	int err, fd;
 
 	luaL_argcheck(L, max >= 0, 3, "limit must not be negative");
-	if ((err = ctx_open(L, &c, root)) != 0)
-		return fail(L, &c, root, err);
-	/* O_NONBLOCK: opening a FIFO must not hang before we can refuse it. */
-	if ((err = confined_open(&c, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, &fd)) != 0)
-		return fail(L, &c, path, err);
-	ctx_close(&c);
-	if (fstat(fd, &st) < 0) {
-		err = errno;
-		close(fd);
-		return vfi_push_errno(L, path, err);
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		if (S_ISDIR(st.st_mode))
-			return vfi_push_errno(L, path, EISDIR);
-		return notregular(L, &c, path);
-	}
+	if ((err = vfi_open_regular(L, root, path, &fd, &st)) != 0)
+		return err;
 	if (st.st_size > max)
 		goto toobig;
 	luaL_buffinit(L, &b);
@@ -1096,7 +1169,7 @@ fs_write_atomic(lua_State *L)
 		close(dirfd);
 		if (S_ISDIR(st.st_mode))
 			return fail(L, &c, path, EISDIR);
-		return notregular(L, &c, path);
+		return notregular(L, &c, path, st.st_mode);
 	}
 	if ((err = temp_create(dirfd, name, tmp, &fd)) != 0) {
 		close(dirfd);
@@ -1119,7 +1192,9 @@ fs_write_atomic(lua_State *L)
 
 
 static const luaL_Reg funcs[] = {
+#ifdef VFIOINIT_TESTING
 	{"_fs_force_fallback", fs__fs_force_fallback},
+#endif
 	{"copy",               fs_copy},
 	{"dir",                fs_dir},
 	{"mkdirs",             fs_mkdirs},
@@ -1137,4 +1212,10 @@ void
 fs_open(lua_State *L)
 {
 	luaL_setfuncs(L, funcs, 0);
+#ifdef VFIOINIT_TESTING
+	lua_pushboolean(L, 1);
+#else
+	lua_pushboolean(L, 0);
+#endif
+	lua_setfield(L, -2, "_TESTING");  /* built with the test hooks (VFIOINIT_FAULT, ...) */
 }

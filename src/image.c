@@ -78,6 +78,7 @@ struct reader {
 	size_t len;
 	struct archive *a;
 	struct cpio *cp;
+	char *root;	/* copy of the optional root argument */
 };
 
 
@@ -101,6 +102,8 @@ reader_free(struct reader *r)
 		free(r->cp);
 		r->cp = NULL;
 	}
+	free(r->root);
+	r->root = NULL;
 }
 
 
@@ -741,8 +744,38 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 }
 
 
+/*
+** Open the image: with `root`, `path` is inside it and every component
+** resolves there (src/fs.c); without, a host path. Either way only a regular
+** file is opened and a FIFO cannot block the open (O_NONBLOCK until fstat has
+** refused it): "PATH: not a regular file (fifo)". 0, or the values pushed.
+*/
 static int
-image_scan(lua_State *L, const char *path, struct reader *r)
+open_image(lua_State *L, const char *path, const char *root, int *fd, struct stat *st)
+{
+	int flags;
+	memset(st, 0, sizeof *st);
+	if (root != NULL)
+		return vfi_open_regular(L, root, path, fd, st);
+	*fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (*fd < 0)
+		return vfi_push_errno(L, path, errno);
+	if (fstat(*fd, st) != 0)
+		return vfi_push_errno(L, path, errno);
+	if (S_ISDIR(st->st_mode))
+		return vfi_push_errno(L, path, EISDIR);
+	if (!S_ISREG(st->st_mode))
+		return vfi_push_fail(L, "%s: not a regular file (%s)", path, S_ISFIFO(st->st_mode) ? "fifo"
+		    : S_ISCHR(st->st_mode) ? "character device" : S_ISBLK(st->st_mode) ? "block device"
+		    : S_ISSOCK(st->st_mode) ? "socket" : "unknown type");
+	if ((flags = fcntl(*fd, F_GETFL)) >= 0)
+		fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK);
+	return 0;
+}
+
+
+static int
+image_scan(lua_State *L, const char *path, const char *root, struct reader *r)
 {
 	lua_newtable(L);	/* 4: entries */
 	lua_newtable(L);	/* 5: contents */
@@ -782,16 +815,10 @@ image_scan(lua_State *L, const char *path, struct reader *r)
 	cp->contents = 5;
 	cp->norm = norm;
 
-	r->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (r->fd < 0)
-		return vfi_push_errno(L, path, errno);
 	struct stat st;
-	if (fstat(r->fd, &st) != 0)
-		return vfi_push_errno(L, path, errno);
-	if (S_ISDIR(st.st_mode))
-		return vfi_push_errno(L, path, EISDIR);
-	if (!S_ISREG(st.st_mode))
-		return image_fail(L, path, "not a regular file at offset 0");
+	int nerr = open_image(L, path, root, &r->fd, &st);
+	if (nerr != 0)
+		return nerr;
 	if (st.st_size == 0)
 		return image_fail(L, path, "empty file at offset 0");
 	r->len = (size_t)st.st_size;
@@ -851,6 +878,8 @@ List every member of an initramfs image: all concatenated cpio segments.
 @string hostpath image file (host path)
 @tparam[opt] table want set of member names whose data to return ("./" and "/"
 prefixes ignored; a key ending in "/" selects every member directly below)
+@tparam[opt] string root when given, `hostpath` is a path inside this root,
+resolved there (symlinks cannot leave it) and named so in errors
 @treturn[1] table entries `{name=, type=, size=, segment=}`, in image order
 @treturn[1] table contents `[want key] = data`
 @treturn[1] table segments `{offset=, size=, compression=}`
@@ -861,18 +890,26 @@ static int
 image_list(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
+	const char *root = luaL_optstring(L, 3, NULL);
 	if (!lua_isnoneornil(L, 2))
 		luaL_checktype(L, 2, LUA_TTABLE);
-	lua_settop(L, 2);
+	luaL_argcheck(L, root == NULL || path[0] == '/', 1, "absolute path inside root expected");
+	lua_settop(L, 3);
 	/* created empty first: a Lua error (out of memory) lets __gc release */
-	struct reader *r = lua_newuserdatauv(L, sizeof(*r), 0);	/* 3 */
+	struct reader *r = lua_newuserdatauv(L, sizeof(*r), 0);	/* 4, then 3 */
 	r->fd = -1;
 	r->map = NULL;
 	r->len = 0;
 	r->a = NULL;
 	r->cp = NULL;
+	r->root = NULL;
 	luaL_setmetatable(L, IMAGE_READER);
-	int nret = image_scan(L, path, r);
+	/* the layout below (want at 2, reader at 3, results from 4) predates
+	   `root`: the reader keeps a copy of it instead of a stack slot */
+	if (root != NULL && (r->root = strdup(root)) == NULL)
+		return vfi_push_errno(L, path, ENOMEM);
+	lua_remove(L, 3);
+	int nret = image_scan(L, path, r->root, r);
 	reader_free(r);
 	return nret;
 }

@@ -1,22 +1,77 @@
 /*
-** libkmod lookups for one kernel's module tree. A context is rooted at
-** <root>/lib/modules/<kver> and reads modprobe.d only from the dirs the
-** caller names, so the host's configuration never leaks into an answer
-** about another root.
+** libkmod lookups for one kernel's module tree inside a root.
+**
+** libkmod opens its files itself, by host path, following symlinks and
+** blocking on FIFOs: pointed at <root>/lib/modules/<kver> it would read a
+** host index through `modules.dep.bin -> /lib/modules/...` or hang on a FIFO.
+** So it never sees root: kmod_new copies the indexes it needs and the
+** modprobe.d files into a private temp dir, each opened through src/fs.c
+** (resolved inside root, regular files only, never blocking), and points
+** libkmod at the copy. The temp dir lives as long as the context.
 */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <libkmod.h>
 
 #include "core.h"
 
 #define KMOD_T "vfioinit.Kmod"
+#define COPY_CHUNK (1 << 16)
+
+/* What libkmod reads below its module dir (kmod 30; later ones add weakdep). */
+static const char *const index_names[] = {
+	"modules.dep.bin", "modules.alias.bin", "modules.symbols.bin",
+	"modules.builtin.alias.bin", "modules.builtin.bin", "modules.builtin.modinfo",
+	"modules.softdep", "modules.weakdep",
+	"modules.dep",  /* ours: the dep lines, for the placeholders of module() */
+	NULL
+};
 
 typedef struct {
 	struct kmod_ctx *ctx;  /* NULL once closed */
+	char *tmpdir;          /* the private copy libkmod reads; removed on close */
+	char *moddir;          /* as given: module paths are reported under it */
+	char *dep;             /* the copied modules.dep text, NUL-terminated, or NULL */
 } Kmod;
+
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st; (void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+
+/* Free the context and remove the temp dir. Idempotent (close, __gc, errors). */
+static void
+kmod_release(Kmod *k)
+{
+	if (k->ctx != NULL) {
+		kmod_unref(k->ctx);
+		k->ctx = NULL;
+	}
+	if (k->tmpdir != NULL) {
+		nftw(k->tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		free(k->tmpdir);
+		k->tmpdir = NULL;
+	}
+	free(k->moddir);
+	k->moddir = NULL;
+	free(k->dep);
+	k->dep = NULL;
+}
 
 
 static Kmod *
@@ -38,38 +93,236 @@ silent_log(void *data, int priority, const char *file, int line,
 }
 
 
-/* kmod_new(moddir [, {config_dir...}]) */
+/* Copy everything from fd to a new file `dst` (host path in our temp dir). */
+static int
+copy_fd(int fd, const char *dst)
+{
+	char *buf = malloc(COPY_CHUNK);
+	int out, err = 0;
+	if (buf == NULL)
+		return ENOMEM;
+	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0) {
+		free(buf);
+		return errno;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf, COPY_CHUNK), w = 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n < 0 ? errno : 0;
+			break;
+		}
+		while (w < n) {
+			ssize_t m = write(out, buf + w, (size_t)(n - w));
+			if (m < 0 && errno == EINTR)
+				continue;
+			if (m < 0) {
+				err = errno;
+				break;
+			}
+			w += m;
+		}
+		if (err != 0)
+			break;
+	}
+	free(buf);
+	if (close(out) < 0 && err == 0)
+		err = errno;
+	return err;
+}
+
+
+/*
+** Copy `path` (inside root) to `dst`. Returns 0 (copied), -1 (absent: a
+** missing file or a dangling link, which libkmod would skip too) or the
+** number of values pushed (nil, "PATH: reason", errno): a FIFO, a device, a
+** directory where a file belongs, an I/O error.
+*/
+static int
+copy_in(lua_State *L, const char *root, const char *path, const char *dst)
+{
+	struct stat st;
+	int fd, n, err;
+	if ((n = vfi_open_regular(L, root, path, &fd, &st)) != 0) {
+		if (lua_tointeger(L, -1) == ENOENT) {
+			lua_pop(L, n);
+			return -1;
+		}
+		return n;
+	}
+	err = copy_fd(fd, dst);
+	close(fd);
+	if (err != 0)
+		return vfi_push_errno(L, dst, err);
+	return 0;
+}
+
+
+/*
+** Copy the *.conf files of modprobe.d dir `dir` (inside root) into `dst`,
+** as libkmod would list them: hidden names, other suffixes and
+** subdirectories are skipped; a FIFO or device named *.conf is an error.
+*/
+static int
+copy_conf_dir(lua_State *L, const char *root, const char *dir, int dfd, const char *dst)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *de;
+	int n = 0;
+	if (d == NULL) {
+		int e = errno;
+		close(dfd);
+		return vfi_push_errno(L, dir, e);
+	}
+	if (mkdir(dst, 0700) < 0) {
+		int e = errno;
+		closedir(d);
+		return vfi_push_errno(L, dst, e);
+	}
+	while (n == 0 && (de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+		if (de->d_name[0] == '.' || len < 6 || strcmp(de->d_name + len - 5, ".conf") != 0)
+			continue;
+		lua_pushfstring(L, "%s/%s", dir, de->d_name);
+		lua_pushfstring(L, "%s/%s", dst, de->d_name);
+		n = copy_in(L, root, lua_tostring(L, -2), lua_tostring(L, -1));
+		if (n > 0 && lua_tointeger(L, -1) == EISDIR) {
+			lua_pop(L, n);  /* libkmod ignores directories in modprobe.d */
+			n = 0;
+		}
+		if (n > 0) {  /* keep the error, drop the two paths below it */
+			lua_rotate(L, -(n + 2), n);
+			lua_pop(L, 2);
+		} else {
+			lua_pop(L, 2);
+			n = 0;
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+
+/* Copy config path i (a modprobe.d dir or one file) into the temp dir; push its copy's path. */
+static int
+copy_config(lua_State *L, Kmod *k, const char *root, const char *path, int i)
+{
+	int fd, err, n;
+	err = vfi_open_dir(L, root, path, &fd);
+	if (err == ENOENT)
+		return -1;
+	if (err == ENOTDIR) {  /* a single file, as libkmod accepts too */
+		lua_pushfstring(L, "%s/conf%d.file", k->tmpdir, i);
+		n = copy_in(L, root, path, lua_tostring(L, -1));
+		if (n < 0)
+			lua_pop(L, 1);
+		else if (n > 0)
+			lua_remove(L, -n - 1);
+		return n;
+	}
+	if (err != 0)
+		return vfi_push_errno(L, path, err);
+	lua_pushfstring(L, "%s/conf%d", k->tmpdir, i);
+	n = copy_conf_dir(L, root, path, fd, lua_tostring(L, -1));
+	if (n > 0)
+		lua_remove(L, -n - 1);
+	return n;
+}
+
+
+/* Read our own copy of modules.dep (for module()'s placeholders); absent is fine. */
+static void
+load_dep(Kmod *k)
+{
+	char path[4096];
+	struct stat st;
+	int fd;
+	snprintf(path, sizeof path, "%s/modules.dep", k->tmpdir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	if (fstat(fd, &st) == 0 && (k->dep = malloc((size_t)st.st_size + 1)) != NULL) {
+		ssize_t n = read(fd, k->dep, (size_t)st.st_size);
+		k->dep[n > 0 ? n : 0] = '\0';
+	}
+	close(fd);
+}
+
+
+/*
+** kmod_new(moddir [, {config_path...} [, root]]): with `root`, moddir and
+** the config paths are inside it; without, host paths (root "/"). Only the
+** copies reach libkmod (see the top of this file).
+*/
 static int
 kmod_l_new(lua_State *L)
 {
 	const char *moddir = luaL_checkstring(L, 1);
+	const char *root = luaL_optstring(L, 3, "/");
+	const char *tmp = getenv("TMPDIR");
 	const char **configs;
-	size_t n = 0, i;
+	size_t n = 0, i, nc = 0;
+	int top, r;
 	Kmod *k;
 	if (!lua_isnoneornil(L, 2)) {
 		luaL_checktype(L, 2, LUA_TTABLE);
 		n = lua_rawlen(L, 2);
 	}
-	/* closed handle first: an allocation error below leaves a safe object */
+	luaL_argcheck(L, moddir[0] == '/', 1, "absolute path expected");
+	/* closed handle first: an error below leaves a safe object for __gc */
 	k = (Kmod *)lua_newuserdatauv(L, sizeof(Kmod), 0);
-	k->ctx = NULL;
+	memset(k, 0, sizeof *k);
 	luaL_setmetatable(L, KMOD_T);
 	configs = (const char **)lua_newuserdatauv(L, (n + 1) * sizeof(char *), 0);
-	for (i = 0; i < n; i++) {
-		lua_rawgeti(L, 2, (lua_Integer)i + 1);
-		configs[i] = luaL_checkstring(L, -1);
-		lua_pop(L, 1);  /* still referenced by the table */
-	}
-	configs[n] = NULL;
-	errno = 0;
-	k->ctx = kmod_new(moddir, configs);
-	if (k->ctx == NULL)
-		return vfi_push_errno(L, moddir, errno ? errno : ENOMEM);
-	kmod_set_log_fn(k->ctx, silent_log, NULL);
-	if (kmod_load_resources(k->ctx) < 0) {
-		/* no indexes: fall back to the text files, as modprobe does */
+	top = lua_gettop(L);
+	if ((k->moddir = strdup(moddir)) == NULL)
+		return vfi_push_errno(L, moddir, ENOMEM);
+	lua_pushfstring(L, "%s/vfioinit-kmod.XXXXXX", tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");
+	if ((k->tmpdir = strdup(lua_tostring(L, -1))) == NULL || mkdtemp(k->tmpdir) == NULL) {
+		int e = k->tmpdir != NULL ? errno : ENOMEM;
+		free(k->tmpdir);
+		k->tmpdir = NULL;
+		return vfi_push_errno(L, lua_tostring(L, -1), e);
 	}
 	lua_pop(L, 1);
+	for (i = 0; index_names[i] != NULL; i++) {
+		lua_pushfstring(L, "%s/%s", moddir, index_names[i]);
+		lua_pushfstring(L, "%s/%s", k->tmpdir, index_names[i]);
+		if ((r = copy_in(L, root, lua_tostring(L, -2), lua_tostring(L, -1))) > 0) {
+			kmod_release(k);
+			return r;
+		}
+		lua_pop(L, 2);
+	}
+	for (i = 0; i < n; i++) {
+		lua_rawgeti(L, 2, (lua_Integer)i + 1);
+		r = copy_config(L, k, root, luaL_checkstring(L, -1), (int)i);
+		if (r > 0) {
+			kmod_release(k);
+			return r;
+		}
+		if (r == 0) {  /* the copy's path is on the stack, above `top` */
+			lua_remove(L, -2);
+			configs[nc++] = lua_tostring(L, -1);
+		} else {
+			lua_pop(L, 1);
+		}
+	}
+	configs[nc] = NULL;
+	load_dep(k);
+	errno = 0;
+	k->ctx = kmod_new(k->tmpdir, configs);
+	if (k->ctx == NULL) {
+		int e = errno ? errno : ENOMEM;
+		kmod_release(k);
+		return vfi_push_errno(L, moddir, e);
+	}
+	kmod_set_log_fn(k->ctx, silent_log, NULL);
+	if (kmod_load_resources(k->ctx) < 0) {
+		/* an index is missing: libkmod looks up what it has, as modprobe does */
+	}
+	lua_settop(L, top - 1);
 	return 1;
 }
 
@@ -77,11 +330,7 @@ kmod_l_new(lua_State *L)
 static int
 kmod_l_close(lua_State *L)
 {
-	Kmod *k = (Kmod *)luaL_checkudata(L, 1, KMOD_T);
-	if (k->ctx != NULL) {
-		kmod_unref(k->ctx);
-		k->ctx = NULL;
-	}
+	kmod_release((Kmod *)luaL_checkudata(L, 1, KMOD_T));
 	return 0;
 }
 
@@ -99,6 +348,88 @@ push_names(lua_State *L, struct kmod_list *list)
 		lua_rawseti(L, -2, ++i);
 		kmod_module_unref(m);
 	}
+}
+
+
+/*
+** An empty file at `dep` (a path relative to the module dir, from the root's
+** modules.dep) in the temp dir. Absolute paths and "." or ".." components are
+** skipped: nothing is ever created outside the temp dir, which holds only
+** what we made (no symlinks to follow).
+*/
+static void
+placeholder(Kmod *k, const char *dep, size_t n)
+{
+	char path[4096];
+	size_t base = strlen(k->tmpdir) + 1, i, start;
+	int fd;
+	if (n == 0 || dep[0] == '/' || base + n >= sizeof path)
+		return;
+	memcpy(path, k->tmpdir, base - 1);
+	path[base - 1] = '/';
+	memcpy(path + base, dep, n);
+	path[base + n] = '\0';
+	for (i = start = base; i <= base + n; i++) {
+		if (path[i] != '/' && path[i] != '\0')
+			continue;
+		if ((i - start == 1 && path[start] == '.')
+		    || (i - start == 2 && path[start] == '.' && path[start + 1] == '.') || i == start)
+			return;
+		if (path[i] == '/') {
+			path[i] = '\0';
+			if (mkdir(path, 0700) < 0 && errno != EEXIST)
+				return;
+			path[i] = '/';
+		}
+		start = i + 1;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+}
+
+
+/*
+** libkmod stats every dependency's .ko before it lists it, and the copy has
+** no .ko files: give the deps on `rel`'s line of modules.dep placeholders.
+*/
+static void
+make_placeholders(Kmod *k, const char *rel)
+{
+	size_t rl = strlen(rel);
+	const char *line, *end, *p;
+	if (k->dep == NULL)
+		return;
+	for (line = k->dep; *line != '\0'; line = *end ? end + 1 : end) {
+		end = strchr(line, '\n');
+		if (end == NULL)
+			end = line + strlen(line);
+		if ((size_t)(end - line) > rl && memcmp(line, rel, rl) == 0 && line[rl] == ':')
+			break;
+	}
+	if (*line == '\0')
+		return;
+	for (p = line + rl + 1; p < end;) {
+		size_t n;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		for (n = 0; p + n < end && p[n] != ' ' && p[n] != '\t'; n++)
+			;
+		placeholder(k, p, n);
+		p += n;
+	}
+}
+
+
+/* A path libkmod gives, under the temp dir, as under the module dir given to kmod_new. */
+static void
+push_path(lua_State *L, Kmod *k, const char *path)
+{
+	size_t tl = strlen(k->tmpdir);
+	if (strncmp(path, k->tmpdir, tl) == 0 && path[tl] == '/')
+		lua_pushfstring(L, "%s%s", k->moddir, path + tl);
+	else
+		lua_pushstring(L, path);
 }
 
 
@@ -155,8 +486,10 @@ kmod_l_module(lua_State *L)
 	lua_setfield(L, -2, "name");
 	lua_pushliteral(L, "module");
 	lua_setfield(L, -2, "state");
-	lua_pushstring(L, path);
+	push_path(L, k, path);
 	lua_setfield(L, -2, "path");
+	if (strncmp(path, k->tmpdir, strlen(k->tmpdir)) == 0 && path[strlen(k->tmpdir)] == '/')
+		make_placeholders(k, path + strlen(k->tmpdir) + 1);
 	deps = kmod_module_get_dependencies(mod);
 	push_names(L, deps);
 	kmod_module_unref_list(deps);

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -47,6 +49,8 @@ enum step {
 	ST_CHROOT,	/* chroot(root) */
 	ST_CHDIR,	/* chdir("/") (arg 0) or chdir(cwd) (arg 1) */
 	ST_EXEC,	/* execve of every PATH candidate */
+	ST_PDEATHSIG,	/* prctl(PR_SET_PDEATHSIG) */
+	ST_FORK,	/* fork of the command into its PID namespace */
 };
 
 struct child_err {
@@ -76,6 +80,8 @@ typedef struct Spawn {
 	int out[2];		/* stdout pipe */
 	int err[2];		/* stderr pipe */
 	int errp[2];		/* child setup failure pipe */
+	int statp[2];		/* PID namespace init -> us: the command's wait status */
+	int life[2];		/* we hold the write end: the child sees us die (POLLHUP) */
 	int devnull;
 	char *buf[2];		/* pending partial line per stream */
 	size_t len[2];
@@ -123,6 +129,8 @@ spawn_release(Spawn *s)
 		close_fd(&s->out[i]);
 		close_fd(&s->err[i]);
 		close_fd(&s->errp[i]);
+		close_fd(&s->statp[i]);
+		close_fd(&s->life[i]);
 	}
 	close_fd(&s->devnull);
 	for (i = 0; i < 2; i++) {
@@ -166,14 +174,105 @@ child_move(int fd, int target)
 }
 
 
+/* Mount /proc, /sys, /dev into root; `fresh_proc`: a new procfs for the PID namespace. */
+static void
+child_mounts(const struct plan *p, int wfd, int fresh_proc)
+{
+	struct stat st;
+	int i;
+	for (i = 0; i < NMNT; i++) {
+		if (lstat(p->mnt[i], &st) < 0) {
+			if (errno != ENOENT || (mkdir(p->mnt[i], 0755) < 0 && errno != EEXIST))
+				child_fail(wfd, ST_MOUNTPOINT, i);
+		} else if (!S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;	/* never follow a symlink out of root */
+			child_fail(wfd, ST_MOUNTPOINT, i);
+		}
+		/* a procfs of its own shows the command its namespace, not the host's processes */
+		if (i == 0 && fresh_proc
+		    && mount("proc", p->mnt[i], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0)
+			continue;
+		if (mount(mnt_names[i], p->mnt[i], NULL, MS_BIND | MS_REC, NULL) < 0)
+			child_fail(wfd, ST_MOUNT, i);
+	}
+}
+
+
+/* Mounts, chroot, chdir, then exec the command: the last steps of the child. */
 static void __attribute__((noreturn))
-child_run(const struct plan *p, Spawn *s)
+child_exec(const struct plan *p, int wfd, int fresh_proc)
+{
+	int i, e, seen_eacces = 0;
+	if (p->root) {
+		child_mounts(p, wfd, fresh_proc);
+		if (chroot(p->root) < 0)
+			child_fail(wfd, ST_CHROOT, 0);
+		if (chdir("/") < 0)
+			child_fail(wfd, ST_CHDIR, 0);
+	}
+	if (p->cwd && chdir(p->cwd) < 0)
+		child_fail(wfd, ST_CHDIR, 1);
+
+	/* execvp's search, but in the command's own PATH and without its sh fallback. */
+	e = ENOENT;
+	for (i = 0; p->cand[i]; i++) {
+		execve(p->cand[i], (char *const *)p->argv, (char *const *)p->envp);
+		e = errno;
+		if (e == EACCES)
+			seen_eacces = 1;
+		else if (e != ENOENT && e != ENOTDIR && e != ESTALE && e != ENODEV && e != ETIMEDOUT)
+			break;
+	}
+	errno = seen_eacces && p->cand[i] == NULL ? EACCES : e;
+	child_fail(wfd, ST_EXEC, 0);
+}
+
+
+/*
+** The child in its own PID namespace is that namespace's init: it forks the
+** command, reaps every orphan, and when the command exits hands its wait
+** status to vfioinit through statp and exits. When an init exits (or is
+** killed, e.g. by PR_SET_PDEATHSIG when vfioinit dies) the kernel kills
+** every process left in its namespace: nothing the generator started can
+** outlive vfioinit, even one that left the process group. The command is
+** not the init itself, so signals behave for it as they always do.
+*/
+static void __attribute__((noreturn))
+child_init(const struct plan *p, Spawn *s, int wfd)
+{
+	int status = 0, st;
+	pid_t cmd, w;
+	cmd = fork();
+	if (cmd < 0)
+		child_fail(wfd, ST_FORK, 0);
+	if (cmd == 0)
+		child_exec(p, wfd, 1);
+	close(wfd);	/* the command reports its own setup failures */
+	for (;;) {
+		w = waitpid(-1, &st, 0);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			break;
+		if (w == cmd) {
+			status = st;
+			break;
+		}
+	}
+	while (write(s->statp[1], &status, sizeof status) < 0 && errno == EINTR)
+		;
+	_exit(0);
+}
+
+
+static void __attribute__((noreturn))
+child_run(const struct plan *p, Spawn *s, int pidns)
 {
 	int wfd = s->errp[1];
-	int in, out, err, i, sig, e, seen_eacces = 0;
+	int in, out, err, sig;
 	struct sigaction sa;
 	sigset_t none;
-	struct stat st;
+	struct pollfd pf;
 
 	/* Exec keeps ignored signals ignored: give the command default ones. */
 	memset(&sa, 0, sizeof sa);
@@ -182,6 +281,18 @@ child_run(const struct plan *p, Spawn *s)
 		sigaction(sig, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	/*
+	** Die with vfioinit, even by kill -9. If it died before the prctl, the
+	** write end of `life` is gone: POLLHUP (getppid() is 0 for an init).
+	*/
+	close(s->life[1]);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		child_fail(wfd, ST_PDEATHSIG, 0);
+	pf.fd = s->life[0];
+	pf.events = POLLIN;
+	if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP))
+		_exit(127);
 
 	if (setpgid(0, 0) < 0)
 		child_fail(wfd, ST_SETPGID, 0);
@@ -208,37 +319,10 @@ child_run(const struct plan *p, Spawn *s)
 			child_fail(wfd, ST_UNSHARE, 0);
 		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 			child_fail(wfd, ST_PRIVATE, 0);
-		for (i = 0; i < NMNT; i++) {
-			if (lstat(p->mnt[i], &st) < 0) {
-				if (errno != ENOENT || (mkdir(p->mnt[i], 0755) < 0 && errno != EEXIST))
-					child_fail(wfd, ST_MOUNTPOINT, i);
-			} else if (!S_ISDIR(st.st_mode)) {
-				errno = ENOTDIR;	/* never follow a symlink out of root */
-				child_fail(wfd, ST_MOUNTPOINT, i);
-			}
-			if (mount(mnt_names[i], p->mnt[i], NULL, MS_BIND | MS_REC, NULL) < 0)
-				child_fail(wfd, ST_MOUNT, i);
-		}
-		if (chroot(p->root) < 0)
-			child_fail(wfd, ST_CHROOT, 0);
-		if (chdir("/") < 0)
-			child_fail(wfd, ST_CHDIR, 0);
 	}
-	if (p->cwd && chdir(p->cwd) < 0)
-		child_fail(wfd, ST_CHDIR, 1);
-
-	/* execvp's search, but in the command's own PATH and without its sh fallback. */
-	e = ENOENT;
-	for (i = 0; p->cand[i]; i++) {
-		execve(p->cand[i], (char *const *)p->argv, (char *const *)p->envp);
-		e = errno;
-		if (e == EACCES)
-			seen_eacces = 1;
-		else if (e != ENOENT && e != ENOTDIR && e != ESTALE && e != ENODEV && e != ETIMEDOUT)
-			break;
-	}
-	errno = seen_eacces && p->cand[i] == NULL ? EACCES : e;
-	child_fail(wfd, ST_EXEC, 0);
+	if (pidns)
+		child_init(p, s, wfd);
+	child_exec(p, wfd, 0);
 }
 
 
@@ -366,6 +450,12 @@ push_child_err(lua_State *L, const struct plan *p, const struct child_err *e)
 		break;
 	case ST_CHROOT:
 		lua_pushfstring(L, "%s: chroot: %s", p->root, why);
+		break;
+	case ST_PDEATHSIG:
+		lua_pushfstring(L, "spawn: prctl(PR_SET_PDEATHSIG): %s", why);
+		break;
+	case ST_FORK:
+		lua_pushfstring(L, "spawn: fork into a PID namespace: %s", why);
 		break;
 	default:
 		lua_pushfstring(L, "%s: chdir: %s", e->arg ? p->cwd : "/", why);
@@ -535,7 +625,7 @@ spawn_spawn(lua_State *L)
 	Spawn *s;
 	double timeout = 0, start, deadline, t;
 	size_t n, i, got;
-	int phase = 0, timed_out = 0, status = 0, reaped = 0;
+	int phase = 0, timed_out = 0, status = 0, reaped = 0, pidns;
 
 	luaL_checktype(L, OPTS, LUA_TTABLE);
 	lua_settop(L, OPTS);
@@ -585,11 +675,13 @@ spawn_spawn(lua_State *L)
 	memset(s, 0, sizeof *s);
 	s->pidfd = s->out[0] = s->out[1] = s->err[0] = s->err[1] = -1;
 	s->errp[0] = s->errp[1] = s->devnull = -1;
+	s->statp[0] = s->statp[1] = s->life[0] = s->life[1] = -1;
 	luaL_setmetatable(L, SPAWN_T);
 	lua_toclose(L, UD);
 
 	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0
-	    || pipe2(s->errp, O_CLOEXEC) < 0) {
+	    || pipe2(s->errp, O_CLOEXEC) < 0 || pipe2(s->statp, O_CLOEXEC) < 0
+	    || pipe2(s->life, O_CLOEXEC) < 0) {
 		int e = errno;
 		spawn_release(s);
 		return vfi_push_errno(L, "spawn: pipe", e);
@@ -602,7 +694,11 @@ spawn_spawn(lua_State *L)
 	}
 
 	start = now();
-	s->pid = fork();
+	/* The child in a new PID namespace where the kernel lets us (child_init), else a plain fork. */
+	s->pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_NEWPID | SIGCHLD), NULL, NULL, NULL, NULL);
+	pidns = s->pid >= 0;
+	if (s->pid < 0 && errno != EAGAIN && errno != ENOMEM)
+		s->pid = fork();	/* EPERM (not root), EINVAL, ENOSPC, EUSERS: no namespace */
 	if (s->pid < 0) {
 		int e = errno;
 		s->pid = 0;
@@ -610,8 +706,11 @@ spawn_spawn(lua_State *L)
 		return vfi_push_errno(L, "spawn: fork", e);
 	}
 	if (s->pid == 0)
-		child_run(&p, s);
+		child_run(&p, s, pidns);
 
+	close_fd(&s->life[0]);	/* life[1] stays open as long as we live */
+	close_fd(&s->statp[1]);
+	fcntl(s->statp[0], F_SETFL, O_NONBLOCK);
 	close_fd(&s->out[1]);
 	close_fd(&s->err[1]);
 	close_fd(&s->errp[1]);
@@ -710,6 +809,12 @@ spawn_spawn(lua_State *L)
 		}
 	}
 	t = now();
+	if (reaped && pidns && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		/* the namespace's init exited normally: the command's own status is in statp */
+		int cs;
+		if (read(s->statp[0], &cs, sizeof cs) == (ssize_t)sizeof cs)
+			status = cs;
+	}
 
 	lua_createtable(L, 0, 4);
 	if (reaped && WIFEXITED(status)) {

@@ -11,14 +11,8 @@ local function norm(name) return (name:gsub("-", "_")) end
 -- list(root, path [, want]) -> entries, contents, segments | nil, msg
 -- `path` is inside root; errors name it as seen in root, not the host path.
 function M.list(root, path, want)
-  local host = (root:gsub("/+$", "")) .. path
-  local entries, contents, segments = core.image_list(host, want)
-  if not entries then
-    local msg = contents
-    if msg:sub(1, #host + 1) == host .. ":" then msg = path .. msg:sub(#host + 1) end
-    return nil, msg
-  end
-  return entries, contents, segments
+  -- opened inside root (symlinks resolve there), only when it is a regular file
+  return core.image_list(path, want, root)
 end
 
 -- The set of module names (normalized with `_`) that `entries` carry for `kver`:

@@ -265,6 +265,8 @@ local function new()
       report.applied = true
     end
     local ctx = make_ctx(root, plan.inventory, plan.kernels)
+    -- an earlier run killed mid-rebuild may have left <image>.vfioinit-prev: settle it first
+    report.leftovers = require("vfioinit.rebuild").sweep(ctx, plan.generators, plan.kernels, log)
     -- Each image is read once per run unless it is rebuilt: reading a 13 MB image is most of
     -- a no-op apply's time.
     local checked = {}

@@ -6,7 +6,11 @@ local detect = require "vfioinit.detect"
 
 local M = {}
 
--- Open a libkmod context on <root>/lib/modules/<kver>, with root's own modprobe.d.
+-- Open a libkmod context on root's /lib/modules/<kver>, with root's own modprobe.d.
+-- libkmod only ever sees a private copy of these files, each read inside root and
+-- only when it is a regular file (src/kmod.c): a symlink cannot lead it to the
+-- host's indexes or config, and a FIFO is an error naming it instead of a hang.
+local CONFIG_DIRS = { "/etc/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d", "/run/modprobe.d" }
 local function open(root, kver)
   local _, dirs = detect.kernels(root)
   local dir = dirs[kver]
@@ -14,12 +18,7 @@ local function open(root, kver)
     return nil, ("/lib/modules/%s: no such kernel in %s"):format(kver, root)
   end
   local resolved = core.resolve(root, dir) or dir
-  local configs = {}
-  for _, d in ipairs({ "/etc/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d", "/run/modprobe.d" }) do
-    local r = core.resolve(root, d)
-    if r then configs[#configs + 1] = util.host(root, r) end
-  end
-  local ctx, err = core.kmod_new(util.host(root, resolved), configs)
+  local ctx, err = core.kmod_new(resolved, CONFIG_DIRS, root)
   if not ctx then return nil, err end
   return ctx, resolved
 end

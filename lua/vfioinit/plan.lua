@@ -111,7 +111,7 @@ local function wanted(root, kernels, extra)
     for _, k in ipairs(kernels) do
       if not per_kernel[k] then
         local mods, err = kernel.modules({ root = root, kernel = k })
-        if not mods then return nil, err end
+        if not mods then return nil, err end  -- e.g. an index that is a FIFO: name it
         per_kernel[k] = mods
       end
       local st = "absent"

@@ -18,6 +18,8 @@ image until the new one has been built and verified.
               "... done in 1.2 s")
 
 Always returns one report table (misuse, e.g. a non-table argument, raises):
+  report.leftovers = what M.sweep found first: `<image>.vfioinit-prev` files an
+                   interrupted run left ({path=, image=, action="restored"|"removed"})
   report.ok      = true when every kernel was rebuilt and verified
   report.error   = first failure's message (nil when ok)
   report.kernels = list, one entry per kernel and command:
@@ -126,6 +128,11 @@ local function run_command(ctx, gen, cmd, opts, entries)
   for _, e in ipairs(list) do
     if not e.image then
       return fail_all(e.image_error or ("%s: no image path for kernel %s"):format(gen.name, e.kernel))
+    end
+    -- a FIFO or device where the image belongs is not ours to replace
+    local st = core.stat(root, e.image)
+    if st and st.type ~= "file" then
+      return fail_all(("%s: not a regular file (%s)"):format(e.image, st.kind or st.type))
     end
   end
 
@@ -251,6 +258,47 @@ local function run_command(ctx, gen, cmd, opts, entries)
 end
 
 
+-- A leftover `<image>.vfioinit-prev` means an earlier run was killed between keeping
+-- the previous image and putting it back or removing it. Under the lock, decide by
+-- the image: missing, empty or not a readable initramfs -> put the previous one back;
+-- otherwise the new image stands and the copy goes. Returns a list of
+-- {path=, image=, action="restored"|"removed", message=, error=nil|msg}.
+function M.sweep(ctx, gens, kernels, log)
+  local root = ctx.root
+  local out, seen = {}, {}
+  log = log or function() end
+  for _, gen in ipairs(gens) do
+    for _, kver in ipairs(kernels or {}) do
+      local image = gen.image_path(ctx, kver)
+      local real = image and (core.resolve(root, image) or image)
+      local prev = real and real .. M.BACKUP_SUFFIX
+      local pst = prev and not seen[prev] and core.stat(root, prev, true)
+      if pst and pst.type == "file" then
+        seen[prev] = true
+        local st = core.stat(root, real)
+        local good = st and st.type == "file" and st.size > 0 and core.image_list(real, nil, root) ~= nil
+        local e = { path = prev, image = image }
+        local ok, err
+        if good then
+          e.action = "removed"
+          e.message = ("removed leftover %s"):format(prev)
+          ok, err = core.remove(root, prev)
+        else
+          e.action = "restored"
+          e.message = ("restored %s from %s (an earlier run was interrupted)")
+            :format(real, prev:match("[^/]+$"))
+          ok, err = core.rename(root, prev, real)
+        end
+        if not ok then e.error = err; e.message = e.message .. " failed: " .. tostring(err) end
+        log(e.message)
+        out[#out + 1] = e
+      end
+    end
+  end
+  return out
+end
+
+
 function M.run(ctx, gens, opts)
   assert(type(ctx) == "table" and type(ctx.root) == "string", "rebuild.run: ctx with a root expected")
   assert(type(gens) == "table", "rebuild.run: list of generators expected")
@@ -258,6 +306,7 @@ function M.run(ctx, gens, opts)
   assert(type(opts) == "table", "rebuild.run: opts must be a table")
   local kernels = opts.kernels or ctx.kernels or {}
   local report = { ok = true, kernels = {} }
+  report.leftovers = M.sweep(ctx, gens, kernels, opts.log)
   for _, gen in ipairs(gens) do
     local cmds, err = gen.rebuild_argv(ctx, kernels)
     if not cmds then

@@ -49,7 +49,7 @@ function M.check(ctx, gen, kver, opts)
   local mp = modprobe.FILE:sub(2)
   local expect_mp = opts.modprobe_content
   if expect_mp then want[mp] = true end
-  local entries, contents = core.image_list(util.host(root, resolved), want)
+  local entries, contents = core.image_list(resolved, want, root)
   if not entries then r.error = contents; r.missing = req; return r end
   local absent = image.has_modules(entries, kver, req)
   local early = gen.early_modules and gen.early_modules(contents or {}) or nil
