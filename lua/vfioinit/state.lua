@@ -40,13 +40,9 @@ end
 local function enc(s) return (s:gsub("[%%\t\n]", function(c) return ("%%%02X"):format(c:byte()) end)) end
 local function dec(s) return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
 
--- load(root) -> entries (list, in recording order), by_path | nil, err
-function M.load(root)
-  local text, err, code = core.read(root, M.MANIFEST)
-  if not text then
-    if code == ENOENT then return {}, {} end
-    return nil, err
-  end
+-- parse_manifest(text) -> entries (list, in recording order), by_path | nil, "LINE: reason".
+-- Pure (no root, no I/O) and never raises: tools/fuzz drives it (fuzz/manifest_parse.c).
+function M.parse_manifest(text)
   local list, by_path, n = {}, {}, 0
   for line in text:gmatch("([^\n]*)\n") do
     n = n + 1
@@ -58,11 +54,23 @@ function M.load(root)
     elseif f[1] == "created" and #f == 3 then
       e = { kind = "created", generator = f[2], path = f[3] }
     else
-      return nil, ("%s:%d: unreadable manifest line"):format(M.MANIFEST, n)
+      return nil, ("%d: unreadable manifest line"):format(n)
     end
     list[#list + 1] = e
     by_path[e.path] = e
   end
+  return list, by_path
+end
+
+-- load(root) -> entries (list, in recording order), by_path | nil, err
+function M.load(root)
+  local text, err, code = core.read(root, M.MANIFEST)
+  if not text then
+    if code == ENOENT then return {}, {} end
+    return nil, err
+  end
+  local list, by_path = M.parse_manifest(text)
+  if not list then return nil, M.MANIFEST .. ":" .. by_path end
   return list, by_path
 end
 
