@@ -132,3 +132,15 @@ describe("modprobe.conflicts with continued lines", function()
     assert.truthy(err:match("^/etc/modprobe%.d/gpu%.conf:3: blacklists"), err)
   end)
 end)
+
+describe("tools/fuzz --selftest", function()
+  it("reports a harness whose parser raises as a crash", function()
+    if not (h.sh("command -v clang") or ""):match("clang") then return pending("clang not installed") end
+    -- the fuzzer carries clang's ASan runtime: not tools/test's preloaded gcc one
+    local out, ok = h.sh("env -u LD_PRELOAD -u ASAN_OPTIONS FUZZ_BUILD="
+      .. h.q(h.project .. "/build-fuzz-selftest") .. " tools/fuzz --selftest 2>&1")
+    assert.is_true(ok, out)
+    assert.truthy(out:match("fuzz selftest: a raising parser is reported as a crash "
+      .. "%(fuzz manifest_parse: %d+ execs in %d+ s, [1-9]%d* crashes, artifact "), out)
+  end)
+end)
