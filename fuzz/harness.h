@@ -1,7 +1,7 @@
 /*
 ** fuzz/harness.h: the part every libFuzzer harness shares. Each input gets a
 ** fresh lua_State holding the real vfioinit.core table (luaopen_vfioinit_core,
-** src/*.c compiled into the fuzzer), closed after the call: every byte Lua
+** every src/ C file compiled into the fuzzer), closed after the call: every byte Lua
 ** allocated is freed again, so libFuzzer's per-input leak check only reports
 ** memory the C core lost. A harness defines fuzz_call(L, data, size): push the
 ** core function and its arguments, return the argument count. The call runs

@@ -5,7 +5,9 @@
 ** of the members verify reads (a plain name and a directory key), so the
 ** data-collecting path is fuzzed too.
 */
+#ifndef _GNU_SOURCE  /* tools/fuzz passes -D_GNU_SOURCE */
 #define _GNU_SOURCE
+#endif
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>

@@ -20,9 +20,107 @@ function M.content(ids, drivers)
   return table.concat(out, "\n") .. "\n"
 end
 
+-- modprobe.d(5) as kmod reads it (libkmod-config.c): a backslash before a newline joins
+-- the next line, a backslash before any other character drops out (`\\` is one `\`), and a
+-- logical line starting with `#` is a comment. vfioinit also drops `#...` later in a line
+-- (kmod would hand it on as option text, which modules ignore).
+local function logical_lines(text)
+  local out, buf, first, n = {}, {}, nil, 0
+  for line, nl in text:gmatch("([^\n]*)(\n?)") do
+    if line == "" and nl == "" then break end  -- the empty match past the last line
+    n = n + 1
+    first = first or n
+    local k = #line  -- count the trailing backslashes (a loop: `\\*$` is quadratic on a long run)
+    while k > 0 and line:byte(k) == 92 do k = k - 1 end
+    local joined = (#line - k) % 2 == 1  -- an odd run: the last one escapes the newline
+    buf[#buf + 1] = joined and line:sub(1, -2) or line
+    if not joined or nl == "" then
+      out[#out + 1] = { line = first, text = table.concat(buf):gsub("\\(.)", "%1") }
+      buf, first = {}, nil
+    end
+  end
+  return out
+end
+
+-- What each command needs after its name (kmod's syntax_error cases); the words after the
+-- module name are the directive's args.
+local NEEDS = {
+  alias = "a name and a module", options = "a module and options", install = "a module and a command",
+  remove = "a module and a command", softdep = "a module and its dependencies", blacklist = "a module",
+  weakdep = "a module and its dependencies",
+}
+
+local function directive(n, words)
+  local cmd = words[1]
+  local need = NEEDS[cmd]
+  if not need then
+    if cmd == "include" or cmd == "config" then
+      return nil, ("%d: '%s' is obsolete and modprobe ignores it"):format(n, cmd)
+    end
+    return nil, ("%d: unknown command '%s' (modprobe ignores this line)"):format(n, cmd)
+  end
+  if #words < (cmd == "blacklist" and 2 or 3) then
+    return nil, ("%d: %s needs %s"):format(n, cmd, need)
+  end
+  local d = { line = n, cmd = cmd, module = words[2], args = {} }
+  for i = 3, #words do d.args[i - 2] = words[i] end
+  if cmd == "alias" then
+    d.name, d.module = words[2], words[3]
+  elseif cmd == "softdep" then  -- `pre:`/`post:` switch lists; words before either are ignored
+    d.pre, d.post = {}, {}
+    local into
+    for _, w in ipairs(d.args) do
+      if w == "pre:" then into = d.pre elseif w == "post:" then into = d.post
+      elseif into then into[#into + 1] = w end
+    end
+  end
+  return d
+end
+
+-- parse(text[, lenient]) -> directives | nil, "LINE: reason". Pure: never raises.
+-- A directive: { line = first line, cmd =, module =, args = {words after the module} }
+-- (+ name for alias, pre/post for softdep). A malformed line is an error, or with
+-- `lenient` skipped the way modprobe skips it (its "LINE: reason" goes to a second list).
+function M.parse(text, lenient)
+  local list, skipped = {}, {}
+  for _, l in ipairs(logical_lines(text)) do
+    if l.text:sub(1, 1) ~= "#" then
+      local words = {}
+      for w in l.text:gsub("#.*", ""):gmatch("%S+") do words[#words + 1] = w end
+      if #words > 0 then
+        local d, err = directive(l.line, words)
+        if d then list[#list + 1] = d
+        elseif lenient then skipped[#skipped + 1] = err
+        else return nil, err end
+      end
+    end
+  end
+  return list, skipped
+end
+
 local function is_vfio_pci(name) return name and util.norm(name) == "vfio_pci" end
 
+-- The reason directive `d` would defeat vfio-pci claiming `want` (ids joined by ","), or nil.
+local function conflict(d, want)
+  if d.cmd == "blacklist" and is_vfio_pci(d.module) then
+    return "blacklists vfio_pci, which would keep it from claiming the devices"
+  elseif d.cmd == "install" and is_vfio_pci(d.module) then
+    return ("an install command replaces loading vfio_pci (%s)"):format(table.concat(d.args, " "))
+  elseif d.cmd == "options" and is_vfio_pci(d.module) and want then
+    for _, a in ipairs(d.args) do
+      local v = a:match("^ids=(.*)$")
+      if v then
+        local theirs = util.check_ids(v)
+        if not theirs or table.concat(theirs, ",") ~= want then
+          return ("already sets vfio-pci ids=%s (vfioinit would set ids=%s)"):format(v, want)
+        end
+      end
+    end
+  end
+end
+
 -- conflicts(ctx, ids) -> nil | "path:line: reason": settings elsewhere that would defeat ours.
+-- Lines modprobe itself ignores (malformed, unknown commands) are ignored here too.
 function M.conflicts(ctx, ids)
   local want = ids and table.concat(ids, ",") or nil
   for _, dir in ipairs(M.DIRS) do
@@ -31,27 +129,9 @@ function M.conflicts(ctx, ids)
       if name:match("%.conf$") and path ~= M.FILE then
         local text, err = ctx.read(path)
         if err then return err end
-        local n = 0
-        for line in (text or ""):gmatch("([^\n]*)\n?") do
-          n = n + 1
-          local words = {}
-          for w in line:gsub("#.*", ""):gmatch("%S+") do words[#words + 1] = w end
-          local cmd, mod = words[1], words[2]
-          if cmd == "blacklist" and is_vfio_pci(mod) then
-            return ("%s:%d: blacklists vfio_pci, which would keep it from claiming the devices"):format(path, n)
-          elseif cmd == "install" and is_vfio_pci(mod) then
-            return ("%s:%d: an install command replaces loading vfio_pci (%s)"):format(path, n, table.concat(words, " ", 3))
-          elseif cmd == "options" and is_vfio_pci(mod) and want then
-            for i = 3, #words do
-              local v = words[i]:match("^ids=(.*)$")
-              if v then
-                local theirs = util.check_ids(v)
-                if not theirs or table.concat(theirs, ",") ~= want then
-                  return ("%s:%d: already sets vfio-pci ids=%s (vfioinit would set ids=%s)"):format(path, n, v, want)
-                end
-              end
-            end
-          end
+        for _, d in ipairs(M.parse(text or "", true)) do
+          local why = conflict(d, want)
+          if why then return ("%s:%d: %s"):format(path, d.line, why) end
         end
       end
     end
