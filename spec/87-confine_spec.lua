@@ -20,6 +20,10 @@ local function arch_root()
   local r = h.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
     exec = { "/usr/bin/mkinitcpio", "/usr/lib/kernel/install.d/50-mkinitcpio.install" } })
   local kver = h.install_kernel(r, "cloud")
+  -- the stub generator is a #!/bin/sh script: without a shell in root, rebuild stops at the
+  -- missing interpreter before it reaches the image this spec puts a FIFO at
+  local bb = h.static_busybox()
+  if bb then h.sh("mkdir -p " .. h.q(r .. "/bin") .. " && cp " .. h.q(bb) .. " " .. h.q(r .. "/bin/sh")) end
   return r, kver
 end
 
