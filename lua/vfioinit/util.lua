@@ -15,8 +15,12 @@ function M.band(a, b)
   return r
 end
 
-M.VFIO = { "vfio", "vfio_iommu_type1", "vfio_pci", "vfio_virqfd" }
-M.GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm", "nvidia_drm", "i915", "xe" }
+-- util.VFIO and util.GPU are vfioinit.machine's lists (read through, never copied), so a
+-- change to machine.GPU reaches the callers that still say util.GPU.
+local machine = require "vfioinit.machine"
+setmetatable(M, { __index = function(_, k)
+  if k == "VFIO" or k == "GPU" then return machine[k] end
+end })
 
 -- `-` and `_` name the same module; `_` is the kernel's canonical spelling.
 function M.norm(name) return (name:gsub("-", "_")) end
@@ -27,7 +31,7 @@ function M.set(list, f)
   return s
 end
 
-function M.gpu_set() return M.set(M.GPU) end
+function M.gpu_set() return M.set(machine.GPU) end
 
 function M.valid_module(name)
   return type(name) == "string" and name:match("^[A-Za-z0-9_-]+$") ~= nil
@@ -69,23 +73,6 @@ function M.sorted_keys(t)
   for key in pairs(t) do k[#k + 1] = key end
   table.sort(k)
   return k
-end
-
--- Compare kernel versions the way `sort -V` would (numeric runs compare as numbers).
-function M.version_less(a, b)
-  local ia, ib = 1, 1
-  while ia <= #a and ib <= #b do
-    local na, nb = a:match("^%d+", ia), b:match("^%d+", ib)
-    if na and nb then
-      if tonumber(na) ~= tonumber(nb) then return tonumber(na) < tonumber(nb) end
-      ia, ib = ia + #na, ib + #nb
-    else
-      local ca, cb = a:sub(ia, ia), b:sub(ib, ib)
-      if ca ~= cb then return ca < cb end
-      ia, ib = ia + 1, ib + 1
-    end
-  end
-  return #a - ia < #b - ib
 end
 
 -- "/a/b" -> "/a", "b"
