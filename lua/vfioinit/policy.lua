@@ -65,6 +65,8 @@ local function sink(log)
   return function(msg) log:write(msg, "\n") end
 end
 
+local add_run
+
 -- The policy class of one vfioinit instance (its methods call that instance's `api`):
 -- returns the metatable and new(spec, level) -> policy.
 local function class(api)
@@ -92,6 +94,12 @@ local function class(api)
   --- p:matches(distro) -> rank (1: ID, 2..: position in ID_LIKE + 1) | nil
   function Policy:matches(distro) return machine.rank(distro, self.match) end
 
+  add_run(Policy, api)
+  return Policy, new
+end
+
+-- The methods that run a policy through the instance's `api`: options, plan, run.
+add_run = function(Policy, api)
   -- Register the policy's own generators with this instance (idempotent).
   local function register_generators(self)
     for _, g in ipairs(self.extra_generators or {}) do api.register_generator(g) end
@@ -149,8 +157,6 @@ local function class(api)
     report.policy = self.name
     return report
   end
-
-  return Policy, new
 end
 
 -- The policy of `candidates` whose match ranks best for `distro` (the first of a tie),
@@ -168,25 +174,11 @@ local function best_match(P, candidates, d)
   return best, "os-release ID_LIKE=" .. d.id_like[rank - 1]
 end
 
---- bind(api) -> the `vfioinit.policy` namespace of one vfioinit instance.
-function M.bind(api)
-  local P = { SHIPPED = M.SHIPPED }
-  local registered, order = {}, {}
-  local Policy, new = class(api)
-
-  setmetatable(P, { __call = function(_, spec) return new(spec, 2) end })
-
-  --- policy.register(p) -> p: use `p` for its name from now on (this instance only).
-  function P.register(p)
-    if getmetatable(p) ~= Policy then p = new(p, 2) end
-    if not registered[p.name] then order[#order + 1] = p.name end
-    registered[p.name] = p
-    return p
-  end
-
+-- policy.load of one instance: `registered` (name -> policy) first, then the files.
+local function loader(P, registered, new)
   --- policy.load(name) -> policy | nil, err: a registered one, else the shipped file
   -- (any module `vfioinit.policies.<name>` on package.path).
-  function P.load(name)
+  return function(name)
     if type(name) ~= "string" then
       error(("bad argument #1 to 'load' (string expected, got %s)"):format(type(name)), 2)
     end
@@ -207,6 +199,25 @@ function M.bind(api)
     if #spec.match == 0 then spec.match = machine.ids("policy", name) end
     return new(spec, 2)
   end
+end
+
+--- bind(api) -> the `vfioinit.policy` namespace of one vfioinit instance.
+function M.bind(api)
+  local P = { SHIPPED = M.SHIPPED }
+  local registered, order = {}, {}
+  local Policy, new = class(api)
+
+  setmetatable(P, { __call = function(_, spec) return new(spec, 2) end })
+
+  --- policy.register(p) -> p: use `p` for its name from now on (this instance only).
+  function P.register(p)
+    if getmetatable(p) ~= Policy then p = new(p, 2) end
+    if not registered[p.name] then order[#order + 1] = p.name end
+    registered[p.name] = p
+    return p
+  end
+
+  P.load = loader(P, registered, new)
 
   --- policy.names() -> shipped names, then registered ones
   function P.names()

@@ -128,6 +128,30 @@ function M.unique(list, key)
   return out
 end
 
+-- nul_line(text) -> the line number of text's first NUL byte, or nil (a binary file).
+function M.nul_line(text)
+  local nul = text:find("\0", 1, true)
+  return nul and select(2, text:sub(1, nul):gsub("\n", "")) + 1
+end
+
+-- file_edit(ctx, path, edit) -> the edits of a generator whose config is the one file
+-- `path`: edit(text) -> new text | nil, msg, line (an absent file reads as "");
+-- nil, "PATH:LINE: msg" when edit refuses; no edit when an absent file would stay empty.
+function M.file_edit(ctx, path, edit)
+  local before, err = ctx.read(path)
+  if err then return nil, err end
+  local after, msg, line = edit(before or "")
+  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
+  if before == nil and after == "" then return {} end
+  return { { path = path, before = before, after = after } }
+end
+
+-- member(contents, name) -> the text of image member `name` ("conf/modules") in an
+-- image's contents table, whichever way the archive spelled it ("./conf/modules", "/...").
+function M.member(contents, name)
+  return contents[name] or contents["./" .. name] or contents["/" .. name]
+end
+
 -- Host path of a path inside root (no resolution; for handing to tools that run outside root).
 function M.host(root, path)
   if root == "/" or root == "" then return path end

@@ -112,18 +112,14 @@ function M.edit_text(text, want, opts)
 end
 
 function M.edits(ctx)
-  local path = M.config
-  local before, err = ctx.read(path)
-  if err then return nil, err end
-  local after, msg, line = M.edit_text(before or "", ctx.modules, {
-    gpu = ctx.gpu,
-    -- booster copies only `options` from modprobe.d into its init config; listing
-    -- the file in extra_files puts the file itself into the image as well.
-    extra_files = ctx.modprobe_file and { ctx.modprobe_file } or nil,
-  })
-  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
-  if before == nil and after == "" then return {} end
-  return { { path = path, before = before, after = after } }
+  return util.file_edit(ctx, M.config, function(text)
+    return M.edit_text(text, ctx.modules, {
+      gpu = ctx.gpu,
+      -- booster copies only `options` from modprobe.d into its init config; listing
+      -- the file in extra_files puts the file itself into the image as well.
+      extra_files = ctx.modprobe_file and { ctx.modprobe_file } or nil,
+    })
+  end)
 end
 
 -- Arch's hook names images after the kernel package (pkgbase); elsewhere use kver.
@@ -153,7 +149,7 @@ end
 -- a block sequence `- name` under the key). Returns a set of module names.
 function M.early_modules(contents)
   local set = {}
-  local text = contents["etc/booster.init.yaml"] or contents["./etc/booster.init.yaml"]
+  local text = util.member(contents, "etc/booster.init.yaml")
   if not text then return set end
   local entries = core.yaml_scan(text)
   if entries then

@@ -58,10 +58,8 @@ end
 function M.edit_text(text, want, opts)
   opts = opts or {}
   text = text or ""
-  local nul = text:find("\0", 1, true)
-  if nul then
-    return nil, "binary file (NUL byte), not a module list", select(2, text:sub(1, nul):gsub("\n", "")) + 1
-  end
+  local nul = util.nul_line(text)
+  if nul then return nil, "binary file (NUL byte), not a module list", nul end
   local lines = lines_of(text)
   local out, changed = order.before_gpu(lines, want or {}, opts.gpu or util.gpu_set(),
     { name = function(l) return module_of(l.text) end })
@@ -76,13 +74,9 @@ function M.edit_text(text, want, opts)
 end
 
 function M.edits(ctx)
-  local path = M.config
-  local before, err = ctx.read(path)
-  if err then return nil, err end
-  local after, msg, line = M.edit_text(before or "", ctx.modules, { gpu = ctx.gpu })
-  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
-  if before == nil and after == "" then return {} end
-  return { { path = path, before = before, after = after } }
+  return util.file_edit(ctx, M.config, function(text)
+    return M.edit_text(text, ctx.modules, { gpu = ctx.gpu })
+  end)
 end
 
 -- The Debian family's name for it (machine.FAMILIES), whatever the os-release says:
@@ -105,7 +99,7 @@ end
 -- conf/modules inside the image, read the way load_modules() does.
 function M.early_modules(contents)
   local set = {}
-  local text = contents["conf/modules"] or contents["./conf/modules"]
+  local text = util.member(contents, "conf/modules")
   if not text then return set end
   for _, l in ipairs(lines_of(text)) do
     local m = module_of(l.text)

@@ -17,6 +17,7 @@
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local engine = require "vfioinit.shellvar"
+local util = require "vfioinit.util"
 
 local M = {
   name = "mkinitcpio",
@@ -326,15 +327,14 @@ end
 -- hands to modprobe), or the systemd hook's modules-load.d list.
 function M.early_modules(contents)
   local set = {}
-  local function get(name) return contents[name] or contents["./" .. name] or contents["/" .. name] end
-  local cfg = get("config")
+  local cfg = util.member(contents, "config")
   if cfg then
     for line in cfg:gmatch("[^\n]+") do
       local v = line:match('^MODULES="(.*)"$') or line:match("^MODULES='(.*)'$") or line:match("^MODULES=(%S*)$")
       if v then for m in v:gmatch("%S+") do set[norm(m)] = true end end
     end
   end
-  local ml = get("etc/modules-load.d/MODULES.conf")
+  local ml = util.member(contents, "etc/modules-load.d/MODULES.conf")
   if ml then
     for line in ml:gmatch("[^\n]+") do
       local m = line:match("^%s*([^#%s]+)")
