@@ -6,11 +6,9 @@
 --   3. pacman hooks (/etc/pacman.d/hooks masks /usr/share/libalpm/hooks)
 --   4. the distribution's default generator (os-release ID, then ID_LIKE), if installed
 local core = require "vfioinit.core"
-local util = require "vfioinit.util"
+local machine = require "vfioinit.machine"
 
 local M = {}
-
-local BIN_DIRS = { "/usr/bin", "/usr/sbin", "/bin", "/sbin" }
 
 local function unquote(v)
   v = v:gsub("%s+$", "")
@@ -51,7 +49,7 @@ end
 -- kernels(root) -> sorted list of kvers, { [kver] = "/lib/modules/<kver>" (path inside root) }
 function M.kernels(root)
   local seen, list, dirs = {}, {}, {}
-  for _, base in ipairs({ "/lib/modules", "/usr/lib/modules" }) do
+  for _, base in ipairs(machine.MODULE_DIRS) do
     for _, name in ipairs(core.dir(root, base) or {}) do
       local dir = base .. "/" .. name
       local st = core.stat(root, dir)
@@ -62,7 +60,7 @@ function M.kernels(root)
       end
     end
   end
-  table.sort(list, util.version_less)
+  table.sort(list, machine.version_less)
   return list, dirs
 end
 
@@ -103,9 +101,9 @@ local function rank_of(root, path)
   return 4, "hook"
 end
 
-local function probe_generator(root, gen, distro)
-  local g = { name = gen.name, installed = false, active = false, evidence = {} }
-  for _, d in ipairs(BIN_DIRS) do
+-- Installed: its command in one of machine.BIN_DIRS, or its main config present.
+local function probe_installed(root, gen, g)
+  for _, d in ipairs(machine.BIN_DIRS) do
     local p = d .. "/" .. gen.command
     local st = core.stat(root, p)
     if st and st.type == "file" then
@@ -121,6 +119,10 @@ local function probe_generator(root, gen, distro)
     g.evidence[#g.evidence + 1] = gen.config .. " (config)"
   end
   g.config = g.config or gen.config
+end
+
+-- The best (lowest) rank among the hooks that name the generator, listed as evidence.
+local function probe_hooks(root, gen, g)
   local best
   for _, p in ipairs(gen.active_evidence or {}) do
     if exists(root, p) then
@@ -131,16 +133,15 @@ local function probe_generator(root, gen, distro)
       end
     end
   end
-  local ids = { distro.id }
-  for _, l in ipairs(distro.id_like or {}) do ids[#ids + 1] = l end
-  for i, id in ipairs(ids) do
-    for _, d in ipairs(gen.distro_default or {}) do
-      if id == d then
-        g.default_rank = g.default_rank or i
-      end
-    end
-  end
-  g.rank = best
+  return best
+end
+
+local function probe_generator(root, gen, distro)
+  local g = { name = gen.name, installed = false, active = false, evidence = {} }
+  probe_installed(root, gen, g)
+  g.rank = probe_hooks(root, gen, g)
+  -- rule 4: the distribution default (gen.distro_default, from machine.FAMILIES)
+  g.default_rank = machine.rank(distro, gen.distro_default or {})
   return g
 end
 

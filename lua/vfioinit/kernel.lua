@@ -1,16 +1,17 @@
 -- Per-kernel module facts through libkmod: VFIO module states and the native
 -- drivers of PCI device IDs.
 local core = require "vfioinit.core"
+local machine = require "vfioinit.machine"
 local util = require "vfioinit.util"
 local detect = require "vfioinit.detect"
 
 local M = {}
 
--- Open a libkmod context on root's /lib/modules/<kver>, with root's own modprobe.d.
+-- Open a libkmod context on root's /lib/modules/<kver>, with root's own modprobe.d
+-- (machine.MODPROBE_DIRS, kmod's own list and precedence).
 -- libkmod only ever sees a private copy of these files, each read inside root and
 -- only when it is a regular file (src/kmod.c): a symlink cannot lead it to the
 -- host's indexes or config, and a FIFO is an error naming it instead of a hang.
-local CONFIG_DIRS = { "/etc/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d", "/run/modprobe.d" }
 local function open(root, kver)
   local _, dirs = detect.kernels(root)
   local dir = dirs[kver]
@@ -18,7 +19,7 @@ local function open(root, kver)
     return nil, ("/lib/modules/%s: no such kernel in %s"):format(kver, root)
   end
   local resolved = core.resolve(root, dir) or dir
-  local ctx, err = core.kmod_new(resolved, CONFIG_DIRS, root)
+  local ctx, err = core.kmod_new(resolved, machine.MODPROBE_DIRS, root)
   if not ctx then return nil, err end
   return ctx, resolved
 end
@@ -31,33 +32,40 @@ local function inside(root, path)
   return path
 end
 
--- modules{root=, kernel=} -> list of {name=, state=, path=, deps=}
-function M.modules(opts)
+-- with_kmod(opts, fn) -> fn(ctx, root)'s results | nil, err: a libkmod context on
+-- opts.root's kernel opts.kernel for the length of fn, closed after.
+local function with_kmod(opts, fn)
   local root = opts.root or "/"
   local ctx, err = open(root, opts.kernel)
   if not ctx then return nil, err end
-  local out = {}
-  for _, name in ipairs(util.VFIO) do
-    local m = ctx:module(name)
-    if m then
-      out[#out + 1] = { name = name, state = m.state, path = inside(root, m.path), deps = m.deps }
-    elseif name ~= "vfio_virqfd" then
-      -- vfio_virqfd only belongs to the set on kernels that ship it (before 6.2)
-      out[#out + 1] = { name = name, state = "missing" }
-    end
-  end
+  local out, ferr = fn(ctx, root)
   ctx:close()
-  return out
+  return out, ferr
+end
+
+-- modules{root=, kernel=} -> list of {name=, state=, path=, deps=}
+function M.modules(opts)
+  return with_kmod(opts, function(ctx, root)
+    local out = {}
+    for _, name in ipairs(machine.VFIO) do
+      local m = ctx:module(name)
+      if m then
+        out[#out + 1] = { name = name, state = m.state, path = inside(root, m.path), deps = m.deps }
+      elseif name ~= "vfio_virqfd" then
+        -- vfio_virqfd only belongs to the set on kernels that ship it (before 6.2)
+        out[#out + 1] = { name = name, state = "missing" }
+      end
+    end
+    return out
+  end)
 end
 
 -- module_state{root=, kernel=, name=} -> "module" | "builtin" | false (absent) | nil, err
 function M.module_state(opts)
-  local root = opts.root or "/"
-  local ctx, err = open(root, opts.kernel)
-  if not ctx then return nil, err end
-  local m = ctx:module(opts.name)
-  ctx:close()
-  return m and m.state or false
+  return with_kmod(opts, function(ctx)
+    local m = ctx:module(opts.name)
+    return m and m.state or false
+  end)
 end
 
 -- The modaliases a device can present: its real one when it is on this machine
@@ -91,20 +99,19 @@ function M.drivers_for(opts)
   local root = opts.root or "/"
   local ids, err = util.check_ids(opts.ids or {})
   if not ids then return nil, err end
-  local ctx, cerr = open(root, opts.kernel)
-  if not ctx then return nil, cerr end
-  local out = {}
-  for _, id in ipairs(ids) do
-    local found = {}
-    for _, alias in ipairs(modaliases(root, id)) do
-      for _, m in ipairs(ctx:lookup(alias) or {}) do
-        if util.norm(m) ~= "vfio_pci" then found[util.norm(m)] = true end
+  return with_kmod(opts, function(ctx)
+    local out = {}
+    for _, id in ipairs(ids) do
+      local found = {}
+      for _, alias in ipairs(modaliases(root, id)) do
+        for _, m in ipairs(ctx:lookup(alias) or {}) do
+          if util.norm(m) ~= "vfio_pci" then found[util.norm(m)] = true end
+        end
       end
+      out[#out + 1] = { id = id, modules = util.sorted_keys(found) }
     end
-    out[#out + 1] = { id = id, modules = util.sorted_keys(found) }
-  end
-  ctx:close()
-  return out
+    return out
+  end)
 end
 
 return M

@@ -1,11 +1,11 @@
 -- /etc/modprobe.d/vfioinit.conf: `options vfio-pci ids=` and softdeps that make
 -- vfio-pci load before a device's native driver, wherever the native driver is loaded from.
+local machine = require "vfioinit.machine"
 local util = require "vfioinit.util"
 
 local M = {}
 
 M.FILE = "/etc/modprobe.d/vfioinit.conf"
-M.DIRS = { "/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d" }
 
 -- content(ids, drivers) -> text. drivers: sorted list of native driver module names.
 function M.content(ids, drivers)
@@ -123,7 +123,7 @@ end
 -- Lines modprobe itself ignores (malformed, unknown commands) are ignored here too.
 function M.conflicts(ctx, ids)
   local want = ids and table.concat(ids, ",") or nil
-  for _, dir in ipairs(M.DIRS) do
+  for _, dir in ipairs(machine.MODPROBE_DIRS) do
     for _, name in ipairs(ctx.dir(dir) or {}) do
       local path = dir .. "/" .. name
       if name:match("%.conf$") and path ~= M.FILE then

@@ -9,7 +9,8 @@
 -- A policy is data: which generators (nil: the detected one), extra modules, device
 -- IDs, which kernels (a list, or a function of the installed ones), rebuild and
 -- verify yes/no, backups, a log sink, and generators to register first. Shipped
--- policies live in lua/vfioinit/policies/<name>.lua and use only the public API.
+-- policies live in lua/vfioinit/policies/<name>.lua and use only the public API; load()
+-- gives them their `match` list from the distributions table (vfioinit.machine.FAMILIES).
 --
 -- Overriding a shipped policy (see README "Extending and composing"):
 --   * vfioinit.policy.register(p): `p` replaces the policy of the same name (or adds
@@ -18,9 +19,11 @@
 --   * vfioinit.policy.for_root(root, { name = "fedora" }) skips os-release matching;
 --   * a file `vfioinit/policies/<name>.lua` earlier on package.path shadows ours.
 -- Nothing here is global: each vfioinit instance (vfioinit.new()) has its own set.
+local machine = require "vfioinit.machine"
+
 local M = {}
 
-M.SHIPPED = { "arch", "fedora", "debian", "opensuse" }
+M.SHIPPED = { "arch", "fedora", "debian", "opensuse" }  -- each a machine.FAMILIES `policy`
 
 -- field -> accepted types
 local FIELDS = {
@@ -62,11 +65,11 @@ local function sink(log)
   return function(msg) log:write(msg, "\n") end
 end
 
---- bind(api) -> the `vfioinit.policy` namespace of one vfioinit instance.
-function M.bind(api)
-  local P = { SHIPPED = M.SHIPPED }
-  local registered, order = {}, {}
+local add_run
 
+-- The policy class of one vfioinit instance (its methods call that instance's `api`):
+-- returns the metatable and new(spec, level) -> policy.
+local function class(api)
   local Policy = {}
   Policy.__index = Policy
 
@@ -89,20 +92,29 @@ function M.bind(api)
   end
 
   --- p:matches(distro) -> rank (1: ID, 2..: position in ID_LIKE + 1) | nil
-  function Policy:matches(distro)
-    local ids = { distro and distro.id }
-    for _, l in ipairs(distro and distro.id_like or {}) do ids[#ids + 1] = l end
-    for i, id in ipairs(ids) do
-      for _, m in ipairs(self.match) do
-        if id == m then return i end
-      end
-    end
-    return nil
-  end
+  function Policy:matches(distro) return machine.rank(distro, self.match) end
 
+  add_run(Policy, api)
+  return Policy, new
+end
+
+-- The methods that run a policy through the instance's `api`: options, plan, run.
+add_run = function(Policy, api)
   -- Register the policy's own generators with this instance (idempotent).
   local function register_generators(self)
     for _, g in ipairs(self.extra_generators or {}) do api.register_generator(g) end
+  end
+
+  -- The kernels option: a list as given, or what a function of the installed ones returns.
+  local function kernels_of(self, root, kernels)
+    if type(kernels) ~= "function" then return kernels end
+    local inv, err = api.detect({ root = root })
+    if not inv then return nil, err end
+    kernels = kernels(inv.kernels, inv)
+    if type(kernels) ~= "table" then
+      return nil, ("policy %s: kernels function returned %s, expected a list"):format(self.name, type(kernels))
+    end
+    return kernels
   end
 
   --- p:options(opts) -> the option table p gives vfioinit.plan / update_initramfs for
@@ -118,15 +130,8 @@ function M.bind(api)
     for k, v in pairs(opts) do o[k] = v end
     if opts.log ~= nil then o.log = sink(opts.log) end
     o.root = opts.root or "/"
-    local kernels = opts.kernels or self.kernels
-    if type(kernels) == "function" then
-      local inv, err = api.detect({ root = o.root })
-      if not inv then return nil, err end
-      kernels = kernels(inv.kernels, inv)
-      if type(kernels) ~= "table" then
-        return nil, ("policy %s: kernels function returned %s, expected a list"):format(self.name, type(kernels))
-      end
-    end
+    local kernels, err = kernels_of(self, o.root, opts.kernels or self.kernels)
+    if err then return nil, err end
     o.kernels = kernels
     return o
   end
@@ -152,20 +157,28 @@ function M.bind(api)
     report.policy = self.name
     return report
   end
+end
 
-  setmetatable(P, { __call = function(_, spec) return new(spec, 2) end })
-
-  --- policy.register(p) -> p: use `p` for its name from now on (this instance only).
-  function P.register(p)
-    if getmetatable(p) ~= Policy then p = new(p, 2) end
-    if not registered[p.name] then order[#order + 1] = p.name end
-    registered[p.name] = p
-    return p
+-- The policy of `candidates` whose match ranks best for `distro` (the first of a tie),
+-- and why; policy.default when none matches.
+local function best_match(P, candidates, d)
+  local best, rank
+  for _, p in ipairs(candidates) do
+    local r = p:matches(d)
+    if r and (not rank or r < rank) then best, rank = p, r end
   end
+  if not best then
+    return P.default, ("no policy matches os-release ID=%s"):format(tostring(d.id))
+  end
+  if rank == 1 then return best, "os-release ID=" .. d.id end
+  return best, "os-release ID_LIKE=" .. d.id_like[rank - 1]
+end
 
+-- policy.load of one instance: `registered` (name -> policy) first, then the files.
+local function loader(P, registered, new)
   --- policy.load(name) -> policy | nil, err: a registered one, else the shipped file
   -- (any module `vfioinit.policies.<name>` on package.path).
-  function P.load(name)
+  return function(name)
     if type(name) ~= "string" then
       error(("bad argument #1 to 'load' (string expected, got %s)"):format(type(name)), 2)
     end
@@ -178,11 +191,33 @@ function M.bind(api)
       end
       return nil, tostring(mod)
     end
-    -- a shipped file builds its policy with require("vfioinit").policy; rebind it here
+    -- a shipped file builds its policy with require("vfioinit").policy; rebind it here.
+    -- Without a match list of its own it matches the distributions machine.FAMILIES
+    -- gives this policy name (how the shipped ones get theirs).
     local spec = {}
     for k, v in pairs(mod) do spec[k] = v end
+    if #spec.match == 0 then spec.match = machine.ids("policy", name) end
     return new(spec, 2)
   end
+end
+
+--- bind(api) -> the `vfioinit.policy` namespace of one vfioinit instance.
+function M.bind(api)
+  local P = { SHIPPED = M.SHIPPED }
+  local registered, order = {}, {}
+  local Policy, new = class(api)
+
+  setmetatable(P, { __call = function(_, spec) return new(spec, 2) end })
+
+  --- policy.register(p) -> p: use `p` for its name from now on (this instance only).
+  function P.register(p)
+    if getmetatable(p) ~= Policy then p = new(p, 2) end
+    if not registered[p.name] then order[#order + 1] = p.name end
+    registered[p.name] = p
+    return p
+  end
+
+  P.load = loader(P, registered, new)
 
   --- policy.names() -> shipped names, then registered ones
   function P.names()
@@ -194,6 +229,20 @@ function M.bind(api)
 
   --- The policy used when no other matches: the detected generator, defaults for the rest.
   P.default = new({ name = "default", description = "any distribution: the detected generator" }, 1)
+
+  -- Registered policies (the last registered first), then the shipped ones not overridden.
+  local function candidates()
+    local list = {}
+    for i = #order, 1, -1 do list[#list + 1] = registered[order[i]] end
+    for _, n in ipairs(M.SHIPPED) do
+      if not registered[n] then
+        local p, lerr = P.load(n)
+        if not p then return nil, lerr end
+        list[#list + 1] = p
+      end
+    end
+    return list
+  end
 
   --- policy.for_root(root, {name=}) -> policy, reason | nil, err
   -- Matches os-release ID, then each ID_LIKE in order, against registered policies
@@ -211,26 +260,9 @@ function M.bind(api)
     end
     local inv, err = api.detect({ root = root })
     if not inv then return nil, err end
-    local d = inv.distro
-    local candidates = {}
-    for i = #order, 1, -1 do candidates[#candidates + 1] = registered[order[i]] end
-    for _, n in ipairs(M.SHIPPED) do
-      if not registered[n] then
-        local p, lerr = P.load(n)
-        if not p then return nil, lerr end
-        candidates[#candidates + 1] = p
-      end
-    end
-    local best, rank
-    for _, p in ipairs(candidates) do
-      local r = p:matches(d)
-      if r and (not rank or r < rank) then best, rank = p, r end
-    end
-    if not best then
-      return P.default, ("no policy matches os-release ID=%s"):format(tostring(d.id))
-    end
-    if rank == 1 then return best, "os-release ID=" .. d.id end
-    return best, "os-release ID_LIKE=" .. d.id_like[rank - 1]
+    local list, lerr = candidates()
+    if not list then return nil, lerr end
+    return best_match(P, list, inv.distro)
   end
 
   return P

@@ -48,7 +48,7 @@ M.DEFAULT_TIMEOUT = 600
 M.TAIL = 20
 
 -- The dirs spawn's default PATH searches, as CONTRACT.md defines "installed".
-local BIN_DIRS = { "/usr/sbin", "/usr/bin", "/sbin", "/bin" }
+local BIN_DIRS = require("vfioinit.machine").BIN_DIRS
 
 local function size_of(root, path)
   local st = core.stat(root, path)

@@ -15,8 +15,12 @@ function M.band(a, b)
   return r
 end
 
-M.VFIO = { "vfio", "vfio_iommu_type1", "vfio_pci", "vfio_virqfd" }
-M.GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm", "nvidia_drm", "i915", "xe" }
+-- util.VFIO and util.GPU are vfioinit.machine's lists (read through, never copied), so a
+-- change to machine.GPU reaches the callers that still say util.GPU.
+local machine = require "vfioinit.machine"
+setmetatable(M, { __index = function(_, k)
+  if k == "VFIO" or k == "GPU" then return machine[k] end
+end })
 
 -- `-` and `_` name the same module; `_` is the kernel's canonical spelling.
 function M.norm(name) return (name:gsub("-", "_")) end
@@ -27,7 +31,7 @@ function M.set(list, f)
   return s
 end
 
-function M.gpu_set() return M.set(M.GPU) end
+function M.gpu_set() return M.set(machine.GPU) end
 
 function M.valid_module(name)
   return type(name) == "string" and name:match("^[A-Za-z0-9_-]+$") ~= nil
@@ -69,23 +73,6 @@ function M.sorted_keys(t)
   for key in pairs(t) do k[#k + 1] = key end
   table.sort(k)
   return k
-end
-
--- Compare kernel versions the way `sort -V` would (numeric runs compare as numbers).
-function M.version_less(a, b)
-  local ia, ib = 1, 1
-  while ia <= #a and ib <= #b do
-    local na, nb = a:match("^%d+", ia), b:match("^%d+", ib)
-    if na and nb then
-      if tonumber(na) ~= tonumber(nb) then return tonumber(na) < tonumber(nb) end
-      ia, ib = ia + #na, ib + #nb
-    else
-      local ca, cb = a:sub(ia, ia), b:sub(ib, ib)
-      if ca ~= cb then return ca < cb end
-      ia, ib = ia + 1, ib + 1
-    end
-  end
-  return #a - ia < #b - ib
 end
 
 -- "/a/b" -> "/a", "b"
@@ -139,6 +126,30 @@ function M.unique(list, key)
     if not seen[k] then seen[k] = true; out[#out + 1] = v end
   end
   return out
+end
+
+-- nul_line(text) -> the line number of text's first NUL byte, or nil (a binary file).
+function M.nul_line(text)
+  local nul = text:find("\0", 1, true)
+  return nul and select(2, text:sub(1, nul):gsub("\n", "")) + 1
+end
+
+-- file_edit(ctx, path, edit) -> the edits of a generator whose config is the one file
+-- `path`: edit(text) -> new text | nil, msg, line (an absent file reads as "");
+-- nil, "PATH:LINE: msg" when edit refuses; no edit when an absent file would stay empty.
+function M.file_edit(ctx, path, edit)
+  local before, err = ctx.read(path)
+  if err then return nil, err end
+  local after, msg, line = edit(before or "")
+  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
+  if before == nil and after == "" then return {} end
+  return { { path = path, before = before, after = after } }
+end
+
+-- member(contents, name) -> the text of image member `name` ("conf/modules") in an
+-- image's contents table, whichever way the archive spelled it ("./conf/modules", "/...").
+function M.member(contents, name)
+  return contents[name] or contents["./" .. name] or contents["/" .. name]
 end
 
 -- Host path of a path inside root (no resolution; for handing to tools that run outside root).

@@ -17,6 +17,8 @@
 --   with `booster build --force --kernel-version <kver> <image>`;
 --   packaging/common/60-booster.install is the kernel-install plugin.
 local core = require "vfioinit.core"
+local machine = require "vfioinit.machine"
+local order = require "vfioinit.order"
 local util = require "vfioinit.util"
 
 local M = {
@@ -29,7 +31,7 @@ local M = {
     "/usr/lib/kernel/install.d/60-booster.install",
     "/usr/lib/kernel/install.d/50-booster.install",   -- older packaging
   },
-  distro_default = {},
+  distro_default = machine.ids("generator", "booster"),
   image_want = { "etc/booster.init.yaml" },
 }
 
@@ -46,43 +48,10 @@ local function split_list(s)
   return t
 end
 
--- Reorder `items` (strings) so every `want` module comes before every GPU driver:
--- missing ones and ones sitting after a GPU driver go right before the first GPU
--- driver (or to the end), later duplicates of a wanted module are dropped.
--- Returns the new list and whether it differs.
+-- Reorder `items` (strings) so every `want` module comes before every GPU driver
+-- (vfioinit.order). Returns the new list and whether it differs.
 function M.order(items, want, gpu, norm)
-  norm = norm or util.norm
-  local first_gpu
-  for i, it in ipairs(items) do
-    if gpu[norm(it)] then first_gpu = i; break end
-  end
-  local drop, block = {}, {}
-  for _, w in ipairs(want) do
-    local nw, found = norm(w), nil
-    for i, it in ipairs(items) do
-      if norm(it) == nw then
-        if found then drop[i] = true else found = i end
-      end
-    end
-    if not found then
-      block[#block + 1] = w
-    elseif first_gpu and found > first_gpu then
-      drop[found] = true
-      block[#block + 1] = items[found]
-    end
-  end
-  if #block == 0 and next(drop) == nil then return items, false end
-  local out = {}
-  for i, it in ipairs(items) do
-    if i == first_gpu then
-      for _, b in ipairs(block) do out[#out + 1] = b end
-    end
-    if not drop[i] then out[#out + 1] = it end
-  end
-  if not first_gpu then
-    for _, b in ipairs(block) do out[#out + 1] = b end
-  end
-  return out, true
+  return order.before_gpu(items, want, gpu, { norm = norm })
 end
 
 -- A string go-yaml reads back unchanged as a plain scalar.
@@ -143,28 +112,19 @@ function M.edit_text(text, want, opts)
 end
 
 function M.edits(ctx)
-  local path = M.config
-  local before, err = ctx.read(path)
-  if err then return nil, err end
-  local after, msg, line = M.edit_text(before or "", ctx.modules, {
-    gpu = ctx.gpu,
-    -- booster copies only `options` from modprobe.d into its init config; listing
-    -- the file in extra_files puts the file itself into the image as well.
-    extra_files = ctx.modprobe_file and { ctx.modprobe_file } or nil,
-  })
-  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
-  if before == nil and after == "" then return {} end
-  return { { path = path, before = before, after = after } }
+  return util.file_edit(ctx, M.config, function(text)
+    return M.edit_text(text, ctx.modules, {
+      gpu = ctx.gpu,
+      -- booster copies only `options` from modprobe.d into its init config; listing
+      -- the file in extra_files puts the file itself into the image as well.
+      extra_files = ctx.modprobe_file and { ctx.modprobe_file } or nil,
+    })
+  end)
 end
 
 -- Arch's hook names images after the kernel package (pkgbase); elsewhere use kver.
 function M.image_path(ctx, kver)
-  for _, dir in ipairs({ "/usr/lib/modules/", "/lib/modules/" }) do
-    local text = ctx.read(dir .. kver .. "/pkgbase")
-    local base = text and text:match("^%s*([%w._+%-]+)%s*\n?")
-    if base then return "/boot/booster-" .. base .. ".img" end
-  end
-  return "/boot/booster-" .. kver .. ".img"
+  return "/boot/booster-" .. (machine.pkgbase(ctx.read, kver) or kver) .. ".img"
 end
 
 function M.rebuild_argv(ctx, kvers)
@@ -189,7 +149,7 @@ end
 -- a block sequence `- name` under the key). Returns a set of module names.
 function M.early_modules(contents)
   local set = {}
-  local text = contents["etc/booster.init.yaml"] or contents["./etc/booster.init.yaml"]
+  local text = util.member(contents, "etc/booster.init.yaml")
   if not text then return set end
   local entries = core.yaml_scan(text)
   if entries then

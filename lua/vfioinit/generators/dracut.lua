@@ -19,10 +19,11 @@
 -- in place like mkinitcpio's MODULES (same engine).
 -- An edit with `after = nil` means: remove that file (our own drop-in, renamed).
 local core = require "vfioinit.core"
-local mk = require "vfioinit.generators.mkinitcpio"
+local machine = require "vfioinit.machine"
+local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 
-local engine, norm = mk.engine, mk.norm
+local norm, set_of = engine.norm, engine.set_of
 
 local M = {
   name = "dracut",
@@ -33,8 +34,7 @@ local M = {
     "/etc/kernel/postinst.d/dracut",
     "/usr/share/libalpm/hooks/90-dracut-install.hook",
   },
-  distro_default = { "fedora", "rhel", "centos", "rocky", "almalinux", "opensuse", "opensuse-leap",
-    "opensuse-tumbleweed", "suse", "sles", "void" },
+  distro_default = machine.ids("generator", "dracut"),
   image_want = {
     "etc/cmdline.d/20-force_drivers.conf", "etc/cmdline.d/01-default.conf",
     "./etc/cmdline.d/20-force_drivers.conf", "./etc/cmdline.d/01-default.conf",
@@ -47,13 +47,6 @@ local OWN_DIR = "/etc/dracut.conf.d"
 -- Names tried for our drop-in, best first (10 leaves room for the user's own files).
 M.CANDIDATES = { "10-vfioinit.conf", "05-vfioinit.conf", "01-vfioinit.conf", "00-vfioinit.conf",
   "50-vfioinit.conf", "90-vfioinit.conf", "99-vfioinit.conf" }
-local GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm", "nvidia_drm", "i915", "xe" }
-
-local function set_of(list)
-  local s = {}
-  for _, v in ipairs(list) do s[norm(v)] = true end
-  return s
-end
 
 local FORCE = { { name = "force_drivers", hint = 'force_drivers+=" ... "' } }
 
@@ -105,39 +98,36 @@ local function drop_in_text(mods, items)
 end
 M.drop_in_text = drop_in_text
 
+-- Fix the effective force_drivers assignments of `files` in place (the engine's
+-- steps); `create` is called when there is none. true | nil, err, line, msg.
+local function edit_in_place(files, want, gpu, create)
+  return engine.run(files, "force_drivers", want, gpu, { pad = " ", create = create })
+end
+
 -- Pure: make one dracut config text force-load `want` before any GPU driver,
 -- as if it were the only config. Returns new text | nil, msg, line.
 function M.edit_text(text, want, opts)
   opts = opts or {}
-  local gpu = opts.gpu or set_of(GPU)
+  local gpu = opts.gpu or set_of(machine.GPU)
   local files = { { text = text } }
   local scans, serr, sline, smsg = engine.scan_all(files)
   if not scans then return nil, smsg or serr, sline end
   local uerr, uline, umsg = engine.unsafe(files, scans, FORCE)
   if uerr then return nil, umsg, uline end
-  local ok, err, line, msg = engine.run(files, "force_drivers", want, gpu, {
-    pad = " ",
-    create = function(names)
-      local t = files[1].text
-      local sep = (t == "" or t:sub(-1) == "\n") and "" or "\n"
-      return { fi = 1, first = #t + 1, last = #t,
-        insert = sep .. 'force_drivers+=" ' .. table.concat(names, " ") .. ' "\n' }
-    end,
-  })
+  local ok, err, line, msg = edit_in_place(files, want, gpu, function(names)
+    return engine.append_line(files, 'force_drivers+=" ' .. table.concat(names, " ") .. ' "')
+  end)
   if not ok then return nil, msg or err, line end
-  local out = files[1].text
   if opts.install_items then
-    local sc = core.shell_scan(out)
-    local have = {}
-    for _, w in ipairs(simulate({ sc }, "install_items")) do have[w] = true end
+    local have = set_of(simulate({ (core.shell_scan(files[1].text)) }, "install_items"))
     local add = {}
     for _, p in ipairs(opts.install_items) do if not have[p] then add[#add + 1] = p end end
     if #add > 0 then
-      local sep = (out == "" or out:sub(-1) == "\n") and "" or "\n"
-      out = out .. sep .. 'install_items+=" ' .. table.concat(add, " ") .. ' "\n'
+      local e = engine.append_line(files, 'install_items+=" ' .. table.concat(add, " ") .. ' "')
+      files[1].text = engine.apply(files[1].text, e)
     end
   end
-  return out
+  return files[1].text
 end
 
 -- The config files in dracut's order, our own drop-ins left out:
@@ -156,17 +146,22 @@ local function conf_order(ctx)
       end
     end
   end
-  table.sort(names, mk.version_less)
+  table.sort(names, machine.version_less)
   local list = { { path = CONF, name = nil } }
   for _, n in ipairs(names) do list[#list + 1] = { path = by_name[n], name = n } end
   return list, own
 end
 M.conf_order = conf_order
 
-function M.edits(ctx)
-  local want = {}
-  for _, m in ipairs(ctx.modules or {}) do want[#want + 1] = norm(m) end
-  local gpu = ctx.gpu or set_of(GPU)
+---------------------------------------------------------------------------
+-- edits(ctx), step by step: read the configs (read_configs), refuse what cannot be
+-- read safely (check_configs), pick the drop-in name that orders our modules first
+-- (choose_name, editing force_drivers in place when none does), then write the
+-- drop-in and any in-place edits (changes).
+
+-- The configs in dracut's order as {path=, name=, text=, before=}, and our own drop-in
+-- (its path and text) when one exists. nil, err when a file cannot be read.
+local function read_configs(ctx)
   local list, own = conf_order(ctx)
   local files = {}
   for _, f in ipairs(list) do
@@ -174,101 +169,117 @@ function M.edits(ctx)
     if err then return nil, err end
     if t then files[#files + 1] = { path = f.path, name = f.name, text = t, before = t } end
   end
-  local own_path = own[1] and (OWN_DIR .. "/" .. own[1])
-  local own_before
-  if own_path then
-    local t, err = ctx.read(own_path)
+  local st = { files = files, own = own, own_path = own[1] and (OWN_DIR .. "/" .. own[1]) }
+  if st.own_path then
+    local t, err = ctx.read(st.own_path)
     if err then return nil, err end
-    own_before = t
+    st.own_before = t
   end
-  local scans, err = engine.scan_all(files)
+  return st
+end
+
+-- Scan every config. A force_drivers set inside an if, a function, by declare or a
+-- sourced file is invisible to simulate(): refuse rather than guess the order.
+local function check_configs(st)
+  local scans, err = engine.scan_all(st.files)
   if not scans then return nil, err end
-  -- a force_drivers set inside an if, a function, by declare or a sourced
-  -- file is invisible to simulate(): refuse rather than guess the order
-  local uerr = engine.unsafe(files, scans, FORCE)
+  local uerr = engine.unsafe(st.files, scans, FORCE)
   if uerr then return nil, uerr end
-  if own_before then
-    local _, msg, line = core.shell_scan(own_before)
-    if msg then return nil, ("%s:%d: %s"):format(own_path, line, msg) end
+  if st.own_before then
+    local _, msg, line = core.shell_scan(st.own_before)
+    if msg then return nil, ("%s:%d: %s"):format(st.own_path, line, msg) end
   end
+  return scans
+end
 
-  -- what the others force-load already; ours adds the rest
-  local function plan_for(sc)
-    local others = simulate(sc, "force_drivers")
-    local have = set_of(others)
-    local mods = {}
-    for _, m in ipairs(want) do
-      if not have[m] then have[m] = true; mods[#mods + 1] = m end
-    end
-    return mods
+-- What the others force-load already; ours adds the rest.
+local function missing_mods(scans, want)
+  local have = set_of(simulate(scans, "force_drivers"))
+  local mods = {}
+  for _, m in ipairs(want) do
+    if not have[m] then have[m] = true; mods[#mods + 1] = m end
   end
-  -- try each name: insert our file at its sorted place and check the result
-  local function try(sc, name, mods)
-    local seq, placed = {}, false
-    for i, f in ipairs(files) do
-      if not placed and f.name and mk.version_less(name, f.name) then
-        seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})); placed = true
-      end
-      seq[#seq + 1] = sc[i]
-    end
-    if not placed then seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})) end
-    return good(simulate(seq, "force_drivers"), want, gpu)
-  end
+  return mods
+end
 
-  local mods = plan_for(scans)
-  local chosen
-  local names = {}
-  if own[1] then names[1] = own[1] end
+-- Would a drop-in `name` force-loading `mods`, at its sorted place, order every want first?
+local function works(files, scans, name, mods, want, gpu)
+  local seq, placed = {}, false
+  for i, f in ipairs(files) do
+    if not placed and f.name and machine.version_less(name, f.name) then
+      seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})); placed = true
+    end
+    seq[#seq + 1] = scans[i]
+  end
+  if not placed then seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})) end
+  return good(simulate(seq, "force_drivers"), want, gpu)
+end
+
+-- Our drop-in's name (the existing one first, then M.CANDIDATES) and the modules it
+-- adds; when no name works, force_drivers is edited in place and a note says so.
+-- -> name, mods, scans, notes | nil, err
+local function choose_name(st, scans, want, gpu)
+  local mods = missing_mods(scans, want)
+  local names = { st.own[1] }
   for _, n in ipairs(M.CANDIDATES) do names[#names + 1] = n end
   for _, n in ipairs(names) do
-    if try(scans, n, mods) then chosen = n; break end
+    if works(st.files, scans, n, mods, want, gpu) then return n, mods, scans, {} end
   end
-  local notes = {}
-  if not chosen then
-    -- no place works: fix the effective force_drivers assignments in place
-    local ok, rerr = engine.run(files, "force_drivers", want, gpu, {
-      pad = " ",
-      create = function() error("unreachable: force_drivers has no assignment") end,
-    })
-    if not ok then return nil, rerr end
-    scans, err = engine.scan_all(files)
-    if not scans then return nil, err end
-    mods = plan_for(scans)
-    chosen = own[1] or M.CANDIDATES[1]
-    if not try(scans, chosen, mods) then
-      return nil, "cannot order force_drivers: the VFIO modules would not load before the GPU drivers"
-    end
-    notes[#notes + 1] = "no drop-in name orders the VFIO modules before the force-loaded GPU drivers: edited force_drivers in place"
+  local ok, rerr = edit_in_place(st.files, want, gpu, function()
+    error("unreachable: force_drivers has no assignment")
+  end)
+  if not ok then return nil, rerr end
+  local err
+  scans, err = engine.scan_all(st.files)
+  if not scans then return nil, err end
+  mods = missing_mods(scans, want)
+  local chosen = st.own[1] or M.CANDIDATES[1]
+  if not works(st.files, scans, chosen, mods, want, gpu) then
+    return nil, "cannot order force_drivers: the VFIO modules would not load before the GPU drivers"
   end
+  return chosen, mods, scans, {
+    "no drop-in name orders the VFIO modules before the force-loaded GPU drivers: edited force_drivers in place" }
+end
 
-  local items = {}
-  if ctx.modprobe_file then
-    local all = {}
-    for i = 1, #scans do all[i] = scans[i] end
-    local have = set_of(simulate(all, "install_items"))
-    if not have[ctx.modprobe_file] then items[1] = ctx.modprobe_file end
-  end
-
+-- The list of changes: in-place edits, then our drop-in (renamed: the old one removed).
+local function changes(st, chosen, mods, items)
   local out = {}
-  for _, f in ipairs(files) do
+  for _, f in ipairs(st.files) do
     if f.text ~= f.before then out[#out + 1] = { path = f.path, before = f.before, after = f.text } end
   end
-  local path = OWN_DIR .. "/" .. chosen
+  local path, own_before = OWN_DIR .. "/" .. chosen, st.own_before
   local after = (#mods > 0 or #items > 0) and drop_in_text(mods, items) or nil
-  if own_path and own_path ~= path then
-    out[#out + 1] = { path = own_path, before = own_before, after = nil }
+  if st.own_path and st.own_path ~= path then
+    out[#out + 1] = { path = st.own_path, before = own_before, after = nil }
     own_before = nil
   end
   if after and after ~= own_before then
     out[#out + 1] = { path = path, before = own_before, after = after }
-  elseif not after and own_before and own_path == path then
-    -- nothing left for our file to do; keep it (it is harmless) unless empty of meaning
-    local sc = core.shell_scan(own_before) or {}
-    local left = simulate({ sc }, "force_drivers")
+  elseif not after and own_before and st.own_path == path then
+    -- nothing left for our file to do; keep it (harmless) but drop what it force-loads
+    local left = simulate({ core.shell_scan(own_before) or {} }, "force_drivers")
     if #left > 0 then
       out[#out + 1] = { path = path, before = own_before, after = drop_in_text({}, {}) }
     end
   end
+  return out
+end
+
+function M.edits(ctx)
+  local want = {}
+  for _, m in ipairs(ctx.modules or {}) do want[#want + 1] = norm(m) end
+  local st, err = read_configs(ctx)
+  if not st then return nil, err end
+  local scans, cerr = check_configs(st)
+  if not scans then return nil, cerr end
+  local chosen, mods, notes
+  chosen, mods, scans, notes = choose_name(st, scans, want, ctx.gpu or set_of(machine.GPU))
+  if not chosen then return nil, mods end
+  local items = {}
+  if ctx.modprobe_file and not set_of(simulate(scans, "install_items"))[ctx.modprobe_file] then
+    items[1] = ctx.modprobe_file
+  end
+  local out = changes(st, chosen, mods, items)
   if #notes > 0 then out.notes = notes end
   if ctx.warn then for _, n in ipairs(notes) do ctx.warn(n) end end
   return out
@@ -277,20 +288,9 @@ end
 ---------------------------------------------------------------------------
 -- Images.
 
-local function distro_is(ctx, ...)
-  if ctx.distro_is then return ctx.distro_is(...) end
-  local d = ctx.distro or {}
-  for _, want in ipairs({ ... }) do
-    if d.id == want then return true end
-    for _, like in ipairs(d.id_like or {}) do if like == want then return true end end
-  end
-  return false
-end
-
+-- The name the distribution's kernel scripts give the image (machine.FAMILIES).
 function M.image_path(ctx, kver)
-  if distro_is(ctx, "debian", "ubuntu") then return "/boot/initrd.img-" .. kver end
-  if distro_is(ctx, "suse", "opensuse", "sles") then return "/boot/initrd-" .. kver end
-  return "/boot/initramfs-" .. kver .. ".img"
+  return machine.initrd(ctx.distro, kver)
 end
 
 function M.rebuild_argv(ctx, kvers)

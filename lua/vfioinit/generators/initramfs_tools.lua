@@ -13,6 +13,8 @@
 --   /etc/modprobe.d/vfioinit.conf needs no extra configuration here.
 -- * /etc/kernel/postinst.d/initramfs-tools runs `update-initramfs -c -k <kver>`
 --   on kernel install; images are /boot/initrd.img-<kver>.
+local machine = require "vfioinit.machine"
+local order = require "vfioinit.order"
 local util = require "vfioinit.util"
 
 local M = {
@@ -20,7 +22,7 @@ local M = {
   command = "update-initramfs",
   config = "/etc/initramfs-tools/modules",
   active_evidence = { "/etc/kernel/postinst.d/initramfs-tools" },
-  distro_default = { "debian", "ubuntu", "linuxmint", "pop", "elementary", "kali", "raspbian", "devuan" },
+  distro_default = machine.ids("generator", "initramfs-tools"),
   image_want = { "conf/modules" },
 }
 
@@ -50,64 +52,37 @@ end
 
 -- edit_text(text, want, opts) -> new text | nil, msg, line
 -- Missing wanted modules, and wanted modules listed after a GPU driver (moved with
--- their arguments), go right before the first GPU driver line, or to the end.
--- Later lines naming a wanted module again are dropped: they never took effect.
+-- their arguments), go right before the first GPU driver line, or to the end
+-- (vfioinit.order). Later lines naming a wanted module again are dropped: they never
+-- took effect.
 function M.edit_text(text, want, opts)
   opts = opts or {}
   text = text or ""
-  local gpu = opts.gpu or util.gpu_set()
-  local nul = text:find("\0", 1, true)
-  if nul then
-    return nil, "binary file (NUL byte), not a module list", select(2, text:sub(1, nul):gsub("\n", "")) + 1
-  end
+  local nul = util.nul_line(text)
+  if nul then return nil, "binary file (NUL byte), not a module list", nul end
   local lines = lines_of(text)
-  local first_gpu
-  for i, l in ipairs(lines) do
-    l.module = module_of(l.text)
-    if l.module and not first_gpu and gpu[util.norm(l.module)] then first_gpu = i end
+  local out, changed = order.before_gpu(lines, want or {}, opts.gpu or util.gpu_set(),
+    { name = function(l) return module_of(l.text) end })
+  if not changed then return text end
+  -- a new line is a `want` string; every line ends in "\n" but an unmoved last one
+  local t = {}
+  for i, l in ipairs(out) do
+    if type(l) == "string" then t[i] = l .. "\n"
+    else t[i] = l.text .. (i == #out and l.nl or "\n") end
   end
-  local drop, block = {}, {}
-  for _, w in ipairs(want or {}) do
-    local nw, found = util.norm(w), nil
-    for i, l in ipairs(lines) do
-      if l.module and util.norm(l.module) == nw then
-        if found then drop[i] = true else found = i end
-      end
-    end
-    if not found then
-      block[#block + 1] = w
-    elseif first_gpu and found > first_gpu then
-      drop[found] = true
-      block[#block + 1] = lines[found].text
-    end
-  end
-  if #block == 0 and next(drop) == nil then return text end
-  local out = {}
-  for i, l in ipairs(lines) do
-    if i == first_gpu then
-      for _, b in ipairs(block) do out[#out + 1] = b .. "\n" end
-    end
-    if not drop[i] then out[#out + 1] = l.text .. l.nl end
-  end
-  if not first_gpu then
-    if #out > 0 and out[#out]:sub(-1) ~= "\n" then out[#out] = out[#out] .. "\n" end
-    for _, b in ipairs(block) do out[#out + 1] = b .. "\n" end
-  end
-  return table.concat(out)
+  return table.concat(t)
 end
 
 function M.edits(ctx)
-  local path = M.config
-  local before, err = ctx.read(path)
-  if err then return nil, err end
-  local after, msg, line = M.edit_text(before or "", ctx.modules, { gpu = ctx.gpu })
-  if not after then return nil, ("%s:%d: %s"):format(path, line or 0, msg) end
-  if before == nil and after == "" then return {} end
-  return { { path = path, before = before, after = after } }
+  return util.file_edit(ctx, M.config, function(text)
+    return M.edit_text(text, ctx.modules, { gpu = ctx.gpu })
+  end)
 end
 
+-- The Debian family's name for it (machine.FAMILIES), whatever the os-release says:
+-- update-initramfs names images so everywhere.
 function M.image_path(_, kver)
-  return "/boot/initrd.img-" .. kver
+  return machine.initrd({ id = "debian" }, kver)
 end
 
 -- `-u` refuses to create a missing image; `-c` creates it.
@@ -124,7 +99,7 @@ end
 -- conf/modules inside the image, read the way load_modules() does.
 function M.early_modules(contents)
   local set = {}
-  local text = contents["conf/modules"] or contents["./conf/modules"]
+  local text = util.member(contents, "conf/modules")
   if not text then return set end
   for _, l in ipairs(lines_of(text)) do
     local m = module_of(l.text)

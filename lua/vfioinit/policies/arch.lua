@@ -3,11 +3,10 @@
 -- generator is left to detection. Every installed kernel is rebuilt and verified.
 local vfioinit = require "vfioinit"
 
+-- Matches the os-release IDs of the family whose policy is "arch" (vfioinit.machine).
 return vfioinit.policy{
   name = "arch",
   description = "Arch Linux family: the detected generator (mkinitcpio, booster or dracut)",
-  match = { "arch", "archarm", "manjaro", "manjaro-arm", "endeavouros", "garuda", "cachyos",
-            "artix", "arcolinux", "steamos" },
   rebuild = true,
   verify = true,
 }

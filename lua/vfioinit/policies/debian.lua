@@ -4,11 +4,10 @@
 -- devices: pass device IDs (`ids`) so /etc/modprobe.d/vfioinit.conf makes vfio-pci win.
 local vfioinit = require "vfioinit"
 
+-- Matches the os-release IDs of the family whose policy is "debian" (vfioinit.machine).
 return vfioinit.policy{
   name = "debian",
   description = "Debian/Ubuntu family: the detected generator (initramfs-tools or dracut)",
-  match = { "debian", "ubuntu", "linuxmint", "pop", "elementary", "kali", "raspbian",
-            "devuan", "zorin", "neon" },
   rebuild = true,
   verify = true,
 }

@@ -3,10 +3,10 @@
 -- the drop-in is in place when the first kernel arrives.
 local vfioinit = require "vfioinit"
 
+-- Matches the os-release IDs of the family whose policy is "fedora" (vfioinit.machine).
 return vfioinit.policy{
   name = "fedora",
   description = "Fedora/RHEL family: dracut drop-in /etc/dracut.conf.d/10-vfioinit.conf",
-  match = { "fedora", "rhel", "centos", "rocky", "almalinux", "ol", "nobara", "amzn" },
   generators = { "dracut" },
   rebuild = true,
   verify = true,
