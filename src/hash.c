@@ -127,5 +127,5 @@ static const luaL_Reg funcs[] = {
 void
 hash_open(lua_State *L)
 {
-	luaL_setfuncs(L, funcs, 0);
+	vfi_register(L, "hash", funcs);
 }

@@ -1097,7 +1097,7 @@ shell_scan(lua_State *L)
 
 
 static const luaL_Reg funcs[] = {
-	{"shell_scan",	shell_scan},
+	{"shell",	shell_scan},
 	{NULL,	NULL}
 };
 
@@ -1105,5 +1105,5 @@ static const luaL_Reg funcs[] = {
 void
 shell_open(lua_State *L)
 {
-	luaL_setfuncs(L, funcs, 0);
+	vfi_register(L, "scan", funcs);
 }

@@ -838,7 +838,7 @@ error:
 
 
 static const luaL_Reg funcs[] = {
-	{"yaml_scan", yaml_scan},
+	{"yaml", yaml_scan},
 	{NULL, NULL}
 };
 
@@ -846,5 +846,5 @@ static const luaL_Reg funcs[] = {
 void
 yaml_open(lua_State *L)
 {
-	luaL_setfuncs(L, funcs, 0);
+	vfi_register(L, "scan", funcs);
 }
