@@ -28,10 +28,10 @@ int vfi_push_errno(lua_State *L, const char *what, int err);
 double vfi_now(void);
 /* What a file type is, in words: "fifo", "character device", "directory", ... */
 const char *vfi_kind_of(mode_t mode);
-/* Add `funcs` to sub-table `name` of the table on top of the stack (created when missing). */
-void vfi_register(lua_State *L, const char *name, const luaL_Reg *funcs);
-/* Create metatable `tname` with `meta` and, when not NULL, `methods` as __index. */
-void vfi_class(lua_State *L, const char *tname, const luaL_Reg *meta, const luaL_Reg *methods);
+/* Set `concern`.`name` = fn in the module table on top of the stack (the sub-table created when missing). */
+void vfi_export(lua_State *L, const char *concern, const char *name, lua_CFunction fn);
+/* Create metatable `tname`: `gc` as __gc and __close, `methods` (when not NULL) as __index. */
+void vfi_class(lua_State *L, const char *tname, lua_CFunction gc, const luaL_Reg *methods);
 
 /* ---- fs.c: the root-confined opens the other files read root through ---- */
 

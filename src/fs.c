@@ -1269,5 +1269,7 @@ static const luaL_Reg funcs[] = {
 void
 fs_open(lua_State *L)
 {
-	vfi_register(L, "fs", funcs);
+	luaL_getsubtable(L, -1, "fs");
+	luaL_setfuncs(L, funcs, 0);
+	lua_pop(L, 1);
 }

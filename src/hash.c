@@ -118,14 +118,8 @@ hash_sha256(lua_State *L)
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"sha256", hash_sha256},
-	{NULL, NULL}
-};
-
-
 void
 hash_open(lua_State *L)
 {
-	vfi_register(L, "hash", funcs);
+	vfi_export(L, "hash", "sha256", hash_sha256);
 }

@@ -969,22 +969,9 @@ image_list(lua_State *L)
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"list", image_list},
-	{NULL, NULL}
-};
-
-
-static const luaL_Reg reader_meta[] = {
-	{"__close", reader_gc},
-	{"__gc", reader_gc},
-	{NULL, NULL}
-};
-
-
 void
 image_open(lua_State *L)
 {
-	vfi_class(L, IMAGE_READER, reader_meta, NULL);
-	vfi_register(L, "image", funcs);
+	vfi_class(L, IMAGE_READER, reader_gc, NULL);
+	vfi_export(L, "image", "list", image_list);
 }

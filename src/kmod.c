@@ -578,21 +578,9 @@ static const luaL_Reg kmod_methods[] = {
 	{NULL, NULL}
 };
 
-static const luaL_Reg kmod_meta[] = {
-	{"__close", kmod_l_close},
-	{"__gc", kmod_l_close},
-	{NULL, NULL}
-};
-
-static const luaL_Reg funcs[] = {
-	{"new", kmod_l_new},
-	{NULL, NULL}
-};
-
-
 void
 kmod_open(lua_State *L)
 {
-	vfi_class(L, KMOD_T, kmod_meta, kmod_methods);
-	vfi_register(L, "kmod", funcs);
+	vfi_class(L, KMOD_T, kmod_l_close, kmod_methods);
+	vfi_export(L, "kmod", "new", kmod_l_new);
 }

@@ -190,22 +190,8 @@ lock_tostring(lua_State *L)
 }
 
 
-static const luaL_Reg lock_meta[] = {
-	{"__close",    lock_unlock},
-	{"__gc",       lock_unlock},
-	{"__tostring", lock_tostring},
-	{NULL, NULL}
-};
-
-
 static const luaL_Reg lock_methods[] = {
 	{"unlock", lock_unlock},
-	{NULL, NULL}
-};
-
-
-static const luaL_Reg funcs[] = {
-	{"acquire", lock_lock},
 	{NULL, NULL}
 };
 
@@ -213,6 +199,10 @@ static const luaL_Reg funcs[] = {
 void
 lock_open(lua_State *L)
 {
-	vfi_class(L, LOCK_T, lock_meta, lock_methods);
-	vfi_register(L, "lock", funcs);
+	vfi_class(L, LOCK_T, lock_unlock, lock_methods);
+	luaL_getmetatable(L, LOCK_T);
+	lua_pushcfunction(L, lock_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	vfi_export(L, "lock", "acquire", lock_lock);
 }

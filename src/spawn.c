@@ -411,6 +411,17 @@ try_reap(Spawn *s, int *status)
 }
 
 
+/* The setup steps whose failure names no path. */
+static const char *const step_what[] = {
+	[ST_SETPGID] = "spawn: setpgid",
+	[ST_STDIO] = "spawn: redirect stdio",
+	[ST_UNSHARE] = "spawn: unshare mount namespace",
+	[ST_PRIVATE] = "spawn: make / private",
+	[ST_PDEATHSIG] = "spawn: prctl(PR_SET_PDEATHSIG)",
+	[ST_FORK] = "spawn: fork into a PID namespace",
+};
+
+
 /* Format a child setup failure as `nil, msg, errno`. */
 static int
 push_child_err(lua_State *L, const struct plan *p, const struct child_err *e)
@@ -418,41 +429,18 @@ push_child_err(lua_State *L, const struct plan *p, const struct child_err *e)
 	const char *why = strerror(e->err);
 	int arg = e->arg >= 0 && e->arg < NMNT ? e->arg : 0;
 	lua_pushnil(L);
-	switch (e->step) {
-	case ST_EXEC:
+	if (e->step == ST_EXEC)
 		lua_pushfstring(L, "%s: %s", p->argv[0], why);
-		break;
-	case ST_SETPGID:
-		lua_pushfstring(L, "spawn: setpgid: %s", why);
-		break;
-	case ST_STDIO:
-		lua_pushfstring(L, "spawn: redirect stdio: %s", why);
-		break;
-	case ST_UNSHARE:
-		lua_pushfstring(L, "spawn: unshare mount namespace: %s", why);
-		break;
-	case ST_PRIVATE:
-		lua_pushfstring(L, "spawn: make / private: %s", why);
-		break;
-	case ST_MOUNTPOINT:
+	else if (e->step == ST_MOUNTPOINT)
 		lua_pushfstring(L, "%s: %s", p->mnt[arg], why);
-		break;
-	case ST_MOUNT:
+	else if (e->step == ST_MOUNT)
 		lua_pushfstring(L, "spawn: bind-mount %s on %s: %s", mnt_names[arg], p->mnt[arg], why);
-		break;
-	case ST_CHROOT:
+	else if (e->step == ST_CHROOT)
 		lua_pushfstring(L, "%s: chroot: %s", p->root, why);
-		break;
-	case ST_PDEATHSIG:
-		lua_pushfstring(L, "spawn: prctl(PR_SET_PDEATHSIG): %s", why);
-		break;
-	case ST_FORK:
-		lua_pushfstring(L, "spawn: fork into a PID namespace: %s", why);
-		break;
-	default:
+	else if (e->step == ST_CHDIR || e->step < 0 || e->step > ST_FORK || step_what[e->step] == NULL)
 		lua_pushfstring(L, "%s: chdir: %s", e->arg ? p->cwd : "/", why);
-		break;
-	}
+	else
+		lua_pushfstring(L, "%s: %s", step_what[e->step], why);
 	lua_pushinteger(L, e->err);
 	return 3;
 }
@@ -905,22 +893,9 @@ spawn_run(lua_State *L)
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"run",	spawn_run},
-	{NULL, NULL}
-};
-
-
-static const luaL_Reg spawn_meta[] = {
-	{"__close",	spawn_gc},
-	{"__gc",	spawn_gc},
-	{NULL, NULL}
-};
-
-
 void
 spawn_open(lua_State *L)
 {
-	vfi_class(L, SPAWN_T, spawn_meta, NULL);
-	vfi_register(L, "spawn", funcs);
+	vfi_class(L, SPAWN_T, spawn_gc, NULL);
+	vfi_export(L, "spawn", "run", spawn_run);
 }

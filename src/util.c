@@ -38,19 +38,24 @@ vfi_kind_of(mode_t m)
 
 
 void
-vfi_register(lua_State *L, const char *name, const luaL_Reg *funcs)
+vfi_export(lua_State *L, const char *concern, const char *name, lua_CFunction fn)
 {
-	luaL_getsubtable(L, -1, name);
-	luaL_setfuncs(L, funcs, 0);
+	luaL_getsubtable(L, -1, concern);
+	lua_pushcfunction(L, fn);
+	lua_setfield(L, -2, name);
 	lua_pop(L, 1);
 }
 
 
 void
-vfi_class(lua_State *L, const char *tname, const luaL_Reg *meta, const luaL_Reg *methods)
+vfi_class(lua_State *L, const char *tname, lua_CFunction gc, const luaL_Reg *methods)
 {
 	if (luaL_newmetatable(L, tname)) {
-		luaL_setfuncs(L, meta, 0);
+		/* released by __close (a to-be-closed variable) or, at the latest, __gc */
+		lua_pushcfunction(L, gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, gc);
+		lua_setfield(L, -2, "__close");
 		if (methods != NULL) {
 			lua_newtable(L);
 			luaL_setfuncs(L, methods, 0);
