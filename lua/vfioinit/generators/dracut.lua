@@ -127,7 +127,7 @@ function M.edit_text(text, want, opts)
   if not ok then return nil, msg or err, line end
   local out = files[1].text
   if opts.install_items then
-    local sc = core.shell_scan(out)
+    local sc = core.scan.shell(out)
     local have = {}
     for _, w in ipairs(simulate({ sc }, "install_items")) do have[w] = true end
     local add = {}
@@ -188,7 +188,7 @@ function M.edits(ctx)
   local uerr = engine.unsafe(files, scans, FORCE)
   if uerr then return nil, uerr end
   if own_before then
-    local _, msg, line = core.shell_scan(own_before)
+    local _, msg, line = core.scan.shell(own_before)
     if msg then return nil, ("%s:%d: %s"):format(own_path, line, msg) end
   end
 
@@ -207,11 +207,11 @@ function M.edits(ctx)
     local seq, placed = {}, false
     for i, f in ipairs(files) do
       if not placed and f.name and mk.version_less(name, f.name) then
-        seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})); placed = true
+        seq[#seq + 1] = core.scan.shell(drop_in_text(mods, {})); placed = true
       end
       seq[#seq + 1] = sc[i]
     end
-    if not placed then seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})) end
+    if not placed then seq[#seq + 1] = core.scan.shell(drop_in_text(mods, {})) end
     return good(simulate(seq, "force_drivers"), want, gpu)
   end
 
@@ -263,7 +263,7 @@ function M.edits(ctx)
     out[#out + 1] = { path = path, before = own_before, after = after }
   elseif not after and own_before and own_path == path then
     -- nothing left for our file to do; keep it (it is harmless) unless empty of meaning
-    local sc = core.shell_scan(own_before) or {}
+    local sc = core.scan.shell(own_before) or {}
     local left = simulate({ sc }, "force_drivers")
     if #left > 0 then
       out[#out + 1] = { path = path, before = own_before, after = drop_in_text({}, {}) }

@@ -292,7 +292,7 @@ end
 function engine.scan_all(files)
   local scans = {}
   for i, f in ipairs(files) do
-    local sc, msg, line = core.shell_scan(f.text)
+    local sc, msg, line = core.scan.shell(f.text)
     if not sc then
       return nil, ("%s:%d: %s"):format(f.path or "", line or 0, msg), line, msg, i
     end
@@ -504,7 +504,7 @@ local function read_presets(ctx)
       local text, err = ctx.read(path)
       if err then return nil, err end
       if text then
-        local sc, msg, line = core.shell_scan(text)
+        local sc, msg, line = core.scan.shell(text)
         if not sc then return nil, ("%s:%d: %s"):format(path, line, msg) end
         local p = { name = n:gsub("%.preset$", ""), file = path, presets = {} }
         for _, pn in ipairs(array(sc, "PRESETS") or {}) do
