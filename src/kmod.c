@@ -4,7 +4,7 @@
 ** libkmod opens its files itself, by host path, following symlinks and
 ** blocking on FIFOs: pointed at <root>/lib/modules/<kver> it would read a
 ** host index through `modules.dep.bin -> /lib/modules/...` or hang on a FIFO.
-** So it never sees root: kmod_new copies the indexes it needs and the
+** So it never sees root: kmod.new copies the indexes it needs and the
 ** modprobe.d files into a private temp dir, each opened through src/fs.c
 ** (resolved inside root, regular files only, never blocking), and points
 ** libkmod at the copy. The temp dir lives as long as the context.
@@ -452,7 +452,7 @@ make_placeholders(Kmod *k, const char *rel)
 }
 
 
-/* A path libkmod gives, under the temp dir, as under the module dir given to kmod_new. */
+/* A path libkmod gives, under the temp dir, as under the module dir given to kmod.new (inside root). */
 static void
 push_path(lua_State *L, Kmod *k, const char *path)
 {

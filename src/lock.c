@@ -101,7 +101,7 @@ checklock(lua_State *L)
 
 /***
 Take an exclusive lock on a file or directory inside root (flock).
-@function lock
+@function acquire
 @string root host directory
 @string path inside root ("/" = root itself; a missing file is created)
 @tparam[opt] number timeout seconds to wait (nil: wait as long as it takes; 0: try once)

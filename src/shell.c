@@ -1,5 +1,5 @@
 /*
-** shell.c: core.shell_scan(text), a scanner for bash-style configuration files
+** shell.c: core.scan.shell(text), a scanner for bash-style configuration files
 ** (mkinitcpio.conf, dracut.conf). It finds the top-level assignments and
 ** where every byte of their values sits, so Lua can edit a file with the
 ** fewest byte changes. It never runs anything: expansions (`$x`, `$(...)`,
