@@ -781,6 +781,7 @@ static int
 target_begin(lua_State *L, struct fsctx *c, const char *path, struct target *t)
 {
 	int err;
+	memset(t, 0, sizeof *t);  /* defined on every path (the analyzer cannot tell fail() > 0) */
 	t->fd = -1;
 	if ((err = target_open(c, path, &t->dirfd, t->name)) != 0)
 		return fail(L, c, path, err);
