@@ -9,7 +9,6 @@ description = {
 dependencies = { "lua >= 5.4, < 5.5" }
 external_dependencies = {
   LIBKMOD = { header = "libkmod.h" },
-  LIBPCRE2 = { header = "pcre2.h" },
   LIBARCHIVE = { header = "archive.h" },
 }
 build = {

@@ -23,14 +23,15 @@ int luaopen_vfioinit_core(lua_State *L);
 static int fuzz_call(lua_State *L, const uint8_t *data, size_t size);
 
 
-/* Push core[name] (a function) on the stack; the core table is at index 1. */
+/* Push core[concern][name] (a function) on the stack; the core table is at index 1. */
 static void
-fuzz_push_fn(lua_State *L, const char *name)
+fuzz_push_fn(lua_State *L, const char *concern, const char *name)
 {
-	if (lua_getfield(L, 1, name) != LUA_TFUNCTION) {
-		fprintf(stderr, "vfioinit.core.%s is not a function\n", name);
+	if (lua_getfield(L, 1, concern) != LUA_TTABLE || lua_getfield(L, -1, name) != LUA_TFUNCTION) {
+		fprintf(stderr, "vfioinit.core.%s.%s is not a function\n", concern, name);
 		abort();
 	}
+	lua_remove(L, -2);
 }
 
 

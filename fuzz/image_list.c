@@ -1,35 +1,57 @@
 /*
-** fuzz/image_list.c: core.image_list(path, want) on arbitrary bytes
-** (src/image.c). The input goes into one memfd, rewritten for every run and
-** opened by image_list through /proc/self/fd/N; `want` asks for the contents
-** of the members verify reads (a plain name and a directory key), so the
-** data-collecting path is fuzzed too.
+** fuzz/image_list.c: core.image.list(root, path, want) on arbitrary bytes
+** (src/image.c). The input goes into one file, "/image" inside a private temp
+** dir (on /dev/shm when there is one) that is the root, rewritten for every
+** run; `want` asks for the contents of the members verify reads (a plain name
+** and a directory key), so the data-collecting path is fuzzed too.
 */
 #ifndef _GNU_SOURCE  /* tools/fuzz passes -D_GNU_SOURCE */
 #define _GNU_SOURCE
 #endif
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 #include "harness.h"
 
-static int memfd = -1;
-static char memfd_path[64];
+static int imgfd = -1;
+static char root[64], image[80];
+
+
+static void
+cleanup(void)
+{
+	unlink(image);
+	rmdir(root);
+}
+
+
+/* The root dir and its image file, made once per process. */
+static void
+make_root(void)
+{
+	strcpy(root, access("/dev/shm", W_OK) == 0 ? "/dev/shm/vfioinit-fuzz-XXXXXX" : "/tmp/vfioinit-fuzz-XXXXXX");
+	if (mkdtemp(root) == NULL)
+		abort();
+	snprintf(image, sizeof image, "%s/image", root);
+	imgfd = open(image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (imgfd < 0)
+		abort();
+	atexit(cleanup);
+}
 
 
 static int
 fuzz_call(lua_State *L, const uint8_t *data, size_t size)
 {
-	if (memfd < 0) {
-		memfd = memfd_create("vfioinit-fuzz-image", MFD_CLOEXEC);
-		if (memfd < 0)
-			abort();
-		snprintf(memfd_path, sizeof memfd_path, "/proc/self/fd/%d", memfd);
-	}
-	if (ftruncate(memfd, 0) != 0 || pwrite(memfd, data, size, 0) != (ssize_t)size)
+	if (imgfd < 0)
+		make_root();
+	if (ftruncate(imgfd, 0) != 0 || pwrite(imgfd, data, size, 0) != (ssize_t)size)
 		abort();
-	fuzz_push_fn(L, "image_list");
-	lua_pushstring(L, memfd_path);
+	fuzz_push_fn(L, "image", "list");
+	lua_pushstring(L, root);
+	lua_pushliteral(L, "/image");
 	lua_createtable(L, 0, 3);
 	lua_pushboolean(L, 1);
 	lua_setfield(L, -2, "conf/modules");
@@ -37,5 +59,5 @@ fuzz_call(lua_State *L, const uint8_t *data, size_t size)
 	lua_setfield(L, -2, "./etc/cmdline.d/");
 	lua_pushboolean(L, 1);
 	lua_setfield(L, -2, "/buildconfig");
-	return 2;
+	return 3;
 }

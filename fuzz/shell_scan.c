@@ -1,4 +1,4 @@
-/* fuzz/shell_scan.c: core.shell_scan(text) on arbitrary bytes (src/shell.c). */
+/* fuzz/shell_scan.c: core.scan.shell(text) on arbitrary bytes (src/shell.c). */
 #include <string.h>
 #include "harness.h"
 
@@ -6,7 +6,7 @@
 static int
 fuzz_call(lua_State *L, const uint8_t *data, size_t size)
 {
-	fuzz_push_fn(L, "shell_scan");
+	fuzz_push_fn(L, "scan", "shell");
 	lua_pushlstring(L, (const char *)data, size);
 	return 1;
 }

@@ -16,18 +16,18 @@ end
 
 describe("shell_scan()", function()
   it("should raise on a non-string argument", function()
-    assert.has_error(function() core.shell_scan({}) end)
-    assert.has_error(function() core.shell_scan() end)
+    assert.has_error(function() core.scan.shell({}) end)
+    assert.has_error(function() core.scan.shell() end)
   end)
 
   it("should return an empty list for empty text", function()
-    local r = assert(core.shell_scan(""))
+    local r = assert(core.scan.shell(""))
     assert.are.equal(0, #r)
   end)
 
   it("should give byte offsets of the statement, the parens and each item", function()
     local text = "# c\nMODULES=(a  \"b c\" 'd')\n"
-    local r = assert(core.shell_scan(text))
+    local r = assert(core.scan.shell(text))
     local a = find(r, "MODULES")[1]
     assert.are.equal("MODULES=(a  \"b c\" 'd')", text:sub(a.first, a.last))
     assert.are.equal(2, a.line)
@@ -45,7 +45,7 @@ describe("shell_scan()", function()
 
   it("should read multi-line arrays with comments inside and after", function()
     local text = "MODULES=(\n  ext4 # root\n  # (not this)\n  nvidia)   # gpu\nX=1\n"
-    local r = assert(core.shell_scan(text))
+    local r = assert(core.scan.shell(text))
     local a = find(r, "MODULES")[1]
     assert.are.same({ "ext4", "nvidia" }, values(a.items))
     assert.are.same({ 2, 4 }, { a.items[1].line, a.items[2].line })
@@ -54,7 +54,7 @@ describe("shell_scan()", function()
   end)
 
   it("should mark += as append", function()
-    local r = assert(core.shell_scan("MODULES+=(vfio)\nforce_drivers+=\" a b \"\n"))
+    local r = assert(core.scan.shell("MODULES+=(vfio)\nforce_drivers+=\" a b \"\n"))
     assert.is_true(r[1].append)
     assert.is_true(r[2].append)
     assert.are.same({ "a", "b" }, values(r[2].items))
@@ -64,7 +64,7 @@ describe("shell_scan()", function()
 
   it("should split a scalar's words with offsets into the quoted string", function()
     local text = 'MODULES="i915  vfio-pci"\n'
-    local r = assert(core.shell_scan(text))
+    local r = assert(core.scan.shell(text))
     local a = r[1]
     assert.is_false(a.array)
     assert.are.equal("i915  vfio-pci", a.value)
@@ -80,7 +80,7 @@ D="one \
 two"
 E=$'t\tu'
 ]]
-    local r = assert(core.shell_scan(text))
+    local r = assert(core.scan.shell(text))
     assert.are.equal('x"y$z\\q', find(r, "A")[1].value)
     assert.is_false(find(r, "A")[1].dynamic)
     assert.are.equal("a\\b", find(r, "B")[1].value)
@@ -91,7 +91,7 @@ E=$'t\tu'
   end)
 
   it("should flag $, backticks and globs as dynamic", function()
-    local r = assert(core.shell_scan("A=$X\nB=\"${Y:-1} z\"\nC=(`ls` k)\nD=(nvidia?)\nE=(plain)\nF=\"$(echo ')')\"\n"))
+    local r = assert(core.scan.shell("A=$X\nB=\"${Y:-1} z\"\nC=(`ls` k)\nD=(nvidia?)\nE=(plain)\nF=\"$(echo ')')\"\n"))
     for _, n in ipairs({ "A", "B", "C", "D", "F" }) do
       assert.is_true(find(r, n)[1].dynamic, n)
     end
@@ -114,7 +114,7 @@ EOF
 true && MODULES+=(after_and)
 MODULES=(real)
 ]]
-    local r = assert(core.shell_scan(text))
+    local r = assert(core.scan.shell(text))
     local m = find(r, "MODULES")
     assert.are.equal(1, #m)
     assert.are.same({ "real" }, values(m[1].items))
@@ -124,7 +124,7 @@ MODULES=(real)
   end)
 
   it("should keep assignments separated by ; and several on one line", function()
-    local r = assert(core.shell_scan("A=1; B=(x y) C=z\n"))
+    local r = assert(core.scan.shell("A=1; B=(x y) C=z\n"))
     assert.are.same({ "A", "B", "C" }, { r[1].name, r[2].name, r[3].name })
   end)
 
@@ -138,7 +138,7 @@ MODULES=(real)
   }
   for i, c in ipairs(bad) do
     it(("should report %q at line %d (case %d)"):format(c[3], c[2], i), function()
-      local r, msg, line = core.shell_scan(c[1])
+      local r, msg, line = core.scan.shell(c[1])
       assert.is_nil(r)
       assert.are.equal(c[2], line)
       assert.truthy(msg:find(c[3], 1, true), msg)
@@ -160,7 +160,7 @@ MODULES=(real)
       local dir = H.tmpdir()
       finally(function() H.rm(dir) end)
       H.writefile(dir .. "/c.conf", text .. "\n")
-      local r = assert(core.shell_scan(text .. "\n"))
+      local r = assert(core.scan.shell(text .. "\n"))
       assert.are.same(H.bash_array({ dir .. "/c.conf" }, "MODULES"), values(find(r, "MODULES")[1].items))
     end)
   end

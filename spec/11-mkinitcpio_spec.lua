@@ -55,7 +55,7 @@ end
 
 -- Lines outside the MODULES and HOOKS statements must survive byte for byte, in order.
 local function check_minimal(before, after)
-  local sc = assert(core.shell_scan(before))
+  local sc = assert(core.scan.shell(before))
   local touched = {}
   for _, a in ipairs(sc) do
     if a.name == "MODULES" or a.name == "HOOKS" then

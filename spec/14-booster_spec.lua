@@ -69,7 +69,7 @@ end
 -- Read a value the way the scanner's caller sees it (for the before list).
 local function mfl_of(text)
   local core = require "vfioinit.core"
-  for _, e in ipairs(assert(core.yaml_scan(text or ""))) do
+  for _, e in ipairs(assert(core.scan.yaml(text or ""))) do
     if e.key == "modules_force_load" then
       if e.style == "plain" and (e.value == "~" or e.value == "null") then return "" end
       return e.value or ""
@@ -176,7 +176,7 @@ describe("booster edit_text()", function()
       -- minimal diff: bytes outside the modules_force_load entry are untouched
       local core = require "vfioinit.core"
       local e
-      for _, x in ipairs(assert(core.yaml_scan(before))) do if x.key == "modules_force_load" then e = x end end
+      for _, x in ipairs(assert(core.scan.yaml(before))) do if x.key == "modules_force_load" then e = x end end
       if not opts.extra_files then
         if e then
           assert.are.equal(before:sub(1, e.first - 1), after:sub(1, e.first - 1))
@@ -187,7 +187,7 @@ describe("booster edit_text()", function()
         end
       else
         local ef
-        for _, x in ipairs(assert(core.yaml_scan(after))) do if x.key == "extra_files" then ef = x end end
+        for _, x in ipairs(assert(core.scan.yaml(after))) do if x.key == "extra_files" then ef = x end end
         assert.truthy(("," .. ef.value .. ","):find(",/etc/modprobe.d/vfioinit.conf,", 1, true), ef.value)
       end
     end)

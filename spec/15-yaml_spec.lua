@@ -1,4 +1,4 @@
--- core.yaml_scan: the booster.yaml subset scanner, checked against PyYAML (the oracle
+-- core.scan.yaml: the booster.yaml subset scanner, checked against PyYAML (the oracle
 -- reads every input; scalar values, flow lists and error lines must agree).
 local h = require "helpers"
 local core = require "vfioinit.core"
@@ -189,13 +189,13 @@ describe("yaml_scan()", function()
   end)
 
   it("raises on a non-string argument", function()
-    assert.has_error(function() core.yaml_scan({}) end)
-    assert.has_error(function() core.yaml_scan() end)
+    assert.has_error(function() core.scan.yaml({}) end)
+    assert.has_error(function() core.scan.yaml() end)
   end)
 
   it("returns entries with key, line, offsets, value and style", function()
     local text = "# c\nmodules: -*,ext4\nmodules_force_load: 'amdgpu' # x\nnetwork:\n  dhcp: on\nx:\n"
-    local r = assert(core.yaml_scan(text))
+    local r = assert(core.scan.yaml(text))
     assert.are.equal(4, #r)
     local m = r[1]
     assert.are.same({ "modules", 2, 5, 20, 12, 14, 20, "-*,ext4", "plain" },
@@ -217,7 +217,7 @@ describe("yaml_scan()", function()
     for i, c in ipairs(VALID) do texts[i] = c[2] end
     local want = oracle(texts)
     for i, c in ipairs(VALID) do
-      local got, msg, line = core.yaml_scan(c[2])
+      local got, msg, line = core.scan.yaml(c[2])
       assert(got, ("%s: %s (line %s)"):format(c[1], tostring(msg), tostring(line)))
       local ok, why = agrees(c[2], got, want[i])
       assert(ok, c[1] .. ": " .. tostring(why))
@@ -253,7 +253,7 @@ describe("yaml_scan()", function()
     end
     local want = oracle(texts)
     for i, t in ipairs(texts) do
-      local got, msg, line = core.yaml_scan(t)
+      local got, msg, line = core.scan.yaml(t)
       assert(got, ("%q: %s (line %s)"):format(t, tostring(msg), tostring(line)))
       local ok, why = agrees(t, got, want[i])
       assert(ok, ("%q: %s"):format(t, tostring(why)))
@@ -263,7 +263,7 @@ describe("yaml_scan()", function()
   py_it("replacing one value span leaves every other key as PyYAML reads it", function()
     local texts, edited = {}, {}
     for i, c in ipairs(VALID) do
-      local r = assert(core.yaml_scan(c[2]))
+      local r = assert(core.scan.yaml(c[2]))
       texts[#texts + 1] = c[2]
       local t = c[2]
       for j = #r, 1, -1 do
@@ -299,7 +299,7 @@ describe("yaml_scan()", function()
   end
   for i, c in ipairs(BAD) do
     py_it("refuses " .. c[1] .. " with the line (" .. c[3] .. ")", function()
-      local r, msg, line = core.yaml_scan(c[2])
+      local r, msg, line = core.scan.yaml(c[2])
       assert.is_nil(r)
       assert.are.equal("string", type(msg))
       assert.are.equal(c[3], line, msg)
@@ -310,12 +310,12 @@ describe("yaml_scan()", function()
   end
 
   it("reads a tab inside a plain value like go-yaml (booster's parser; PyYAML refuses it)", function()
-    local r = assert(core.yaml_scan("a: b\tc\t# comment\n"))
+    local r = assert(core.scan.yaml("a: b\tc\t# comment\n"))
     assert.are.equal("b\tc", r[1].value)
   end)
 
   it("names the duplicated key and its first line", function()
-    local _, msg = core.yaml_scan("strip: true\nmodules: a\nstrip: false\n")
+    local _, msg = core.scan.yaml("strip: true\nmodules: a\nstrip: false\n")
     assert.are.equal("duplicate key 'strip' (first on line 1)", msg)
   end)
 
@@ -328,7 +328,7 @@ describe("yaml_scan()", function()
         t[k] = string.char(({ 10, 32, 58, 45, 39, 34, 91, 93, 123, 125, 35, 9, 97, 98, 92, 124, 13 })[rng % 17 + 1])
       end
       local s = table.concat(t)
-      local r, msg, line = core.yaml_scan(s)
+      local r, msg, line = core.scan.yaml(s)
       if r == nil then
         assert.are.equal("string", type(msg))
         assert.are.equal("number", type(line))

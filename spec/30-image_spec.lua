@@ -1,4 +1,4 @@
--- core.image_list (src/image.c) and lua/vfioinit/image.lua, checked against GNU cpio,
+-- core.image.list (src/image.c) and lua/vfioinit/image.lua, checked against GNU cpio,
 -- lsinitramfs (initramfs-tools-core) and lsinitrd (dracut-core) on real images.
 local h = require "helpers"
 local core = require "vfioinit.core"
@@ -68,7 +68,7 @@ local COMPRESSORS = {
   { name = "lzma", cmd = "lzma -c" },
 }
 
-describe("core.image_list()", function()
+describe("core.image.list()", function()
   local dir
 
   -- A small tree packed with `cpio -o -H newc` into dir/<name>.cpio.
@@ -116,21 +116,21 @@ describe("core.image_list()", function()
   teardown(function() h.rm(dir) end)
 
   it("should raise on bad arguments", function()
-    assert.has_error(function() core.image_list() end)
-    assert.has_error(function() core.image_list({}) end)
-    assert.has_error(function() core.image_list(main, 5) end)
-    assert.has_error(function() core.image_list(main, "conf/modules") end)
+    assert.has_error(function() core.image.list() end)
+    assert.has_error(function() core.image.list("/", {}) end)
+    assert.has_error(function() core.image.list("/", main, 5) end)
+    assert.has_error(function() core.image.list("/", main, "conf/modules") end)
   end)
 
   it("should return nil, 'path: strerror', errno for a missing file", function()
-    local e, msg, errno = core.image_list(dir .. "/nope")
+    local e, msg, errno = core.image.list("/", dir .. "/nope")
     assert.is_nil(e)
     assert.are.equal(dir .. "/nope: No such file or directory", msg)
     assert.are.equal(2, errno)
   end)
 
   it("should list a plain cpio exactly as cpio -t does", function()
-    local e, c, s = core.image_list(main)
+    local e, c, s = core.image.list("/", main)
     assert.are.same(cpio_t(main), names(e))
     assert.are.same({}, c)
     assert.are.same({ { offset = 0, compression = "none", size = s[1].size } }, s)
@@ -148,7 +148,7 @@ describe("core.image_list()", function()
     it_if(not have(c.cmd:match("^%S+")) and c.cmd:match("^%S+") .. " not installed",
       "should list an early cpio followed by a " .. c.name .. " main cpio", function()
       local img = cat(dir .. "/img." .. c.name, early, compress(main, c))
-      local e, contents, s = core.image_list(img, { ["conf/modules"] = true, ["./empty"] = true })
+      local e, contents, s = core.image.list("/", img, { ["conf/modules"] = true, ["./empty"] = true })
       local expect = cpio_t(early)
       for _, n in ipairs(cpio_t(main)) do expect[#expect + 1] = n end
       assert.are.same(expect, names(e))
@@ -164,7 +164,7 @@ describe("core.image_list()", function()
 
   it("should list two early cpio archives and a main one (early, early2, main)", function()
     local img = cat(dir .. "/img3", early, extra, compress(main, COMPRESSORS[2]))
-    local e, _, s = core.image_list(img)
+    local e, _, s = core.image.list("/", img)
     local expect = {}
     for _, f in ipairs({ early, extra, main }) do
       for _, n in ipairs(cpio_t(f)) do expect[#expect + 1] = n end
@@ -181,7 +181,7 @@ describe("core.image_list()", function()
     it("should read a gzip segment after a " .. c.name .. " one", function()
       local first = compress(main, c)
       local img = cat(dir .. "/two." .. c.name, early, first, compress(extra, COMPRESSORS[1]))
-      local e, _, s = core.image_list(img)
+      local e, _, s = core.image.list("/", img)
       local expect = {}
       for _, f in ipairs({ early, main, extra }) do
         for _, n in ipairs(cpio_t(f)) do expect[#expect + 1] = n end
@@ -199,13 +199,13 @@ describe("core.image_list()", function()
     local z = dir .. "/zeros"
     h.writefile(z, ("\0"):rep(512))
     local img = cat(dir .. "/padded", early, z, compress(main, COMPRESSORS[2]), z)
-    local e = assert(core.image_list(img))
+    local e = assert(core.image.list("/", img))
     assert.are.equal(#cpio_t(early) + #cpio_t(main), #e)
   end)
 
   it("should return the contents of wanted members under every key naming them", function()
     local img = cat(dir .. "/w", early, compress(main, COMPRESSORS[1]))
-    local _, c = core.image_list(img, {
+    local _, c = core.image.list("/", img, {
       ["conf/modules"] = true, ["./conf/modules"] = true, ["/etc/cmdline.d/"] = true,
       ["kernel/x86/microcode/GenuineIntel.bin"] = true, ["absent"] = true, ["lib"] = false,
     })
@@ -215,13 +215,13 @@ describe("core.image_list()", function()
       ["/etc/cmdline.d/01-default.conf"] = "root=/dev/sda\n",
       ["kernel/x86/microcode/GenuineIntel.bin"] = ("\1\2\3"):rep(1000),
     }, c)
-    local _, c2 = core.image_list(img, { ["usr/lib/modules/6.1.0-9-amd64/kernel/drivers/vfio/pci/vfio-pci.ko.xz"] = true })
+    local _, c2 = core.image.list("/", img, { ["usr/lib/modules/6.1.0-9-amd64/kernel/drivers/vfio/pci/vfio-pci.ko.xz"] = true })
     assert.are.equal(70000, #c2["usr/lib/modules/6.1.0-9-amd64/kernel/drivers/vfio/pci/vfio-pci.ko.xz"])
   end)
 
   describe("on corrupt input", function()
     local function fails(file, pattern)
-      local e, msg = core.image_list(file)
+      local e, msg = core.image.list("/", file)
       assert.is_nil(e)
       assert.is_string(msg)
       assert.is_truthy(msg:find("^" .. file:gsub("%p", "%%%0") .. ": .* at offset %d+"), msg)
@@ -236,7 +236,7 @@ describe("core.image_list()", function()
       fails(dir .. "/zeros.img", "only zero bytes")
       h.writefile(dir .. "/text.img", "hello world\n")
       fails(dir .. "/text.img", "not an initramfs")
-      local e, msg = core.image_list(dir)
+      local e, msg = core.image.list("/", dir)
       assert.is_nil(e)
       assert.are.equal(dir .. ": Is a directory", msg)
     end)
@@ -283,7 +283,7 @@ describe("core.image_list()", function()
       local early_end = #h.readfile(early)
       for cut = 0, #img - 1, 97 do
         put(f, img:sub(1, cut))
-        local e, msg = core.image_list(f)
+        local e, msg = core.image.list("/", f)
         -- a cut inside the early archive's trailing zero padding leaves a valid image
         if cut > early_end or cut < early_end - 512 then
           assert.is_true(e == nil and type(msg) == "string", "cut at " .. cut)
@@ -295,7 +295,7 @@ describe("core.image_list()", function()
       for _ = 1, 200 do
         local pos = math.random(1, #img)
         put(f, img:sub(1, pos - 1) .. string.char(math.random(0, 255)) .. img:sub(pos + 1))
-        local e, msg = core.image_list(f)
+        local e, msg = core.image.list("/", f)
         assert.is_true(type(e) == "table" or type(msg) == "string")
       end
     end)
@@ -376,7 +376,7 @@ describe("real images", function()
   end)
 
   local function compare(img)
-    local e, c, s = core.image_list(img)
+    local e, c, s = core.image.list("/", img)
     assert.is_table(e, c)
     -- env -u: the ASan run preloads libasan, which the listers' tools do not want
     local out, ok = sh("env -u LD_PRELOAD " .. q(listers[1]) .. " " .. q(img) .. " 2>/dev/null")

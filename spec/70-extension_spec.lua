@@ -232,8 +232,8 @@ describe("mkinitfs generator", function()
     assert.are.equal("kernel/drivers/vfio/vfio.ko*\nkernel/drivers/vfio/vfio_iommu_type1.ko*\n"
       .. "kernel/drivers/vfio/pci/vfio-pci.ko*\nkernel/drivers/vfio/vfio_virqfd.ko*\nkernel/virt/lib/irqbypass.ko*\n",
       plan.changes[1].after:gsub("^#[^\n]*\n#[^\n]*\n", ""))
-    local ctx = { dir = function(p) return core.dir(r, p) end,
-      read = function(p) return core.read(r, p) end }
+    local ctx = { dir = function(p) return core.fs.dir(r, p) end,
+      read = function(p) return core.fs.read(r, p) end }
     assert.are.equal("/boot/initramfs-amd64", gen.image_path(ctx, kver))
     h.writefile(r .. "/usr/share/kernel/cloud/kernel.release", kver .. "\n")
     assert.are.equal("/boot/initramfs-cloud", gen.image_path(ctx, kver))
@@ -249,7 +249,7 @@ describe("mkinitfs rebuild through a stand-in mkinitfs", function()
   local function mounted() return h.sh("grep -F " .. h.q(r) .. " /proc/self/mountinfo") end
   local function argv_log() return h.readfile(r .. "/var/log/standin-mkinitfs.argv") or "" end
   local function image_names()
-    local entries = assert(core.image_list(r .. "/boot/initramfs-cloud"))
+    local entries = assert(core.image.list(r, "/boot/initramfs-cloud"))
     local t = {}
     for _, e in ipairs(entries) do t[(e.name:gsub("^%./", ""))] = true end
     return t
@@ -299,7 +299,7 @@ describe("mkinitfs rebuild through a stand-in mkinitfs", function()
     local vf = fresh()
     local rep = vf.update_initramfs({ root = r, ids = { "1af4:1000" }, timeout = 60 })
     assert.is_true(rep.ok, rep.error)
-    local entries, contents = assert(core.image_list(r .. "/boot/initramfs-cloud", { ["etc/modprobe.d/vfioinit.conf"] = true }))
+    local entries, contents = assert(core.image.list(r, "/boot/initramfs-cloud", { ["etc/modprobe.d/vfioinit.conf"] = true }))
     assert.is_true(#entries > 0)
     assert.are.equal(h.readfile(r .. "/etc/modprobe.d/vfioinit.conf"), contents["etc/modprobe.d/vfioinit.conf"])
     assert.is_true(vf.revert({ root = r }))

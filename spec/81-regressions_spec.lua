@@ -3,7 +3,7 @@
 local h = require "helpers"
 local core = require "vfioinit.core"
 
-describe("image_list() fuzz regressions", function()
+describe("image.list() fuzz regressions", function()
   local dir
   setup(function() dir = h.tmpdir() end)
   teardown(function() h.rm(dir) end)
@@ -13,7 +13,7 @@ describe("image_list() fuzz regressions", function()
   it("refuses an .lzma segment whose header asks for a dictionary over 1 GiB, without allocating it", function()
     local img = dir .. "/lzma-dict.img"
     h.writefile(img, "\x5d\x00\x00\x87\xff" .. ("\xff"):rep(8) .. ("\x18\x0d\xdd\x04\x63\x83\x21\xfb"):rep(8))
-    local entries, err = core.image_list(img)
+    local entries, err = core.image.list("/", img)
     assert.is_nil(entries)
     assert.truthy(err:find("lzma dictionary of 4287037440 bytes is larger than 1 GiB at offset 0", 1, true), err)
   end)
@@ -25,7 +25,7 @@ describe("image_list() fuzz regressions", function()
       :format(h.q(t)))
     assert.is_true(ok, out)
     for _, name in ipairs({ "main.lzma", "both.img" }) do
-      local entries, contents, segments = core.image_list(dir .. "/" .. name, { ["conf/modules"] = true })
+      local entries, contents, segments = core.image.list("/", dir .. "/" .. name, { ["conf/modules"] = true })
       assert.is_table(entries, contents)
       assert.are.equal("vfio\nvfio_pci\n", contents["conf/modules"])
       assert.are.equal("lzma", segments[#segments].compression)

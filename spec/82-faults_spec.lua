@@ -78,8 +78,8 @@ local f = log and log ~= "" and assert(io.open(log, "w"))
 if f then
   local n = 0
   for _, name in ipairs({ "copy", "dir", "mkdirs", "read", "remove", "rename", "resolve", "stat", "write_atomic" }) do
-    local real = core[name]
-    core[name] = function(...) n = n + 1; f:write(n, " ", name, "\n"); f:flush(); return real(...) end
+    local real = core.fs[name]
+    core.fs[name] = function(...) n = n + 1; f:write(n, " ", name, "\n"); f:flush(); return real(...) end
   end
   core._count = function() return n end
 end

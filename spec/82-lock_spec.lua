@@ -1,4 +1,4 @@
--- One lock per root (core.lock, src/lock.c: flock on root's own directory) serialises
+-- One lock per root (core.lock.acquire, src/lock.c: flock on root's own directory) serialises
 -- apply, revert and rebuild: concurrent applies never lose an edit, and a second run
 -- waits for the first, or fails clearly when VFIOINIT_LOCK_TIMEOUT runs out.
 local h = require "helpers"
@@ -26,7 +26,7 @@ end
 -- Start a lua5.4 that holds root's lock for `secs` seconds; returns once it holds it.
 local function hold_lock(root, secs, flag)
   local script = ("package.cpath = %q .. package.cpath; local core = require 'vfioinit.core'; "
-    .. "local lk = assert(core.lock(%q, '/')); io.open(%q, 'w'):close(); os.execute('sleep %s'); lk:unlock()")
+    .. "local lk = assert(core.lock.acquire(%q, '/')); io.open(%q, 'w'):close(); os.execute('sleep %s'); lk:unlock()")
     :format(h.project .. "/" .. build .. "/?.so;", root, flag, secs)
   sh("lua5.4 -e " .. q(script) .. " >/dev/null 2>&1 &")
   for _ = 1, 500 do
@@ -36,36 +36,36 @@ local function hold_lock(root, secs, flag)
   error("the lock holder did not start")
 end
 
-describe("core.lock()", function()
+describe("core.lock.acquire()", function()
   local r
   before_each(function() r = h.tmpdir() end)
   after_each(function() h.rm(r) end)
 
   it("locks root exclusively until :unlock(), creating nothing inside root", function()
     local before = h.tree_hash(r)
-    local lk = assert(core.lock(r, "/"))
+    local lk = assert(core.lock.acquire(r, "/"))
     assert.is.userdata(lk)
     assert.truthy(tostring(lk):find("held", 1, true))
-    local again, err, code = core.lock(r, "/", 0)
+    local again, err, code = core.lock.acquire(r, "/", 0)
     assert.is_nil(again)
     assert.truthy(err:find("locked by another process", 1, true), err)
     assert.are.equal(11, code)  -- EWOULDBLOCK
     lk:unlock()
     lk:unlock()  -- idempotent
     assert.truthy(tostring(lk):find("released", 1, true))
-    local lk2 = assert(core.lock(r, "/", 0))
+    local lk2 = assert(core.lock.acquire(r, "/", 0))
     lk2:unlock()
     assert.are.equal(before, h.tree_hash(r))
   end)
 
   it("releases on __close and __gc", function()
     do
-      local lk <close> = assert(core.lock(r, "/"))
-      assert.is_nil(core.lock(r, "/", 0))
+      local lk <close> = assert(core.lock.acquire(r, "/"))
+      assert.is_nil(core.lock.acquire(r, "/", 0))
     end
-    assert.is.userdata(assert(core.lock(r, "/", 0)))  -- left to __gc
+    assert.is.userdata(assert(core.lock.acquire(r, "/", 0)))  -- left to __gc
     collectgarbage(); collectgarbage()
-    local lk = assert(core.lock(r, "/", 0))
+    local lk = assert(core.lock.acquire(r, "/", 0))
     lk:unlock()
   end)
 
@@ -74,32 +74,32 @@ describe("core.lock()", function()
     finally(function() os.remove(flag) end)
     hold_lock(r, 1, flag)
     local t0 = now()
-    local lk, err = core.lock(r, "/", 0.3)
+    local lk, err = core.lock.acquire(r, "/", 0.3)
     local waited = now() - t0
     assert.is_nil(lk)
     assert.truthy(err:match("^/: locked by another process %(waited 0%.3"), err)
     assert.is_true(waited >= 0.29 and waited < 0.9, tostring(waited))
-    lk = assert(core.lock(r, "/", 10))  -- the holder lets go after 1 s
+    lk = assert(core.lock.acquire(r, "/", 10))  -- the holder lets go after 1 s
     assert.is_true(now() - t0 >= 0.9)
     lk:unlock()
   end)
 
   it("locks a file inside root (created when missing), resolving symlinks inside root", function()
     h.sh("ln -s /lockfile " .. q(r .. "/link"))
-    local lk = assert(core.lock(r, "/link"))
+    local lk = assert(core.lock.acquire(r, "/link"))
     assert.is_not_nil(h.readfile(r .. "/lockfile"))  -- the link's target inside root
     lk:unlock()
-    local nope, err = core.lock(r, "/no/such/dir/lock", 0)
+    local nope, err = core.lock.acquire(r, "/no/such/dir/lock", 0)
     assert.is_nil(nope)
     assert.truthy(err:find("No such file", 1, true), err)
   end)
 
   it("raises on bad arguments", function()
-    assert.has_error(function() core.lock() end)
-    assert.has_error(function() core.lock(r) end)
-    assert.has_error(function() core.lock(r, "relative") end)
-    assert.has_error(function() core.lock(r, "/", -1) end)
-    assert.has_error(function() core.lock("", "/") end)
+    assert.has_error(function() core.lock.acquire() end)
+    assert.has_error(function() core.lock.acquire(r) end)
+    assert.has_error(function() core.lock.acquire(r, "relative") end)
+    assert.has_error(function() core.lock.acquire(r, "/", -1) end)
+    assert.has_error(function() core.lock.acquire("", "/") end)
   end)
 end)
 

@@ -1,6 +1,6 @@
 -- Every core function under valgrind (memcheck) with the release build: a Lua driver calls
--- each one on its success and error paths (fs, regex, kmod on the real Debian kernel,
--- shell_scan, yaml_scan, spawn, image_list, lock), then closes the state. It must give
+-- each one on its success and error paths (fs, kmod on the real Debian kernel,
+-- scan.shell, scan.yaml, spawn.run, image.list, lock.acquire), then closes the state. It must give
 -- 0 errors and 0 bytes definitely lost. The release build is used on purpose: ASan and
 -- valgrind do not mix, and tools/test runs busted with ASan preloaded, so the driver runs
 -- in a clean environment against build/vfioinit/core.so (env VFIOINIT_VALGRIND_BUILD
@@ -21,69 +21,63 @@ local function raises(f, ...) n = n + 1; assert(not pcall(f, ...), "expected a r
 
 -- fs, both resolvers
 for _, fallback in ipairs({ false, true }) do
-  core._fs_force_fallback(fallback)
-  ok(core.mkdirs(root, "/etc/a/b", 493))
-  ok(core.write_atomic(root, "/etc/a/b/f", ("x"):rep(100000), 420))
-  ok(core.write_atomic(root, "/etc/a/b/f", "small\n"))
-  assert(ok(core.read(root, "/etc/a/b/f")) == "small\n")
-  fails(core.read(root, "/etc/a/b/f", 2))
-  fails(core.read(root, "/nope"))
-  ok(core.stat(root, "/etc/a/b/f")); ok(core.stat(root, "/etc", true)); fails(core.stat(root, "/nope"))
-  ok(core.dir(root, "/etc/a/b")); fails(core.dir(root, "/nope"))
-  ok(core.copy(root, "/etc/a/b/f", "/etc/a/b/g")); fails(core.copy(root, "/nope", "/etc/x"))
-  ok(core.rename(root, "/etc/a/b/g", "/etc/a/b/h")); fails(core.rename(root, "/nope", "/etc/y"))
+  core.fs._force_fallback(fallback)
+  ok(core.fs.mkdirs(root, "/etc/a/b", 493))
+  ok(core.fs.write_atomic(root, "/etc/a/b/f", ("x"):rep(100000), 420))
+  ok(core.fs.write_atomic(root, "/etc/a/b/f", "small\n"))
+  assert(ok(core.fs.read(root, "/etc/a/b/f")) == "small\n")
+  fails(core.fs.read(root, "/etc/a/b/f", 2))
+  fails(core.fs.read(root, "/nope"))
+  ok(core.fs.stat(root, "/etc/a/b/f")); ok(core.fs.stat(root, "/etc", true)); fails(core.fs.stat(root, "/nope"))
+  ok(core.fs.dir(root, "/etc/a/b")); fails(core.fs.dir(root, "/nope"))
+  ok(core.fs.copy(root, "/etc/a/b/f", "/etc/a/b/g")); fails(core.fs.copy(root, "/nope", "/etc/x"))
+  ok(core.fs.rename(root, "/etc/a/b/g", "/etc/a/b/h")); fails(core.fs.rename(root, "/nope", "/etc/y"))
   os.execute("ln -sfn a/b/h '" .. root .. "/etc/link'")
-  assert(ok(core.resolve(root, "/etc/link")) == "/etc/a/b/h"); fails(core.resolve(root, "/no/such/x"))
-  ok(core.write_atomic(root, "/etc/link", "through the link\n"))
-  ok(core.remove(root, "/etc/link")); ok(core.remove(root, "/etc/a/b/h")); fails(core.remove(root, "/etc/a"))
-  fails(core.write_atomic("/nonexistent-root", "/x", "y"))
-  raises(core.read, root, "relative")
+  assert(ok(core.fs.resolve(root, "/etc/link")) == "/etc/a/b/h"); fails(core.fs.resolve(root, "/no/such/x"))
+  ok(core.fs.write_atomic(root, "/etc/link", "through the link\n"))
+  ok(core.fs.remove(root, "/etc/link")); ok(core.fs.remove(root, "/etc/a/b/h")); fails(core.fs.remove(root, "/etc/a"))
+  fails(core.fs.write_atomic("/nonexistent-root", "/x", "y"))
+  raises(core.fs.read, root, "relative")
 end
-core._fs_force_fallback(false)
-
--- regex
-assert(ok(core.re_find("^(\\w+)=\\((.*)\\)", "MODULES=(vfio vfio_pci)")) == 1)
-fails(core.re_find("z+", "abc"))
-for i = 1, 200 do core.re_find("a{" .. i .. "}", "aaa") end  -- fills the pattern cache
-raises(core.re_find, "(", "x")
+core.fs._force_fallback(false)
 
 -- kmod on the real kernel
-local ctx = ok(core.kmod_new(moddir))
+local ctx = ok(core.kmod.new("/", moddir))
 ok(ctx:module("vfio_pci")); ok(ctx:module("vfio-iommu-type1")); fails(ctx:module("no_such_module"))
 ok(ctx:lookup("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"))
 ctx:close(); ctx:close()
-do local c2 <close> = ok(core.kmod_new(moddir, { root .. "/etc" })) ; ok(c2:module("vfio")) end
-local c3 = ok(core.kmod_new(moddir)); c3 = nil  -- left to __gc
-local c4 = core.kmod_new(root .. "/no/modules"); if c4 then c4:module("vfio"); c4:lookup("pci:v1d1"); c4:close() end
+do local c2 <close> = ok(core.kmod.new("/", moddir, { root .. "/etc" })) ; ok(c2:module("vfio")) end
+local c3 = ok(core.kmod.new("/", moddir)); c3 = nil  -- left to __gc
+local c4 = core.kmod.new(root, "/no/modules"); if c4 then c4:module("vfio"); c4:lookup("pci:v1d1"); c4:close() end
 
 -- scanners
-ok(core.shell_scan("MODULES=(vfio 'a b' \"c$d\")\nHOOKS+=(x) # c\nif x; then Y=1; fi\nZ=`q` W=$(e)\ncat <<EOF\nA=1\nEOF\n"))
-fails(core.shell_scan("MODULES=(vfio\n"))
-fails(core.shell_scan("X=\"unterminated\n"))
-ok(core.yaml_scan("universal: false\nmodules_force_load: \"a,b\"\nextra_files: [x, 'y']\nblock: |\n  text\n"))
-fails(core.yaml_scan("key: \"unterminated\n"))
+ok(core.scan.shell("MODULES=(vfio 'a b' \"c$d\")\nHOOKS+=(x) # c\nif x; then Y=1; fi\nZ=`q` W=$(e)\ncat <<EOF\nA=1\nEOF\n"))
+fails(core.scan.shell("MODULES=(vfio\n"))
+fails(core.scan.shell("X=\"unterminated\n"))
+ok(core.scan.yaml("universal: false\nmodules_force_load: \"a,b\"\nextra_files: [x, 'y']\nblock: |\n  text\n"))
+fails(core.scan.yaml("key: \"unterminated\n"))
 
 -- spawn, without and with a root (mount namespace + chroot)
 local lines = {}
-ok(core.spawn({ argv = { "sh", "-c", "echo out; echo err >&2; exit 3" }, on_line = function(s, l) lines[#lines + 1] = s .. l end }))
-ok(core.spawn({ argv = { "sleep", "5" }, timeout = 0.2 }))
-ok(core.spawn({ argv = { "env" }, env = { "A=1" }, cwd = "/" }))
-fails(core.spawn({ argv = { "/no/such/command" } }))
-raises(core.spawn, { argv = { "echo", "x" }, on_line = function() error("stop") end, timeout = 1 })
+ok(core.spawn.run({ argv = { "sh", "-c", "echo out; echo err >&2; exit 3" }, on_line = function(s, l) lines[#lines + 1] = s .. l end }))
+ok(core.spawn.run({ argv = { "sleep", "5" }, timeout = 0.2 }))
+ok(core.spawn.run({ argv = { "env" }, env = { "A=1" }, cwd = "/" }))
+fails(core.spawn.run({ argv = { "/no/such/command" } }))
+raises(core.spawn.run, { argv = { "echo", "x" }, on_line = function() error("stop") end, timeout = 1 })
 
 -- images
 for _, img in ipairs({ img_gz, img_zst }) do
-  local entries, contents = ok(core.image_list(img, { ["conf/modules"] = true, ["etc/"] = true }))
+  local entries, contents = ok(core.image.list("/", img, { ["conf/modules"] = true, ["etc/"] = true }))
   assert(#entries > 0 and contents["conf/modules"])
 end
-fails(core.image_list(root .. "/etc/a/b/f"))
-fails(core.image_list(root .. "/nope"))
+fails(core.image.list(root, "/etc/a/b/f"))
+fails(core.image.list(root, "/nope"))
 
 -- lock
-local lk = ok(core.lock(root, "/")); fails(core.lock(root, "/", 0)); lk:unlock(); lk:unlock()
-do local l2 <close> = ok(core.lock(root, "/lockfile")) end
-local l3 = ok(core.lock(root, "/", 0)); l3 = nil
-fails(core.lock(root, "/no/dir/lock", 0))
+local lk = ok(core.lock.acquire(root, "/")); fails(core.lock.acquire(root, "/", 0)); lk:unlock(); lk:unlock()
+do local l2 <close> = ok(core.lock.acquire(root, "/lockfile")) end
+local l3 = ok(core.lock.acquire(root, "/", 0)); l3 = nil
+fails(core.lock.acquire(root, "/no/dir/lock", 0))
 collectgarbage(); collectgarbage()
 io.write("driver: ", n, " calls\n")
 ]=]

@@ -244,8 +244,8 @@ local function die()
 end
 local n = 0
 for _, name in ipairs({ "write_atomic", "remove", "mkdirs", "rename", "copy" }) do
-  local real = core[name]
-  core[name] = function(r, path, ...)
+  local real = core.fs[name]
+  core.fs[name] = function(r, path, ...)
     n = n + 1
     if mode == "apply-kill" and name ~= "mkdirs" and path == arg then die() end
     if mode == "revert-kill" and n == tonumber(arg) then die() end
@@ -287,14 +287,14 @@ describe("a failed or killed apply records nothing (item 2)", function()
       local r = all_root()
       finally(function() h.rm(r) end)
       local orig = snapshot(r)
-      local real = core.write_atomic
-      core.write_atomic = function(root, path, ...)
+      local real = core.fs.write_atomic
+      core.fs.write_atomic = function(root, path, ...)
         if path == ed.path then return nil, path .. ": No space left on device", 28 end
         return real(root, path, ...)
       end
       local plan = assert(vfioinit.plan({ root = r, ids = IDS }))
       local ok, err = plan:apply()
-      core.write_atomic = real
+      core.fs.write_atomic = real
       assert.is_nil(ok)
       assert.truthy(err:find("No space left", 1, true), err)
       for p, content in pairs(orig) do assert.are.equal(content, h.readfile(r .. p), p) end
@@ -401,7 +401,7 @@ describe("a damaged manifest changes nothing (item 4)", function()
   -- The backup of mkinitcpio.conf and a valid entry line for it, built by hand.
   local function mkinitcpio_entry(path, backup)
     local name
-    for _, n in ipairs(core.dir(r, STATE .. "/backups") or {}) do
+    for _, n in ipairs(core.fs.dir(r, STATE .. "/backups") or {}) do
       if h.readfile(r .. STATE .. "/backups/" .. n) == orig["/etc/mkinitcpio.conf"] then name = n end
     end
     assert(name, "no backup holds the original mkinitcpio.conf")

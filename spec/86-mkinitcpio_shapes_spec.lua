@@ -244,7 +244,7 @@ end)
 describe("shell_scan(): nested assignments and commands", function()
   local core = require "vfioinit.core"
   local function nested(text)
-    local r = assert(core.shell_scan(text))
+    local r = assert(core.scan.shell(text))
     local t = {}
     for _, a in ipairs(r.nested) do t[#t + 1] = ("%s@%d %s"):format(a.name, a.line, a.why) end
     return t, r

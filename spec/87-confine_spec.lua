@@ -158,9 +158,9 @@ local v = require "vfioinit"
 local m = assert(v.modules({ root = %q, kernel = %q }))
 assert(v.drivers_for({ root = %q, kernel = %q, ids = { "1af4:1000" } }))
 local core = require "vfioinit.core"
-local c = assert(core.kmod_new(%q, nil, %q)); c = nil
+local c = assert(core.kmod.new(%q, %q)); c = nil
 collectgarbage(); collectgarbage()
-print(#m)]]):format(os.getenv("VFIOINIT_BUILD") or "build", r, kver, r, kver, "/lib/modules/" .. kver, r)
+print(#m)]]):format(os.getenv("VFIOINIT_BUILD") or "build", r, kver, r, kver, r, "/lib/modules/" .. kver)
     h.writefile(tmp .. "/s.lua", script)
     h.sh("mkdir -p " .. q(tmp .. "/t"))
     local out, ok = h.sh("cd " .. q(h.project) .. " && TMPDIR=" .. q(tmp .. "/t") .. " " .. h.lua .. " " .. q(tmp .. "/s.lua") .. " 2>&1")

@@ -1,5 +1,5 @@
 -- The release build carries no test hooks (issue item 11): VFIOINIT_FAULT and
--- VFIOINIT_FS_FALLBACK (and core._fs_force_fallback) exist only with
+-- VFIOINIT_FS_FALLBACK (and core.fs._force_fallback) exist only with
 -- -DVFIOINIT_TESTING=ON, which tools/test sets for its own builds. A plain CMake build with
 -- default options (what the rockspec's build is) is made here and compared with the testing
 -- build the specs run against.
@@ -68,10 +68,10 @@ describe("the release build", function()
     assert.are.equal(0, openat2_calls(TESTING))
   end)
 
-  it("has no _fs_force_fallback and says so in _TESTING", function()
+  it("has no fs._force_fallback and says so in _TESTING", function()
     local function probe(build)
       return (H.sh(("env " .. unpreload(build) .. " LUA_CPATH=%s lua5.4 -e 'local c = require \"vfioinit.core\"; "
-        .. "print(c._TESTING, type(c._fs_force_fallback))' 2>&1"):format(q(build .. "/?.so;;"))))
+        .. "print(c._TESTING, type(c.fs._force_fallback))' 2>&1"):format(q(build .. "/?.so;;"))))
     end
     assert.are.equal("false\tnil\n", probe(rel))
     assert.are.equal("true\tfunction\n", probe(TESTING))

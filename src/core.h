@@ -1,11 +1,17 @@
 /*
 ** vfioinit.core: thin C primitives under the Lua policy in lua/vfioinit/.
-** Each src/<concern>.c registers its functions with <concern>_open(L), which
-** adds them to the module table on top of the stack (luasystem's layout).
-** Expected failures push `nil, "what: strerror", errno`; misuse raises.
+** The module is a table of sub-tables, one per concern: core.fs (fs.c),
+** core.hash (hash.c), core.image (image.c), core.kmod (kmod.c), core.lock
+** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c). Each file adds
+** its own with <concern>_open(L) on the module table on top of the stack.
+** Every path argument is a path inside a `root` argument, and errors name it
+** as seen inside root. Expected failures push `nil, "what: strerror", errno`;
+** misuse raises.
 */
 #ifndef VFIOINIT_CORE_H
 #define VFIOINIT_CORE_H
+
+#include <sys/types.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -14,28 +20,40 @@
 
 #define VFIOINIT_CORE_VERSION "0.1.0"
 
+/* ---- util.c: shared helpers ---- */
+
 /* Push nil, "<what>: <strerror(err)>", err and return 3 (luaL_fileresult's shape). */
 int vfi_push_errno(lua_State *L, const char *what, int err);
-/* Push nil, msg and return 2. */
-int vfi_push_fail(lua_State *L, const char *fmt, ...);
+/* Seconds on the monotonic clock. */
+double vfi_now(void);
+/* What a file type is, in words: "fifo", "character device", "directory", ... */
+const char *vfi_kind_of(mode_t mode);
+/* Set `concern`.`name` = fn in the module table on top of the stack (the sub-table created when missing). */
+void vfi_export(lua_State *L, const char *concern, const char *name, lua_CFunction fn);
+/* Create metatable `tname`: `gc` as __gc and __close, `methods` (when not NULL) as __index. */
+void vfi_class(lua_State *L, const char *tname, lua_CFunction gc, const luaL_Reg *methods);
+
+/* ---- fs.c: the root-confined opens the other files read root through ---- */
 
 /*
-** fs.c: open a regular file inside root for reading (never blocks on a FIFO,
+** Open a regular file inside root for reading (never blocks on a FIFO,
 ** refuses devices and sockets). 0 and *fd, or pushes nil, msg, errno -> 3.
 */
 struct stat;
 int vfi_open_regular(lua_State *L, const char *root, const char *path, int *fd, struct stat *st);
-/* fs.c: open a directory inside root for reading. 0 or errno. */
+/* Open a directory inside root for reading. 0 or errno. */
 int vfi_open_dir(lua_State *L, const char *root, const char *path, int *fd);
+/* Argument n: a root (non-empty host dir, no NUL) / an absolute path inside root (no NUL). Raise otherwise. */
+const char *vfi_checkroot(lua_State *L, int n);
+const char *vfi_checkpath(lua_State *L, int n);
 
 void fs_open(lua_State *L);
+void hash_open(lua_State *L);
+void image_open(lua_State *L);
 void kmod_open(lua_State *L);
+void lock_open(lua_State *L);
 void shell_open(lua_State *L);
 void yaml_open(lua_State *L);
-void regex_open(lua_State *L);
 void spawn_open(lua_State *L);
-void image_open(lua_State *L);
-void lock_open(lua_State *L);
-void hash_open(lua_State *L);
 
 #endif

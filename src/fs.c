@@ -87,7 +87,7 @@ fault_parse(struct fsctx *c)
 }
 
 
-/* VFIOINIT_FS_FALLBACK=1 or core._fs_force_fallback(true): use the walker. */
+/* VFIOINIT_FS_FALLBACK=1 or core.fs._force_fallback(true): use the walker. */
 static int
 force_fallback(lua_State *L)
 {
@@ -181,132 +181,156 @@ open_canon(int rootfd, const char *canon, int *out)
 ** path inside root to canon ("/" for root). With `missing` non-NULL a missing
 ** last component is allowed (*missing = 1), like realpath(1).
 */
+struct walker {
+	int rootfd;
+	int cur;		/* O_PATH fd of canon; -1 after a failed reopen */
+	int links;		/* symlinks followed so far */
+	size_t clen;
+	char *canon;		/* the resolved prefix (PATH_MAX) */
+	char rest[PATH_MAX];	/* what is left to walk */
+	const char *p;		/* the next component, in rest */
+};
+
+
+/* "..": drop the last resolved component and reopen the shorter prefix (never trust ".."). */
+static int
+walk_up(struct walker *w)
+{
+	if (w->clen == 0)
+		return 0;  /* ".." of root is root */
+	while (w->clen > 0 && w->canon[w->clen - 1] != '/')
+		w->clen--;
+	if (w->clen > 0)
+		w->clen--;
+	w->canon[w->clen] = '\0';
+	close(w->cur);
+	w->cur = -1;
+	return open_canon(w->rootfd, w->canon, &w->cur);
+}
+
+
+/* Symlink `fd` (its component ends at e): splice its target before the rest. Consumes fd. */
+static int
+walk_link(struct walker *w, int fd, const char *e)
+{
+	char link[PATH_MAX], tmp[PATH_MAX];
+	ssize_t len;
+	if (++w->links > MAXLINKS) {
+		close(fd);
+		return ELOOP;
+	}
+	len = readlinkat(fd, "", link, sizeof link);
+	close_keep_errno(fd);
+	if (len < 0)
+		return errno;
+	if (len == 0)  /* empty target: nothing to follow */
+		return ENOENT;
+	/* no "/" added after a last component */
+	if ((size_t)len >= sizeof link
+	    || (size_t)snprintf(tmp, sizeof tmp, "%.*s%s", (int)len, link, e) >= sizeof tmp)
+		return ENAMETOOLONG;
+	strcpy(w->rest, tmp);
+	w->p = w->rest;
+	if (link[0] == '/') {  /* absolute: start again at root */
+		w->clen = 0;
+		w->canon[0] = '\0';
+		close(w->cur);
+		if ((w->cur = openat(w->rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+			return errno;
+	}
+	return 0;
+}
+
+
+static int
+walk_append(struct walker *w, const char *name, size_t n)
+{
+	if (w->clen + 1 + n >= PATH_MAX)
+		return ENAMETOOLONG;
+	w->canon[w->clen++] = '/';
+	memcpy(w->canon + w->clen, name, n + 1);
+	w->clen += n;
+	return 0;
+}
+
+
+/* One component `name` (ending at e): descend into a dir, follow a link, or end on the last one. */
+static int
+walk_step(struct walker *w, const char *name, size_t n, const char *e, int follow_last, int *missing)
+{
+	struct stat st;
+	int last = *e == '\0', err;
+	int fd = openat(w->cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT && last && missing != NULL) {
+			*missing = 1;
+			return walk_append(w, name, n);
+		}
+		return errno;
+	}
+	if (fstat(fd, &st) < 0) {
+		err = errno;
+		close(fd);
+		return err;
+	}
+	if (S_ISLNK(st.st_mode) && (!last || follow_last))
+		return walk_link(w, fd, e);
+	if (!S_ISDIR(st.st_mode) && !last) {
+		close(fd);
+		return ENOTDIR;
+	}
+	close(w->cur);
+	w->cur = fd;
+	w->p = e;
+	return walk_append(w, name, n);
+}
+
+
 static int
 walk(int rootfd, const char *path, int follow_last, char canon[PATH_MAX], int *missing)
 {
-	char rest[PATH_MAX], link[PATH_MAX], tmp[PATH_MAX];
+	struct walker w;
 	char name[NAME_MAX + 1];
-	size_t clen = 0;
-	int cur, links = 0, err = 0;
-	const char *p;
+	int err = 0;
 
 	if (missing != NULL)
 		*missing = 0;
-	if (strlen(path) >= sizeof rest)
+	if (strlen(path) >= sizeof w.rest)
 		return ENAMETOOLONG;
-	strcpy(rest, path);
+	strcpy(w.rest, path);
+	w.rootfd = rootfd;
+	w.links = 0;
+	w.clen = 0;
+	w.canon = canon;
+	w.p = w.rest;
 	canon[0] = '\0';
-	if ((cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if ((w.cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return errno;
-	p = rest;
-	for (;;) {
-		struct stat st;
+	while (err == 0 && (missing == NULL || !*missing)) {
 		const char *e;
 		size_t n;
-		int fd, last;
-
-		while (*p == '/')
-			p++;
-		if (*p == '\0')
+		while (*w.p == '/')
+			w.p++;
+		if (*w.p == '\0')
 			break;
-		n = strcspn(p, "/");
-		e = p + n;
-		last = *e == '\0';
-		if (n == 1 && p[0] == '.') {
-			p = e;
-			continue;
-		}
-		if (n == 2 && p[0] == '.' && p[1] == '.') {
-			if (clen > 0) {  /* re-walk the shorter prefix: never trust ".." */
-				while (clen > 0 && canon[clen - 1] != '/')
-					clen--;
-				if (clen > 0)
-					clen--;
-				canon[clen] = '\0';
-				close(cur);
-				if ((err = open_canon(rootfd, canon, &cur)) != 0)
-					return err;
-			}
-			p = e;
-			continue;
-		}
-		if (n > NAME_MAX) {
+		n = strcspn(w.p, "/");
+		e = w.p + n;
+		if (n == 1 && w.p[0] == '.') {
+			w.p = e;
+		} else if (n == 2 && w.p[0] == '.' && w.p[1] == '.') {
+			w.p = e;
+			err = walk_up(&w);
+		} else if (n > NAME_MAX) {
 			err = ENAMETOOLONG;
-			goto out;
+		} else {
+			memcpy(name, w.p, n);
+			name[n] = '\0';
+			err = walk_step(&w, name, n, e, follow_last, missing);
 		}
-		memcpy(name, p, n);
-		name[n] = '\0';
-		fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0) {
-			err = errno;
-			if (err == ENOENT && last && missing != NULL) {
-				*missing = 1;
-				err = 0;
-				goto append;
-			}
-			goto out;
-		}
-		if (fstat(fd, &st) < 0) {
-			err = errno;
-			close(fd);
-			goto out;
-		}
-		if (S_ISLNK(st.st_mode) && (!last || follow_last)) {
-			ssize_t len;
-			if (++links > MAXLINKS) {
-				close(fd);
-				err = ELOOP;
-				goto out;
-			}
-			len = readlinkat(fd, "", link, sizeof link);
-			close_keep_errno(fd);
-			if (len < 0) {
-				err = errno;
-				goto out;
-			}
-			/* Splice: target + rest; no "/" added after a last component. */
-			if (len == 0) {  /* empty target: nothing to follow */
-				err = ENOENT;
-				goto out;
-			}
-			if ((size_t)len >= sizeof link
-			    || (size_t)snprintf(tmp, sizeof tmp, "%.*s%s", (int)len, link, e) >= sizeof tmp) {
-				err = ENAMETOOLONG;
-				goto out;
-			}
-			strcpy(rest, tmp);
-			p = rest;
-			if (link[0] == '/') {
-				clen = 0;
-				canon[0] = '\0';
-				close(cur);
-				if ((cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
-					return errno;
-			}
-			continue;
-		}
-		if (!S_ISDIR(st.st_mode) && !last) {
-			close(fd);
-			err = ENOTDIR;
-			goto out;
-		}
-		close(cur);
-		cur = fd;
-append:
-		if (clen + 1 + n >= PATH_MAX) {
-			err = ENAMETOOLONG;
-			goto out;
-		}
-		canon[clen++] = '/';
-		memcpy(canon + clen, name, n + 1);
-		clen += n;
-		p = e;
-		if (missing != NULL && *missing)
-			break;
 	}
-out:
-	close(cur);
-	if (err == 0 && clen == 0)
+	if (w.cur >= 0)
+		close(w.cur);
+	if (err == 0 && w.clen == 0)
 		strcpy(canon, "/");
 	return err;
 }
@@ -563,15 +587,6 @@ temp_commit(struct fsctx *c, int dirfd, int fd, const char *tmp, const char *nam
 }
 
 
-/* What a non-regular file is, for "PATH: not a regular file (fifo)". */
-static const char *
-kind_of(mode_t m)
-{
-	return S_ISFIFO(m) ? "fifo" : S_ISCHR(m) ? "character device" : S_ISBLK(m) ? "block device"
-	     : S_ISSOCK(m) ? "socket" : S_ISDIR(m) ? "directory" : S_ISLNK(m) ? "symlink" : "unknown type";
-}
-
-
 static int
 push_stat(lua_State *L, const struct stat *st)
 {
@@ -581,7 +596,7 @@ push_stat(lua_State *L, const struct stat *st)
 	lua_pushstring(L, type);
 	lua_setfield(L, -2, "type");
 	if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode)) {
-		lua_pushstring(L, kind_of(st->st_mode));  /* what "other" is: "fifo", ... */
+		lua_pushstring(L, vfi_kind_of(st->st_mode));  /* what "other" is: "fifo", ... */
 		lua_setfield(L, -2, "kind");
 	}
 	lua_pushinteger(L, st->st_mode & 07777);
@@ -601,8 +616,8 @@ push_stat(lua_State *L, const struct stat *st)
 
 
 /* Argument n: an absolute path inside root, without NULs. */
-static const char *
-checkpath(lua_State *L, int n)
+const char *
+vfi_checkpath(lua_State *L, int n)
 {
 	size_t len;
 	const char *p = luaL_checklstring(L, n, &len);
@@ -612,8 +627,8 @@ checkpath(lua_State *L, int n)
 }
 
 
-static const char *
-checkroot(lua_State *L, int n)
+const char *
+vfi_checkroot(lua_State *L, int n)
 {
 	size_t len;
 	const char *p = luaL_checklstring(L, n, &len);
@@ -630,23 +645,69 @@ fail(lua_State *L, struct fsctx *c, const char *what, int err)
 }
 
 
+/* Success of an operation: close the context, push true. */
 static int
-notregular(lua_State *L, struct fsctx *c, const char *path, mode_t mode)
+done(lua_State *L, struct fsctx *c)
 {
 	ctx_close(c);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+
+/*
+** 0 when `mode` is a regular file's; else push "PATH: Is a directory" or
+** "PATH: not a regular file (fifo)" (likewise devices, sockets) -> 3.
+*/
+static int
+refuse_irregular(lua_State *L, struct fsctx *c, const char *path, mode_t mode)
+{
+	if (S_ISREG(mode))
+		return 0;
+	if (S_ISDIR(mode))
+		return fail(L, c, path, EISDIR);
+	ctx_close(c);
 	lua_pushnil(L);
-	lua_pushfstring(L, "%s: not a regular file (%s)", path, kind_of(mode));
+	lua_pushfstring(L, "%s: not a regular file (%s)", path, vfi_kind_of(mode));
 	lua_pushinteger(L, EINVAL);
 	return 3;
 }
 
 
 /*
-** Open `path` inside `root` for reading, only when it is a regular file: the
-** open is O_NONBLOCK so a FIFO cannot block it (O_NOCTTY: a tty does not
-** become ours), then fstat refuses anything but a regular file, then
-** O_NONBLOCK is cleared again. Returns 0 with *fd (and *st), or pushes
-** nil, "PATH: reason", errno and returns 3. Shared with kmod.c and image.c.
+** Open `path` for reading only when it is a regular file: the open is
+** O_NONBLOCK so a FIFO cannot block it (O_NOCTTY: a tty does not become
+** ours), then fstat refuses anything but a regular file. 0 with *fd and *st,
+** or the values pushed (context closed).
+*/
+static int
+open_regular(lua_State *L, struct fsctx *c, const char *path, int *fd, struct stat *st)
+{
+	int err;
+	*fd = -1;
+	memset(st, 0, sizeof *st);  /* defined on every path (the analyzer cannot tell fail() > 0) */
+	if ((err = confined_open(c, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, fd)) != 0)
+		return fail(L, c, path, err);
+	if (fstat(*fd, st) < 0) {
+		err = errno;
+		close(*fd);
+		*fd = -1;
+		return fail(L, c, path, err);
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(*fd);
+		*fd = -1;
+		return refuse_irregular(L, c, path, st->st_mode);
+	}
+	return 0;
+}
+
+
+/*
+** Open `path` inside `root` for reading, only when it is a regular file
+** (open_regular), with O_NONBLOCK cleared again. Returns 0 with *fd (and
+** *st), or pushes nil, "PATH: reason", errno and returns 3. Shared with
+** kmod.c and image.c.
 */
 int
 vfi_open_regular(lua_State *L, const char *root, const char *path, int *fd, struct stat *st)
@@ -655,24 +716,11 @@ vfi_open_regular(lua_State *L, const char *root, const char *path, int *fd, stru
 	int err, flags;
 
 	*fd = -1;
-	memset(st, 0, sizeof *st);  /* defined on every path (the analyzer cannot tell fail() > 0) */
+	memset(st, 0, sizeof *st);
 	if ((err = ctx_open(L, &c, root)) != 0)
 		return fail(L, &c, root, err);
-	if ((err = confined_open(&c, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, fd)) != 0)
-		return fail(L, &c, path, err);
-	if (fstat(*fd, st) < 0) {
-		err = errno;
-		close(*fd);
-		*fd = -1;
-		return fail(L, &c, path, err);
-	}
-	if (!S_ISREG(st->st_mode)) {
-		close(*fd);
-		*fd = -1;
-		if (S_ISDIR(st->st_mode))
-			return fail(L, &c, path, EISDIR);
-		return notregular(L, &c, path, st->st_mode);
-	}
+	if ((err = open_regular(L, &c, path, fd, st)) != 0)
+		return err;
 	ctx_close(&c);
 	if ((flags = fcntl(*fd, F_GETFL)) >= 0)
 		fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK);
@@ -699,11 +747,11 @@ vfi_open_dir(lua_State *L, const char *root, const char *path, int *fd)
 #ifdef VFIOINIT_TESTING
 /***
 Force the fallback path walker instead of openat2 (for specs only).
-@function _fs_force_fallback
+@function _force_fallback
 @tparam boolean on
 */
 static int
-fs__fs_force_fallback(lua_State *L)
+fs__force_fallback(lua_State *L)
 {
 	luaL_checkany(L, 1);
 	lua_pushboolean(L, lua_toboolean(L, 1));
@@ -711,6 +759,125 @@ fs__fs_force_fallback(lua_State *L)
 	return 0;
 }
 #endif
+
+
+/*
+** The replacement of a file being written (write_atomic, copy): the directory
+** of its target (a final symlink followed), the current file, and the temp
+** file next to it that will be renamed over it.
+*/
+struct target {
+	int dirfd;
+	int fd;			/* the temp file */
+	int exists;		/* st describes the current file */
+	struct stat st;
+	char name[NAME_MAX + 1];
+	char tmp[NAME_MAX + 1];
+};
+
+
+/* Open the target of `path` and create its temp file. 0, or the values pushed. */
+static int
+target_begin(lua_State *L, struct fsctx *c, const char *path, struct target *t)
+{
+	int err;
+	memset(t, 0, sizeof *t);  /* defined on every path (the analyzer cannot tell fail() > 0) */
+	t->fd = -1;
+	if ((err = target_open(c, path, &t->dirfd, t->name)) != 0)
+		return fail(L, c, path, err);
+	t->exists = fstatat(t->dirfd, t->name, &t->st, AT_SYMLINK_NOFOLLOW) == 0;
+	err = !t->exists && errno != ENOENT ? errno : 0;
+	if (err == 0 && t->exists && !S_ISREG(t->st.st_mode)) {
+		close(t->dirfd);
+		return refuse_irregular(L, c, path, t->st.st_mode);
+	}
+	if (err == 0)
+		err = temp_create(t->dirfd, t->name, t->tmp, &t->fd);
+	if (err != 0) {
+		close(t->dirfd);
+		return fail(L, c, path, err);
+	}
+	return 0;
+}
+
+
+/*
+** After the data went into the temp file (err == 0): commit it with owner and
+** mode; on err the temp file is removed. Pushes true or the error.
+*/
+static int
+target_end(lua_State *L, struct fsctx *c, const char *path, struct target *t, int err,
+           const struct stat *owner, mode_t mode)
+{
+	if (err != 0) {
+		close(t->fd);
+		unlinkat(t->dirfd, t->tmp, 0);
+	} else {
+		err = temp_commit(c, t->dirfd, t->fd, t->tmp, t->name, owner, mode);
+	}
+	close(t->dirfd);
+	if (err != 0)
+		return fail(L, c, path, err);
+	return done(L, c);
+}
+
+
+/* copy_file_range cannot serve these files (other fs, old kernel, ...): copy_rw instead. */
+static int
+cfr_unsupported(int err)
+{
+	return err == EXDEV || err == ENOSYS || err == EINVAL || err == EOPNOTSUPP || err == EBADF;
+}
+
+
+/* Copy in to out through the kernel. 0, errno, or -1: unsupported (nothing copied). */
+static int
+copy_range(struct fsctx *c, int in, int out)
+{
+	for (;;) {
+		ssize_t n;
+		if (fault_hit(&c->fwrite))
+			return ENOSPC;
+		if (fault_hit(&c->fcfr)) {
+			n = -1;
+			errno = ENOSYS;
+		} else {
+			n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		}
+		if (n < 0 && cfr_unsupported(errno))
+			return -1;
+		if (n < 0 && errno != EINTR)
+			return errno;
+		if (n == 0)
+			return 0;
+	}
+}
+
+
+/* Copy in to out with read and write, from the start of both. 0 or errno. */
+static int
+copy_rw(struct fsctx *c, int in, int out)
+{
+	char *buf;
+	int err = 0;
+	if (lseek(in, 0, SEEK_SET) < 0 || lseek(out, 0, SEEK_SET) < 0 || ftruncate(out, 0) < 0)
+		return errno;
+	if ((buf = malloc(COPY_CHUNK)) == NULL)
+		return ENOMEM;
+	for (;;) {
+		ssize_t n = read(in, buf, COPY_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n < 0 ? errno : 0;
+			break;
+		}
+		if ((err = write_all(c, out, buf, (size_t)n)) != 0)
+			break;
+	}
+	free(buf);
+	return err;
+}
 
 
 /***
@@ -724,102 +891,27 @@ Atomic copy of a regular file (temp + rename), keeping its mode.
 static int
 fs_copy(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *from = checkpath(L, 2);
-	const char *to = checkpath(L, 3);
+	const char *root = vfi_checkroot(L, 1);
+	const char *from = vfi_checkpath(L, 2);
+	const char *to = vfi_checkpath(L, 3);
 	struct fsctx c;
-	struct stat st, dst;
-	char name[NAME_MAX + 1], tmp[NAME_MAX + 1];
-	int err, in = -1, out = -1, dirfd = -1, use_cfr = 1;
-	char *buf = NULL;
+	struct target t;
+	struct stat st;
+	int err, in;
 
 	if ((err = ctx_open(L, &c, root)) != 0)
 		return fail(L, &c, root, err);
-	if ((err = confined_open(&c, from, O_RDONLY | O_NONBLOCK | O_NOCTTY, &in)) != 0)
-		return fail(L, &c, from, err);
-	if (fstat(in, &st) < 0) {
-		err = errno;
+	if ((err = open_regular(L, &c, from, &in, &st)) != 0)
+		return err;
+	if ((err = target_begin(L, &c, to, &t)) != 0) {
 		close(in);
-		return fail(L, &c, from, err);
+		return err;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		close(in);
-		if (S_ISDIR(st.st_mode))
-			return fail(L, &c, from, EISDIR);
-		return notregular(L, &c, from, st.st_mode);
-	}
-	if ((err = target_open(&c, to, &dirfd, name)) != 0) {
-		close(in);
-		return fail(L, &c, to, err);
-	}
-	if (fstatat(dirfd, name, &dst, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(dst.st_mode)) {
-		close(in);
-		close(dirfd);
-		if (S_ISDIR(dst.st_mode))
-			return fail(L, &c, to, EISDIR);
-		return notregular(L, &c, to, dst.st_mode);
-	}
-	if ((err = temp_create(dirfd, name, tmp, &out)) != 0) {
-		close(in);
-		close(dirfd);
-		return fail(L, &c, to, err);
-	}
-	for (;;) {
-		ssize_t n;
-		if (use_cfr) {
-			if (fault_hit(&c.fwrite)) {
-				err = ENOSPC;
-				break;
-			}
-			if (fault_hit(&c.fcfr)) {
-				n = -1;
-				errno = ENOSYS;
-			} else {
-				n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-			}
-			if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL
-			              || errno == EOPNOTSUPP || errno == EBADF)) {
-				use_cfr = 0;  /* nothing copied yet through cfr at EOF-free errors */
-				if (lseek(in, 0, SEEK_SET) < 0 || lseek(out, 0, SEEK_SET) < 0
-				    || ftruncate(out, 0) < 0) {
-					err = errno;
-					break;
-				}
-				continue;
-			}
-		} else {
-			if (buf == NULL && (buf = malloc(COPY_CHUNK)) == NULL) {
-				err = ENOMEM;
-				break;
-			}
-			n = read(in, buf, COPY_CHUNK);
-			if (n > 0 && (err = write_all(&c, out, buf, (size_t)n)) != 0)
-				break;
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err = errno;
-			break;
-		}
-		if (n == 0)
-			break;
-	}
-	free(buf);
+	err = copy_range(&c, in, t.fd);
+	if (err < 0)
+		err = copy_rw(&c, in, t.fd);
 	close(in);
-	if (err != 0) {
-		close(out);
-		unlinkat(dirfd, tmp, 0);
-		close(dirfd);
-		return fail(L, &c, to, err);
-	}
-	err = temp_commit(&c, dirfd, out, tmp, name, NULL, st.st_mode & 07777);
-	close(dirfd);
-	if (err != 0)
-		return fail(L, &c, to, err);
-	ctx_close(&c);
-	lua_pushboolean(L, 1);
-	return 1;
+	return target_end(L, &c, to, &t, err, NULL, st.st_mode & 07777);
 }
 
 
@@ -842,8 +934,8 @@ Names in a directory, sorted (strcmp order), without "." and "..".
 static int
 fs_dir(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *path = checkpath(L, 2);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	struct fsctx c;
 	struct dirent *de;
 	const char **names;
@@ -904,8 +996,8 @@ Create a directory and its missing parents (mkdir -p), inside root.
 static int
 fs_mkdirs(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *path = checkpath(L, 2);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	lua_Integer mode = luaL_optinteger(L, 3, 0755);
 	char prefix[PATH_MAX], name[NAME_MAX + 1];
 	struct fsctx c;
@@ -939,9 +1031,7 @@ fs_mkdirs(lua_State *L)
 			return fail(L, &c, path, err);
 		close(fd);
 	}
-	ctx_close(&c);
-	lua_pushboolean(L, 1);
-	return 1;
+	return done(L, &c);
 }
 
 
@@ -957,8 +1047,8 @@ Read a whole regular file.
 static int
 fs_read(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *path = checkpath(L, 2);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	lua_Integer max = luaL_optinteger(L, 3, LUA_MAXINTEGER);
 	struct stat st;
 	luaL_Buffer b;
@@ -1011,8 +1101,8 @@ Remove a file, symlink or empty directory (a final symlink itself, not its targe
 static int
 fs_remove(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *path = checkpath(L, 2);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	char name[NAME_MAX + 1];
 	struct fsctx c;
 	int err, dirfd;
@@ -1029,9 +1119,7 @@ fs_remove(lua_State *L)
 	close(dirfd);
 	if (err != 0)
 		return fail(L, &c, path, err);
-	ctx_close(&c);
-	lua_pushboolean(L, 1);
-	return 1;
+	return done(L, &c);
 }
 
 
@@ -1046,9 +1134,9 @@ Rename inside root (final symlinks are moved, not followed).
 static int
 fs_rename(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *from = checkpath(L, 2);
-	const char *to = checkpath(L, 3);
+	const char *root = vfi_checkroot(L, 1);
+	const char *from = vfi_checkpath(L, 2);
+	const char *to = vfi_checkpath(L, 3);
 	char fname[NAME_MAX + 1], tname[NAME_MAX + 1];
 	struct fsctx c;
 	int err, fdir, tdir;
@@ -1066,9 +1154,7 @@ fs_rename(lua_State *L)
 	close(tdir);
 	if (err != 0)
 		return fail(L, &c, from, err);
-	ctx_close(&c);
-	lua_pushboolean(L, 1);
-	return 1;
+	return done(L, &c);
 }
 
 
@@ -1083,8 +1169,8 @@ The path inside root after resolving symlinks (all but the last component must e
 static int
 fs_resolve(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *path = checkpath(L, 2);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	char canon[PATH_MAX];
 	struct fsctx c;
 	int err, missing;
@@ -1111,8 +1197,8 @@ File status.
 static int
 fs_stat(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *path = checkpath(L, 2);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	int nofollow = lua_toboolean(L, 3);
 	struct fsctx c;
 	struct stat st;
@@ -1144,56 +1230,29 @@ symlink is followed inside root. On failure the target is untouched.
 static int
 fs_write_atomic(lua_State *L)
 {
-	const char *root = checkroot(L, 1);
-	const char *path = checkpath(L, 2);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	size_t len;
 	const char *content = luaL_checklstring(L, 3, &len);
 	lua_Integer mode = luaL_optinteger(L, 4, 0644);
-	char name[NAME_MAX + 1], tmp[NAME_MAX + 1];
 	struct fsctx c;
-	struct stat st;
-	int err, dirfd, fd, exists;
+	struct target t;
+	int err;
 
 	luaL_argcheck(L, mode >= 0 && mode <= 07777, 4, "mode out of range");
 	if ((err = ctx_open(L, &c, root)) != 0)
 		return fail(L, &c, root, err);
-	if ((err = target_open(&c, path, &dirfd, name)) != 0)
-		return fail(L, &c, path, err);
-	exists = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
-	if (!exists && errno != ENOENT) {
-		err = errno;
-		close(dirfd);
-		return fail(L, &c, path, err);
-	}
-	if (exists && !S_ISREG(st.st_mode)) {
-		close(dirfd);
-		if (S_ISDIR(st.st_mode))
-			return fail(L, &c, path, EISDIR);
-		return notregular(L, &c, path, st.st_mode);
-	}
-	if ((err = temp_create(dirfd, name, tmp, &fd)) != 0) {
-		close(dirfd);
-		return fail(L, &c, path, err);
-	}
-	if ((err = write_all(&c, fd, content, len)) != 0) {
-		close(fd);
-		unlinkat(dirfd, tmp, 0);
-	} else {
-		err = temp_commit(&c, dirfd, fd, tmp, name, exists ? &st : NULL,
-		                  exists ? st.st_mode & 07777 : (mode_t)mode);
-	}
-	close(dirfd);
-	if (err != 0)
-		return fail(L, &c, path, err);
-	ctx_close(&c);
-	lua_pushboolean(L, 1);
-	return 1;
+	if ((err = target_begin(L, &c, path, &t)) != 0)
+		return err;
+	err = write_all(&c, t.fd, content, len);
+	return target_end(L, &c, path, &t, err, t.exists ? &t.st : NULL,
+	                  t.exists ? t.st.st_mode & 07777 : (mode_t)mode);
 }
 
 
 static const luaL_Reg funcs[] = {
 #ifdef VFIOINIT_TESTING
-	{"_fs_force_fallback", fs__fs_force_fallback},
+	{"_force_fallback",    fs__force_fallback},
 #endif
 	{"copy",               fs_copy},
 	{"dir",                fs_dir},
@@ -1211,11 +1270,7 @@ static const luaL_Reg funcs[] = {
 void
 fs_open(lua_State *L)
 {
+	luaL_getsubtable(L, -1, "fs");
 	luaL_setfuncs(L, funcs, 0);
-#ifdef VFIOINIT_TESTING
-	lua_pushboolean(L, 1);
-#else
-	lua_pushboolean(L, 0);
-#endif
-	lua_setfield(L, -2, "_TESTING");  /* built with the test hooks (VFIOINIT_FAULT, ...) */
+	lua_pop(L, 1);
 }

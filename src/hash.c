@@ -1,5 +1,5 @@
 /*
-** hash.c: core.sha256(s) -> 64 lowercase hex digits. vfioinit's state (the
+** hash.c: core.hash.sha256(s) -> 64 lowercase hex digits. vfioinit's state (the
 ** manifest under /var/lib/vfioinit) records what it last wrote to each file and
 ** seals itself with this digest, so damage and later hand edits are detectable.
 ** FIPS 180-4 SHA-256, written out here: one small pure function, no library.
@@ -118,14 +118,8 @@ hash_sha256(lua_State *L)
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"sha256", hash_sha256},
-	{NULL, NULL}
-};
-
-
 void
 hash_open(lua_State *L)
 {
-	luaL_setfuncs(L, funcs, 0);
+	vfi_export(L, "hash", "sha256", hash_sha256);
 }

@@ -78,7 +78,6 @@ struct reader {
 	size_t len;
 	struct archive *a;
 	struct cpio *cp;
-	char *root;	/* copy of the optional root argument */
 };
 
 
@@ -102,8 +101,6 @@ reader_free(struct reader *r)
 		free(r->cp);
 		r->cp = NULL;
 	}
-	free(r->root);
-	r->root = NULL;
 }
 
 
@@ -319,6 +316,63 @@ cpio_header(struct cpio *cp)
 
 
 /*
+** Collect header or name bytes into dst until `need` are there: returns the
+** bytes taken from p; *complete when dst is full (cp->have starts again at 0).
+*/
+static size_t
+cpio_collect(struct cpio *cp, void *dst, size_t need, const unsigned char *p, size_t len, int *complete)
+{
+	size_t n = need - cp->have;
+	if (n > len)
+		n = len;
+	memcpy((unsigned char *)dst + cp->have, p, n);
+	cp->have += n;
+	cp->pos += n;
+	*complete = cp->have == need;
+	if (*complete)
+		cp->have = 0;
+	return n;
+}
+
+
+/* The name is complete: record the entry and find its data and padding. */
+static int
+cpio_named(struct cpio *cp)
+{
+	cp->name[cp->namesize] = '\0';
+	if (cpio_entry(cp) != 0)
+		return -1;
+	cp->data_first = (cp->pos + 3) & ~(uint64_t)3;
+	cp->data_end = cp->data_first + cp->filesize;
+	cp->skip = ((cp->data_end + 3) & ~(uint64_t)3) - cp->pos;
+	cp->state = ST_DATA;
+	return 0;
+}
+
+
+/* Pass over name padding, data and data padding, keeping the data of a wanted entry. */
+static ssize_t
+cpio_data(struct cpio *cp, const unsigned char *p, size_t len)
+{
+	size_t n = len < cp->skip ? len : (size_t)cp->skip;
+	if (cp->want) {
+		/* the part of [pos, pos+n) inside [data_first, data_end) */
+		uint64_t a = cp->pos > cp->data_first ? cp->pos : cp->data_first;
+		uint64_t b = cp->pos + n < cp->data_end ? cp->pos + n : cp->data_end;
+		if (a < b) {
+			if (cpio_reserve(cp, b - a) != 0)
+				return -1;
+			memcpy(cp->buf + cp->blen, p + (a - cp->pos), b - a);
+			cp->blen += b - a;
+		}
+	}
+	cp->pos += n;
+	cp->skip -= n;
+	return (ssize_t)n;
+}
+
+
+/*
 ** Feed stream bytes to the parser.  Returns the number of bytes consumed
 ** (less than len only when stop_at_trailer ends a plain segment), or -1 with
 ** cp->err set.
@@ -328,72 +382,27 @@ cpio_feed(struct cpio *cp, const unsigned char *p, size_t len)
 {
 	size_t i = 0;
 	while (i < len) {
-		size_t n;
+		int complete = 0;
+		ssize_t n;
 		switch (cp->state) {
 		case ST_HEADER:
 			if (cp->have == 0)
 				cp->entry_pos = cp->pos;
-			n = NEWC_HDR - cp->have;
-			if (n > len - i)
-				n = len - i;
-			memcpy(cp->hdr + cp->have, p + i, n);
-			cp->have += n;
-			i += n;
-			cp->pos += n;
-			if (cp->have < NEWC_HDR)
-				break;
-			cp->have = 0;
-			if (cpio_header(cp) != 0)
+			i += cpio_collect(cp, cp->hdr, NEWC_HDR, p + i, len - i, &complete);
+			if (complete && cpio_header(cp) != 0)
 				return -1;
-			cp->state = ST_NAME;
-			break;
+			if (complete)
+				cp->state = ST_NAME;
+			continue;
 		case ST_NAME:
-			n = cp->namesize - cp->have;
-			if (n > len - i)
-				n = len - i;
-			memcpy(cp->name + cp->have, p + i, n);
-			cp->have += n;
-			i += n;
-			cp->pos += n;
-			if (cp->have < cp->namesize)
-				break;
-			cp->have = 0;
-			cp->name[cp->namesize] = '\0';
-			if (cpio_entry(cp) != 0)
+			i += cpio_collect(cp, cp->name, cp->namesize, p + i, len - i, &complete);
+			if (complete && cpio_named(cp) != 0)
 				return -1;
-			cp->data_first = (cp->pos + 3) & ~(uint64_t)3;
-			cp->data_end = cp->data_first + cp->filesize;
-			cp->skip = ((cp->data_end + 3) & ~(uint64_t)3) - cp->pos;
-			cp->state = ST_DATA;
-			if (cp->skip == 0) {
-				cpio_entry_done(cp);
-				if (cp->trailer && cp->stop_at_trailer)
-					return i;
-			}
 			break;
 		case ST_DATA:
-			n = len - i;
-			if (n > cp->skip)
-				n = cp->skip;
-			if (cp->want) {
-				/* the part of [pos, pos+n) inside [data_first, data_end) */
-				uint64_t a = cp->pos > cp->data_first ? cp->pos : cp->data_first;
-				uint64_t b = cp->pos + n < cp->data_end ? cp->pos + n : cp->data_end;
-				if (a < b) {
-					if (cpio_reserve(cp, b - a) != 0)
-						return -1;
-					memcpy(cp->buf + cp->blen, p + i + (a - cp->pos), b - a);
-					cp->blen += b - a;
-				}
-			}
-			i += n;
-			cp->pos += n;
-			cp->skip -= n;
-			if (cp->skip == 0) {
-				cpio_entry_done(cp);
-				if (cp->trailer && cp->stop_at_trailer)
-					return i;
-			}
+			if ((n = cpio_data(cp, p + i, len - i)) < 0)
+				return -1;
+			i += (size_t)n;
 			break;
 		case ST_RESET:
 			/* between archives of one compressed stream, like the kernel */
@@ -405,10 +414,15 @@ cpio_feed(struct cpio *cp, const unsigned char *p, size_t len)
 			} else {
 				return cpio_fail(cp, "junk after cpio trailer", cp->pos);
 			}
-			break;
+			continue;
+		}
+		if (cp->state == ST_DATA && cp->skip == 0) {
+			cpio_entry_done(cp);
+			if (cp->trailer && cp->stop_at_trailer)
+				return (ssize_t)i;
 		}
 	}
-	return i;
+	return (ssize_t)i;
 }
 
 
@@ -645,25 +659,25 @@ set_segment_size(lua_State *L, int segments, int n, size_t size)
 
 
 /*
-** Decompress one compressed segment through the parser.  Returns the number
-** of compressed bytes it spans, or 0 after pushing nil, msg.
+** How many bytes the compressed stream at off spans, as far as can be told
+** before decompressing: exact for zstd and xz (*exact), the rest of the file
+** for the others. 0 after pushing nil, msg: truncated, or an .lzma header
+** asking for a dictionary over the limit.
 */
 static size_t
-image_compressed(lua_State *L, const char *path, struct reader *r,
-    const struct method *m, size_t off, int nseg)
+compressed_span(lua_State *L, const char *path, struct reader *r, const struct method *m,
+    size_t off, int *exact)
 {
-	struct cpio *cp = r->cp;
 	size_t avail = r->len - off;
-	int exact = 0;
+	*exact = 0;
 	if (m->code == ARCHIVE_FILTER_ZSTD || m->code == ARCHIVE_FILTER_XZ) {
 		avail = m->code == ARCHIVE_FILTER_ZSTD ? zstd_span(r->map + off, avail)
 		    : xz_span(r->map + off, avail);
 		if (avail == 0) {
-			image_fail(L, path, "truncated %s data at offset %I", m->name,
-			    (lua_Integer)off);
+			image_fail(L, path, "truncated %s data at offset %I", m->name, (lua_Integer)off);
 			return 0;
 		}
-		exact = 1;
+		*exact = 1;
 		/* walking the frames faulted in the whole stream: let it go again */
 		madvise(r->map, r->len, MADV_DONTNEED);
 	}
@@ -676,63 +690,102 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 		    (lua_Integer)le32(r->map + off + 1), (lua_Integer)off);
 		return 0;
 	}
+	return avail;
+}
+
+
+static void
+corrupt(lua_State *L, const char *path, struct reader *r, const struct method *m, size_t off)
+{
+	const char *why = r->a != NULL ? archive_error_string(r->a) : NULL;
+	image_fail(L, path, "corrupt or truncated %s data (libarchive: %s) at offset %I",
+	    m->name, why != NULL ? why : "?", (lua_Integer)off);
+}
+
+
+/* A libarchive reader of `avail` bytes at off through filter m, at its first (only) entry. 0 or -1 (pushed). */
+static int
+decoder_open(lua_State *L, const char *path, struct reader *r, const struct method *m,
+    size_t off, size_t avail)
+{
+	struct archive_entry *e;
 	r->a = archive_read_new();
 	if (r->a == NULL) {
 		image_fail(L, path, "out of memory");
-		return 0;
+		return -1;
 	}
 	if (archive_read_support_format_raw(r->a) != ARCHIVE_OK
 	    || archive_read_append_filter(r->a, m->code) < ARCHIVE_WARN
 	    || archive_read_open_memory(r->a, r->map + off, avail) != ARCHIVE_OK) {
-		image_fail(L, path, "corrupt or truncated %s data (libarchive: %s) at offset %I",
-		    m->name, archive_error_string(r->a) ? archive_error_string(r->a) : "?",
-		    (lua_Integer)off);
-		return 0;
+		corrupt(L, path, r, m, off);
+		return -1;
 	}
-	cpio_begin(cp, nseg, 0, 0);
-	struct archive_entry *e;
-	int rc = archive_read_next_header(r->a, &e);
-	if (rc != ARCHIVE_OK) {
+	if (archive_read_next_header(r->a, &e) != ARCHIVE_OK) {
 		/* the raw format's bid reads the first block: a decoder error ends up here */
-		image_fail(L, path, "corrupt or truncated %s data at offset %I",
-		    m->name, (lua_Integer)off);
-		return 0;
+		image_fail(L, path, "corrupt or truncated %s data at offset %I", m->name, (lua_Integer)off);
+		return -1;
 	}
+	return 0;
+}
+
+
+/* Stream the decompressed bytes through the parser to the end. 0 or -1 (pushed). */
+static int
+decoder_feed(lua_State *L, const char *path, struct reader *r, const struct method *m, size_t off)
+{
 	size_t since = 0;
+	int rc = ARCHIVE_OK;
 	while (rc == ARCHIVE_OK) {
 		const void *buf;
 		size_t size;
 		la_int64_t boff;
 		rc = archive_read_data_block(r->a, &buf, &size, &boff);
-		if (rc == ARCHIVE_OK || rc == ARCHIVE_WARN) {
-			if (cpio_feed(cp, buf, size) < 0) {
-				image_cpio_fail(L, path, cp, m, off);
-				return 0;
-			}
-			rc = ARCHIVE_OK;
-			/*
-			** Drop the pages of the mapped image read so far: they are
-			** file-backed, so a later touch faults them in again from the
-			** page cache. Keeps the resident set small for a 13 MB image.
-			*/
-			since += size;
-			if (since >= IMAGE_RELEASE_EVERY) {
-				madvise(r->map, r->len, MADV_DONTNEED);
-				since = 0;
-			}
+		if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN)
+			break;
+		rc = ARCHIVE_OK;
+		if (cpio_feed(r->cp, buf, size) < 0) {
+			image_cpio_fail(L, path, r->cp, m, off);
+			return -1;
+		}
+		/*
+		** Drop the pages of the mapped image read so far: they are
+		** file-backed, so a later touch faults them in again from the
+		** page cache. Keeps the resident set small for a 13 MB image.
+		*/
+		since += size;
+		if (since >= IMAGE_RELEASE_EVERY) {
+			madvise(r->map, r->len, MADV_DONTNEED);
+			since = 0;
 		}
 	}
 	if (rc != ARCHIVE_EOF) {
-		image_fail(L, path, "corrupt or truncated %s data (libarchive: %s) at offset %I",
-		    m->name, archive_error_string(r->a) ? archive_error_string(r->a) : "?",
-		    (lua_Integer)off);
-		return 0;
+		corrupt(L, path, r, m, off);
+		return -1;
 	}
-	if (cpio_end(cp) != 0) {
-		image_cpio_fail(L, path, cp, m, off);
-		return 0;
+	if (cpio_end(r->cp) != 0) {
+		image_cpio_fail(L, path, r->cp, m, off);
+		return -1;
 	}
-	size_t used = exact ? avail : (size_t)archive_filter_bytes(r->a, -1);
+	return 0;
+}
+
+
+/*
+** Decompress one compressed segment through the parser.  Returns the number
+** of compressed bytes it spans, or 0 after pushing nil, msg.
+*/
+static size_t
+image_compressed(lua_State *L, const char *path, struct reader *r,
+    const struct method *m, size_t off, int nseg)
+{
+	int exact;
+	size_t used, avail = compressed_span(L, path, r, m, off, &exact);
+	if (avail == 0 || decoder_open(L, path, r, m, off, avail) != 0)
+		return 0;
+	cpio_begin(r->cp, nseg, 0, 0);
+	if (decoder_feed(L, path, r, m, off) != 0)
+		return 0;
+	used = exact ? avail : (size_t)archive_filter_bytes(r->a, -1);
 	archive_read_free(r->a);
 	r->a = NULL;
 	if (used == 0 || used > r->len - off) {
@@ -744,142 +797,150 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 }
 
 
+/* Stack slots of image.list (root, path, want are its arguments). */
+enum { I_ROOT = 1, I_PATH, I_WANT, I_READER, I_ENTRIES, I_CONTENTS, I_SEGMENTS, I_NORM };
+
+
 /*
-** Open the image: with `root`, `path` is inside it and every component
-** resolves there (src/fs.c); without, a host path. Either way only a regular
-** file is opened and a FIFO cannot block the open (O_NONBLOCK until fstat has
-** refused it): "PATH: not a regular file (fifo)". 0, or the values pushed.
+** The want set at I_WANT as a table at I_NORM: name without "./" or "/" ->
+** array of the want keys that name it. Returns I_NORM, or 0 without a want.
 */
 static int
-open_image(lua_State *L, const char *path, const char *root, int *fd, struct stat *st)
+want_index(lua_State *L)
 {
-	int flags;
-	memset(st, 0, sizeof *st);
-	if (root != NULL)
-		return vfi_open_regular(L, root, path, fd, st);
-	*fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (*fd < 0)
-		return vfi_push_errno(L, path, errno);
-	if (fstat(*fd, st) != 0)
-		return vfi_push_errno(L, path, errno);
-	if (S_ISDIR(st->st_mode))
-		return vfi_push_errno(L, path, EISDIR);
-	if (!S_ISREG(st->st_mode))
-		return vfi_push_fail(L, "%s: not a regular file (%s)", path, S_ISFIFO(st->st_mode) ? "fifo"
-		    : S_ISCHR(st->st_mode) ? "character device" : S_ISBLK(st->st_mode) ? "block device"
-		    : S_ISSOCK(st->st_mode) ? "socket" : "unknown type");
-	if ((flags = fcntl(*fd, F_GETFL)) >= 0)
-		fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK);
-	return 0;
+	if (!lua_istable(L, I_WANT))
+		return 0;
+	lua_newtable(L);	/* I_NORM */
+	lua_pushnil(L);
+	while (lua_next(L, I_WANT) != 0) {
+		if (lua_type(L, -2) == LUA_TSTRING && lua_toboolean(L, -1)) {
+			size_t n;
+			const char *k = lua_tolstring(L, -2, &n);
+			size_t s = strip_dot(k, n);
+			lua_pushlstring(L, k + s, n - s);
+			if (lua_rawget(L, I_NORM) != LUA_TTABLE) {
+				lua_pop(L, 1);
+				lua_newtable(L);
+				lua_pushlstring(L, k + s, n - s);
+				lua_pushvalue(L, -2);
+				lua_rawset(L, I_NORM);
+			}
+			lua_pushvalue(L, -3);
+			lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
+	return I_NORM;
 }
 
 
+/*
+** Open the image `path` inside root (every component resolves there; only a
+** regular file, never blocking on a FIFO: src/fs.c) and map it. 0, or the
+** values pushed.
+*/
 static int
-image_scan(lua_State *L, const char *path, const char *root, struct reader *r)
+image_map(lua_State *L, const char *root, const char *path, struct reader *r)
 {
-	lua_newtable(L);	/* 4: entries */
-	lua_newtable(L);	/* 5: contents */
-	lua_newtable(L);	/* 6: segments */
-	int norm = 0;
-	if (lua_istable(L, 2)) {
-		lua_newtable(L);	/* 7: stripped want name -> {want keys} */
-		norm = 7;
-		lua_pushnil(L);
-		while (lua_next(L, 2) != 0) {
-			if (lua_type(L, -2) == LUA_TSTRING && lua_toboolean(L, -1)) {
-				size_t n;
-				const char *k = lua_tolstring(L, -2, &n);
-				size_t s = strip_dot(k, n);
-				lua_pushlstring(L, k + s, n - s);
-				if (lua_rawget(L, norm) != LUA_TTABLE) {
-					lua_pop(L, 1);
-					lua_newtable(L);
-					lua_pushlstring(L, k + s, n - s);
-					lua_pushvalue(L, -2);
-					lua_rawset(L, norm);
-				}
-				lua_pushvalue(L, -3);
-				lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-				lua_pop(L, 1);
-			}
-			lua_pop(L, 1);
-		}
-	}
-
-	r->cp = calloc(1, sizeof(*r->cp));
-	if (r->cp == NULL)
-		return vfi_push_errno(L, path, ENOMEM);
-	struct cpio *cp = r->cp;
-	cp->L = L;
-	cp->entries = 4;
-	cp->contents = 5;
-	cp->norm = norm;
-
 	struct stat st;
-	int nerr = open_image(L, path, root, &r->fd, &st);
-	if (nerr != 0)
-		return nerr;
+	if (vfi_open_regular(L, root, path, &r->fd, &st) != 0)
+		return 3;  /* nil, msg, errno */
 	if (st.st_size == 0)
 		return image_fail(L, path, "empty file at offset 0");
 	r->len = (size_t)st.st_size;
 	r->map = mmap(NULL, r->len, PROT_READ, MAP_PRIVATE, r->fd, 0);
 	if (r->map == MAP_FAILED) {
 		r->map = NULL;
-		return vfi_push_errno(L, path, errno);
+		vfi_push_errno(L, path, errno);
+		return 3;  /* spelled out: the analyzer cannot see vfi_push_errno's result */
 	}
 	madvise(r->map, r->len, MADV_SEQUENTIAL);
+	return 0;
+}
 
-	size_t off = 0;
+
+/* The plain cpio segment at off: its size, or 0 after pushing nil, msg. */
+static size_t
+image_plain(lua_State *L, const char *path, struct reader *r, size_t off, int nseg)
+{
+	ssize_t n;
+	if (off & 3) {
+		image_fail(L, path, "misaligned cpio archive at offset %I", (lua_Integer)off);
+		return 0;
+	}
+	cpio_begin(r->cp, nseg, off, 1);
+	n = cpio_feed(r->cp, r->map + off, r->len - off);
+	if (n < 0 || cpio_end(r->cp) != 0) {
+		image_cpio_fail(L, path, r->cp, NULL, 0);
+		return 0;
+	}
+	return (size_t)n;
+}
+
+
+/* Walk the segments of the mapped image into entries, contents and segments. 0, or the values pushed. */
+static int
+image_segments(lua_State *L, const char *path, struct reader *r)
+{
+	size_t off = 0, n;
 	int nseg = 0;
 	while (off < r->len) {
 		const unsigned char *p = r->map + off;
+		const struct method *m = NULL;
 		if (*p == 0) {	/* padding between segments */
 			off++;
 			continue;
 		}
-		if (*p == '0') {
-			if (off & 3)
-				return image_fail(L, path, "misaligned cpio archive at offset %I",
-				    (lua_Integer)off);
-			push_segment(L, 6, ++nseg, off, "none");
-			cpio_begin(cp, nseg, off, 1);
-			ssize_t n = cpio_feed(cp, p, r->len - off);
-			if (n < 0 || cpio_end(cp) != 0)
-				return image_cpio_fail(L, path, cp, NULL, 0);
-			set_segment_size(L, 6, nseg, (size_t)n);
-			off += (size_t)n;
-			continue;
-		}
-		const struct method *m = detect(p, r->len - off);
-		if (m == NULL)
+		if (*p != '0' && (m = detect(p, r->len - off)) == NULL)
 			return image_fail(L, path, "%s at offset %I", nseg == 0
 			    ? "not an initramfs (no cpio or known compression magic)"
 			    : "junk after the last segment", (lua_Integer)off);
-		push_segment(L, 6, ++nseg, off, m->name);
-		size_t n = image_compressed(L, path, r, m, off, nseg);
+		push_segment(L, I_SEGMENTS, ++nseg, off, m != NULL ? m->name : "none");
+		n = m != NULL ? image_compressed(L, path, r, m, off, nseg) : image_plain(L, path, r, off, nseg);
 		if (n == 0)
 			return 2;
-		set_segment_size(L, 6, nseg, n);
+		set_segment_size(L, I_SEGMENTS, nseg, n);
 		off += n;
 	}
 	if (nseg == 0)
 		return image_fail(L, path, "no cpio archive (only zero bytes) at offset %I",
 		    (lua_Integer)r->len);
-	lua_pushvalue(L, 4);
-	lua_pushvalue(L, 5);
-	lua_pushvalue(L, 6);
+	return 0;
+}
+
+
+static int
+image_scan(lua_State *L, const char *root, const char *path, struct reader *r)
+{
+	int nerr;
+	lua_newtable(L);	/* I_ENTRIES */
+	lua_newtable(L);	/* I_CONTENTS */
+	lua_newtable(L);	/* I_SEGMENTS */
+	r->cp = calloc(1, sizeof(*r->cp));
+	if (r->cp == NULL)
+		return vfi_push_errno(L, path, ENOMEM);
+	r->cp->L = L;
+	r->cp->entries = I_ENTRIES;
+	r->cp->contents = I_CONTENTS;
+	r->cp->norm = want_index(L);
+	if ((nerr = image_map(L, root, path, r)) != 0 || (nerr = image_segments(L, path, r)) != 0)
+		return nerr;
+	lua_pushvalue(L, I_ENTRIES);
+	lua_pushvalue(L, I_CONTENTS);
+	lua_pushvalue(L, I_SEGMENTS);
 	return 3;
 }
 
 
 /***
 List every member of an initramfs image: all concatenated cpio segments.
-@function image_list
-@string hostpath image file (host path)
+@function list
+@string root host directory the image is in
+@string path image file inside root, resolved there (symlinks cannot leave it)
+and named so in errors
 @tparam[opt] table want set of member names whose data to return ("./" and "/"
 prefixes ignored; a key ending in "/" selects every member directly below)
-@tparam[opt] string root when given, `hostpath` is a path inside this root,
-resolved there (symlinks cannot leave it) and named so in errors
 @treturn[1] table entries `{name=, type=, size=, segment=}`, in image order
 @treturn[1] table contents `[want key] = data`
 @treturn[1] table segments `{offset=, size=, compression=}`
@@ -889,50 +950,28 @@ resolved there (symlinks cannot leave it) and named so in errors
 static int
 image_list(lua_State *L)
 {
-	const char *path = luaL_checkstring(L, 1);
-	const char *root = luaL_optstring(L, 3, NULL);
-	if (!lua_isnoneornil(L, 2))
-		luaL_checktype(L, 2, LUA_TTABLE);
-	luaL_argcheck(L, root == NULL || path[0] == '/', 1, "absolute path inside root expected");
-	lua_settop(L, 3);
+	const char *root = vfi_checkroot(L, I_ROOT);
+	const char *path = vfi_checkpath(L, I_PATH);
+	if (!lua_isnoneornil(L, I_WANT))
+		luaL_checktype(L, I_WANT, LUA_TTABLE);
+	lua_settop(L, I_WANT);
 	/* created empty first: a Lua error (out of memory) lets __gc release */
-	struct reader *r = lua_newuserdatauv(L, sizeof(*r), 0);	/* 4, then 3 */
+	struct reader *r = lua_newuserdatauv(L, sizeof(*r), 0);	/* I_READER */
 	r->fd = -1;
 	r->map = NULL;
 	r->len = 0;
 	r->a = NULL;
 	r->cp = NULL;
-	r->root = NULL;
 	luaL_setmetatable(L, IMAGE_READER);
-	/* the layout below (want at 2, reader at 3, results from 4) predates
-	   `root`: the reader keeps a copy of it instead of a stack slot */
-	if (root != NULL && (r->root = strdup(root)) == NULL)
-		return vfi_push_errno(L, path, ENOMEM);
-	lua_remove(L, 3);
-	int nret = image_scan(L, path, r->root, r);
+	int nret = image_scan(L, root, path, r);
 	reader_free(r);
 	return nret;
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"image_list", image_list},
-	{NULL, NULL}
-};
-
-
-static const luaL_Reg reader_meta[] = {
-	{"__close", reader_gc},
-	{"__gc", reader_gc},
-	{NULL, NULL}
-};
-
-
 void
 image_open(lua_State *L)
 {
-	if (luaL_newmetatable(L, IMAGE_READER))
-		luaL_setfuncs(L, reader_meta, 0);
-	lua_pop(L, 1);
-	luaL_setfuncs(L, funcs, 0);
+	vfi_class(L, IMAGE_READER, reader_gc, NULL);
+	vfi_export(L, "image", "list", image_list);
 }

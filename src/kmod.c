@@ -4,7 +4,7 @@
 ** libkmod opens its files itself, by host path, following symlinks and
 ** blocking on FIFOs: pointed at <root>/lib/modules/<kver> it would read a
 ** host index through `modules.dep.bin -> /lib/modules/...` or hang on a FIFO.
-** So it never sees root: kmod_new copies the indexes it needs and the
+** So it never sees root: kmod.new copies the indexes it needs and the
 ** modprobe.d files into a private temp dir, each opened through src/fs.c
 ** (resolved inside root, regular files only, never blocking), and points
 ** libkmod at the copy. The temp dir lives as long as the context.
@@ -37,7 +37,7 @@ static const char *const index_names[] = {
 typedef struct {
 	struct kmod_ctx *ctx;  /* NULL once closed */
 	char *tmpdir;          /* the private copy libkmod reads; removed on close */
-	char *moddir;          /* as given: module paths are reported under it */
+	char *moddir;          /* inside root, as given: module paths are reported under it */
 	char *dep;             /* the copied modules.dep text, NUL-terminated, or NULL */
 } Kmod;
 
@@ -250,34 +250,11 @@ load_dep(Kmod *k)
 }
 
 
-/*
-** kmod_new(moddir [, {config_path...} [, root]]): with `root`, moddir and
-** the config paths are inside it; without, host paths (root "/"). Only the
-** copies reach libkmod (see the top of this file).
-*/
+/* Make the private temp dir under $TMPDIR (or /tmp). 0, or the values pushed. */
 static int
-kmod_l_new(lua_State *L)
+make_tmpdir(lua_State *L, Kmod *k)
 {
-	const char *moddir = luaL_checkstring(L, 1);
-	const char *root = luaL_optstring(L, 3, "/");
 	const char *tmp = getenv("TMPDIR");
-	const char **configs;
-	size_t n = 0, i, nc = 0;
-	int top, r;
-	Kmod *k;
-	if (!lua_isnoneornil(L, 2)) {
-		luaL_checktype(L, 2, LUA_TTABLE);
-		n = lua_rawlen(L, 2);
-	}
-	luaL_argcheck(L, moddir[0] == '/', 1, "absolute path expected");
-	/* closed handle first: an error below leaves a safe object for __gc */
-	k = (Kmod *)lua_newuserdatauv(L, sizeof(Kmod), 0);
-	memset(k, 0, sizeof *k);
-	luaL_setmetatable(L, KMOD_T);
-	configs = (const char **)lua_newuserdatauv(L, (n + 1) * sizeof(char *), 0);
-	top = lua_gettop(L);
-	if ((k->moddir = strdup(moddir)) == NULL)
-		return vfi_push_errno(L, moddir, ENOMEM);
 	lua_pushfstring(L, "%s/vfioinit-kmod.XXXXXX", tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");
 	if ((k->tmpdir = strdup(lua_tostring(L, -1))) == NULL || mkdtemp(k->tmpdir) == NULL) {
 		int e = k->tmpdir != NULL ? errno : ENOMEM;
@@ -286,23 +263,42 @@ kmod_l_new(lua_State *L)
 		return vfi_push_errno(L, lua_tostring(L, -1), e);
 	}
 	lua_pop(L, 1);
-	for (i = 0; index_names[i] != NULL; i++) {
-		lua_pushfstring(L, "%s/%s", moddir, index_names[i]);
+	return 0;
+}
+
+
+/* Copy the indexes libkmod reads from moddir (inside root). 0, or the values pushed. */
+static int
+copy_indexes(lua_State *L, Kmod *k, const char *root)
+{
+	for (size_t i = 0; index_names[i] != NULL; i++) {
+		int r;
+		lua_pushfstring(L, "%s/%s", k->moddir, index_names[i]);
 		lua_pushfstring(L, "%s/%s", k->tmpdir, index_names[i]);
-		if ((r = copy_in(L, root, lua_tostring(L, -2), lua_tostring(L, -1))) > 0) {
-			kmod_release(k);
+		if ((r = copy_in(L, root, lua_tostring(L, -2), lua_tostring(L, -1))) > 0)
 			return r;
-		}
 		lua_pop(L, 2);
 	}
-	for (i = 0; i < n; i++) {
-		lua_rawgeti(L, 2, (lua_Integer)i + 1);
-		r = copy_config(L, k, root, luaL_checkstring(L, -1), (int)i);
-		if (r > 0) {
-			kmod_release(k);
+	return 0;
+}
+
+
+/*
+** Copy the config paths of table `t` (n of them) and fill `configs` with
+** their copies, NULL-terminated; the copies' paths stay on the stack. 0, or
+** the values pushed.
+*/
+static int
+copy_configs(lua_State *L, Kmod *k, const char *root, int t, size_t n, const char **configs)
+{
+	size_t nc = 0;
+	for (size_t i = 0; i < n; i++) {
+		int r;
+		lua_rawgeti(L, t, (lua_Integer)i + 1);
+		r = copy_config(L, k, root, vfi_checkpath(L, -1), (int)i);
+		if (r > 0)
 			return r;
-		}
-		if (r == 0) {  /* the copy's path is on the stack, above `top` */
+		if (r == 0) {  /* the copy's path is on the stack, above the config path */
 			lua_remove(L, -2);
 			configs[nc++] = lua_tostring(L, -1);
 		} else {
@@ -310,6 +306,41 @@ kmod_l_new(lua_State *L)
 		}
 	}
 	configs[nc] = NULL;
+	return 0;
+}
+
+
+/*
+** kmod.new(root, moddir [, {config_path...}]): moddir (/lib/modules/<kver>)
+** and the config paths (modprobe.d dirs or files) are inside root. Only the
+** copies reach libkmod (see the top of this file).
+*/
+static int
+kmod_l_new(lua_State *L)
+{
+	const char *root = vfi_checkroot(L, 1);
+	const char *moddir = vfi_checkpath(L, 2);
+	const char **configs;
+	size_t n = 0;
+	int top, r;
+	Kmod *k;
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		n = lua_rawlen(L, 3);
+	}
+	/* closed handle first: an error below leaves a safe object for __gc */
+	k = (Kmod *)lua_newuserdatauv(L, sizeof(Kmod), 0);
+	memset(k, 0, sizeof *k);
+	luaL_setmetatable(L, KMOD_T);
+	configs = (const char **)lua_newuserdatauv(L, (n + 1) * sizeof(char *), 0);
+	top = lua_gettop(L);
+	if ((k->moddir = strdup(moddir)) == NULL)
+		return vfi_push_errno(L, moddir, ENOMEM);
+	if ((r = make_tmpdir(L, k)) != 0 || (r = copy_indexes(L, k, root)) != 0
+	    || (r = copy_configs(L, k, root, 3, n, configs)) != 0) {
+		kmod_release(k);
+		return r;
+	}
 	load_dep(k);
 	errno = 0;
 	k->ctx = kmod_new(k->tmpdir, configs);
@@ -421,7 +452,7 @@ make_placeholders(Kmod *k, const char *rel)
 }
 
 
-/* A path libkmod gives, under the temp dir, as under the module dir given to kmod_new. */
+/* A path libkmod gives, under the temp dir, as under the module dir given to kmod.new (inside root). */
 static void
 push_path(lua_State *L, Kmod *k, const char *path)
 {
@@ -547,26 +578,9 @@ static const luaL_Reg kmod_methods[] = {
 	{NULL, NULL}
 };
 
-static const luaL_Reg kmod_meta[] = {
-	{"__close", kmod_l_close},
-	{"__gc", kmod_l_close},
-	{"__index", NULL},
-	{NULL, NULL}
-};
-
-static const luaL_Reg funcs[] = {
-	{"kmod_new", kmod_l_new},
-	{NULL, NULL}
-};
-
-
 void
 kmod_open(lua_State *L)
 {
-	luaL_newmetatable(L, KMOD_T);
-	luaL_setfuncs(L, kmod_meta, 0);
-	luaL_newlib(L, kmod_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
-	luaL_setfuncs(L, funcs, 0);
+	vfi_class(L, KMOD_T, kmod_l_close, kmod_methods);
+	vfi_export(L, "kmod", "new", kmod_l_new);
 }

@@ -1,10 +1,10 @@
 /*
-** lock.c: core.lock(root, path [, timeout]), an exclusive flock(2) on a file
+** lock.c: core.lock.acquire(root, path [, timeout]), an exclusive flock(2) on a file
 ** or directory inside root, held by a userdata until :unlock(), __close or
 ** __gc. vfioinit locks root's own directory (path "/"): nothing is created
 ** inside root, nothing is left behind, and every process that names the same
 ** root (by any path) locks the same inode. flock locks belong to the open
-** file description, so a second core.lock on the same root in one process
+** file description, so a second core.lock.acquire on the same root in one process
 ** waits for the first like any other process would (the Lua side makes its
 ** use re-entrant).
 */
@@ -28,14 +28,6 @@ typedef struct Lock {
 	int fd;  /* -1: unlocked */
 } Lock;
 
-
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 
 /*
@@ -109,7 +101,7 @@ checklock(lua_State *L)
 
 /***
 Take an exclusive lock on a file or directory inside root (flock).
-@function lock
+@function acquire
 @string root host directory
 @string path inside root ("/" = root itself; a missing file is created)
 @tparam[opt] number timeout seconds to wait (nil: wait as long as it takes; 0: try once)
@@ -121,17 +113,14 @@ Take an exclusive lock on a file or directory inside root (flock).
 static int
 lock_lock(lua_State *L)
 {
-	size_t rlen, plen;
-	const char *root = luaL_checklstring(L, 1, &rlen);
-	const char *path = luaL_checklstring(L, 2, &plen);
+	const char *root = vfi_checkroot(L, 1);
+	const char *path = vfi_checkpath(L, 2);
 	double timeout = luaL_optnumber(L, 3, -1);
 	int wait_forever = lua_isnoneornil(L, 3);
 	double start, delay = 0.001;
 	int rootfd, err;
 	Lock *lk;
 
-	luaL_argcheck(L, rlen > 0 && strlen(root) == rlen, 1, "non-empty path without NUL expected");
-	luaL_argcheck(L, strlen(path) == plen && path[0] == '/', 2, "absolute path without NUL expected");
 	luaL_argcheck(L, wait_forever || timeout >= 0, 3, "timeout must be >= 0");
 	lk = (Lock *)lua_newuserdatauv(L, sizeof *lk, 0);
 	lk->fd = -1;  /* unlocked until flock succeeds: __gc is safe on any error */
@@ -147,26 +136,26 @@ lock_lock(lua_State *L)
 		lk->fd = -1;
 		return vfi_push_errno(L, path, err);
 	}
-	start = now();
+	start = vfi_now();
 	for (;;) {
 		if (flock(lk->fd, wait_forever ? LOCK_EX : LOCK_EX | LOCK_NB) == 0)
 			return 1;
 		err = errno;
 		if (err == EINTR)
 			continue;
-		if (err != EWOULDBLOCK || (!wait_forever && now() - start >= timeout)) {
+		if (err != EWOULDBLOCK || (!wait_forever && vfi_now() - start >= timeout)) {
 			close(lk->fd);
 			lk->fd = -1;
 			if (err == EWOULDBLOCK) {
 				lua_pushnil(L);
-				lua_pushfstring(L, "%s: locked by another process (waited %f s)", path, now() - start);
+				lua_pushfstring(L, "%s: locked by another process (waited %f s)", path, vfi_now() - start);
 				lua_pushinteger(L, err);
 				return 3;
 			}
 			return vfi_push_errno(L, path, err);
 		}
 		{
-			double left = timeout - (now() - start);
+			double left = timeout - (vfi_now() - start);
 			double d = delay < left ? delay : left;
 			struct timespec ts;
 			ts.tv_sec = (time_t)d;
@@ -201,22 +190,8 @@ lock_tostring(lua_State *L)
 }
 
 
-static const luaL_Reg lock_meta[] = {
-	{"__close",    lock_unlock},
-	{"__gc",       lock_unlock},
-	{"__tostring", lock_tostring},
-	{NULL, NULL}
-};
-
-
 static const luaL_Reg lock_methods[] = {
 	{"unlock", lock_unlock},
-	{NULL, NULL}
-};
-
-
-static const luaL_Reg funcs[] = {
-	{"lock", lock_lock},
 	{NULL, NULL}
 };
 
@@ -224,11 +199,10 @@ static const luaL_Reg funcs[] = {
 void
 lock_open(lua_State *L)
 {
-	if (luaL_newmetatable(L, LOCK_T)) {
-		luaL_setfuncs(L, lock_meta, 0);
-		luaL_newlib(L, lock_methods);
-		lua_setfield(L, -2, "__index");
-	}
+	vfi_class(L, LOCK_T, lock_unlock, lock_methods);
+	luaL_getmetatable(L, LOCK_T);
+	lua_pushcfunction(L, lock_tostring);
+	lua_setfield(L, -2, "__tostring");
 	lua_pop(L, 1);
-	luaL_setfuncs(L, funcs, 0);
+	vfi_export(L, "lock", "acquire", lock_lock);
 }

@@ -1,5 +1,5 @@
 /*
-** shell.c: core.shell_scan(text), a scanner for bash-style configuration files
+** shell.c: core.scan.shell(text), a scanner for bash-style configuration files
 ** (mkinitcpio.conf, dracut.conf). It finds the top-level assignments and
 ** where every byte of their values sits, so Lua can edit a file with the
 ** fewest byte changes. It never runs anything: expansions (`$x`, `$(...)`,
@@ -118,6 +118,26 @@ step(Scan *sc)
 }
 
 
+/* At the closing quote, or at the end of the text: unterminated (`what` says which). */
+static int
+close_quote(Scan *sc, const char *what, int line)
+{
+	if (sc->i >= sc->n)
+		return fail(sc, what, line);
+	sc->i++;
+	return 0;
+}
+
+
+/* Copy the byte at sc->i as it is, then step past it. */
+static void
+emit_step(Scan *sc, int c)
+{
+	emit(sc, (char)c, sc->i);
+	step(sc);
+}
+
+
 static int skip_dquote(Scan *sc);
 static int skip_subst(Scan *sc, char open, char close);
 
@@ -133,10 +153,7 @@ skip_backtick(Scan *sc)
 			step(sc);
 		step(sc);
 	}
-	if (sc->i >= sc->n)
-		return fail(sc, "unterminated ` command substitution", line);
-	sc->i++;
-	return 0;
+	return close_quote(sc, "unterminated ` command substitution", line);
 }
 
 
@@ -148,10 +165,7 @@ skip_squote(Scan *sc)
 	sc->i++;
 	while (sc->i < sc->n && sc->s[sc->i] != '\'')
 		step(sc);
-	if (sc->i >= sc->n)
-		return fail(sc, "unterminated ' quote", line);
-	sc->i++;
-	return 0;
+	return close_quote(sc, "unterminated ' quote", line);
 }
 
 
@@ -243,10 +257,7 @@ skip_dquote(Scan *sc)
 			step(sc);
 		}
 	}
-	if (sc->i >= sc->n)
-		return fail(sc, "unterminated \" quote", line);
-	sc->i++;
-	return 0;
+	return close_quote(sc, "unterminated \" quote", line);
 }
 
 
@@ -296,14 +307,10 @@ read_dquote(Scan *sc)
 			if (read_expansion(sc) < 0)
 				return -1;
 		} else {
-			emit(sc, (char)c, sc->i);
-			step(sc);
+			emit_step(sc, c);
 		}
 	}
-	if (sc->i >= sc->n)
-		return fail(sc, "unterminated \" quote", line);
-	sc->i++;
-	return 0;
+	return close_quote(sc, "unterminated \" quote", line);
 }
 
 
@@ -324,14 +331,10 @@ read_ansi(Scan *sc)
 			sc->i++;
 			step(sc);
 		} else {
-			emit(sc, (char)c, sc->i);
-			step(sc);
+			emit_step(sc, c);
 		}
 	}
-	if (sc->i >= sc->n)
-		return fail(sc, "unterminated $' quote", line);
-	sc->i++;
-	return 0;
+	return close_quote(sc, "unterminated $' quote", line);
 }
 
 
@@ -1096,14 +1099,8 @@ shell_scan(lua_State *L)
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"shell_scan",	shell_scan},
-	{NULL,	NULL}
-};
-
-
 void
 shell_open(lua_State *L)
 {
-	luaL_setfuncs(L, funcs, 0);
+	vfi_export(L, "scan", "shell", shell_scan);
 }

@@ -99,14 +99,6 @@ close_fd(int *fd)
 }
 
 
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 
 /*
 ** Kill what is left of the child's process group, reap the child, close
@@ -419,6 +411,17 @@ try_reap(Spawn *s, int *status)
 }
 
 
+/* The setup steps whose failure names no path. */
+static const char *const step_what[] = {
+	[ST_SETPGID] = "spawn: setpgid",
+	[ST_STDIO] = "spawn: redirect stdio",
+	[ST_UNSHARE] = "spawn: unshare mount namespace",
+	[ST_PRIVATE] = "spawn: make / private",
+	[ST_PDEATHSIG] = "spawn: prctl(PR_SET_PDEATHSIG)",
+	[ST_FORK] = "spawn: fork into a PID namespace",
+};
+
+
 /* Format a child setup failure as `nil, msg, errno`. */
 static int
 push_child_err(lua_State *L, const struct plan *p, const struct child_err *e)
@@ -426,41 +429,18 @@ push_child_err(lua_State *L, const struct plan *p, const struct child_err *e)
 	const char *why = strerror(e->err);
 	int arg = e->arg >= 0 && e->arg < NMNT ? e->arg : 0;
 	lua_pushnil(L);
-	switch (e->step) {
-	case ST_EXEC:
+	if (e->step == ST_EXEC)
 		lua_pushfstring(L, "%s: %s", p->argv[0], why);
-		break;
-	case ST_SETPGID:
-		lua_pushfstring(L, "spawn: setpgid: %s", why);
-		break;
-	case ST_STDIO:
-		lua_pushfstring(L, "spawn: redirect stdio: %s", why);
-		break;
-	case ST_UNSHARE:
-		lua_pushfstring(L, "spawn: unshare mount namespace: %s", why);
-		break;
-	case ST_PRIVATE:
-		lua_pushfstring(L, "spawn: make / private: %s", why);
-		break;
-	case ST_MOUNTPOINT:
+	else if (e->step == ST_MOUNTPOINT)
 		lua_pushfstring(L, "%s: %s", p->mnt[arg], why);
-		break;
-	case ST_MOUNT:
+	else if (e->step == ST_MOUNT)
 		lua_pushfstring(L, "spawn: bind-mount %s on %s: %s", mnt_names[arg], p->mnt[arg], why);
-		break;
-	case ST_CHROOT:
+	else if (e->step == ST_CHROOT)
 		lua_pushfstring(L, "%s: chroot: %s", p->root, why);
-		break;
-	case ST_PDEATHSIG:
-		lua_pushfstring(L, "spawn: prctl(PR_SET_PDEATHSIG): %s", why);
-		break;
-	case ST_FORK:
-		lua_pushfstring(L, "spawn: fork into a PID namespace: %s", why);
-		break;
-	default:
+	else if (e->step == ST_CHDIR || e->step < 0 || e->step > ST_FORK || step_what[e->step] == NULL)
 		lua_pushfstring(L, "%s: chdir: %s", e->arg ? p->cwd : "/", why);
-		break;
-	}
+	else
+		lua_pushfstring(L, "%s: %s", step_what[e->step], why);
 	lua_pushinteger(L, e->err);
 	return 3;
 }
@@ -602,10 +582,278 @@ build_candidates(lua_State *L, int anchor, struct plan *p)
 }
 
 
-/* ---- core.spawn ---- */
+/* ---- core.spawn.run ---- */
+
+/* Stack slots of spawn.run: its options table, its fields, the anchor, the Spawn userdata. */
+enum { OPTS = 1, ARGV, ROOT, TIMEOUT, ONLINE, ENV, CWD, ANCHOR, UD };
+
+/* The state of one run in the parent, from fork to the result. */
+struct run {
+	double start, deadline;
+	int phase;	/* 0: running, 1: SIGTERM sent, 2: SIGKILL sent or exited, draining */
+	int timed_out, status, reaped, pidns;
+};
+
+
+/* Check the options (raise on misuse) and build the plan; *timeout 0: none. Nothing is acquired yet. */
+static void
+plan_build(lua_State *L, struct plan *p, double *timeout)
+{
+	size_t n, i;
+	luaL_checktype(L, OPTS, LUA_TTABLE);
+	lua_settop(L, OPTS);
+	lua_getfield(L, OPTS, "argv");
+	lua_getfield(L, OPTS, "root");
+	lua_getfield(L, OPTS, "timeout");
+	lua_getfield(L, OPTS, "on_line");
+	lua_getfield(L, OPTS, "env");
+	lua_getfield(L, OPTS, "cwd");
+	lua_newtable(L);	/* ANCHOR: keeps every string and vector below alive */
+
+	memset(p, 0, sizeof *p);
+	n = check_strings(L, ARGV, "argv", 0);
+	luaL_argcheck(L, n > 0, 1, "field 'argv' must not be empty");
+	p->root = opt_string_field(L, ROOT, "root");
+	p->cwd = opt_string_field(L, CWD, "cwd");
+	*timeout = 0;
+	if (!lua_isnil(L, TIMEOUT)) {
+		if (lua_type(L, TIMEOUT) != LUA_TNUMBER)
+			luaL_argerror(L, 1, lua_pushfstring(L, "field 'timeout' must be a number, got %s",
+			    luaL_typename(L, TIMEOUT)));
+		*timeout = lua_tonumber(L, TIMEOUT);
+		luaL_argcheck(L, *timeout > 0, 1, "field 'timeout' must be positive");
+	}
+	if (!lua_isnil(L, ONLINE) && !lua_isfunction(L, ONLINE))
+		luaL_argerror(L, 1, lua_pushfstring(L, "field 'on_line' must be a function, got %s",
+		    luaL_typename(L, ONLINE)));
+	const char **v = new_vec(L, ANCHOR, n);
+	for (i = 0; i < n; i++) {
+		lua_rawgeti(L, ARGV, (lua_Integer)i + 1);
+		v[i] = keep(L, ANCHOR);
+	}
+	p->argv = v;
+	build_env(L, ENV, ANCHOR, p);
+	build_candidates(L, ANCHOR, p);
+	for (i = 0; p->root != NULL && i < NMNT; i++) {
+		lua_pushfstring(L, "%s%s", p->root, mnt_names[i]);
+		p->mnt[i] = keep(L, ANCHOR);
+	}
+	lua_settop(L, ANCHOR);
+}
+
+
+/* The to-be-closed Spawn at UD with its pipes and /dev/null open. NULL after pushing nil, msg, errno. */
+static Spawn *
+spawn_new(lua_State *L)
+{
+	Spawn *s = lua_newuserdatauv(L, sizeof *s, 0);
+	memset(s, 0, sizeof *s);
+	s->pidfd = s->out[0] = s->out[1] = s->err[0] = s->err[1] = -1;
+	s->errp[0] = s->errp[1] = s->devnull = -1;
+	s->statp[0] = s->statp[1] = s->life[0] = s->life[1] = -1;
+	luaL_setmetatable(L, SPAWN_T);
+	lua_toclose(L, UD);
+	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0
+	    || pipe2(s->errp, O_CLOEXEC) < 0 || pipe2(s->statp, O_CLOEXEC) < 0
+	    || pipe2(s->life, O_CLOEXEC) < 0) {
+		int e = errno;
+		spawn_release(s);
+		vfi_push_errno(L, "spawn: pipe", e);
+		return NULL;
+	}
+	s->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (s->devnull < 0) {
+		int e = errno;
+		spawn_release(s);
+		vfi_push_errno(L, "/dev/null", e);
+		return NULL;
+	}
+	return s;
+}
+
+
+/* Start the child and keep the parent's ends. 0, or the values pushed. */
+static int
+spawn_start(lua_State *L, Spawn *s, const struct plan *p, struct run *run)
+{
+	run->start = vfi_now();
+	/* The child in a new PID namespace where the kernel lets us (child_init), else a plain fork. */
+	s->pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_NEWPID | SIGCHLD), NULL, NULL, NULL, NULL);
+	run->pidns = s->pid >= 0;
+	if (s->pid < 0 && errno != EAGAIN && errno != ENOMEM)
+		s->pid = fork();	/* EPERM (not root), EINVAL, ENOSPC, EUSERS: no namespace */
+	if (s->pid < 0) {
+		int e = errno;
+		s->pid = 0;
+		spawn_release(s);
+		return vfi_push_errno(L, "spawn: fork", e);
+	}
+	if (s->pid == 0)
+		child_run(p, s, run->pidns);
+	close_fd(&s->life[0]);	/* life[1] stays open as long as we live */
+	close_fd(&s->statp[1]);
+	fcntl(s->statp[0], F_SETFL, O_NONBLOCK);
+	close_fd(&s->out[1]);
+	close_fd(&s->err[1]);
+	close_fd(&s->errp[1]);
+	close_fd(&s->devnull);
+	return 0;
+}
+
+
+/* Did the child's setup fail? EOF on errp: exec succeeded (CLOEXEC closed it); data: which step failed. */
+static int
+child_failed(Spawn *s, struct child_err *ce)
+{
+	size_t got = 0;
+	while (got < sizeof *ce) {
+		ssize_t r = read(s->errp[0], (char *)ce + got, sizeof *ce - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close_fd(&s->errp[0]);
+	if (got != sizeof *ce)
+		return 0;
+	while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	s->pid = 0;
+	spawn_release(s);
+	return 1;
+}
+
+
+/* The deadline passed: SIGTERM the group, then SIGKILL, then stop reading pipes held by leavers. */
+static void
+on_deadline(lua_State *L, Spawn *s, struct run *run, double t)
+{
+	if (run->phase == 0) {	/* the command itself is still running */
+		run->timed_out = 1;
+		kill(-s->pid, SIGTERM);
+		run->phase = 1;
+		run->deadline = t + KILL_GRACE;
+	} else if (run->phase == 1) {
+		if (s->pid > 0)
+			kill(-s->pid, SIGKILL);
+		run->phase = 2;
+		run->deadline = t + DRAIN_GRACE;
+	} else {
+		/* Writers that left the group still hold the pipes: stop reading. */
+		for (int k = 0; k < 2; k++) {
+			int *fd = k == 0 ? &s->out[0] : &s->err[0];
+			if (*fd >= 0) {
+				close_fd(fd);
+				flush_lines(L, s, ONLINE, k, 0, 1);
+			}
+		}
+		run->deadline = HUGE_VAL;
+	}
+}
+
+
+/* How long poll may wait, in ms (-1: forever). */
+static int
+poll_ms(const Spawn *s, const struct run *run, double t)
+{
+	int ms;
+	if (run->deadline == HUGE_VAL)
+		ms = -1;
+	else if (run->deadline - t > 3600.0)
+		ms = 3600000;	/* the deadline is checked again on every turn */
+	else
+		ms = (int)ceil((run->deadline - t) * 1000.0);
+	if (s->pid > 0 && s->pidfd < 0 && (ms < 0 || ms > TICK_MS))
+		ms = TICK_MS;
+	return ms;
+}
+
+
+/* One turn: wait for output or the exit, pass lines on, reap. 0, or errno of poll. */
+static int
+wait_turn(lua_State *L, Spawn *s, struct run *run, double t)
+{
+	struct pollfd pf[3];
+	int npf = 0, r;
+	if (s->out[0] >= 0)
+		pf[npf++] = (struct pollfd){.fd = s->out[0], .events = POLLIN};
+	if (s->err[0] >= 0)
+		pf[npf++] = (struct pollfd){.fd = s->err[0], .events = POLLIN};
+	if (s->pid > 0 && s->pidfd >= 0)
+		pf[npf++] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
+	r = poll(pf, (nfds_t)npf, poll_ms(s, run, t));
+	if (r < 0 && errno != EINTR)
+		return errno;
+	for (int k = 0; r > 0 && k < npf; k++) {
+		if (pf[k].revents == 0 || pf[k].fd == s->pidfd)
+			continue;
+		pump(L, s, ONLINE, pf[k].fd == s->out[0] ? 0 : 1);
+	}
+	if (s->pid > 0 && try_reap(s, &run->status)) {
+		run->reaped = 1;
+		if (run->phase < 2) {	/* leftovers were just killed: drain, bounded */
+			run->phase = 2;
+			if (run->deadline > vfi_now() + DRAIN_GRACE)
+				run->deadline = vfi_now() + DRAIN_GRACE;
+		}
+	}
+	return 0;
+}
+
+
+/* Stream the output until the child is reaped and both pipes are at EOF (or given up). 0 or errno. */
+static int
+spawn_wait(lua_State *L, Spawn *s, struct run *run, double timeout)
+{
+#ifdef SYS_pidfd_open
+	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
+#else
+	s->pidfd = -1;
+#endif
+	fcntl(s->out[0], F_SETFL, O_NONBLOCK);
+	fcntl(s->err[0], F_SETFL, O_NONBLOCK);
+	run->deadline = timeout > 0 && isfinite(timeout) ? run->start + timeout : HUGE_VAL;
+	while (s->pid != 0 || s->out[0] >= 0 || s->err[0] >= 0) {
+		double t = vfi_now();
+		int err;
+		if (t >= run->deadline)
+			on_deadline(L, s, run, t);
+		else if ((err = wait_turn(L, s, run, t)) != 0)
+			return err;
+	}
+	if (run->reaped && run->pidns && WIFEXITED(run->status) && WEXITSTATUS(run->status) == 0) {
+		/* the namespace's init exited normally: the command's own status is in statp */
+		int cs;
+		if (read(s->statp[0], &cs, sizeof cs) == (ssize_t)sizeof cs)
+			run->status = cs;
+	}
+	return 0;
+}
+
+
+static int
+push_result(lua_State *L, const struct run *run)
+{
+	lua_createtable(L, 0, 4);
+	if (run->reaped && WIFEXITED(run->status)) {
+		lua_pushinteger(L, WEXITSTATUS(run->status));
+		lua_setfield(L, -2, "status");
+	} else if (run->reaped && WIFSIGNALED(run->status)) {
+		lua_pushinteger(L, WTERMSIG(run->status));
+		lua_setfield(L, -2, "signal");
+	}
+	lua_pushboolean(L, run->timed_out);
+	lua_setfield(L, -2, "timed_out");
+	lua_pushnumber(L, vfi_now() - run->start);
+	lua_setfield(L, -2, "seconds");
+	return 1;
+}
+
 
 /***
  * Run a command without a shell.
+ * @function run
  * @tparam table opts `argv` (array of strings, required), `root` (host dir to
  *   chroot into, in a private mount namespace with /proc, /sys, /dev bound),
  *   `timeout` (seconds), `on_line` (function(stream, line), stream "stdout" or
@@ -617,240 +865,37 @@ build_candidates(lua_State *L, int anchor, struct plan *p)
  * @treturn[2] int errno
  */
 static int
-spawn_spawn(lua_State *L)
+spawn_run(lua_State *L)
 {
-	enum { OPTS = 1, ARGV, ROOT, TIMEOUT, ONLINE, ENV, CWD, ANCHOR, UD };
 	struct plan p;
+	struct run run;
 	struct child_err ce;
+	double timeout;
 	Spawn *s;
-	double timeout = 0, start, deadline, t;
-	size_t n, i, got;
-	int phase = 0, timed_out = 0, status = 0, reaped = 0, pidns;
+	int err;
 
-	luaL_checktype(L, OPTS, LUA_TTABLE);
-	lua_settop(L, OPTS);
-	lua_getfield(L, OPTS, "argv");
-	lua_getfield(L, OPTS, "root");
-	lua_getfield(L, OPTS, "timeout");
-	lua_getfield(L, OPTS, "on_line");
-	lua_getfield(L, OPTS, "env");
-	lua_getfield(L, OPTS, "cwd");
-	lua_newtable(L);	/* ANCHOR: keeps every string and vector below alive */
-
-	memset(&p, 0, sizeof p);
-	n = check_strings(L, ARGV, "argv", 0);
-	luaL_argcheck(L, n > 0, 1, "field 'argv' must not be empty");
-	p.root = opt_string_field(L, ROOT, "root");
-	p.cwd = opt_string_field(L, CWD, "cwd");
-	if (!lua_isnil(L, TIMEOUT)) {
-		if (lua_type(L, TIMEOUT) != LUA_TNUMBER)
-			luaL_argerror(L, 1, lua_pushfstring(L, "field 'timeout' must be a number, got %s",
-			    luaL_typename(L, TIMEOUT)));
-		timeout = lua_tonumber(L, TIMEOUT);
-		luaL_argcheck(L, timeout > 0, 1, "field 'timeout' must be positive");
-	}
-	if (!lua_isnil(L, ONLINE) && !lua_isfunction(L, ONLINE))
-		luaL_argerror(L, 1, lua_pushfstring(L, "field 'on_line' must be a function, got %s",
-		    luaL_typename(L, ONLINE)));
-	{
-		const char **v = new_vec(L, ANCHOR, n);
-		for (i = 0; i < n; i++) {
-			lua_rawgeti(L, ARGV, (lua_Integer)i + 1);
-			v[i] = keep(L, ANCHOR);
-		}
-		p.argv = v;
-	}
-	build_env(L, ENV, ANCHOR, &p);
-	build_candidates(L, ANCHOR, &p);
-	if (p.root) {
-		for (i = 0; i < NMNT; i++) {
-			lua_pushfstring(L, "%s%s", p.root, mnt_names[i]);
-			p.mnt[i] = keep(L, ANCHOR);
-		}
-	}
-
+	plan_build(L, &p, &timeout);
 	/* From here on every resource lives in the to-be-closed userdata. */
-	lua_settop(L, ANCHOR);
-	s = lua_newuserdatauv(L, sizeof *s, 0);
-	memset(s, 0, sizeof *s);
-	s->pidfd = s->out[0] = s->out[1] = s->err[0] = s->err[1] = -1;
-	s->errp[0] = s->errp[1] = s->devnull = -1;
-	s->statp[0] = s->statp[1] = s->life[0] = s->life[1] = -1;
-	luaL_setmetatable(L, SPAWN_T);
-	lua_toclose(L, UD);
-
-	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0
-	    || pipe2(s->errp, O_CLOEXEC) < 0 || pipe2(s->statp, O_CLOEXEC) < 0
-	    || pipe2(s->life, O_CLOEXEC) < 0) {
-		int e = errno;
-		spawn_release(s);
-		return vfi_push_errno(L, "spawn: pipe", e);
-	}
-	s->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (s->devnull < 0) {
-		int e = errno;
-		spawn_release(s);
-		return vfi_push_errno(L, "/dev/null", e);
-	}
-
-	start = now();
-	/* The child in a new PID namespace where the kernel lets us (child_init), else a plain fork. */
-	s->pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_NEWPID | SIGCHLD), NULL, NULL, NULL, NULL);
-	pidns = s->pid >= 0;
-	if (s->pid < 0 && errno != EAGAIN && errno != ENOMEM)
-		s->pid = fork();	/* EPERM (not root), EINVAL, ENOSPC, EUSERS: no namespace */
-	if (s->pid < 0) {
-		int e = errno;
-		s->pid = 0;
-		spawn_release(s);
-		return vfi_push_errno(L, "spawn: fork", e);
-	}
-	if (s->pid == 0)
-		child_run(&p, s, pidns);
-
-	close_fd(&s->life[0]);	/* life[1] stays open as long as we live */
-	close_fd(&s->statp[1]);
-	fcntl(s->statp[0], F_SETFL, O_NONBLOCK);
-	close_fd(&s->out[1]);
-	close_fd(&s->err[1]);
-	close_fd(&s->errp[1]);
-	close_fd(&s->devnull);
-
-	/* EOF: exec succeeded (CLOEXEC closed the pipe); data: which step failed. */
-	got = 0;
-	while (got < sizeof ce) {
-		ssize_t r = read(s->errp[0], (char *)&ce + got, sizeof ce - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	close_fd(&s->errp[0]);
-	if (got == sizeof ce) {
-		while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		s->pid = 0;
-		spawn_release(s);
+	if ((s = spawn_new(L)) == NULL)
+		return 3;
+	memset(&run, 0, sizeof run);
+	if ((err = spawn_start(L, s, &p, &run)) != 0)
+		return err;
+	if (child_failed(s, &ce))
 		return push_child_err(L, &p, &ce);
+	if ((err = spawn_wait(L, s, &run, timeout)) != 0) {
+		spawn_release(s);
+		return vfi_push_errno(L, "spawn: poll", err);
 	}
-
-#ifdef SYS_pidfd_open
-	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
-#else
-	s->pidfd = -1;
-#endif
-	fcntl(s->out[0], F_SETFL, O_NONBLOCK);
-	fcntl(s->err[0], F_SETFL, O_NONBLOCK);
-
-	deadline = timeout > 0 && isfinite(timeout) ? start + timeout : HUGE_VAL;
-	for (;;) {
-		struct pollfd pf[3];
-		int npf = 0, ms, r, k;
-		if (s->pid == 0 && s->out[0] < 0 && s->err[0] < 0)
-			break;
-		t = now();
-		if (t >= deadline) {
-			if (phase == 0) {	/* the command itself is still running */
-				timed_out = 1;
-				kill(-s->pid, SIGTERM);
-				phase = 1;
-				deadline = t + KILL_GRACE;
-			} else if (phase == 1) {
-				if (s->pid > 0)
-					kill(-s->pid, SIGKILL);
-				phase = 2;
-				deadline = t + DRAIN_GRACE;
-			} else {
-				/* Writers that left the group still hold the pipes: stop reading. */
-				for (k = 0; k < 2; k++) {
-					int *fd = k == 0 ? &s->out[0] : &s->err[0];
-					if (*fd >= 0) {
-						close_fd(fd);
-						flush_lines(L, s, ONLINE, k, 0, 1);
-					}
-				}
-				deadline = HUGE_VAL;
-			}
-			continue;
-		}
-		if (s->out[0] >= 0)
-			pf[npf++] = (struct pollfd){.fd = s->out[0], .events = POLLIN};
-		if (s->err[0] >= 0)
-			pf[npf++] = (struct pollfd){.fd = s->err[0], .events = POLLIN};
-		if (s->pid > 0 && s->pidfd >= 0)
-			pf[npf++] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
-		if (deadline == HUGE_VAL)
-			ms = -1;
-		else if (deadline - t > 3600.0)
-			ms = 3600000;	/* the deadline is checked again on every turn */
-		else
-			ms = (int)ceil((deadline - t) * 1000.0);
-		if (s->pid > 0 && s->pidfd < 0 && (ms < 0 || ms > TICK_MS))
-			ms = TICK_MS;
-		r = poll(pf, (nfds_t)npf, ms);
-		if (r < 0 && errno != EINTR) {
-			int e = errno;
-			spawn_release(s);
-			return vfi_push_errno(L, "spawn: poll", e);
-		}
-		for (k = 0; r > 0 && k < npf; k++) {
-			if (pf[k].revents == 0 || pf[k].fd == s->pidfd)
-				continue;
-			pump(L, s, ONLINE, pf[k].fd == s->out[0] ? 0 : 1);
-		}
-		if (s->pid > 0 && try_reap(s, &status)) {
-			reaped = 1;
-			if (phase < 2) {	/* leftovers were just killed: drain, bounded */
-				phase = 2;
-				if (deadline > now() + DRAIN_GRACE)
-					deadline = now() + DRAIN_GRACE;
-			}
-		}
-	}
-	t = now();
-	if (reaped && pidns && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		/* the namespace's init exited normally: the command's own status is in statp */
-		int cs;
-		if (read(s->statp[0], &cs, sizeof cs) == (ssize_t)sizeof cs)
-			status = cs;
-	}
-
-	lua_createtable(L, 0, 4);
-	if (reaped && WIFEXITED(status)) {
-		lua_pushinteger(L, WEXITSTATUS(status));
-		lua_setfield(L, -2, "status");
-	} else if (reaped && WIFSIGNALED(status)) {
-		lua_pushinteger(L, WTERMSIG(status));
-		lua_setfield(L, -2, "signal");
-	}
-	lua_pushboolean(L, timed_out);
-	lua_setfield(L, -2, "timed_out");
-	lua_pushnumber(L, t - start);
-	lua_setfield(L, -2, "seconds");
+	push_result(L, &run);
 	spawn_release(s);
 	return 1;
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"spawn",	spawn_spawn},
-	{NULL, NULL}
-};
-
-
-static const luaL_Reg spawn_meta[] = {
-	{"__close",	spawn_gc},
-	{"__gc",	spawn_gc},
-	{NULL, NULL}
-};
-
-
 void
 spawn_open(lua_State *L)
 {
-	if (luaL_newmetatable(L, SPAWN_T))
-		luaL_setfuncs(L, spawn_meta, 0);
-	lua_pop(L, 1);
-	luaL_setfuncs(L, funcs, 0);
+	vfi_class(L, SPAWN_T, spawn_gc, NULL);
+	vfi_export(L, "spawn", "run", spawn_run);
 }

@@ -235,6 +235,62 @@ doc_marker(const Scan *sc, size_t p)
 
 
 /*
+** The escape after a backslash at *pp in a double-quoted scalar: add what it
+** stands for to b and move *pp past it. 1, or 0 on failure.
+*/
+static int
+quoted_escape(Scan *sc, luaL_Buffer *b, size_t *pp, int *line, int start)
+{
+	static const char from[] = "0abt\tnvfre \"/\\", to[] = "\0\a\b\t\t\n\v\f\r\x1b \"/\\";
+	size_t p = *pp;
+	int e, nhex = 0;
+	unsigned long cp = 0;
+	const char *hit;
+	if (p + 1 >= sc->n)
+		return fail(sc, "unterminated double-quoted scalar", start);
+	e = (unsigned char)sc->s[p + 1];
+	p += 2;
+	*pp = p;
+	if (e != 0 && (hit = memchr(from, e, sizeof from - 1)) != NULL) {
+		luaL_addchar(b, to[hit - from]);
+		return 1;
+	}
+	switch (e) {
+	case 'N': add_utf8(b, 0x85); return 1;
+	case '_': add_utf8(b, 0xa0); return 1;
+	case 'L': add_utf8(b, 0x2028); return 1;
+	case 'P': add_utf8(b, 0x2029); return 1;
+	case 'x': nhex = 2; break;
+	case 'u': nhex = 4; break;
+	case 'U': nhex = 8; break;
+	case '\r': case '\n':
+		/* escaped line break: join without a space */
+		if (e == '\r' && p < sc->n && sc->s[p] == '\n')
+			p++;
+		(*line)++;
+		while (p < sc->n && isblank_(sc->s[p]))
+			p++;
+		*pp = p;
+		return 1;
+	default:
+		return fail(sc, "invalid escape in double-quoted scalar", *line);
+	}
+	while (nhex-- > 0) {
+		int h = p < sc->n ? hexval((unsigned char)sc->s[p]) : -1;
+		if (h < 0)
+			return fail(sc, "invalid escape in double-quoted scalar", *line);
+		cp = cp * 16 + h;
+		p++;
+	}
+	*pp = p;
+	if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return fail(sc, "invalid escape in double-quoted scalar", *line);
+	add_utf8(b, cp);
+	return 1;
+}
+
+
+/*
 ** Scan a quoted scalar opening at *pp, push its value; *pp ends one past the
 ** closing quote. Multi-line scalars are folded.
 */
@@ -244,95 +300,126 @@ quoted(Scan *sc, size_t *pp, int *line)
 	char q = sc->s[*pp];
 	size_t p = *pp + 1;
 	int start = *line;
-	size_t keep;
+	size_t keep = 0;	/* buffer length up to the last non-blank: folding trims after it */
 	luaL_Buffer b;
 	luaL_buffinit(sc->L, &b);
-	keep = 0;
 	for (;;) {
 		char c;
 		if (p >= sc->n)
 			return fail(sc, q == '"' ? "unterminated double-quoted scalar"
 			    : "unterminated single-quoted scalar", start);
 		c = sc->s[p];
-		if (c == q) {
-			if (q == '\'' && p + 1 < sc->n && sc->s[p + 1] == '\'') {
-				luaL_addchar(&b, '\'');
-				p += 2;
-				keep = luaL_bufflen(&b);
-				continue;
-			}
+		if (c == q && q == '\'' && p + 1 < sc->n && sc->s[p + 1] == '\'') {
+			luaL_addchar(&b, '\'');
+			p += 2;
+		} else if (c == q) {
 			break;
-		}
-		if (c == '\n' || (c == '\r' && p + 1 < sc->n && sc->s[p + 1] == '\n')) {
+		} else if (c == '\n' || (c == '\r' && p + 1 < sc->n && sc->s[p + 1] == '\n')) {
 			fold_break(sc, &b, keep, &p, line);
 			if (p < sc->n && (p == 0 || sc->s[p - 1] == '\n') && doc_marker(sc, p))
 				return fail(sc, "document marker inside a quoted scalar", *line);
-			keep = luaL_bufflen(&b);
-			continue;
-		}
-		if (c == '\\' && q == '"') {
-			int e, nhex = 0;
-			unsigned long cp = 0;
-			if (p + 1 >= sc->n)
-				return fail(sc, "unterminated double-quoted scalar", start);
-			e = (unsigned char)sc->s[p + 1];
-			p += 2;
-			switch (e) {
-			case '0': luaL_addchar(&b, '\0'); break;
-			case 'a': luaL_addchar(&b, '\a'); break;
-			case 'b': luaL_addchar(&b, '\b'); break;
-			case 't': case '\t': luaL_addchar(&b, '\t'); break;
-			case 'n': luaL_addchar(&b, '\n'); break;
-			case 'v': luaL_addchar(&b, '\v'); break;
-			case 'f': luaL_addchar(&b, '\f'); break;
-			case 'r': luaL_addchar(&b, '\r'); break;
-			case 'e': luaL_addchar(&b, '\x1b'); break;
-			case ' ': luaL_addchar(&b, ' '); break;
-			case '"': luaL_addchar(&b, '"'); break;
-			case '/': luaL_addchar(&b, '/'); break;
-			case '\\': luaL_addchar(&b, '\\'); break;
-			case 'N': add_utf8(&b, 0x85); break;
-			case '_': add_utf8(&b, 0xa0); break;
-			case 'L': add_utf8(&b, 0x2028); break;
-			case 'P': add_utf8(&b, 0x2029); break;
-			case 'x': nhex = 2; break;
-			case 'u': nhex = 4; break;
-			case 'U': nhex = 8; break;
-			case '\r': case '\n':
-				/* escaped line break: join without a space */
-				if (e == '\r' && p < sc->n && sc->s[p] == '\n')
-					p++;
-				(*line)++;
-				while (p < sc->n && isblank_(sc->s[p]))
-					p++;
-				keep = luaL_bufflen(&b);
+		} else if (c == '\\' && q == '"') {
+			if (!quoted_escape(sc, &b, &p, line, start))
+				return 0;
+		} else {
+			luaL_addchar(&b, c);
+			p++;
+			if (isblank_(c))
 				continue;
-			default:
-				return fail(sc, "invalid escape in double-quoted scalar", *line);
-			}
-			while (nhex-- > 0) {
-				int h = p < sc->n ? hexval((unsigned char)sc->s[p]) : -1;
-				if (h < 0)
-					return fail(sc, "invalid escape in double-quoted scalar", *line);
-				cp = cp * 16 + h;
-				p++;
-			}
-			if (e == 'x' || e == 'u' || e == 'U') {
-				if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-					return fail(sc, "invalid escape in double-quoted scalar", *line);
-				add_utf8(&b, cp);
-			}
-			keep = luaL_bufflen(&b);
-			continue;
 		}
-		luaL_addchar(&b, c);
-		p++;
-		if (!isblank_(c))
-			keep = luaL_bufflen(&b);
+		keep = luaL_bufflen(&b);
 	}
 	luaL_pushresult(&b);
 	*pp = p + 1;
 	return 1;
+}
+
+
+/* Where the scan of a flow collection is. */
+struct flow {
+	int depth, flat, nitems;
+	int item;	/* current depth-1 item: 0 none, 1 plain, 2 quoted (on the stack) */
+	size_t ifirst, ilast;	/* a plain item's text */
+};
+
+
+/* A quoted scalar inside the collection: an item of its own at depth 1, else dropped. */
+static int
+flow_quoted(Scan *sc, struct flow *f, size_t *p, int *line)
+{
+	if (!quoted(sc, p, line))
+		return 0;
+	if (f->depth == 1 && f->item == 0) {
+		f->item = 2;
+	} else {
+		lua_pop(sc->L, 1);
+		if (f->depth == 1)
+			f->flat = 0;
+	}
+	return 1;
+}
+
+
+/* Plain text c at p of a depth-1 item. */
+static void
+flow_plain(Scan *sc, struct flow *f, size_t p, char c)
+{
+	if (f->item == 2) {
+		lua_pop(sc->L, 1);
+		f->flat = 0;
+		f->item = 1;
+	} else if (f->item == 0) {
+		f->item = 1;
+		f->ifirst = p;
+	} else if (memchr(sc->s + f->ilast, '\n', p - f->ilast)) {
+		f->flat = 0;   /* multi-line plain item: not folded here */
+	}
+	if (c == ':' && (p + 1 >= sc->n || isblank_(sc->s[p + 1]) || strchr(",[]{}\r\n", sc->s[p + 1])))
+		f->flat = 0;   /* a `k: v` pair inside [] */
+	f->ilast = p + 1;
+}
+
+
+/* A `,` at depth 1 or the closing bracket: the current item goes into the array (when flat). */
+static int
+flow_end_item(Scan *sc, struct flow *f, char c, int line)
+{
+	lua_State *L = sc->L;
+	if (c == ',' && f->item == 0)
+		return fail(sc, "empty entry in flow collection", line);
+	if (f->item == 2 && !f->flat) {
+		lua_pop(L, 1);
+	} else if (f->item != 0 && f->flat) {
+		if (f->item == 1)
+			lua_pushlstring(L, sc->s + f->ifirst, f->ilast - f->ifirst);
+		lua_rawseti(L, -2, ++f->nitems);
+	}
+	f->item = 0;
+	return 1;
+}
+
+
+/* Blanks, line breaks and comments inside a flow collection: where the next token starts. */
+static int
+flow_skip(Scan *sc, size_t *pp, int *line)
+{
+	size_t p = *pp;
+	for (;;) {
+		char c = p < sc->n ? sc->s[p] : '\0';
+		if (p < sc->n && c == '\n') {
+			(*line)++;
+			p++;
+			if (doc_marker(sc, p))
+				return fail(sc, "document marker inside a flow collection", *line);
+		} else if (p < sc->n && (isblank_(c) || c == '\r')) {
+			p++;
+		} else if (p < sc->n && c == '#' && (isblank_(sc->s[p - 1]) || sc->s[p - 1] == '\n')) {
+			p = line_end(sc, p);
+		} else {
+			*pp = p;
+			return 1;
+		}
+	}
 }
 
 
@@ -343,100 +430,44 @@ quoted(Scan *sc, size_t *pp, int *line)
 static int
 flow(Scan *sc, size_t *pp, int *line)
 {
-	lua_State *L = sc->L;
+	struct flow f = {0, sc->s[*pp] == '[', 0, 0, 0, 0};
 	size_t p = *pp;
 	int start = *line;
-	int depth = 0, flat = sc->s[p] == '[', nitems = 0;
-	int item = 0;       /* current depth-1 item: 0 none, 1 plain, 2 quoted (on the stack) */
 	char prev = '[';    /* last significant character */
-	size_t ifirst = 0, ilast = 0;
-	lua_newtable(L);
+	lua_newtable(sc->L);
 	for (;;) {
 		char c;
+		if (!flow_skip(sc, &p, line))
+			return 0;
 		if (p >= sc->n)
 			return fail(sc, "unterminated flow collection", start);
 		c = sc->s[p];
-		if (c == '\n') {
-			(*line)++;
-			p++;
-			if (doc_marker(sc, p))
-				return fail(sc, "document marker inside a flow collection", *line);
-			continue;
-		}
-		if (isblank_(c) || c == '\r') {
-			p++;
-			continue;
-		}
-		if (c == '#' && (isblank_(sc->s[p - 1]) || sc->s[p - 1] == '\n')) {
-			p = line_end(sc, p);
-			continue;
-		}
 		if ((c == '"' || c == '\'') && strchr("[{,:?", prev)) {
-			if (!quoted(sc, &p, line))
+			if (!flow_quoted(sc, &f, &p, line))
 				return 0;
-			if (depth == 1 && item == 0) {
-				item = 2;
-			} else {
-				lua_pop(L, 1);
-				if (depth == 1)
-					flat = 0;
-			}
-			prev = c;
-			continue;
-		}
-		if (c == '[' || c == '{') {
-			if (depth >= 1)
-				flat = 0;
-			depth++;
+		} else if (c == '[' || c == '{') {
+			if (f.depth >= 1)
+				f.flat = 0;
+			f.depth++;
 			p++;
-			prev = c;
-			continue;
-		}
-		if (c == ']' || c == '}' || (c == ',' && depth == 1)) {
-			if (c != ',' && --depth > 0) {
-				p++;
-				prev = c;
-				continue;
-			}
-			if (c == ',' && item == 0)
-				return fail(sc, "empty entry in flow collection", *line);
-			if (item == 2 && !flat)
-				lua_pop(L, 1);
-			else if (item != 0 && flat) {
-				if (item == 1)
-					lua_pushlstring(L, sc->s + ifirst, ilast - ifirst);
-				lua_rawseti(L, -2, ++nitems);
-			}
-			item = 0;
+		} else if (c == ']' || c == '}' || (c == ',' && f.depth == 1)) {
 			p++;
-			prev = c;
-			if (c != ',') {
+			if ((c == ',' || --f.depth == 0) && !flow_end_item(sc, &f, c, *line))
+				return 0;
+			if (c != ',' && f.depth == 0) {
 				*pp = p;
-				if (!flat) {
-					lua_pop(L, 1);
-					lua_pushnil(L);
+				if (!f.flat) {
+					lua_pop(sc->L, 1);
+					lua_pushnil(sc->L);
 				}
 				return 1;
 			}
-			continue;
-		}
-		if (depth == 1) {           /* plain text of an item */
-			if (item == 2) {
-				lua_pop(L, 1);
-				flat = 0;
-				item = 1;
-			} else if (item == 0) {
-				item = 1;
-				ifirst = p;
-			} else if (memchr(sc->s + ilast, '\n', p - ilast)) {
-				flat = 0;   /* multi-line plain item: not folded here */
-			}
-			if (c == ':' && (p + 1 >= sc->n || isblank_(sc->s[p + 1]) || strchr(",[]{}\r\n", sc->s[p + 1])))
-				flat = 0;   /* a `k: v` pair inside [] */
-			ilast = p + 1;
+		} else {
+			if (f.depth == 1)
+				flow_plain(sc, &f, p, c);
+			p++;
 		}
 		prev = c;
-		p++;
 	}
 }
 
@@ -577,6 +608,70 @@ parse_key(Scan *sc, size_t p, size_t le, int line, size_t *colon)
 }
 
 
+/* A quoted scalar (value=) or a flow collection (items=) that must end the line. */
+static int
+value_closed(Scan *sc, Entry *en, size_t p, int *line, size_t *next)
+{
+	char c = sc->s[p];
+	int isflow = c == '[' || c == '{';
+	size_t q = p, le;
+	if (!(isflow ? flow(sc, &q, line) : quoted(sc, &q, line)))
+		return 0;
+	lua_setfield(sc->L, -2, isflow ? "items" : "value");
+	le = line_end(sc, q);
+	if (!rest_is_empty(sc, q, le))
+		return fail(sc, isflow ? "unexpected text after a flow collection"
+		    : "unexpected text after a quoted scalar", *line);
+	en->style = isflow ? ST_FLOW : c == '"' ? ST_DOUBLE : ST_SINGLE;
+	en->vlast = q;
+	en->last = le;
+	en->cont = C_NONE;
+	*next = next_line(sc, le);
+	return 1;
+}
+
+
+/* A block scalar header `|` or `>` (indicators allowed); its lines are continuations. */
+static int
+value_block(Scan *sc, Entry *en, size_t p, size_t le, int line)
+{
+	size_t q = p + 1;
+	while (q < le && (sc->s[q] == '+' || sc->s[q] == '-' || (sc->s[q] >= '1' && sc->s[q] <= '9')))
+		q++;
+	if ((q < le && !isblank_(sc->s[q])) || !rest_is_empty(sc, q, le))
+		return fail(sc, "invalid block scalar header", line);
+	en->style = ST_BLOCK;
+	en->vlast = q;
+	en->cont = C_BLOCK;
+	en->bscalar = 1;
+	return 1;
+}
+
+
+/* A plain scalar: refuse what cannot start one, then its first line. */
+static int
+value_plain(Scan *sc, Entry *en, size_t p, size_t le, int line)
+{
+	char c = sc->s[p];
+	size_t e;
+	int comment;
+	if (c == '&' || c == '*' || c == '!')
+		return fail(sc, "anchors, aliases and tags are not supported", line);
+	if (c == '@' || c == '`')
+		return fail(sc, "reserved character cannot start a plain scalar", line);
+	if ((c == '-' || c == '?') && (p + 1 >= le || isblank_(sc->s[p + 1])))
+		return fail(sc, "block sequence entries are not allowed here", line);
+	if (strchr(",]}%", c))
+		return fail(sc, "character cannot start a plain scalar", line);
+	if (!plain_part(sc, p, le, line, &e, &comment))
+		return 0;
+	en->style = ST_PLAIN;
+	en->vlast = e;
+	en->cont = comment ? C_NONE : C_PLAIN;
+	return 1;
+}
+
+
 /*
 ** Parse the value after the colon on the entry's line. The entry table is on
 ** the stack top. Returns the position after the value (start of next line).
@@ -584,7 +679,6 @@ parse_key(Scan *sc, size_t p, size_t le, int line, size_t *colon)
 static int
 parse_value(Scan *sc, Entry *en, size_t p, int *line, size_t *next)
 {
-	lua_State *L = sc->L;
 	size_t le = line_end(sc, p);
 	char c;
 	while (p < le && isblank_(sc->s[p])) {
@@ -593,79 +687,20 @@ parse_value(Scan *sc, Entry *en, size_t p, int *line, size_t *next)
 		p++;
 	}
 	en->last = le;
+	*next = next_line(sc, le);
 	if (p == le || sc->s[p] == '#') {
 		en->style = ST_EMPTY;
 		en->cont = C_EMPTY;
-		*next = next_line(sc, le);
 		return 1;
 	}
 	c = sc->s[p];
 	en->vfirst = p;
 	en->has_value = 1;
-	if (c == '"' || c == '\'') {
-		size_t q = p;
-		if (!quoted(sc, &q, line))
-			return 0;
-		lua_setfield(L, -2, "value");
-		le = line_end(sc, q);
-		if (!rest_is_empty(sc, q, le))
-			return fail(sc, "unexpected text after a quoted scalar", *line);
-		en->style = c == '"' ? ST_DOUBLE : ST_SINGLE;
-		en->vlast = q;
-		en->last = le;
-		en->cont = C_NONE;
-		*next = next_line(sc, le);
-		return 1;
-	}
-	if (c == '[' || c == '{') {
-		size_t q = p;
-		if (!flow(sc, &q, line))
-			return 0;
-		lua_setfield(L, -2, "items");
-		le = line_end(sc, q);
-		if (!rest_is_empty(sc, q, le))
-			return fail(sc, "unexpected text after a flow collection", *line);
-		en->style = ST_FLOW;
-		en->vlast = q;
-		en->last = le;
-		en->cont = C_NONE;
-		*next = next_line(sc, le);
-		return 1;
-	}
-	if (c == '|' || c == '>') {
-		size_t q = p + 1;
-		while (q < le && (sc->s[q] == '+' || sc->s[q] == '-' || (sc->s[q] >= '1' && sc->s[q] <= '9')))
-			q++;
-		if (q < le && !isblank_(sc->s[q]))
-			return fail(sc, "invalid block scalar header", *line);
-		if (!rest_is_empty(sc, q, le))
-			return fail(sc, "invalid block scalar header", *line);
-		en->style = ST_BLOCK;
-		en->vlast = q;
-		en->cont = C_BLOCK;
-		en->bscalar = 1;
-		*next = next_line(sc, le);
-		return 1;
-	}
-	if (c == '&' || c == '*' || c == '!')
-		return fail(sc, "anchors, aliases and tags are not supported", *line);
-	if (c == '@' || c == '`')
-		return fail(sc, "reserved character cannot start a plain scalar", *line);
-	if ((c == '-' || c == '?') && (p + 1 >= le || isblank_(sc->s[p + 1])))
-		return fail(sc, "block sequence entries are not allowed here", *line);
-	if (strchr(",]}%", c))
-		return fail(sc, "character cannot start a plain scalar", *line);
-	{
-		size_t e;
-		int comment;
-		if (!plain_part(sc, p, le, *line, &e, &comment))
-			return 0;
-		en->style = ST_PLAIN;
-		en->vlast = e;
-		en->cont = comment ? C_NONE : C_PLAIN;
-	}
-	*next = next_line(sc, le);
-	return 1;
+	if (c == '"' || c == '\'' || c == '[' || c == '{')
+		return value_closed(sc, en, p, line, next);
+	if (c == '|' || c == '>')
+		return value_block(sc, en, p, le, *line);
+	return value_plain(sc, en, p, le, *line);
 }
 
 
@@ -707,8 +742,77 @@ continuation(Scan *sc, Entry *en, size_t p, size_t le, int line)
 }
 
 
+/* Tabs may not indent a line (a blank line inside a block scalar may hold them). */
+static int
+check_indent(Scan *sc, const Entry *en, size_t p, size_t cs, size_t le, int line)
+{
+	if (cs == le && memchr(sc->s + p, '\t', le - p) && !(en->open && en->bscalar))
+		return fail(sc, "tab character used for indentation", line);
+	if (cs < le && cs > p && memchr(sc->s + p, '\t', cs - p))
+		return fail(sc, "tab character used for indentation", line);
+	return 1;
+}
+
+
+/* A `---` line: one, before any entry, alone on its line. */
+static int
+doc_start(Scan *sc, const Entry *en, size_t p, size_t le, int line, int *docstart, int res)
+{
+	if (sc->s[p] == '.' || *docstart || en->open || luaL_len(sc->L, res) > 0)
+		return fail(sc, sc->s[p] == '.' ? "document end marker is not supported"
+		    : "several documents are not supported", line);
+	if (!rest_is_empty(sc, p + 3, le))
+		return fail(sc, "content after `---` is not supported", line);
+	*docstart = 1;
+	return 1;
+}
+
+
+/* A new top-level entry at p: its key (never seen before) and its table on the stack. */
+static int
+open_entry(Scan *sc, Entry *en, size_t p, size_t le, int line, int seen, size_t *colon)
+{
+	lua_State *L = sc->L;
+	if (!parse_key(sc, p, le, line, colon))
+		return 0;
+	lua_pushvalue(L, -1);
+	lua_rawget(L, seen);
+	if (!lua_isnil(L, -1)) {
+		snprintf(sc->err, sizeof sc->err, "duplicate key '%.100s' (first on line %d)",
+		    lua_tostring(L, -2), (int)lua_tointeger(L, -1));
+		sc->errline = line;
+		return 0;
+	}
+	lua_pop(L, 1);
+	lua_pushvalue(L, -1);
+	lua_pushinteger(L, line);
+	lua_rawset(L, seen);
+	lua_createtable(L, 0, 10);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, "key");
+	lua_pushinteger(L, line);
+	lua_setfield(L, -2, "line");
+	set_offset(L, "colon", *colon + 1);
+	memset(en, 0, sizeof *en);
+	en->open = 1;
+	en->line = line;
+	en->first = p;
+	return 1;
+}
+
+
+/* Does the line at p (first non-blank at cs) continue the open entry? */
+static int
+continues(const Scan *sc, const Entry *en, size_t p, size_t cs, size_t le)
+{
+	char c = sc->s[p];
+	return en->open && (cs > p || (c == '-' && (p + 1 == le || isblank_(sc->s[p + 1]))
+	    && (en->cont == C_EMPTY || (en->cont == C_BLOCK && en->dash0))));
+}
+
+
 /*
-** core.yaml_scan(text) -> array of top-level entries
+** core.scan.yaml(text) -> array of top-level entries
 **   {key=, line=, first=, last=, colon=, value_first=, value_last=, value=,
 **    items= (flat flow sequences), style=}
 ** or nil, msg, line.
@@ -735,96 +839,38 @@ yaml_scan(lua_State *L)
 	if (sc.n >= 3 && memcmp(sc.s, "\xef\xbb\xbf", 3) == 0)
 		p = 3;   /* byte order mark */
 	while (p < sc.n) {
-		size_t le = line_end(&sc, p), cs = p;
-		char c;
+		size_t le = line_end(&sc, p), cs = p, colon, next;
+		int vline = line;
 		while (cs < le && isblank_(sc.s[cs]))
 			cs++;
-		if (cs == le) {                                /* blank line */
-			if (memchr(sc.s + p, '\t', le - p) && !(en.open && en.bscalar)) {
-				fail(&sc, "tab character used for indentation", line);
-				goto error;
-			}
-			p = next_line(&sc, le);
-			line++;
-			continue;
-		}
-		if (cs > p && memchr(sc.s + p, '\t', cs - p)) {
-			fail(&sc, "tab character used for indentation", line);
+		if (!check_indent(&sc, &en, p, cs, le, line))
 			goto error;
-		}
-		if (sc.s[cs] == '#' && !(en.open && en.bscalar && cs > p)) {   /* comment line */
-			if (en.open && en.cont == C_PLAIN)
-				en.cont = C_NONE;
-			p = next_line(&sc, le);
-			line++;
-			continue;
-		}
-		c = sc.s[p];
-		if (en.open && (cs > p || (c == '-' && (p + 1 == le || isblank_(sc.s[p + 1]))
-		    && (en.cont == C_EMPTY || (en.cont == C_BLOCK && en.dash0))))) {
+		if (cs == le || (sc.s[cs] == '#' && !(en.open && en.bscalar && cs > p))) {
+			if (cs < le && en.open && en.cont == C_PLAIN)
+				en.cont = C_NONE;   /* a comment line ends a plain scalar */
+		} else if (continues(&sc, &en, p, cs, le)) {
 			if (!continuation(&sc, &en, p, le, line))
 				goto error;
-			p = next_line(&sc, le);
-			line++;
-			continue;
-		}
-		if (cs > p) {
+		} else if (cs > p) {
 			fail(&sc, en.open ? "unexpected indented line" : "expected `key: value` at column 0", line);
 			goto error;
-		}
-		if (doc_marker(&sc, p)) {
-			if (sc.s[p] == '.' || docstart || en.open || luaL_len(L, res) > 0) {
-				fail(&sc, sc.s[p] == '.' ? "document end marker is not supported"
-				    : "several documents are not supported", line);
+		} else if (doc_marker(&sc, p)) {
+			if (!doc_start(&sc, &en, p, le, line, &docstart, res))
 				goto error;
-			}
-			if (!rest_is_empty(&sc, p + 3, le)) {
-				fail(&sc, "content after `---` is not supported", line);
-				goto error;
-			}
-			docstart = 1;
-			p = next_line(&sc, le);
-			line++;
-			continue;
-		}
-		if (c == '%') {
+		} else if (sc.s[p] == '%') {
 			fail(&sc, "directives are not supported", line);
 			goto error;
-		}
-		/* a new top-level entry */
-		close_entry(&sc, &en, res);
-		{
-			size_t colon, next;
-			int vline = line;
-			if (!parse_key(&sc, p, le, line, &colon))
-				goto error;
-			lua_pushvalue(L, -1);
-			lua_rawget(L, seen);
-			if (!lua_isnil(L, -1)) {
-				snprintf(sc.err, sizeof sc.err, "duplicate key '%.100s' (first on line %d)",
-				    lua_tostring(L, -2), (int)lua_tointeger(L, -1));
-				sc.errline = line;
-				goto error;
-			}
-			lua_pop(L, 1);
-			lua_pushvalue(L, -1);
-			lua_pushinteger(L, line);
-			lua_rawset(L, seen);
-			lua_createtable(L, 0, 10);
-			lua_insert(L, -2);
-			lua_setfield(L, -2, "key");
-			lua_pushinteger(L, line);
-			lua_setfield(L, -2, "line");
-			set_offset(L, "colon", colon + 1);
-			memset(&en, 0, sizeof en);
-			en.open = 1;
-			en.line = line;
-			en.first = p;
-			if (!parse_value(&sc, &en, colon + 1, &vline, &next))
+		} else {
+			close_entry(&sc, &en, res);
+			if (!open_entry(&sc, &en, p, le, line, seen, &colon)
+			    || !parse_value(&sc, &en, colon + 1, &vline, &next))
 				goto error;
 			line = vline + 1;
 			p = next;
+			continue;
 		}
+		p = next_line(&sc, le);
+		line++;
 	}
 	close_entry(&sc, &en, res);
 	lua_settop(L, res);
@@ -837,14 +883,8 @@ error:
 }
 
 
-static const luaL_Reg funcs[] = {
-	{"yaml_scan", yaml_scan},
-	{NULL, NULL}
-};
-
-
 void
 yaml_open(lua_State *L)
 {
-	luaL_setfuncs(L, funcs, 0);
+	vfi_export(L, "scan", "yaml", yaml_scan);
 }

@@ -6,7 +6,7 @@
 --
 -- It implements the generator interface of docs/INTERNALS.md ("Generator interface")
 -- and uses nothing but that interface, the ctx it is handed and the documented C core
--- scanner `vfioinit.core.shell_scan`.
+-- scanner `vfioinit.core.scan.shell`.
 -- @module mkinitfs
 
 -- Upstream facts this relies on (alpinelinux/mkinitfs mkinitfs.in, aports
@@ -128,7 +128,7 @@ end
 -- only the bytes inside its value.
 function M.edit_conf(text, feature)
   feature = feature or M.feature
-  local list, msg, line = core.shell_scan(text)
+  local list, msg, line = core.scan.shell(text)
   if not list then return nil, msg, line end
   local a
   for _, s in ipairs(list) do

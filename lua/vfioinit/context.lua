@@ -12,7 +12,7 @@ local ENOENT = 2
 -- read(path) -> text | nil (absent) | nil, "path: reason"
 local function reader(root)
   return function(path)
-    local st, err, code = core.stat(root, path)
+    local st, err, code = core.fs.stat(root, path)
     if not st then
       if code == ENOENT then return nil end
       return nil, err
@@ -22,7 +22,7 @@ local function reader(root)
     if st.size > M.MAX_CONFIG then
       return nil, ("%s: file too large (%d bytes, limit %d)"):format(path, st.size, M.MAX_CONFIG)
     end
-    local text, rerr = core.read(root, path, M.MAX_CONFIG)
+    local text, rerr = core.fs.read(root, path, M.MAX_CONFIG)
     if not text then return nil, rerr end
     local nul = text:find("\0", 1, true)
     if nul then
@@ -49,11 +49,11 @@ function M.new(opts)
   ctx.read = reader(root)
   -- dir(path) -> sorted names | nil (absent or not a dir)
   function ctx.dir(path)
-    local names = core.dir(root, path)
+    local names = core.fs.dir(root, path)
     return names
   end
-  function ctx.stat(path, nofollow) return core.stat(root, path, nofollow) end
-  function ctx.exists(path) return core.stat(root, path) ~= nil end
+  function ctx.stat(path, nofollow) return core.fs.stat(root, path, nofollow) end
+  function ctx.exists(path) return core.fs.stat(root, path) ~= nil end
   function ctx.warn(msg) ctx.warnings[#ctx.warnings + 1] = msg end
   -- true when the distro's os-release ID or ID_LIKE names one of `ids`
   function ctx.distro_is(...)

@@ -22,7 +22,7 @@ end
 
 function M.os_release(root)
   for _, p in ipairs({ "/etc/os-release", "/usr/lib/os-release" }) do
-    local text = core.read(root, p, 65536)
+    local text = core.fs.read(root, p, 65536)
     if text then
       local kv = {}
       for line in text:gmatch("[^\n]+") do
@@ -41,7 +41,7 @@ end
 -- (a removed kernel can leave an empty /lib/modules/<kver> behind).
 local function is_kernel_dir(root, dir)
   for _, f in ipairs({ "modules.dep", "modules.order", "modules.builtin", "kernel" }) do
-    if core.stat(root, dir .. "/" .. f) then return true end
+    if core.fs.stat(root, dir .. "/" .. f) then return true end
   end
   return false
 end
@@ -50,9 +50,9 @@ end
 function M.kernels(root)
   local seen, list, dirs = {}, {}, {}
   for _, base in ipairs(machine.MODULE_DIRS) do
-    for _, name in ipairs(core.dir(root, base) or {}) do
+    for _, name in ipairs(core.fs.dir(root, base) or {}) do
       local dir = base .. "/" .. name
-      local st = core.stat(root, dir)
+      local st = core.fs.stat(root, dir)
       if not seen[name] and st and st.type == "dir" and is_kernel_dir(root, dir) then
         seen[name] = true
         list[#list + 1] = name
@@ -65,7 +65,7 @@ function M.kernels(root)
 end
 
 local function exists(root, path)
-  local st = core.stat(root, path, true)
+  local st = core.fs.stat(root, path, true)
   return st ~= nil, st
 end
 
@@ -73,12 +73,12 @@ end
 -- as kernel-install and pacman do.
 local function masked(root, path, etc_dir)
   local name = path:match("[^/]+$")
-  local st = core.stat(root, etc_dir .. "/" .. name, true)
+  local st = core.fs.stat(root, etc_dir .. "/" .. name, true)
   if not st then return false end
   if st.type == "link" then
     -- a link to /dev/null masks; so does one that resolves to nothing inside root
     -- (the root being configured need not have /dev populated)
-    local target = core.resolve(root, etc_dir .. "/" .. name)
+    local target = core.fs.resolve(root, etc_dir .. "/" .. name)
     return target == nil or target == "/dev/null"
   end
   return st.size == 0
@@ -105,7 +105,7 @@ end
 local function probe_installed(root, gen, g)
   for _, d in ipairs(machine.BIN_DIRS) do
     local p = d .. "/" .. gen.command
-    local st = core.stat(root, p)
+    local st = core.fs.stat(root, p)
     if st and st.type == "file" then
       g.command = p
       g.installed = true
@@ -146,7 +146,7 @@ local function probe_generator(root, gen, distro)
 end
 
 function M.detect(root, registry)
-  local st, err = core.stat(root, "/")
+  local st, err = core.fs.stat(root, "/")
   if not st then return nil, err end
   local inv = { root = root }
   inv.distro = M.os_release(root)

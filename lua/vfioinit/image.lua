@@ -1,4 +1,4 @@
--- image: policy helpers over core.image_list (the native initramfs reader).
+-- image: policy helpers over core.image.list (the native initramfs reader).
 local core = require "vfioinit.core"
 
 local M = {}
@@ -12,7 +12,7 @@ local function norm(name) return (name:gsub("-", "_")) end
 -- `path` is inside root; errors name it as seen in root, not the host path.
 function M.list(root, path, want)
   -- opened inside root (symlinks resolve there), only when it is a regular file
-  return core.image_list(path, want, root)
+  return core.image.list(root, path, want)
 end
 
 -- The set of module names (normalized with `_`) that `entries` carry for `kver`:

@@ -151,13 +151,13 @@ local function new()
 
   local function make_ctx(root, inv, kernels)
     local ctx = context.new({ root = root, distro = inv.distro, kernels = kernels or inv.kernels })
-    if core.stat(root, modprobe.FILE) then ctx.modprobe_file = modprobe.FILE end
+    if core.fs.stat(root, modprobe.FILE) then ctx.modprobe_file = modprobe.FILE end
     return ctx
   end
 
   local function verify_one(ctx, gen, kver, extra)
     local verify = require "vfioinit.verify"
-    local mp = ctx.modprobe_file and core.read(ctx.root, modprobe.FILE) or nil
+    local mp = ctx.modprobe_file and core.fs.read(ctx.root, modprobe.FILE) or nil
     return verify.check(ctx, gen, kver, { modules = extra, modprobe_content = mp })
   end
 
@@ -207,7 +207,7 @@ local function new()
       verify = opts.verify ~= false and function(gen, kver)
         if not configured[gen.name] then
           local path = gen.image_path(ctx, kver)
-          local st = path and core.stat(root, path)
+          local st = path and core.fs.stat(root, path)
           if st and st.size > 0 then return true end
           return false, { "image" }
         end

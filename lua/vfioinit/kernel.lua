@@ -18,8 +18,8 @@ local function open(root, kver)
   if not dir then
     return nil, ("/lib/modules/%s: no such kernel in %s"):format(kver, root)
   end
-  local resolved = core.resolve(root, dir) or dir
-  local ctx, err = core.kmod_new(resolved, machine.MODPROBE_DIRS, root)
+  local resolved = core.fs.resolve(root, dir) or dir
+  local ctx, err = core.kmod.new(root, resolved, machine.MODPROBE_DIRS)
   if not ctx then return nil, err end
   return ctx, resolved
 end
@@ -74,12 +74,12 @@ local function modaliases(root, id)
   local v, d = id:upper():match("^(%x%x%x%x):(%x%x%x%x)$")
   local list = {}
   if root == "/" then
-    for _, dev in ipairs(core.dir("/", "/sys/bus/pci/devices") or {}) do
+    for _, dev in ipairs(core.fs.dir("/", "/sys/bus/pci/devices") or {}) do
       local base = "/sys/bus/pci/devices/" .. dev
-      local vend = core.read("/", base .. "/vendor", 64)
-      local devid = core.read("/", base .. "/device", 64)
+      local vend = core.fs.read("/", base .. "/vendor", 64)
+      local devid = core.fs.read("/", base .. "/device", 64)
       if vend and devid and vend:lower():match("0x(%x+)") == v:lower() and devid:lower():match("0x(%x+)") == d:lower() then
-        local alias = core.read("/", base .. "/modalias", 256)
+        local alias = core.fs.read("/", base .. "/modalias", 256)
         if alias then list[#list + 1] = (alias:gsub("%s+$", "")) end
       end
     end

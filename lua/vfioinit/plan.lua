@@ -31,8 +31,8 @@ end
 local function rollback(root, done)
   for i = #done, 1, -1 do
     local c = done[i]
-    if c.before == nil then core.remove(root, c.path)
-    else core.write_atomic(root, c.path, c.before) end
+    if c.before == nil then core.fs.remove(root, c.path)
+    else core.fs.write_atomic(root, c.path, c.before) end
   end
 end
 
@@ -60,10 +60,10 @@ local function apply_locked(self, opts)
   local done = {}
   for _, c in ipairs(self.changes) do
     if c.after == nil then
-      ok, err = core.remove(root, c.path)
+      ok, err = core.fs.remove(root, c.path)
     else
-      ok, err = core.mkdirs(root, (util.split_path(c.path)), 493)
-      if ok then ok, err = core.write_atomic(root, c.path, c.after, 420) end
+      ok, err = core.fs.mkdirs(root, (util.split_path(c.path)), 493)
+      if ok then ok, err = core.fs.write_atomic(root, c.path, c.after, 420) end
     end
     if not ok then break end
     done[#done + 1] = c
@@ -239,7 +239,7 @@ function M.plan(opts, registry)
   -- a file whose owner removed every write bit is not ours to change (root could, but should not)
   for _, c in ipairs(changes) do
     if c.before ~= nil then
-      local st = core.stat(root, c.path)
+      local st = core.fs.stat(root, c.path)
       if st and util.band(st.mode, 146) == 0 then
         return nil, ("%s:1: read-only file (mode %03o); make it writable to let vfioinit edit it"):format(c.path, st.mode)
       end

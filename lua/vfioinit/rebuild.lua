@@ -51,7 +51,7 @@ M.TAIL = 20
 local BIN_DIRS = require("vfioinit.machine").BIN_DIRS
 
 local function size_of(root, path)
-  local st = core.stat(root, path)
+  local st = core.fs.stat(root, path)
   return st and st.type == "file" and st.size or nil
 end
 
@@ -72,7 +72,7 @@ M.MAX_SCRIPT = 4 * 1024 * 1024  -- larger commands are binaries: no `#!` line to
 local function missing_interpreter(root, path)
   local size = size_of(root, path)
   if not size or size > M.MAX_SCRIPT then return nil end
-  local text = core.read(root, path, M.MAX_SCRIPT)
+  local text = core.fs.read(root, path, M.MAX_SCRIPT)
   local interp = text and text:match("^#!%s*(/[^%s]+)")
   if interp and not size_of(root, interp) then
     local host = root == "/" and path or (root:gsub("/+$", "") .. path)
@@ -130,7 +130,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
       return fail_all(e.image_error or ("%s: no image path for kernel %s"):format(gen.name, e.kernel))
     end
     -- a FIFO or device where the image belongs is not ours to replace
-    local st = core.stat(root, e.image)
+    local st = core.fs.stat(root, e.image)
     if st and st.type ~= "file" then
       return fail_all(("%s: not a regular file (%s)"):format(e.image, st.kind or st.type))
     end
@@ -141,11 +141,11 @@ local function run_command(ctx, gen, cmd, opts, entries)
   -- its target, so the link itself stays a link.
   for _, e in ipairs(list) do
     if e.size_before then
-      e.real = core.resolve(root, e.image) or e.image
-      local ok, err = core.copy(root, e.real, e.real .. M.BACKUP_SUFFIX)
+      e.real = core.fs.resolve(root, e.image) or e.image
+      local ok, err = core.fs.copy(root, e.real, e.real .. M.BACKUP_SUFFIX)
       if not ok then
         for _, b in ipairs(list) do
-          if b.backup then core.remove(root, b.backup) end
+          if b.backup then core.fs.remove(root, b.backup) end
         end
         return fail_all(("%s: cannot keep a copy of the previous image, not rebuilding: %s")
           :format(e.image, err))
@@ -161,7 +161,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
 
   local tail = {}
   local on_output = opts.on_output
-  local called, res, err = pcall(core.spawn, {
+  local called, res, err = pcall(core.spawn.run, {
     argv = argv,
     root = root ~= "/" and root or nil,
     timeout = opts.timeout or M.DEFAULT_TIMEOUT,
@@ -175,7 +175,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
     -- on_output raised (spawn has killed and reaped the command): put the
     -- previous images back before passing the error on.
     for _, e in ipairs(list) do
-      if e.backup then core.rename(root, e.backup, e.real) end
+      if e.backup then core.fs.rename(root, e.backup, e.real) end
     end
     error(res, 0)
   end
@@ -211,7 +211,7 @@ local function run_command(ctx, gen, cmd, opts, entries)
         vok, ok, missing = pcall(opts.verify, gen, e.kernel, e.image)
         if not vok then
           for _, b in ipairs(list) do
-            if b.backup then core.rename(root, b.backup, b.real) end
+            if b.backup then core.fs.rename(root, b.backup, b.real) end
           end
           error(ok, 0)
         end
@@ -235,11 +235,11 @@ local function run_command(ctx, gen, cmd, opts, entries)
 
     if e.ok then
       if e.backup then
-        local ok, rerr = core.remove(root, e.backup)
+        local ok, rerr = core.fs.remove(root, e.backup)
         if not ok then log(("%s: could not remove the backup: %s"):format(e.backup, rerr)) end
       end
     elseif e.backup then
-      local ok, rerr = core.rename(root, e.backup, e.real)
+      local ok, rerr = core.fs.rename(root, e.backup, e.real)
       if ok then
         e.error = e.error .. ("\n(previous image %s restored)"):format(e.image)
       else
@@ -270,24 +270,24 @@ function M.sweep(ctx, gens, kernels, log)
   for _, gen in ipairs(gens) do
     for _, kver in ipairs(kernels or {}) do
       local image = gen.image_path(ctx, kver)
-      local real = image and (core.resolve(root, image) or image)
+      local real = image and (core.fs.resolve(root, image) or image)
       local prev = real and real .. M.BACKUP_SUFFIX
-      local pst = prev and not seen[prev] and core.stat(root, prev, true)
+      local pst = prev and not seen[prev] and core.fs.stat(root, prev, true)
       if pst and pst.type == "file" then
         seen[prev] = true
-        local st = core.stat(root, real)
-        local good = st and st.type == "file" and st.size > 0 and core.image_list(real, nil, root) ~= nil
+        local st = core.fs.stat(root, real)
+        local good = st and st.type == "file" and st.size > 0 and core.image.list(root, real) ~= nil
         local e = { path = prev, image = image }
         local ok, err
         if good then
           e.action = "removed"
           e.message = ("removed leftover %s"):format(prev)
-          ok, err = core.remove(root, prev)
+          ok, err = core.fs.remove(root, prev)
         else
           e.action = "restored"
           e.message = ("restored %s from %s (an earlier run was interrupted)")
             :format(real, prev:match("[^/]+$"))
-          ok, err = core.rename(root, prev, real)
+          ok, err = core.fs.rename(root, prev, real)
         end
         if not ok then e.error = err; e.message = e.message .. " failed: " .. tostring(err) end
         log(e.message)

@@ -216,7 +216,7 @@ end
 function engine.scan_all(files)
   local scans = {}
   for i, f in ipairs(files) do
-    local sc, msg, line = core.shell_scan(f.text)
+    local sc, msg, line = core.scan.shell(f.text)
     if not sc then
       return nil, ("%s:%d: %s"):format(f.path or "", line or 0, msg), line, msg, i
     end

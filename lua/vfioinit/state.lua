@@ -46,7 +46,7 @@ local held = {}  -- roots this process holds the lock of: with_lock is re-entran
 function M.with_lock(root, fn, ...)
   local key = root:gsub("/+$", "")
   if held[key] then return fn(...) end
-  local lk, err = core.lock(root, "/", M.LOCK_TIMEOUT)
+  local lk, err = core.lock.acquire(root, "/", M.LOCK_TIMEOUT)
   if not lk then return nil, root .. ": another vfioinit is running on this root (" .. err .. ")" end
   held[key] = true
   local res = util.pack(pcall(fn, ...))
@@ -62,7 +62,7 @@ local function dec(s) return (s:gsub("%%(%x%x)", function(h) return string.char(
 -- sha256 of a file's content; `absent` for no file.
 local function digest(content)
   if content == nil then return "absent" end
-  return core.sha256(content)
+  return core.hash.sha256(content)
 end
 M.digest = digest
 
@@ -142,7 +142,7 @@ local function parse(text)
   local last = lines[#lines]
   local count, sum = last.text:match("^end (%d+) (%x+)$")
   if not count or #lines < 2 then return nil, M.damaged(#lines, "no end line: truncated") end
-  if core.sha256(text:sub(1, last.at - 1)) ~= sum then return nil, M.damaged(#lines, "checksum mismatch") end
+  if core.hash.sha256(text:sub(1, last.at - 1)) ~= sum then return nil, M.damaged(#lines, "checksum mismatch") end
   if tonumber(count) ~= #lines - 2 then return nil, M.damaged(#lines, "entry count mismatch") end
   local list, seen = {}, {}
   for i = 2, #lines - 1 do
@@ -178,7 +178,7 @@ function M.serialize(list)
       e.mode and ("%o"):format(e.mode) or "-", e.last, e.next, #flags > 0 and table.concat(flags, ",") or "-" }, "\t")
   end
   local body = table.concat(out, "\n") .. "\n"
-  return body .. ("end %d %s\n"):format(#list, core.sha256(body))
+  return body .. ("end %d %s\n"):format(#list, core.hash.sha256(body))
 end
 
 ---------------------------------------------------------------------------
@@ -187,11 +187,11 @@ end
 -- load(root) -> entries (recording order) | nil, err. No manifest: {} -- unless backups
 -- are lying there without one, which vfioinit never leaves: then the state is unknown.
 function M.load(root)
-  local text, err, code = core.read(root, M.MANIFEST)
+  local text, err, code = core.fs.read(root, M.MANIFEST)
   if not text then
     if code ~= ENOENT then return nil, err end
     local left = 0
-    for _, name in ipairs(core.dir(root, M.BACKUPS) or {}) do
+    for _, name in ipairs(core.fs.dir(root, M.BACKUPS) or {}) do
       if not name:match("^%..+%.vfioinit%-%w%w%w%w%w%w$") then left = left + 1 end
     end
     if left > 0 then return nil, M.damaged(1, ("missing, but %s holds %d file(s)"):format(M.BACKUPS, left)) end
@@ -203,19 +203,19 @@ end
 -- save(root, list): atomically; no entries left -> no manifest.
 function M.save(root, list)
   if #list == 0 then
-    local ok, err, code = core.remove(root, M.MANIFEST)
+    local ok, err, code = core.fs.remove(root, M.MANIFEST)
     if not ok and code ~= ENOENT then return nil, err end
-    core.remove(root, M.BACKUPS)  -- only when empty; else kept
-    core.remove(root, M.DIR)
+    core.fs.remove(root, M.BACKUPS)  -- only when empty; else kept
+    core.fs.remove(root, M.DIR)
     return true
   end
-  local ok, err = core.mkdirs(root, M.DIR, 448)
+  local ok, err = core.fs.mkdirs(root, M.DIR, 448)
   if not ok then return nil, err end
-  return core.write_atomic(root, M.MANIFEST, M.serialize(list), 384)
+  return core.fs.write_atomic(root, M.MANIFEST, M.serialize(list), 384)
 end
 
 local function read_file(root, path)
-  local text, err, code = core.read(root, path)
+  local text, err, code = core.fs.read(root, path)
   if text then return text end
   if code == ENOENT then return nil end
   return false, err
@@ -224,7 +224,7 @@ end
 -- The first original of an entry: content (nil: no file) | false, err
 local function original(root, e)
   if e.kind == "created" then return nil end
-  local text, err = core.read(root, e.backup)
+  local text, err = core.fs.read(root, e.backup)
   if not text then return false, M.damaged(1, err) end
   return text
 end
@@ -261,7 +261,7 @@ end
 
 -- Every backup (and leftover temp) of the state dir; only once nothing names them.
 local function remove_backups(root)
-  for _, name in ipairs(core.dir(root, M.BACKUPS) or {}) do core.remove(root, M.BACKUPS .. "/" .. name) end
+  for _, name in ipairs(core.fs.dir(root, M.BACKUPS) or {}) do core.fs.remove(root, M.BACKUPS .. "/" .. name) end
 end
 
 -- Write the settled list, then remove the backups no entry names any more. With no entry
@@ -272,7 +272,7 @@ local function store(root, list, gone, changed)
   if #list == 0 then remove_backups(root) end
   local ok, err = M.save(root, list)
   if not ok then return nil, err end
-  for _, b in ipairs(gone) do core.remove(root, b) end
+  for _, b in ipairs(gone) do core.fs.remove(root, b) end
   return true
 end
 
@@ -294,7 +294,7 @@ local function backup_name(root, list, path, n)
   local safe = path:gsub("[^%w._-]", "_")
   while true do
     local name = ("%s/%d-%s"):format(M.BACKUPS, n, safe)
-    if not used[name] and not core.stat(root, name) then return name end
+    if not used[name] and not core.fs.stat(root, name) then return name end
     n = n + 1
   end
 end
@@ -321,7 +321,7 @@ function M.journal(root, changes, record_new)
       e = { kind = c.before == nil and "created" or "saved", generator = c.generator, path = c.path,
             last = "-", next = digest(c.after), flags = {} }
       if c.before ~= nil then
-        local st, serr = core.stat(root, c.path)
+        local st, serr = core.fs.stat(root, c.path)
         if not st then return nil, serr end
         e.backup, e.mode = backup_name(root, list, c.path, #list + 1), st.mode
         saves[#saves + 1] = { name = e.backup, content = c.before }
@@ -334,11 +334,11 @@ function M.journal(root, changes, record_new)
   local ok, serr = M.save(root, list)
   if not ok then return nil, serr end
   if #saves > 0 then
-    ok, serr = core.mkdirs(root, M.BACKUPS, 448)
+    ok, serr = core.fs.mkdirs(root, M.BACKUPS, 448)
     if not ok then M.finish(root); return nil, serr end
   end
   for _, s in ipairs(saves) do
-    ok, serr = core.write_atomic(root, s.name, s.content, 384)
+    ok, serr = core.fs.write_atomic(root, s.name, s.content, 384)
     if not ok then M.finish(root); return nil, serr end
   end
   return true
@@ -367,10 +367,10 @@ function M.sweep(root, paths)
     end
   end
   for dir, names in pairs(dirs) do
-    for _, e in ipairs(core.dir(root, dir) or {}) do
+    for _, e in ipairs(core.fs.dir(root, dir) or {}) do
       local base = e:match("^%.(.+)%.vfioinit%-%w%w%w%w%w%w$")
       if base and (names[base] or dir == M.BACKUPS) then
-        core.remove(root, (dir == "/" and "" or dir) .. "/" .. e)
+        core.fs.remove(root, (dir == "/" and "" or dir) .. "/" .. e)
       end
     end
   end
@@ -382,11 +382,11 @@ end
 function M.tidy(root)
   local dirty = false
   for _, dir in ipairs({ M.DIR, M.BACKUPS }) do
-    for _, name in ipairs(core.dir(root, dir) or {}) do
+    for _, name in ipairs(core.fs.dir(root, dir) or {}) do
       if name:match("^%..+%.vfioinit%-%w%w%w%w%w%w$") then dirty = true end
     end
   end
-  local list = M.parse_manifest(core.read(root, M.MANIFEST) or "")
+  local list = M.parse_manifest(core.fs.read(root, M.MANIFEST) or "")
   for _, e in ipairs(list or {}) do if e.next ~= "-" then dirty = true end end
   if not dirty then return true end
   return M.with_lock(root, function()
@@ -424,7 +424,7 @@ end
 -- A name for the current content of a file revert --force replaces: never an existing one.
 local function kept_name(root, path)
   local name, n = path .. M.EDITED_SUFFIX, 1
-  while core.stat(root, name) do name, n = ("%s%s.%d"):format(path, M.EDITED_SUFFIX, n), n + 1 end
+  while core.fs.stat(root, name) do name, n = ("%s%s.%d"):format(path, M.EDITED_SUFFIX, n), n + 1 end
   return name
 end
 
@@ -433,16 +433,16 @@ local function restore(root, step)
   local e = step.entry
   if step.refuse and step.before ~= nil then
     step.kept = kept_name(root, e.path)
-    local ok, err = core.write_atomic(root, step.kept, step.before, 384)
+    local ok, err = core.fs.write_atomic(root, step.kept, step.before, 384)
     if not ok then return nil, err end
   end
   if step.after == nil then
-    local ok, err, code = core.remove(root, e.path)
+    local ok, err, code = core.fs.remove(root, e.path)
     if not ok and code ~= ENOENT then return nil, err end
     return true
   end
-  local ok, err = core.mkdirs(root, (util.split_path(e.path)), 493)
-  if ok then ok, err = core.write_atomic(root, e.path, step.after, e.mode) end
+  local ok, err = core.fs.mkdirs(root, (util.split_path(e.path)), 493)
+  if ok then ok, err = core.fs.write_atomic(root, e.path, step.after, e.mode) end
   return ok, err
 end
 
@@ -506,10 +506,10 @@ function M.revert(root, opts)
   end
   -- every restore is durable and recorded: now the backups, then the manifest
   remove_backups(root)
-  core.remove(root, M.BACKUPS)
-  local ok, err, code = core.remove(root, M.MANIFEST)
+  core.fs.remove(root, M.BACKUPS)
+  local ok, err, code = core.fs.remove(root, M.MANIFEST)
   if not ok and code ~= ENOENT then return nil, err end
-  core.remove(root, M.DIR)
+  core.fs.remove(root, M.DIR)
   return report(steps)
 end
 

@@ -95,7 +95,7 @@ function M.check_root(root)
   if root == "" then return nil, "empty path" end
   if root:find("\0", 1, true) then return nil, "path contains a NUL byte" end
   local core = require "vfioinit.core"
-  local st, err, code = core.stat(root, "/")
+  local st, err, code = core.fs.stat(root, "/")
   if not st then
     if code == 2 then return nil, "no such directory" end
     if code == 20 then return nil, "not a directory" end

@@ -37,8 +37,8 @@ function M.check(ctx, gen, kver, opts)
   if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
   local req, rerr = M.required(root, kver, opts.modules)
   if not req then r.error = rerr; return r end
-  local resolved = core.resolve(root, path)
-  local st = resolved and core.stat(root, resolved)
+  local resolved = core.fs.resolve(root, path)
+  local st = resolved and core.fs.stat(root, resolved)
   if not st then
     r.error = path .. ": no image"
     r.missing = req
@@ -49,7 +49,7 @@ function M.check(ctx, gen, kver, opts)
   local mp = modprobe.FILE:sub(2)
   local expect_mp = opts.modprobe_content
   if expect_mp then want[mp] = true end
-  local entries, contents = core.image_list(resolved, want, root)
+  local entries, contents = core.image.list(root, resolved, want)
   if not entries then r.error = contents; r.missing = req; return r end
   local absent = image.has_modules(entries, kver, req)
   local early = gen.early_modules and gen.early_modules(contents or {}) or nil

@@ -72,7 +72,7 @@ end
 -- Make the comma-list value of top-level `key` satisfy want/gpu; add the key at
 -- the end when absent. Returns new text or nil, msg, line.
 local function edit_list(text, key, want, gpu, norm)
-  local entries, msg, line = core.yaml_scan(text)
+  local entries, msg, line = core.scan.yaml(text)
   if not entries then return nil, msg, line end
   local e
   for _, x in ipairs(entries) do if x.key == key then e = x end end
@@ -151,7 +151,7 @@ function M.early_modules(contents)
   local set = {}
   local text = util.member(contents, "etc/booster.init.yaml")
   if not text then return set end
-  local entries = core.yaml_scan(text)
+  local entries = core.scan.yaml(text)
   if entries then
     for _, e in ipairs(entries) do
       if e.key == "modulesforceload" then

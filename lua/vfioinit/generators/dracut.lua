@@ -119,7 +119,7 @@ function M.edit_text(text, want, opts)
   end)
   if not ok then return nil, msg or err, line end
   if opts.install_items then
-    local have = set_of(simulate({ (core.shell_scan(files[1].text)) }, "install_items"))
+    local have = set_of(simulate({ (core.scan.shell(files[1].text)) }, "install_items"))
     local add = {}
     for _, p in ipairs(opts.install_items) do if not have[p] then add[#add + 1] = p end end
     if #add > 0 then
@@ -186,7 +186,7 @@ local function check_configs(st)
   local uerr = engine.unsafe(st.files, scans, FORCE)
   if uerr then return nil, uerr end
   if st.own_before then
-    local _, msg, line = core.shell_scan(st.own_before)
+    local _, msg, line = core.scan.shell(st.own_before)
     if msg then return nil, ("%s:%d: %s"):format(st.own_path, line, msg) end
   end
   return scans
@@ -207,11 +207,11 @@ local function works(files, scans, name, mods, want, gpu)
   local seq, placed = {}, false
   for i, f in ipairs(files) do
     if not placed and f.name and machine.version_less(name, f.name) then
-      seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})); placed = true
+      seq[#seq + 1] = core.scan.shell(drop_in_text(mods, {})); placed = true
     end
     seq[#seq + 1] = scans[i]
   end
-  if not placed then seq[#seq + 1] = core.shell_scan(drop_in_text(mods, {})) end
+  if not placed then seq[#seq + 1] = core.scan.shell(drop_in_text(mods, {})) end
   return good(simulate(seq, "force_drivers"), want, gpu)
 end
 
@@ -257,7 +257,7 @@ local function changes(st, chosen, mods, items)
     out[#out + 1] = { path = path, before = own_before, after = after }
   elseif not after and own_before and st.own_path == path then
     -- nothing left for our file to do; keep it (harmless) but drop what it force-loads
-    local left = simulate({ core.shell_scan(own_before) or {} }, "force_drivers")
+    local left = simulate({ core.scan.shell(own_before) or {} }, "force_drivers")
     if #left > 0 then
       out[#out + 1] = { path = path, before = own_before, after = drop_in_text({}, {}) }
     end

@@ -161,7 +161,7 @@ local function read_presets(ctx)
       local text, err = ctx.read(path)
       if err then return nil, err end
       if text then
-        local sc, msg, line = core.shell_scan(text)
+        local sc, msg, line = core.scan.shell(text)
         if not sc then return nil, ("%s:%d: %s"):format(path, line, msg) end
         local p = { name = n:gsub("%.preset$", ""), file = path, presets = {} }
         for _, pn in ipairs(array(sc, "PRESETS") or {}) do

@@ -1,0 +1,115 @@
+-- The C boundary (src/): one sub-table per concern, every entry takes (root, path inside
+-- root), and errors name the path as seen inside root, never the host path of root.
+local core = require "vfioinit.core"
+local vfioinit = require "vfioinit"
+local H = require "helpers"
+
+local q = H.q
+
+-- `s` does not mention the host directory `dir` (the root of the call) anywhere.
+local function no_host(s, dir)
+  return not tostring(s):find(dir, 1, true)
+end
+
+describe("vfioinit.core", function()
+  it("groups its functions by concern", function()
+    local want = {
+      fs = { "read", "stat", "dir", "write_atomic", "mkdirs", "remove", "rename", "copy", "resolve" },
+      hash = { "sha256" }, image = { "list" }, kmod = { "new" }, lock = { "acquire" },
+      scan = { "shell", "yaml" }, spawn = { "run" },
+    }
+    for concern, names in pairs(want) do
+      assert.are.equal("table", type(core[concern]), concern)
+      for _, n in ipairs(names) do
+        assert.are.equal("function", type(core[concern][n]), concern .. "." .. n)
+      end
+    end
+    assert.are.equal("string", type(core._VERSION))
+    assert.are.equal("boolean", type(core._TESTING))
+  end)
+
+  it("has no flat, host-path or dead entries left", function()
+    for _, old in ipairs({ "read", "stat", "image_list", "kmod_new", "re_find", "shell_scan",
+                           "yaml_scan", "sha256", "_fs_force_fallback" }) do
+      assert.is_nil(rawget(core, old), old)
+    end
+    -- only the sub-tables and the two flags
+    for k, v in pairs(core) do
+      assert.is_true(type(v) == "table" or k == "_VERSION" or k == "_TESTING", k)
+    end
+  end)
+end)
+
+describe("core.image.list(root, path)", function()
+  local r
+  before_each(function() r = H.tmpdir() end)
+  after_each(function() H.rm(r) end)
+
+  it("names a bad image as seen inside root", function()
+    H.writefile(r .. "/boot/junk.img", "half-written junk")
+    local e, msg = core.image.list(r, "/boot/junk.img")
+    assert.is_nil(e)
+    assert.are.equal("/boot/junk.img: not an initramfs (no cpio or known compression magic) at offset 0", msg)
+  end)
+
+  it("resolves a symlink inside root, never on the host", function()
+    H.sh("mkdir -p " .. q(r .. "/boot") .. " && ln -s /etc/hostname " .. q(r .. "/boot/link.img"))
+    local e, msg = core.image.list(r, "/boot/link.img")
+    assert.is_nil(e)
+    assert.matches("^/boot/link%.img: No such file or directory$", msg)
+  end)
+
+  it("takes a path inside root only: a relative one or none raises", function()
+    assert.error_matches(function() core.image.list(r, "boot/junk.img") end, "absolute path expected")
+    assert.error_matches(function() core.image.list(r .. "/boot/junk.img") end, "string expected, got no value")
+    assert.error_matches(function() core.image.list(r, "/x", "want") end, "table expected, got string")
+  end)
+end)
+
+describe("core.kmod.new(root, moddir [, config_dirs])", function()
+  local r, kver
+  setup(function()
+    r = H.tmpdir()
+    kver = H.install_kernel(r, "cloud")
+  end)
+  teardown(function() H.rm(r) end)
+
+  it("reads the kernel tree inside root and reports module paths inside it", function()
+    local ctx = assert(core.kmod.new(r, "/lib/modules/" .. kver, { "/etc/modprobe.d" }))
+    local m = assert(ctx:module("vfio_pci"))
+    ctx:close()
+    assert.are.equal("/lib/modules/" .. kver .. "/", m.path:sub(1, #kver + 14))
+    assert.truthy(H.readfile(r .. m.path))
+  end)
+
+  it("names a FIFO among the indexes as seen inside root", function()
+    local r2 = H.tmpdir()
+    finally(function() H.rm(r2) end)
+    H.sh("mkdir -p " .. q(r2 .. "/lib/modules/9.9") .. " && mkfifo " .. q(r2 .. "/lib/modules/9.9/modules.dep.bin"))
+    local ctx, msg = core.kmod.new(r2, "/lib/modules/9.9")
+    assert.is_nil(ctx)
+    assert.are.equal("/lib/modules/9.9/modules.dep.bin: not a regular file (fifo)", msg)
+  end)
+
+  it("takes paths inside root only: a relative module dir or config path raises", function()
+    assert.error_matches(function() core.kmod.new(r, "lib/modules/" .. kver) end, "absolute path expected")
+    assert.error_matches(function() core.kmod.new(r, "/lib/modules/" .. kver, { "etc/modprobe.d" }) end,
+      "absolute path expected")
+  end)
+end)
+
+describe("verify", function()
+  it("names a non-initramfs image /boot/... only, not the host path of root", function()
+    local r = H.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
+      exec = { "/usr/bin/mkinitcpio" } })
+    finally(function() H.rm(r) end)
+    local kver = H.install_kernel(r, "cloud")
+    local img = "/boot/initramfs-" .. kver .. ".img"
+    H.writefile(r .. img, "half-written junk")
+    local v = assert(vfioinit.verify({ root = r, generators = { "mkinitcpio" } }))
+    assert.are.equal(1, #v)
+    assert.is_false(v[1].ok)
+    assert.are.equal(img .. ": not an initramfs (no cpio or known compression magic) at offset 0", v[1].error)
+    assert.is_true(no_host(v[1].error, r))
+  end)
+end)
