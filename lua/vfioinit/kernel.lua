@@ -11,9 +11,12 @@ local M = {}
 -- only when it is a regular file (src/kmod.c): a symlink cannot lead it to the
 -- host's indexes or config, and a FIFO is an error naming it instead of a hang.
 local CONFIG_DIRS = { "/etc/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d", "/run/modprobe.d" }
-local function open(root, kver)
-  local _, dirs = detect.kernels(root)
-  local dir = dirs[kver]
+-- `dir` (from the run's inventory) saves listing root's kernels again.
+function M.open(root, kver, dir)
+  if not dir then
+    local _, dirs = detect.kernels(root)
+    dir = dirs[kver]
+  end
   if not dir then
     return nil, ("/lib/modules/%s: no such kernel in %s"):format(kver, root)
   end
@@ -21,6 +24,16 @@ local function open(root, kver)
   local ctx, err = core.kmod_new(resolved, CONFIG_DIRS, root)
   if not ctx then return nil, err end
   return ctx, resolved
+end
+local open = M.open
+
+-- The caller's open context (opts.kmod, kept open: a run opens one per kernel), or a
+-- new one that `done` closes.
+local function use(opts, root)
+  if opts.kmod then return opts.kmod, function() end end
+  local ctx, err = open(root, opts.kernel)
+  if not ctx then return nil, err end
+  return ctx, function() ctx:close() end
 end
 
 -- Strip the host root prefix so paths read as inside root.
@@ -31,11 +44,11 @@ local function inside(root, path)
   return path
 end
 
--- modules{root=, kernel=} -> list of {name=, state=, path=, deps=}
+-- modules{root=, kernel=, kmod=nil} -> list of {name=, state=, path=, deps=}
 function M.modules(opts)
   local root = opts.root or "/"
-  local ctx, err = open(root, opts.kernel)
-  if not ctx then return nil, err end
+  local ctx, done = use(opts, root)
+  if not ctx then return nil, done end
   local out = {}
   for _, name in ipairs(util.VFIO) do
     local m = ctx:module(name)
@@ -46,17 +59,17 @@ function M.modules(opts)
       out[#out + 1] = { name = name, state = "missing" }
     end
   end
-  ctx:close()
+  done()
   return out
 end
 
--- module_state{root=, kernel=, name=} -> "module" | "builtin" | false (absent) | nil, err
+-- module_state{root=, kernel=, name=, kmod=nil} -> "module" | "builtin" | false (absent) | nil, err
 function M.module_state(opts)
   local root = opts.root or "/"
-  local ctx, err = open(root, opts.kernel)
-  if not ctx then return nil, err end
+  local ctx, done = use(opts, root)
+  if not ctx then return nil, done end
   local m = ctx:module(opts.name)
-  ctx:close()
+  done()
   return m and m.state or false
 end
 
@@ -86,13 +99,13 @@ local function modaliases(root, id)
   return list
 end
 
--- drivers_for{root=, kernel=, ids=} -> list of {id=, modules={...}}
+-- drivers_for{root=, kernel=, ids=, kmod=nil} -> list of {id=, modules={...}}
 function M.drivers_for(opts)
   local root = opts.root or "/"
   local ids, err = util.check_ids(opts.ids or {})
   if not ids then return nil, err end
-  local ctx, cerr = open(root, opts.kernel)
-  if not ctx then return nil, cerr end
+  local ctx, done = use(opts, root)
+  if not ctx then return nil, done end
   local out = {}
   for _, id in ipairs(ids) do
     local found = {}
@@ -103,7 +116,7 @@ function M.drivers_for(opts)
     end
     out[#out + 1] = { id = id, modules = util.sorted_keys(found) }
   end
-  ctx:close()
+  done()
   return out
 end
 
