@@ -51,7 +51,7 @@ local function stub_spawn(root)
 end
 
 describe("one run per public operation", function()
-  local root, kver, vfioinit, cli
+  local root, vfioinit, cli
 
   setup(function()
     wrap(detect, "detect", "detect")
@@ -59,7 +59,7 @@ describe("one run per public operation", function()
     wrap(context, "new", "context")
     wrap(core, "kmod_new", "kmod")
     root = h.make_root({ os = ARCH, exec = { "/usr/bin/booster" }, files = { ["/etc/booster.yaml"] = "" } })
-    kver = h.install_kernel(root, "cloud")
+    h.install_kernel(root, "cloud")
     -- not a script: core.spawn is stubbed, nothing needs to run inside root
     h.writefile(root .. "/usr/bin/booster", "\127ELF stand-in\n", 493)
     originals[#originals + 1] = { core, "spawn", core.spawn }
@@ -109,12 +109,26 @@ describe("one run per public operation", function()
   it("the CLI's status detects once and plans once", function()
     local out = io.stdout
     local tmp = io.tmpfile()
-    io.stdout = tmp  -- status prints; only the counts matter here
+    io.stdout = tmp  -- luacheck: ignore 122 (status prints; only the counts matter here)
     local ok, code = pcall(cli.main, { "--root", root, "status" })
-    io.stdout = out
+    io.stdout = out  -- luacheck: ignore 122
     tmp:close()
     assert.is_true(ok, code)
     assert.are.equal(0, code)
     expect(1, 1)
+  end)
+
+  it("a rebuild that cannot keep the previous image runs nothing and says why", function()
+    local image = "/boot/booster-" .. vfioinit.detect({ root = root }).kernels[1] .. ".img"
+    local before = assert(h.readfile(root .. image))
+    originals[#originals + 1] = { core, "copy", core.copy }
+    local copy = core.copy
+    core.copy = function() return nil, "No space left on device" end
+    local rep, err = vfioinit.rebuild({ root = root })
+    core.copy = copy
+    assert.is_nil(rep)
+    assert.are.equal(image .. ": cannot keep a copy of the previous image, not rebuilding: No space left on device", err)
+    assert.are.equal(0, spawned)
+    assert.are.equal(before, h.readfile(root .. image))
   end)
 end)

@@ -167,7 +167,7 @@ local function update_stages(run, opts, report)
     -- every generator's config is as planned now: its images must carry the modules
     local configured, gerr = {}, nil
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
-    if #jobs > 0 then _, gerr = run:targets() end
+    if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
     local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end

@@ -265,8 +265,9 @@ local function run_command(ctx, gen, cmd, opts, entries)
   local list = entries_of(ctx, gen, cmd)
   for _, e in ipairs(list) do entries[#entries + 1] = e end
   local path, perr = precheck(root, gen, argv, list)
-  local kept, kerr = path and keep_previous(root, list)
-  if not kept then return fail_all(root, list, perr or kerr) end
+  if not path then return fail_all(root, list, perr) end
+  local kept, kerr = keep_previous(root, list)
+  if not kept then return fail_all(root, list, kerr) end
   local names = {}
   for _, e in ipairs(list) do names[#names + 1] = e.kernel end
   local what = ("%s %s"):format(gen.name, table.concat(names, " "))
