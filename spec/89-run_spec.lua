@@ -131,4 +131,24 @@ describe("one run per public operation", function()
     assert.are.equal(0, spawned)
     assert.are.equal(before, h.readfile(root .. image))
   end)
+
+  it("rebuild and update_initramfs return one report shape", function()
+    local function shape(r)
+      local keys = {}
+      for k, v in pairs(r) do keys[#keys + 1] = k .. ":" .. type(v) end
+      table.sort(keys)
+      return keys
+    end
+    local up = vfioinit.update_initramfs({ root = root, verify = false })
+    local rb = assert(vfioinit.rebuild({ root = root }))
+    assert.are.same(shape(up), shape(rb))
+    local kver = vfioinit.detect({ root = root }).kernels[1]
+    assert.are.same({ kver }, rb.kernels)
+    assert.are.same({ "booster" }, rb.generators)
+    assert.are.equal(1, #rb.rebuilt)
+    assert.are.equal(kver, rb.rebuilt[1].kernel)
+    assert.is_true(rb.rebuilt[1].ok)
+    assert.are.equal(1, #rb.verified)               -- the rebuilt image, checked by the run
+    assert.is_true(rb.verified[1].ok)
+  end)
 end)
