@@ -51,7 +51,7 @@ end
 if rebuild then
   local report, rerr = vfioinit.rebuild({ root = root, log = print })
   if not report then die(rerr) end
-  print(("rebuilt %d image(s)"):format(#report.kernels))
+  print(("rebuilt %d image(s)"):format(#report.rebuilt))
 else
   print("not rebuilt: run `vfioinit --root " .. root .. " rebuild` (or pass --rebuild)")
 end

@@ -89,9 +89,9 @@ describe("rebuild.run()", function()
     local report = rebuild.run(ctx, { gen }, opts())
     assert.is_true(report.ok, report.error)
     assert.is_nil(report.error)
-    assert.are.equal(2, #report.kernels)
+    assert.are.equal(2, #report.rebuilt)
     for i, k in ipairs(KERNELS) do
-      local e = report.kernels[i]
+      local e = report.rebuilt[i]
       local img = root .. image_of(k)
       assert.are.equal(k, e.kernel)
       assert.are.equal("booster", e.generator)
@@ -123,7 +123,7 @@ describe("rebuild.run()", function()
     H.sh("rm " .. H.q(root .. image_of(KERNELS[1])))
     local report = rebuild.run(ctx, { gen }, opts { kernels = { KERNELS[1] } })
     assert.is_true(report.ok, report.error)
-    local e = report.kernels[1]
+    local e = report.rebuilt[1]
     assert.is_nil(e.size_before)
     assert.is_true(e.size_after > 0)
     assert.is_true(verify(root)(gen, KERNELS[1], image_of(KERNELS[1])))
@@ -133,8 +133,8 @@ describe("rebuild.run()", function()
     set_mode("fail")
     local report = rebuild.run(ctx, { gen }, opts())
     assert.is_false(report.ok)
-    assert.are.equal(2, #report.kernels)
-    for _, e in ipairs(report.kernels) do
+    assert.are.equal(2, #report.rebuilt)
+    for _, e in ipairs(report.rebuilt) do
       assert.is_false(e.ok)
       assert.are.equal(1, e.status)
       assert.are.equal(old[e.kernel], H.readfile(root .. e.image))
@@ -150,7 +150,7 @@ describe("rebuild.run()", function()
       assert.is_nil(l["standin line 10"])
       assert.is_nil(l["standin line 1"])
     end
-    assert.are.equal(report.kernels[1].error, report.error)
+    assert.are.equal(report.rebuilt[1].error, report.error)
     assert.matches("booster 6.1.0%-test: failed in", logs[2])
   end)
 
@@ -158,7 +158,7 @@ describe("rebuild.run()", function()
     set_mode("sleep")
     local report = rebuild.run(ctx, { gen }, opts { kernels = { KERNELS[1] }, timeout = 0.5 })
     assert.is_false(report.ok)
-    local e = report.kernels[1]
+    local e = report.rebuilt[1]
     assert.is_true(e.timed_out)
     assert.is_nil(e.status)
     assert.matches("timed out", e.error)
@@ -174,7 +174,7 @@ describe("rebuild.run()", function()
     set_mode("novfio")
     local report = rebuild.run(ctx, { gen }, opts { kernels = { KERNELS[2] } })
     assert.is_false(report.ok)
-    local e = report.kernels[1]
+    local e = report.rebuilt[1]
     assert.are.equal(0, e.status)
     assert.is_false(e.ok)
     assert.are.same({ "vfio", "vfio_iommu_type1", "vfio-pci" }, e.missing)
@@ -200,7 +200,7 @@ describe("rebuild.run()", function()
     local report = rebuild.run(ctx, { gen }, opts())
     assert.is_false(report.ok)
     assert.are.equal("booster: command not found in " .. root, report.error)
-    for _, e in ipairs(report.kernels) do
+    for _, e in ipairs(report.rebuilt) do
       assert.are.equal("booster: command not found in " .. root, e.error)
       assert.are.equal(old[e.kernel], H.readfile(root .. e.image))
       assert.is_nil(H.readfile(root .. e.image .. ".vfioinit-prev"))
@@ -239,7 +239,7 @@ describe("rebuild.run()", function()
     assert.is_true(report.ok, report.error)
     assert.are.equal("build --force --kernel-version 6.1.0-test /boot/booster-6.1.0-test.img\n",
       H.readfile(root .. "/var/log/standin-booster.argv"))
-    assert.are.equal("booster", report.kernels[1].generator)
+    assert.are.equal("booster", report.rebuilt[1].generator)
   end)
 
   it("should report a generator whose rebuild_argv fails", function()

@@ -89,50 +89,38 @@ local function check_input(o)
   end
 end
 
-local function cmd_status(v, o)
-  local inv, err = v.detect({ root = o.root })
-  if not inv then return fail(o, err) end
-  for _, k in ipairs(o.kernels or {}) do
-    if not inv.kernel_dirs[k] then return fail(o, ("/lib/modules/%s: no such kernel in %s"):format(k, inv.root)) end
-  end
-  local kernels = {}
-  for _, k in ipairs(o.kernels or inv.kernels) do
-    local mods, merr = v.modules({ root = o.root, kernel = k })
-    kernels[#kernels + 1] = { version = k, modules = mods or {}, error = merr }
-  end
-  local plan, perr = v.plan(plan_opts(o))
-  local pending = {}
-  if plan then for _, c in ipairs(plan.changes) do pending[#pending + 1] = c.path end end
-  local images = (#inv.kernels > 0 and plan) and v.verify({ root = o.root, kernels = o.kernels, generators = o.generators }) or {}
-  if o.json then
-    out(json.encode({ ok = true, root = inv.root, distro = inv.distro, active = inv.active,
-      generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
-      pending_changes = pending, plan_error = perr, images = images }) .. "\n")
-    return 0
-  end
-  local d = inv.distro
-  out(("root: %s\ndistro: %s %s\n"):format(inv.root, d.id or "unknown", d.version_id or ""))
+-- status, human-readable: one line per generator, kernel, config and image.
+local function print_status(st)
+  local d = st.distro
+  out(("root: %s\ndistro: %s %s\n"):format(st.root, d.id or "unknown", d.version_id or ""))
   out("generators:\n")
-  for _, g in ipairs(inv.generators) do
+  for _, g in ipairs(st.generators) do
     out(("  %-16s %-13s %s\n"):format(g.name, g.active and "active" or (g.installed and "installed" or "not installed"),
       table.concat(g.evidence, ", ")))
   end
   out("kernels:\n")
-  if #kernels == 0 then out("  (none in /lib/modules or /usr/lib/modules)\n") end
-  for _, k in ipairs(kernels) do
+  if #st.kernels == 0 then out("  (none in /lib/modules or /usr/lib/modules)\n") end
+  for _, k in ipairs(st.kernels) do
     local parts = {}
     for _, m in ipairs(k.modules) do parts[#parts + 1] = m.name .. "=" .. m.state end
     out(("  %s: %s%s\n"):format(k.version, table.concat(parts, " "), k.error and (" (" .. k.error .. ")") or ""))
   end
-  if plan then
-    out(#pending == 0 and "config: VFIO modules configured\n" or ("config: needs changes in " .. table.concat(pending, ", ") .. "\n"))
+  if st.plan_error then
+    out("config: " .. tostring(st.plan_error) .. "\n")
   else
-    out("config: " .. tostring(perr) .. "\n")
+    local pending = st.pending_changes
+    out(#pending == 0 and "config: VFIO modules configured\n" or ("config: needs changes in " .. table.concat(pending, ", ") .. "\n"))
   end
-  for _, r in ipairs(images) do
+  for _, r in ipairs(st.images) do
     out(("image: %s (%s, %s): %s\n"):format(r.image, r.generator, r.kernel,
       r.ok and "has the VFIO modules" or ("lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
   end
+end
+
+local function cmd_status(v, o)
+  local st, err = v.status(plan_opts(o))
+  if not st then return fail(o, err) end
+  if o.json then out(json.encode(st) .. "\n") else print_status(st) end
   return 0
 end
 
@@ -198,10 +186,10 @@ local function cmd_rebuild(v, o)
   if o.json then out(json.encode({ ok = report ~= nil, error = err, report = report or partial }) .. "\n") end
   if not report then io.stderr:write("vfioinit: " .. tostring(err) .. "\n"); return 1 end
   if not o.json then
-    for _, r in ipairs(report.kernels or report) do
+    for _, r in ipairs(report.rebuilt) do
       out(("rebuilt %s for %s (%s) in %.1f s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?", r.seconds or 0))
     end
-    if #(report.kernels or report) == 0 then out("vfioinit: no kernel to rebuild an image for\n") end
+    if #report.rebuilt == 0 then out("vfioinit: no kernel to rebuild an image for\n") end
   end
   return 0
 end

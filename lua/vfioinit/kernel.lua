@@ -12,9 +12,12 @@ local M = {}
 -- libkmod only ever sees a private copy of these files, each read inside root and
 -- only when it is a regular file (src/kmod.c): a symlink cannot lead it to the
 -- host's indexes or config, and a FIFO is an error naming it instead of a hang.
-local function open(root, kver)
-  local _, dirs = detect.kernels(root)
-  local dir = dirs[kver]
+-- `dir` (from the run's inventory) saves listing root's kernels again.
+function M.open(root, kver, dir)
+  if not dir then
+    local _, dirs = detect.kernels(root)
+    dir = dirs[kver]
+  end
   if not dir then
     return nil, ("/lib/modules/%s: no such kernel in %s"):format(kver, root)
   end
@@ -23,6 +26,7 @@ local function open(root, kver)
   if not ctx then return nil, err end
   return ctx, resolved
 end
+local open = M.open
 
 -- Strip the host root prefix so paths read as inside root.
 local function inside(root, path)
@@ -32,10 +36,12 @@ local function inside(root, path)
   return path
 end
 
--- with_kmod(opts, fn) -> fn(ctx, root)'s results | nil, err: a libkmod context on
--- opts.root's kernel opts.kernel for the length of fn, closed after.
+-- with_kmod(opts, fn) -> fn(ctx, root)'s results | nil, err: the caller's open context
+-- (opts.kmod: a run opens one per kernel), else one on opts.root's kernel opts.kernel for
+-- the length of fn, closed after.
 local function with_kmod(opts, fn)
   local root = opts.root or "/"
+  if opts.kmod then return fn(opts.kmod, root) end  -- the run's context, kept open
   local ctx, err = open(root, opts.kernel)
   if not ctx then return nil, err end
   local out, ferr = fn(ctx, root)
@@ -43,7 +49,7 @@ local function with_kmod(opts, fn)
   return out, ferr
 end
 
--- modules{root=, kernel=} -> list of {name=, state=, path=, deps=}
+-- modules{root=, kernel=, kmod=nil} -> list of {name=, state=, path=, deps=}
 function M.modules(opts)
   return with_kmod(opts, function(ctx, root)
     local out = {}
@@ -60,7 +66,7 @@ function M.modules(opts)
   end)
 end
 
--- module_state{root=, kernel=, name=} -> "module" | "builtin" | false (absent) | nil, err
+-- module_state{root=, kernel=, name=, kmod=nil} -> "module" | "builtin" | false (absent) | nil, err
 function M.module_state(opts)
   return with_kmod(opts, function(ctx)
     local m = ctx:module(opts.name)
@@ -94,7 +100,7 @@ local function modaliases(root, id)
   return list
 end
 
--- drivers_for{root=, kernel=, ids=} -> list of {id=, modules={...}}
+-- drivers_for{root=, kernel=, ids=, kmod=nil} -> list of {id=, modules={...}}
 function M.drivers_for(opts)
   local root = opts.root or "/"
   local ids, err = util.check_ids(opts.ids or {})

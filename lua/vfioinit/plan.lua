@@ -1,11 +1,11 @@
--- plan -> diff -> apply. A plan is computed without writing anything; apply
--- validates that nothing moved since, records originals, then writes each file
--- atomically, rolling back the files it already wrote if a later one fails.
+-- The plan stage: plan(run) -> plan; plan:diff(); plan:apply() (the apply stage).
+-- A plan is computed without writing anything; apply validates that nothing moved
+-- since, records originals, then writes each file atomically, rolling back the files
+-- it already wrote if a later one fails.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
-local detect = require "vfioinit.detect"
-local kernel = require "vfioinit.kernel"
-local context = require "vfioinit.context"
+local machine = require "vfioinit.machine"
+local runs = require "vfioinit.run"
 local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
@@ -39,9 +39,8 @@ end
 local function apply_locked(self, opts)
   local root = self.root
   -- nothing moved since the plan was made
-  local ctx = context.new({ root = root })
   for _, c in ipairs(self.changes) do
-    local cur, err = ctx.read(c.path)
+    local cur, err = self.ctx.read(c.path)
     if err then return nil, err end
     if cur ~= c.before then
       return nil, c.path .. ": changed since the plan was made; plan again"
@@ -90,9 +89,10 @@ end
 -- An extra module must exist (loadable or built in) in at least one selected kernel:
 -- listing a name no kernel has makes the generator's own build fail later. With no
 -- kernel installed yet there is nothing to check against, and the name is kept.
-local function known_module(root, kernels, name)
+local function known_module(run, name)
+  local kernels = run.kernels
   for _, k in ipairs(kernels) do
-    local st, err = kernel.module_state({ root = root, kernel = k, name = name })
+    local st, err = run:module_state(k, name)
     if st == nil then return nil, err end
     if st then return true end
   end
@@ -101,37 +101,40 @@ local function known_module(root, kernels, name)
     table.concat(kernels, ", "))
 end
 
+-- How the selected kernels ship a VFIO module: somewhere as a loadable module, built
+-- into every one, and the kernels that lack it.
+local function spread(run, name)
+  local module_somewhere, builtin_everywhere, missing_in = false, #run.kernels > 0, {}
+  for _, k in ipairs(run.kernels) do
+    local mods, err = run:modules(k)
+    if not mods then return nil, err end  -- e.g. an index that is a FIFO: name it
+    local st = "absent"
+    for _, m in ipairs(mods) do if m.name == name then st = m.state end end
+    if st == "module" then module_somewhere = true end
+    if st ~= "builtin" then builtin_everywhere = false end
+    if st == "missing" then missing_in[#missing_in + 1] = k end
+  end
+  return { module_somewhere = module_somewhere, builtin_everywhere = builtin_everywhere, missing_in = missing_in }
+end
+
 -- The module list for the selected kernels: a VFIO module is listed when some
 -- kernel has it as a loadable module; built into every kernel means not listed.
-local function wanted(root, kernels, extra)
+local function wanted(run)
   local want, seen = {}, {}
-  local per_kernel = {}
-  for _, name in ipairs(util.VFIO) do
-    local module_somewhere, builtin_everywhere, missing_in = false, #kernels > 0, {}
-    for _, k in ipairs(kernels) do
-      if not per_kernel[k] then
-        local mods, err = kernel.modules({ root = root, kernel = k })
-        if not mods then return nil, err end  -- e.g. an index that is a FIFO: name it
-        per_kernel[k] = mods
-      end
-      local st = "absent"
-      for _, m in ipairs(per_kernel[k]) do if m.name == name then st = m.state end end
-      if st == "module" then module_somewhere = true end
-      if st ~= "builtin" then builtin_everywhere = false end
-      if st == "missing" then missing_in[#missing_in + 1] = k end
-    end
-    if #kernels == 0 then
+  local nk = #run.kernels
+  for _, name in ipairs(machine.VFIO) do
+    local s, err = spread(run, name)
+    if not s then return nil, err end
+    if (nk == 0 and name ~= "vfio_virqfd") or (nk > 0 and s.module_somewhere) then
       -- no kernel installed yet (provisioning ahead of the kernel): the base set
-      if name ~= "vfio_virqfd" then want[#want + 1] = name; seen[name] = true end
-    elseif module_somewhere then
       want[#want + 1] = name; seen[name] = true
-    elseif not builtin_everywhere and #missing_in == #kernels and name ~= "vfio_virqfd" then
-      return nil, ("/lib/modules/%s: kernel has no %s module (CONFIG_VFIO disabled?)"):format(missing_in[1], name)
+    elseif nk > 0 and not s.builtin_everywhere and #s.missing_in == nk and name ~= "vfio_virqfd" then
+      return nil, ("/lib/modules/%s: kernel has no %s module (CONFIG_VFIO disabled?)"):format(s.missing_in[1], name)
     end
   end
-  for _, m in ipairs(extra) do
+  for _, m in ipairs(run.extra) do
     if not seen[m] then
-      local ok, err = known_module(root, kernels, m)
+      local ok, err = known_module(run, m)
       if not ok then return nil, err end
       want[#want + 1] = m; seen[m] = true
     end
@@ -139,54 +142,37 @@ local function wanted(root, kernels, extra)
   return want
 end
 
--- The generators an operation acts on: the named ones, else the active one(s), else
--- every installed one.
-function M.select_generators(inv, registry, names)
-  local list = {}
-  if names and #names > 0 then
-    for _, n in ipairs(names) do
-      local g, err = registry:get(n)
-      if not g then return nil, err end
-      list[#list + 1] = g
-    end
-    -- `--generator X --generator X` acts once: twice would edit the same file twice
-    return util.unique(list)
-  end
-  for _, g in ipairs(inv.generators) do
-    if g.active then list[#list + 1] = assert(registry:get(g.name)) end
-  end
-  if #list == 0 then
-    for _, g in ipairs(inv.generators) do
-      if g.installed then list[#list + 1] = assert(registry:get(g.name)) end
-    end
-  end
-  if #list == 0 then
-    local cmds = {}
-    for _, g in ipairs(inv.generators) do cmds[#cmds + 1] = registry:get(g.name).command end
-    return nil, inv.root .. ": no initramfs generator installed (looked for " .. table.concat(cmds, ", ") .. ")"
-  end
-  return list
-end
+M.select_generators = runs.select_generators
 
--- The modprobe.d change, if any; sets ctx.modprobe_file when the file is (to be) there.
-local function modprobe_change(ctx, root, kernels, ids, softdeps)
-  local existing, err = ctx.read(modprobe.FILE)
-  if err then return nil, err end
-  if existing then ctx.modprobe_file = modprobe.FILE end
-  if not (ids and #ids > 0) and not softdeps then return false end
+-- The native drivers of the run's device IDs in every selected kernel, plus the GPU
+-- drivers with softdeps: the modules vfio-pci must load before.
+local function softdep_drivers(run)
   local drivers = {}
+  local ids = run.ids
   if ids and #ids > 0 then
-    for _, k in ipairs(kernels) do
-      local res, derr = kernel.drivers_for({ root = root, kernel = k, ids = ids })
+    for _, k in ipairs(run.kernels) do
+      local res, derr = run:drivers_for(k, ids)
       if not res then return nil, derr end
       for _, r in ipairs(res) do
         for _, m in ipairs(r.modules) do drivers[m] = true end
       end
     end
   end
-  if softdeps then
-    for _, g in ipairs(util.GPU) do drivers[g] = true end
+  if run.opts.softdeps then
+    for _, g in ipairs(machine.GPU) do drivers[g] = true end
   end
+  return drivers
+end
+
+-- The modprobe.d change, if any; sets ctx.modprobe_file when the file is (to be) there.
+local function modprobe_change(run)
+  local ctx, ids = run.ctx, run.ids
+  local existing, err = ctx.read(modprobe.FILE)
+  if err then return nil, err end
+  if existing then ctx.modprobe_file = modprobe.FILE end
+  if not (ids and #ids > 0) and not run.opts.softdeps then return false end
+  local drivers, derr = softdep_drivers(run)
+  if not drivers then return nil, derr end
   local cerr = modprobe.conflicts(ctx, ids)
   if cerr then return nil, cerr end
   ctx.modprobe_file = modprobe.FILE
@@ -195,36 +181,8 @@ local function modprobe_change(ctx, root, kernels, ids, softdeps)
   return { generator = "modprobe", path = modprobe.FILE, before = existing, after = after }
 end
 
--- plan(opts, registry) -> plan | nil, err
-function M.plan(opts, registry)
-  local root = opts.root or "/"
-  local extra, merr = util.check_modules(opts.modules)
-  if not extra then return nil, merr end
-  local ids, ierr = util.check_ids(opts.ids)
-  if opts.ids and not ids then return nil, ierr end
-  local inv, derr = detect.detect(root, registry)
-  if not inv then return nil, derr end
-  local kernels = util.unique(opts.kernels) or inv.kernels
-  for _, k in ipairs(kernels) do
-    if type(k) ~= "string" or not inv.kernel_dirs[k] then
-      return nil, ("/lib/modules/%s: no such kernel in %s"):format(tostring(k), root)
-    end
-  end
-  local gens, gerr = M.select_generators(inv, registry, opts.generators)
-  if not gens then return nil, gerr end
-  local want, werr
-  if opts.exact_modules then
-    want = util.unique(extra)  -- the seed-compatible ensure_* calls name their modules exactly
-  else
-    want, werr = wanted(root, kernels, extra)
-    if not want then return nil, werr end
-  end
-  local ctx = context.new({ root = root, modules = want, ids = ids, softdeps = opts.softdeps,
-    distro = inv.distro, kernels = kernels })
-  local changes = {}
-  local mp, perr = modprobe_change(ctx, root, kernels, ids, opts.softdeps)
-  if mp == nil then return nil, perr end
-  if mp then changes[#changes + 1] = mp end
+-- Each generator's edits, appended to `changes`; their notes become warnings.
+local function generator_changes(ctx, gens, changes)
   for _, g in ipairs(gens) do
     local list, err = g.edits(ctx)
     if not list then return nil, err end
@@ -236,7 +194,11 @@ function M.plan(opts, registry)
       end
     end
   end
-  -- a file whose owner removed every write bit is not ours to change (root could, but should not)
+  return changes
+end
+
+-- A file whose owner removed every write bit is not ours to change (root could, but should not).
+local function check_writable(root, changes)
   for _, c in ipairs(changes) do
     if c.before ~= nil then
       local st = core.fs.stat(root, c.path)
@@ -245,9 +207,38 @@ function M.plan(opts, registry)
       end
     end
   end
+  return true
+end
+
+-- The plan stage: plan(run) -> plan | nil, err. For callers outside the pipeline,
+-- plan(opts, registry) makes the run first.
+function M.plan(run, registry)
+  if getmetatable(run) ~= runs.Run then
+    local err
+    run, err = runs.new(run, registry, "plan")
+    if not run then return nil, err end
+  end
+  local gens, gerr = run:generators()
+  if not gens then return nil, gerr end
+  local want, werr
+  if run.opts.exact_modules then
+    want = run.extra  -- the seed-compatible ensure_* calls name their modules exactly
+  else
+    want, werr = wanted(run)
+    if not want then return nil, werr end
+  end
+  local ctx = run.ctx
+  ctx.modules = want
+  local changes = {}
+  local mp, perr = modprobe_change(run)
+  if mp == nil then return nil, perr end
+  if mp then changes[#changes + 1] = mp end
+  local ok, err = generator_changes(ctx, gens, changes)
+  if ok then ok, err = check_writable(run.root, changes) end
+  if not ok then return nil, err end
   return setmetatable({
-    root = root, changes = changes, generators = gens, kernels = kernels, modules = want,
-    ids = ids, inventory = inv, warnings = ctx.warnings, ctx = ctx,
+    root = run.root, changes = changes, generators = gens, kernels = run.kernels, modules = want,
+    ids = run.ids, inventory = run.inventory, warnings = ctx.warnings, ctx = ctx, run = run,
   }, Plan)
 end
 

@@ -14,6 +14,7 @@ image until the new one has been built and verified.
   timeout   = seconds per command (default 600)
   verify    = function(gen, kver, image_path) -> true | false, missing_list
               | nil, err. Without it, an image only has to exist and be non-empty.
+  leftovers = what the caller's own M.sweep found (the sweep is then not run again)
   log       = function(msg): progress ("booster 6.1.0-13-amd64: building",
               "... done in 1.2 s")
 
@@ -22,7 +23,7 @@ Always returns one report table (misuse, e.g. a non-table argument, raises):
                    interrupted run left ({path=, image=, action="restored"|"removed"})
   report.ok      = true when every kernel was rebuilt and verified
   report.error   = first failure's message (nil when ok)
-  report.kernels = list, one entry per kernel and command:
+  report.rebuilt = list, one entry per kernel and command:
     { kernel=, generator=, command=argv, status=exit status|nil,
       signal=|nil, timed_out=bool, seconds=, image= (path inside root),
       size_before= (nil: no image before), size_after= (size of the image left
@@ -95,50 +96,65 @@ local function with_tail(msg, tail)
     table.concat(tail, "\n"))
 end
 
--- Run one command over its kernels; append one report entry per kernel.
-local function run_command(ctx, gen, cmd, opts, entries)
-  local root = ctx.root
-  local argv = cmd.argv
-  local cmdline = table.concat(argv, " ")
-  local log = opts.log or function() end
+-- One report entry per kernel the command builds.
+local function entries_of(ctx, gen, cmd)
   local list = {}
   for _, kver in ipairs(cmd.kernels or {}) do
     local image, ierr = gen.image_path(ctx, kver)
-    local e = {
-      kernel = kver, generator = gen.name, command = argv, image = image, image_error = ierr,
-      size_before = image and size_of(root, image), ok = false, timed_out = false,
+    list[#list + 1] = {
+      kernel = kver, generator = gen.name, command = cmd.argv, image = image, image_error = ierr,
+      size_before = image and size_of(ctx.root, image), ok = false, timed_out = false,
     }
-    list[#list + 1] = e
-    entries[#entries + 1] = e
   end
-  local function fail_all(msg)
-    for _, e in ipairs(list) do
-      e.error = e.error or msg
-      e.backup, e.real, e.image_error = nil, nil, nil
-      e.size_after = e.image and size_of(root, e.image)
-    end
-  end
+  return list
+end
 
-  local path = find_command(root, argv[1])
-  if not path then
-    return fail_all(("%s: command not found in %s"):format(argv[1], root))
+-- The one way a previous image goes back: its kept copy renamed over the image.
+-- Returns true, or nil and why (the copy stays at e.backup then).
+local function restore(root, e)
+  if not e.backup then return true end
+  local ok, err = core.fs.rename(root, e.backup, e.real)
+  e.backup, e.real = nil, nil
+  return ok, err
+end
+
+local function restore_all(root, list)
+  for _, e in ipairs(list) do restore(root, e) end
+end
+
+-- Every entry fails with `msg` before the command ran; nothing was changed.
+local function fail_all(root, list, msg)
+  for _, e in ipairs(list) do
+    e.error = e.error or msg
+    e.backup, e.real, e.image_error = nil, nil, nil
+    e.size_after = e.image and size_of(root, e.image)
   end
+end
+
+-- Why the command cannot run at all (missing, no interpreter, no image path, an image
+-- path that is not a regular file), or nil.
+local function precheck(root, gen, argv, list)
+  local path = find_command(root, argv[1])
+  if not path then return nil, ("%s: command not found in %s"):format(argv[1], root) end
   local noexec = missing_interpreter(root, path)
-  if noexec then return fail_all(noexec) end
+  if noexec then return nil, noexec end
   for _, e in ipairs(list) do
     if not e.image then
-      return fail_all(e.image_error or ("%s: no image path for kernel %s"):format(gen.name, e.kernel))
+      return nil, e.image_error or ("%s: no image path for kernel %s"):format(gen.name, e.kernel)
     end
     -- a FIFO or device where the image belongs is not ours to replace
     local st = core.fs.stat(root, e.image)
     if st and st.type ~= "file" then
-      return fail_all(("%s: not a regular file (%s)"):format(e.image, st.kind or st.type))
+      return nil, ("%s: not a regular file (%s)"):format(e.image, st.kind or st.type)
     end
   end
+  return path
+end
 
-  -- Keep every previous image before the command can touch it. A symlinked
-  -- image (/boot/initrd.img -> initrd.img-KVER) is backed up and restored as
-  -- its target, so the link itself stays a link.
+-- Keep every previous image before the command can touch it. A symlinked image
+-- (/boot/initrd.img -> initrd.img-KVER) is backed up and restored as its target, so
+-- the link itself stays a link. Returns true, or nil and why (no copy is left then).
+local function keep_previous(root, list)
   for _, e in ipairs(list) do
     if e.size_before then
       e.real = core.fs.resolve(root, e.image) or e.image
@@ -147,23 +163,21 @@ local function run_command(ctx, gen, cmd, opts, entries)
         for _, b in ipairs(list) do
           if b.backup then core.fs.remove(root, b.backup) end
         end
-        return fail_all(("%s: cannot keep a copy of the previous image, not rebuilding: %s")
-          :format(e.image, err))
+        return nil, ("%s: cannot keep a copy of the previous image, not rebuilding: %s"):format(e.image, err)
       end
       e.backup = e.real .. M.BACKUP_SUFFIX
     end
   end
+  return true
+end
 
-  local names = {}
-  for _, e in ipairs(list) do names[#names + 1] = e.kernel end
-  local what = ("%s %s"):format(gen.name, table.concat(names, " "))
-  log(what .. ": building (" .. cmdline .. ")")
-
-  local tail = {}
-  local on_output = opts.on_output
+-- Run the command, keeping the last M.TAIL output lines. An error raised by on_output
+-- propagates after the previous images are back (spawn has killed and reaped the command).
+local function spawn(ctx, gen, argv, opts, list)
+  local tail, on_output = {}, opts.on_output
   local called, res, err = pcall(core.spawn.run, {
     argv = argv,
-    root = root ~= "/" and root or nil,
+    root = ctx.root ~= "/" and ctx.root or nil,
     timeout = opts.timeout or M.DEFAULT_TIMEOUT,
     on_line = function(stream, line)
       tail[#tail + 1] = line
@@ -172,83 +186,97 @@ local function run_command(ctx, gen, cmd, opts, entries)
     end,
   })
   if not called then
-    -- on_output raised (spawn has killed and reaped the command): put the
-    -- previous images back before passing the error on.
-    for _, e in ipairs(list) do
-      if e.backup then core.fs.rename(root, e.backup, e.real) end
-    end
+    restore_all(ctx.root, list)
     error(res, 0)
   end
+  return res, err, tail
+end
 
-  local failure
+-- What went wrong running the command (nil: it exited 0); records its exit on each entry.
+local function run_failure(ctx, gen, argv, path, res, err, tail, list)
+  local cmdline = table.concat(argv, " ")
   if not res then
     if err and err:find(": No such file or directory$") and err:sub(1, #argv[1] + 1) == argv[1] .. ":" then
       -- the command is there (checked above): what execve did not find is its loader
-      failure = ("%s: cannot be run in %s: its interpreter or dynamic loader is missing there")
-        :format(path, root)
-    else
-      failure = ("%s: %s"):format(cmdline, err)
+      return ("%s: cannot be run in %s: its interpreter or dynamic loader is missing there")
+        :format(path, ctx.root)
+    end
+    return ("%s: %s"):format(cmdline, err)
+  end
+  for _, e in ipairs(list) do
+    e.status, e.signal, e.timed_out, e.seconds = res.status, res.signal, res.timed_out, res.seconds
+  end
+  if res.timed_out or res.status ~= 0 then
+    return with_tail(("%s: `%s` %s"):format(gen.name, cmdline, describe_exit(res)), tail)
+  end
+end
+
+-- Check one freshly built image: true, or sets e.missing / e.error. An error raised by
+-- opts.verify propagates after the previous images are back.
+local function check_image(root, gen, e, opts, list, tail)
+  local size = size_of(root, e.image)
+  local ok, missing
+  if not size or size == 0 then
+    ok, missing = nil, ("%s: no image was written"):format(e.image)
+  elseif opts.verify then
+    local vok
+    vok, ok, missing = pcall(opts.verify, gen, e.kernel, e.image)
+    if not vok then
+      restore_all(root, list)
+      error(ok, 0)
     end
   else
-    for _, e in ipairs(list) do
-      e.status, e.signal, e.timed_out, e.seconds = res.status, res.signal, res.timed_out, res.seconds
-    end
-    if res.timed_out or res.status ~= 0 then
-      failure = with_tail(("%s: `%s` %s"):format(gen.name, cmdline, describe_exit(res)), tail)
+    ok = true
+  end
+  if ok then e.ok = true; return end
+  local why
+  if ok == false then
+    e.missing = missing
+    why = ("%s: image lacks %s"):format(e.image, table.concat(missing or {}, ", "))
+  else
+    why = tostring(missing)
+  end
+  e.error = with_tail(("%s: `%s` exited with status %d but the image does not verify: %s")
+    :format(gen.name, table.concat(e.command, " "), e.status, why), tail)
+end
+
+-- A verified kernel's backup goes; a failed one's previous image comes back.
+local function settle(root, e, log)
+  if e.ok and e.backup then
+    local ok, rerr = core.fs.remove(root, e.backup)
+    if not ok then log(("%s: could not remove the backup: %s"):format(e.backup, rerr)) end
+  elseif e.backup then
+    local backup = e.backup
+    local ok, rerr = restore(root, e)
+    if ok then
+      e.error = e.error .. ("\n(previous image %s restored)"):format(e.image)
+    else
+      e.error = e.error .. ("\n(restoring the previous image failed: %s; it is kept at %s)"):format(rerr, backup)
     end
   end
+  e.backup, e.real = nil, nil
+  e.size_after = size_of(root, e.image)
+end
 
+-- Run one command over its kernels; append one report entry per kernel.
+local function run_command(ctx, gen, cmd, opts, entries)
+  local root, argv = ctx.root, cmd.argv
+  local log = opts.log or function() end
+  local list = entries_of(ctx, gen, cmd)
+  for _, e in ipairs(list) do entries[#entries + 1] = e end
+  local path, perr = precheck(root, gen, argv, list)
+  if not path then return fail_all(root, list, perr) end
+  local kept, kerr = keep_previous(root, list)
+  if not kept then return fail_all(root, list, kerr) end
+  local names = {}
+  for _, e in ipairs(list) do names[#names + 1] = e.kernel end
+  local what = ("%s %s"):format(gen.name, table.concat(names, " "))
+  log(what .. ": building (" .. table.concat(argv, " ") .. ")")
+  local res, err, tail = spawn(ctx, gen, argv, opts, list)
+  local failure = run_failure(ctx, gen, argv, path, res, err, tail, list)
   for _, e in ipairs(list) do
-    if failure then
-      e.error = failure
-    else
-      local size = size_of(root, e.image)
-      local ok, missing
-      if not size or size == 0 then
-        ok, missing = nil, ("%s: no image was written"):format(e.image)
-      elseif opts.verify then
-        local vok
-        vok, ok, missing = pcall(opts.verify, gen, e.kernel, e.image)
-        if not vok then
-          for _, b in ipairs(list) do
-            if b.backup then core.fs.rename(root, b.backup, b.real) end
-          end
-          error(ok, 0)
-        end
-      else
-        ok = true
-      end
-      if ok then
-        e.ok = true
-      else
-        local why
-        if ok == false then
-          e.missing = missing
-          why = ("%s: image lacks %s"):format(e.image, table.concat(missing or {}, ", "))
-        else
-          why = tostring(missing)
-        end
-        e.error = with_tail(("%s: `%s` exited with status %d but the image does not verify: %s")
-          :format(gen.name, cmdline, res.status, why), tail)
-      end
-    end
-
-    if e.ok then
-      if e.backup then
-        local ok, rerr = core.fs.remove(root, e.backup)
-        if not ok then log(("%s: could not remove the backup: %s"):format(e.backup, rerr)) end
-      end
-    elseif e.backup then
-      local ok, rerr = core.fs.rename(root, e.backup, e.real)
-      if ok then
-        e.error = e.error .. ("\n(previous image %s restored)"):format(e.image)
-      else
-        e.error = e.error .. ("\n(restoring the previous image failed: %s; it is kept at %s)")
-          :format(rerr, e.backup)
-      end
-    end
-    e.backup, e.real = nil, nil
-    e.size_after = size_of(root, e.image)
+    if failure then e.error = failure else check_image(root, gen, e, opts, list, tail) end
+    settle(root, e, log)
   end
   if res then
     log(("%s: %s in %.1f s"):format(what, failure and "failed" or "done", res.seconds))
@@ -299,32 +327,35 @@ function M.sweep(ctx, gens, kernels, log)
 end
 
 
+-- Entries for every kernel of a generator whose rebuild_argv failed.
+local function argv_failed(gen, kernels, err, entries)
+  for _, kver in ipairs(kernels) do
+    entries[#entries + 1] = {
+      kernel = kver, generator = gen.name, ok = false, timed_out = false,
+      error = ("%s: %s"):format(gen.name, tostring(err)),
+    }
+  end
+end
+
 function M.run(ctx, gens, opts)
   assert(type(ctx) == "table" and type(ctx.root) == "string", "rebuild.run: ctx with a root expected")
   assert(type(gens) == "table", "rebuild.run: list of generators expected")
   opts = opts or {}
   assert(type(opts) == "table", "rebuild.run: opts must be a table")
   local kernels = opts.kernels or ctx.kernels or {}
-  local report = { ok = true, kernels = {} }
-  report.leftovers = M.sweep(ctx, gens, kernels, opts.log)
+  local report = { ok = true, rebuilt = {} }
+  -- a caller that has settled leftovers already (the pipeline, once per run) passes them
+  report.leftovers = opts.leftovers or M.sweep(ctx, gens, kernels, opts.log)
   for _, gen in ipairs(gens) do
     local cmds, err = gen.rebuild_argv(ctx, kernels)
-    if not cmds then
-      for _, kver in ipairs(kernels) do
-        report.kernels[#report.kernels + 1] = {
-          kernel = kver, generator = gen.name, ok = false, timed_out = false,
-          error = ("%s: %s"):format(gen.name, tostring(err)),
-        }
-      end
-    else
-      for _, cmd in ipairs(cmds) do
-        assert(type(cmd.argv) == "table" and type(cmd.argv[1]) == "string",
-          gen.name .. ".rebuild_argv: each command needs an argv list")
-        run_command(ctx, gen, cmd, opts, report.kernels)
-      end
+    if not cmds then argv_failed(gen, kernels, err, report.rebuilt) end
+    for _, cmd in ipairs(cmds or {}) do
+      assert(type(cmd.argv) == "table" and type(cmd.argv[1]) == "string",
+        gen.name .. ".rebuild_argv: each command needs an argv list")
+      run_command(ctx, gen, cmd, opts, report.rebuilt)
     end
   end
-  for _, e in ipairs(report.kernels) do
+  for _, e in ipairs(report.rebuilt) do
     if not e.ok then
       report.ok = false
       report.error = report.error or e.error

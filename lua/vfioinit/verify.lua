@@ -11,8 +11,11 @@ local M = {}
 
 -- The modules an image of `kver` must carry: the VFIO modules that kernel has as
 -- loadable modules (built-in ones need nothing), plus extra requested ones.
-function M.required(root, kver, extra)
-  local mods, err = kernel.modules({ root = root, kernel = kver })
+-- `facts` (a run, lua/vfioinit/run.lua) answers from what the run already knows.
+function M.required(root, kver, extra, facts)
+  local mods, err
+  if facts then mods, err = facts:modules(kver)
+  else mods, err = kernel.modules({ root = root, kernel = kver }) end
   if not mods then return nil, err end
   local req = {}
   for _, m in ipairs(mods) do
@@ -22,20 +25,23 @@ function M.required(root, kver, extra)
   for _, m in ipairs(extra or {}) do
     m = util.norm(m)
     -- an extra module built into this kernel (or only in another selected kernel) has no .ko here
-    local st = kernel.module_state({ root = root, kernel = kver, name = m })
+    local st
+    if facts then st = facts:module_state(kver, m)
+    else st = kernel.module_state({ root = root, kernel = kver, name = m }) end
     if st ~= "builtin" and st ~= false and not seen[m] then req[#req + 1] = m; seen[m] = true end
   end
   return req
 end
 
 -- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=}
+-- opts: modules (extra), modprobe_content (expected in the image), facts (a run)
 function M.check(ctx, gen, kver, opts)
   opts = opts or {}
   local root = ctx.root
   local path, perr = gen.image_path(ctx, kver)
   local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
   if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
-  local req, rerr = M.required(root, kver, opts.modules)
+  local req, rerr = M.required(root, kver, opts.modules, opts.facts)
   if not req then r.error = rerr; return r end
   local resolved = core.fs.resolve(root, path)
   local st = resolved and core.fs.stat(root, resolved)

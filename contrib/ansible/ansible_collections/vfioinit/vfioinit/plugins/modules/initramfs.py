@@ -218,9 +218,14 @@ def run(module, result, args, ok_codes=(0,)):
             if key in data:
                 result[key] = data[key]
         if isinstance(data.get('report'), dict):
-            result['rebuilt'] = data['report'].get('kernels', [])
+            result['rebuilt'] = rebuilt_of(data['report'])
         module.fail_json(msg=msg, rc=rc, stderr=err, **result)
     return rc, data
+
+
+def rebuilt_of(report):
+    # vfioinit's rebuild report lists its entries under 'rebuilt' (before: 'kernels')
+    return report.get('rebuilt', report.get('kernels', []))
 
 
 def diff_of(text):
@@ -327,7 +332,7 @@ def absent(module, result):
         for k in p['kernels'] or []:
             args += ['--kernel', k]
         _, reb = run(module, result, args + ['rebuild'])
-        result['rebuilt'] = (reb.get('report') or {}).get('kernels', [])
+        result['rebuilt'] = rebuilt_of(reb.get('report') or {})
     if module._diff and recorded:
         diffs = []
         for (kind, path, _), before in zip(recorded, befores):

@@ -1,0 +1,263 @@
+--[[ vfioinit.pipeline: the stages over one run, and the public operations composed
+of them (docs/INTERNALS.md "The pipeline").
+
+  run.new(opts)      -> run      options checked, root detected, one context
+  plan(run)          -> plan     lua/vfioinit/plan.lua: changes, diff, apply
+  apply(plan)        -> ok       plan:apply (journal, atomic writes, rollback)
+  sweep(run, gens)   -> leftovers  <image>.vfioinit-prev of an interrupted run settled
+  stale(run, plan)   -> jobs     {gen=, kernels=} whose images must be rebuilt
+  rebuild(run, jobs) -> entries  lua/vfioinit/rebuild.lua, images verified by the run
+  verify(run, gens)  -> list     run:verified per generator and kernel (read once)
+
+Every operation that returns a report returns M.report's shape.
+]]
+local core = require "vfioinit.core"
+local runs = require "vfioinit.run"
+local planner = require "vfioinit.plan"
+local rebuild = require "vfioinit.rebuild"
+
+local M = {}
+
+--- The one report shape (update_initramfs, rebuild; README "Reports").
+function M.report(root, dry_run)
+  return {
+    ok = false,           -- true when every stage that ran succeeded
+    error = nil,          -- the first failure's message ("PATH:LINE: reason" where a file is at fault)
+    root = root,
+    dry_run = dry_run or false,
+    kernels = {},         -- kernel versions acted on
+    generators = {},      -- generator names acted on
+    modules = {},         -- the module list the configs carry
+    changes = {},         -- {generator=, path=, new=bool} written (or, dry_run, to write)
+    diff = "",            -- unified diff of those changes
+    rebuilt = {},         -- one rebuild.run entry per kernel and command
+    verified = {},        -- one verify.check result per generator and kernel
+    leftovers = {},       -- what rebuild.sweep settled first
+    warnings = {},        -- notes of the generators' edits
+  }
+end
+
+local function names_of(gens)
+  local out = {}
+  for _, g in ipairs(gens) do out[#out + 1] = g.name end
+  return out
+end
+
+-- The plan's facts into the report.
+local function describe(report, plan)
+  report.modules, report.kernels = plan.modules, plan.kernels
+  report.generators = names_of(plan.generators)
+  report.warnings = plan.warnings
+  report.diff = plan:diff()
+  for _, c in ipairs(plan.changes) do
+    report.changes[#report.changes + 1] = { generator = c.generator, path = c.path, new = c.before == nil }
+  end
+end
+
+--- apply stage: write the plan's changes (none: nothing is touched).
+function M.apply(plan, opts, log)
+  if #plan.changes == 0 then return true end
+  log(("applying %d change(s)"):format(#plan.changes))
+  return plan:apply({ backup = opts.backup ~= false })
+end
+
+--- sweep stage: an earlier run killed mid-rebuild may have left <image>.vfioinit-prev.
+function M.sweep(run, gens, report, log)
+  report.leftovers = rebuild.sweep(run.ctx, gens, run.kernels, log)
+  return report.leftovers
+end
+
+--- stale stage: a generator rebuilds the kernels whose image is behind its config (the
+-- config or the modprobe file changed) or fails verification.
+function M.stale(run, plan, log)
+  local changed = {}
+  for _, c in ipairs(plan.changes) do changed[c.generator] = true end
+  local jobs = {}
+  for _, g in ipairs(plan.generators) do
+    local stale = {}
+    for _, k in ipairs(run.kernels) do
+      if changed[g.name] or changed.modprobe or not run:verified(g, k).ok then stale[#stale + 1] = k end
+    end
+    if #stale == 0 then log(g.name .. ": every image is up to date; nothing to rebuild")
+    else jobs[#jobs + 1] = { gen = g, kernels = stale } end
+  end
+  return jobs
+end
+
+-- An image must carry the VFIO modules only when its generator's config asks for them
+-- (`configured`: nothing left to plan); after `revert` a rebuild just has to produce one.
+local function verifier(run, configured)
+  return function(gen, kver)
+    if not configured[gen.name] then
+      local path = gen.image_path(run.ctx, kver)
+      local st = path and core.fs.stat(run.root, path)
+      if st and st.size > 0 then return true end
+      return false, { "image" }
+    end
+    run:forget(gen, kver)  -- the image was just rebuilt
+    local r = run:verified(gen, kver)
+    return r.ok, r.missing
+  end
+end
+
+--- rebuild stage: run each job's command; entries go to report.rebuilt. `opts.stop`
+-- ends at the first failing generator. Returns true, or false with report.error set.
+function M.rebuild(run, jobs, opts, configured, report)
+  for _, job in ipairs(jobs) do
+    for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
+    local r = rebuild.run(run.ctx, { job.gen }, {
+      kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
+      leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
+    })
+    for _, e in ipairs(r.rebuilt) do report.rebuilt[#report.rebuilt + 1] = e end
+    if not r.ok then
+      report.error = report.error or r.error
+      if opts.stop then return false end
+    end
+  end
+  return report.error == nil
+end
+
+--- verify stage: one result per generator and kernel, each image read once per run.
+function M.verify(run, gens)
+  local out = {}
+  for _, g in ipairs(gens) do
+    for _, k in ipairs(run.kernels) do out[#out + 1] = run:verified(g, k) end
+  end
+  return out
+end
+
+-- update_initramfs' last stage: every image verified; with rebuild=false a failing one
+-- is stale (behind its config), not broken.
+local function verify_all(run, plan, opts, report)
+  local all_ok = true
+  report.images_stale = {}
+  report.verified = M.verify(run, plan.generators)
+  for _, v in ipairs(report.verified) do
+    if not v.ok then
+      all_ok = false
+      if opts.rebuild == false then
+        v.stale = true
+        report.images_stale[#report.images_stale + 1] = v.image
+      end
+    end
+  end
+  if not all_ok and opts.rebuild ~= false then
+    report.error = "an image lacks VFIO modules after the rebuild (see verified)"
+    return false
+  end
+  report.images_ok = all_ok
+  return true
+end
+
+-- plan -> apply -> sweep -> stale -> rebuild -> verify over one run (under root's lock
+-- unless dry_run). Fills and returns `report`.
+local function update_stages(run, opts, report)
+  local log = opts.log or function() end
+  local plan, err = planner.plan(run)
+  if not plan then report.error = err; return report end
+  describe(report, plan)
+  if report.dry_run then report.ok = true; return report end
+  local ok, aerr = M.apply(plan, opts, log)
+  if not ok then report.error = aerr; return report end
+  report.applied = #plan.changes > 0 or nil
+  M.sweep(run, plan.generators, report, log)
+  if opts.rebuild ~= false then
+    local jobs = M.stale(run, plan, log)
+    -- every generator's config is as planned now: its images must carry the modules
+    local configured, gerr = {}, nil
+    for _, g in ipairs(plan.generators) do configured[g.name] = true end
+    if #jobs > 0 then gerr = select(2, run:targets()) end
+    if gerr then report.error = gerr; return report end
+    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true }
+    if not M.rebuild(run, jobs, ropts, configured, report) then return report end
+  end
+  if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
+  report.ok = true
+  return report
+end
+
+--- update(opts, registry) -> report (always; report.ok false with report.error on failure)
+function M.update(opts, registry)
+  local report = M.report(opts.root or "/", opts.dry_run)
+  local run, err = runs.new(opts, registry, "update_initramfs")
+  if not run then report.error = err; return report end
+  update_stages(run, opts, report)
+  run:close()
+  return report
+end
+
+-- Is each generator's config in place? Answered by the run's own plan (one per run);
+-- a plan that fails counts every generator as not configured.
+local function configured_by(run)
+  local plan = planner.plan(run)
+  local configured = {}
+  for _, g in ipairs(plan and plan.generators or {}) do configured[g.name] = true end
+  for _, c in ipairs(plan and plan.changes or {}) do configured[c.generator] = nil end
+  return configured
+end
+
+local function rebuild_stages(run, opts, report)
+  local gens, err = run:targets()
+  if not gens then return nil, err end
+  report.kernels, report.generators = run.kernels, names_of(gens)
+  local configured = configured_by(run)
+  M.sweep(run, gens, report, opts.log)
+  local jobs = {}
+  for _, g in ipairs(gens) do jobs[#jobs + 1] = { gen = g, kernels = run.kernels } end
+  M.rebuild(run, jobs, opts, configured, report)
+  -- the verification results of the rebuilt images (kept by the run)
+  for _, e in ipairs(report.rebuilt) do
+    report.verified[#report.verified + 1] = run.facts.verified[e.generator .. "\0" .. e.kernel]
+  end
+  report.ok = report.error == nil
+  if not report.ok then return nil, report.error, report end
+  return report
+end
+
+--- rebuild(opts, registry) -> report | nil, err, partial report
+function M.rebuild_all(opts, registry)
+  local run, err = runs.new(opts, registry, "rebuild")
+  if not run then return nil, err end
+  local report = M.report(run.root)
+  local r, rerr, partial = rebuild_stages(run, opts, report)
+  run:close()
+  return r, rerr, partial
+end
+
+--- verify(opts, registry) -> list of verify.check results | nil, err
+function M.verify_all(opts, registry)
+  local run, err = runs.new(opts, registry, "verify")
+  if not run then return nil, err end
+  local gens, gerr = run:targets()
+  if not gens then run:close(); return nil, gerr end
+  local list = M.verify(run, gens)
+  run:close()
+  return list
+end
+
+--- status(opts, registry) -> status | nil, err: the inventory, each kernel's VFIO
+-- module states, whether the configs are in place (the run's plan) and each image's
+-- verification, over one run.
+function M.status(opts, registry)
+  local run, err = runs.new(opts, registry, "status")
+  if not run then return nil, err end
+  local inv = run.inventory
+  local kernels = {}
+  for _, k in ipairs(run.kernels) do
+    local mods, merr = run:modules(k)
+    kernels[#kernels + 1] = { version = k, modules = mods or {}, error = merr }
+  end
+  local plan, perr = planner.plan(run)
+  local pending = {}
+  for _, c in ipairs(plan and plan.changes or {}) do pending[#pending + 1] = c.path end
+  run.verify_modules = {}  -- status checks the VFIO set only, as verify without --module
+  local gens = (#inv.kernels > 0 and plan) and run:targets() or nil
+  local images = gens and M.verify(run, gens) or {}
+  run:close()
+  return { ok = true, root = inv.root, distro = inv.distro, active = inv.active,
+    generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
+    pending_changes = pending, plan_error = perr, images = images }
+end
+
+return M

@@ -1,0 +1,200 @@
+--[[ vfioinit.run: what one public call knows about root, computed once.
+
+  local run, err = require("vfioinit.run").new(opts, registry, "plan")
+
+`new` checks the options (wrong types raise; a bad root, module name, device ID or
+kernel returns nil, message), detects root once (the inventory) and builds the one
+context the generators see. Everything else is a fact computed on first use and kept
+for the rest of the run: the generators acted on, one libkmod context per kernel, the
+module states of each kernel, and the verification result of each image. The stages
+(lua/vfioinit/pipeline.lua) take the run and each other's results; docs/INTERNALS.md
+("The pipeline") draws them. A run lives as long as one public call: `run:close()`
+releases its libkmod contexts.
+]]
+local core = require "vfioinit.core"
+local util = require "vfioinit.util"
+local detect = require "vfioinit.detect"
+local kernel = require "vfioinit.kernel"
+local context = require "vfioinit.context"
+local modprobe = require "vfioinit.modprobe"
+
+local M = {}
+
+local Run = {}
+Run.__index = Run
+
+local function misuse(fname, what, level)
+  error(("bad argument #1 to '%s' (%s)"):format(fname, what), level + 1)
+end
+
+-- check_types(opts, fname, level): misuse (wrong argument types) raises at the caller's
+-- caller's level; returns opts, or {} for nil.
+function M.check_types(opts, fname, level)
+  level = level or 1
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then misuse(fname, "table expected, got " .. type(opts), level + 1) end
+  if opts.root ~= nil and type(opts.root) ~= "string" then
+    misuse(fname, "field 'root': string expected, got " .. type(opts.root), level + 1)
+  end
+  for _, f in ipairs({ "generators", "kernels", "modules" }) do
+    if opts[f] ~= nil and type(opts[f]) ~= "table" then
+      misuse(fname, ("field '%s': table expected, got %s"):format(f, type(opts[f])), level + 1)
+    end
+  end
+  return opts
+end
+
+-- A missing root would otherwise surface much later, e.g. as a lock failure.
+function M.check_root(opts)
+  if opts.root == nil then return true end
+  local ok, why = util.check_root(opts.root)
+  if not ok then return nil, ("root %s: %s"):format(opts.root == "" and "''" or opts.root, why) end
+  return true
+end
+
+-- Each selected kernel must be installed in root; repeats are dropped.
+local function check_kernels(inv, kernels, root)
+  kernels = util.unique(kernels)
+  for _, k in ipairs(kernels or {}) do
+    if type(k) ~= "string" or not inv.kernel_dirs[k] then
+      return nil, ("/lib/modules/%s: no such kernel in %s"):format(tostring(k), root)
+    end
+  end
+  return kernels or inv.kernels
+end
+
+-- The generators an operation acts on: the named ones, else the active one(s), else
+-- every installed one.
+function M.select_generators(inv, registry, names)
+  local list = {}
+  if names and #names > 0 then
+    for _, n in ipairs(names) do
+      local g, err = registry:get(n)
+      if not g then return nil, err end
+      list[#list + 1] = g
+    end
+    -- `--generator X --generator X` acts once: twice would edit the same file twice
+    return util.unique(list)
+  end
+  for _, want in ipairs({ "active", "installed" }) do
+    for _, g in ipairs(inv.generators) do
+      if g[want] then list[#list + 1] = assert(registry:get(g.name)) end
+    end
+    if #list > 0 then return list end
+  end
+  local cmds = {}
+  for _, g in ipairs(inv.generators) do cmds[#cmds + 1] = registry:get(g.name).command end
+  return nil, inv.root .. ": no initramfs generator installed (looked for " .. table.concat(cmds, ", ") .. ")"
+end
+
+-- new(opts, registry, fname) -> run | nil, err. Checks, in order: argument types (raise),
+-- root, module names, device IDs, then detects and checks the selected kernels.
+function M.new(opts, registry, fname)
+  opts = M.check_types(opts, fname or "run", 2)
+  local ok, err = M.check_root(opts)
+  if not ok then return nil, err end
+  local root = opts.root or "/"
+  local extra, merr = util.check_modules(opts.modules)
+  if not extra then return nil, merr end
+  local ids, ierr = util.check_ids(opts.ids)
+  if opts.ids and not ids then return nil, ierr end
+  local inv, derr = detect.detect(root, registry)
+  if not inv then return nil, derr end
+  local kernels, kerr = check_kernels(inv, opts.kernels, root)
+  if not kernels then return nil, kerr end
+  local run = setmetatable({
+    opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
+    extra = util.unique(extra), ids = ids,
+    facts = { kmod = {}, modules = {}, verified = {} },
+  }, Run)
+  run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
+    softdeps = opts.softdeps })
+  return run
+end
+
+--- run:generators() -> list of generator tables | nil, err (computed once)
+function Run:generators()
+  if not self.gens and not self.gens_error then
+    self.gens, self.gens_error = M.select_generators(self.inventory, self.registry, self.opts.generators)
+  end
+  return self.gens, self.gens_error
+end
+
+--- run:targets() -> generators | nil, err: also checks every generator names an image
+-- for every kernel, before anything runs (rebuild and verify act on images).
+function Run:targets()
+  local gens, err = self:generators()
+  if not gens then return nil, err end
+  for _, g in ipairs(gens) do
+    for _, k in ipairs(self.kernels) do
+      local path, perr = g.image_path(self.ctx, k)
+      if not path then return nil, perr or (g.name .. ": no image path for kernel " .. k) end
+    end
+  end
+  return gens
+end
+
+--- run:kmod(kver) -> the run's libkmod context on that kernel | nil, err
+function Run:kmod(kver)
+  local f = self.facts.kmod
+  if not f[kver] then
+    local kctx, err = kernel.open(self.root, kver, self.inventory.kernel_dirs[kver])
+    if not kctx then return nil, err end
+    f[kver] = kctx
+  end
+  return f[kver]
+end
+
+--- run:modules(kver) -> kernel.modules' list for that kernel (computed once) | nil, err
+function Run:modules(kver)
+  local f = self.facts.modules
+  if not f[kver] then
+    local kctx, err = self:kmod(kver)
+    if not kctx then return nil, err end
+    local mods, merr = kernel.modules({ root = self.root, kernel = kver, kmod = kctx })
+    if not mods then return nil, merr end
+    f[kver] = mods
+  end
+  return f[kver]
+end
+
+--- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err
+function Run:module_state(kver, name)
+  local kctx, err = self:kmod(kver)
+  if not kctx then return nil, err end
+  return kernel.module_state({ root = self.root, kernel = kver, name = name, kmod = kctx })
+end
+
+--- run:drivers_for(kver, ids) -> list of {id=, modules=} | nil, err
+function Run:drivers_for(kver, ids)
+  local kctx, err = self:kmod(kver)
+  if not kctx then return nil, err end
+  return kernel.drivers_for({ root = self.root, kernel = kver, ids = ids, kmod = kctx })
+end
+
+--- run:verified(gen, kver) -> verify.check's result for that image, read once per run
+-- unless `forget` drops it (the image was rebuilt): reading a 13 MB image is most of a
+-- no-op apply's time.
+function Run:verified(gen, kver)
+  local key = gen.name .. "\0" .. kver
+  local f = self.facts.verified
+  if not f[key] then
+    local verify = require "vfioinit.verify"
+    -- the image must carry vfioinit's modprobe.d file as it is now in root
+    local mp = core.fs.stat(self.root, modprobe.FILE) and core.fs.read(self.root, modprobe.FILE) or nil
+    local modules = self.verify_modules or self.extra
+    f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self })
+  end
+  return f[key]
+end
+
+function Run:forget(gen, kver) self.facts.verified[gen.name .. "\0" .. kver] = nil end
+
+--- run:close(): release the libkmod contexts (also done by their __gc).
+function Run:close()
+  for k, kctx in pairs(self.facts.kmod) do kctx:close(); self.facts.kmod[k] = nil end
+  self.facts.modules = {}
+end
+
+M.Run = Run
+return M
