@@ -1,6 +1,6 @@
 --- vfioinit: make sure the VFIO modules are inside every initramfs, so vfio-pci
 -- claims a passthrough device before its native driver does.
--- Public contract: ../shared/CONTRACT.md; choices documented in README.md.
+-- Public contract: docs/CONTRACT.md; choices documented in README.md.
 -- Expected failures return nil, message; misuse (wrong argument types) raises.
 -- Each function below is one run (lua/vfioinit/run.lua) through the stages of
 -- lua/vfioinit/pipeline.lua; this file only binds them to an instance's registry.
