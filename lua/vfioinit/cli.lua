@@ -7,7 +7,9 @@ local M = {}
 
 local USAGE = [==[
 usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module NAME]...
-                [--ids VVVV:DDDD[,VVVV:DDDD...]] [--softdeps] [--json] [--no-rebuild] COMMAND
+                [--ids VVVV:DDDD[,VVVV:DDDD...]] [--softdeps] [--timeout SECONDS] [--json]
+                [--no-rebuild] COMMAND
+       vfioinit --version | --help
   status        generators, kernels, module states, whether each config and image has VFIO
   plan          print the unified diff of what apply would change; write nothing
   apply         write the changes, then rebuild and verify [--no-rebuild]
@@ -39,6 +41,8 @@ function M.parse(argv)
     elseif a == "--module" then v, err = value(a); o.modules[#o.modules + 1] = v
     elseif a == "--ids" then v, err = value(a); o.ids = v
     elseif a == "--softdeps" then o.softdeps = true
+    elseif a == "--timeout" then v, err = value(a); o.timeout = v
+    elseif a == "--version" then o.version = true
     elseif a == "--json" then o.json = true
     elseif a == "--no-rebuild" then o.no_rebuild = true
     elseif a == "--force" then o.force = true
@@ -83,6 +87,14 @@ local function check_input(o)
   end
   local _, err = util.check_modules(o.modules)
   if err then return err end
+  if o.timeout ~= nil then
+    -- the generator's time limit: seconds, > 0 (a rebuild that may not run at all is no rebuild)
+    local t = tonumber(o.timeout)
+    if not t or t <= 0 or t ~= t or t == math.huge then
+      return ("--timeout %s: expected a number of seconds > 0"):format(o.timeout)
+    end
+    o.timeout = t
+  end
   if o.ids then
     local ids, ierr = util.check_ids(o.ids)
     if not ids then return ierr end
@@ -150,6 +162,7 @@ local function cmd_apply(v, o)
   local opts = plan_opts(o)
   opts.rebuild = not o.no_rebuild
   opts.log = progress(o)
+  opts.timeout = o.timeout
   local report = v.update_initramfs(opts)
   if o.json then out(json.encode(report) .. "\n") end
   if not report.ok then
@@ -182,6 +195,7 @@ end
 local function cmd_rebuild(v, o)
   local log = progress(o)
   local report, err, partial = v.rebuild({ root = o.root, generators = o.generators, kernels = o.kernels, log = log,
+    timeout = o.timeout,
     on_output = (not o.json) and function(line) io.stderr:write("  | " .. line .. "\n") end or nil })
   if o.json then out(json.encode({ ok = report ~= nil, error = err, report = report or partial }) .. "\n") end
   if not report then io.stderr:write("vfioinit: " .. tostring(err) .. "\n"); return 1 end
@@ -276,6 +290,11 @@ function M.main(argv)
   if not o then return usage_error(as_json, err) end
   if o.help then
     out(o.json and (json.encode({ ok = true, usage = USAGE }) .. "\n") or USAGE)
+    return 0
+  end
+  if o.version then
+    local v = require("vfioinit")._VERSION
+    out(o.json and (json.encode({ ok = true, version = v }) .. "\n") or (v .. "\n"))
     return 0
   end
   if not o.command then return usage_error(o.json, "no command given") end

@@ -1,0 +1,69 @@
+-- CLI options of the contract's usage block: --version and --timeout SECONDS (the
+-- generator's time limit, as rebuild{timeout=} in Lua), run through bin/vfioinit.
+local h = require "helpers"
+
+local BIN = (os.getenv("VFIOINIT_LUA_CMD") and h.lua .. " " or "") .. h.project .. "/bin/vfioinit"
+local STANDIN = h.project .. "/spec/fixtures/standin-booster"
+local APPLETS = "sh cat echo printf mkdir mktemp find cpio mv rm sleep"
+local root_it = h.chroot_it(it, pending)
+
+-- run(args) -> exit code, stdout, stderr, seconds
+local function run(args)
+  local errf = os.tmpname()
+  local t0 = os.time()
+  local out, _, code = h.sh(BIN .. " " .. args .. " 2>" .. h.q(errf))
+  local err = h.readfile(errf) or ""
+  os.remove(errf)
+  return code, out, err, os.time() - t0
+end
+
+describe("vfioinit --version", function()
+  it("prints the module's version, as text and as one JSON object", function()
+    local code, out = run("--version")
+    assert.are.equal(0, code)
+    local want = require("vfioinit")._VERSION
+    assert.are.equal(want .. "\n", out)
+    assert.matches("^vfioinit %d+%.%d+%.%d+", out)
+    code, out = run("--json --version")
+    assert.are.equal(0, code)
+    local py = h.sh("python3 -c " .. h.q("import json,sys; d=json.loads(sys.stdin.read()); print(d['ok'], d['version'])")
+      .. " <<'EOF'\n" .. out .. "EOF\n")
+    assert.are.equal("True " .. want .. "\n", py)
+  end)
+end)
+
+describe("vfioinit --timeout", function()
+  it("refuses what is not a number of seconds > 0, before anything runs", function()
+    for _, bad in ipairs({ "0", "-5", "abc", "nan", "inf", "''" }) do
+      local code, out, err = run("--timeout " .. bad .. " --root / verify")
+      assert.are.equal(1, code, bad)
+      assert.are.equal("", out)
+      assert.matches("^vfioinit: %-%-timeout .*: expected a number of seconds > 0\n$", err)
+    end
+    local code, _, err = run("--timeout")
+    assert.are.equal(1, code)
+    assert.matches("--timeout needs a value", err, 1, true)
+  end)
+
+  -- A booster root whose generator (the stand-in, run chrooted with busybox) sleeps: the
+  -- rebuild is killed after --timeout and the previous image stays.
+  root_it("kills a generator that outlives it and keeps the previous image", function()
+    local root = h.make_root({ os = { ID = "arch" }, files = { ["/etc/booster.yaml"] = "" } })
+    finally(function() h.rm(root) end)
+    local kver = h.install_kernel(root, "cloud")
+    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/boot") .. " " .. h.q(root .. "/tmp"))
+    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+    h.sh("cp " .. h.q(STANDIN) .. " " .. h.q(root .. "/usr/bin/booster"))
+    h.writefile(root .. "/etc/standin-booster.mode", "sleep\n")
+    local image = root .. "/boot/booster-" .. kver .. ".img"
+    h.sh(("d=$(mktemp -d) && echo old > $d/old && (cd $d && echo old | cpio -o -H newc --quiet) > %s && rm -rf $d"):format(h.q(image)))
+    local old = assert(h.readfile(image))
+    local code, _, err, secs = run("--root " .. h.q(root) .. " --generator booster --timeout 2 rebuild")
+    assert.are.equal(1, code, err)
+    assert.matches("timed out", err)
+    assert.is_true(secs < 60, "took " .. secs .. " s: the 600 s default applied, not --timeout")
+    assert.are.equal(old, h.readfile(image))
+    assert.is_nil(h.readfile(image .. ".vfioinit-prev"))
+  end)
+end)
