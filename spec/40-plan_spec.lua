@@ -14,14 +14,7 @@ local function arch_root(extra)
 end
 
 -- All four generators installed, none active by hook: plan edits all of them.
-local function all_root()
-  return h.make_root({ os = { ID = "gentoo" },
-    corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf",
-               ["/etc/dracut.conf"] = "dracut/dracut.conf",
-               ["/etc/initramfs-tools/modules"] = "initramfs-tools/modules",
-               ["/etc/booster.yaml"] = "booster/booster.yaml" },
-    exec = { "/usr/bin/mkinitcpio", "/usr/bin/dracut", "/usr/sbin/update-initramfs", "/usr/bin/booster" } })
-end
+local all_root = h.all_root
 
 local function paths(plan)
   local t = {}

@@ -1,26 +1,8 @@
 -- The vfioinit command: exit codes, messages, --json (parsed by python3's json, not ours).
 local h = require "helpers"
 
--- Under tools/matrix (VFIOINIT_LUA_CMD set) the script runs under that interpreter, not its shebang's.
-local BIN = (os.getenv("VFIOINIT_LUA_CMD") and h.lua .. " " or "") .. h.project .. "/bin/vfioinit"
 
-local function run(args)
-  local errf = os.tmpname()
-  local out, _, code = h.sh(BIN .. " " .. args .. " 2>" .. h.q(errf))
-  local err = h.readfile(errf) or ""
-  os.remove(errf)
-  return code, out, err
-end
-
--- python3 parses the JSON and prints a value picked by a Python expression `expr` over `d`.
-local function pyjson(text, expr)
-  local f = os.tmpname()
-  h.writefile(f, text)
-  local out, ok = h.sh("python3 -c " .. h.q("import json,sys; d=json.load(open(sys.argv[1])); print(" .. expr .. ")") .. " " .. h.q(f) .. " 2>&1")
-  os.remove(f)
-  assert(ok, out)
-  return (out:gsub("\n$", ""))
-end
+local run, pyjson = h.cli, h.pyjson
 
 local function arch_root()
   return h.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },

@@ -2,18 +2,14 @@
 -- generator's time limit, as rebuild{timeout=} in Lua), run through bin/vfioinit.
 local h = require "helpers"
 
-local BIN = (os.getenv("VFIOINIT_LUA_CMD") and h.lua .. " " or "") .. h.project .. "/bin/vfioinit"
 local STANDIN = h.project .. "/spec/fixtures/standin-booster"
 local APPLETS = "sh cat echo printf mkdir mktemp find cpio mv rm sleep"
 local root_it = h.chroot_it(it, pending)
 
 -- run(args) -> exit code, stdout, stderr, seconds
 local function run(args)
-  local errf = os.tmpname()
   local t0 = os.time()
-  local out, _, code = h.sh(BIN .. " " .. args .. " 2>" .. h.q(errf))
-  local err = h.readfile(errf) or ""
-  os.remove(errf)
+  local code, out, err = h.cli(args)
   return code, out, err, os.time() - t0
 end
 
@@ -26,9 +22,7 @@ describe("vfioinit --version", function()
     assert.matches("^vfioinit %d+%.%d+%.%d+", out)
     code, out = run("--json --version")
     assert.are.equal(0, code)
-    local py = h.sh("python3 -c " .. h.q("import json,sys; d=json.loads(sys.stdin.read()); print(d['ok'], d['version'])")
-      .. " <<'EOF'\n" .. out .. "EOF\n")
-    assert.are.equal("True " .. want .. "\n", py)
+    assert.are.equal("True " .. want, h.pyjson(out, "d['ok'], d['version']"))
   end)
 end)
 

@@ -93,14 +93,7 @@ os.exit(0)
 
 local MUTATING = { copy = true, mkdirs = true, remove = true, rename = true, write_atomic = true }
 
-local function all_root()
-  return h.make_root({ os = { ID = "gentoo" },
-    corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf",
-               ["/etc/dracut.conf"] = "dracut/dracut.conf",
-               ["/etc/initramfs-tools/modules"] = "initramfs-tools/modules",
-               ["/etc/booster.yaml"] = "booster/booster.yaml" },
-    exec = { "/usr/bin/mkinitcpio", "/usr/bin/dracut", "/usr/sbin/update-initramfs", "/usr/bin/booster" } })
-end
+local all_root = h.all_root
 
 local work, template, shim, driver, changes
 local function preload()

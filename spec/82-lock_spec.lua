@@ -10,14 +10,7 @@ local build = os.getenv("VFIOINIT_BUILD") or "build"
 
 -- Applies of different extra modules accumulate in mkinitcpio, initramfs-tools and booster
 -- configs (run one after another, every module is there), so run concurrently they must too.
-local function all_root()
-  return h.make_root({ os = { ID = "gentoo" },
-    corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf",
-               ["/etc/dracut.conf"] = "dracut/dracut.conf",
-               ["/etc/initramfs-tools/modules"] = "initramfs-tools/modules",
-               ["/etc/booster.yaml"] = "booster/booster.yaml" },
-    exec = { "/usr/bin/mkinitcpio", "/usr/bin/dracut", "/usr/sbin/update-initramfs", "/usr/bin/booster" } })
-end
+local all_root = h.all_root
 
 local function now()
   return tonumber((sh("date +%s.%N")))

@@ -23,14 +23,7 @@ local MODPROBE = "/etc/modprobe.d/vfioinit.conf"
 local STATE = "/var/lib/vfioinit"
 local MANIFEST = STATE .. "/manifest"
 
-local function all_root()
-  return h.make_root({ os = { ID = "gentoo" },
-    corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf",
-               ["/etc/dracut.conf"] = "dracut/dracut.conf",
-               ["/etc/initramfs-tools/modules"] = "initramfs-tools/modules",
-               ["/etc/booster.yaml"] = "booster/booster.yaml" },
-    exec = { "/usr/bin/mkinitcpio", "/usr/bin/dracut", "/usr/sbin/update-initramfs", "/usr/bin/booster" } })
-end
+local all_root = h.all_root
 
 local function snapshot(r)
   local s = {}

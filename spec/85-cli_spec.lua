@@ -5,28 +5,9 @@ local h = require "helpers"
 local vfioinit = require "vfioinit"
 local json = require "vfioinit.json"
 
-local BIN = (os.getenv("VFIOINIT_LUA_CMD") and h.lua .. " " or "") .. h.project .. "/bin/vfioinit"
+local BIN = h.BIN
 
--- run(args [, env]) -> exit code, stdout, stderr
-local function run(args, env)
-  local errf = os.tmpname()
-  local out, _, code = h.sh((env and env .. " " or "") .. BIN .. " " .. args .. " 2>" .. h.q(errf))
-  local err = h.readfile(errf) or ""
-  os.remove(errf)
-  return code, out, err
-end
-
--- python3 (strict: the bytes must be UTF-8, the text exactly one JSON value) evaluates `expr`
--- over `d`; fails the spec when the text is not that.
-local function pyjson(text, expr)
-  local f = os.tmpname()
-  h.writefile(f, text)
-  local out, ok = h.sh("python3 -c " .. h.q("import json,sys; d=json.loads(open(sys.argv[1],'rb').read().decode('utf-8')); "
-    .. "print(" .. expr .. ")") .. " " .. h.q(f) .. " 2>&1")
-  os.remove(f)
-  assert(ok, out .. "\n--- the text was:\n" .. text)
-  return (out:gsub("\n$", ""))
-end
+local run, pyjson = h.cli, h.pyjson
 
 local function one_line(err)
   return err:match("^vfioinit: [^\n]*\n$") ~= nil and not err:find("traceback", 1, true)

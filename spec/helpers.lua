@@ -135,4 +135,38 @@ function M.make_root(spec)
   return root
 end
 
+-- All four generators installed (corpus configs, stub commands), none active by hook.
+function M.all_root()
+  return M.make_root({ os = { ID = "gentoo" },
+    corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf",
+               ["/etc/dracut.conf"] = "dracut/dracut.conf",
+               ["/etc/initramfs-tools/modules"] = "initramfs-tools/modules",
+               ["/etc/booster.yaml"] = "booster/booster.yaml" },
+    exec = { "/usr/bin/mkinitcpio", "/usr/bin/dracut", "/usr/sbin/update-initramfs", "/usr/bin/booster" } })
+end
+
+-- The CLI as users run it (bin/vfioinit; under VFIOINIT_LUA_CMD's interpreter in the matrix).
+M.BIN = (os.getenv("VFIOINIT_LUA_CMD") and M.lua .. " " or "") .. M.project .. "/bin/vfioinit"
+
+-- cli(args [, env]) -> exit code, stdout, stderr. args: shell words, already quoted.
+function M.cli(args, env)
+  local errf = os.tmpname()
+  local out, _, code = M.sh((env and env .. " " or "") .. M.BIN .. " " .. args .. " 2>" .. M.q(errf))
+  local err = M.readfile(errf) or ""
+  os.remove(errf)
+  return code, out, err
+end
+
+-- python3 (strict: the bytes must be UTF-8, the text exactly one JSON value) evaluates `expr`
+-- over `d`; fails the spec when the text is not that.
+function M.pyjson(text, expr)
+  local f = os.tmpname()
+  M.writefile(f, text)
+  local out, ok = M.sh("python3 -c " .. M.q("import json,sys; d=json.loads(open(sys.argv[1],'rb').read().decode('utf-8')); "
+    .. "print(" .. expr .. ")") .. " " .. M.q(f) .. " 2>&1")
+  os.remove(f)
+  assert(ok, out .. "\n--- the text was:\n" .. text)
+  return (out:gsub("\n$", ""))
+end
+
 return M
