@@ -68,8 +68,8 @@ function M.match(sys, root, sel)
     local info = sys:info(a)
     if info then
       local desc = pciids.describe(db, info.vendor, info.device, info.class)
-      local first, err = sel.rx:find(desc)
-      if err then return nil, ("--match: %s: %s (device %s)"):format(sel.pattern, err, a) end
+      local first, last = sel.rx:find(desc)  -- nil, message: PCRE2 gave up (e.g. its match limit)
+      if not first and last then return nil, ("--match: %s: %s (device %s)"):format(sel.pattern, last, a) end
       if first then found[#found + 1] = { address = a, description = desc } end
     end
   end
