@@ -134,6 +134,15 @@ describe("bind: plan, apply and revert", function()
     assert.are.equal(before, files_hash(r))
   end)
 
+  it("CLI: --device is repeatable, bb:dd.f is domain 0000, repeats act once; plan --json lists the devices", function()
+    local r = debian_root()
+    finally(function() h.rm(r) end)
+    local code, out = h.cli("--root " .. h.q(r) .. " --device 00:04.0 --device=0000:00:03.0 --device 0000:00:04.0 --json plan")
+    assert.are.equal(2, code, out)
+    assert.are.equal("['0000:00:04.0', '0000:00:03.0']", h.pyjson(out, "d['devices']"))
+    assert.are.equal("True", h.pyjson(out, "any(c['path'].endswith('/00-vfioinit-bind') and c['new'] for c in d['changes'])"))
+  end)
+
   it("dracut: a module with a pre-udev hook, kept in by add_dracutmodules", function()
     local r = h.make_root({ os = { ID = "fedora" }, corpus = { ["/etc/dracut.conf"] = "dracut/dracut.conf" },
       exec = { "/usr/bin/dracut" } })

@@ -33,11 +33,10 @@ function M.parse(text)
   local vendor, class
   for line in text:gmatch("[^\n]+") do
     local c = line:sub(1, 1)
-    if c == "#" then -- comment
-    elseif c == "C" then
+    if c == "C" then
       local id, name = line:match("^C (%x%x)%s+(.-)%s*$")
       if id then class = { name = name, sub = {} }; db.classes[id:lower()] = class; vendor = nil end
-    elseif c ~= "\t" then
+    elseif c ~= "\t" and c ~= "#" then  -- (a "#" comment matches no pattern below either)
       local id, name = line:match("^(%x%x%x%x)%s+(.-)%s*$")
       if id then vendor = { name = name, devices = {} }; db.vendors[id:lower()] = vendor; class = nil end
     elseif line:sub(2, 2) ~= "\t" then

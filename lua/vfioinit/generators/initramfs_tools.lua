@@ -132,9 +132,9 @@ case "$1" in prereqs) prereqs; exit 0 ;; esac
   -- ours is in the image as written, and ORDER runs it before udev's
   check = function(contents, text)
     if util.member(contents, BIND_MEMBER) ~= text then return { M.bind.script } end
-    local order, pos = util.member(contents, ORDER) or "", {}
+    local runs, pos = util.member(contents, ORDER) or "", {}
     local n = 0
-    for line in order:gmatch("[^\n]+") do
+    for line in runs:gmatch("[^\n]+") do
       n = n + 1
       local name = line:match("^/scripts/init%-top/(%S+) ")
       if name and not pos[name] then pos[name] = n end
