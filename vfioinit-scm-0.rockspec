@@ -10,6 +10,7 @@ dependencies = { "lua >= 5.4, < 5.5" }
 external_dependencies = {
   LIBKMOD = { header = "libkmod.h" },
   LIBARCHIVE = { header = "archive.h" },
+  LIBPCRE2 = { header = "pcre2.h" },
 }
 build = {
   type = "cmake",

@@ -1,6 +1,6 @@
 -- Every core function under valgrind (memcheck) with the release build: a Lua driver calls
 -- each one on its success and error paths (fs, kmod on the real Debian kernel,
--- scan.shell, scan.yaml, spawn.run, image.list, lock.acquire), then closes the state. It must give
+-- scan.shell, scan.yaml, spawn.run, image.list, re.compile/find, lock.acquire), then closes the state. It must give
 -- 0 errors and 0 bytes definitely lost. The release build is used on purpose: ASan and
 -- valgrind do not mix, and tools/test runs busted with ASan preloaded, so the driver runs
 -- in a clean environment against build/vfioinit/core.so (env VFIOINIT_VALGRIND_BUILD
@@ -72,6 +72,14 @@ for _, img in ipairs({ img_gz, img_zst }) do
 end
 fails(core.image.list(root, "/etc/a/b/f"))
 fails(core.image.list(root, "/nope"))
+
+-- re (--match): compile error, match, no match, close, __close, __gc
+fails(core.re.compile("a(b"))
+local rx = ok(core.re.compile("NVIDIA.*(VGA|Audio)"))
+ok(rx:find("10de:2206 NVIDIA Corporation GA102 [VGA compatible controller]")); assert(rx:find("none") == nil)
+rx:close(); rx:close()
+do local r2 <close> = ok(core.re.compile("^1af4:")); ok(r2:find("1af4:1000")) end
+local r3 = ok(core.re.compile("x+")); r3 = nil
 
 -- lock
 local lk = ok(core.lock.acquire(root, "/")); fails(core.lock.acquire(root, "/", 0)); lk:unlock(); lk:unlock()

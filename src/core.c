@@ -25,5 +25,6 @@ luaopen_vfioinit_core(lua_State *L)
 	shell_open(L);
 	yaml_open(L);
 	spawn_open(L);
+	re_open(L);
 	return 1;
 }

@@ -2,7 +2,7 @@
 ** vfioinit.core: thin C primitives under the Lua policy in lua/vfioinit/.
 ** The module is a table of sub-tables, one per concern: core.fs (fs.c),
 ** core.hash (hash.c), core.image (image.c), core.kmod (kmod.c), core.lock
-** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c). Each file adds
+** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c), core.re (re.c). Each file adds
 ** its own with <concern>_open(L) on the module table on top of the stack.
 ** Every path argument is a path inside a `root` argument, and errors name it
 ** as seen inside root. Expected failures push `nil, "what: strerror", errno`;
@@ -55,5 +55,6 @@ void lock_open(lua_State *L);
 void shell_open(lua_State *L);
 void yaml_open(lua_State *L);
 void spawn_open(lua_State *L);
+void re_open(lua_State *L);
 
 #endif

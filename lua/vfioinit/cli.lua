@@ -2,13 +2,14 @@
 -- Exit: 0 success (plan: nothing to change), 1 error, 2 plan pending / verify failed.
 local json = require "vfioinit.json"
 local util = require "vfioinit.util"
+local bind = require "vfioinit.bind"
 
 local M = {}
 
 local USAGE = [==[
 usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module NAME]...
                 [--ids VVVV:DDDD[,VVVV:DDDD...]] [--softdeps] [--timeout SECONDS] [--json]
-                [--no-rebuild] COMMAND
+                [--device DDDD:BB:DD.F]... [--match REGEX] [--force] [--no-rebuild] COMMAND
        vfioinit --version | --help
   status        generators, kernels, module states, whether each config and image has VFIO
   plan          print the unified diff of what apply would change; write nothing
@@ -22,7 +23,7 @@ usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module 
 local COMMANDS = { status = true, plan = true, apply = true, rebuild = true, verify = true, revert = true }
 
 function M.parse(argv)
-  local o = { generators = {}, kernels = {}, modules = {} }
+  local o = { generators = {}, kernels = {}, modules = {}, devices = {} }
   local i = 1
   local function value(flag)
     i = i + 1
@@ -40,6 +41,8 @@ function M.parse(argv)
     elseif a == "--kernel" then v, err = value(a); o.kernels[#o.kernels + 1] = v
     elseif a == "--module" then v, err = value(a); o.modules[#o.modules + 1] = v
     elseif a == "--ids" then v, err = value(a); o.ids = v
+    elseif a == "--device" then v, err = value(a); o.devices[#o.devices + 1] = v
+    elseif a == "--match" then v, err = value(a); o.match = v
     elseif a == "--softdeps" then o.softdeps = true
     elseif a == "--timeout" then v, err = value(a); o.timeout = v
     elseif a == "--version" then o.version = true
@@ -64,6 +67,7 @@ function M.parse(argv)
   o.modules = util.unique(o.modules, function(m) return util.valid_module(m) and util.norm(m) or m end)
   if #o.generators == 0 then o.generators = nil end
   if #o.kernels == 0 then o.kernels = nil end
+  if #o.devices == 0 then o.devices = nil end
   return o
 end
 
@@ -77,7 +81,7 @@ end
 
 local function plan_opts(o)
   return { root = o.root, generators = o.generators, kernels = o.kernels, modules = o.modules,
-    ids = o.ids, softdeps = o.softdeps }
+    ids = o.ids, softdeps = o.softdeps, devices = o.devices, match = o.match, force = o.force }
 end
 
 local function check_input(o)
@@ -99,6 +103,8 @@ local function check_input(o)
     local ids, ierr = util.check_ids(o.ids)
     if not ids then return ierr end
   end
+  local sel, berr = bind.check_options(o)  -- addresses and the --match pattern
+  if sel == nil then return berr end
 end
 
 -- status, human-readable: one line per generator, kernel, config and image.
@@ -144,9 +150,12 @@ local function cmd_plan(v, o)
   local d = plan:diff()
   if o.json then
     out(json.encode({ ok = true, pending = #changes > 0, changes = changes, diff = d, modules = plan.modules,
-      warnings = plan.warnings }) .. "\n")
+      warnings = plan.warnings, devices = plan.devices, matched = plan.matched }) .. "\n")
   else
     out(d)
+    for _, m in ipairs(plan.matched or {}) do
+      io.stderr:write(("vfioinit: --match: %s %s\n"):format(m.address, m.description))
+    end
     for _, w in ipairs(plan.warnings) do io.stderr:write("vfioinit: warning: " .. w .. "\n") end
     if #changes == 0 then io.stderr:write("vfioinit: nothing to change\n") end
   end

@@ -9,6 +9,7 @@ local runs = require "vfioinit.run"
 local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
+local bind = require "vfioinit.bind"
 
 local M = {}
 
@@ -62,7 +63,7 @@ local function apply_locked(self, opts)
       ok, err = core.fs.remove(root, c.path)
     else
       ok, err = core.fs.mkdirs(root, (util.split_path(c.path)), 493)
-      if ok then ok, err = core.fs.write_atomic(root, c.path, c.after, 420) end
+      if ok then ok, err = core.fs.write_atomic(root, c.path, c.after, c.mode or 420) end
     end
     if not ok then break end
     done[#done + 1] = c
@@ -233,12 +234,18 @@ function M.plan(run, registry)
   local mp, perr = modprobe_change(run)
   if mp == nil then return nil, perr end
   if mp then changes[#changes + 1] = mp end
+  -- devices bound by address (lua/vfioinit/bind.lua): chosen and checked before any edit
+  local sel, serr = bind.select(run, ctx.warn)
+  if sel == nil then return nil, serr end
+  ctx.bind = sel or nil
   local ok, err = generator_changes(ctx, gens, changes)
+  if ok then ok, err = bind.changes(ctx, gens, changes) end
   if ok then ok, err = check_writable(run.root, changes) end
   if not ok then return nil, err end
   return setmetatable({
     root = run.root, changes = changes, generators = gens, kernels = run.kernels, modules = want,
     ids = run.ids, inventory = run.inventory, warnings = ctx.warnings, ctx = ctx, run = run,
+    devices = sel and sel.devices or nil, matched = sel and sel.matched or nil,
   }, Plan)
 end
 

@@ -17,6 +17,7 @@ local detect = require "vfioinit.detect"
 local kernel = require "vfioinit.kernel"
 local context = require "vfioinit.context"
 local modprobe = require "vfioinit.modprobe"
+local bind = require "vfioinit.bind"
 
 local M = {}
 
@@ -40,6 +41,14 @@ function M.check_types(opts, fname, level)
     if opts[f] ~= nil and type(opts[f]) ~= "table" then
       misuse(fname, ("field '%s': table expected, got %s"):format(f, type(opts[f])), level + 1)
     end
+  end
+  for f, t in pairs({ match = "string", sysfs = "string", force = "boolean" }) do
+    if opts[f] ~= nil and type(opts[f]) ~= t then
+      misuse(fname, ("field '%s': %s expected, got %s"):format(f, t, type(opts[f])), level + 1)
+    end
+  end
+  if opts.devices ~= nil and type(opts.devices) ~= "table" and type(opts.devices) ~= "string" then
+    misuse(fname, "field 'devices': table expected, got " .. type(opts.devices), level + 1)
   end
   return opts
 end
@@ -88,7 +97,7 @@ function M.select_generators(inv, registry, names)
 end
 
 -- new(opts, registry, fname) -> run | nil, err. Checks, in order: argument types (raise),
--- root, module names, device IDs, then detects and checks the selected kernels.
+-- root, module names, device IDs, device addresses and --match, then detects and checks the selected kernels.
 function M.new(opts, registry, fname)
   opts = M.check_types(opts, fname or "run", 2)
   local ok, err = M.check_root(opts)
@@ -98,13 +107,15 @@ function M.new(opts, registry, fname)
   if not extra then return nil, merr end
   local ids, ierr = util.check_ids(opts.ids)
   if opts.ids and not ids then return nil, ierr end
+  local sel, berr = bind.check_options(opts)  -- devices, match (compiled once), force
+  if sel == nil then return nil, berr end
   local inv, derr = detect.detect(root, registry)
   if not inv then return nil, derr end
   local kernels, kerr = check_kernels(inv, opts.kernels, root)
   if not kernels then return nil, kerr end
   local run = setmetatable({
     opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
-    extra = util.unique(extra), ids = ids,
+    extra = util.unique(extra), ids = ids, bind = sel,
     facts = { kmod = {}, modules = {}, verified = {} },
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
@@ -183,7 +194,8 @@ function Run:verified(gen, kver)
     -- the image must carry vfioinit's modprobe.d file as it is now in root
     local mp = core.fs.stat(self.root, modprobe.FILE) and core.fs.read(self.root, modprobe.FILE) or nil
     local modules = self.verify_modules or self.extra
-    f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self })
+    f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
+      bind_script = bind.expected(self.root, gen) })
   end
   return f[key]
 end

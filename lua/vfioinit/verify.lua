@@ -34,7 +34,8 @@ function M.required(root, kver, extra, facts)
 end
 
 -- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=}
--- opts: modules (extra), modprobe_content (expected in the image), facts (a run)
+-- opts: modules (extra), modprobe_content (expected in the image), facts (a run),
+-- bind_script (the generator's bind script in root: the image must run it before udev)
 function M.check(ctx, gen, kver, opts)
   opts = opts or {}
   local root = ctx.root
@@ -55,6 +56,8 @@ function M.check(ctx, gen, kver, opts)
   local mp = modprobe.FILE:sub(2)
   local expect_mp = opts.modprobe_content
   if expect_mp then want[mp] = true end
+  local bind_script = gen.bind and opts.bind_script
+  if bind_script then for _, n in ipairs(gen.bind.want) do want[n] = true end end
   local entries, contents = core.image.list(root, resolved, want)
   if not entries then r.error = contents; r.missing = req; return r end
   local absent = image.has_modules(entries, kver, req)
@@ -73,6 +76,10 @@ function M.check(ctx, gen, kver, opts)
   if expect_mp then
     local got = contents and (contents[mp] or contents["./" .. mp])
     if got ~= expect_mp then r.missing[#r.missing + 1] = modprobe.FILE end
+  end
+  if bind_script then
+    -- the bind script as it is in root, wired to run before udev (the generator says how)
+    for _, m in ipairs(gen.bind.check(contents or {}, bind_script)) do r.missing[#r.missing + 1] = m end
   end
   r.size = st.size
   r.ok = #r.missing == 0

@@ -33,6 +33,12 @@ local M = {
   },
   distro_default = machine.ids("generator", "booster"),
   image_want = { "etc/booster.init.yaml" },
+  -- booster's init is one Go program (github.com/anatol/booster init/): its image
+  -- config (init/config.go InitConfig) has modules to force-load and modprobe options
+  -- but no hook, script or driver_override setting, so no `bind` table.
+  bind_unsupported = "its init is a single Go program with no hook to run a script before it loads drivers "
+    .. "(booster.yaml has modules_force_load and modprobe options, nothing per address); use --ids, "
+    .. "or initramfs-tools, dracut or mkinitcpio",
 }
 
 local KEY = "modules_force_load"

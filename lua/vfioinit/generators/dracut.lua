@@ -22,6 +22,7 @@ local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
+local bind = require "vfioinit.bind"
 
 local norm, set_of = engine.norm, engine.set_of
 
@@ -315,5 +316,47 @@ function M.early_modules(contents)
   end
   return set
 end
+
+---------------------------------------------------------------------------
+-- Binding by address (lua/vfioinit/bind.lua): a dracut module whose pre-udev hook
+-- runs the script. dracut reads modules only from /usr/lib/dracut/modules.d
+-- (dracutbasedir); a module whose check() returns 0 is included, and
+-- add_dracutmodules keeps it in when a config names its own `dracutmodules` list.
+-- inst_hook puts the hook at /lib/dracut/hooks/pre-udev/00-<name> (dracut 059;
+-- later ones under /var/lib/dracut/hooks): init sources the pre-udev hooks before it
+-- starts udev, and rd.driver.pre (force_drivers) loads vfio-pci even earlier, in the
+-- cmdline hooks, which is why the script probes the devices again.
+local BIND_DIR = "/usr/lib/dracut/modules.d/90" .. bind.NAME
+local BIND_HOOK = "00-" .. bind.NAME .. ".sh"
+local BIND_MEMBERS = { "lib/dracut/hooks/pre-udev/" .. BIND_HOOK, "var/lib/dracut/hooks/pre-udev/" .. BIND_HOOK,
+  "usr/lib/dracut/hooks/pre-udev/" .. BIND_HOOK }
+
+M.bind = {
+  script = BIND_DIR .. "/" .. bind.NAME .. ".sh",
+  want = BIND_MEMBERS,
+  files = function(ctx)
+    local setup = ([[
+#!/bin/bash
+# Written by vfioinit (--device): runs %s.sh before udev. `vfioinit revert` removes it.
+check() { return 0; }
+depends() { return 0; }
+installkernel() { hostonly='' instmods vfio_pci; }
+install() { inst_hook pre-udev 00 "$moddir/%s.sh"; }
+]]):format(bind.NAME, bind.NAME)
+    return {
+      { path = BIND_DIR .. "/module-setup.sh", after = setup, mode = 493 },
+      { path = M.bind.script, after = "#!/bin/sh\n" .. ctx.bind.body, mode = 493 },
+      { path = OWN_DIR .. "/90-" .. bind.NAME .. ".conf",
+        after = ('# Written by vfioinit (--device)\nadd_dracutmodules+=" %s "\n'):format(bind.NAME) },
+    }
+  end,
+  -- the hook is in the image as written (being in pre-udev/ is what wires it)
+  check = function(contents, text)
+    for _, m in ipairs(BIND_MEMBERS) do
+      if util.member(contents, m) == text then return {} end
+    end
+    return { M.bind.script .. " (no pre-udev hook " .. BIND_HOOK .. " in the image)" }
+  end,
+}
 
 return M

@@ -16,6 +16,7 @@
 local machine = require "vfioinit.machine"
 local order = require "vfioinit.order"
 local util = require "vfioinit.util"
+local bind = require "vfioinit.bind"
 
 local M = {
   name = "initramfs-tools",
@@ -107,5 +108,41 @@ function M.early_modules(contents)
   end
   return set
 end
+
+-- Binding by address (lua/vfioinit/bind.lua): an init-top script. init-top runs
+-- before udev's coldplug, which is itself the init-top script `udev`; mkinitramfs
+-- orders the scripts with `tsort` over their PREREQ pairs (hook-functions
+-- cache_run_scripts), which lists scripts without prerequisites by name, so "00-"
+-- sorts ours before `udev`. mkinitramfs only takes executable scripts (set_initlist).
+local BIND_NAME = "00-" .. bind.NAME
+local BIND_MEMBER = "scripts/init-top/" .. BIND_NAME
+local ORDER = "scripts/init-top/ORDER"
+
+M.bind = {
+  script = "/etc/initramfs-tools/" .. BIND_MEMBER,
+  want = { BIND_MEMBER, ORDER },
+  files = function(ctx)
+    local text = "#!/bin/sh\n" .. [[
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case "$1" in prereqs) prereqs; exit 0 ;; esac
+]] .. ctx.bind.body .. "exit 0\n"
+    return { { path = M.bind.script, after = text, mode = 493 } }
+  end,
+  -- ours is in the image as written, and ORDER runs it before udev's
+  check = function(contents, text)
+    if util.member(contents, BIND_MEMBER) ~= text then return { M.bind.script } end
+    local runs, pos = util.member(contents, ORDER) or "", {}
+    local n = 0
+    for line in runs:gmatch("[^\n]+") do
+      n = n + 1
+      local name = line:match("^/scripts/init%-top/(%S+) ")
+      if name and not pos[name] then pos[name] = n end
+    end
+    if not pos[BIND_NAME] then return { BIND_NAME .. " (not in " .. ORDER .. ")" } end
+    if pos.udev and pos.udev < pos[BIND_NAME] then return { BIND_NAME .. " (runs after udev in " .. ORDER .. ")" } end
+    return {}
+  end,
+}
 
 return M

@@ -18,6 +18,7 @@ local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
+local bind = require "vfioinit.bind"
 
 local M = {
   name = "mkinitcpio",
@@ -69,6 +70,34 @@ local function hooks_edit(files, scans)
   return e
 end
 
+-- HOOKS: the bind hook (lua/vfioinit/bind.lua) right before `udev`, else after the
+-- first hook (`base`). Its run_earlyhook runs before every hook's run_hook (udev's
+-- coldplug), in HOOKS order. Under the `systemd` hook systemd is init and no runtime
+-- hook runs at all: refused (README "Choosing devices").
+local function bind_hook_edit(files, scans)
+  local words = engine.words(engine.effective(scans, "HOOKS"))
+  if #words == 0 then return nil, (files[1].path or "config") .. ": no HOOKS array: --device needs one with udev" end
+  local anchor
+  for _, w in ipairs(words) do
+    local v = w.it.value
+    if v == bind.NAME then return false end
+    if v == "systemd" then
+      return nil, ("%s:%d: HOOKS has systemd, whose init runs no runtime hook: --device needs the udev hook "
+        .. "(or bind with --ids)"):format(files[w.fi].path or "config", w.it.line or 0)
+    end
+    if v == "udev" and not anchor then anchor = w end
+  end
+  local e
+  if anchor then
+    e = engine.insert_before(files[anchor.fi].text, anchor.a, anchor.it, { bind.NAME })
+  else
+    anchor = words[1]
+    e = engine.insert_after(files[anchor.fi].text, anchor.a, anchor.it, { bind.NAME })
+  end
+  e.fi = anchor.fi
+  return e
+end
+
 -- Edit a build: the files mkinitcpio sources together, in order (files[1] gets
 -- a new MODULES line when none exists). Returns true, notes or nil, err, line.
 local function edit_build(files, want, gpu, opts)
@@ -76,7 +105,7 @@ local function edit_build(files, want, gpu, opts)
   local scans0, serr0, sline0, smsg0 = engine.scan_all(files)
   if not scans0 then return nil, serr0, sline0, smsg0 end
   local vars = { { name = "MODULES", hint = "MODULES=(...)" } }
-  if opts.modconf then vars[2] = { name = "HOOKS", hint = "HOOKS=(...)" } end
+  if opts.modconf or opts.bind then vars[2] = { name = "HOOKS", hint = "HOOKS=(...)" } end
   local uerr, uline, umsg = engine.unsafe(files, scans0, vars)
   if uerr then return nil, uerr, uline, umsg end
   local ok, err, line, msg = engine.run(files, "MODULES", want, gpu, {
@@ -96,6 +125,13 @@ local function edit_build(files, want, gpu, opts)
     elseif why then
       notes[#notes + 1] = "no HOOKS array found: make sure the modconf hook runs"
     end
+  end
+  if opts.bind then
+    local scans, serr, sline, smsg = engine.scan_all(files)
+    if not scans then return nil, serr, sline, smsg end
+    local e, why = bind_hook_edit(files, scans)
+    if e == nil then return nil, why end
+    if e then files[e.fi].text = engine.apply(files[e.fi].text, e) end
   end
   return true, notes
 end
@@ -257,7 +293,7 @@ function M.edits(ctx)
       for _, path in ipairs(b) do
         if texts[path] then files[#files + 1] = { path = path, text = texts[path] } end
       end
-      local ok, e = edit_build(files, want, gpu, { modconf = ctx.modprobe_file ~= nil })
+      local ok, e = edit_build(files, want, gpu, { modconf = ctx.modprobe_file ~= nil, bind = ctx.bind and true })
       if not ok then return nil, e end
       for _, n in ipairs(e) do notes[#notes + 1] = n end
       for _, f in ipairs(files) do
@@ -343,5 +379,39 @@ function M.early_modules(contents)
   end
   return set
 end
+
+---------------------------------------------------------------------------
+-- Binding by address (lua/vfioinit/bind.lua): an install hook that adds the
+-- runtime hook (add_runscript finds it with `type -P` in /etc/initcpio/hooks, so it
+-- must be executable), whose run_earlyhook runs the script; bind_hook_edit above
+-- puts it in HOOKS. The image's `config` lists it in EARLYHOOKS, in HOOKS order.
+local BIND_HOOK = "/etc/initcpio/hooks/" .. bind.NAME
+
+M.bind = {
+  script = BIND_HOOK,
+  want = { "hooks/" .. bind.NAME, "config" },
+  files = function(ctx)
+    local install = ([[
+#!/bin/bash
+# Written by vfioinit (--device): adds the runtime hook %s. `vfioinit revert` removes it.
+build() { add_module vfio_pci; add_runscript; }
+help() { echo "binds the PCI devices vfioinit was given to vfio-pci before udev"; }
+]]):format(bind.NAME)
+    local body = ctx.bind.body:gsub("([^\n]+)", "\t%1")
+    return {
+      { path = "/etc/initcpio/install/" .. bind.NAME, after = install, mode = 493 },
+      { path = BIND_HOOK, after = "#!/usr/bin/ash\n\nrun_earlyhook() {\n" .. body .. "}\n", mode = 493 },
+    }
+  end,
+  check = function(contents, text)
+    if util.member(contents, "hooks/" .. bind.NAME) ~= text then return { BIND_HOOK .. " (not in the image)" } end
+    local early = (util.member(contents, "config") or ""):match('\nEARLYHOOKS="([^"]*)"') or ""
+    local pos, n = {}, 0
+    for w in early:gmatch("%S+") do n = n + 1; pos[w] = pos[w] or n end
+    if not pos[bind.NAME] then return { bind.NAME .. " (not in the image's EARLYHOOKS)" } end
+    if pos.udev and pos.udev < pos[bind.NAME] then return { bind.NAME .. " (runs after udev in EARLYHOOKS)" } end
+    return {}
+  end,
+}
 
 return M
