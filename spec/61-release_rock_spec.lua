@@ -10,13 +10,10 @@ local q = h.q
 local ROCKSPEC = "vfioinit-0.1.0-1.rockspec"
 local HOME_URL = "https://github.com/vfioinit/vfioinit.git"
 
--- A rockspec is Lua assignments: run it in an empty environment (5.1 and 5.2+ alike).
+-- A rockspec is Lua assignments: run it in an empty environment.
 local function load_rockspec(path)
-  local env, src = {}, assert(h.readfile(path))
-  local f
-  if setfenv then f = assert(loadstring(src, path)); setfenv(f, env)
-  else f = assert(load(src, path, "t", env)) end
-  f()
+  local env = {}
+  assert(load(assert(h.readfile(path)), path, "t", env))()
   return env
 end
 

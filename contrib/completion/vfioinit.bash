@@ -30,19 +30,19 @@ _vfioinit() {
   for ((i = 1; i < COMP_CWORD; i++)); do
     [ "${COMP_WORDS[i]}" = --root ] && root=${COMP_WORDS[i+1]}
   done
+  local words="" d
   case $prev in
-    --root) COMPREPLY=($(compgen -d -- "$cur")); return ;;
-    --generator) COMPREPLY=($(compgen -W "$_vfioinit_generators" -- "$cur")); return ;;
+    --root) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+    --generator) words=$_vfioinit_generators ;;
     --kernel)
-      COMPREPLY=($(compgen -W "$(ls "$root/lib/modules" "$root/usr/lib/modules" 2>/dev/null | grep -v ':$')" -- "$cur"))
-      return ;;
+      for d in "$root"/lib/modules/*/ "$root"/usr/lib/modules/*/; do
+        [ -d "$d" ] && d=${d%/} && words+="${d##*/} "
+      done ;;
+    *)
+      # any other option that takes a value: nothing to offer
+      if [[ $_vfioinit_valued == *" $prev "* ]]; then COMPREPLY=(); return; fi
+      if [[ $cur == -* ]]; then words=$_vfioinit_options; else words=$_vfioinit_commands; fi ;;
   esac
-  # any other option that takes a value: nothing to offer
-  [[ $_vfioinit_valued == *" $prev "* ]] && { COMPREPLY=(); return; }
-  if [[ $cur == -* ]]; then
-    COMPREPLY=($(compgen -W "$_vfioinit_options" -- "$cur"))
-  else
-    COMPREPLY=($(compgen -W "$_vfioinit_commands" -- "$cur"))
-  fi
+  mapfile -t COMPREPLY < <(compgen -W "$words" -- "$cur")
 }
 complete -F _vfioinit vfioinit
