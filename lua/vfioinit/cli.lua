@@ -2,55 +2,108 @@
 -- Exit: 0 success (plan: nothing to change), 1 error, 2 plan pending / verify failed.
 local json = require "vfioinit.json"
 local util = require "vfioinit.util"
-local bind = require "vfioinit.bind"
 
 local M = {}
 
-local USAGE = [==[
-usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module NAME]...
-                [--ids VVVV:DDDD[,VVVV:DDDD...]] [--softdeps] [--timeout SECONDS] [--json]
-                [--device DDDD:BB:DD.F]... [--match REGEX] [--force] [--no-rebuild] COMMAND
-       vfioinit --version | --help
-  status        generators, kernels, module states, whether each config and image has VFIO
-  plan          print the unified diff of what apply would change; write nothing
-  apply         write the changes, then rebuild and verify [--no-rebuild]
-  rebuild       rebuild images of the selected generators and kernels
-  verify        check every image contains the VFIO modules
-  revert        undo every change vfioinit made [--force: also files edited since,
-                keeping their content as PATH.vfioinit-edited] [--dry-run: print the diff]
-]==]
+-- One row per option: the parser, --help, the man page (doc/vfioinit.1, tools/gen-man) and
+-- the bash completion (contrib/completion) all read this table, so adding an option is one
+-- row. arg: the value's name (nil: a flag); key: the field of the parsed options; list: the
+-- option may repeat, its values collect in a list; complete: what completes its value.
+M.OPTIONS = {
+  { "--root", arg = "DIR", key = "root", complete = "dir",
+    help = "configure the system mounted at DIR instead of / (a chroot being provisioned)" },
+  { "--generator", arg = "NAME", key = "generators", list = true, complete = "generator",
+    help = "only this generator (mkinitcpio, dracut, initramfs-tools, booster; repeatable); "
+      .. "default: the active one, else every installed one" },
+  { "--kernel", arg = "KVER", key = "kernels", list = true, complete = "kernel",
+    help = "only this installed kernel version (repeatable); default: every installed kernel" },
+  { "--module", arg = "NAME", key = "modules", list = true,
+    help = "also load module NAME early, beside the VFIO modules (repeatable)" },
+  { "--ids", arg = "VVVV:DDDD[,...]", key = "ids",
+    help = "PCI vendor:device IDs vfio-pci must claim: writes /etc/modprobe.d/vfioinit.conf "
+      .. "(options vfio-pci ids=, softdeps) into every image" },
+  { "--device", arg = "DDDD:BB:DD.F", key = "devices", list = true,
+    help = "PCI address vfio-pci must claim (repeatable; for one of two identical devices): "
+      .. "a script in the image writes vfio-pci to its driver_override before udev" },
+  { "--match", arg = "REGEX", key = "match",
+    help = "choose devices of this machine by a PCRE2 pattern over 'vvvv:dddd Vendor Device [Class]' "
+      .. "(names from pci.ids); needs --root /" },
+  { "--softdeps", key = "softdeps",
+    help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
+  { "--timeout", arg = "SECONDS", key = "timeout",
+    help = "time limit of each generator run for apply and rebuild (default 600)" },
+  { "--no-rebuild", key = "no_rebuild",
+    help = "apply: write the configuration and verify the images as they are; rebuild nothing" },
+  { "--force", key = "force",
+    help = "revert: also restore files edited since vfioinit wrote them, keeping their "
+      .. "content as PATH.vfioinit-edited; --device/--match: pass a device the safety rules refuse "
+      .. "(boot VGA, the root disk's controller)" },
+  { "--dry-run", key = "dry_run", help = "revert: print the diff revert would make; write nothing" },
+  { "--json", key = "json", help = "print exactly one JSON object on stdout, whatever happens" },
+  { "--version", key = "version", help = "print the version and exit" },
+  { "--help", short = "-h", key = "help", help = "print this help and exit" },
+}
 
-local COMMANDS = { status = true, plan = true, apply = true, rebuild = true, verify = true, revert = true }
+-- Commands, in the order --help lists them.
+M.COMMANDS = {
+  { "status", "generators, kernels, module states, whether each config and image has VFIO" },
+  { "plan", "print the unified diff of what apply would change; write nothing" },
+  { "apply", "write the changes, then rebuild the stale images and verify them" },
+  { "rebuild", "rebuild the images of the selected generators and kernels, and verify them" },
+  { "verify", "check that every image contains the VFIO modules" },
+  { "revert", "undo every change vfioinit made (--force, --dry-run)" },
+}
+
+M.EXIT = {
+  { "0", "success (plan: nothing to change; apply --no-rebuild: nothing failed, even with a stale image)" },
+  { "1", "error: one line on stderr, 'vfioinit: PATH:LINE: reason' where a file is at fault" },
+  { "2", "plan: changes are pending; verify: an image lacks a module" },
+}
+
+M.ENVIRONMENT = {
+  { "VFIOINIT_LOCK_TIMEOUT", "seconds apply, rebuild and revert wait for another run's lock "
+    .. "of root (a number >= 0; default 900)" },
+}
+
+M.EXAMPLES = {
+  { "vfioinit --ids 10de:1b80,10de:10f0 plan",
+    "show the diff that makes vfio-pci claim an NVIDIA GPU and its audio function" },
+  { "vfioinit --root /mnt/target --ids 10de:1b80 apply",
+    "configure a mounted system, rebuild its stale images in a chroot, verify them" },
+}
+
+M.STREAMS = "Data (diffs, status, results, JSON) goes to stdout; progress, warnings and notes "
+  .. "such as 'nothing to change' go to stderr."
+
+local usage_text = require "vfioinit.usage"
+local USAGE = usage_text.help(M)
+-- a usage error shows the synopsis only, and where the rest is
+local SYNOPSIS = USAGE:match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n"
+
+local COMMANDS = {}
+for _, c in ipairs(M.COMMANDS) do COMMANDS[c[1]] = true end
+local BY_FLAG = {}
+for _, opt in ipairs(M.OPTIONS) do
+  BY_FLAG[opt[1]] = opt
+  if opt.short then BY_FLAG[opt.short] = opt end
+end
 
 function M.parse(argv)
-  local o = { generators = {}, kernels = {}, modules = {}, devices = {} }
+  local o = {}
+  for _, opt in ipairs(M.OPTIONS) do if opt.list then o[opt.key] = {} end end
   local i = 1
-  local function value(flag)
-    i = i + 1
-    local v = argv[i]
-    if v == nil then return nil, flag .. " needs a value" end
-    return v
-  end
   while i <= #argv do
     local a = argv[i]
     local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
     if flag then a = flag; table.insert(argv, i + 1, inline) end
-    local v, err
-    if a == "--root" then v, err = value(a); o.root = v
-    elseif a == "--generator" then v, err = value(a); o.generators[#o.generators + 1] = v
-    elseif a == "--kernel" then v, err = value(a); o.kernels[#o.kernels + 1] = v
-    elseif a == "--module" then v, err = value(a); o.modules[#o.modules + 1] = v
-    elseif a == "--ids" then v, err = value(a); o.ids = v
-    elseif a == "--device" then v, err = value(a); o.devices[#o.devices + 1] = v
-    elseif a == "--match" then v, err = value(a); o.match = v
-    elseif a == "--softdeps" then o.softdeps = true
-    elseif a == "--timeout" then v, err = value(a); o.timeout = v
-    elseif a == "--version" then o.version = true
-    elseif a == "--json" then o.json = true
-    elseif a == "--no-rebuild" then o.no_rebuild = true
-    elseif a == "--force" then o.force = true
-    elseif a == "--dry-run" then o.dry_run = true
-    elseif a == "-h" or a == "--help" then o.help = true
+    local opt = BY_FLAG[a]
+    if opt and opt.arg then
+      i = i + 1
+      local v = argv[i]
+      if v == nil then return nil, a .. " needs a value" end
+      if opt.list then table.insert(o[opt.key], v) else o[opt.key] = v end
+    elseif opt then
+      o[opt.key] = true
     elseif a:match("^%-") then return nil, "unknown option " .. a
     elseif not o.command then
       if not COMMANDS[a] then return nil, "unknown command " .. a end
@@ -58,7 +111,6 @@ function M.parse(argv)
     else
       return nil, "unexpected argument " .. a
     end
-    if err then return nil, err end
     i = i + 1
   end
   -- a repeated option means the same thing once (vfio-pci and vfio_pci are one module)
@@ -71,7 +123,14 @@ function M.parse(argv)
   return o
 end
 
+-- The man page, roff, from the same tables as --help (tools/gen-man writes doc/vfioinit.1).
+function M.manpage() return usage_text.man(M) end
+
+-- The one rule for streams (M.STREAMS): out() for data, note() for everything about the run.
 local function out(s) io.stdout:write(s) end
+local function note(o, msg)
+  if not o.json then io.stderr:write("vfioinit: " .. msg .. "\n") end
+end
 
 local function fail(o, msg)
   if o and o.json then out(json.encode({ ok = false, error = msg }) .. "\n") end
@@ -103,7 +162,8 @@ local function check_input(o)
     local ids, ierr = util.check_ids(o.ids)
     if not ids then return ierr end
   end
-  local sel, berr = bind.check_options(o)  -- addresses and the --match pattern
+  -- required here: --help and the man page (tools/gen-man) need no built core
+  local sel, berr = require("vfioinit.bind").check_options(o)  -- addresses and the --match pattern
   if sel == nil then return berr end
 end
 
@@ -157,7 +217,7 @@ local function cmd_plan(v, o)
       io.stderr:write(("vfioinit: --match: %s %s\n"):format(m.address, m.description))
     end
     for _, w in ipairs(plan.warnings) do io.stderr:write("vfioinit: warning: " .. w .. "\n") end
-    if #changes == 0 then io.stderr:write("vfioinit: nothing to change\n") end
+    if #changes == 0 then note(o, "nothing to change") end
   end
   return #changes > 0 and 2 or 0
 end
@@ -180,12 +240,13 @@ local function cmd_apply(v, o)
   end
   if not o.json then
     out(report.diff)
-    if #report.changes == 0 then out("vfioinit: configuration already in place; no file changed\n") end
+    for _, w in ipairs(report.warnings or {}) do note(o, "warning: " .. w) end
+    if #report.changes == 0 then note(o, "configuration already in place; no file changed") end
     for _, r in ipairs(report.rebuilt) do
       out(("rebuilt %s for %s (%s) in %.1f s: %s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?",
         r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
     end
-    if not o.no_rebuild and #report.rebuilt == 0 then out("vfioinit: every image is up to date; nothing rebuilt\n") end
+    if not o.no_rebuild and #report.rebuilt == 0 then note(o, "every image is up to date; nothing rebuilt") end
     for _, r in ipairs(report.verified) do
       local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
       if r.ok then
@@ -212,7 +273,7 @@ local function cmd_rebuild(v, o)
     for _, r in ipairs(report.rebuilt) do
       out(("rebuilt %s for %s (%s) in %.1f s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?", r.seconds or 0))
     end
-    if #report.rebuilt == 0 then out("vfioinit: no kernel to rebuild an image for\n") end
+    if #report.rebuilt == 0 then note(o, "no kernel to rebuild an image for") end
   end
   return 0
 end
@@ -229,7 +290,7 @@ local function cmd_verify(v, o)
       out(("%s %s (%s, %s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
         r.ok and "" or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
     end
-    if #list == 0 then out("no images to verify\n") end
+    if #list == 0 then note(o, "no images to verify") end
   end
   return ok and 0 or 2
 end
@@ -256,13 +317,13 @@ local function cmd_revert(v, o)
       diff = o.dry_run and table.concat(diffs) or nil }) .. "\n")
   elseif o.dry_run then
     out(table.concat(diffs))
-    if #diffs == 0 then io.stderr:write("vfioinit: nothing to revert\n") end
+    if #diffs == 0 then note(o, "nothing to revert") end
   else
     for _, p in ipairs(paths) do
       out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "") .. "\n")
     end
-    if #paths == 0 then out("vfioinit: nothing to revert\n")
-    else out("vfioinit: run `vfioinit rebuild` to rebuild the images without VFIO\n") end
+    if #paths == 0 then note(o, "nothing to revert")
+    else note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
   end
   return 0
 end
@@ -281,7 +342,7 @@ end
 
 local function usage_error(as_json, msg)
   if as_json then out(json.encode({ ok = false, error = msg, usage = true }) .. "\n") end
-  io.stderr:write("vfioinit: " .. msg .. "\n" .. USAGE)
+  io.stderr:write("vfioinit: " .. msg .. "\n" .. SYNOPSIS)
   return 1
 end
 

@@ -1,7 +1,16 @@
 --- vfioinit: make sure the VFIO modules are inside every initramfs, so vfio-pci
 -- claims a passthrough device before its native driver does.
--- Public contract: docs/CONTRACT.md; choices documented in README.md.
--- Expected failures return nil, message; misuse (wrong argument types) raises.
+--
+-- The public contract (API, CLI, exit codes, JSON shapes) is docs/CONTRACT.md in the
+-- repository (https://github.com/vfioinit/vfioinit/blob/main/docs/CONTRACT.md); the
+-- choices it leaves open are in README.md. Expected failures return `nil, message`
+-- (`PATH:LINE: reason` where a file is at fault); misuse (wrong argument types) raises.
+-- Every path is inside `root` (default "/"), symlinks resolved inside root.
+-- @module vfioinit
+-- @field _VERSION string, "vfioinit X.Y.Z"
+-- @field policy the per-distribution policies (see the vfioinit.policy module); callable:
+--   `vfioinit.policy{...}` builds one
+
 -- Each function below is one run (lua/vfioinit/run.lua) through the stages of
 -- lua/vfioinit/pipeline.lua; this file only binds them to an instance's registry.
 local core = require "vfioinit.core"
@@ -47,19 +56,48 @@ end
 
 -- register_generator, generator, generator_names: the instance's generators.
 local function bind_registry(M, registry)
-  --- Add a generator (see docs/INTERNALS.md "Generator interface").
+
+  --- Add a generator of one's own, or replace a built-in of the same name, for this instance.
+  -- It then takes part in detect, plan, apply, revert, rebuild and verify.
+  -- @function register_generator
+  -- @tparam table spec the generator (docs/INTERNALS.md "Generator interface"): required
+  --   `name` (string), `command` (string), `edits`, `image_path`, `rebuild_argv` (functions);
+  --   optional `config`, `active_evidence`, `distro_default`, `image_want`, `early_modules`,
+  --   `edit_text`, type-checked here. `rebuild_argv` returns `{{argv={...}, kernels={...}}...}`;
+  --   a bare `argv[1]` is looked up on the rebuild's PATH inside root (chrooted when root is
+  --   not /): /usr/sbin, /usr/bin, /sbin, /bin; a path with a slash is taken inside root.
+  -- @treturn table spec, as registered
+  -- @raise a wrong field type (`bad argument #1 to 'register_generator' (...)`)
   function M.register_generator(spec)
     check_generator(spec)
     return registry:register(spec)
   end
+
+  --- The generator of that name: a built-in (loaded on first use) or a registered one.
+  -- @function generator
+  -- @tparam string name e.g. "dracut"
+  -- @treturn[1] table the generator spec
+  -- @treturn[2] nil
+  -- @treturn[2] string `unknown generator "x" (known: ...)`
   function M.generator(name) return registry:get(name) end
-  --- generator_names() -> names of every generator this instance knows: the built-ins, then registered ones.
+
+  --- Names of every generator this instance knows: the built-ins, then registered ones.
+  -- @function generator_names
+  -- @treturn {string,...} e.g. `{"mkinitcpio", "dracut", "initramfs-tools", "booster"}`
   function M.generator_names() return registry:names() end
 end
 
 -- detect, modules, drivers_for: facts about root, no run needed beyond them.
 local function bind_facts(M, registry)
-  --- detect{root=} -> inventory | nil, err
+
+  --- What is installed in root: distribution, kernels, generators and the active one.
+  -- @function detect
+  -- @tparam[opt] table opts `{root="/"}`
+  -- @treturn[1] table inventory: `distro` (`{id=, id_like={...}, version_id=}`), `kernels`
+  --   (versions, sorted like `sort -V`), `generators` (`{name=, installed=, active=, command=,
+  --   config=, evidence={...}}` each), `active` (name of the first active one, or nil)
+  -- @treturn[2] nil
+  -- @treturn[2] string message (e.g. `root /x: no such directory`)
   function M.detect(opts)
     local o, err = checkopts(opts, "detect")
     if not o then return nil, err end
@@ -73,19 +111,25 @@ local function bind_facts(M, registry)
       return fn(o)
     end
   end
-  --- modules{root=, kernel=} -> list of {name=, state=, path=}
+
+  --- The VFIO modules of one installed kernel and how it has them (libkmod).
+  -- @function modules
+  -- @tparam table opts `{root="/", kernel="6.1.0-13-amd64"}`; `kernel` is required
+  -- @treturn[1] {table,...} `{name=, state="module"|"builtin"|"missing", path=}` each
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   M.modules = per_kernel("modules", kernel.modules)
-  --- drivers_for{root=, kernel=, ids=} -> list of {id=, modules=}
+
+  --- The native driver modules of PCI device IDs in one kernel (libkmod alias lookup).
+  -- @function drivers_for
+  -- @tparam table opts `{root="/", kernel=KVER, ids={"10de:1b80", ...}}`
+  -- @treturn[1] {table,...} `{id=, modules={...}}` each
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   M.drivers_for = per_kernel("drivers_for", kernel.drivers_for)
 end
 
--- revert{root=, force=false, dry_run=false} -> true, list | nil, err, refused
--- Restores each file vfioinit changed to its first original (removes the ones it
--- created) when it still holds exactly what vfioinit last wrote; otherwise refuses,
--- changing nothing, with one line per file (`refused` = {{path=, reason=}...}). `force`
--- keeps such a file's current content as PATH.vfioinit-edited, then restores. list:
--- {path=, action="restored"|"removed"|"unchanged", kept=, before=, after=}; with
--- `dry_run` nothing is written (before/after give the diff revert would make).
+-- revert: see its doc comment in bind_pipeline.
 local function revert(opts)
   local o, oerr = checkopts(opts, "revert")
   if not o then return nil, oerr end
@@ -99,9 +143,8 @@ local function revert(opts)
   return true, list
 end
 
--- update_initramfs{root=, dry_run=, rebuild=, verify=, log=, ...plan options} -> report
--- (pipeline.report's shape, always a table). Plan, apply and rebuild run under one lock:
--- a concurrent run plans on what this one wrote.
+-- update_initramfs: see its doc comment in bind_pipeline. Plan, apply and rebuild run
+-- under one lock: a concurrent run plans on what this one wrote.
 local function update_initramfs(registry)
   return function(opts)
     local root = type(opts) == "table" and type(opts.root) == "string" and opts.root or "/"
@@ -119,38 +162,124 @@ end
 
 -- plan, verify, rebuild, update_initramfs, status, revert: runs through the pipeline.
 local function bind_pipeline(M, registry)
-  --- plan{root=, generators=, modules=, kernels=, ids=, softdeps=} -> plan | nil, err
+
+  --- What apply would change, computed without writing anything.
+  -- @function plan
+  -- @tparam[opt] table opts `{root="/", generators=nil, modules=nil, kernels=nil, ids=nil,
+  --   softdeps=false}`: `generators` default to the active one, else every installed one;
+  --   `modules` are added to the VFIO set; `ids` (list or "a:b,c:d") also writes
+  --   /etc/modprobe.d/vfioinit.conf
+  -- @treturn[1] Plan the plan (see the Plan type below)
+  -- @treturn[2] nil
+  -- @treturn[2] string message, `PATH:LINE: reason` where a file is at fault
   function M.plan(opts)
     local o, err = checkopts(opts, "plan")
     if not o then return nil, err end
     return planner.plan(o, registry)
   end
-  --- verify{root=, kernels=, generators=, modules=} -> list of {kernel=, image=, ok=, missing=}
+
+  --- Read every image of the selected kernels and generators and check the modules are inside.
+  -- @function verify
+  -- @tparam[opt] table opts `{root="/", kernels=nil, generators=nil, modules=nil}`
+  -- @treturn[1] {table,...} `{kernel=, generator=, image=, ok=bool, missing={...}, error=}` each
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   function M.verify(opts)
     local o, err = checkopts(opts, "verify")
     if not o then return nil, err end
     return pipeline.verify_all(o, registry)
   end
-  --- rebuild{root=, generators=, kernels=, on_output=, timeout=, log=} -> report | nil, err, partial
+
+  --- Rebuild the images of the selected generators and kernels with the generator's own
+  -- command (chrooted when root is not /, never through a shell), keeping the previous image
+  -- until the new one is verified.
+  -- @function rebuild
+  -- @tparam[opt] table opts `{root="/", generators=nil, kernels=nil, timeout=600 (seconds),
+  --   on_output=function(line), log=function(msg)}`
+  -- @treturn[1] table report, the shape of update_initramfs's; entries under `report.rebuilt`
+  -- @treturn[2] nil
+  -- @treturn[2] string message
+  -- @treturn[2] table the partial report, when commands ran before the failure
   function M.rebuild(opts)
     local o, err = checkopts(opts, "rebuild")
     if not o then return nil, err end
     if lock_env_error() then return nil, lock_env_error() end
     return state.with_lock(o.root or "/", pipeline.rebuild_all, o, registry)
   end
-  --- status{root=, generators=, kernels=, modules=, ids=, softdeps=} -> status | nil, err
+
+  --- Everything the CLI status command shows, as a table.
+  -- @function status
+  -- @tparam[opt] table opts `{root="/", generators=, kernels=, modules=, ids=, softdeps=}`
+  -- @treturn[1] table `{root=, distro=, active=, generators=, kernels={{version=, modules=, error=}...},
+  --   configured=bool, pending_changes={path...}, plan_error=, images={...}}`
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   function M.status(opts)
     local o, err = checkopts(opts, "status")
     if not o then return nil, err end
     return pipeline.status(o, registry)
   end
+
+  --- The whole job: detect, plan, apply, rebuild the stale images, verify.
+  -- @function update_initramfs
+  -- @tparam[opt] table opts the options of plan, and `dry_run=false` (write nothing anywhere),
+  --   `rebuild=true`, `verify=true`, `timeout=600`, `log=function(msg)`, `on_output=function(line)`
+  -- @treturn table report, always a table: `ok`, `error`, `root`, `dry_run`, `kernels`,
+  --   `generators`, `modules`, `changes` (`{generator=, path=, new=}`), `diff`, `rebuilt`
+  --   (`{kernel=, generator=, image=, status=, seconds=, ok=, error=, ...}`), `verified`
+  --   (verify's entries, `stale=true` for an image not rebuilt), `images_stale`, `leftovers`,
+  --   `warnings`
   M.update_initramfs = update_initramfs(registry)
+
+  --- Undo every change vfioinit made: restore each file to its content before the first
+  -- change (remove the files it created) when it still holds exactly what vfioinit last
+  -- wrote; otherwise refuse, changing nothing, one line per file.
+  -- @function revert
+  -- @tparam[opt] table opts `{root="/", force=false, dry_run=false}`: `force` keeps an edited
+  --   file's content as PATH.vfioinit-edited, then restores; `dry_run` writes nothing
+  -- @treturn[1] boolean true
+  -- @treturn[1] {table,...} the second value, one entry per file: `{path=,
+  --   action="restored"|"removed"|"unchanged", kept=PATH.vfioinit-edited|nil, before=, after=}`
+  --   (`before`/`after`: the current content and what revert writes, nil for no file; with
+  --   `dry_run` the diff revert would make)
+  -- @treturn[2] nil
+  -- @treturn[2] string message (refusals: one line per file)
+  -- @treturn[2] {table,...} refused, `{path=, reason=}` each
   M.revert = revert
+
+  --- A plan, as plan returns it.
+  -- @type Plan
+  -- @tfield string root
+  -- @tfield {table,...} changes `{generator=, path=, before=, after=}` (strings; `before` nil
+  --   for a new file); empty when root is configured already
+  -- @tfield {string,...} modules the modules the images will load early
+  -- @tfield {string,...} warnings
+
+  --- The unified diff of every change, paths as seen inside root (`patch -p0 -d ROOT`).
+  -- @function Plan:diff
+  -- @treturn string the diff ("" when nothing changes)
+
+  --- Write the plan: each file atomically (temporary file, fsync, rename), mode and owner
+  -- kept, originals recorded for revert; files already written are rolled back if a later
+  -- one fails. Refuses when a file changed since the plan was made.
+  -- @function Plan:apply
+  -- @tparam[opt] table opts `{backup=true}`
+  -- @treturn[1] boolean true
+  -- @treturn[2] nil
+  -- @treturn[2] string message
+
+  --- @section end
 end
 
----------------------------------------------------------------------------
 -- Seed-compatible names (thin wrappers; see CONTRACT.md)
 local function bind_seed(M)
+
+  --- Seed-compatible: the set of installed generators.
+  -- @function detect_initramfs_systems
+  -- @tparam[opt] table opts `{root="/"}`
+  -- @treturn[1] table `{[name]=true}` of installed generators
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   function M.detect_initramfs_systems(opts)
     local inv, err = M.detect(opts)
     if not inv then return nil, err end
@@ -175,13 +304,52 @@ local function bind_seed(M)
       return true, plan
     end
   end
+
+  --- Seed-compatible: plan and apply mkinitcpio's config for `modules`.
+  -- @function ensure_mkinitcpio_modules
+  -- @tparam[opt] {string,...} modules exactly these modules (nil: the VFIO set)
+  -- @tparam[opt] table opts `{root="/", dry_run=false}`
+  -- @treturn[1] boolean true
+  -- @treturn[1] Plan the plan made (and applied unless `dry_run`)
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   M.ensure_mkinitcpio_modules = ensure("mkinitcpio")
+
+  --- Seed-compatible: plan and apply dracut's config for `modules`.
+  -- @function ensure_dracut_modules
+  -- @tparam[opt] {string,...} modules exactly these modules (nil: the VFIO set)
+  -- @tparam[opt] table opts `{root="/", dry_run=false}`
+  -- @treturn[1] boolean true
+  -- @treturn[1] Plan the plan
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   M.ensure_dracut_modules = ensure("dracut")
+
+  --- Seed-compatible: plan and apply booster's config for `modules`.
+  -- @function ensure_booster_modules
+  -- @tparam[opt] {string,...} modules exactly these modules (nil: the VFIO set)
+  -- @tparam[opt] table opts `{root="/", dry_run=false}`
+  -- @treturn[1] boolean true
+  -- @treturn[1] Plan the plan
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   M.ensure_booster_modules = ensure("booster")
+
+  --- Seed-compatible: plan and apply initramfs-tools' config for `modules`.
+  -- @function ensure_initramfs_modules_debian
+  -- @tparam[opt] {string,...} modules exactly these modules (nil: the VFIO set)
+  -- @tparam[opt] table opts `{root="/", dry_run=false}`
+  -- @treturn[1] boolean true
+  -- @treturn[1] Plan the plan
+  -- @treturn[2] nil
+  -- @treturn[2] string message
   M.ensure_initramfs_modules_debian = ensure("initramfs-tools")
 
 end
 
+--- A new, independent vfioinit instance: its own generator registry and policies.
+-- @function new
+-- @treturn table an API table like `require "vfioinit"`
 local function new()
   local M = { _VERSION = "vfioinit " .. core._VERSION }
   local registry = generators.new()

@@ -8,7 +8,13 @@
 --
 -- A policy is data: which generators (nil: the detected one), extra modules, device
 -- IDs, which kernels (a list, or a function of the installed ones), rebuild and
--- verify yes/no, backups, a log sink, and generators to register first. Shipped
+-- verify yes/no, backups, a log sink, and generators to register first.
+--
+-- match: the os-release IDs the policy is chosen for by policy.for_root, e.g.
+-- `match = { "debian", "ubuntu" }`: os-release `ID` is tried first, then each `ID_LIKE`
+-- value in order; the policy matching the earliest wins. A policy without `match` is
+-- never chosen from os-release (only by name: `for_root(root, { name = "mine" })`),
+-- however it is registered; shipped policies get theirs from machine.FAMILIES. Shipped
 -- policies live in lua/vfioinit/policies/<name>.lua and use only the public API; load()
 -- gives them their `match` list from the distributions table (vfioinit.machine.FAMILIES).
 --

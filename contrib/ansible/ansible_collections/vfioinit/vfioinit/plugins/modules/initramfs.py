@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: vfioinit developers
-# MIT License (see the vfioinit rockspec)
+# MIT License (see LICENSE in https://github.com/vfioinit/vfioinit)
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -25,6 +25,8 @@ description:
   - Check mode runs C(vfioinit plan) (and C(vfioinit verify) when the configuration is already
     in place and I(rebuild=true), since C(apply) would then rebuild the images that fail
     verification); nothing is written. With C(--diff) the plan's unified diff is returned.
+    With I(state=absent) check mode runs C(vfioinit revert --dry-run), which reports what
+    revert would restore or remove (and the diff), or fails as revert would.
 options:
   root:
     description: The filesystem tree to configure (C(--root)); C(/) is the running system.
@@ -70,19 +72,20 @@ options:
     description: The vfioinit command to run (a name looked up on C(PATH), or a path).
     type: str
     default: vfioinit
+requirements:
+  - the C(vfioinit) CLI 0.1.0 or later on the managed host (the rock,
+    C(luarocks --lua-version=5.4 install vfioinit); see https://github.com/vfioinit/vfioinit)
 notes:
-  - Needs the C(vfioinit) CLI on the managed host (the rock, C(luarocks install vfioinit)).
   - Rebuilding images in a I(root) other than C(/) chroots into it, which needs root privileges.
-  - In check mode with I(state=absent), C(changed) tells whether vfioinit's state directory
-    (C(/var/lib/vfioinit/manifest) inside I(root)) records any change; the CLI has no dry-run
-    revert.
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 author:
-  - vfioinit developers
+  - vfioinit developers (@vfioinit)
 '''
 
 EXAMPLES = r'''
@@ -141,8 +144,29 @@ verified:
   type: list
   elements: dict
 reverted:
-  description: Files restored or removed by C(vfioinit revert) (C(path), C(action)).
-  returned: state is absent and not check mode
+  description:
+    - Files restored or removed by C(vfioinit revert) (C(path), C(action), C(kept)); in check
+      mode, what C(vfioinit revert --dry-run) says revert would do.
+  returned: state is absent
+  type: list
+  elements: dict
+  sample: [{"path": "/etc/mkinitcpio.conf", "action": "restored"}]
+images_ok:
+  description: Whether every image read back after apply has every required module.
+  returned: state is present and not check mode
+  type: bool
+images_stale:
+  description:
+    - Paths of images that lack the modules and were not rebuilt (I(rebuild=false)); empty when
+      every image is up to date.
+  returned: state is present and not check mode
+  type: list
+  elements: str
+leftovers:
+  description:
+    - C(<image>.vfioinit-prev) files an interrupted earlier run left, and what apply did with
+      them (C(path), C(image), C(action), C(message)).
+  returned: state is present and not check mode
   type: list
   elements: dict
 pending_images:
@@ -167,8 +191,6 @@ cmd:
 '''
 
 import json
-import os
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -251,12 +273,12 @@ def present(module, result):
     else:
         cmd = args + ['apply'] + ([] if p['rebuild'] else ['--no-rebuild'])
         _, rep = run(module, result, cmd)
-        for key in ('changes', 'modules', 'kernels', 'generators', 'rebuilt', 'verified'):
+        for key in ('changes', 'modules', 'kernels', 'generators', 'rebuilt', 'verified',
+                    'images_stale', 'leftovers'):
             result[key] = rep.get(key, [])
         result['diff_text'] = rep.get('diff', '')
         result['warnings_cli'] = rep.get('warnings', [])
-        if 'images_ok' in rep:
-            result['images_ok'] = rep['images_ok']
+        result['images_ok'] = bool(rep.get('images_ok'))
         result['changed'] = bool(result['changes']) or bool(result['rebuilt'])
     for w in result['warnings_cli']:
         module.warn('vfioinit: %s' % w)
@@ -264,83 +286,35 @@ def present(module, result):
         result['diff'] = diff_of(result['diff_text'])
 
 
-def _unquote(field):
-    return re.sub('%([0-9A-Fa-f]{2})', lambda m: chr(int(m.group(1), 16)), field)
-
-
-def manifest(root):
-    """vfioinit's record of what it changed: [(kind, path, backup)]; [] when none."""
-    try:
-        with open(os.path.join(root, 'var/lib/vfioinit/manifest'), 'rb') as f:
-            text = f.read().decode('utf-8', 'surrogateescape')
-    except (IOError, OSError):
-        return []
-    entries = []
-    for line in text.splitlines():
-        fields = [_unquote(x) for x in line.split('\t')]
-        if len(fields) >= 3:
-            entries.append((fields[0], fields[2], fields[3] if len(fields) >= 5 else None))
-    return entries
-
-
-def read_in_root(root, path):
-    """Text of PATH inside ROOT for a diff, '' when absent; None when it resolves outside root."""
-    host = os.path.realpath(os.path.join(root, path.lstrip('/')))
-    top = os.path.realpath(root)
-    if host != top and not host.startswith(top.rstrip('/') + '/'):
-        return None
-    try:
-        with open(host, 'rb') as f:
-            return f.read().decode('utf-8', 'replace')
-    except (IOError, OSError):
-        return ''
-
-
-def revert_diff(root, entries, afters):
-    diffs = []
-    for (kind, path, _), after in zip(entries, afters):
-        before = read_in_root(root, path)
-        if before is None or after is None:
-            continue
-        diffs.append({'before': before, 'after': after,
-                      'before_header': path, 'after_header': path + (' (removed)' if kind == 'created' else ' (restored)')})
-    return diffs
+def reverted_of(data):
+    return [e for e in data.get('reverted', []) if e.get('action') != 'unchanged']
 
 
 def absent(module, result):
+    """revert (check mode: revert --dry-run, which refuses exactly as revert would)."""
     p = module.params
-    root = p['root']
-    recorded = manifest(root)
-    if module.check_mode:
-        result['changed'] = bool(recorded)
-        result['reverted'] = [{'path': path, 'action': 'restored' if kind == 'saved' else 'removed'}
-                              for kind, path, _ in recorded]
-        if module._diff and recorded:
-            afters = [read_in_root(root, b) if kind == 'saved' and b else '' for kind, _, b in recorded]
-            result['diff'] = revert_diff(root, recorded, afters)
-        return
-    befores = [read_in_root(root, path) for _, path, _ in recorded] if module._diff else []
     head = base_args(module)[:4]
-    _, rev = run(module, result, head + ['revert'])
-    result['reverted'] = rev.get('reverted', [])
-    result['changed'] = bool(result['reverted'])
-    result['rebuilt'] = []
-    if result['changed'] and p['rebuild']:
-        args = list(head)
-        for g in p['generators'] or []:
-            args += ['--generator', g]
-        for k in p['kernels'] or []:
-            args += ['--kernel', k]
-        _, reb = run(module, result, args + ['rebuild'])
-        result['rebuilt'] = rebuilt_of(reb.get('report') or {})
-    if module._diff and recorded:
-        diffs = []
-        for (kind, path, _), before in zip(recorded, befores):
-            after = read_in_root(root, path)
-            if before is not None and after is not None and before != after:
-                diffs.append({'before': before, 'after': after, 'before_header': path,
-                              'after_header': path + (' (removed)' if kind == 'created' else ' (restored)')})
-        result['diff'] = diffs
+    preview = None
+    if module.check_mode or module._diff:
+        _, preview = run(module, result, head + ['revert', '--dry-run'])
+    if module.check_mode:
+        result['reverted'] = reverted_of(preview)
+        result['changed'] = bool(result['reverted'])
+    else:
+        _, rev = run(module, result, head + ['revert'])
+        result['reverted'] = reverted_of(rev)
+        result['changed'] = bool(result['reverted'])
+        result['rebuilt'] = []
+        if result['changed'] and p['rebuild']:
+            args = list(head)
+            for g in p['generators'] or []:
+                args += ['--generator', g]
+            for k in p['kernels'] or []:
+                args += ['--kernel', k]
+            _, reb = run(module, result, args + ['rebuild'])
+            result['rebuilt'] = rebuilt_of(reb.get('report') or {})
+    if module._diff and preview and preview.get('diff'):
+        result['diff'] = diff_of(preview['diff'])
 
 
 def main():

@@ -1,0 +1,64 @@
+-- bash completion (issue 17 item 3): contrib/completion/vfioinit.bash, run under bash with
+-- COMP_WORDS/COMP_CWORD as bash's programmable completion sets them, completes commands,
+-- every option of the CLI, generator names and the kernels of --root.
+local h = require "helpers"
+local cli = require "vfioinit.cli"
+local q = h.q
+
+local SCRIPT = h.project .. "/contrib/completion/vfioinit.bash"
+
+-- complete(words...) -> sorted list of COMPREPLY for the last word being completed.
+local function complete(...)
+  local words = { h.project .. "/bin/vfioinit", ... }
+  local quoted = {}
+  for i, w in ipairs(words) do quoted[i] = q(w) end
+  local script = ("source %s; complete -p vfioinit >/dev/null || exit 3; COMP_WORDS=(%s); COMP_CWORD=%d; "
+    .. "COMP_LINE=\"${COMP_WORDS[*]}\"; _vfioinit; printf '%%s\\n' \"${COMPREPLY[@]}\"")
+    :format(q(SCRIPT), table.concat(quoted, " "), #words - 1)
+  local out, ok = h.sh("bash --norc --noprofile -c " .. q(script) .. " 2>&1")
+  assert(ok, out)
+  local list = {}
+  for l in out:gmatch("([^\n]+)\n") do list[#list + 1] = l end
+  table.sort(list)
+  return list
+end
+
+describe("bash completion", function()
+  it("completes the commands", function()
+    assert.are.same({ "apply" }, complete("ap"))
+    assert.are.same({ "apply", "plan", "rebuild", "revert", "status", "verify" }, complete(""))
+    assert.are.same({ "rebuild", "revert" }, complete("--root", "/", "re"))
+  end)
+
+  it("completes every option of the CLI's option table from --", function()
+    local want = {}
+    for _, opt in ipairs(cli.OPTIONS) do want[#want + 1] = opt[1] end
+    table.sort(want)
+    assert.are.same(want, complete("--"))
+    assert.are.same({ "--dry-run" }, complete("revert", "--dr"))
+  end)
+
+  it("completes the generator names the module knows", function()
+    local names = require("vfioinit").generator_names()
+    table.sort(names)
+    assert.are.same(names, complete("--generator", ""))
+    assert.are.same({ "dracut" }, complete("--generator", "dr"))
+  end)
+
+  it("completes the kernels installed in --root, and nothing after an option that takes a free value", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.sh("mkdir -p " .. q(root .. "/lib/modules/6.1.0-13-amd64") .. " " .. q(root .. "/usr/lib/modules/6.9.1-arch1-1"))
+    assert.are.same({ "6.1.0-13-amd64", "6.9.1-arch1-1" }, complete("--root", root, "--kernel", ""))
+    assert.are.same({ "6.9.1-arch1-1" }, complete("--root", root, "--kernel", "6.9"))
+    assert.are.same({}, complete("--ids", ""))
+    assert.are.same({}, complete("--timeout", ""))
+  end)
+
+  it("completes directories after --root", function()
+    local dir = h.tmpdir()
+    finally(function() h.rm(dir) end)
+    h.sh("mkdir -p " .. q(dir .. "/target-a") .. " " .. q(dir .. "/target-b") .. " && touch " .. q(dir .. "/target-file"))
+    assert.are.same({ dir .. "/target-a", dir .. "/target-b" }, complete("--root", dir .. "/target"))
+  end)
+end)

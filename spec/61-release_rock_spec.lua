@@ -1,0 +1,157 @@
+-- The release rock (issue 17 item 1): vfioinit-0.1.0-1.rockspec is packed by `luarocks pack`
+-- into a .src.rock, which installs offline into a fresh tree and works from `/` with only that
+-- tree on the paths. The committed rockspec keeps its real git+https source: the spec
+-- redirects that URL (git's url.<base>.insteadOf, in a private git config) to a throwaway
+-- repository holding the checkout's files with the tag v0.1.0, so luarocks fetches, packs and
+-- builds exactly what a user's `luarocks pack`/`install` would, without the network.
+local h = require "helpers"
+local q = h.q
+
+local ROCKSPEC = "vfioinit-0.1.0-1.rockspec"
+local HOME_URL = "https://github.com/vfioinit/vfioinit.git"
+
+-- A rockspec is Lua assignments: run it in an empty environment.
+local function load_rockspec(path)
+  local env = {}
+  assert(load(assert(h.readfile(path)), path, "t", env))()
+  return env
+end
+
+-- A git repository with the checkout's files (tracked and new, not ignored) committed and
+-- tagged v0.1.0; a git config that sends the public URL there. Returns env prefix, dir.
+local function fake_home(tmp)
+  local repo = tmp .. "/home.git"
+  local out, ok = h.sh(("set -e; mkdir -p %s; cd %s; git ls-files -z -co --exclude-standard | "
+    .. "tar --null -T - -cf - | tar -C %s -xf -; cd %s; git init -q; git add -A; "
+    .. "git -c user.name=spec -c user.email=spec@invalid commit -qm release; git tag v0.1.0 2>&1")
+    :format(q(repo), q(h.project), q(repo), q(repo)))
+  assert(ok, out)
+  local cfg = tmp .. "/gitconfig"
+  h.writefile(cfg, ('[url "file://%s"]\n\tinsteadOf = %s\n'):format(repo, HOME_URL))
+  -- HOME too: luarocks keeps its cache and config there; nothing of the user's is used
+  h.sh("mkdir -p " .. q(tmp .. "/home"))
+  return ("env HOME=%s GIT_CONFIG_GLOBAL=%s GIT_CONFIG_NOSYSTEM=1 "):format(q(tmp .. "/home"), q(cfg))
+end
+
+describe("the release rockspec", function()
+  it("names the public home with tag v0.1.0, the MIT licence and the version the module reports", function()
+    local r = load_rockspec(h.project .. "/" .. ROCKSPEC)
+    assert.are.equal("git+" .. HOME_URL, r.source.url)
+    assert.are.equal("v0.1.0", r.source.tag)
+    assert.are.equal("https://github.com/vfioinit/vfioinit", r.description.homepage)
+    assert.are.equal("MIT", r.description.license)
+    assert.truthy(#r.description.detailed > 200)
+    assert.are.same({ "lua >= 5.1, < 5.5" }, r.dependencies)
+    assert.are.same({ header = "libkmod.h", library = "kmod" }, r.external_dependencies.LIBKMOD)
+    assert.are.same({ header = "archive.h", library = "archive" }, r.external_dependencies.LIBARCHIVE)
+    -- the rock's version is the one the module and the CLI report
+    local v = require("vfioinit")._VERSION
+    assert.are.equal("vfioinit " .. r.version:gsub("%-%d+$", ""), v)
+    assert.truthy(h.readfile(h.project .. "/LICENSE"):find("MIT License", 1, true))
+  end)
+end)
+
+describe("luarocks pack of the release rockspec", function()
+  local tmp, env, srcrock
+  setup(function()
+    tmp = h.tmpdir()
+    env = fake_home(tmp)
+    local out, ok = h.sh(("cd %s && %s luarocks --lua-version=5.4 pack %s 2>&1")
+      :format(q(tmp), env, q(h.project .. "/" .. ROCKSPEC)))
+    assert(ok, out)
+    srcrock = tmp .. "/vfioinit-0.1.0-1.src.rock"
+  end)
+  teardown(function() h.rm(tmp) end)
+
+  it("gives a .src.rock holding the committed rockspec and the tagged sources", function()
+    local list = h.sh("unzip -Z1 " .. q(srcrock))
+    assert.truthy(list:find("vfioinit-0.1.0-1.rockspec\n", 1, true), list)
+    assert.truthy(list:find("\nvfioinit/src/core.c\n", 1, true) or list:find("^vfioinit/src/core.c\n"), list)
+    assert.truthy(list:find("vfioinit/doc/vfioinit.1\n", 1, true), list)
+    local packed = h.sh("unzip -p " .. q(srcrock) .. " vfioinit-0.1.0-1.rockspec")
+    assert.are.equal(h.readfile(h.project .. "/" .. ROCKSPEC), packed)
+  end)
+
+  -- Install the .src.rock offline (no servers, git sent nowhere) into a fresh tree for
+  -- `luaver`, then run the module and the CLI from / with only that tree on the paths.
+  local function install_and_run(luaver, interp)
+    local tree = tmp .. "/tree-" .. luaver
+    local out, ok = h.sh(("cd / && env HOME=%s luarocks --lua-version=%s --only-server=%s install --deps-mode=none --tree %s %s 2>&1")
+      :format(q(tmp .. "/home"), luaver, q("file://" .. tmp .. "/no-server"), q(tree), q(srcrock)))
+    assert(ok, out)
+    local paths = ("cd / && env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 "
+      .. "LUA_PATH=%s LUA_CPATH=%s "):format(
+      q(tree .. "/share/lua/" .. luaver .. "/?.lua;" .. tree .. "/share/lua/" .. luaver .. "/?/init.lua"),
+      q(tree .. "/lib/lua/" .. luaver .. "/?.so"))
+    out, ok = h.sh(paths .. interp .. " -e " .. q("local v = require 'vfioinit'; print(v._VERSION, type(v.update_initramfs), "
+      .. "package.searchpath and package.searchpath('vfioinit.core', package.cpath) or 'n/a')") .. " 2>&1")
+    assert(ok, out)
+    local searched = luaver == "5.1" and "n/a" or (tree .. "/lib/lua/" .. luaver .. "/vfioinit/core.so")
+    assert.are.equal("vfioinit 0.1.0\tfunction\t" .. searched .. "\n", out)
+    out, ok = h.sh(paths .. q(tree .. "/bin/vfioinit") .. " --version 2>&1")
+    assert(ok, out)
+    assert.are.equal("vfioinit 0.1.0\n", out)
+    -- the man page is installed with the rock, in the rock's directory
+    local man = tree .. "/lib/luarocks/rocks-" .. luaver .. "/vfioinit/0.1.0-1/share/man/man1/vfioinit.1"
+    assert.truthy(h.readfile(man), man)
+    return tree
+  end
+
+  it("installs offline into a fresh tree; require and vfioinit --version work from / (Lua 5.4)", function()
+    install_and_run("5.4", "lua5.4")
+  end)
+
+  it("builds for the Lua LuaRocks builds for: the same rock on Lua 5.1 (Debian luarocks' default)", function()
+    if not h.sh("command -v lua5.1"):find("lua5.1") or not h.sh("ls /usr/include/lua5.1/lua.h 2>/dev/null"):find("lua.h") then
+      pending("lua5.1 and liblua5.1-0-dev are not installed")
+      return
+    end
+    local tree = install_and_run("5.1", "lua5.1")
+    -- the module was compiled against 5.1's headers: it names 5.1's ABI, not 5.4's
+    local so = tree .. "/lib/lua/5.1/vfioinit/core.so"
+    local syms = h.sh("nm -D --undefined-only " .. q(so))
+    assert.truthy(syms:find("lua_pushinteger", 1, true))
+    assert.is_nil(syms:find("lua_callk", 1, true), "built against a Lua newer than 5.1")
+  end)
+end)
+
+describe("CMake without pkg-config modules", function()
+  local tmp
+  setup(function() tmp = h.tmpdir(); h.sh("mkdir -p " .. q(tmp .. "/empty")) end)
+  teardown(function() h.rm(tmp) end)
+
+  local function configure(dir, defs)
+    return h.sh(("PKG_CONFIG_LIBDIR=%s PKG_CONFIG_PATH= cmake -S %s -B %s -DCMAKE_BUILD_TYPE=Release %s 2>&1")
+      :format(q(tmp .. "/empty"), q(h.project), q(dir), defs))
+  end
+
+  local libdir = (h.sh("dirname \"$(realpath \"$(gcc -print-file-name=libkmod.so)\")\""):gsub("%s+$", ""))
+
+  it("builds from LuaRocks' LUA_INCDIR and LIBKMOD_/LIBARCHIVE_ INCDIR/LIBDIR when pkg-config finds nothing", function()
+    local dir = tmp .. "/ok"
+    local out, ok = configure(dir, ("-DLUA_INCDIR=/usr/include/lua5.4 -DLIBKMOD_INCDIR=/usr/include -DLIBKMOD_LIBDIR=%s "
+      .. "-DLIBARCHIVE_INCDIR=/usr/include -DLIBARCHIVE_LIBDIR=%s"):format(q(libdir), q(libdir)))
+    assert(ok, out)
+    out, ok = h.sh("nice cmake --build " .. q(dir) .. " -j2 2>&1")
+    assert(ok, out)
+    local cache = h.readfile(dir .. "/CMakeCache.txt")
+    assert.are.equal(libdir .. "/libkmod.so", cache:match("\nLIBKMOD_LIBRARY:FILEPATH=([^\n]*)"))
+    out = h.sh(("LUA_CPATH=%s lua5.4 -e 'print(require(\"vfioinit.core\")._VERSION)' 2>&1"):format(q(dir .. "/?.so")))
+    assert.are.equal("0.1.0\n", out)
+  end)
+
+  it("names the package to install when neither pkg-config nor the given directories have libkmod", function()
+    local out, ok = configure(tmp .. "/bad", ("-DLUA_INCDIR=/usr/include/lua5.4 -DLIBKMOD_INCDIR=%s -DLIBKMOD_LIBDIR=%s")
+      :format(q(tmp .. "/empty"), q(tmp .. "/empty")))
+    assert.is_nil(ok)
+    out = out:gsub("%s+", " ")
+    assert.truthy(out:find("libkmod-dev (Debian/Ubuntu), kmod-devel (Fedora), kmod (Arch)", 1, true), out)
+  end)
+
+  it("names the Lua headers to install when LUA_INCDIR has no lua.h", function()
+    local out, ok = configure(tmp .. "/nolua", "-DLUA_INCDIR=" .. q(tmp .. "/empty"))
+    assert.is_nil(ok)
+    out = out:gsub("%s+", " ")
+    assert.truthy(out:find("has no lua.h: install the headers of that Lua", 1, true), out)
+  end)
+end)
