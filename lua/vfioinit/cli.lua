@@ -14,7 +14,8 @@ usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module 
   plan          print the unified diff of what apply would change; write nothing
   apply         write the changes, then rebuild and verify [--no-rebuild]
   rebuild       rebuild images of the selected generators and kernels
-  verify        check every image contains the VFIO modules
+  verify        check every image contains the VFIO modules [--full: read every image,
+                even one whose fingerprint says it is unchanged since it was verified]
   revert        undo every change vfioinit made [--force: also files edited since,
                 keeping their content as PATH.vfioinit-edited] [--dry-run: print the diff]
 ]==]
@@ -47,6 +48,7 @@ function M.parse(argv)
     elseif a == "--no-rebuild" then o.no_rebuild = true
     elseif a == "--force" then o.force = true
     elseif a == "--dry-run" then o.dry_run = true
+    elseif a == "--full" then o.full = true
     elseif a == "-h" or a == "--help" then o.help = true
     elseif a:match("^%-") then return nil, "unknown option " .. a
     elseif not o.command then
@@ -209,7 +211,8 @@ local function cmd_rebuild(v, o)
 end
 
 local function cmd_verify(v, o)
-  local list, err = v.verify({ root = o.root, kernels = o.kernels, generators = o.generators, modules = o.modules })
+  local list, err = v.verify({ root = o.root, kernels = o.kernels, generators = o.generators, modules = o.modules,
+    full = o.full })
   if not list then return fail(o, err) end
   local ok = true
   for _, r in ipairs(list) do if not r.ok then ok = false end end
@@ -218,7 +221,8 @@ local function cmd_verify(v, o)
   else
     for _, r in ipairs(list) do
       out(("%s %s (%s, %s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
-        r.ok and "" or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
+        r.fingerprint and ", unchanged since verified" or r.ok and ""
+          or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
     end
     if #list == 0 then out("no images to verify\n") end
   end

@@ -125,7 +125,8 @@ local function bind_pipeline(M, registry)
     if not o then return nil, err end
     return planner.plan(o, registry)
   end
-  --- verify{root=, kernels=, generators=, modules=} -> list of {kernel=, image=, ok=, missing=}
+  --- verify{root=, kernels=, generators=, modules=, full=} -> list of {kernel=, image=, ok=, missing=,
+  -- fingerprint=} (full=true: read every image, even one unchanged since it was verified)
   function M.verify(opts)
     local o, err = checkopts(opts, "verify")
     if not o then return nil, err end
