@@ -57,13 +57,13 @@ local function sorted(list)
   return c
 end
 
--- key_of(root, gen, kver, image, req, want, modprobe_content) -> sha256 of everything
+-- key_of(root, gen, kver, resolved, req, want, modprobe_content) -> sha256 of everything
 -- besides the image's own bytes that a verify result depends on: what it was checked
 -- against (modules, members, modprobe.d file) and the generator's config state.
-function M.key_of(root, gen, kver, image, req, want, expect_mp)
+function M.key_of(root, gen, kver, resolved, req, want, expect_mp)
   local keys = {}
   for k in pairs(want) do keys[#keys + 1] = k end
-  local parts = { fingerprint.HEADER, core._VERSION, gen.name, kver, image,
+  local parts = { fingerprint.HEADER, core._VERSION, gen.name, kver, resolved,
     "modules=" .. table.concat(sorted(req), ","), "members=" .. table.concat(sorted(keys), ","),
     "modprobe=" .. (expect_mp and core.hash.sha256(expect_mp) or "-") }
   for _, c in ipairs(config_state(root, gen)) do parts[#parts + 1] = c end
