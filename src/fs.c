@@ -592,7 +592,7 @@ push_stat(lua_State *L, const struct stat *st)
 {
 	const char *type = S_ISREG(st->st_mode) ? "file" : S_ISDIR(st->st_mode) ? "dir"
 	                 : S_ISLNK(st->st_mode) ? "link" : "other";
-	lua_createtable(L, 0, 8);
+	lua_createtable(L, 0, 13);
 	lua_pushstring(L, type);
 	lua_setfield(L, -2, "type");
 	if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode)) {
@@ -611,6 +611,17 @@ push_stat(lua_State *L, const struct stat *st)
 	lua_setfield(L, -2, "mtime");
 	lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec);
 	lua_setfield(L, -2, "mtime_ns");
+	/* what an image fingerprint compares (lua/vfioinit/fingerprint.lua): the change time
+	** moves on every write and nobody can set it back, so a rewrite that restores mtime
+	** still shows; device and inode tell a file replaced by rename */
+	lua_pushinteger(L, (lua_Integer)st->st_ctim.tv_sec);
+	lua_setfield(L, -2, "ctime");
+	lua_pushinteger(L, (lua_Integer)st->st_ctim.tv_nsec);
+	lua_setfield(L, -2, "ctime_ns");
+	lua_pushinteger(L, (lua_Integer)st->st_dev);
+	lua_setfield(L, -2, "dev");
+	lua_pushinteger(L, (lua_Integer)st->st_ino);
+	lua_setfield(L, -2, "ino");
 	return 1;
 }
 
@@ -1189,7 +1200,8 @@ fs_resolve(lua_State *L)
 File status.
 @function stat
 @tparam[opt=false] boolean nofollow describe a final symlink itself
-@treturn[1] table {type=, mode=, uid=, gid=, size=, mtime=, mtime_ns=}
+@treturn[1] table {type=, mode=, uid=, gid=, size=, mtime=, mtime_ns=, ctime=, ctime_ns=,
+dev=, ino=} (`*_ns`: the nanoseconds part of that second)
 @return[2] nil
 @treturn[2] string "<path>: strerror"
 @treturn[2] int errno

@@ -38,6 +38,8 @@ M.OPTIONS = {
     help = "revert: also restore files edited since vfioinit wrote them, keeping their "
       .. "content as PATH.vfioinit-edited; --device/--match: pass a device the safety rules refuse "
       .. "(boot VGA, the root disk's controller)" },
+  { "--full", key = "full",
+    help = "verify: read every image, even one whose fingerprint says it is unchanged since it was verified" },
   { "--dry-run", key = "dry_run", help = "revert: print the diff revert would make; write nothing" },
   { "--json", key = "json", help = "print exactly one JSON object on stdout, whatever happens" },
   { "--version", key = "version", help = "print the version and exit" },
@@ -279,7 +281,8 @@ local function cmd_rebuild(v, o)
 end
 
 local function cmd_verify(v, o)
-  local list, err = v.verify({ root = o.root, kernels = o.kernels, generators = o.generators, modules = o.modules })
+  local list, err = v.verify({ root = o.root, kernels = o.kernels, generators = o.generators, modules = o.modules,
+    full = o.full })
   if not list then return fail(o, err) end
   local ok = true
   for _, r in ipairs(list) do if not r.ok then ok = false end end
@@ -288,7 +291,8 @@ local function cmd_verify(v, o)
   else
     for _, r in ipairs(list) do
       out(("%s %s (%s, %s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
-        r.ok and "" or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
+        r.fingerprint and ", unchanged since verified" or r.ok and ""
+          or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
     end
     if #list == 0 then note(o, "no images to verify") end
   end

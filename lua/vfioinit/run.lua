@@ -18,6 +18,7 @@ local kernel = require "vfioinit.kernel"
 local context = require "vfioinit.context"
 local modprobe = require "vfioinit.modprobe"
 local bind = require "vfioinit.bind"
+local fingerprint = require "vfioinit.fingerprint"
 
 local M = {}
 
@@ -116,7 +117,7 @@ function M.new(opts, registry, fname)
   local run = setmetatable({
     opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
     extra = util.unique(extra), ids = ids, bind = sel,
-    facts = { kmod = {}, modules = {}, verified = {} },
+    facts = { kmod = {}, modules = {}, verified = {} }, reread = {},
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
     softdeps = opts.softdeps })
@@ -185,7 +186,8 @@ end
 
 --- run:verified(gen, kver) -> verify.check's result for that image, read once per run
 -- unless `forget` drops it (the image was rebuilt): reading a 13 MB image is most of a
--- no-op apply's time.
+-- no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
+-- answers for an image that has not changed since it was read; `opts.full` re-reads.
 function Run:verified(gen, kver)
   local key = gen.name .. "\0" .. kver
   local f = self.facts.verified
@@ -194,13 +196,20 @@ function Run:verified(gen, kver)
     -- the image must carry vfioinit's modprobe.d file as it is now in root
     local mp = core.fs.stat(self.root, modprobe.FILE) and core.fs.read(self.root, modprobe.FILE) or nil
     local modules = self.verify_modules or self.extra
+    self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
-      bind_script = bind.expected(self.root, gen) })
+      bind_script = bind.expected(self.root, gen),
+      fingerprints = self.fingerprints, full = self.opts.full or self.reread[key] })
   end
   return f[key]
 end
 
-function Run:forget(gen, kver) self.facts.verified[gen.name .. "\0" .. kver] = nil end
+-- A rebuilt image is read again in full, whatever its fingerprint says.
+function Run:forget(gen, kver)
+  local key = gen.name .. "\0" .. kver
+  self.facts.verified[key] = nil
+  self.reread[key] = true
+end
 
 --- run:close(): release the libkmod contexts (also done by their __gc).
 function Run:close()

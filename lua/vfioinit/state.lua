@@ -30,6 +30,7 @@ local M = {}
 M.DIR = "/var/lib/vfioinit"
 M.MANIFEST = M.DIR .. "/manifest"
 M.BACKUPS = M.DIR .. "/backups"
+M.FINGERPRINTS = M.DIR .. "/verified"  -- lua/vfioinit/fingerprint.lua: a cache, goes with the manifest
 M.HEADER = "vfioinit-manifest 2"
 M.EDITED_SUFFIX = ".vfioinit-edited"
 
@@ -205,6 +206,7 @@ function M.save(root, list)
   if #list == 0 then
     local ok, err, code = core.fs.remove(root, M.MANIFEST)
     if not ok and code ~= ENOENT then return nil, err end
+    core.fs.remove(root, M.FINGERPRINTS)
     core.fs.remove(root, M.BACKUPS)  -- only when empty; else kept
     core.fs.remove(root, M.DIR)
     return true
@@ -357,7 +359,7 @@ end
 -- src/fs.c temp_create), and any in the backups dir. Callers hold the lock, so no other
 -- vfioinit is writing them right now.
 function M.sweep(root, paths)
-  local dirs = { [M.BACKUPS] = {}, [M.DIR] = { manifest = true } }
+  local dirs = { [M.BACKUPS] = {}, [M.DIR] = { manifest = true, verified = true } }
   for _, p in ipairs(paths) do
     local dir, name = p:match("^(.*)/([^/]+)$")
     if dir then
@@ -507,6 +509,7 @@ function M.revert(root, opts)
   -- every restore is durable and recorded: now the backups, then the manifest
   remove_backups(root)
   core.fs.remove(root, M.BACKUPS)
+  core.fs.remove(root, M.FINGERPRINTS)  -- images are rebuilt without VFIO now
   local ok, err, code = core.fs.remove(root, M.MANIFEST)
   if not ok and code ~= ENOENT then return nil, err end
   core.fs.remove(root, M.DIR)

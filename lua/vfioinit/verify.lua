@@ -6,6 +6,8 @@ local util = require "vfioinit.util"
 local kernel = require "vfioinit.kernel"
 local image = require "vfioinit.image"
 local modprobe = require "vfioinit.modprobe"
+local fingerprint = require "vfioinit.fingerprint"
+local context = require "vfioinit.context"
 
 local M = {}
 
@@ -33,33 +35,46 @@ function M.required(root, kver, extra, facts)
   return req
 end
 
--- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=}
--- opts: modules (extra), modprobe_content (expected in the image), facts (a run),
--- bind_script (the generator's bind script in root: the image must run it before udev)
-function M.check(ctx, gen, kver, opts)
-  opts = opts or {}
-  local root = ctx.root
-  local path, perr = gen.image_path(ctx, kver)
-  local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
-  if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
-  local req, rerr = M.required(root, kver, opts.modules, opts.facts)
-  if not req then r.error = rerr; return r end
-  local resolved = core.fs.resolve(root, path)
-  local st = resolved and core.fs.stat(root, resolved)
-  if not st then
-    r.error = path .. ": no image"
-    r.missing = req
-    return r
+-- The generator's config as it is now: its main config and every file of `<config>.d`
+-- (mkinitcpio.conf.d, dracut.conf.d), each as path=sha256 (or absent/unreadable).
+local function config_state(root, gen)
+  if not gen.config then return {} end
+  local files, out = { gen.config }, {}
+  for _, name in ipairs(core.fs.dir(root, gen.config .. ".d") or {}) do
+    files[#files + 1] = gen.config .. ".d/" .. name
   end
-  local want = {}
-  for _, n in ipairs(gen.image_want or {}) do want[n] = true end
-  local mp = modprobe.FILE:sub(2)
-  local expect_mp = opts.modprobe_content
-  if expect_mp then want[mp] = true end
-  local bind_script = gen.bind and opts.bind_script
-  if bind_script then for _, n in ipairs(gen.bind.want) do want[n] = true end end
+  for _, f in ipairs(files) do
+    local text, err = core.fs.read(root, f, context.MAX_CONFIG)
+    out[#out + 1] = f .. "=" .. (text and core.hash.sha256(text) or ("unreadable " .. tostring(err)))
+  end
+  return out
+end
+
+local function sorted(list)
+  local c = {}
+  for i, v in ipairs(list) do c[i] = v end
+  table.sort(c)
+  return c
+end
+
+-- key_of(root, gen, kver, resolved, req, want, modprobe_content) -> sha256 of everything
+-- besides the image's own bytes that a verify result depends on: what it was checked
+-- against (modules, members, modprobe.d file) and the generator's config state.
+function M.key_of(root, gen, kver, resolved, req, want, expect_mp, bind_script)
+  local keys = {}
+  for k in pairs(want) do keys[#keys + 1] = k end
+  local parts = { fingerprint.HEADER, core._VERSION, gen.name, kver, resolved,
+    "modules=" .. table.concat(sorted(req), ","), "members=" .. table.concat(sorted(keys), ","),
+    "modprobe=" .. (expect_mp and core.hash.sha256(expect_mp) or "-"),
+    "bind=" .. (bind_script and core.hash.sha256(bind_script) or "-") }
+  for _, c in ipairs(config_state(root, gen)) do parts[#parts + 1] = c end
+  return core.hash.sha256(table.concat(parts, "\0"))
+end
+
+-- Read the image and fill r: missing modules, early-load list, modprobe.d file.
+local function read_image(r, gen, kver, req, resolved, want, expect_mp, root, bind_script)
   local entries, contents = core.image.list(root, resolved, want)
-  if not entries then r.error = contents; r.missing = req; return r end
+  if not entries then r.error = contents; r.missing = req; return end
   local absent = image.has_modules(entries, kver, req)
   local early = gen.early_modules and gen.early_modules(contents or {}) or nil
   local seen = {}
@@ -74,15 +89,58 @@ function M.check(ctx, gen, kver, opts)
     end
   end
   if expect_mp then
+    local mp = modprobe.FILE:sub(2)
     local got = contents and (contents[mp] or contents["./" .. mp])
     if got ~= expect_mp then r.missing[#r.missing + 1] = modprobe.FILE end
   end
   if bind_script then
-    -- the bind script as it is in root, wired to run before udev (the generator says how)
     for _, m in ipairs(gen.bind.check(contents or {}, bind_script)) do r.missing[#r.missing + 1] = m end
   end
+end
+
+-- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=,
+-- fingerprint=true when answered from the fingerprint store without reading}
+-- opts: modules (extra), modprobe_content (expected in the image), facts (a run),
+-- bind_script (the generator's bind script in root: the image must run it before udev),
+-- fingerprints (a fingerprint.load store: look up unless `full`, record an ok read)
+function M.check(ctx, gen, kver, opts)
+  opts = opts or {}
+  local root = ctx.root
+  local path, perr = gen.image_path(ctx, kver)
+  local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
+  if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
+  local req, rerr = M.required(root, kver, opts.modules, opts.facts)
+  if not req then r.error = rerr; return r end
+  local resolved = core.fs.resolve(root, path)
+  local now = os.time()  -- before the stat: the image must have settled by then
+  local st = resolved and core.fs.stat(root, resolved)
+  if not st then
+    r.error = path .. ": no image"
+    r.missing = req
+    return r
+  end
+  local want = {}
+  for _, n in ipairs(gen.image_want or {}) do want[n] = true end
+  local expect_mp = opts.modprobe_content
+  if expect_mp then want[modprobe.FILE:sub(2)] = true end
+  -- the bind script as it is in root, wired to run before udev (the generator says how)
+  local bind_script = gen.bind and opts.bind_script
+  if bind_script then for _, n in ipairs(gen.bind.want) do want[n] = true end end
+  local store, key = opts.fingerprints, nil
+  if store then
+    key = M.key_of(root, gen, kver, resolved, req, want, expect_mp, bind_script)
+    if not opts.full and fingerprint.lookup(store, gen.name, kver, resolved, st, key) then
+      r.size, r.ok, r.fingerprint = st.size, true, true
+      return r
+    end
+  end
+  read_image(r, gen, kver, req, resolved, want, expect_mp, root, bind_script)
+  if r.error then return r end
   r.size = st.size
   r.ok = #r.missing == 0
+  if r.ok and store then
+    fingerprint.record(root, store, gen.name, kver, resolved, st, core.fs.stat(root, resolved), key, now)
+  end
   return r
 end
 
