@@ -36,9 +36,8 @@ M.MAX_ENTRIES = 512        -- generators x kernels; the oldest go first
 -- Seconds an image's ctime must lie in the past to be recorded. Test builds
 -- (core._TESTING) take VFIOINIT_FP_SETTLE so specs need not wait.
 M.SETTLE = 3
-if core._TESTING and tonumber(os.getenv("VFIOINIT_FP_SETTLE") or "") then
-  M.SETTLE = tonumber(os.getenv("VFIOINIT_FP_SETTLE"))
-end
+local settle = core._TESTING and tonumber(os.getenv("VFIOINIT_FP_SETTLE") or "")
+if settle then M.SETTLE = settle end
 
 local STAT = { "dev", "ino", "size", "mtime", "mtime_ns", "ctime", "ctime_ns" }
 
