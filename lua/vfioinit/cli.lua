@@ -101,6 +101,21 @@ local function check_input(o)
   end
 end
 
+-- One line per boot chain: entry → kernel → initramfs|UKI (cmdline from X).
+local function chain_line(c)
+  local what = c.kind == "uki" and ("UKI " .. c.path) or ((c.path or "?") .. " → " .. (c.initramfs or "no initramfs"))
+  local from = c.cmdline_source and ("cmdline from " .. c.cmdline_source
+    .. (c.generated_from and (", generated from " .. c.generated_from) or "")) or "no command line known"
+  return ("  %s%s → %s → %s (%s)%s\n"):format(c.entry, c.default and " [default]" or "", c.kernel, what, from,
+    c.exists == false and " [missing]" or "")
+end
+
+local function print_chains(st)
+  out("boot chains:\n")
+  if st.boot_chains_error then out("  " .. tostring(st.boot_chains_error) .. "\n") end
+  for _, c in ipairs(st.boot_chains or {}) do out(chain_line(c)) end
+end
+
 -- status, human-readable: one line per generator, kernel, config and image.
 local function print_status(st)
   local d = st.distro
@@ -124,9 +139,10 @@ local function print_status(st)
     out(#pending == 0 and "config: VFIO modules configured\n" or ("config: needs changes in " .. table.concat(pending, ", ") .. "\n"))
   end
   for _, r in ipairs(st.images) do
-    out(("image: %s (%s, %s): %s\n"):format(r.image, r.generator, r.kernel,
+    out(("image: %s (%s, %s%s): %s\n"):format(r.image, r.generator, r.kernel, r.chain and (", booted by " .. r.chain) or "",
       r.ok and "has the VFIO modules" or ("lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
   end
+  print_chains(st)
 end
 
 local function cmd_status(v, o)

@@ -144,6 +144,12 @@ local function bind_pipeline(M, registry)
     if not o then return nil, err end
     return pipeline.status(o, registry)
   end
+  --- boot_chains{root=, kernels=, generators=} -> list of boot chains | nil, err
+  function M.boot_chains(opts)
+    local o, err = checkopts(opts, "boot_chains")
+    if not o then return nil, err end
+    return pipeline.boot_chains(o, registry)
+  end
   M.update_initramfs = update_initramfs(registry)
   M.revert = revert
 end

@@ -34,13 +34,19 @@ function M.required(root, kver, extra, facts)
 end
 
 -- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=}
--- opts: modules (extra), modprobe_content (expected in the image), facts (a run)
+-- opts: modules (extra), modprobe_content (expected in the image), facts (a run),
+-- chain (a boot chain whose initramfs is what boots instead of the generator's image:
+-- that file is checked; r.chain names its entry, r.generator_image the one not checked)
 function M.check(ctx, gen, kver, opts)
   opts = opts or {}
   local root = ctx.root
   local path, perr = gen.image_path(ctx, kver)
   local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
   if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
+  if opts.chain then
+    r.generator_image, r.chain = path, opts.chain.entry
+    path, r.image = opts.chain.initramfs, opts.chain.initramfs
+  end
   local req, rerr = M.required(root, kver, opts.modules, opts.facts)
   if not req then r.error = rerr; return r end
   local resolved = core.fs.resolve(root, path)
