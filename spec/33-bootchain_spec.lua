@@ -167,6 +167,22 @@ describe("boot chain: BLS type #1 entries (Fedora, kernel-install layout=bls)", 
     assert.are.equal(0, code)
     assert.truthy(out:find("image: /boot/initramfs-" .. KVER .. "-custom.img (dracut, " .. KVER
       .. ", booted by bls: " .. MID .. "-" .. KVER .. ".conf)", 1, true), out)
+    out, _, code = h.sh(h.BIN .. " --root " .. h.q(root) .. " verify")
+    assert.are.equal(2, code)
+    assert.truthy(out:find("FAIL /boot/initramfs-" .. KVER .. "-custom.img (dracut, " .. KVER .. ", booted by bls: "
+      .. MID .. "-" .. KVER .. ".conf instead of /boot/initramfs-" .. KVER .. ".img)", 1, true), out)
+  end)
+
+  it("judges only the generator that builds what boots: with several and none active, each keeps its image", function()
+    root = h.all_root()
+    h.writefile(root .. "/lib/modules/" .. KVER .. "/modules.dep", "")
+    h.writefile(root .. "/boot/loader/entries/x.conf", "linux /vmlinuz-" .. KVER .. "\ninitrd /custom.img\n")
+    local list = assert(vfioinit.verify({ root = root }))
+    assert.are.equal(4, #list)
+    for _, r in ipairs(list) do assert.is_nil(r.chain, r.generator) end
+    -- the one selected generator is the one whose image boots
+    local one = assert(vfioinit.verify({ root = root, generators = { "dracut" } }))
+    assert.are.equal("/boot/custom.img", one[1].image)
   end)
 
   it("verify keeps the generator's image when the entry boots that one", function()
@@ -441,4 +457,60 @@ describe("boot chain: real roots (tools/mkroot)", function()
       end)
     end
   end
+end)
+
+-- apply with a stand-in booster (core.spawn.run writes a real newc image with the kernel's
+-- VFIO modules, as in spec/89-run_spec.lua): the rebuild is judged on what it built, the
+-- final verification on what the boot entry loads.
+describe("boot chain: apply verifies what boots, not only what it built", function()
+  local core = require "vfioinit.core"
+  local root, real_spawn, built
+
+  local function stub_spawn(o)
+    local kver, image = o.argv[5], o.argv[6]
+    local d = h.tmpdir()
+    local vdir = "/lib/modules/" .. kver .. "/kernel/drivers/vfio"
+    h.sh(("mkdir -p %s && cp -r %s %s"):format(h.q(d .. "/usr" .. vdir:match("^(.*)/vfio$")), h.q(root .. vdir), h.q(d .. "/usr" .. vdir)))
+    local list = {}
+    for name in h.sh("find " .. h.q(root .. vdir) .. " -name '*.ko*'"):gmatch("([^/\n]+)%.ko[^\n]*") do list[#list + 1] = "- " .. name .. "\n" end
+    h.writefile(d .. "/etc/booster.init.yaml", "modulesforceload:\n" .. table.concat(list))
+    local _, ok = h.sh(("cd %s && find . | cpio -o -H newc --quiet > %s"):format(h.q(d), h.q(root .. image)))
+    h.rm(d)
+    assert(ok, "stub booster: cpio failed")
+    built[#built + 1] = image
+    return { status = 0, timed_out = false, seconds = 0.01 }
+  end
+
+  before_each(function()
+    built = {}
+    root = h.make_root({ os = { ID = "arch" }, files = { ["/etc/booster.yaml"] = "" } })
+    h.writefile(root .. "/usr/bin/booster", "\127ELF stand-in\n", 493)
+    assert.are.equal(KVER, (h.install_kernel(root, "cloud", KVER)))
+    real_spawn = core.spawn.run
+    core.spawn.run = stub_spawn
+  end)
+  after_each(function()
+    core.spawn.run = real_spawn
+    h.rm(root)
+  end)
+
+  it("fails, naming the entry, when the entry loads an image the generator does not build", function()
+    h.writefile(root .. "/boot/loader/entries/arch.conf",
+      "title Arch\nlinux /vmlinuz-" .. KVER .. "\ninitrd /initramfs-" .. KVER .. "-custom.img\noptions rw\n")
+    local rep = vfioinit.update_initramfs({ root = root })
+    assert.are.same({ "/boot/booster-" .. KVER .. ".img" }, built)   -- the rebuild builds what it always built
+    assert.is_true(rep.rebuilt[1].ok)
+    assert.is_false(rep.ok)
+    assert.are.equal("bls: arch.conf boots /boot/initramfs-" .. KVER .. "-custom.img, not /boot/booster-" .. KVER
+      .. ".img (the image booster builds): /boot/initramfs-" .. KVER .. "-custom.img: no image", rep.error)
+  end)
+
+  it("succeeds when the entry loads the generator's image", function()
+    h.writefile(root .. "/boot/loader/entries/arch.conf",
+      "title Arch\nlinux /vmlinuz-" .. KVER .. "\ninitrd /booster-" .. KVER .. ".img\noptions rw\n")
+    local rep = vfioinit.update_initramfs({ root = root })
+    assert.is_true(rep.ok, rep.error)
+    assert.are.equal("/boot/booster-" .. KVER .. ".img", rep.verified[1].image)
+    assert.is_nil(rep.verified[1].chain)
+  end)
 end)

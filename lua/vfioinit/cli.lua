@@ -196,7 +196,8 @@ local function cmd_apply(v, o)
     for _, r in ipairs(report.verified) do
       local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
       if r.ok then
-        out(("verified %s (%s): VFIO modules present\n"):format(r.image, r.kernel))
+        out(("verified %s (%s%s): VFIO modules present\n"):format(r.image, r.kernel,
+          r.chain and (", booted by " .. r.chain) or ""))
       elseif r.stale then
         out(("image %s for %s is stale (lacks %s): run 'vfioinit rebuild' to bring it up to date\n")
           :format(r.image or "?", r.kernel, lacks))
@@ -233,7 +234,8 @@ local function cmd_verify(v, o)
     out(json.encode({ ok = ok, images = list }) .. "\n")
   else
     for _, r in ipairs(list) do
-      out(("%s %s (%s, %s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
+      out(("%s %s (%s, %s%s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
+        r.chain and (", booted by " .. r.chain .. " instead of " .. tostring(r.generator_image)) or "",
         r.ok and "" or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
     end
     if #list == 0 then out("no images to verify\n") end

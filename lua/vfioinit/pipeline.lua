@@ -144,6 +144,14 @@ local function verify_all(run, plan, opts, report)
   end
   if not all_ok and opts.rebuild ~= false then
     report.error = "an image lacks VFIO modules after the rebuild (see verified)"
+    for _, v in ipairs(report.verified) do
+      -- the rebuild cannot fix a file the generator does not build: say which one boots
+      if not v.ok and v.chain then
+        report.error = ("%s boots %s, not %s (the image %s builds): %s"):format(v.chain, v.image,
+          v.generator_image, v.generator, v.error or ("it lacks " .. table.concat(v.missing, ", ")))
+        break
+      end
+    end
     return false
   end
   report.images_ok = all_ok
