@@ -301,7 +301,7 @@ describe("boot chain: UKIs on the ESP (systemd-boot type #2, EFI/Linux/*.efi)", 
   end
 
   it_pe("without a section reader, the file name decides (-<kver>- or -<kver>.efi)", function()
-    package.loaded["vfioinit.uki"] = false
+    package.loaded["vfioinit.uki"] = {}  -- a build without the PE reader
     make_uki(root .. "/efi/EFI/Linux/arch-" .. KVER .. ".efi", KVER, "root=/dev/vda quiet")
     make_uki(root .. "/boot/efi/EFI/Linux/arch-" .. OTHER .. "-fallback.efi", OTHER, "root=/dev/vda")
     local list = assert(vfioinit.boot_chains({ root = root }))
@@ -372,9 +372,10 @@ describe("boot chain: mkinitcpio preset with <preset>_uki", function()
 
   it("an existing UKI found on the ESP is the preset's chain, not a second one", function()
     root = arch_root(preset(true, true), { ["/efi/EFI/Linux/arch-" .. KVER .. ".efi"] = "MZ" })
-    package.loaded["vfioinit.uki"] = false
+    local saved = package.loaded["vfioinit.uki"]
+    package.loaded["vfioinit.uki"] = {}  -- a build without the PE reader
     local list = by_kernel(assert(vfioinit.boot_chains({ root = root })), KVER)
-    package.loaded["vfioinit.uki"] = nil
+    package.loaded["vfioinit.uki"] = saved
     assert.are.equal(2, #list)
     assert.is_true(list[1].exists)
     assert.truthy(list[1].entry:match("^preset: "))
@@ -456,6 +457,37 @@ describe("boot chain: real roots (tools/mkroot)", function()
         assert.are.equal(before, h.tree_hash(dir .. "/boot"))
       end)
     end
+  end
+
+  -- issue 15's setup: the Arch-like root's preset switched to a UKI, default_image commented out
+  local mk = h.cache_dir() .. "/roots/mkinitcpio"
+  local name = "mkinitcpio v41 root with default_uki: the UKI is the kernel's chain, status says so"
+  if not real or not h.readfile(mk .. "/etc/os-release") then
+    pending(name .. " (VFIOINIT_REAL=1 and a cached root)")
+  else
+    it(name, function()
+      local dir = h.tmpdir()
+      local dest = dir .. "/root"
+      local out, ok = h.sh("tools/clone-root --overlay mkinitcpio " .. h.q(dest) .. " 2>&1")
+      assert(ok, out)
+      local okr, err = pcall(function()
+        local kver = assert(vfioinit.detect({ root = dest })).kernels[1]
+        local pf = dest .. "/etc/mkinitcpio.d/" .. kver .. ".preset"
+        local text = assert(h.readfile(pf))
+        text = text:gsub("\ndefault_image=", "\n#default_image="):gsub("\n#default_uki=", "\ndefault_uki=")
+        h.writefile(pf, text)
+        local list = by_kernel(assert(vfioinit.boot_chains({ root = dest })), kver)
+        assert.are.equal("preset: /etc/mkinitcpio.d/" .. kver .. ".preset default_uki", list[1].entry)
+        assert.are.equal("/efi/EFI/Linux/arch-" .. kver .. ".efi", list[1].path)
+        assert.are.equal(1, #list)
+        local st = h.sh(h.BIN .. " --root " .. h.q(dest) .. " status")
+        assert.truthy(st:find("  preset: /etc/mkinitcpio.d/" .. kver .. ".preset default_uki → " .. kver
+          .. " → UKI /efi/EFI/Linux/arch-" .. kver .. ".efi", 1, true), st)
+      end)
+      h.sh("tools/clone-root --remove " .. h.q(dest) .. " >/dev/null 2>&1")
+      h.rm(dir)
+      assert(okr, err)
+    end)
   end
 end)
 

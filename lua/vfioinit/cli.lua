@@ -114,6 +114,7 @@ local function print_chains(st)
   out("boot chains:\n")
   if st.boot_chains_error then out("  " .. tostring(st.boot_chains_error) .. "\n") end
   for _, c in ipairs(st.boot_chains or {}) do out(chain_line(c)) end
+  if #(st.boot_chains or {}) == 0 and not st.boot_chains_error then out("  (none)\n") end
 end
 
 -- status, human-readable: one line per generator, kernel, config and image.
