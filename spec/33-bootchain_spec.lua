@@ -78,6 +78,11 @@ describe("boot chain: grub.cfg (Debian, grub-mkconfig)", function()
       assert.are.equal(recovery, list[1].entry, d)
       assert.is_true(list[1].default, d)
     end
+    -- an index past the last entry, or one naming the submenu itself, selects no entry to boot
+    for _, d in ipairs({ '"7"', '"1"' }) do
+      h.writefile(root .. "/boot/grub/grub.cfg", (cfg:gsub('set default="0"', "set default=" .. d)))
+      for _, c in ipairs(assert(vfioinit.boot_chains({ root = root }))) do assert.is_nil(c.default, d) end
+    end
     -- GRUB_DEFAULT=saved: the entry is in grubenv, not in grub.cfg: no entry is called the default
     h.writefile(root .. "/boot/grub/grub.cfg", (cfg:gsub('set default="0"', 'set default="${saved_entry}"')))
     local list = assert(vfioinit.boot_chains({ root = root }))
@@ -433,6 +438,11 @@ describe("boot chain: the generator's default image", function()
     local out = h.sh(h.BIN .. " --root " .. h.q(root) .. " status")
     assert.truthy(out:find("  generator: initramfs-tools → " .. KVER .. " → /boot/vmlinuz-" .. KVER
       .. " → /boot/initrd.img-" .. KVER .. " (no command line known) [missing]\n", 1, true), out)
+    h.rm(root)
+    -- no kernel installed: nothing boots, and status says so
+    root = h.make_root({ os = { ID = "debian" } })
+    out = h.sh(h.BIN .. " --root " .. h.q(root) .. " status")
+    assert.truthy(out:find("\nboot chains:\n  (none)\n", 1, true), out)
     h.rm(root)
   end)
 end)
