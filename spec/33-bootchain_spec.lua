@@ -90,6 +90,20 @@ describe("boot chain: grub.cfg (Debian, grub-mkconfig)", function()
     for _, c in ipairs(list) do assert.is_nil(c.default) end
   end)
 
+  it("reads a full grub.cfg on the ESP (EFI/<vendor>/grub.cfg), and nothing from a stub that only loads /boot's", function()
+    h.writefile(root .. "/boot/efi/EFI/debian/grub.cfg", "search.fs_uuid 0b1c7a3e root hd0,gpt2\n"
+      .. "set prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n")
+    assert.are.equal(3, #assert(vfioinit.boot_chains({ root = root })))
+    h.writefile(root .. "/boot/efi/EFI/fedora/grub.cfg", "set default=\"0\"\nmenuentry 'Fedora (" .. KVER .. ")' {\n"
+      .. "  linuxefi /vmlinuz-" .. KVER .. " root=/dev/sda3 ro\n  initrdefi /initramfs-" .. KVER .. ".img\n}\n")
+    local list = assert(vfioinit.boot_chains({ root = root }))
+    assert.are.equal(4, #list)
+    assert.are.equal("grub: Fedora (" .. KVER .. ")", list[4].entry)
+    assert.are.equal("/boot/efi/EFI/fedora/grub.cfg", list[4].cmdline_source)
+    assert.are.equal("/boot/initramfs-" .. KVER .. ".img", list[4].initramfs)
+    assert.are.equal("root=/dev/sda3 ro", list[4].cmdline)
+  end)
+
   it("maps paths of a separate /boot partition into root and keeps other kernels' entries apart", function()
     local cfg = table.concat({
       "set default=\"1\"",
@@ -130,7 +144,7 @@ local function fedora_root(entry_initrd, extra, real_kernel)
     ["/boot/loader/entries/" .. MID .. "-" .. KVER .. ".conf"] = bls,
     ["/boot/grub2/grub.cfg"] = "set default=\"${saved_entry}\"\ninsmod blscfg\nblscfg\n",
     ["/etc/kernel/cmdline"] = "root=UUID=5b2b7a4c ro rhgb quiet\n" }
-  for k, v in pairs(extra or {}) do files[k] = v end
+  for k, v in pairs(extra or {}) do files[k] = v or nil end
   if not real_kernel then return root_with(files, { "/usr/bin/dracut" }) end
   -- a real kernel tree (tools/fetch-kernel): its VFIO modules make status plan and verify
   local root = root_with(files, { "/usr/bin/dracut" }, {})
@@ -195,6 +209,25 @@ describe("boot chain: BLS type #1 entries (Fedora, kernel-install layout=bls)", 
     local r = assert(vfioinit.verify({ root = root }))[1]
     assert.are.equal("/boot/initramfs-" .. KVER .. ".img", r.image)
     assert.is_nil(r.chain)
+  end)
+
+  it("marks the entry systemd-boot's loader.conf `default` glob selects; @saved selects none here", function()
+    root = fedora_root(nil, { ["/boot/grub2/grub.cfg"] = false,
+      ["/boot/loader/entries/zz-" .. KVER .. "-rescue.conf"] = "title rescue\nversion " .. KVER .. "\nlinux /vmlinuz-" .. KVER
+        .. "\ninitrd /initramfs-rescue.img\noptions single\n",
+      ["/boot/loader/loader.conf"] = "timeout 3\n# default " .. MID .. "-*\ndefault zz-*-rescue\n" })
+    h.rm(root .. "/boot/grub2")
+    local list = assert(vfioinit.boot_chains({ root = root }))
+    assert.are.same({ "bls: " .. MID .. "-" .. KVER .. ".conf", "bls: zz-" .. KVER .. "-rescue.conf" }, entries(list))
+    assert.is_nil(list[1].default)
+    assert.is_true(list[2].default)
+    assert.is_nil(list[2].via)
+    h.writefile(root .. "/boot/loader/loader.conf", "default [!z]*.conf\n")
+    list = assert(vfioinit.boot_chains({ root = root }))
+    assert.is_true(list[1].default)
+    assert.is_nil(list[2].default)
+    h.writefile(root .. "/boot/loader/loader.conf", "default @saved\n")
+    for _, c in ipairs(assert(vfioinit.boot_chains({ root = root }))) do assert.is_nil(c.default) end
   end)
 
   it("names the entry file and line of a malformed entry, and status still reports", function()
@@ -317,6 +350,12 @@ describe("boot chain: UKIs on the ESP (systemd-boot type #2, EFI/Linux/*.efi)", 
     assert.are.equal("uefi", c.loader)
     assert.are.equal(c.path, c.cmdline_source)
     assert.is_nil(c.cmdline)            -- unknown without a reader
+    assert.is_nil(c.default)
+    -- loader.conf on the ESP: its `default` glob is matched against the UKI's file name
+    h.writefile(root .. "/efi/loader/loader.conf", "default arch-" .. KVER .. "*\n")
+    list = assert(vfioinit.boot_chains({ root = root }))
+    assert.is_true(by_kernel(list, KVER)[1].default)
+    assert.is_nil(by_kernel(list, OTHER)[1].default)
   end)
 
   it_pe("with a section reader, .uname decides and .cmdline is the command line", function()

@@ -9,7 +9,7 @@ names, in order), cmdline= (as the loader passes it; nil when unknown), cmdline_
 from, when one is), entry= ("grub: Debian GNU/Linux", "bls: X.conf", "esp: /efi/EFI/Linux/
 x.efi", "preset: /etc/mkinitcpio.d/linux.preset default_uki", ...), loader="uefi"|"bls"|
 "grub"|"generator", exists= (the UKI or initramfs is there), default= (GRUB's default
-entry), generator= (the generator whose rule names it), via= (a BLS entry GRUB reads
+entry; systemd-boot's: loader.conf's `default` glob), generator= (the generator whose rule names it), via= (a BLS entry GRUB reads
 through `blscfg`)}.
 
 Evidence, in this order (README "Boot chains"); a UKI found twice is one chain:
@@ -20,7 +20,8 @@ Evidence, in this order (README "Boot chains"); a UKI found twice is one chain:
     `.uname` is the kernel (file name holding `-<kver>-`/`-<kver>.efi` when unreadable);
  4. BLS entries (`<same dirs>/loader/entries/*.conf`) whose `version` or `linux`/`efi`
     path names the kernel;
- 5. grub.cfg menu entries whose `linux` path is `vmlinuz-<kver>` (the default entry first);
+ 5. grub.cfg menu entries (/boot/grub*/grub.cfg, then an ESP's EFI/<vendor>/grub.cfg) whose
+    `linux` path is `vmlinuz-<kver>` (the default entry first);
  6. none of these: each generator's default image (loader "generator", no command line).
 ]]
 local bootcfg = require "vfioinit.bootcfg"
@@ -50,8 +51,8 @@ function M.state(ctx, gens)
   local st = { ctx = ctx, gens = gens or {}, ukis = {} }
   local ki, err = places.kernel_install(ctx)
   if not ki then return nil, err end
-  st.ki, st.grubs = ki, {}
-  for _, p in ipairs(places.GRUB_CFGS) do
+  st.ki, st.grubs, st.sdboot = ki, {}, places.loader_default(ctx)
+  for _, p in ipairs(places.grub_cfgs(ctx)) do
     local text, rerr = ctx.read(p)
     if rerr then return nil, rerr end
     if text then st.grubs[#st.grubs + 1] = { path = p, cfg = bootcfg.grub(text) } end
@@ -123,13 +124,18 @@ local function uki_is(st, path, name, kver)
   return ("-" .. stem .. "-"):find("-" .. kver .. "-", 1, true) ~= nil
 end
 
+-- systemd-boot's loader.conf `default` glob selects this entry file?
+local function sdboot_default(st, name)
+  return (st.sdboot and st.sdboot.match(name)) or nil
+end
+
 -- 3: systemd-boot's type #2 entries.
 local function on_esp(st, kver, add)
   for _, d in ipairs(places.boot_dirs(st.ctx, "EFI/Linux")) do
     for _, n in ipairs(st.ctx.dir(d.path) or {}) do
       local path = d.path .. "/" .. n
       if n:lower():match("%.efi$") and uki_is(st, path, n, kver) then
-        add(uki_chain(st, kver, path, "esp: " .. path, "uefi"))
+        add(uki_chain(st, kver, path, "esp: " .. path, "uefi", { default = sdboot_default(st, n) }))
       end
     end
   end
@@ -143,7 +149,8 @@ local function from_bls(st, kver, add)
     local e = b.e
     local mine = e.version == kver or places.names_kernel(e.linux, kver) or places.names_kernel(e.efi, kver)
     if mine and e.efi then
-      add(uki_chain(st, kver, places.on_partition(st.ctx, b.dir, e.efi), "bls: " .. b.name, "bls", { via = via }))
+      add(uki_chain(st, kver, places.on_partition(st.ctx, b.dir, e.efi), "bls: " .. b.name, "bls",
+        { via = via, default = not via and sdboot_default(st, b.name) or nil }))
     elseif mine and e.linux then
       local initrds = {}
       for i, p in ipairs(e.initrd) do initrds[i] = places.on_partition(st.ctx, b.dir, p) end
@@ -151,6 +158,7 @@ local function from_bls(st, kver, add)
       add({ kernel = kver, kind = "image", path = places.on_partition(st.ctx, b.dir, e.linux), initramfs = ird,
         initrds = initrds, cmdline = e.options, cmdline_source = b.path, entry = "bls: " .. b.name, loader = "bls",
         exists = ird ~= nil and st.ctx.stat(ird) ~= nil, via = via,
+        default = not via and sdboot_default(st, b.name) or nil,
         generated_from = st.ctx.stat("/etc/kernel/cmdline") and "/etc/kernel/cmdline" or nil })
     end
   end

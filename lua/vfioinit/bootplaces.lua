@@ -153,6 +153,61 @@ function M.grub_path(ctx, p)
   return M.on_partition(ctx, "/boot", p)
 end
 
+-- Every grub.cfg that may hold menu entries: /boot/grub*, then the ESP's EFI/<vendor>/
+-- (Fedora before 34 kept the full UEFI config there; Debian, Ubuntu and later Fedora keep a
+-- stub that only `configfile`s /boot's, which has no entries of its own).
+function M.grub_cfgs(ctx)
+  local out = {}
+  for _, p in ipairs(M.GRUB_CFGS) do out[#out + 1] = p end
+  for _, d in ipairs(M.boot_dirs(ctx, "EFI")) do
+    for _, vendor in ipairs(ctx.dir(d.path) or {}) do
+      local p = d.path .. "/" .. vendor .. "/grub.cfg"
+      local st = ctx.stat(p)
+      if st and st.type == "file" then out[#out + 1] = p end
+    end
+  end
+  return out
+end
+
+-- A glob of systemd-boot's loader.conf (fnmatch: `*`, `?`, `[...]`, `[!...]`) as a Lua pattern.
+local function glob_pattern(glob)
+  local out, i = { "^" }, 1
+  while i <= #glob do
+    local c = glob:sub(i, i)
+    if c == "*" then out[#out + 1] = ".*"
+    elseif c == "?" then out[#out + 1] = "."
+    elseif c == "[" and glob:find("]", i + 2, true) then
+      local j = glob:find("]", i + 2, true)
+      local set = glob:sub(i + 1, j - 1):gsub("^!", "^"):gsub("%%", "%%%%")
+      out[#out + 1], i = "[" .. set .. "]", j
+    else out[#out + 1] = c:gsub("%W", "%%%0") end
+    i = i + 1
+  end
+  return table.concat(out) .. "$"
+end
+
+-- systemd-boot's `default` of loader/loader.conf (the first of /efi, /boot, /boot/efi that
+-- has one): {path=, glob=, match=function(entry file name)} | nil. `@saved` and the other
+-- `@` values name an EFI variable, which a root does not have: nil.
+function M.loader_default(ctx)
+  for _, d in ipairs(M.boot_dirs(ctx, "loader")) do
+    local p = d.path .. "/loader.conf"
+    local text = ctx.read(p)
+    if text then
+      local glob
+      for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+        glob = line:match("^%s*default%s+(%S+)") or glob
+      end
+      if not glob or glob:sub(1, 1) == "@" then return nil end
+      local pat = glob_pattern(glob)
+      return { path = p, glob = glob, match = function(name)
+        -- an entry's id is its file name; a pattern without the suffix matches too
+        return name:match(pat) ~= nil or name:gsub("%.[^.]*$", ""):match(pat) ~= nil
+      end }
+    end
+  end
+end
+
 -- The kernel image of kver: the distributions' names, then the module tree's copy.
 function M.kernel_image(ctx, kver)
   local base = machine.pkgbase(ctx.read, kver)
