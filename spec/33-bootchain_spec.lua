@@ -486,6 +486,24 @@ describe("boot chain: the generator's default image", function()
   end)
 end)
 
+describe("vfioinit.boot_chains arguments", function()
+  it("raises on a wrong type and returns nil, message for a kernel that is not installed", function()
+    assert.has_error(function() vfioinit.boot_chains(42) end)
+    assert.has_error(function() vfioinit.boot_chains({ kernels = "x" }) end)
+    local root = root_with({ ["/etc/os-release"] = "ID=debian\n" })
+    local list, err = vfioinit.boot_chains({ root = root, kernels = { "9.9.9" } })
+    assert.is_nil(list)
+    assert.are.equal("/lib/modules/9.9.9: no such kernel in " .. root, err)
+    -- only the kernels asked for
+    h.writefile(root .. "/lib/modules/" .. OTHER .. "/modules.dep", "")
+    h.writefile(root .. "/boot/grub/grub.cfg", "menuentry a {\n linux /boot/vmlinuz-" .. OTHER .. "\n}\n"
+      .. "menuentry b {\n linux /boot/vmlinuz-" .. KVER .. "\n}\n")
+    list = assert(vfioinit.boot_chains({ root = root, kernels = { OTHER } }))
+    assert.are.same({ "grub: a" }, entries(list))
+    h.rm(root)
+  end)
+end)
+
 describe("boot chain: real roots (tools/mkroot)", function()
   local real = os.getenv("VFIOINIT_REAL") == "1"
   for _, flavour in ipairs({ "initramfs-tools", "multi" }) do
