@@ -107,13 +107,15 @@ describe("boot chain: grub.cfg (Debian, grub-mkconfig)", function()
   it("maps paths of a separate /boot partition into root and keeps other kernels' entries apart", function()
     local cfg = table.concat({
       "set default=\"1\"",
-      "menuentry 'Debian, Linux " .. OTHER .. "' {", "  linux /vmlinuz-" .. OTHER .. " root=/dev/vda1 ro", "  initrd /initrd.img-" .. OTHER, "}",
+      "menuentry 'Debian, Linux " .. OTHER .. "' {", "  linux (hd0,gpt2)/vmlinuz-" .. OTHER .. " root=/dev/vda1 ro", "  initrd /initrd.img-" .. OTHER, "}",
       "menuentry 'Debian, Linux " .. KVER .. "' {", "  linux /vmlinuz-" .. KVER .. " root=/dev/vda1 ro quiet",
       "  initrd /intel-ucode.img /initrd.img-" .. KVER, "}", "" }, "\n")
     local r2 = root_with({ ["/etc/os-release"] = "ID=debian\n", ["/etc/initramfs-tools/modules"] = "",
       ["/boot/grub/grub.cfg"] = cfg, ["/boot/initrd.img-" .. KVER] = "x" }, { "/usr/sbin/update-initramfs" }, { KVER, OTHER })
     local list = assert(vfioinit.boot_chains({ root = r2 }))
     local mine, other = by_kernel(list, KVER), by_kernel(list, OTHER)
+    -- a GRUB device prefix is not part of the path
+    assert.are.equal("/boot/vmlinuz-" .. OTHER, other[1].path)
     assert.are.equal(1, #mine)
     assert.are.equal(1, #other)
     assert.are.equal("/boot/initrd.img-" .. KVER, mine[1].initramfs)
@@ -432,6 +434,19 @@ describe("boot chain: mkinitcpio preset with <preset>_uki", function()
     assert.are.equal("/boot/initramfs-" .. KVER .. ".img", list[1].initramfs)
   end)
 
+  it("refuses a relative <preset>_uki, naming the preset file and line, and changes nothing", function()
+    root = arch_root((preset(true, false):gsub('default_uki="/efi/', 'default_uki="efi/')))
+    local before = h.tree_hash(root)
+    local list, err = vfioinit.boot_chains({ root = root })
+    assert.is_nil(list)
+    assert.are.equal("/etc/mkinitcpio.d/" .. KVER .. ".preset:8: default_uki must be an absolute path (got \"efi/EFI/Linux/arch-"
+      .. KVER .. ".efi\")", err)
+    local out, _, code = h.sh(h.BIN .. " --root " .. h.q(root) .. " status 2>&1")
+    assert.are.equal(0, code)
+    assert.truthy(out:find("boot chains:\n  /etc/mkinitcpio.d/" .. KVER .. ".preset:8: default_uki must be", 1, true), out)
+    assert.are.equal(before, h.tree_hash(root))
+  end)
+
   it("uses a generator's own uki_path hook when it has one", function()
     root = arch_root(preset(true, false))
     local ctx = context.new({ root = root, distro = { id = "arch", id_like = {} } })
@@ -440,6 +455,10 @@ describe("boot chain: mkinitcpio preset with <preset>_uki", function()
     local chains = assert(bootchain.chains(ctx, { KVER }, { gen }))
     assert.are.same({ "mkinitcpio: uki" }, entries(chains[KVER]))
     assert.are.equal("/boot/EFI/Linux/hook-" .. KVER .. ".efi", chains[KVER][1].path)
+    gen.uki_path = function() return "rel.efi" end
+    local none, err = bootchain.chains(ctx, { KVER }, { gen })
+    assert.is_nil(none)
+    assert.are.equal("mkinitcpio: uki_path gave rel.efi for " .. KVER .. ", not an absolute path", err)
   end)
 end)
 

@@ -149,6 +149,7 @@ end
 -- GRUB's paths: grub.cfg under /boot/grub* is on /boot's partition, which is / when
 -- the path already starts with /boot.
 function M.grub_path(ctx, p)
+  p = p and p:gsub("^%b()", "")     -- `(hd0,gpt2)/vmlinuz`: a device, then a path on it
   if p and p:match("^/boot/") then return p end
   return M.on_partition(ctx, "/boot", p)
 end

@@ -22,9 +22,9 @@ local M = {}
 
 -- The last plain value of each assignment in a scanned shell file.
 local function values(sc)
-  local v = {}
+  local v = { lines = {} }
   for _, a in ipairs(sc) do
-    if not a.append then v[a.name] = a.array and a.items or a.value end
+    if not a.append then v[a.name], v.lines[a.name] = a.array and a.items or a.value, a.line end
   end
   return v
 end
@@ -63,10 +63,15 @@ function M.mkinitcpio(ctx, kver)
     local file_ok = v and preset_of(name, v, kver, base)
     for _, it in ipairs(v and type(v.PRESETS) == "table" and v.PRESETS or {}) do
       local p = it.value
-      local uki = v[p .. "_uki"] or v[p .. "_efi_image"]
+      local key = v[p .. "_uki"] and (p .. "_uki") or (p .. "_efi_image")
+      local uki = v[key]
       local kv = v[p .. "_kver"]
       local mine = type(kv) == "string" and (kv == kver or places.names_kernel(kv, kver)) or (kv == nil and file_ok)
       if type(uki) == "string" and uki ~= "" and mine then
+        -- mkinitcpio would write a relative path against its working directory: no place in root
+        if uki:sub(1, 1) ~= "/" then
+          return nil, ("%s:%d: %s must be an absolute path (got %q)"):format(path, v.lines[key], key, uki)
+        end
         out[#out + 1] = { path = uki, entry = ("preset: %s %s_uki"):format(path, p), generator = "mkinitcpio",
           generated_from = mkinitcpio_cmdline_source(ctx) }
       end
@@ -119,6 +124,9 @@ function M.for_generator(ctx, gen, kver)
     if not p then
       if err then return nil, err end
       return {}
+    end
+    if type(p) ~= "string" or p:sub(1, 1) ~= "/" then
+      return nil, ("%s: uki_path gave %s for %s, not an absolute path"):format(gen.name, tostring(p), kver)
     end
     return { { path = p, entry = gen.name .. ": uki", generator = gen.name } }
   end
