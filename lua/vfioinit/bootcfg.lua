@@ -52,12 +52,14 @@ end
 local LINUX = { linux = true, linux16 = true, linuxefi = true }
 local INITRD = { initrd = true, initrd16 = true, initrdefi = true }
 
--- A grub.cfg: { entries = { {title=, titles={outer..., title}, id=, line=, linux=,
--- cmdline=, initrd={paths}, linux_line=} ... } in file order (submenus flattened),
+-- A grub.cfg: { entries = { {title=, titles={outer..., title}, id=, ids={outer id or
+-- title..., own}, pos={0-based index per menu level}, line=, linux=, cmdline=,
+-- initrd={paths}, linux_line=} ... } in file order (submenus flattened),
 -- default = the `set default=` value (nil when unset), blscfg = true when the file runs
 -- `blscfg` (the entries then come from /boot/loader/entries) }.
 function M.grub(text)
   local cfg, stack, lineno = { entries = {} }, {}, 0
+  local top = { pos = {}, n = 0 }
   local cur
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     lineno = lineno + 1
@@ -66,19 +68,27 @@ function M.grub(text)
     if cmd == "menuentry" or cmd == "submenu" then
       local id
       for k = 3, #w do if w[k] == "$menuentry_id_option" then id = w[k + 1] end end
-      local titles = {}
-      for _, s in ipairs(stack) do if s.title then titles[#titles + 1] = s.title end end
+      local titles, ids, menu = {}, {}, top
+      for _, s in ipairs(stack) do
+        if s.title then titles[#titles + 1] = s.title; ids[#ids + 1] = s.id or s.title end
+        if s.kind == "submenu" then menu = s end
+      end
       titles[#titles + 1] = w[2]
-      local frame = { title = w[2], kind = cmd }
+      ids[#ids + 1] = id or w[2]
+      -- its place in the menu as `set default=` counts: 0-based, one index per submenu level
+      local pos = { unpack(menu.pos) }
+      pos[#pos + 1] = menu.n
+      menu.n = menu.n + 1
+      local frame = { title = w[2], id = id, kind = cmd, pos = pos, n = 0 }
       if cmd == "menuentry" then
-        cur = { title = w[2], titles = titles, id = id, line = lineno, initrd = {} }
+        cur = { title = w[2], titles = titles, ids = ids, pos = pos, id = id, line = lineno, initrd = {} }
         cfg.entries[#cfg.entries + 1] = cur
         frame.entry = cur
       end
       stack[#stack + 1] = frame
     elseif cmd == "}" then
-      local top = table.remove(stack)
-      if top and top.entry then cur = nil end
+      local frame = table.remove(stack)
+      if frame and frame.entry then cur = nil end
     elseif cmd and line:match("{%s*$") then
       stack[#stack + 1] = { kind = "block" }           -- function f { ... }
     elseif cmd == "set" and w[2] and w[2]:match("^default=") and #stack == 0 then
@@ -93,6 +103,29 @@ function M.grub(text)
     end
   end
   return cfg
+end
+
+-- Does one `>`-separated part of `set default=` name the item at this level? GRUB
+-- (grub-core/normal/menu.c) takes a number as the 0-based index, else an id or a title.
+local function part_matches(part, e, level)
+  if part:match("^%d+$") then return tonumber(part) == e.pos[level] end
+  return part == e.ids[level] or part == e.titles[level]
+end
+
+-- The entry `set default=` selects: its index in cfg.entries, or nil when the default is
+-- unset, a variable (`${saved_entry}`: kept in grubenv, not in grub.cfg), or names no
+-- entry (a submenu itself, an index past the end). GRUB falls back to entry 0 when unset.
+function M.grub_default(cfg)
+  local d = cfg.default or "0"
+  if d:find("$", 1, true) then return nil end
+  local parts = {}
+  for p in (d .. ">"):gmatch("([^>]*)>") do parts[#parts + 1] = p end
+  for i, e in ipairs(cfg.entries) do
+    local ok = #e.pos == #parts
+    for level = 1, #parts do ok = ok and part_matches(parts[level], e, level) end
+    if ok then return i end
+  end
+  return nil
 end
 
 -- One BLS type #1 entry (uapi-group.org/specifications/specs/boot_loader_specification):

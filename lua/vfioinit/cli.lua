@@ -169,6 +169,22 @@ local function check_input(o)
   if sel == nil then return berr end
 end
 
+-- One line per boot chain: entry → kernel → initramfs|UKI (cmdline from X).
+local function chain_line(c)
+  local what = c.kind == "uki" and ("UKI " .. c.path) or ((c.path or "?") .. " → " .. (c.initramfs or "no initramfs"))
+  local from = c.cmdline_source and ("cmdline from " .. c.cmdline_source
+    .. (c.generated_from and (", generated from " .. c.generated_from) or "")) or "no command line known"
+  return ("  %s%s → %s → %s (%s)%s\n"):format(c.entry, c.default and " [default]" or "", c.kernel, what, from,
+    c.exists == false and " [missing]" or "")
+end
+
+local function print_chains(st)
+  out("boot chains:\n")
+  if st.boot_chains_error then out("  " .. tostring(st.boot_chains_error) .. "\n") end
+  for _, c in ipairs(st.boot_chains or {}) do out(chain_line(c)) end
+  if #(st.boot_chains or {}) == 0 and not st.boot_chains_error then out("  (none)\n") end
+end
+
 -- status, human-readable: one line per generator, kernel, config and image.
 local function print_status(st)
   local d = st.distro
@@ -192,9 +208,10 @@ local function print_status(st)
     out(#pending == 0 and "config: VFIO modules configured\n" or ("config: needs changes in " .. table.concat(pending, ", ") .. "\n"))
   end
   for _, r in ipairs(st.images) do
-    out(("image: %s (%s, %s): %s\n"):format(r.image, r.generator, r.kernel,
+    out(("image: %s (%s, %s%s): %s\n"):format(r.image, r.generator, r.kernel, r.chain and (", booted by " .. r.chain) or "",
       r.ok and "has the VFIO modules" or ("lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
   end
+  print_chains(st)
 end
 
 local function cmd_status(v, o)
@@ -252,7 +269,8 @@ local function cmd_apply(v, o)
     for _, r in ipairs(report.verified) do
       local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
       if r.ok then
-        out(("verified %s (%s): VFIO modules present\n"):format(r.image, r.kernel))
+        out(("verified %s (%s%s): VFIO modules present\n"):format(r.image, r.kernel,
+          r.chain and (", booted by " .. r.chain) or ""))
       elseif r.stale then
         out(("image %s for %s is stale (lacks %s): run 'vfioinit rebuild' to bring it up to date\n")
           :format(r.image or "?", r.kernel, lacks))
@@ -290,7 +308,8 @@ local function cmd_verify(v, o)
     out(json.encode({ ok = ok, images = list }) .. "\n")
   else
     for _, r in ipairs(list) do
-      out(("%s %s (%s, %s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
+      out(("%s %s (%s, %s%s)%s\n"):format(r.ok and "ok  " or "FAIL", r.image, r.generator, r.kernel,
+        r.chain and (", booted by " .. r.chain .. " instead of " .. tostring(r.generator_image)) or "",
         r.fingerprint and ", unchanged since verified" or r.ok and ""
           or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
     end

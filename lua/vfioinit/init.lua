@@ -220,6 +220,20 @@ local function bind_pipeline(M, registry)
     return pipeline.status(o, registry)
   end
 
+  --- What boots each kernel: unified kernel images, BLS entries, GRUB's generated menu, else
+  -- the generator's default image (README "Boot chains").
+  -- @function boot_chains
+  -- @tparam[opt] table opts `{root="/", kernels=nil, generators=nil}`
+  -- @treturn[1] {table,...} one entry per chain: `{kernel=, kind="uki"|"image", path=, initramfs=,
+  --   cmdline=, cmdline_source=, generated_from=, entry=, loader=, default=, exists=}`
+  -- @treturn[2] nil
+  -- @treturn[2] string message (`PATH:LINE: reason` for a loader file at fault)
+  function M.boot_chains(opts)
+    local o, err = checkopts(opts, "boot_chains")
+    if not o then return nil, err end
+    return pipeline.boot_chains(o, registry)
+  end
+
   --- The whole job: detect, plan, apply, rebuild the stale images, verify.
   -- @function update_initramfs
   -- @tparam[opt] table opts the options of plan, and `dry_run=false` (write nothing anywhere),

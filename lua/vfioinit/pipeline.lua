@@ -94,8 +94,8 @@ local function verifier(run, configured)
       if st and st.size > 0 then return true end
       return false, { "image" }
     end
-    run:forget(gen, kver)  -- the image was just rebuilt
-    local r = run:verified(gen, kver)
+    run:forget(gen, kver)  -- the image was just rebuilt: check what was built
+    local r = run:verified(gen, kver, true)
     return r.ok, r.missing
   end
 end
@@ -144,6 +144,14 @@ local function verify_all(run, plan, opts, report)
   end
   if not all_ok and opts.rebuild ~= false then
     report.error = "an image lacks VFIO modules after the rebuild (see verified)"
+    for _, v in ipairs(report.verified) do
+      -- the rebuild cannot fix a file the generator does not build: say which one boots
+      if not v.ok and v.chain then
+        report.error = ("%s boots %s, not %s (the image %s builds): %s"):format(v.chain, v.image,
+          v.generator_image, v.generator, v.error or ("it lacks " .. table.concat(v.missing, ", ")))
+        break
+      end
+    end
     return false
   end
   report.images_ok = all_ok
@@ -236,6 +244,21 @@ function M.verify_all(opts, registry)
   return list
 end
 
+--- boot_chains(opts, registry) -> list of boot chains, kernel by kernel (each kernel's in
+-- bootchain's order of evidence) | nil, err
+function M.boot_chains(opts, registry)
+  local run, err = runs.new(opts, registry, "boot_chains")
+  if not run then return nil, err end
+  local out = {}
+  for _, k in ipairs(run.kernels) do
+    local list, cerr = run:boot_chains(k)
+    if not list then run:close(); return nil, cerr end
+    for _, c in ipairs(list) do out[#out + 1] = c end
+  end
+  run:close()
+  return out
+end
+
 --- status(opts, registry) -> status | nil, err: the inventory, each kernel's VFIO
 -- module states, whether the configs are in place (the run's plan) and each image's
 -- verification, over one run.
@@ -254,10 +277,18 @@ function M.status(opts, registry)
   run.verify_modules = {}  -- status checks the VFIO set only, as verify without --module
   local gens = (#inv.kernels > 0 and plan) and run:targets() or nil
   local images = gens and M.verify(run, gens) or {}
+  -- what boots each kernel; a loader file at fault is reported, not fatal to status
+  local chains, chains_error = {}, nil
+  for _, k in ipairs(run.kernels) do
+    local list, cerr = run:boot_chains(k)
+    chains_error = chains_error or cerr
+    for _, c in ipairs(list or {}) do chains[#chains + 1] = c end
+  end
   run:close()
   return { ok = true, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
-    pending_changes = pending, plan_error = perr, images = images }
+    pending_changes = pending, plan_error = perr, images = images, boot_chains = chains,
+    boot_chains_error = chains_error }
 end
 
 return M

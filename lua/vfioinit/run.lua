@@ -184,12 +184,51 @@ function Run:drivers_for(kver, ids)
   return kernel.drivers_for({ root = self.root, kernel = kver, ids = ids, kmod = kctx })
 end
 
---- run:verified(gen, kver) -> verify.check's result for that image, read once per run
--- unless `forget` drops it (the image was rebuilt): reading a 13 MB image is most of a
--- no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
--- answers for an image that has not changed since it was read; `opts.full` re-reads.
-function Run:verified(gen, kver)
+--- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/bootchain.lua),
+-- computed once per run | nil, err (a loader file at fault: "PATH:LINE: reason")
+function Run:boot_chains(kver)
+  local f = self.facts
+  f.chains = f.chains or {}
+  if f.chains[kver] == nil then
+    local bootchain = require "vfioinit.bootchain"
+    if not f.bootstate and not f.bootstate_error then
+      f.bootstate, f.bootstate_error = bootchain.state(self.ctx, self:generators() or {})
+    end
+    if not f.bootstate then return nil, f.bootstate_error end
+    local list, err = bootchain.for_kernel(f.bootstate, kver)
+    f.chains[kver] = list or { error = err }
+  end
+  local c = f.chains[kver]
+  if c.error then return nil, c.error end
+  return c
+end
+
+-- Is `gen` the generator whose images boot? The active one; with none active, the only
+-- one acted on. Boot chains judge only its images.
+function Run:boots(gen)
+  local active = self.inventory.active
+  if active then return active == gen.name end
+  local gens = self:generators()
+  return gens ~= nil and #gens == 1 and gens[1] == gen
+end
+
+--- run:verified(gen, kver [, built]) -> verify.check's result for that kernel's image, read
+-- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
+-- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
+-- answers for an image that has not changed since it was read; `opts.full` re-reads. The image checked is the one the kernel's boot chain
+-- loads when that is not the generator's own (bootchain.boot_image); `built` checks the
+-- generator's own image (what a rebuild just wrote).
+function Run:verified(gen, kver, built)
   local key = gen.name .. "\0" .. kver
+  local chain
+  if not built and self:boots(gen) then
+    local chains, cerr = self:boot_chains(kver)
+    if not chains then
+      return { kernel = kver, generator = gen.name, ok = false, missing = {}, error = cerr }
+    end
+    chain = require("vfioinit.bootchain").boot_image(chains, gen, self.ctx, kver, true)
+  end
+  if chain then key = key .. "\0" .. chain.initramfs end
   local f = self.facts.verified
   if not f[key] then
     local verify = require "vfioinit.verify"
@@ -198,17 +237,19 @@ function Run:verified(gen, kver)
     local modules = self.verify_modules or self.extra
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
-      bind_script = bind.expected(self.root, gen),
-      fingerprints = self.fingerprints, full = self.opts.full or self.reread[key] })
+      bind_script = bind.expected(self.root, gen), chain = chain,
+      fingerprints = self.fingerprints, full = self.opts.full or self.reread[gen.name .. "\0" .. kver] })
   end
   return f[key]
 end
 
 -- A rebuilt image is read again in full, whatever its fingerprint says.
 function Run:forget(gen, kver)
-  local key = gen.name .. "\0" .. kver
-  self.facts.verified[key] = nil
-  self.reread[key] = true
+  local prefix = gen.name .. "\0" .. kver
+  for key in pairs(self.facts.verified) do
+    if key == prefix or key:sub(1, #prefix + 1) == prefix .. "\0" then self.facts.verified[key] = nil end
+  end
+  self.reread[prefix] = true
 end
 
 --- run:close(): release the libkmod contexts (also done by their __gc).

@@ -102,6 +102,8 @@ end
 -- fingerprint=true when answered from the fingerprint store without reading}
 -- opts: modules (extra), modprobe_content (expected in the image), facts (a run),
 -- bind_script (the generator's bind script in root: the image must run it before udev),
+-- chain (a boot chain whose initramfs is what boots instead of the generator's image:
+-- that file is checked; r.chain names its entry, r.generator_image the one not checked),
 -- fingerprints (a fingerprint.load store: look up unless `full`, record an ok read)
 function M.check(ctx, gen, kver, opts)
   opts = opts or {}
@@ -109,6 +111,10 @@ function M.check(ctx, gen, kver, opts)
   local path, perr = gen.image_path(ctx, kver)
   local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
   if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
+  if opts.chain then
+    r.generator_image, r.chain = path, opts.chain.entry
+    path, r.image = opts.chain.initramfs, opts.chain.initramfs
+  end
   local req, rerr = M.required(root, kver, opts.modules, opts.facts)
   if not req then r.error = rerr; return r end
   local resolved = core.fs.resolve(root, path)
