@@ -33,7 +33,8 @@ function M.required(root, kver, extra, facts)
   return req
 end
 
--- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=}
+-- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, kind="image"|"uki", ok=,
+--   missing={}, error=, cmdline= (a UKI's .cmdline)}
 -- opts: modules (extra), modprobe_content (expected in the image), facts (a run)
 function M.check(ctx, gen, kver, opts)
   opts = opts or {}
@@ -55,8 +56,11 @@ function M.check(ctx, gen, kver, opts)
   local mp = modprobe.FILE:sub(2)
   local expect_mp = opts.modprobe_content
   if expect_mp then want[mp] = true end
-  local entries, contents = core.image.list(root, resolved, want)
+  -- a unified kernel image is verified by its .initrd; its .cmdline is read back
+  local entries, contents, _, info = image.list(root, resolved, want)
+  r.kind = info and "uki" or "image"
   if not entries then r.error = contents; r.missing = req; return r end
+  r.cmdline = info and info.cmdline
   local absent = image.has_modules(entries, kver, req)
   local early = gen.early_modules and gen.early_modules(contents or {}) or nil
   local seen = {}
