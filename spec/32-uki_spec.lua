@@ -216,3 +216,41 @@ describe("rebuilding a mkinitcpio UKI (a stand-in mkinitcpio in a busybox chroot
     assert.is_nil(core.fs.stat(root, UKI .. ".vfioinit-prev"))
   end)
 end)
+
+describe("dracut with uefi=yes", function()
+  local dracut = require "vfioinit.generators.dracut"
+  local root
+  before_each(function()
+    root = h.make_root({ os = { ID = "fedora", BUILD_ID = "39" }, corpus = { ["/etc/dracut.conf"] = "dracut/dracut.conf" },
+      exec = { "/usr/bin/dracut", "/usr/lib/kernel/install.d/50-dracut.install" },
+      files = { ["/etc/machine-id"] = "0123456789abcdef0123456789abcdef\n" } })
+  end)
+  after_each(function() h.rm(root) end)
+
+  local function ctx() return context.new({ root = root, kernels = { "6.1.0-test" }, distro = { id = "fedora" } }) end
+
+  it("builds and verifies the UKI at dracut 059's own output path", function()
+    assert.is_nil(dracut.uki_path(ctx(), "6.1.0-test"))
+    h.writefile(root .. "/etc/dracut.conf.d/50-uki.conf", "uefi=yes\n")
+    assert.are.equal("/boot/EFI/Linux/linux-6.1.0-test-0123456789abcdef0123456789abcdef-39.efi", dracut.uki_path(ctx(), "6.1.0-test"))
+    sh("mkdir -p " .. q(root .. "/boot/efi/EFI"))
+    local want = "/boot/efi/EFI/Linux/linux-6.1.0-test-0123456789abcdef0123456789abcdef-39.efi"
+    assert.are.equal(want, dracut.image_path(ctx(), "6.1.0-test"))
+    assert.are.same({ { argv = { "dracut", "--force", want, "6.1.0-test" }, kernels = { "6.1.0-test" } } },
+      dracut.rebuild_argv(ctx(), { "6.1.0-test" }))
+    sh("mkdir -p " .. q(root .. "/efi/EFI") .. " " .. q(root .. "/efi/Default"))
+    assert.are.equal("/efi/EFI/Linux/linux-6.1.0-test-Default-39.efi", dracut.uki_path(ctx(), "6.1.0-test"))
+    h.writefile(root .. "/etc/dracut.conf.d/60-id.conf", "machine_id=no\n")
+    assert.are.equal("/efi/EFI/Linux/linux-6.1.0-test-39.efi", dracut.uki_path(ctx(), "6.1.0-test"))
+    -- a later config turns it off again
+    h.writefile(root .. "/etc/dracut.conf.d/90-no.conf", "uefi=no\n")
+    assert.is_nil(dracut.uki_path(ctx(), "6.1.0-test"))
+  end)
+
+  it("names the config at fault when it cannot be read", function()
+    h.writefile(root .. "/etc/dracut.conf.d/50-uki.conf", "uefi=\"yes\n")
+    local v, err = dracut.uki_path(ctx(), "6.1.0-test")
+    assert.is_nil(v)
+    assert.truthy(err:find("^/etc/dracut.conf.d/50%-uki.conf:1: "), err)
+  end)
+end)
