@@ -239,13 +239,13 @@ pe_section(lua_State *L)
 		lua_pushfstring(L, "%s: section %s is %I bytes (limit %I)", path, name, (lua_Integer)s->size, max);
 		return 2;
 	}
-	luaL_Buffer b;
-	char *p = luaL_buffinitsize(L, &b, (size_t)s->size);
+	/* a userdata as the buffer (Lua 5.1/LuaJIT have no luaL_buffinitsize); at most max bytes */
+	char *p = lua_newuserdatauv(L, s->size > 0 ? (size_t)s->size : 1, 0);
 	err = pe_pread(f, p, (size_t)s->size, s->offset);
 	pe_close(f);
 	if (err != 0)
 		return vfi_push_errno(L, path, err);
-	luaL_pushresultsize(&b, (size_t)s->size);
+	lua_pushlstring(L, p, (size_t)s->size);
 	return 1;
 }
 
