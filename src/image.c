@@ -875,11 +875,12 @@ window_check(lua_State *L)
 	luaL_checktype(L, I_WINDOW, LUA_TTABLE);
 	static const char *const keys[] = {"offset", "size"};
 	for (int i = 0; i < 2; i++) {
-		int isnum;
+		/* through lua_Number: Lua 5.1 has no lua_tointegerx */
 		lua_getfield(L, I_WINDOW, keys[i]);
-		lua_Integer v = lua_tointegerx(L, -1, &isnum);
+		int isnum = lua_type(L, -1) == LUA_TNUMBER;
+		lua_Number n = lua_tonumber(L, -1);
 		lua_pop(L, 1);
-		if (!isnum || v < 0)
+		if (!isnum || !(n >= 0 && n < 9007199254740992.0) || n != (lua_Number)(lua_Integer)n)
 			luaL_error(L, "bad argument #4 to 'list' (window.%s must be a non-negative integer)", keys[i]);
 	}
 }
