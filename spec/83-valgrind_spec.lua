@@ -1,17 +1,18 @@
 -- Every core function under valgrind (memcheck) with the release build: a Lua driver calls
 -- each one on its success and error paths (fs, kmod on the real Debian kernel,
--- scan.shell, scan.yaml, spawn.run, image.list, re.compile/find, lock.acquire), then closes the state. It must give
+-- scan.shell, scan.yaml, spawn.run, image.list, image.sections/section, re.compile/find, lock.acquire), then closes the state. It must give
 -- 0 errors and 0 bytes definitely lost. The release build is used on purpose: ASan and
 -- valgrind do not mix, and tools/test runs busted with ASan preloaded, so the driver runs
 -- in a clean environment against build/vfioinit/core.so (env VFIOINIT_VALGRIND_BUILD
 -- picks another release build dir).
 local h = require "helpers"
+local u = require "uki_helpers"
 
 local q, sh = h.q, h.sh
 local vbuild = os.getenv("VFIOINIT_VALGRIND_BUILD") or "build"
 
 local DRIVER = [=[
-local project, build, root, moddir, img_gz, img_zst = ...
+local project, build, root, moddir, img_gz, img_zst, uki = ...
 package.cpath = project .. "/" .. build .. "/?.so;" .. package.cpath
 local core = require "vfioinit.core"
 local n = 0
@@ -81,6 +82,21 @@ rx:close(); rx:close()
 do local r2 <close> = ok(core.re.compile("^1af4:")); ok(r2:find("1af4:1000")) end
 local r3 = ok(core.re.compile("x+")); r3 = nil
 
+-- unified kernel images (pe.c) and a window over the .initrd section
+if uki ~= "" then
+  local secs = ok(core.image.sections("/", uki))
+  local initrd
+  for _, sec in ipairs(secs) do if sec.name == ".initrd" then initrd = sec end end
+  ok(core.image.list("/", uki, { ["conf/modules"] = true }, { offset = initrd.offset, size = initrd.size }))
+  fails(core.image.list("/", uki, nil, { offset = initrd.offset, size = initrd.size - 1 }))
+  fails(core.image.list("/", uki, nil, { offset = initrd.offset, size = 1 << 40 }))
+  assert(ok(core.image.section("/", uki, ".cmdline")) == "quiet\n\0")
+  fails(core.image.section("/", uki, ".nope")); fails(core.image.section("/", uki, ".linux", 1))
+  raises(core.image.list, "/", uki, nil, { offset = -1, size = 1 })
+end
+fails(core.image.sections(root, "/etc/a/b/f")); fails(core.image.sections(root, "/nope"))
+fails(core.image.section(root, "/etc/a/b/f", ".cmdline"))
+
 -- lock
 local lk = ok(core.lock.acquire(root, "/")); fails(core.lock.acquire(root, "/", 0)); lk:unlock(); lk:unlock()
 do local l2 <close> = ok(core.lock.acquire(root, "/lockfile")) end
@@ -107,12 +123,19 @@ describe("valgrind (release build)", function()
     local out, ok = sh(("cd %s/tree && find . | LC_ALL=C sort | cpio -o -H newc --quiet > ../main.cpio && gzip -nc ../main.cpio > ../img.gz && { cat ../main.cpio; zstd -qc ../main.cpio; } > ../img.zst 2>&1")
       :format(q(dir)))
     assert.is_true(ok, out)
+    -- a real UKI (systemd stub + objcopy) when the stub is installed; else "" skips that part
+    local uki = ""
+    if not u.missing() then
+      h.writefile(dir .. "/cmdline", "quiet\n\0")
+      h.writefile(dir .. "/linux", ("\0"):rep(4096))
+      uki = u.make(dir .. "/uki.efi", { { ".cmdline", dir .. "/cmdline" }, { ".linux", dir .. "/linux" }, { ".initrd", dir .. "/img.zst" } })
+    end
     h.writefile(dir .. "/driver.lua", DRIVER)
     local log = dir .. "/valgrind.log"
     out = sh(("cd %s && env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS valgrind --leak-check=full "
-      .. "--errors-for-leak-kinds=definite --error-exitcode=9 --log-file=%s lua5.4 %s %s %s %s %s %s %s 2>&1; echo rc=$?")
+      .. "--errors-for-leak-kinds=definite --error-exitcode=9 --log-file=%s lua5.4 %s %s %s %s %s %s %s %s 2>&1; echo rc=$?")
       :format(q(h.project), q(log), q(dir .. "/driver.lua"), q(h.project), q(vbuild), q(root),
-        q(kdir .. "/lib/modules/" .. kver), q(dir .. "/img.gz"), q(dir .. "/img.zst")))
+        q(kdir .. "/lib/modules/" .. kver), q(dir .. "/img.gz"), q(dir .. "/img.zst"), q(uki)))
     local report = h.readfile(log) or ""
     local errors = tonumber(report:match("ERROR SUMMARY: (%d+) errors"))
     local lost = report:match("definitely lost: ([%d,]+) bytes") or (report:find("All heap blocks were freed", 1, true) and "0")

@@ -20,6 +20,7 @@ luaopen_vfioinit_core(lua_State *L)
 	fs_open(L);
 	hash_open(L);
 	image_open(L);
+	pe_open(L);
 	kmod_open(L);
 	lock_open(L);
 	shell_open(L);

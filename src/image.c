@@ -75,7 +75,9 @@ struct cpio {
 struct reader {
 	int fd;
 	unsigned char *map;
-	size_t len;
+	size_t len;	/* end of the bytes read: the file's size, or the window's end */
+	size_t maplen;	/* the mapping's length (the whole file) */
+	size_t start;	/* first byte read: 0, or the window's offset (a UKI's .initrd) */
 	struct archive *a;
 	struct cpio *cp;
 };
@@ -89,7 +91,7 @@ reader_free(struct reader *r)
 		r->a = NULL;
 	}
 	if (r->map != NULL) {
-		munmap(r->map, r->len);
+		munmap(r->map, r->maplen);
 		r->map = NULL;
 	}
 	if (r->fd >= 0) {
@@ -798,7 +800,7 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 
 
 /* Stack slots of image.list (root, path, want are its arguments). */
-enum { I_ROOT = 1, I_PATH, I_WANT, I_READER, I_ENTRIES, I_CONTENTS, I_SEGMENTS, I_NORM };
+enum { I_ROOT = 1, I_PATH, I_WANT, I_WINDOW, I_READER, I_ENTRIES, I_CONTENTS, I_SEGMENTS, I_NORM };
 
 
 /*
@@ -836,6 +838,55 @@ want_index(lua_State *L)
 
 
 /*
+** Narrow r to the window {offset=, size=} at I_WINDOW (checked by image_list),
+** so the segments are those of a UKI's .initrd section; offsets in entries,
+** segments and errors stay file offsets. 0, or pushes nil, msg -> 2.
+*/
+static int
+window_apply(lua_State *L, const char *path, struct reader *r)
+{
+	if (lua_isnoneornil(L, I_WINDOW))
+		return 0;
+	lua_getfield(L, I_WINDOW, "offset");
+	lua_getfield(L, I_WINDOW, "size");
+	lua_Integer off = lua_tointeger(L, -2), size = lua_tointeger(L, -1);
+	lua_pop(L, 2);
+	if ((uint64_t)off > r->len || (uint64_t)size > r->len - (uint64_t)off) {
+		image_fail(L, path, "window of %I bytes at offset %I is outside the file (%I bytes)",
+		    size, off, (lua_Integer)r->len);
+		return -1;
+	}
+	if (size == 0) {
+		image_fail(L, path, "empty window at offset %I", off);
+		return -1;
+	}
+	r->start = (size_t)off;
+	r->len = (size_t)(off + size);
+	return 0;
+}
+
+
+/* The window argument: nil, or a table of two non-negative integers (misuse raises). */
+static void
+window_check(lua_State *L)
+{
+	if (lua_isnoneornil(L, I_WINDOW))
+		return;
+	luaL_checktype(L, I_WINDOW, LUA_TTABLE);
+	static const char *const keys[] = {"offset", "size"};
+	for (int i = 0; i < 2; i++) {
+		/* through lua_Number: Lua 5.1 has no lua_tointegerx */
+		lua_getfield(L, I_WINDOW, keys[i]);
+		int isnum = lua_type(L, -1) == LUA_TNUMBER;
+		lua_Number n = lua_tonumber(L, -1);
+		lua_pop(L, 1);
+		if (!isnum || !(n >= 0 && n < 9007199254740992.0) || n != (lua_Number)(lua_Integer)n)
+			luaL_error(L, "bad argument #4 to 'list' (window.%s must be a non-negative integer)", keys[i]);
+	}
+}
+
+
+/*
 ** Open the image `path` inside root (every component resolves there; only a
 ** regular file, never blocking on a FIFO: src/fs.c) and map it. 0, or the
 ** values pushed.
@@ -848,14 +899,16 @@ image_map(lua_State *L, const char *root, const char *path, struct reader *r)
 		return 3;  /* nil, msg, errno */
 	if (st.st_size == 0)
 		return image_fail(L, path, "empty file at offset 0");
-	r->len = (size_t)st.st_size;
-	r->map = mmap(NULL, r->len, PROT_READ, MAP_PRIVATE, r->fd, 0);
+	r->maplen = r->len = (size_t)st.st_size;
+	if (window_apply(L, path, r) != 0)
+		return 2;
+	r->map = mmap(NULL, r->maplen, PROT_READ, MAP_PRIVATE, r->fd, 0);
 	if (r->map == MAP_FAILED) {
 		r->map = NULL;
 		vfi_push_errno(L, path, errno);
 		return 3;  /* spelled out: the analyzer cannot see vfi_push_errno's result */
 	}
-	madvise(r->map, r->len, MADV_SEQUENTIAL);
+	madvise(r->map, r->maplen, MADV_SEQUENTIAL);
 	return 0;
 }
 
@@ -883,7 +936,7 @@ image_plain(lua_State *L, const char *path, struct reader *r, size_t off, int ns
 static int
 image_segments(lua_State *L, const char *path, struct reader *r)
 {
-	size_t off = 0, n;
+	size_t off = r->start, n;
 	int nseg = 0;
 	while (off < r->len) {
 		const unsigned char *p = r->map + off;
@@ -941,6 +994,8 @@ List every member of an initramfs image: all concatenated cpio segments.
 and named so in errors
 @tparam[opt] table want set of member names whose data to return ("./" and "/"
 prefixes ignored; a key ending in "/" selects every member directly below)
+@tparam[opt] table window `{offset=, size=}`: read only these bytes of the file (a
+UKI's `.initrd` section); offsets reported stay file offsets
 @treturn[1] table entries `{name=, type=, size=, segment=}`, in image order
 @treturn[1] table contents `[want key] = data`
 @treturn[1] table segments `{offset=, size=, compression=}`
@@ -954,12 +1009,15 @@ image_list(lua_State *L)
 	const char *path = vfi_checkpath(L, I_PATH);
 	if (!lua_isnoneornil(L, I_WANT))
 		luaL_checktype(L, I_WANT, LUA_TTABLE);
-	lua_settop(L, I_WANT);
+	window_check(L);
+	lua_settop(L, I_WINDOW);
 	/* created empty first: a Lua error (out of memory) lets __gc release */
 	struct reader *r = lua_newuserdatauv(L, sizeof(*r), 0);	/* I_READER */
 	r->fd = -1;
 	r->map = NULL;
 	r->len = 0;
+	r->maplen = 0;
+	r->start = 0;
 	r->a = NULL;
 	r->cp = NULL;
 	luaL_setmetatable(L, IMAGE_READER);

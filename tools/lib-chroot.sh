@@ -5,7 +5,7 @@
 VFIOINIT_CACHE=${VFIOINIT_CACHE:-$HOME/.cache/vfioinit}
 ROOTS_DIR=$VFIOINIT_CACHE/roots
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-FLAVOURS="initramfs-tools dracut mkinitcpio multi"
+FLAVOURS="initramfs-tools dracut mkinitcpio multi mkinitcpio-uki dracut-uki"
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*" >&2; }
@@ -61,6 +61,8 @@ root_kernels() {
 image_for() {
   case $1 in
     mkinitcpio) echo "/boot/initramfs-$2.img" ;;
+    mkinitcpio-uki) echo "/efi/EFI/Linux/arch-$2.efi" ;;
+    dracut-uki) echo "/boot/efi/EFI/Linux/linux-$2-Default.efi" ;;
     *) echo "/boot/initrd.img-$2" ;;
   esac
 }

@@ -8,10 +8,13 @@ local SUFFIX = { [""] = true, [".xz"] = true, [".zst"] = true, [".gz"] = true }
 
 local function norm(name) return (name:gsub("-", "_")) end
 
--- list(root, path [, want]) -> entries, contents, segments | nil, msg
+-- list(root, path [, want]) -> entries, contents, segments, uki | nil, msg
 -- `path` is inside root; errors name it as seen in root, not the host path.
+-- A unified kernel image (a PE file: "MZ", never the start of an initramfs) is
+-- listed through its .initrd section; `uki` is then uki.read's table (cmdline, ...).
 function M.list(root, path, want)
   -- opened inside root (symlinks resolve there), only when it is a regular file
+  if core.image.sections(root, path) then return require("vfioinit.uki").list(root, path, want) end
   return core.image.list(root, path, want)
 end
 

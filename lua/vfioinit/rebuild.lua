@@ -41,6 +41,7 @@ Error messages name the command, its exit status and end with the last 20
 lines of its output.
 ]]
 local core = require "vfioinit.core"
+local imagelib = require "vfioinit.image"
 
 local M = {}
 
@@ -304,7 +305,7 @@ function M.sweep(ctx, gens, kernels, log)
       if pst and pst.type == "file" then
         seen[prev] = true
         local st = core.fs.stat(root, real)
-        local good = st and st.type == "file" and st.size > 0 and core.image.list(root, real) ~= nil
+        local good = st and st.type == "file" and st.size > 0 and imagelib.list(root, real) ~= nil
         local e = { path = prev, image = image }
         local ok, err
         if good then

@@ -5,6 +5,7 @@ local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 local kernel = require "vfioinit.kernel"
 local image = require "vfioinit.image"
+local uki = require "vfioinit.uki"
 local modprobe = require "vfioinit.modprobe"
 local fingerprint = require "vfioinit.fingerprint"
 local context = require "vfioinit.context"
@@ -73,8 +74,11 @@ end
 
 -- Read the image and fill r: missing modules, early-load list, modprobe.d file.
 local function read_image(r, gen, kver, req, resolved, want, expect_mp, root, bind_script)
-  local entries, contents = core.image.list(root, resolved, want)
+  -- a unified kernel image is verified by its .initrd; its .cmdline is read back
+  local entries, contents, _, info = image.list(root, resolved, want)
+  r.kind = info and "uki" or "image"
   if not entries then r.error = contents; r.missing = req; return end
+  r.cmdline = info and info.cmdline
   local absent = image.has_modules(entries, kver, req)
   local early = gen.early_modules and gen.early_modules(contents or {}) or nil
   local seen = {}
@@ -98,8 +102,9 @@ local function read_image(r, gen, kver, req, resolved, want, expect_mp, root, bi
   end
 end
 
--- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, ok=, missing={}, error=,
--- fingerprint=true when answered from the fingerprint store without reading}
+-- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, kind="image"|"uki", ok=,
+-- missing={}, error=, cmdline= (a UKI's .cmdline), fingerprint=true when answered from the
+-- fingerprint store without reading}
 -- opts: modules (extra), modprobe_content (expected in the image), facts (a run),
 -- bind_script (the generator's bind script in root: the image must run it before udev),
 -- chain (a boot chain whose initramfs is what boots instead of the generator's image:
@@ -137,6 +142,9 @@ function M.check(ctx, gen, kver, opts)
     key = M.key_of(root, gen, kver, resolved, req, want, expect_mp, bind_script)
     if not opts.full and fingerprint.lookup(store, gen.name, kver, resolved, st, key) then
       r.size, r.ok, r.fingerprint = st.size, true, true
+      -- what a UKI says is cheap to read (its section table and .cmdline), the image is not
+      local info = core.image.sections(root, resolved) and uki.read(root, resolved)
+      r.kind, r.cmdline = info and "uki" or "image", info and info.cmdline
       return r
     end
   end

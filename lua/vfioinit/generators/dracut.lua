@@ -290,14 +290,65 @@ end
 -- Images.
 
 -- The name the distribution's kernel scripts give the image (machine.FAMILIES).
+-- The last word of a dracut setting (`uefi`, `machine_id`) after sourcing every config.
+local function setting(ctx, var)
+  if not (ctx.dir and ctx.read) then return false end  -- a context without root access: no configs
+  local st, err = read_configs(ctx)
+  if not st then return nil, err end
+  local scans, serr = engine.scan_all(st.files)
+  if not scans then return nil, serr end
+  local w = simulate(scans, var)
+  return w[#w] or false
+end
+
+-- The first line of a file in root, or nil.
+local function first_line(ctx, path)
+  local t = ctx.read(path)
+  return t and t:match("^%s*([^%s]+)") or nil
+end
+
+-- dracut 059 without an output path and uefi=yes writes
+-- <efidir>/Linux/linux-<kver>[-<MACHINE_ID>][-<BUILD_ID>].efi: efidir is /efi/EFI when
+-- /efi is the mounted ESP (here: /efi/EFI exists), else /boot/efi/EFI when that exists,
+-- else /boot/EFI; MACHINE_ID is "Default" when a Default dir exists, else
+-- /etc/machine-id, none with `machine_id=no`; BUILD_ID from os-release.
+local function dracut_uki_name(ctx, kver, machine_id)
+  local isdir = function(p) local st = ctx.stat and ctx.stat(p); return st and st.type == "dir" end
+  local efidir = isdir("/efi/EFI") and "/efi/EFI" or isdir("/boot/efi/EFI") and "/boot/efi/EFI" or "/boot/EFI"
+  local mid
+  if machine_id ~= "no" then
+    local default = isdir("/efi/Default") or isdir("/boot/Default") or isdir("/boot/efi/Default")
+    mid = not default and first_line(ctx, "/etc/machine-id") or "Default"
+  end
+  local osr = ctx.read("/etc/os-release") or ctx.read("/usr/lib/os-release") or ""
+  local bid = osr:match("\nBUILD_ID=\"?([^\"\n]*)") or osr:match("^BUILD_ID=\"?([^\"\n]*)")
+  if bid == "" then bid = nil end
+  return ("%s/Linux/linux-%s%s%s.efi"):format(efidir, kver, mid and "-" .. mid or "", bid and "-" .. bid or "")
+end
+
+--- uki_path(ctx, kver) -> the unified kernel image dracut builds for kver when its
+-- configs say `uefi=yes`, else nil (nil, err when a config cannot be read).
+function M.uki_path(ctx, kver)
+  local uefi, err = setting(ctx, "uefi")
+  if uefi == nil then return nil, err end
+  if uefi ~= "yes" then return nil end
+  return dracut_uki_name(ctx, kver, setting(ctx, "machine_id"))
+end
+
+-- What boots kver: the UKI with uefi=yes, else the distribution's initrd name.
 function M.image_path(ctx, kver)
-  return machine.initrd(ctx.distro, kver)
+  local uki, err = M.uki_path(ctx, kver)
+  if err then return nil, err end
+  return uki or machine.initrd(ctx.distro, kver)
 end
 
 function M.rebuild_argv(ctx, kvers)
   local out = {}
   for _, k in ipairs(kvers) do
-    out[#out + 1] = { argv = { "dracut", "--force", M.image_path(ctx, k), k }, kernels = { k } }
+    -- the output named explicitly: with uefi=yes, the UKI dracut would pick by itself
+    local path, err = M.image_path(ctx, k)
+    if not path then return nil, err end
+    out[#out + 1] = { argv = { "dracut", "--force", path, k }, kernels = { k } }
   end
   return out
 end

@@ -187,7 +187,15 @@ local function array(sc, name)
   return v
 end
 
--- List of {name=, file=, presets={ {name=, config=, image=, kver=} } }.
+-- A preset's unified kernel image: `<p>_uki`, else the deprecated `<p>_efi_image`
+-- (mkinitcpio v41 reads the old name only when the new one is unset).
+local function preset_uki(sc, pn)
+  local v = scalar(sc, pn .. "_uki")
+  if v == nil then v = scalar(sc, pn .. "_efi_image") end
+  if v ~= "" then return v end
+end
+
+-- List of {name=, file=, presets={ {name=, config=, image=, uki=, kver=} } }.
 local function read_presets(ctx)
   local out = {}
   local names = ctx.dir(PRESETS) or {}
@@ -201,7 +209,7 @@ local function read_presets(ctx)
         if not sc then return nil, ("%s:%d: %s"):format(path, line, msg) end
         local p = { name = n:gsub("%.preset$", ""), file = path, presets = {} }
         for _, pn in ipairs(array(sc, "PRESETS") or {}) do
-          for _, key in ipairs({ "ALL_config", pn .. "_config", pn .. "_image" }) do
+          for _, key in ipairs({ "ALL_config", pn .. "_config", pn .. "_image", pn .. "_uki", pn .. "_efi_image" }) do
             local bad = bad_preset_path(path, sc, key)
             if bad then return nil, bad end
           end
@@ -209,6 +217,7 @@ local function read_presets(ctx)
             name = pn,
             config = scalar(sc, pn .. "_config") or scalar(sc, "ALL_config"),
             image = scalar(sc, pn .. "_image"),
+            uki = preset_uki(sc, pn),
             kver = scalar(sc, pn .. "_kver") or scalar(sc, "ALL_kver"),
           }
         end
@@ -318,6 +327,13 @@ end
 
 local function pkgbase(ctx, kver) return machine.pkgbase(ctx.read, kver) end
 
+-- Does a preset's `<p>_kver`/`ALL_kver` name kver? mkinitcpio takes a plain version as
+-- is and reads a path's version out of the kernel image; vfioinit does not read the
+-- image: a path named `.../vmlinuz-<kver>` (Debian, Fedora, this root's kernel) is kver.
+local function names_kver(value, kver)
+  return value == kver or (value ~= nil and value:match("/vmlinuz%-([^/]+)$") == kver)
+end
+
 -- The preset (file and entry) that builds kver's main image, if any.
 -- (nil, nil, err when a preset file is unreadable or names a bad path)
 local function preset_for(ctx, kver)
@@ -327,14 +343,24 @@ local function preset_for(ctx, kver)
   for _, pf in ipairs(presets) do
     if base and pf.name == base then return pf, pf.presets[1] end
     for _, p in ipairs(pf.presets) do
-      if p.kver == kver then return pf, p end
+      if names_kver(p.kver, kver) then return pf, p end
     end
   end
 end
 
+--- uki_path(ctx, kver) -> the unified kernel image the preset building kver writes
+-- (`<preset>_uki=`), or nil (nil, err when a preset file is bad).
+function M.uki_path(ctx, kver)
+  local _, p, err = preset_for(ctx, kver)
+  if err then return nil, err end
+  return p and p.uki or nil
+end
+
+-- What boots kver: the preset's UKI when it builds one, else its image.
 function M.image_path(ctx, kver)
   local _, p, err = preset_for(ctx, kver)
   if err then return nil, err end
+  if p and p.uki then return p.uki end
   if p and p.image and p.image ~= "" then return p.image end
   -- the stock preset's default_image: /boot/initramfs-${pkgbase}.img
   return machine.INITRD:format(pkgbase(ctx, kver) or kver)
