@@ -447,18 +447,28 @@ describe("boot chain: mkinitcpio preset with <preset>_uki", function()
     assert.are.equal(before, h.tree_hash(root))
   end)
 
-  it("uses a generator's own uki_path hook when it has one", function()
+  it("uses the uki_path hook of a generator it has no rules for", function()
     root = arch_root(preset(true, false))
     local ctx = context.new({ root = root, distro = { id = "arch", id_like = {} } })
-    local gen = { name = "mkinitcpio", image_path = function() return "/boot/x.img" end,
+    local gen = { name = "mkinitfs", image_path = function() return "/boot/x.img" end,
       uki_path = function(_, k) return "/boot/EFI/Linux/hook-" .. k .. ".efi" end }
     local chains = assert(bootchain.chains(ctx, { KVER }, { gen }))
-    assert.are.same({ "mkinitcpio: uki" }, entries(chains[KVER]))
+    assert.are.same({ "mkinitfs: uki" }, entries(chains[KVER]))
     assert.are.equal("/boot/EFI/Linux/hook-" .. KVER .. ".efi", chains[KVER][1].path)
     gen.uki_path = function() return "rel.efi" end
     local none, err = bootchain.chains(ctx, { KVER }, { gen })
     assert.is_nil(none)
-    assert.are.equal("mkinitcpio: uki_path gave rel.efi for " .. KVER .. ", not an absolute path", err)
+    assert.are.equal("mkinitfs: uki_path gave rel.efi for " .. KVER .. ", not an absolute path", err)
+  end)
+
+  it("agrees with mkinitcpio's own uki_path (what rebuild builds and verify reads)", function()
+    root = arch_root(preset(true, false))
+    local ctx = context.new({ root = root, distro = { id = "arch", id_like = {} } })
+    local gen = require "vfioinit.generators.mkinitcpio"
+    local chains = assert(bootchain.chains(ctx, { KVER }, { gen }))
+    local own = assert(gen.uki_path(ctx, KVER))
+    assert.are.equal(own, chains[KVER][1].path)
+    assert.are.equal(own, gen.image_path(ctx, KVER))
   end)
 end)
 
@@ -474,6 +484,9 @@ describe("boot chain: dracut uefi=yes", function()
     assert.are.equal(1, #list)
     assert.are.equal("/boot/efi/EFI/Linux/linux-" .. KVER .. "-" .. MID .. "-rawhide.efi", list[1].path)
     assert.are.equal("dracut: uefi=yes in /etc/dracut.conf.d/50-uki.conf", list[1].entry)
+    -- the same file dracut.lua's own hook names (what rebuild builds and verify reads)
+    local ctx = context.new({ root = root, distro = { id = "fedora", id_like = {} } })
+    assert.are.equal(list[1].path, assert(require("vfioinit.generators.dracut").uki_path(ctx, KVER)))
     -- a later drop-in turning it off wins (dracut sources them in name order)
     h.writefile(root .. "/etc/dracut.conf.d/90-no.conf", "uefi=no\n")
     assert.are.equal("generator: dracut", assert(vfioinit.boot_chains({ root = root }))[1].entry)

@@ -116,9 +116,12 @@ function M.dracut(ctx, kver)
     generator = "dracut", generated_from = ctx.stat("/etc/kernel/cmdline") and "/etc/kernel/cmdline" or nil } }
 end
 
--- for_generator(ctx, gen, kver) -> list | nil, err: the hook's answer when the generator
--- has one, else the rules above for mkinitcpio and dracut, else none.
+-- for_generator(ctx, gen, kver) -> list | nil, err: the rules above for mkinitcpio and
+-- dracut (every preset's UKI, with the line that asks for it), else the generator's own
+-- `uki_path` hook (one UKI per kernel), else none. The built-in generators have the hook
+-- too (rebuild and verify use it); spec/32 and spec/33 check the two agree.
 function M.for_generator(ctx, gen, kver)
+  if M[gen.name] and gen.name ~= "for_generator" then return M[gen.name](ctx, kver) end
   if type(gen.uki_path) == "function" then
     local p, err = gen.uki_path(ctx, kver)
     if not p then
@@ -130,7 +133,6 @@ function M.for_generator(ctx, gen, kver)
     end
     return { { path = p, entry = gen.name .. ": uki", generator = gen.name } }
   end
-  if M[gen.name] and gen.name ~= "for_generator" then return M[gen.name](ctx, kver) end
   return {}
 end
 
