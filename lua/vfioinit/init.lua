@@ -180,8 +180,10 @@ local function bind_pipeline(M, registry)
 
   --- Read every image of the selected kernels and generators and check the modules are inside.
   -- @function verify
-  -- @tparam[opt] table opts `{root="/", kernels=nil, generators=nil, modules=nil, full=false}` (full: read every image, even one unchanged since it was verified)
-  -- @treturn[1] {table,...} `{kernel=, generator=, image=, ok=bool, missing={...}, error=, fingerprint=}` each
+  -- @tparam[opt] table opts `{root="/", kernels=nil, generators=nil, modules=nil, full=false}`
+  --   (full: read every image, even one unchanged since it was verified)
+  -- @treturn[1] {table,...} `{kernel=, generator=, image=, kind="image"|"uki", ok=bool, missing={...},
+  --   error=, cmdline=, chain=, fingerprint=}` each
   -- @treturn[2] nil
   -- @treturn[2] string message
   function M.verify(opts)
