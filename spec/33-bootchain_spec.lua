@@ -278,6 +278,36 @@ describe("boot chain: kernel-install layout=uki", function()
     assert.are.equal("generator: dracut", list[1].entry)
   end)
 
+  it("verify reads the UKI kernel-install builds, not the generator's image nothing boots", function()
+    local u = require "uki_helpers"
+    if u.missing() then pending("needs systemd-boot-efi's stub and binutils") return end
+    root = root_with({ ["/etc/os-release"] = "ID=fedora\n", ["/etc/dracut.conf"] = "",
+      ["/etc/kernel/install.conf"] = "layout=uki\n", ["/etc/kernel/entry-token"] = "fedora\n",
+      ["/efi/EFI/BOOT/BOOTX64.EFI"] = "x" }, { "/usr/bin/dracut" }, {})
+    assert.are.equal(KVER, (h.install_kernel(root, "cloud", KVER)))
+    -- the generator's own image carries the modules; the UKI that boots does not
+    local dir = h.tmpdir()
+    local mods = {}
+    for _, m in ipairs({ "vfio/vfio.ko", "vfio/vfio_iommu_type1.ko", "vfio/pci/vfio-pci.ko", "vfio/vfio_virqfd.ko" }) do
+      mods["usr/lib/modules/" .. KVER .. "/kernel/drivers/" .. m] = "ko"
+    end
+    h.sh("mkdir -p " .. h.q(root .. "/boot") .. " && cp " .. h.q(u.initramfs(dir, mods)) .. " " .. h.q(root .. "/boot/initramfs-" .. KVER .. ".img"))
+    local uki = "/efi/EFI/Linux/fedora-" .. KVER .. ".efi"
+    h.sh("mkdir -p " .. h.q(root .. "/efi/EFI/Linux"))
+    u.uki(dir, root .. uki, { cmdline = "quiet", uname = KVER,
+      initrd = u.initramfs(dir, { ["etc/x"] = "x\n" }, nil, "bare.img") })
+    h.rm(dir)
+    local r = assert(vfioinit.verify({ root = root }))[1]
+    assert.are.equal(uki, r.image)
+    assert.are.equal("uki", r.kind)
+    assert.are.equal("kernel-install: layout=uki in /etc/kernel/install.conf", r.chain)
+    assert.is_false(r.ok)
+    assert.truthy(#r.missing > 0)
+    local out, _, code = h.sh(h.BIN .. " --root " .. h.q(root) .. " verify")
+    assert.are.equal(2, code, out)
+    assert.truthy(out:find("FAIL " .. uki, 1, true), out)
+  end)
+
   it("refuses an install.conf that is not shell, naming its line", function()
     root = root_with({ ["/etc/os-release"] = "ID=fedora\n", ["/etc/dracut.conf"] = "",
       ["/etc/kernel/install.conf"] = "layout=uki\nBOOT_ROOT=\"/efi\n" }, { "/usr/bin/dracut" })

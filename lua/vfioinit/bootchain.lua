@@ -233,10 +233,13 @@ function M.chains(src, kvers, gens)
   return out
 end
 
--- The classic image a kernel's boot chain loads instead of `gen`'s own image, or nil
--- when the chains load that image (or none names a classic image: UKIs are read by
--- their own verifier). Only the generator that builds what boots (`owner`) is judged by
--- the chains: another installed generator's image is its own business.
+-- The initramfs (a classic image, or a UKI read through its .initrd) a kernel's boot chain
+-- loads instead of `gen`'s own image, or nil when some chain loads that image (a
+-- generator that builds the UKI names it as its image). A UKI the generator does not
+-- build (kernel-install's layout=uki, one put on the ESP by hand) is what verify then
+-- reads: "ok" for an image nothing boots would be a lie. Only the generator that builds
+-- what boots (`owner`) is judged by the chains: another installed generator's image is
+-- its own business.
 function M.boot_image(chains, gen, ctx, kver, owner)
   if not owner or not chains then return nil end
   local core = require "vfioinit.core"
@@ -244,7 +247,7 @@ function M.boot_image(chains, gen, ctx, kver, owner)
   local own_real = own and (core.fs.resolve(ctx.root, own) or own)
   local first
   for _, c in ipairs(chains) do
-    if c.kind == "image" and c.loader ~= "generator" and c.initramfs then
+    if (c.kind == "image" or c.kind == "uki") and c.loader ~= "generator" and c.initramfs then
       local real = core.fs.resolve(ctx.root, c.initramfs) or c.initramfs
       if real == own_real then return nil end
       first = first or c
