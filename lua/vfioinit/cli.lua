@@ -8,13 +8,16 @@ local M = {}
 local USAGE = [==[
 usage: vfioinit [--root DIR] [--generator NAME]... [--kernel KVER]... [--module NAME]...
                 [--ids VVVV:DDDD[,VVVV:DDDD...]] [--softdeps] [--timeout SECONDS] [--json]
-                [--no-rebuild] COMMAND
+                [--no-rebuild] [--cmdline] COMMAND
        vfioinit --version | --help
   status        generators, kernels, module states, whether each config and image has VFIO
   plan          print the unified diff of what apply would change; write nothing
   apply         write the changes, then rebuild and verify [--no-rebuild]
   rebuild       rebuild images of the selected generators and kernels
   verify        check every image contains the VFIO modules
+  --cmdline     also put intel_iommu=on iommu=pt (and vfio-pci.ids=) on the kernel command
+                line: GRUB's config (then update-grub), /etc/kernel/cmdline or
+                /etc/cmdline.d/vfioinit.conf; needed when vfio-pci is built into the kernel
   revert        undo every change vfioinit made [--force: also files edited since,
                 keeping their content as PATH.vfioinit-edited] [--dry-run: print the diff]
 ]==]
@@ -45,6 +48,7 @@ function M.parse(argv)
     elseif a == "--version" then o.version = true
     elseif a == "--json" then o.json = true
     elseif a == "--no-rebuild" then o.no_rebuild = true
+    elseif a == "--cmdline" then o.cmdline = true
     elseif a == "--force" then o.force = true
     elseif a == "--dry-run" then o.dry_run = true
     elseif a == "-h" or a == "--help" then o.help = true
@@ -77,7 +81,7 @@ end
 
 local function plan_opts(o)
   return { root = o.root, generators = o.generators, kernels = o.kernels, modules = o.modules,
-    ids = o.ids, softdeps = o.softdeps }
+    ids = o.ids, softdeps = o.softdeps, cmdline = o.cmdline }
 end
 
 local function check_input(o)
@@ -117,11 +121,18 @@ local function print_status(st)
     for _, m in ipairs(k.modules) do parts[#parts + 1] = m.name .. "=" .. m.state end
     out(("  %s: %s%s\n"):format(k.version, table.concat(parts, " "), k.error and (" (" .. k.error .. ")") or ""))
   end
+  for _, k in ipairs(st.builtin_vfio_pci or {}) do
+    out(("  %s: vfio-pci is built in: device ids need the kernel command line (--cmdline)\n"):format(k))
+  end
   if st.plan_error then
     out("config: " .. tostring(st.plan_error) .. "\n")
   else
     local pending = st.pending_changes
     out(#pending == 0 and "config: VFIO modules configured\n" or ("config: needs changes in " .. table.concat(pending, ", ") .. "\n"))
+  end
+  for _, e in ipairs(st.cmdline or {}) do
+    out(("cmdline: %s (%s, %s): %s\n"):format(e.entry or e.target, e.kernel, e.source or "?",
+      e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))))
   end
   for _, r in ipairs(st.images) do
     out(("image: %s (%s, %s): %s\n"):format(r.image, r.generator, r.kernel,
@@ -177,6 +188,9 @@ local function cmd_apply(v, o)
         r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
     end
     if not o.no_rebuild and #report.rebuilt == 0 then out("vfioinit: every image is up to date; nothing rebuilt\n") end
+    for _, r in ipairs(report.regenerated or {}) do
+      out(("regenerated with %s in %.1f s: %s\n"):format(r.command, r.seconds or 0, r.ok and "ok" or "FAILED"))
+    end
     for _, r in ipairs(report.verified) do
       local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
       if r.ok then
@@ -187,6 +201,12 @@ local function cmd_apply(v, o)
       else
         out(("image %s for %s lacks %s\n"):format(r.image or "?", r.kernel, lacks))
       end
+    end
+  end
+  for _, e in ipairs(report.cmdline or {}) do
+    if not o.json then
+      out(("command line of %s for %s (%s): %s\n"):format(e.entry or e.target, e.kernel, e.source or "?",
+        e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))))
     end
   end
   return 0

@@ -86,6 +86,7 @@ end
 -- keeps such a file's current content as PATH.vfioinit-edited, then restores. list:
 -- {path=, action="restored"|"removed"|"unchanged", kept=, before=, after=}; with
 -- `dry_run` nothing is written (before/after give the diff revert would make).
+-- `list.regenerated`: the regeneration commands run because a GRUB file was restored.
 local function revert(opts)
   local o, oerr = checkopts(opts, "revert")
   if not o then return nil, oerr end
@@ -96,6 +97,14 @@ local function revert(opts)
   if ropts.dry_run then list, err, refused = state.revert(root, ropts)
   else list, err, refused = state.with_lock(root, state.revert, root, ropts) end
   if not list then return nil, err, refused end
+  if not ropts.dry_run then
+    -- a restored GRUB config regenerates grub.cfg, as apply did (list.regenerated)
+    local regen = require("vfioinit.bootloaders").after_revert(root, list, { timeout = o.timeout })
+    if #regen > 0 then list.regenerated = regen end
+    for _, e in ipairs(regen) do
+      if not e.ok then return nil, e.error end
+    end
+  end
   return true, list
 end
 

@@ -9,6 +9,7 @@ local runs = require "vfioinit.run"
 local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
+local bootloaders = require "vfioinit.bootloaders"
 
 local M = {}
 
@@ -197,6 +198,14 @@ local function generator_changes(ctx, gens, changes)
   return changes
 end
 
+-- --cmdline: the kernel command-line edits join the same plan (lua/vfioinit/bootloaders).
+local function cmdline_changes(run, changes)
+  local list, err = bootloaders.changes(run)
+  if not list then return nil, err end
+  for _, c in ipairs(list) do changes[#changes + 1] = c end
+  return changes
+end
+
 -- A file whose owner removed every write bit is not ours to change (root could, but should not).
 local function check_writable(root, changes)
   for _, c in ipairs(changes) do
@@ -233,7 +242,9 @@ function M.plan(run, registry)
   local mp, perr = modprobe_change(run)
   if mp == nil then return nil, perr end
   if mp then changes[#changes + 1] = mp end
-  local ok, err = generator_changes(ctx, gens, changes)
+  local ok, err = bootloaders.check_builtin(run)
+  if ok then ok, err = generator_changes(ctx, gens, changes) end
+  if ok and run.opts.cmdline then ok, err = cmdline_changes(run, changes) end
   if ok then ok, err = check_writable(run.root, changes) end
   if not ok then return nil, err end
   return setmetatable({
