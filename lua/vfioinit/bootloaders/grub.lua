@@ -72,7 +72,7 @@ local function sources(ctx, with_dropins)
   local text, err = ctx.read(M.DEFAULT)
   if err then return nil, err end
   if text then files[#files + 1] = { path = M.DEFAULT, text = text } end
-  local own
+  local own, at
   if with_dropins then
     for _, n in ipairs(ctx.dir(M.DROPIN_DIR) or {}) do
       if n:match("%.cfg$") then
@@ -81,9 +81,12 @@ local function sources(ctx, with_dropins)
         if rerr then return nil, rerr end
         if p == M.DROPIN then own = { path = p, text = t, index = #files + 1 }
         elseif t then files[#files + 1] = { path = p, text = t } end
+        -- where ours is (or would be) sourced: before the first name that sorts after it
+        if not own and n > "vfioinit.cfg" and not at then at = #files end
       end
     end
   end
+  own = own or { index = at or #files + 1 }
   return files, own
 end
 
@@ -153,15 +156,16 @@ function M.edits(ctx, wants)
   local changes = {}
   if use_dropin then
     local after = dropin_text(add)
-    local was = own and own.text
+    local was = own.text
     if after ~= was then changes[#changes + 1] = { path = M.DROPIN, before = was, after = after } end
     -- a drop-in sourced after ours that sets the variable again would drop the parameters
-    for i = (own and own.index or #files + 1), #files do
+    for i = own.index, after and #files or 0 do
       local later = grubvars.evaluate({ files[i] })
-      if later and #later.parts.GRUB_CMDLINE_LINUX_DEFAULT > 0 and after then
-        local p = later.parts.GRUB_CMDLINE_LINUX_DEFAULT[1]
-        return nil, ("%s:%d: sets GRUB_CMDLINE_LINUX_DEFAULT after %s, which would drop vfioinit's "
-          .. "parameters; rename it to sort before vfioinit.cfg"):format(files[i].path, p.a.line, M.DROPIN)
+      for _, p in ipairs(later and later.parts.GRUB_CMDLINE_LINUX_DEFAULT or {}) do
+        if not p.selfref then
+          return nil, ("%s:%d: sets GRUB_CMDLINE_LINUX_DEFAULT after %s, which would drop vfioinit's "
+            .. "parameters; rename it to sort before vfioinit.cfg"):format(files[i].path, p.a.line, M.DROPIN)
+        end
       end
     end
   else

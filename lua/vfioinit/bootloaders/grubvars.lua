@@ -67,7 +67,7 @@ function M.evaluate(files)
         if a.append then v, selfref = values[a.name] .. v, true end
         if not selfref then parts[a.name] = {} end
         local list = parts[a.name]
-        list[#list + 1] = { file = f, a = a, lo = lo, hi = hi }
+        list[#list + 1] = { file = f, a = a, lo = lo, hi = hi, selfref = selfref }
         values[a.name] = v
       end
     end

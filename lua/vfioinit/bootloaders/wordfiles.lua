@@ -38,8 +38,13 @@ local function append(text, add)
   if last == "" or last:match("^#") then
     return body .. (body == "" and "" or "\n") .. table.concat(add, " ") .. "\n"
   end
-  local sep = last:match("%s$") and "" or " "
-  return body .. sep .. table.concat(add, " ") .. (nl ~= "" and nl or "\n")
+  -- before a `--` (what follows it is init's), else at the end
+  local _, init = cmdline.split(last)
+  local at = init and init.first or #last + 1
+  local head, tail = last:sub(1, at - 1), last:sub(at)
+  local sep = (head == "" or head:match("%s$")) and "" or " "
+  local new = head .. sep .. table.concat(add, " ") .. (init and " " or "") .. tail
+  return body:sub(1, #body - #last) .. new .. (nl ~= "" and nl or "\n")
 end
 
 -- plan(files, own, wants, base) with files = { {path=, text=} } in reading order (own

@@ -54,9 +54,12 @@ end
 function M.running(text)
   text = text or core.fs.read("/", "/proc/cmdline", 65536) or ""
   local keep = {}
-  for _, w in ipairs(cmdline.split(text)) do
+  local list, init = cmdline.split(text)
+  for _, w in ipairs(list) do
     if w.key ~= "BOOT_IMAGE" and w.key ~= "initrd" then keep[#keep + 1] = w.text end
   end
+  -- `--` and what follows are init's arguments: kept as they are
+  if init then keep[#keep + 1] = (text:sub(init.first):gsub("%s+$", "")) end
   return table.concat(keep, " ")
 end
 
