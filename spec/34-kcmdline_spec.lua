@@ -353,3 +353,84 @@ describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on r
     assert_params(linux_lines(root)[1], { "1af4:1000" })
   end)
 end)
+
+-- Tools that edit the boot entries themselves: the plan records the operations in
+-- /etc/vfioinit/<tool>.cmdline (its diff shows the command), apply runs the tool, revert runs
+-- the inverse for exactly the recorded words.
+describe("--cmdline with grubby and kernelstub", function()
+  local ENTRY = "title Fedora Linux\nversion 6.1\nlinux /vmlinuz-6.1\ninitrd /initramfs-6.1.img\n"
+    .. "options root=/dev/vda1 ro vfio_pci.ids=10de:1b80 rhgb\n"
+
+  local function lines_of(text)
+    local t = {}
+    for l in (text or ""):gmatch("[^\n]+") do if not l:match("^#") then t[#t + 1] = l end end
+    return t
+  end
+
+  it("grubby: records add/replace in the user's spelling and leaves /etc/default/grub to grubby", function()
+    local root = h.make_root({ os = { ID = "fedora" }, files = { ["/etc/dracut.conf"] = "",
+      ["/etc/default/grub"] = 'GRUB_CMDLINE_LINUX="rhgb"\n', ["/boot/loader/entries/f.conf"] = ENTRY },
+      exec = { "/usr/bin/dracut", "/usr/sbin/grubby", "/usr/sbin/grub2-mkconfig" } })
+    finally(function() h.rm(root) end)
+    h.install_kernel(root, "cloud")
+    local plan = assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true }))
+    local rec
+    for _, c in ipairs(plan.changes) do
+      assert.is_nil(c.path:match("grub$"), c.path)
+      if c.path == "/etc/vfioinit/grubby.cmdline" then rec = c.after end
+    end
+    assert.are.same({ "replace vfio_pci.ids=10de:1b80 vfio_pci.ids=10de:1b80,1af4:1000", "add intel_iommu=on", "add iommu=pt" },
+      lines_of(rec))
+    assert.matches("# runs: grubby --update-kernel=ALL --args=vfio_pci.ids=10de:1b80,1af4:1000 intel_iommu=on iommu=pt",
+      rec, 1, true)
+  end)
+
+  it("kernelstub: deletes the old word and adds the merged one", function()
+    local root = h.make_root({ os = { ID = "pop", ID_LIKE = "ubuntu debian" }, files = {
+      ["/etc/initramfs-tools/modules"] = "", ["/boot/efi/loader/entries/Pop_OS-current.conf"] = ENTRY },
+      exec = { "/usr/sbin/update-initramfs", "/usr/bin/kernelstub" } })
+    finally(function() h.rm(root) end)
+    h.install_kernel(root, "cloud")
+    local plan = assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true }))
+    local rec
+    for _, c in ipairs(plan.changes) do if c.path == "/etc/vfioinit/kernelstub.cmdline" then rec = c.after end end
+    assert.matches("# runs: kernelstub -d vfio_pci.ids=10de:1b80\n", rec, 1, true)
+    assert.matches("# runs: kernelstub -a vfio_pci.ids=10de:1b80,1af4:1000 intel_iommu=on iommu=pt\n", rec, 1, true)
+  end)
+
+  root_it("grubby (stand-in, chrooted): apply updates every BLS entry, revert puts back exactly what was there", function()
+    local root = h.make_root({ os = { ID = "fedora" }, files = { ["/etc/booster.yaml"] = "",
+      ["/boot/loader/entries/a.conf"] = ENTRY } })
+    finally(function() h.rm(root) end)
+    local kver = h.install_kernel(root, "cloud")
+    local entry = ENTRY:gsub("6%.1", kver)
+    h.writefile(root .. "/boot/loader/entries/a.conf", entry)
+    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/usr/sbin") .. " " .. h.q(root .. "/tmp"))
+    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+    local standin = h.readfile(STANDIN_BOOSTER)
+      :gsub('(echo vfio_pci > "%$moddir/pci/vfio%-pci.ko"\n)', '%1\techo vfio_virqfd > "$moddir/vfio_virqfd.ko"\n'
+        .. '\tmkdir -p "$stage/etc/modprobe.d" && cat /etc/modprobe.d/vfioinit.conf > "$stage/etc/modprobe.d/vfioinit.conf"\n')
+      :gsub("%- vfio_pci\\n", "- vfio_pci\\n- vfio_virqfd\\n")
+    h.writefile(root .. "/usr/bin/booster", standin, 493)
+    h.sh("cp " .. h.q(h.project .. "/spec/fixtures/standin-grubby") .. " " .. h.q(root .. "/usr/sbin/grubby"))
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    local opts = h.sh("sed -n 's/^options //p' " .. h.q(root .. "/boot/loader/entries/a.conf"))
+    assert_params(words_of(opts), { "1af4:1000", "10de:1b80" })
+    local bls_ok = 0
+    for _, e in ipairs(r.cmdline) do if e.entry == "bls: a.conf" and e.ok then bls_ok = bls_ok + 1 end end
+    assert.are.equal(1, bls_ok)
+    assert.is_true((v.revert({ root = root })))
+    -- the same words (grubby-bls appends a parameter it replaces, so the order may differ)
+    local after = h.readfile(root .. "/boot/loader/entries/a.conf")
+    local function sorted_options(t)
+      local w = words_of(t:match("\noptions ([^\n]*)"))
+      table.sort(w)
+      return w
+    end
+    assert.are.same(sorted_options(entry), sorted_options(after))
+    assert.are.equal(entry:gsub("\noptions [^\n]*", ""), (after:gsub("\noptions [^\n]*", "")))
+    assert.is_nil(h.readfile(root .. "/etc/vfioinit/grubby.cmdline"))
+  end)
+end)

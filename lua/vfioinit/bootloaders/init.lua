@@ -1,6 +1,8 @@
 --[[ vfioinit.bootloaders: the kernel command line (`--cmdline`, Lua `cmdline = true`).
 
 One module per place a boot path reads its command line from (lua/vfioinit/bootloaders/):
+  grubby          `grubby --update-kernel=ALL --args` (record: /etc/vfioinit/grubby.cmdline)
+  kernelstub      `kernelstub -a` / `-d` (record: /etc/vfioinit/kernelstub.cmdline)
   grub            /etc/default/grub.d/vfioinit.cfg or /etc/default/grub, then update-grub /
                   grub-mkconfig -o / grub2-mkconfig -o regenerates grub.cfg
   kernel_cmdline  /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs)
@@ -18,7 +20,7 @@ local words = require "vfioinit.bootloaders.words"
 
 local M = {}
 
-M.TARGETS = { "grub", "kernel_cmdline", "cmdline_d" }
+M.TARGETS = { "grubby", "kernelstub", "grub", "kernel_cmdline", "cmdline_d" }
 
 function M.get(name) return require("vfioinit.bootloaders." .. name) end
 
@@ -28,7 +30,9 @@ function M.select(ctx)
   local list, have = {}, {}
   for _, n in ipairs(M.TARGETS) do
     local t = M.get(n)
-    if t.detect(ctx) and not (n == "cmdline_d" and have.kernel_cmdline) then
+    -- grubby keeps /etc/default/grub in step itself; kernel_cmdline feeds mkinitcpio's UKIs too
+    local covered = (n == "grub" and have.grubby) or (n == "cmdline_d" and have.kernel_cmdline)
+    if not covered and t.detect(ctx) then
       list[#list + 1] = t; have[n] = true
     end
   end
@@ -86,12 +90,18 @@ function M.changes(run)
   return out
 end
 
+-- argv, or a list of argv -> list of argv
+local function argvs(x)
+  if not x then return {} end
+  if type(x[1]) == "table" then return x end
+  return { x }
+end
+
 -- The regeneration commands of the run's targets: { {target=, argv=} ... }.
 function M.commands(run, targets)
   local out = {}
   for _, t in ipairs(targets or run.bootloaders or {}) do
-    local argv = t.regenerate(run.ctx)
-    if argv then out[#out + 1] = { target = t.name, argv = argv } end
+    for _, argv in ipairs(argvs(t.regenerate(run.ctx))) do out[#out + 1] = { target = t.name, argv = argv } end
   end
   return out
 end
@@ -139,16 +149,22 @@ function M.after_revert(root, reverted, opts)
   local context = require "vfioinit.context"
   local ctx = context.new({ root = root })
   local touched = {}
-  for _, r in ipairs(reverted) do touched[r.path] = true end
-  local targets = {}
+  for _, r in ipairs(reverted) do if r.action ~= "unchanged" then touched[r.path] = r end end
+  local cmds = {}
   for _, n in ipairs(M.TARGETS) do
     local t = M.get(n)
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
-      if touched[p] and t.detect(ctx) then targets[#targets + 1] = t; break end
+      if touched[p] and t.detect(ctx) then
+        -- a tool that edits the entries itself runs the inverse of its record; a generated
+        -- config (grub.cfg) is generated again from the restored files
+        local list = t.undo and argvs(t.undo(touched[p].before)) or argvs(t.regenerate(ctx))
+        for _, argv in ipairs(list) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
+        break
+      end
     end
   end
   local out = {}
-  for _, c in ipairs(M.commands({ ctx = ctx }, targets)) do out[#out + 1] = M.run_command(root, c, opts or {}) end
+  for _, c in ipairs(cmds) do out[#out + 1] = M.run_command(root, c, opts or {}) end
   return out
 end
 
