@@ -206,7 +206,8 @@ local function cmd_apply(v, o)
   for _, e in ipairs(report.cmdline or {}) do
     if not o.json then
       out(("command line of %s for %s (%s): %s\n"):format(e.entry or e.target, e.kernel, e.source or "?",
-        e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))))
+        e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))
+          .. (e.recovery and " (a recovery entry: GRUB gives it GRUB_CMDLINE_LINUX only)" or "")))
     end
   end
   return 0
