@@ -80,6 +80,11 @@ describe("--cmdline with GRUB", function()
     assert.is_true(r.ok, r.error)
     assert.are.equal(text, h.readfile(root .. "/etc/default/grub"))
     assert.is_not_nil(h.readfile(root .. "/etc/default/grub.d/vfioinit.cfg"))
+    -- rebuild=false: grub.cfg is not regenerated, and the report says what to run
+    assert.is_nil(r.regenerated)
+    local noted = false
+    for _, w in ipairs(r.warnings) do if w:find("not regenerated (no rebuild): run update-grub", 1, true) then noted = true end end
+    assert.is_true(noted, table.concat(r.warnings, "\n"))
     local after = grub_words(root)
     assert_params(after, { "1af4:1000" })
     for _, w in ipairs(before) do assert.are.equal(1, #named(after, w:match("^[^=]*")), w) end

@@ -186,7 +186,10 @@ local function update_stages(run, opts, report)
   if not ok then report.error = aerr; return report end
   report.applied = #plan.changes > 0 or nil
   M.sweep(run, plan.generators, report, log)
-  if run.opts.cmdline and opts.rebuild ~= false and not cmdline_regenerate(run, plan, opts, report) then
+  if run.opts.cmdline and opts.rebuild == false and #bootloaders.commands(run) > 0 then
+    report.warnings[#report.warnings + 1] = "the boot loader's configuration was not regenerated (no rebuild): run "
+      .. table.concat(bootloaders.commands(run)[1].argv, " ")
+  elseif run.opts.cmdline and opts.rebuild ~= false and not cmdline_regenerate(run, plan, opts, report) then
     return report
   end
   if opts.rebuild ~= false then
