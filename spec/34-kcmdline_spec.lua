@@ -88,8 +88,9 @@ describe("--cmdline with GRUB", function()
     local after = grub_words(root)
     assert_params(after, { "1af4:1000" })
     for _, w in ipairs(before) do assert.are.equal(1, #named(after, w:match("^[^=]*")), w) end
-    -- a second plan has nothing left to do
+    -- a second plan has nothing left to do, and one without ids keeps them (as modprobe.d)
     assert.are.equal(0, #assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true })).changes)
+    assert.are.equal(0, #assert(v.plan({ root = root, cmdline = true })).changes)
   end)
 
   it("merges the ids into a vfio_pci.ids the config already has, where it is written", function()

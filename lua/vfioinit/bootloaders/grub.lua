@@ -142,6 +142,14 @@ local function inplace_add(ev, files, add, edited)
   edited[f.path] = f
 end
 
+-- A run without ids keeps the vfio-pci.ids our drop-in already carries (as modprobe.d keeps
+-- its file): the drop-in is written afresh each time, and would otherwise drop them.
+local function keep_ids(own, line, wants, add)
+  for _, w in ipairs(wants) do if cmdline.norm(w.name) == "vfio_pci.ids" then return end end
+  local had = own.text and cmdline.find(own.text:match('GRUB_CMDLINE_LINUX_DEFAULT="(.*)"') or "", "vfio-pci.ids")
+  if had and not cmdline.find(line, "vfio-pci.ids") then add[#add + 1] = had.text end
+end
+
 -- edits(ctx, wants) -> list of {path=, before=, after=} | nil, "PATH:LINE: reason"
 function M.edits(ctx, wants)
   local use_dropin = M.dropins(ctx)
@@ -153,6 +161,7 @@ function M.edits(ctx, wants)
   local ev, err = merges(files, wants, edited)
   if not ev then return nil, err end
   local add = words.missing(grubvars.line(ev), wants)
+  if use_dropin then keep_ids(own, grubvars.line(ev), wants, add) end
   local changes = {}
   if use_dropin then
     local after = dropin_text(add)
