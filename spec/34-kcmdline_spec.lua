@@ -226,6 +226,12 @@ describe("--cmdline with /etc/kernel/cmdline", function()
       end
     end
     assert.are.same({}, named(w, "BOOT_IMAGE"))
+    -- the parameters are the kernel's: before a `--` (what follows it is init's)
+    local dashes
+    for i, x in ipairs(w) do if x == "--" and not dashes then dashes = i end end
+    for i, x in ipairs(w) do
+      if x == "intel_iommu=on" or x == "iommu=pt" then assert.is_true(not dashes or i < dashes, x) end
+    end
     assert.is_true((v.revert({ root = root })))
     assert.is_nil(h.readfile(root .. "/etc/kernel/cmdline"))
   end)
