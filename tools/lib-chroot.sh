@@ -5,7 +5,7 @@
 VFIOINIT_CACHE=${VFIOINIT_CACHE:-$HOME/.cache/vfioinit}
 ROOTS_DIR=$VFIOINIT_CACHE/roots
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-FLAVOURS="initramfs-tools dracut mkinitcpio multi mkinitcpio-uki dracut-uki"
+FLAVOURS="initramfs-tools dracut mkinitcpio multi mkinitcpio-uki dracut-uki grub"
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*" >&2; }

@@ -28,6 +28,10 @@ M.OPTIONS = {
   { "--match", arg = "REGEX", key = "match",
     help = "choose devices of this machine by a PCRE2 pattern over 'vvvv:dddd Vendor Device [Class]' "
       .. "(names from pci.ids); needs --root /" },
+  { "--cmdline", key = "cmdline",
+    help = "also put intel_iommu=on iommu=pt (and, with --ids, vfio-pci.ids=) on the kernel command "
+      .. "line: GRUB's config (then update-grub), /etc/kernel/cmdline or /etc/cmdline.d/vfioinit.conf, "
+      .. "grubby, kernelstub; needed when vfio-pci is built into the kernel" },
   { "--softdeps", key = "softdeps",
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
   { "--timeout", arg = "SECONDS", key = "timeout",
@@ -142,7 +146,8 @@ end
 
 local function plan_opts(o)
   return { root = o.root, generators = o.generators, kernels = o.kernels, modules = o.modules,
-    ids = o.ids, softdeps = o.softdeps, devices = o.devices, match = o.match, force = o.force }
+    ids = o.ids, softdeps = o.softdeps, devices = o.devices, match = o.match, force = o.force,
+    cmdline = o.cmdline }
 end
 
 local function check_input(o)
@@ -201,11 +206,18 @@ local function print_status(st)
     for _, m in ipairs(k.modules) do parts[#parts + 1] = m.name .. "=" .. m.state end
     out(("  %s: %s%s\n"):format(k.version, table.concat(parts, " "), k.error and (" (" .. k.error .. ")") or ""))
   end
+  for _, k in ipairs(st.builtin_vfio_pci or {}) do
+    out(("  %s: vfio-pci is built in: device ids need the kernel command line (--cmdline)\n"):format(k))
+  end
   if st.plan_error then
     out("config: " .. tostring(st.plan_error) .. "\n")
   else
     local pending = st.pending_changes
     out(#pending == 0 and "config: VFIO modules configured\n" or ("config: needs changes in " .. table.concat(pending, ", ") .. "\n"))
+  end
+  for _, e in ipairs(st.cmdline or {}) do
+    out(("cmdline: %s (%s, %s): %s\n"):format(e.entry or e.target, e.kernel, e.source or "?",
+      e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))))
   end
   for _, r in ipairs(st.images) do
     out(("image: %s (%s, %s%s): %s\n"):format(r.image, r.generator, r.kernel, r.chain and (", booted by " .. r.chain) or "",
@@ -266,6 +278,9 @@ local function cmd_apply(v, o)
         r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
     end
     if not o.no_rebuild and #report.rebuilt == 0 then note(o, "every image is up to date; nothing rebuilt") end
+    for _, r in ipairs(report.regenerated or {}) do
+      out(("regenerated with %s in %.1f s: %s\n"):format(r.command, r.seconds or 0, r.ok and "ok" or "FAILED"))
+    end
     for _, r in ipairs(report.verified) do
       local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
       if r.ok then
@@ -277,6 +292,13 @@ local function cmd_apply(v, o)
       else
         out(("image %s for %s lacks %s\n"):format(r.image or "?", r.kernel, lacks))
       end
+    end
+  end
+  for _, e in ipairs(report.cmdline or {}) do
+    if not o.json then
+      out(("command line of %s for %s (%s): %s\n"):format(e.entry or e.target, e.kernel, e.source or "?",
+        e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))
+          .. (e.recovery and " (a recovery entry: GRUB gives it GRUB_CMDLINE_LINUX only)" or "")))
     end
   end
   return 0

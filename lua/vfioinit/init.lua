@@ -140,6 +140,14 @@ local function revert(opts)
   if ropts.dry_run then list, err, refused = state.revert(root, ropts)
   else list, err, refused = state.with_lock(root, state.revert, root, ropts) end
   if not list then return nil, err, refused end
+  if not ropts.dry_run then
+    -- a restored GRUB config regenerates grub.cfg, as apply did (list.regenerated)
+    local regen = require("vfioinit.bootloaders").after_revert(root, list, { timeout = o.timeout })
+    if #regen > 0 then list.regenerated = regen end
+    for _, e in ipairs(regen) do
+      if not e.ok then return nil, e.error end
+    end
+  end
   return true, list
 end
 
@@ -257,7 +265,8 @@ local function bind_pipeline(M, registry)
   -- @treturn[1] {table,...} the second value, one entry per file: `{path=,
   --   action="restored"|"removed"|"unchanged", kept=PATH.vfioinit-edited|nil, before=, after=}`
   --   (`before`/`after`: the current content and what revert writes, nil for no file; with
-  --   `dry_run` the diff revert would make)
+  --   `dry_run` the diff revert would make); `list.regenerated`: the boot-loader regeneration
+  --   commands run because a GRUB file was restored
   -- @treturn[2] nil
   -- @treturn[2] string message (refusals: one line per file)
   -- @treturn[2] {table,...} refused, `{path=, reason=}` each

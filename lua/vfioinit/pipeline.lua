@@ -15,6 +15,7 @@ local core = require "vfioinit.core"
 local runs = require "vfioinit.run"
 local planner = require "vfioinit.plan"
 local rebuild = require "vfioinit.rebuild"
+local bootloaders = require "vfioinit.bootloaders"
 
 local M = {}
 
@@ -71,7 +72,11 @@ end
 -- config or the modprobe file changed) or fails verification.
 function M.stale(run, plan, log)
   local changed = {}
-  for _, c in ipairs(plan.changes) do changed[c.generator] = true end
+  for _, c in ipairs(plan.changes) do
+    changed[c.generator] = true
+    -- a UKI embeds its command line: a changed /etc/kernel/cmdline makes every image stale
+    if c.stale_images then changed.modprobe = true end
+  end
   local jobs = {}
   for _, g in ipairs(plan.generators) do
     local stale = {}
@@ -158,6 +163,25 @@ local function verify_all(run, plan, opts, report)
   return true
 end
 
+-- --cmdline, after apply: regenerate what the loader reads (grub.cfg) when a command-line
+-- file changed or what it boots lacks the parameters; after verify: read them back.
+local function cmdline_regenerate(run, plan, opts, report)
+  local changed = false
+  for _, c in ipairs(plan.changes) do if c.generator == "cmdline" then changed = true end end
+  if not changed and bootloaders.judge(run, bootloaders.readback(run)) then return true end
+  local list, err = bootloaders.regenerate(run, { log = opts.log, timeout = opts.timeout, on_output = opts.on_output })
+  report.regenerated = list
+  if err then report.error = err; return false end
+  return true
+end
+
+local function cmdline_verify(run, report)
+  report.cmdline = bootloaders.readback(run)
+  local ok, why = bootloaders.judge(run, report.cmdline)
+  if not ok then report.error = why end
+  return ok
+end
+
 -- plan -> apply -> sweep -> stale -> rebuild -> verify over one run (under root's lock
 -- unless dry_run). Fills and returns `report`.
 local function update_stages(run, opts, report)
@@ -170,6 +194,12 @@ local function update_stages(run, opts, report)
   if not ok then report.error = aerr; return report end
   report.applied = #plan.changes > 0 or nil
   M.sweep(run, plan.generators, report, log)
+  if run.opts.cmdline and opts.rebuild == false and #bootloaders.commands(run) > 0 then
+    report.warnings[#report.warnings + 1] = "the boot loader's configuration was not regenerated (no rebuild): run "
+      .. table.concat(bootloaders.commands(run)[1].argv, " ")
+  elseif run.opts.cmdline and opts.rebuild ~= false and not cmdline_regenerate(run, plan, opts, report) then
+    return report
+  end
   if opts.rebuild ~= false then
     local jobs = M.stale(run, plan, log)
     -- every generator's config is as planned now: its images must carry the modules
@@ -181,6 +211,9 @@ local function update_stages(run, opts, report)
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
+  if run.opts.cmdline and opts.verify ~= false and opts.rebuild ~= false and not cmdline_verify(run, report) then
+    return report
+  end
   report.ok = true
   return report
 end
@@ -284,8 +317,10 @@ function M.status(opts, registry)
     chains_error = chains_error or cerr
     for _, c in ipairs(list or {}) do chains[#chains + 1] = c end
   end
+  local builtin = bootloaders.builtin(run)
+  local cmdline = run.opts.cmdline and plan and bootloaders.readback(run) or nil
   run:close()
-  return { ok = true, root = inv.root, distro = inv.distro, active = inv.active,
+  return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
     pending_changes = pending, plan_error = perr, images = images, boot_chains = chains,
     boot_chains_error = chains_error }

@@ -10,6 +10,7 @@ local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
 local bind = require "vfioinit.bind"
+local bootloaders = require "vfioinit.bootloaders"
 
 local M = {}
 
@@ -198,6 +199,14 @@ local function generator_changes(ctx, gens, changes)
   return changes
 end
 
+-- --cmdline: the kernel command-line edits join the same plan (lua/vfioinit/bootloaders).
+local function cmdline_changes(run, changes)
+  local list, err = bootloaders.changes(run)
+  if not list then return nil, err end
+  for _, c in ipairs(list) do changes[#changes + 1] = c end
+  return changes
+end
+
 -- A file whose owner removed every write bit is not ours to change (root could, but should not).
 local function check_writable(root, changes)
   for _, c in ipairs(changes) do
@@ -235,11 +244,16 @@ function M.plan(run, registry)
   if mp == nil then return nil, perr end
   if mp then changes[#changes + 1] = mp end
   -- devices bound by address (lua/vfioinit/bind.lua): chosen and checked before any edit
-  local sel, serr = bind.select(run, ctx.warn)
-  if sel == nil then return nil, serr end
-  ctx.bind = sel or nil
-  local ok, err = generator_changes(ctx, gens, changes)
+  local ok, err = bootloaders.check_builtin(run)
+  local sel, serr
+  if ok then
+    sel, serr = bind.select(run, ctx.warn)
+    if sel == nil then return nil, serr end
+    ctx.bind = sel or nil
+    ok, err = generator_changes(ctx, gens, changes)
+  end
   if ok then ok, err = bind.changes(ctx, gens, changes) end
+  if ok and run.opts.cmdline then ok, err = cmdline_changes(run, changes) end
   if ok then ok, err = check_writable(run.root, changes) end
   if not ok then return nil, err end
   return setmetatable({

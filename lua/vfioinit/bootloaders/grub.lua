@@ -1,0 +1,223 @@
+-- GRUB (grub-mkconfig): the kernel parameters go where grub-mkconfig reads them, then
+-- the distribution's own command regenerates grub.cfg.
+--   * grub-mkconfig sources /etc/default/grub.d/*.cfg (Debian, Ubuntu: the script says
+--     so): new parameters go into the drop-in /etc/default/grub.d/vfioinit.cfg as
+--     GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT ...", so later edits of
+--     /etc/default/grub still count;
+--   * else GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub is edited in place.
+-- A parameter already set (vfio_pci.ids=X in GRUB_CMDLINE_LINUX) is merged where it is
+-- written, never added a second time. The generated grub.cfg is like an image: not
+-- backed up, regenerated after apply and after revert.
+local machine = require "vfioinit.machine"
+local words = require "vfioinit.bootloaders.words"
+local grubvars = require "vfioinit.bootloaders.grubvars"
+local bootcfg = require "vfioinit.bootcfg"
+local cmdline = require "vfioinit.cmdline"
+
+local M = { name = "grub" }
+
+M.DEFAULT = "/etc/default/grub"
+M.DROPIN_DIR = "/etc/default/grub.d"
+M.DROPIN = M.DROPIN_DIR .. "/vfioinit.cfg"
+M.TOOLS = { "update-grub", "grub-mkconfig", "grub2-mkconfig" }
+M.CONFIGS = { "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg" }
+
+local function find(ctx, cmd)
+  for _, d in ipairs(machine.BIN_DIRS) do
+    local st = ctx.stat(d .. "/" .. cmd)
+    if st and st.type == "file" then return d .. "/" .. cmd end
+  end
+end
+
+-- The regeneration tool of root: {name=, path=} or nil (GRUB is not installed).
+function M.tool(ctx)
+  for _, t in ipairs(M.TOOLS) do
+    local p = find(ctx, t)
+    if p then return { name = t, path = p } end
+  end
+end
+
+-- grub.cfg: the one that exists, else where the tool writes it.
+function M.config(ctx)
+  for _, c in ipairs(M.CONFIGS) do if ctx.exists(c) then return c end end
+  local t = M.tool(ctx)
+  return (t and t.name == "grub2-mkconfig") and M.CONFIGS[2] or M.CONFIGS[1]
+end
+
+-- True when root's grub-mkconfig sources /etc/default/grub.d/*.cfg (Debian's patch).
+function M.dropins(ctx)
+  for _, t in ipairs({ "grub-mkconfig", "grub2-mkconfig" }) do
+    local p = find(ctx, t)
+    local text = p and ctx.read(p)
+    if text then return text:find("/default/grub.d/", 1, true) ~= nil end
+  end
+  return false
+end
+
+-- The files this target may edit (revert regenerates grub.cfg when one of them changed).
+function M.files(ctx)
+  local out = { M.DEFAULT }
+  for _, n in ipairs(ctx.dir(M.DROPIN_DIR) or {}) do out[#out + 1] = M.DROPIN_DIR .. "/" .. n end
+  out[#out + 1] = M.DROPIN
+  return out
+end
+
+function M.detect(ctx)
+  return M.tool(ctx) ~= nil
+end
+
+-- The files grub-mkconfig sources, in its order; our own drop-in apart.
+local function sources(ctx, with_dropins)
+  local files = {}
+  local text, err = ctx.read(M.DEFAULT)
+  if err then return nil, err end
+  if text then files[#files + 1] = { path = M.DEFAULT, text = text } end
+  local own, at
+  if with_dropins then
+    for _, n in ipairs(ctx.dir(M.DROPIN_DIR) or {}) do
+      if n:match("%.cfg$") then
+        local p = M.DROPIN_DIR .. "/" .. n
+        local t, rerr = ctx.read(p)
+        if rerr then return nil, rerr end
+        if p == M.DROPIN then own = { path = p, text = t, index = #files + 1 }
+        elseif t then files[#files + 1] = { path = p, text = t } end
+        -- where ours is (or would be) sourced: before the first name that sorts after it
+        if not own and n > "vfioinit.cfg" and not at then at = #files end
+      end
+    end
+  end
+  own = own or { index = at or #files + 1 }
+  return files, own
+end
+
+-- Parameters already written somewhere are merged where they are written, one at a
+-- time, evaluating again after each edit so every offset stays true. Returns the
+-- evaluation of the edited files, or nil, reason.
+local function merges(files, wants, edited)
+  while true do
+    local ev, err = grubvars.evaluate(files)
+    if not ev then return nil, err end
+    local list, why = words.to_merge(grubvars.line(ev), wants)
+    if not list then return nil, ("%s: %s"):format(M.DEFAULT, why) end
+    local want = list[1]
+    if not want then return ev end
+    local p = grubvars.holder(ev, "GRUB_CMDLINE_LINUX_DEFAULT", want.name)
+      or grubvars.holder(ev, "GRUB_CMDLINE_LINUX", want.name)
+    if not p then
+      return nil, ("%s: %s is set through a variable vfioinit cannot edit"):format(M.DEFAULT, want.name)
+    end
+    p.file.text = assert(grubvars.edit_value(p, { want }))
+    edited[p.file.path] = p.file
+  end
+end
+
+local DROPIN_HEAD = "# Written by vfioinit --cmdline: kernel parameters for VFIO (`vfioinit revert` removes it).\n"
+
+-- The drop-in's text for the words to add (nil: no drop-in needed).
+local function dropin_text(add)
+  if #add == 0 then return nil end
+  return DROPIN_HEAD .. ('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT %s"\n'):format(table.concat(add, " "))
+end
+
+-- In /etc/default/grub itself: append to the last GRUB_CMDLINE_LINUX_DEFAULT, or add one.
+local function inplace_add(ev, files, add, edited)
+  if #add == 0 then return end
+  local parts = ev.parts.GRUB_CMDLINE_LINUX_DEFAULT
+  local p = parts[#parts]
+  local f = p and p.file or files[1]
+  if not f then f = { path = M.DEFAULT }; files[1] = f end
+  local words_ = table.concat(add, " ")
+  if p then
+    local t = f.text
+    local raw = t:sub(p.lo, p.hi)
+    local sep = (raw == "" or raw:match("%s$")) and "" or " "
+    local quoted = p.lo ~= p.a.first + #p.a.name + (p.a.append and 2 or 1)
+    local new = quoted and (raw .. sep .. words_) or ('"' .. raw .. sep .. words_ .. '"')
+    f.text = t:sub(1, p.lo - 1) .. new .. t:sub(p.hi + 1)
+  else
+    local t = f.text or ""
+    if t ~= "" and not t:match("\n$") then t = t .. "\n" end
+    f.text = t .. ('GRUB_CMDLINE_LINUX_DEFAULT="%s"\n'):format(words_)
+  end
+  edited[f.path] = f
+end
+
+-- A run without ids keeps the vfio-pci.ids our drop-in already carries (as modprobe.d keeps
+-- its file): the drop-in is written afresh each time, and would otherwise drop them.
+local function keep_ids(own, line, wants, add)
+  for _, w in ipairs(wants) do if cmdline.norm(w.name) == "vfio_pci.ids" then return end end
+  local had = own.text and cmdline.find(own.text:match('GRUB_CMDLINE_LINUX_DEFAULT="(.*)"') or "", "vfio-pci.ids")
+  if had and not cmdline.find(line, "vfio-pci.ids") then add[#add + 1] = had.text end
+end
+
+-- edits(ctx, wants) -> list of {path=, before=, after=} | nil, "PATH:LINE: reason"
+function M.edits(ctx, wants)
+  local use_dropin = M.dropins(ctx)
+  local files, own = sources(ctx, use_dropin)
+  if not files then return nil, own end
+  local before = {}
+  for _, f in ipairs(files) do before[f.path] = f.text end
+  local edited = {}
+  local ev, err = merges(files, wants, edited)
+  if not ev then return nil, err end
+  local add = words.missing(grubvars.line(ev), wants)
+  if use_dropin then keep_ids(own, grubvars.line(ev), wants, add) end
+  local changes = {}
+  if use_dropin then
+    local after = dropin_text(add)
+    local was = own.text
+    if after ~= was then changes[#changes + 1] = { path = M.DROPIN, before = was, after = after } end
+    -- a drop-in sourced after ours that sets the variable again would drop the parameters
+    for i = own.index, after and #files or 0 do
+      local later = grubvars.evaluate({ files[i] })
+      for _, p in ipairs(later and later.parts.GRUB_CMDLINE_LINUX_DEFAULT or {}) do
+        if not p.selfref then
+          return nil, ("%s:%d: sets GRUB_CMDLINE_LINUX_DEFAULT after %s, which would drop vfioinit's "
+            .. "parameters; rename it to sort before vfioinit.cfg"):format(files[i].path, p.a.line, M.DROPIN)
+        end
+      end
+    end
+  else
+    inplace_add(ev, files, add, edited)
+  end
+  for path, f in pairs(edited) do
+    if f.text ~= before[path] then changes[#changes + 1] = { path = path, before = before[path], after = f.text } end
+  end
+  table.sort(changes, function(a, b) return a.path < b.path end)
+  return changes
+end
+
+-- The command that regenerates grub.cfg (run chrooted, after apply and after revert).
+function M.regenerate(ctx)
+  local t = M.tool(ctx)
+  if not t then return nil end
+  if t.name == "update-grub" then return { "update-grub" } end
+  return { t.name, "-o", M.config(ctx) }
+end
+
+-- True when entry `e` boots kernel kver (its `linux` path names vmlinuz-<kver>).
+local function boots(e, kver)
+  local p = e.linux or ""
+  return p:sub(-#kver - 1) == "-" .. kver or p:sub(-#kver - 1) == "/" .. kver
+end
+
+-- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=}: the
+-- generated grub.cfg's `linux` lines for kver (recovery entries only reported: they get
+-- GRUB_CMDLINE_LINUX alone, by design), or nil, reason.
+function M.readback(ctx, wants, kver)
+  local path = M.config(ctx)
+  local text, err = ctx.read(path)
+  if not text then return nil, err or (path .. ": no grub.cfg (run update-grub)") end
+  local out = {}
+  for _, e in ipairs(bootcfg.grub(text).entries) do
+    if boots(e, kver) then
+      local ok, miss = cmdline.has(e.cmdline or "", wants)
+      out[#out + 1] = { entry = "grub: " .. table.concat(e.titles, " > "), source = path .. ":" .. e.linux_line,
+        cmdline = e.cmdline, ok = ok, missing = miss, recovery = (e.cmdline or ""):match("%f[%S]single%f[%s\0]") ~= nil
+          or (e.title or ""):find("recovery mode", 1, true) ~= nil }
+    end
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,211 @@
+--[[ vfioinit.bootloaders: the kernel command line (`--cmdline`, Lua `cmdline = true`).
+
+One module per place a boot path reads its command line from (lua/vfioinit/bootloaders/):
+  grubby          `grubby --update-kernel=ALL --args` (record: /etc/vfioinit/grubby.cmdline)
+  kernelstub      `kernelstub -a` / `-d` (record: /etc/vfioinit/kernelstub.cmdline)
+  grub            /etc/default/grub.d/vfioinit.cfg or /etc/default/grub, then update-grub /
+                  grub-mkconfig -o / grub2-mkconfig -o regenerates grub.cfg
+  kernel_cmdline  /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs)
+  cmdline_d       /etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs)
+Each: { name=, detect(ctx) -> bool, edits(ctx, wants) -> changes | nil, err,
+regenerate(ctx) -> argv | nil, readback(ctx, wants, kver, run) -> entries | nil, err,
+stale_images = true when images embed the file (UKIs) }.
+
+Stages (lua/vfioinit/pipeline.lua): `changes` (part of the plan, so diff, apply, journal,
+backups and revert are the generator configs' ones), `regenerate` (after apply and after
+revert: the generated grub.cfg is like an image, never backed up), `readback` (verify).
+]]
+local core = require "vfioinit.core"
+local words = require "vfioinit.bootloaders.words"
+
+local M = {}
+
+M.TARGETS = { "grubby", "kernelstub", "grub", "kernel_cmdline", "cmdline_d" }
+
+function M.get(name) return require("vfioinit.bootloaders." .. name) end
+
+-- The targets of root: every one whose files or tools are there (kernel_cmdline covers
+-- mkinitcpio's UKIs too: it is their first source), or nil, err when none is.
+function M.select(ctx)
+  local list, have = {}, {}
+  for _, n in ipairs(M.TARGETS) do
+    local t = M.get(n)
+    -- grubby keeps /etc/default/grub in step itself; kernel_cmdline feeds mkinitcpio's UKIs too
+    local covered = (n == "grub" and have.grubby) or (n == "cmdline_d" and have.kernel_cmdline)
+    if not covered and t.detect(ctx) then
+      list[#list + 1] = t; have[n] = true
+    end
+  end
+  if #list == 0 then
+    return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
+      .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=)")
+      :format(ctx.root)
+  end
+  return list
+end
+
+function M.wants(run) return words.wants(run.ids) end
+
+-- The kernels of the run into which vfio_pci is built (ids must go on the command line).
+function M.builtin(run)
+  local out = {}
+  for _, k in ipairs(run.kernels) do
+    local st = run:module_state(k, "vfio_pci")
+    if st == "builtin" then out[#out + 1] = k end
+  end
+  return out
+end
+
+-- Item 5: ids for a kernel with vfio-pci built in need the command line.
+function M.check_builtin(run)
+  if not (run.ids and #run.ids > 0) then return true end
+  local ks = M.builtin(run)
+  if #ks == 0 then return true end
+  local where = ("/lib/modules/%s/modules.builtin"):format(ks[1])
+  if not run.opts.cmdline then
+    return nil, ("%s: vfio-pci is built into kernel %s, which never reads modprobe.d options: the ids "
+      .. "must go on the kernel command line as vfio-pci.ids=%s; run again with --cmdline"):format(
+      where, table.concat(ks, ", "), table.concat(run.ids, ","))
+  end
+  run.ctx.warn(("%s: vfio-pci is built into kernel %s: the modprobe.d `options vfio-pci ids=` line does "
+    .. "nothing there; vfio-pci.ids= on the kernel command line binds the devices"):format(where, table.concat(ks, ", ")))
+  return true
+end
+
+-- changes(run) -> list of plan changes (generator = "cmdline") | nil, err. Also keeps the
+-- selected targets on the run (run.bootloaders) for the later stages.
+function M.changes(run)
+  local targets, err = M.select(run.ctx)
+  if not targets then return nil, err end
+  run.bootloaders = targets
+  local wants, out = M.wants(run), {}
+  for _, t in ipairs(targets) do
+    local list, terr = t.edits(run.ctx, wants)
+    if not list then return nil, terr end
+    for _, c in ipairs(list) do
+      c.generator, c.bootloader, c.stale_images = "cmdline", t.name, t.stale_images
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
+
+-- argv, or a list of argv -> list of argv
+local function argvs(x)
+  if not x then return {} end
+  if type(x[1]) == "table" then return x end
+  return { x }
+end
+
+-- The regeneration commands of the run's targets: { {target=, argv=} ... }.
+function M.commands(run, targets)
+  local out = {}
+  for _, t in ipairs(targets or run.bootloaders or {}) do
+    for _, argv in ipairs(argvs(t.regenerate(run.ctx))) do out[#out + 1] = { target = t.name, argv = argv } end
+  end
+  return out
+end
+
+M.TIMEOUT = 300
+M.TAIL = 10
+
+-- Run one regeneration command chrooted into root (like a rebuild): an entry
+-- {target=, command=, status=, signal=, timed_out=, seconds=, ok=, error=}.
+function M.run_command(root, c, opts)
+  local tail = {}
+  local e = { target = c.target, command = table.concat(c.argv, " "), ok = false }
+  local res, err = core.spawn.run({ argv = c.argv, root = root ~= "/" and root or nil,
+    timeout = opts.timeout or M.TIMEOUT,
+    on_line = function(_, line)
+      tail[#tail + 1] = line
+      if #tail > M.TAIL then table.remove(tail, 1) end
+      if opts.on_output then opts.on_output(line) end
+    end })
+  if not res then e.error = ("%s: %s"):format(e.command, err); return e end
+  e.status, e.signal, e.timed_out, e.seconds = res.status, res.signal, res.timed_out, res.seconds
+  e.ok = res.status == 0
+  if not e.ok then
+    local how = res.timed_out and "timed out" or res.signal and ("was killed by signal " .. res.signal)
+      or ("exited with status " .. tostring(res.status))
+    e.error = ("%s %s; last lines of output:\n%s"):format(e.command, how, table.concat(tail, "\n"))
+  end
+  return e
+end
+
+-- regenerate stage: each target's command; returns the entries and the first error.
+function M.regenerate(run, opts)
+  local out, first = {}, nil
+  for _, c in ipairs(M.commands(run)) do
+    if opts.log then opts.log("regenerating with " .. table.concat(c.argv, " ")) end
+    local e = M.run_command(run.root, c, opts)
+    out[#out + 1] = e
+    first = first or e.error
+  end
+  return out, first
+end
+
+-- After `revert`: the targets whose files were restored regenerate what they feed.
+function M.after_revert(root, reverted, opts)
+  local context = require "vfioinit.context"
+  local ctx = context.new({ root = root })
+  local touched = {}
+  for _, r in ipairs(reverted) do if r.action ~= "unchanged" then touched[r.path] = r end end
+  local cmds = {}
+  for _, n in ipairs(M.TARGETS) do
+    local t = M.get(n)
+    for _, p in ipairs(t.files and t.files(ctx) or {}) do
+      if touched[p] and t.detect(ctx) then
+        -- a tool that edits the entries itself runs the inverse of its record; a generated
+        -- config (grub.cfg) is generated again from the restored files
+        local list = t.undo and argvs(t.undo(touched[p].before)) or argvs(t.regenerate(ctx))
+        for _, argv in ipairs(list) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
+        break
+      end
+    end
+  end
+  local out = {}
+  for _, c in ipairs(cmds) do out[#out + 1] = M.run_command(root, c, opts or {}) end
+  return out
+end
+
+-- Per kernel: does what boots it carry the parameters? A grub kernel needs every
+-- normal entry right (recovery entries get GRUB_CMDLINE_LINUX alone, by design) and at
+-- least one; BLS and UKI entries all. Returns ok, first problem.
+function M.judge(run, list)
+  local seen = {}
+  for _, e in ipairs(list) do
+    if e.error then return false, e.error end
+    if not e.recovery then
+      seen[e.target .. "\0" .. e.kernel] = true
+      if not e.ok then
+        return false, ("%s (%s): the kernel command line lacks %s"):format(e.entry, e.source, e.missing or "?")
+      end
+    end
+  end
+  for _, t in ipairs(run.bootloaders or {}) do
+    if t.name == "grub" then
+      for _, k in ipairs(run.kernels) do
+        if not seen["grub\0" .. k] then return false, ("no grub.cfg entry boots kernel %s"):format(k) end
+      end
+    end
+  end
+  return true
+end
+
+-- readback(run) -> per kernel and entry {kernel=, target=, entry=, source=, cmdline=, ok=,
+-- missing=, error=}, read from what the loader boots.
+function M.readback(run)
+  local wants, out = M.wants(run), {}
+  for _, t in ipairs(run.bootloaders or select(1, M.select(run.ctx)) or {}) do
+    for _, k in ipairs(run.kernels) do
+      local list, err = t.readback(run.ctx, wants, k, run)
+      if not list then out[#out + 1] = { kernel = k, target = t.name, ok = false, error = err }
+      else
+        for _, e in ipairs(list) do e.kernel, e.target = k, t.name; out[#out + 1] = e end
+      end
+    end
+  end
+  return out
+end
+
+return M

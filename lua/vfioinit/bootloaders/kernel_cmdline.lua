@@ -1,0 +1,55 @@
+-- /etc/kernel/cmdline: the command line kernel-install writes into BLS entries and UKIs
+-- (systemd-boot, `layout=uki`/`bls`), and mkinitcpio's first UKI source. One word file,
+-- edited in place. When it is absent, kernel-install falls back to /usr/lib/kernel/cmdline
+-- and then to the running system's /proc/cmdline: vfioinit creates /etc/kernel/cmdline
+-- from that same source (BOOT_IMAGE= and initrd= dropped, as 90-loaderentry does) plus
+-- the parameters, so the created file says what kernel-install would have used anyway.
+-- No regeneration command: what reads the file is the image rebuild (UKIs) or the next
+-- `kernel-install add`; the changed file marks the images stale.
+local wordfiles = require "vfioinit.bootloaders.wordfiles"
+local words = require "vfioinit.bootloaders.words"
+local bls = require "vfioinit.bootloaders.bls"
+
+local M = { name = "kernel_cmdline", stale_images = true }
+
+M.FILE = "/etc/kernel/cmdline"
+M.VENDOR = "/usr/lib/kernel/cmdline"
+M.INSTALL_CONF = { "/etc/kernel/install.conf", "/usr/lib/kernel/install.conf" }
+
+-- kernel-install's layout (first install.conf that sets it), or nil.
+function M.layout(ctx)
+  for _, p in ipairs(M.INSTALL_CONF) do
+    local t = ctx.read(p)
+    local v = t and (("\n" .. t):match("\n%s*layout%s*=%s*[\"']?([%w-]+)"))
+    if v then return v end
+  end
+end
+
+function M.detect(ctx)
+  local layout = M.layout(ctx)
+  return ctx.exists(M.FILE) or layout == "uki" or layout == "bls"
+end
+
+function M.edits(ctx, wants)
+  local text, err = ctx.read(M.FILE)
+  if err then return nil, err end
+  local files, base = {}, nil
+  if text then files[1] = { path = M.FILE, text = text }
+  else
+    local vendor, verr = ctx.read(M.VENDOR)
+    if verr then return nil, verr end
+    base = vendor and wordfiles.line(vendor) or words.running()
+  end
+  local changes, why = wordfiles.plan(files, M.FILE, wants, base)
+  if not changes then return nil, ("%s: %s"):format(M.FILE, why) end
+  return changes
+end
+
+function M.regenerate() return nil end
+
+-- BLS entries for kver and the UKIs of kver (read back through bls.lua).
+function M.readback(ctx, wants, kver, run)
+  return bls.readback(ctx, wants, kver, run)
+end
+
+return M

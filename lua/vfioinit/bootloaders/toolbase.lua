@@ -1,0 +1,78 @@
+-- The shared body of grubby.lua and kernelstub.lua: a target whose tool edits the boot
+-- entries itself (lua/vfioinit/bootloaders/cmdtool.lua keeps the record). `spec` gives
+-- {name=, command=, apply(ops) -> list of argv, undo(inverse ops) -> list of argv}.
+local machine = require "vfioinit.machine"
+local bootcfg = require "vfioinit.bootcfg"
+local cmdtool = require "vfioinit.bootloaders.cmdtool"
+local bls = require "vfioinit.bootloaders.bls"
+
+local M = {}
+
+-- The options of the first BLS entry of a selected kernel (what the tool will edit), "" when
+-- there is none, or nil, "PATH:LINE: why".
+local function current(ctx)
+  for _, d in ipairs(bls.ENTRY_DIRS) do
+    for _, n in ipairs(ctx.dir(d) or {}) do
+      local p = d .. "/" .. n
+      local t = n:match("%.conf$") and ctx.read(p)
+      local e, msg, line
+      if t then e, msg, line = bootcfg.bls(t) end
+      if t and not e then return nil, ("%s:%d: %s"):format(p, line, msg) end
+      if e and e.options then
+        if e.options:find("$", 1, true) then
+          return nil, ("%s:%d: options refer to a GRUB variable (%s); vfioinit cannot tell the command line")
+            :format(p, e.lines.options, e.options:match("%$%S*"))
+        end
+        return e.options
+      end
+    end
+  end
+  return ""
+end
+
+function M.new(spec)
+  local T = { name = spec.name, record = cmdtool.path(spec.name) }
+  function T.detect(ctx)
+    for _, d in ipairs(machine.BIN_DIRS) do
+      if ctx.exists(d .. "/" .. spec.command) then return true end
+    end
+    return false
+  end
+  function T.files() return { T.record } end
+  function T.edits(ctx, wants)
+    local line, err = current(ctx)
+    if not line then return nil, err end
+    local ops, why = cmdtool.ops(line, wants)
+    if not ops then return nil, ("%s: %s"):format(T.record, why) end
+    local old, rerr = ctx.read(T.record)
+    if rerr then return nil, rerr end
+    local new = cmdtool.record(spec.name, old, ops, spec.apply)
+    if new == old then return {} end
+    return { { path = T.record, before = old, after = new } }
+  end
+  -- after apply: the tool, for every operation of the record (giving a word again is a no-op)
+  function T.regenerate(ctx)
+    local ops = cmdtool.parse(ctx.read(T.record))
+    if #ops == 0 then return nil end
+    return spec.apply(ops)
+  end
+  -- after revert: the inverse of the record as it was
+  function T.undo(before)
+    local ops = cmdtool.parse(before)
+    if #ops == 0 then return nil end
+    return spec.undo(cmdtool.inverse(ops))
+  end
+  function T.readback(ctx, wants, kver, run) return bls.readback(ctx, wants, kver, run) end
+  return T
+end
+
+-- The words of ops: the new ones (add, replace) and the ones to take away (remove).
+function M.split(ops)
+  local put, take = {}, {}
+  for _, o in ipairs(ops) do
+    if o.op == "remove" then take[#take + 1] = o.old else put[#put + 1] = o.new end
+  end
+  return put, take
+end
+
+return M

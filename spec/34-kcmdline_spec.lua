@@ -1,0 +1,448 @@
+-- The kernel command line, opt-in (`--cmdline`, Lua `cmdline = true`): intel_iommu=on,
+-- iommu=pt and vfio-pci.ids= go where the root's boot path reads them (GRUB's config,
+-- /etc/kernel/cmdline, /etc/cmdline.d for mkinitcpio UKIs), through the plan, and GRUB's
+-- grub.cfg is regenerated and read back. The oracles are the tools' own readers: bash
+-- sources GRUB's files as grub-mkconfig does, mkinitcpio's `grep '^[^#]' | tr -s` joins
+-- its UKI sources, and the kernel's word rule (vfio-pci = vfio_pci) counts parameters.
+local h = require "helpers"
+local v = require "vfioinit"
+
+local STANDIN_GRUB = h.project .. "/spec/fixtures/standin-grub-mkconfig"
+local STANDIN_BOOSTER = h.project .. "/spec/fixtures/standin-booster"
+local APPLETS = "sh cat echo printf mkdir mktemp find cpio mv rm sleep test ["
+local root_it = h.chroot_it(it, pending)
+
+-- GRUB's grub-mkconfig as Debian ships it: it sources /etc/default/grub.d/*.cfg.
+local DEBIAN_MKCONFIG = "#!/bin/sh\n. /etc/default/grub\nfor x in ${sysconfdir}/default/grub.d/*.cfg ; do\n  . \"$x\"\ndone\n"
+-- grub2-mkconfig as upstream GRUB ships it (Fedora, Arch): /etc/default/grub only.
+local UPSTREAM_MKCONFIG = "#!/bin/sh\nif test -f ${sysconfdir}/default/grub ; then\n  . ${sysconfdir}/default/grub\nfi\n"
+
+local function grub_root(default_grub, mkconfig, extra)
+  local files = { ["/etc/initramfs-tools/modules"] = "# modules\n",
+    ["/usr/sbin/grub-mkconfig"] = mkconfig or DEBIAN_MKCONFIG }
+  if default_grub then files["/etc/default/grub"] = default_grub end
+  for k, x in pairs(extra or {}) do files[k] = x end
+  local root = h.make_root({ os = { ID = "debian" }, files = files,
+    exec = { "/usr/sbin/update-initramfs", "/usr/sbin/update-grub" } })
+  h.install_kernel(root, "cloud")
+  return root
+end
+
+-- bash, sourcing the files as grub-mkconfig does: the words 10_linux puts on a normal entry.
+local function grub_words(root)
+  local script = ("sysconfdir=%s/etc; . %s/etc/default/grub 2>/dev/null; for x in %s/etc/default/grub.d/*.cfg; do "
+    .. "[ -e \"$x\" ] && . \"$x\"; done; echo \"$GRUB_CMDLINE_LINUX $GRUB_CMDLINE_LINUX_DEFAULT\""):format(root, root, root)
+  local out, ok = h.sh("bash -c " .. h.q(script) .. " 2>&1")
+  assert(ok, out)
+  local t = {}
+  for w in out:gmatch("%S+") do t[#t + 1] = w end
+  return t
+end
+
+-- The words naming parameter `name` (the kernel's rule: `-` and `_` are one).
+local function named(list, name)
+  local key, out = name:gsub("-", "_"), {}
+  for _, w in ipairs(list) do
+    if (w:match("^([^=]*)") or w):gsub("-", "_") == key then out[#out + 1] = w end
+  end
+  return out
+end
+
+local function value_set(word)
+  local s = {}
+  for x in (word:match("=(.*)$") or ""):gmatch("[^,]+") do s[x:lower()] = true end
+  return s
+end
+
+local function assert_params(list, ids)
+  assert.are.same({ "intel_iommu=on" }, named(list, "intel_iommu"))
+  assert.are.same({ "iommu=pt" }, named(list, "iommu"))
+  local w = named(list, "vfio_pci.ids")
+  assert.are.equal(1, #w, "one vfio-pci.ids word: " .. table.concat(w, " "))
+  local got = value_set(w[1])
+  for _, id in ipairs(ids) do assert.is_true(got[id], id .. " in " .. w[1]) end
+end
+
+describe("--cmdline with GRUB", function()
+  it("is opt-in: without it no command-line file is planned", function()
+    local root = grub_root('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    finally(function() h.rm(root) end)
+    local plan = assert(v.plan({ root = root, ids = "1af4:1000" }))
+    for _, c in ipairs(plan.changes) do assert.is_nil(c.path:match("grub"), c.path) end
+  end)
+
+  it("adds the parameters through /etc/default/grub.d/vfioinit.cfg where grub-mkconfig reads drop-ins", function()
+    local text = '# mine\nGRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\nGRUB_CMDLINE_LINUX=""\n'
+    local root = grub_root(text)
+    finally(function() h.rm(root) end)
+    local before = grub_words(root)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    assert.are.equal(text, h.readfile(root .. "/etc/default/grub"))
+    assert.is_not_nil(h.readfile(root .. "/etc/default/grub.d/vfioinit.cfg"))
+    -- rebuild=false: grub.cfg is not regenerated, and the report says what to run
+    assert.is_nil(r.regenerated)
+    local noted = false
+    for _, w in ipairs(r.warnings) do if w:find("not regenerated (no rebuild): run update-grub", 1, true) then noted = true end end
+    assert.is_true(noted, table.concat(r.warnings, "\n"))
+    local after = grub_words(root)
+    assert_params(after, { "1af4:1000" })
+    for _, w in ipairs(before) do assert.are.equal(1, #named(after, w:match("^[^=]*")), w) end
+    -- a second plan has nothing left to do, and one without ids keeps them (as modprobe.d)
+    assert.are.equal(0, #assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true })).changes)
+    assert.are.equal(0, #assert(v.plan({ root = root, cmdline = true })).changes)
+  end)
+
+  it("merges the ids into a vfio_pci.ids the config already has, where it is written", function()
+    local root = grub_root('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="vfio_pci.ids=10DE:1B80 intel_iommu=on,igfx_off"\n')
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000,10de:1b80", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    local after = grub_words(root)
+    local w = named(after, "vfio-pci.ids")
+    assert.are.equal(1, #w, table.concat(after, " "))
+    assert.are.equal("vfio_pci.ids", w[1]:match("^[^=]*"))  -- the user's spelling stays
+    assert.are.same({ ["10de:1b80"] = true, ["1af4:1000"] = true }, value_set(w[1]))
+    assert.are.same({ "intel_iommu=on,igfx_off" }, named(after, "intel_iommu"))
+    assert.are.same({ "iommu=pt" }, named(after, "iommu"))
+  end)
+
+  it("edits GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub where grub-mkconfig reads no drop-ins", function()
+    for _, text in ipairs({
+      'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT="rhgb quiet"\nGRUB_DISABLE_RECOVERY="true"\n',
+      "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=quiet\n",
+      "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=''\n",
+      "GRUB_TIMEOUT=5\n",
+    }) do
+      local root = grub_root(text, UPSTREAM_MKCONFIG)
+      local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+      assert.is_true(r.ok, r.error)
+      assert.is_nil(h.readfile(root .. "/etc/default/grub.d/vfioinit.cfg"))
+      local after = grub_words(root)
+      assert_params(after, { "1af4:1000" })
+      -- every other line is kept byte for byte
+      local new = h.readfile(root .. "/etc/default/grub")
+      for line in text:gmatch("([^\n]*)\n") do
+        if not line:match("^GRUB_CMDLINE_LINUX_DEFAULT=") then assert.is_truthy(new:find(line, 1, true), line) end
+      end
+      h.rm(root)
+    end
+  end)
+
+  it("refuses what it must not override or cannot read, naming the file and line, writing nothing", function()
+    local cases = {
+      { 'GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=off"\n', "^/etc/default/grub: .*intel_iommu=off" },
+      { 'GRUB_CMDLINE_LINUX_DEFAULT="quiet iommu=soft"\n', "^/etc/default/grub: .*iommu=soft" },
+      { 'X=1\nGRUB_CMDLINE_LINUX_DEFAULT="$(cat /etc/cmdline)"\n', "^/etc/default/grub:2: GRUB_CMDLINE_LINUX_DEFAULT" },
+      { 'if true; then\n  GRUB_CMDLINE_LINUX="a"\nfi\n', "^/etc/default/grub:2: GRUB_CMDLINE_LINUX is set inside an if block" },
+      { 'GRUB_CMDLINE_LINUX_DEFAULT="quiet\n', "^/etc/default/grub:%d+: " },
+      { 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', "^/etc/default/grub.d/zz%-late.cfg:1: sets GRUB_CMDLINE_LINUX_DEFAULT after",
+        { ["/etc/default/grub.d/zz-late.cfg"] = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n' } },
+    }
+    for _, c in ipairs(cases) do
+      local root = grub_root(c[1], nil, c[3])
+      local before = h.tree_hash(root)
+      local plan, err = v.plan({ root = root, ids = "1af4:1000", cmdline = true })
+      assert.is_nil(plan, c[1])
+      assert.matches(c[2], err)
+      assert.is_nil(err:find("\n"), err)
+      local code, _, cerr = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --cmdline apply")
+      assert.are.equal(1, code, cerr)
+      assert.are.equal(before, h.tree_hash(root), c[1])
+      h.rm(root)
+    end
+  end)
+
+  it("--cmdline on the command line: plan shows the drop-in and exits 2", function()
+    local root = grub_root('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    finally(function() h.rm(root) end)
+    local code, out, err = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --cmdline plan")
+    assert.are.equal(2, code, err)
+    assert.matches("+++ etc/default/grub.d/vfioinit.cfg", out, 1, true)
+    assert.matches("vfio-pci.ids=1af4:1000", out, 1, true)
+  end)
+
+  it("says so when the root has no boot loader configuration it knows", function()
+    local root = h.make_root({ os = { ID = "debian" }, files = { ["/etc/initramfs-tools/modules"] = "" },
+      exec = { "/usr/sbin/update-initramfs" } })
+    finally(function() h.rm(root) end)
+    h.install_kernel(root, "cloud")
+    local plan, err = v.plan({ root = root, ids = "1af4:1000", cmdline = true })
+    assert.is_nil(plan)
+    assert.matches("--cmdline: no boot loader configuration found", err, 1, true)
+  end)
+end)
+
+-- The running system's command line without the loader's own words (kernel-install's rule),
+-- computed by the shell.
+local function running_words()
+  local out = h.sh("tr ' ' '\\n' < /proc/cmdline | grep -v -e '^BOOT_IMAGE=' -e '^initrd=' | grep .")
+  local t = {}
+  for w in out:gmatch("%S+") do t[#t + 1] = w end
+  return t
+end
+
+local function words_of(text)
+  local t = {}
+  for w in (text or ""):gmatch("%S+") do t[#t + 1] = w end
+  return t
+end
+
+describe("--cmdline with /etc/kernel/cmdline", function()
+  local function kroot(files)
+    files["/etc/initramfs-tools/modules"] = ""
+    local root = h.make_root({ os = { ID = "debian" }, files = files, exec = { "/usr/sbin/update-initramfs" } })
+    h.install_kernel(root, "cloud")
+    return root
+  end
+
+  it("merges into the file in place, keeping the user's words and order", function()
+    local root = kroot({ ["/etc/kernel/cmdline"] = "root=/dev/vda1 ro vfio-pci.ids=10de:1b80 quiet\n" })
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    local text = h.readfile(root .. "/etc/kernel/cmdline")
+    assert.are.equal(1, select(2, text:gsub("\n", "")))
+    local w = words_of(text)
+    assert_params(w, { "1af4:1000", "10de:1b80" })
+    assert.are.same({ "root=/dev/vda1", "ro" }, { w[1], w[2] })
+    assert.are.equal("quiet", w[4])
+    -- revert restores it byte for byte
+    assert.is_true((v.revert({ root = root })))
+    assert.are.equal("root=/dev/vda1 ro vfio-pci.ids=10de:1b80 quiet\n", h.readfile(root .. "/etc/kernel/cmdline"))
+  end)
+
+  it("creates it from the running system's command line when kernel-install builds UKIs and it is absent", function()
+    local root = kroot({ ["/etc/kernel/install.conf"] = "layout=uki\n" })
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    local w = words_of(h.readfile(root .. "/etc/kernel/cmdline"))
+    assert_params(w, { "1af4:1000" })
+    for _, x in ipairs(running_words()) do
+      local key = x:match("^[^=]*")
+      if key ~= "intel_iommu" and key ~= "iommu" and not key:match("^vfio[-_]pci%.ids$") then
+        assert.are.equal(1, #named(w, key), x)
+      end
+    end
+    assert.are.same({}, named(w, "BOOT_IMAGE"))
+    -- the parameters are the kernel's: before a `--` (what follows it is init's)
+    local dashes
+    for i, x in ipairs(w) do if x == "--" and not dashes then dashes = i end end
+    for i, x in ipairs(w) do
+      if x == "intel_iommu=on" or x == "iommu=pt" then assert.is_true(not dashes or i < dashes, x) end
+    end
+    assert.is_true((v.revert({ root = root })))
+    assert.is_nil(h.readfile(root .. "/etc/kernel/cmdline"))
+  end)
+end)
+
+describe("--cmdline with mkinitcpio UKIs (/etc/cmdline.d)", function()
+  local PRESET = 'ALL_kver="/boot/vmlinuz-linux"\nPRESETS=(\'default\')\ndefault_uki="/efi/EFI/Linux/arch-linux.efi"\n'
+  local function uroot(files)
+    files["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev modconf)\n"
+    files["/etc/mkinitcpio.d/linux.preset"] = files["/etc/mkinitcpio.d/linux.preset"] or PRESET
+    local root = h.make_root({ os = { ID = "arch" }, files = files, exec = { "/usr/bin/mkinitcpio" } })
+    h.install_kernel(root, "cloud")
+    return root
+  end
+
+  -- mkinitcpio v41's own expression over its sources, in its order.
+  local function embedded(root)
+    local script = ("cd %s && f=; for c in etc/kernel/cmdline usr/lib/kernel/cmdline; do [ -f $c ] && { f=$c; break; }; done; "
+      .. "d=$(find etc/cmdline.d -xtype f -name '*.conf' 2>/dev/null | LC_ALL=C.UTF-8 sort -V); "
+      .. "grep -ha -- '^[^#]' $f $d | tr -s '\\n' ' '"):format(h.q(root))
+    return words_of((h.sh("bash -c " .. h.q(script))))
+  end
+
+  it("adds /etc/cmdline.d/vfioinit.conf next to the other sources", function()
+    local root = uroot({ ["/etc/cmdline.d/10-root.conf"] = "# root\nroot=/dev/vda2 rw\n" })
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    local w = embedded(root)
+    assert_params(w, { "1af4:1000" })
+    assert.are.same({ "root=/dev/vda2" }, named(w, "root"))
+    assert.are.equal("# root\nroot=/dev/vda2 rw\n", h.readfile(root .. "/etc/cmdline.d/10-root.conf"))
+  end)
+
+  it("starts from the running command line when mkinitcpio has no source (it would reuse /proc/cmdline)", function()
+    local root = uroot({})
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    local w = embedded(root)
+    assert_params(w, { "1af4:1000" })
+    local rw = running_words()
+    if #rw > 0 then assert.are.equal(1, #named(w, rw[1]:match("^[^=]*")), rw[1]) end
+  end)
+
+  it("refuses a preset that sets the UKI's command line itself", function()
+    local root = uroot({ ["/etc/mkinitcpio.d/linux.preset"] = PRESET .. 'default_cmdline="/etc/my-cmdline"\n' })
+    finally(function() h.rm(root) end)
+    local before = h.tree_hash(root)
+    local plan, err = v.plan({ root = root, ids = "1af4:1000", cmdline = true })
+    assert.is_nil(plan)
+    assert.matches("^/etc/mkinitcpio.d/linux.preset:4: sets the UKI's command line itself", err)
+    assert.are.equal(before, h.tree_hash(root))
+  end)
+end)
+
+-- A booster root run chrooted with busybox: the stand-in generator builds real images,
+-- the stand-in grub-mkconfig writes grub.cfg from the config as 10_linux does.
+describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on revert", function()
+  local function chroot_root()
+    local root = h.make_root({ os = { ID = "debian" }, files = { ["/etc/booster.yaml"] = "",
+      ["/etc/default/grub"] = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n',
+      ["/usr/sbin/update-grub"] = "#!/bin/sh\nexec grub-mkconfig -o /boot/grub/grub.cfg \"$@\"\n" } })
+    local kver = h.install_kernel(root, "cloud")
+    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/boot") .. " " .. h.q(root .. "/tmp"))
+    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+    -- the booster stand-in, made to carry vfio_virqfd and the modprobe file too (the ids need it)
+    local standin = h.readfile(STANDIN_BOOSTER)
+      :gsub('(echo vfio_pci > "%$moddir/pci/vfio%-pci.ko"\n)', '%1\techo vfio_virqfd > "$moddir/vfio_virqfd.ko"\n'
+        .. '\tmkdir -p "$stage/etc/modprobe.d" && cat /etc/modprobe.d/vfioinit.conf > "$stage/etc/modprobe.d/vfioinit.conf"\n')
+      :gsub("%- vfio_pci\\n", "- vfio_pci\\n- vfio_virqfd\\n")
+    h.writefile(root .. "/usr/bin/booster", standin, 493)
+    h.sh("cp " .. h.q(STANDIN_GRUB) .. " " .. h.q(root .. "/usr/sbin/grub-mkconfig"))
+    h.sh("chmod 755 " .. h.q(root .. "/usr/sbin/update-grub") .. " && touch " .. h.q(root .. "/boot/vmlinuz-" .. kver))
+    return root, kver
+  end
+  -- the `linux` lines of grub.cfg, by the shell
+  local function linux_lines(root)
+    local out = h.sh("grep -E '^[[:space:]]*linux[[:space:]]' " .. h.q(root .. "/boot/grub/grub.cfg"))
+    local t = {}
+    for l in out:gmatch("([^\n]*)\n") do t[#t + 1] = words_of(l) end
+    return t
+  end
+
+  root_it("runs update-grub after apply, reports each entry's command line, and regenerates on revert", function()
+    local root, kver = chroot_root()
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    assert.are.equal(1, #r.regenerated)
+    assert.are.equal("update-grub", r.regenerated[1].command)
+    local lines = linux_lines(root)
+    assert.are.equal(2, #lines)
+    assert_params(lines[1], { "1af4:1000" })
+    assert.are.same({}, named(lines[2], "iommu"))  -- recovery: GRUB_CMDLINE_LINUX only
+    local normal, recovery = 0, 0
+    for _, e in ipairs(r.cmdline) do
+      assert.are.equal(kver, e.kernel)
+      assert.are.equal("/boot/grub/grub.cfg", e.source:match("^[^:]*"))
+      if e.recovery then recovery = recovery + 1 else normal = normal + 1; assert.is_true(e.ok) end
+    end
+    assert.are.same({ 1, 1 }, { normal, recovery })
+    -- nothing changed: no regeneration the second time
+    r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    assert.is_nil(r.regenerated)
+    assert.are.equal(1, select(2, h.readfile(root .. "/var/log/standin-grub.argv"):gsub("\n", "")))
+    local ok, list = v.revert({ root = root })
+    assert.is_true(ok, list)
+    assert.are.equal(1, #list.regenerated)
+    assert.is_nil(h.readfile(root .. "/etc/default/grub.d/vfioinit.cfg"))
+    assert.are.same({}, named(linux_lines(root)[1], "intel_iommu"))
+  end)
+
+  root_it("regenerates a grub.cfg that lacks the parameters though the config has them", function()
+    local root = chroot_root()
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    -- grub.cfg regenerated by someone without the drop-in (e.g. restored from a backup)
+    local cfg = h.readfile(root .. "/boot/grub/grub.cfg")
+    h.writefile(root .. "/boot/grub/grub.cfg", (cfg:gsub(" intel_iommu=on", "")))
+    local st = v.status({ root = root, ids = "1af4:1000", cmdline = true })
+    local bad = 0
+    for _, e in ipairs(st.cmdline) do if not e.ok and not e.recovery then bad = bad + 1 end end
+    assert.are.equal(1, bad)
+    r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    assert.are.equal(1, #r.regenerated)
+    assert_params(linux_lines(root)[1], { "1af4:1000" })
+  end)
+end)
+
+-- Tools that edit the boot entries themselves: the plan records the operations in
+-- /etc/vfioinit/<tool>.cmdline (its diff shows the command), apply runs the tool, revert runs
+-- the inverse for exactly the recorded words.
+describe("--cmdline with grubby and kernelstub", function()
+  local ENTRY = "title Fedora Linux\nversion 6.1\nlinux /vmlinuz-6.1\ninitrd /initramfs-6.1.img\n"
+    .. "options root=/dev/vda1 ro vfio_pci.ids=10de:1b80 rhgb\n"
+
+  local function lines_of(text)
+    local t = {}
+    for l in (text or ""):gmatch("[^\n]+") do if not l:match("^#") then t[#t + 1] = l end end
+    return t
+  end
+
+  it("grubby: records add/replace in the user's spelling and leaves /etc/default/grub to grubby", function()
+    local root = h.make_root({ os = { ID = "fedora" }, files = { ["/etc/dracut.conf"] = "",
+      ["/etc/default/grub"] = 'GRUB_CMDLINE_LINUX="rhgb"\n', ["/boot/loader/entries/f.conf"] = ENTRY },
+      exec = { "/usr/bin/dracut", "/usr/sbin/grubby", "/usr/sbin/grub2-mkconfig" } })
+    finally(function() h.rm(root) end)
+    h.install_kernel(root, "cloud")
+    local plan = assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true }))
+    local rec
+    for _, c in ipairs(plan.changes) do
+      assert.is_nil(c.path:match("grub$"), c.path)
+      if c.path == "/etc/vfioinit/grubby.cmdline" then rec = c.after end
+    end
+    assert.are.same({ "replace vfio_pci.ids=10de:1b80 vfio_pci.ids=10de:1b80,1af4:1000", "add intel_iommu=on", "add iommu=pt" },
+      lines_of(rec))
+    assert.matches("# runs: grubby --update-kernel=ALL --args=vfio_pci.ids=10de:1b80,1af4:1000 intel_iommu=on iommu=pt",
+      rec, 1, true)
+  end)
+
+  it("kernelstub: deletes the old word and adds the merged one", function()
+    local root = h.make_root({ os = { ID = "pop", ID_LIKE = "ubuntu debian" }, files = {
+      ["/etc/initramfs-tools/modules"] = "", ["/boot/efi/loader/entries/Pop_OS-current.conf"] = ENTRY },
+      exec = { "/usr/sbin/update-initramfs", "/usr/bin/kernelstub" } })
+    finally(function() h.rm(root) end)
+    h.install_kernel(root, "cloud")
+    local plan = assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true }))
+    local rec
+    for _, c in ipairs(plan.changes) do if c.path == "/etc/vfioinit/kernelstub.cmdline" then rec = c.after end end
+    assert.matches("# runs: kernelstub -d vfio_pci.ids=10de:1b80\n", rec, 1, true)
+    assert.matches("# runs: kernelstub -a vfio_pci.ids=10de:1b80,1af4:1000 intel_iommu=on iommu=pt\n", rec, 1, true)
+  end)
+
+  root_it("grubby (stand-in, chrooted): apply updates every BLS entry, revert puts back exactly what was there", function()
+    local root = h.make_root({ os = { ID = "fedora" }, files = { ["/etc/booster.yaml"] = "",
+      ["/boot/loader/entries/a.conf"] = ENTRY } })
+    finally(function() h.rm(root) end)
+    local kver = h.install_kernel(root, "cloud")
+    local entry = ENTRY:gsub("6%.1", kver)
+    h.writefile(root .. "/boot/loader/entries/a.conf", entry)
+    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/usr/sbin") .. " " .. h.q(root .. "/tmp"))
+    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+    local standin = h.readfile(STANDIN_BOOSTER)
+      :gsub('(echo vfio_pci > "%$moddir/pci/vfio%-pci.ko"\n)', '%1\techo vfio_virqfd > "$moddir/vfio_virqfd.ko"\n'
+        .. '\tmkdir -p "$stage/etc/modprobe.d" && cat /etc/modprobe.d/vfioinit.conf > "$stage/etc/modprobe.d/vfioinit.conf"\n')
+      :gsub("%- vfio_pci\\n", "- vfio_pci\\n- vfio_virqfd\\n")
+    h.writefile(root .. "/usr/bin/booster", standin, 493)
+    h.sh("cp " .. h.q(h.project .. "/spec/fixtures/standin-grubby") .. " " .. h.q(root .. "/usr/sbin/grubby"))
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    local opts = h.sh("sed -n 's/^options //p' " .. h.q(root .. "/boot/loader/entries/a.conf"))
+    assert_params(words_of(opts), { "1af4:1000", "10de:1b80" })
+    local bls_ok = 0
+    for _, e in ipairs(r.cmdline) do if e.entry == "bls: a.conf" and e.ok then bls_ok = bls_ok + 1 end end
+    assert.are.equal(1, bls_ok)
+    assert.is_true((v.revert({ root = root })))
+    -- the same words (grubby-bls appends a parameter it replaces, so the order may differ)
+    local after = h.readfile(root .. "/boot/loader/entries/a.conf")
+    local function sorted_options(t)
+      local w = words_of(t:match("\noptions ([^\n]*)"))
+      table.sort(w)
+      return w
+    end
+    assert.are.same(sorted_options(entry), sorted_options(after))
+    assert.are.equal(entry:gsub("\noptions [^\n]*", ""), (after:gsub("\noptions [^\n]*", "")))
+    assert.is_nil(h.readfile(root .. "/etc/vfioinit/grubby.cmdline"))
+  end)
+end)
