@@ -306,7 +306,9 @@ describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on r
       :gsub("%- vfio_pci\\n", "- vfio_pci\\n- vfio_virqfd\\n")
     h.writefile(root .. "/usr/bin/booster", standin, 493)
     h.sh("cp " .. h.q(STANDIN_GRUB) .. " " .. h.q(root .. "/usr/sbin/grub-mkconfig"))
-    h.sh("chmod 755 " .. h.q(root .. "/usr/sbin/update-grub") .. " && touch " .. h.q(root .. "/boot/vmlinuz-" .. kver))
+    -- an installed kernel and the image booster built for it (grub.cfg's entry loads it)
+    h.sh("chmod 755 " .. h.q(root .. "/usr/sbin/update-grub") .. " && touch " .. h.q(root .. "/boot/vmlinuz-" .. kver)
+      .. " " .. h.q(root .. "/boot/booster-" .. kver .. ".img"))
     return root, kver
   end
   -- the `linux` lines of grub.cfg, by the shell
@@ -415,7 +417,8 @@ describe("--cmdline with grubby and kernelstub", function()
       ["/boot/loader/entries/a.conf"] = ENTRY } })
     finally(function() h.rm(root) end)
     local kver = h.install_kernel(root, "cloud")
-    local entry = ENTRY:gsub("6%.1", kver)
+    -- the entry loads the image booster builds (the active generator's, what verify reads)
+    local entry = ENTRY:gsub("/initramfs%-6%.1%.img", "/booster-6.1.img"):gsub("6%.1", kver)
     h.writefile(root .. "/boot/loader/entries/a.conf", entry)
     h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/usr/sbin") .. " " .. h.q(root .. "/tmp"))
     h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
