@@ -288,6 +288,20 @@ describe("--cmdline with mkinitcpio UKIs (/etc/cmdline.d)", function()
   end)
 end)
 
+-- A root the specs chroot into: a static busybox and the booster stand-in, made to carry
+-- vfio_virqfd and the modprobe file too (the ids need it).
+local function busybox_booster(root)
+  h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/usr/sbin")
+    .. " " .. h.q(root .. "/boot") .. " " .. h.q(root .. "/tmp"))
+  h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+  h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+  local standin = h.readfile(STANDIN_BOOSTER)
+    :gsub('(echo vfio_pci > "%$moddir/pci/vfio%-pci.ko"\n)', '%1\techo vfio_virqfd > "$moddir/vfio_virqfd.ko"\n'
+      .. '\tmkdir -p "$stage/etc/modprobe.d" && cat /etc/modprobe.d/vfioinit.conf > "$stage/etc/modprobe.d/vfioinit.conf"\n')
+    :gsub("%- vfio_pci\\n", "- vfio_pci\\n- vfio_virqfd\\n")
+  h.writefile(root .. "/usr/bin/booster", standin, 493)
+end
+
 -- A booster root run chrooted with busybox: the stand-in generator builds real images,
 -- the stand-in grub-mkconfig writes grub.cfg from the config as 10_linux does.
 describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on revert", function()
@@ -296,15 +310,7 @@ describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on r
       ["/etc/default/grub"] = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n',
       ["/usr/sbin/update-grub"] = "#!/bin/sh\nexec grub-mkconfig -o /boot/grub/grub.cfg \"$@\"\n" } })
     local kver = h.install_kernel(root, "cloud")
-    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/boot") .. " " .. h.q(root .. "/tmp"))
-    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
-    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
-    -- the booster stand-in, made to carry vfio_virqfd and the modprobe file too (the ids need it)
-    local standin = h.readfile(STANDIN_BOOSTER)
-      :gsub('(echo vfio_pci > "%$moddir/pci/vfio%-pci.ko"\n)', '%1\techo vfio_virqfd > "$moddir/vfio_virqfd.ko"\n'
-        .. '\tmkdir -p "$stage/etc/modprobe.d" && cat /etc/modprobe.d/vfioinit.conf > "$stage/etc/modprobe.d/vfioinit.conf"\n')
-      :gsub("%- vfio_pci\\n", "- vfio_pci\\n- vfio_virqfd\\n")
-    h.writefile(root .. "/usr/bin/booster", standin, 493)
+    busybox_booster(root)
     h.sh("cp " .. h.q(STANDIN_GRUB) .. " " .. h.q(root .. "/usr/sbin/grub-mkconfig"))
     -- an installed kernel and the image booster built for it (grub.cfg's entry loads it)
     h.sh("chmod 755 " .. h.q(root .. "/usr/sbin/update-grub") .. " && touch " .. h.q(root .. "/boot/vmlinuz-" .. kver)
@@ -420,14 +426,7 @@ describe("--cmdline with grubby and kernelstub", function()
     -- the entry loads the image booster builds (the active generator's, what verify reads)
     local entry = ENTRY:gsub("/initramfs%-6%.1%.img", "/booster-6.1.img"):gsub("6%.1", kver)
     h.writefile(root .. "/boot/loader/entries/a.conf", entry)
-    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/usr/sbin") .. " " .. h.q(root .. "/tmp"))
-    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
-    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
-    local standin = h.readfile(STANDIN_BOOSTER)
-      :gsub('(echo vfio_pci > "%$moddir/pci/vfio%-pci.ko"\n)', '%1\techo vfio_virqfd > "$moddir/vfio_virqfd.ko"\n'
-        .. '\tmkdir -p "$stage/etc/modprobe.d" && cat /etc/modprobe.d/vfioinit.conf > "$stage/etc/modprobe.d/vfioinit.conf"\n')
-      :gsub("%- vfio_pci\\n", "- vfio_pci\\n- vfio_virqfd\\n")
-    h.writefile(root .. "/usr/bin/booster", standin, 493)
+    busybox_booster(root)
     h.sh("cp " .. h.q(h.project .. "/spec/fixtures/standin-grubby") .. " " .. h.q(root .. "/usr/sbin/grubby"))
     local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
     assert.is_true(r.ok, r.error)
