@@ -10,47 +10,14 @@
 #ifndef _GNU_SOURCE  /* tools/fuzz passes -D_GNU_SOURCE */
 #define _GNU_SOURCE
 #endif
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include "harness.h"
-
-static int imgfd = -1;
-static char root[64], image[80];
-
-
-static void
-cleanup(void)
-{
-	unlink(image);
-	rmdir(root);
-}
-
-
-/* The root dir and its image file, made once per process. */
-static void
-make_root(void)
-{
-	strcpy(root, access("/dev/shm", W_OK) == 0 ? "/dev/shm/vfioinit-fuzz-XXXXXX" : "/tmp/vfioinit-fuzz-XXXXXX");
-	if (mkdtemp(root) == NULL)
-		abort();
-	snprintf(image, sizeof image, "%s/image", root);
-	imgfd = open(image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (imgfd < 0)
-		abort();
-	atexit(cleanup);
-}
+#include "input_file.h"
 
 
 static int
 fuzz_call(lua_State *L, const uint8_t *data, size_t size)
 {
-	if (imgfd < 0)
-		make_root();
-	if (ftruncate(imgfd, 0) != 0 || pwrite(imgfd, data, size, 0) != (ssize_t)size)
-		abort();
+	const char *root = fuzz_input_file("image", data, size);
 	fuzz_push_fn(L, "image", "list");
 	lua_pushstring(L, root);
 	lua_pushliteral(L, "/image");

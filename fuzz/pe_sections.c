@@ -8,37 +8,10 @@
 #ifndef _GNU_SOURCE  /* tools/fuzz passes -D_GNU_SOURCE */
 #define _GNU_SOURCE
 #endif
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include "harness.h"
+#include "input_file.h"
 
-static int fd = -1;
-static char root[64], file[80];
-
-
-static void
-cleanup(void)
-{
-	unlink(file);
-	rmdir(root);
-}
-
-
-static void
-make_root(void)
-{
-	strcpy(root, access("/dev/shm", W_OK) == 0 ? "/dev/shm/vfioinit-fuzz-XXXXXX" : "/tmp/vfioinit-fuzz-XXXXXX");
-	if (mkdtemp(root) == NULL)
-		abort();
-	snprintf(file, sizeof file, "%s/uki.efi", root);
-	fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		abort();
-	atexit(cleanup);
-}
+static const char *root;
 
 
 /* sections(); on success also section(".cmdline") so the data read is fuzzed too. */
@@ -64,10 +37,7 @@ both(lua_State *L)
 static int
 fuzz_call(lua_State *L, const uint8_t *data, size_t size)
 {
-	if (fd < 0)
-		make_root();
-	if (ftruncate(fd, 0) != 0 || pwrite(fd, data, size, 0) != (ssize_t)size)
-		abort();
+	root = fuzz_input_file("uki.efi", data, size);
 	fuzz_push_fn(L, "image", "sections");  /* checks it exists */
 	lua_pop(L, 1);
 	lua_getfield(L, 1, "image");
