@@ -58,24 +58,27 @@ local function sorted(list)
   return c
 end
 
--- key_of(root, gen, kver, resolved, req, want, modprobe_content) -> sha256 of everything
--- besides the image's own bytes that a verify result depends on: what it was checked
--- against (modules, members, modprobe.d file) and the generator's config state.
-function M.key_of(root, gen, kver, resolved, req, want, expect_mp, bind_script)
+-- What an image is checked against: `req` (modules), `want` (members read), `mp` (the
+-- expected modprobe.d content or nil), `bind` (the expected bind script or nil).
+
+-- key_of(root, gen, kver, resolved, need) -> sha256 of everything besides the image's own
+-- bytes that a verify result depends on: `need` and the generator's config state.
+function M.key_of(root, gen, kver, resolved, need)
   local keys = {}
-  for k in pairs(want) do keys[#keys + 1] = k end
+  for k in pairs(need.want) do keys[#keys + 1] = k end
   local parts = { fingerprint.HEADER, core._VERSION, gen.name, kver, resolved,
-    "modules=" .. table.concat(sorted(req), ","), "members=" .. table.concat(sorted(keys), ","),
-    "modprobe=" .. (expect_mp and core.hash.sha256(expect_mp) or "-"),
-    "bind=" .. (bind_script and core.hash.sha256(bind_script) or "-") }
+    "modules=" .. table.concat(sorted(need.req), ","), "members=" .. table.concat(sorted(keys), ","),
+    "modprobe=" .. (need.mp and core.hash.sha256(need.mp) or "-"),
+    "bind=" .. (need.bind and core.hash.sha256(need.bind) or "-") }
   for _, c in ipairs(config_state(root, gen)) do parts[#parts + 1] = c end
   return core.hash.sha256(table.concat(parts, "\0"))
 end
 
 -- Read the image and fill r: missing modules, early-load list, modprobe.d file.
-local function read_image(r, gen, kver, req, resolved, want, expect_mp, root, bind_script)
+local function read_image(r, root, gen, kver, resolved, need)
+  local req, expect_mp, bind_script = need.req, need.mp, need.bind
   -- a unified kernel image is verified by its .initrd; its .cmdline is read back
-  local entries, contents, _, info = image.list(root, resolved, want)
+  local entries, contents, _, info = image.list(root, resolved, need.want)
   r.kind = info and "uki" or "image"
   if not entries then r.error = contents; r.missing = req; return end
   r.cmdline = info and info.cmdline
@@ -137,9 +140,10 @@ function M.check(ctx, gen, kver, opts)
   -- the bind script as it is in root, wired to run before udev (the generator says how)
   local bind_script = gen.bind and opts.bind_script
   if bind_script then for _, n in ipairs(gen.bind.want) do want[n] = true end end
+  local need = { req = req, want = want, mp = expect_mp, bind = bind_script }
   local store, key = opts.fingerprints, nil
   if store then
-    key = M.key_of(root, gen, kver, resolved, req, want, expect_mp, bind_script)
+    key = M.key_of(root, gen, kver, resolved, need)
     if not opts.full and fingerprint.lookup(store, gen.name, kver, resolved, st, key) then
       r.size, r.ok, r.fingerprint = st.size, true, true
       -- what a UKI says is cheap to read (its section table and .cmdline), the image is not
@@ -148,7 +152,7 @@ function M.check(ctx, gen, kver, opts)
       return r
     end
   end
-  read_image(r, gen, kver, req, resolved, want, expect_mp, root, bind_script)
+  read_image(r, root, gen, kver, resolved, need)
   if r.error then return r end
   r.size = st.size
   r.ok = #r.missing == 0
