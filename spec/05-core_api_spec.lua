@@ -38,6 +38,46 @@ describe("vfioinit.core", function()
       assert.is_true(type(v) == "table" or k == "_VERSION" or k == "_TESTING", k)
     end
   end)
+
+  local build_cpath = H.project .. "/" .. (os.getenv("VFIOINIT_BUILD") or "build") .. "/?.so"
+  -- Run `code` in a fresh interpreter with `core` required from `cpath` (default: the build's).
+  local function child(code, cpath)
+    return H.sh(("cd / && %s -e %s 2>&1"):format(H.lua,
+      q(("package.cpath = %q; local core = require 'vfioinit.core'; %s"):format(cpath or build_cpath, code))))
+  end
+  -- The shared objects such an interpreter has mapped (/proc/self/maps) after `code` ran.
+  local function maps_after(code)
+    return child(code .. "; io.write(io.open('/proc/self/maps'):read('*a'))")
+  end
+
+  it("maps libkmod (and the libcrypto it links) and libpcre2 only once core.kmod / core.re is used", function()
+    local out, ok = maps_after("assert(type(core.image.list) == 'function')")
+    assert(ok, out)
+    assert.truthy(out:find("/vfioinit/core.so", 1, true), out)
+    for _, lib in ipairs({ "libkmod.so", "libcrypto.so", "libpcre2-8.so" }) do
+      assert.is_nil(out:find(lib, 1, true), lib .. " mapped before use")
+    end
+    out, ok = maps_after("assert(rawget(core, 'kmod') == nil); assert(type(core.kmod.new) == 'function');"
+      .. " assert(rawget(core, 'kmod') == core.kmod)")
+    assert(ok, out)
+    assert.truthy(out:find("libkmod.so", 1, true), out)
+    assert.is_nil(out:find("libpcre2-8.so", 1, true), out)
+    out, ok = maps_after("assert(type(core.re.compile) == 'function')")
+    assert(ok, out)
+    assert.truthy(out:find("libpcre2-8.so", 1, true), out)
+    assert.is_nil(out:find("libkmod.so", 1, true), out)
+  end)
+
+  it("names the module that did not load when core.kmod's is missing", function()
+    local dir = H.tmpdir()
+    finally(function() H.rm(dir) end)
+    H.sh("mkdir -p " .. q(dir .. "/vfioinit") .. " && cp " .. q(H.project .. "/" .. (os.getenv("VFIOINIT_BUILD") or "build")
+      .. "/vfioinit/core.so") .. " " .. q(dir .. "/vfioinit/"))
+    local out, ok = child("assert(core.fs.read); print(pcall(function() return core.kmod end))", dir .. "/?.so")
+    assert(ok, out)
+    assert.truthy(out:find("false\t[^\n]*vfioinit.core: core.kmod is the module vfioinit.core.kmod, which did not load: "
+      .. "[^\n]*module 'vfioinit.core.kmod' not found"), out)
+  end)
 end)
 
 describe("core.image.list(root, path)", function()

@@ -106,6 +106,32 @@ describe("one run per public operation", function()
     expect(1, 0)
   end)
 
+  it("verify reads an image with no libkmod context open (closed once the modules are known)", function()
+    local opened, open_at_read, reads = {}, nil, 0
+    local new, list = core.kmod.new, core.image.list
+    finally(function() core.kmod.new, core.image.list = new, list end)
+    core.kmod.new = function(...)
+      local c, err = new(...)
+      opened[#opened + 1] = c
+      return c, err
+    end
+    core.image.list = function(...)
+      reads = reads + 1
+      open_at_read = 0
+      for _, c in ipairs(opened) do
+        if pcall(c.module, c, "vfio") then open_at_read = open_at_read + 1 end
+      end
+      return list(...)
+    end
+    -- with an extra module (whose state libkmod answers) and --full: the image is read
+    local rep = assert(vfioinit.verify({ root = root, modules = { "vfio_pci" }, full = true }))
+    assert.is_true(rep[1].ok, rep[1].error)
+    assert.are.equal(1, reads)
+    assert.are.equal(1, #opened)
+    assert.are.equal(0, open_at_read)
+    expect(1, 0)
+  end)
+
   it("the CLI's status detects once and plans once", function()
     local out = io.stdout
     local tmp = io.tmpfile()

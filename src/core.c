@@ -2,8 +2,43 @@
 ** luaopen_vfioinit_core: the only exported symbol. Creates the module table;
 ** each src/<concern>.c adds its own sub-table (core.fs, core.image, ...)
 ** through its <concern>_open.
+**
+** core.kmod and core.re are modules of their own (vfioinit.core.kmod,
+** vfioinit.core.re, in vfioinit/core/ beside core.so), required the first time a
+** caller reads core.kmod or core.re: libkmod pulls in libcrypto (1.4 MB resident
+** before anything is read) and libpcre2 serves only --match, so a process that reads
+** an image (verify, bench/image-list) maps neither. Callers see no difference.
 */
+#include <string.h>
+
 #include "core.h"
+
+static const struct { const char *concern, *module; } parts[] = {
+	{"kmod", "vfioinit.core.kmod"},
+	{"re", "vfioinit.core.re"},
+};
+
+/* __index of the module table: core.kmod / core.re loaded on first read, then kept. */
+static int
+core_index(lua_State *L)
+{
+	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+	size_t i;
+	for (i = 0; k != NULL && i < sizeof parts / sizeof parts[0]; i++) {
+		if (strcmp(k, parts[i].concern) != 0)
+			continue;
+		lua_getglobal(L, "require");
+		lua_pushstring(L, parts[i].module);
+		if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+			return luaL_error(L, "vfioinit.core: core.%s is the module %s, which did not load: %s",
+			    k, parts[i].module, lua_tostring(L, -1));
+		lua_pushvalue(L, 2);
+		lua_pushvalue(L, -2);
+		lua_rawset(L, 1);  /* kept: __index is not asked again */
+		return 1;
+	}
+	return 0;
+}
 
 __attribute__((visibility("default"))) int
 luaopen_vfioinit_core(lua_State *L)
@@ -21,11 +56,13 @@ luaopen_vfioinit_core(lua_State *L)
 	hash_open(L);
 	image_open(L);
 	pe_open(L);
-	kmod_open(L);
 	lock_open(L);
 	shell_open(L);
 	yaml_open(L);
 	spawn_open(L);
-	re_open(L);
+	lua_newtable(L);
+	lua_pushcfunction(L, core_index);
+	lua_setfield(L, -2, "__index");
+	lua_setmetatable(L, -2);
 	return 1;
 }

@@ -3,7 +3,10 @@
 ** The module is a table of sub-tables, one per concern: core.fs (fs.c),
 ** core.hash (hash.c), core.image (image.c), core.kmod (kmod.c), core.lock
 ** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c), core.re (re.c). Each file adds
-** its own with <concern>_open(L) on the module table on top of the stack.
+** its own with <concern>_open(L) on the module table on top of the stack. kmod.c and
+** re.c are modules of their own (vfioinit.core.kmod, vfioinit.core.re: libkmod and
+** libpcre2 are mapped only by a process that uses them), loaded on first use of
+** core.kmod / core.re.
 ** Every path argument is a path inside a `root` argument, and errors name it
 ** as seen inside root. Expected failures push `nil, "what: strerror", errno`;
 ** misuse raises.
@@ -32,6 +35,12 @@ const char *vfi_kind_of(mode_t mode);
 void vfi_export(lua_State *L, const char *concern, const char *name, lua_CFunction fn);
 /* Create metatable `tname`: `gc` as __gc and __close, `methods` (when not NULL) as __index. */
 void vfi_class(lua_State *L, const char *tname, lua_CFunction gc, const luaL_Reg *methods);
+/*
+** The luaopen_ of a part of core in its own module (vfioinit.core.kmod, vfioinit.core.re):
+** runs `open` on a stand-in module table and returns its `concern` sub-table, which
+** src/core.c's core.<concern> then is. 1 (the sub-table pushed).
+*/
+int vfi_open_part(lua_State *L, const char *concern, void (*open)(lua_State *L));
 
 /* ---- fs.c: the root-confined opens the other files read root through ---- */
 

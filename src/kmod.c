@@ -22,6 +22,10 @@
 
 #include "core.h"
 
+/*
+** A module of its own, vfioinit.core.kmod (src/core.c loads it on first use of core.kmod):
+** libkmod links libcrypto, 1.4 MB resident, which the image reader and verify never need.
+*/
 #define KMOD_T "vfioinit.Kmod"
 #define COPY_CHUNK (1 << 16)
 
@@ -583,4 +587,11 @@ kmod_open(lua_State *L)
 {
 	vfi_class(L, KMOD_T, kmod_l_close, kmod_methods);
 	vfi_export(L, "kmod", "new", kmod_l_new);
+}
+
+
+__attribute__((visibility("default"))) int
+luaopen_vfioinit_core_kmod(lua_State *L)
+{
+	return vfi_open_part(L, "kmod", kmod_open);
 }

@@ -8,6 +8,9 @@
 ** the compiled code lives in a userdata (freed by __gc/__close). Byte mode (no
 ** PCRE2_UTF): pci.ids names are matched as bytes, so a file with a stray non-UTF-8
 ** byte cannot make a match fail with a UTF error.
+**
+** A module of its own, vfioinit.core.re (src/core.c loads it on first use of core.re):
+** only --match needs libpcre2.
 */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -84,4 +87,11 @@ re_open(lua_State *L)
 	static const luaL_Reg methods[] = { { "find", re_find }, { "close", re_gc }, { NULL, NULL } };
 	vfi_class(L, RE_CLASS, re_gc, methods);
 	vfi_export(L, "re", "compile", re_compile);
+}
+
+
+__attribute__((visibility("default"))) int
+luaopen_vfioinit_core_re(lua_State *L)
+{
+	return vfi_open_part(L, "re", re_open);
 }

@@ -1,7 +1,8 @@
 /*
 ** util.c: the helpers every src/<concern>.c shares (declared in core.h), so
 ** none of them is written twice: the error shape, the clock, the name of a
-** file type, and the registration of a concern's sub-table and userdata class.
+** file type, the registration of a concern's sub-table and userdata class, and
+** the opening of a part of core that is a module of its own.
 */
 #include <errno.h>
 #include <string.h>
@@ -63,4 +64,14 @@ vfi_class(lua_State *L, const char *tname, lua_CFunction gc, const luaL_Reg *met
 		}
 	}
 	lua_pop(L, 1);
+}
+
+
+int
+vfi_open_part(lua_State *L, const char *concern, void (*open)(lua_State *L))
+{
+	lua_newtable(L);
+	open(L);
+	lua_getfield(L, -1, concern);
+	return 1;
 }

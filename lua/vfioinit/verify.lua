@@ -152,6 +152,8 @@ function M.check(ctx, gen, kver, opts)
       return r
     end
   end
+  -- the modules are known (req): the run may let go of what it holds for them (run.lua)
+  if opts.facts and opts.facts.reading then opts.facts:reading(kver) end
   read_image(r, root, gen, kver, resolved, need)
   if r.error then return r end
   r.size = st.size
