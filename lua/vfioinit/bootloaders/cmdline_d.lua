@@ -9,6 +9,7 @@ local machine = require "vfioinit.machine"
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
 local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
+local ownids = require "vfioinit.bootloaders.ownids"
 local preset_files = require "vfioinit.generators.mkinitcpio_preset"
 
 local M = { name = "cmdline_d", stale_images = true }
@@ -75,8 +76,15 @@ function M.edits(ctx, wants)
   end
   local files, err = sources(ctx)
   if not files then return nil, err end
-  local base = #files == 0 and words.running() or nil
-  local changes, why = wordfiles.plan(files, M.FILE, wants, base)
+  -- what a created file starts from: the running line when no other source is there
+  local others = 0
+  for _, f in ipairs(files) do if f.path ~= M.FILE then others = others + 1 end end
+  local base = others == 0 and words.running() or nil
+  local drops = {}
+  for _, f in ipairs(files) do
+    drops[f.path] = ownids.drop(ctx, f.path, f.text, wordfiles.line, f.path == M.FILE and base or nil, wants)
+  end
+  local changes, why = wordfiles.plan(files, M.FILE, wants, #files == 0 and base or nil, drops)
   if not changes then return nil, ("%s: %s"):format(M.FILE, why) end
   return changes
 end

@@ -5,6 +5,7 @@ local machine = require "vfioinit.machine"
 local bootcfg = require "vfioinit.bootcfg"
 local cmdtool = require "vfioinit.bootloaders.cmdtool"
 local bls = require "vfioinit.bootloaders.bls"
+local ownids = require "vfioinit.bootloaders.ownids"
 
 local M = {}
 
@@ -42,10 +43,17 @@ function M.new(spec)
   function T.edits(ctx, wants)
     local line, err = current(ctx)
     if not line then return nil, err end
-    local ops, why = cmdtool.ops(line, wants)
-    if not ops then return nil, ("%s: %s"):format(T.record, why) end
     local old, rerr = ctx.read(T.record)
     if rerr then return nil, rerr end
+    -- ids an earlier apply added that this one does not name come out (ownids.lua)
+    local drop, want = {}, ownids.wanted(wants)
+    if want then
+      for id in pairs(cmdtool.added(cmdtool.parse(old), line)) do
+        if not want[id] then drop[id] = true end
+      end
+    end
+    local ops, why = cmdtool.ops(line, wants, drop)
+    if not ops then return nil, ("%s: %s"):format(T.record, why) end
     local new = cmdtool.record(spec.name, old, ops, spec.apply)
     if new == old then return {} end
     return { { path = T.record, before = old, after = new } }
