@@ -84,6 +84,25 @@ function M.record(tool, old, ops, describe)
   return (old or "") .. table.concat(lines, "\n") .. "\n"
 end
 
+-- A record's operations with one per parameter, what running them all comes to: the
+-- parameter's last word, replacing what the first operation found (`also`: the words of
+-- it the operations in between wrote, for a tool that deletes words by their text).
+function M.net(ops)
+  local by, order = {}, {}
+  for _, o in ipairs(ops) do
+    local k = key(o.new)
+    local n = by[k]
+    if not n then
+      n = { op = o.op, old = o.old, new = o.new, also = {} }
+      by[k] = n; order[#order + 1] = n
+    else
+      n.also[#n.also + 1] = n.new
+      n.new = o.new
+    end
+  end
+  return order
+end
+
 -- The inverse of a record, one operation per parameter, last first: the parameter's word
 -- now (the last operation's) goes back to what the first operation found (removed when
 -- it added the word). Undoing each operation in turn would not do: the tools take every

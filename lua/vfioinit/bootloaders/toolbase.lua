@@ -58,11 +58,12 @@ function M.new(spec)
     if new == old then return {} end
     return { { path = T.record, before = old, after = new } }
   end
-  -- after apply: the tool, for every operation of the record (giving a word again is a no-op)
+  -- after apply: the tool, for what the record's operations come to (giving a word again is
+  -- a no-op); one word per parameter, else a tool given `X=a X=b` may keep both
   function T.regenerate(ctx)
     local ops = cmdtool.parse(ctx.read(T.record))
     if #ops == 0 then return nil end
-    return spec.apply(ops)
+    return spec.apply(cmdtool.net(ops))
   end
   -- after revert: the inverse of the record as it was
   function T.undo(before)

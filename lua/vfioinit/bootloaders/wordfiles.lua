@@ -109,7 +109,7 @@ function M.plan(files, own, wants, base, drops)
     for k, p in ipairs(order) do if p == own then own_at = k end end
     local stop_at
     for k, p in ipairs(order) do if stop and p == stop.path then stop_at = k end end
-    if stop and (not own_at or stop_at < own_at) then
+    if stop and (not own_at or stop_at <= own_at) then
       cur[stop.path] = set_line(cur[stop.path], stop.i, M.insert(stop.text, add))
     elseif cur[own] then cur[own] = append(cur[own], add)
     else
