@@ -362,6 +362,45 @@ describe("init's `--`: what follows it is not the kernel's", function()
     assert.are.equal(before, h.tree_hash(root))
   end)
 
+  it("grub.cfg read-back: a linux line whose parameters are after -- lacks them", function()
+    local root = grub_root('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    finally(function() h.rm(root) end)
+    local kver = h.sh("ls " .. h.q(root .. "/lib/modules")):match("%S+")
+    local entry = "menuentry 'Debian' {\n  linux /boot/vmlinuz-%s root=/dev/vda1 %s\n}\n"
+    h.writefile(root .. "/boot/grub/grub.cfg", entry:format(kver, "-- intel_iommu=on iommu=pt vfio-pci.ids=" .. A)
+      .. entry:format(kver, "intel_iommu=on iommu=pt vfio-pci.ids=" .. A .. " -- intel_iommu=off"))
+    local ctx = require("vfioinit.context").new({ root = root })
+    local wants = require("vfioinit.bootloaders.words").wants({ A })
+    local list = assert(require("vfioinit.bootloaders.grub").readback(ctx, wants, kver))
+    assert.are.equal(2, #list)
+    assert.is_false(list[1].ok)
+    assert.are.equal("intel_iommu", list[1].missing)
+    assert.is_true(list[2].ok)  -- intel_iommu=off after -- is init's: not the kernel's, not refused
+  end)
+
+  local uki_it = require("uki_helpers").guard(it, pending)
+  uki_it("UKI .cmdline read-back: parameters after -- are lacking", function()
+    local uh = require "uki_helpers"
+    local root = kroot({ ["/etc/kernel/cmdline"] = "root=/dev/vda1\n" })
+    finally(function() h.rm(root) end)
+    local kver = h.sh("ls " .. h.q(root .. "/lib/modules")):match("%S+")
+    local dir = h.tmpdir()
+    finally(function() h.rm(dir) end)
+    local initrd = uh.initramfs(dir, { ["init"] = "#!/bin/sh\n" }, "none")
+    h.sh("mkdir -p " .. h.q(root .. "/boot/EFI/Linux"))
+    uh.uki(dir, root .. "/boot/EFI/Linux/a.efi", { uname = kver, initrd = initrd,
+      cmdline = "root=/dev/vda1 -- intel_iommu=on iommu=pt vfio-pci.ids=" .. A })
+    uh.uki(dir, root .. "/boot/EFI/Linux/b.efi", { uname = kver, initrd = initrd,
+      cmdline = "root=/dev/vda1 intel_iommu=on iommu=pt vfio-pci.ids=" .. A .. " -- intel_iommu=off" })
+    local ctx = require("vfioinit.context").new({ root = root })
+    local wants = require("vfioinit.bootloaders.words").wants({ A })
+    local list = assert(require("vfioinit.bootloaders.bls").readback(ctx, wants, kver))
+    local by = {}
+    for _, e in ipairs(list) do by[e.entry] = e end
+    assert.is_false(by["uki: /boot/EFI/Linux/a.efi"].ok)
+    assert.is_true(by["uki: /boot/EFI/Linux/b.efi"].ok)
+  end)
+
   it("verify reads a boot entry whose parameters are after -- as lacking them", function()
     local root = kroot({ ["/etc/kernel/cmdline"] = "root=/dev/vda1 intel_iommu=on iommu=pt vfio-pci.ids=" .. A .. "\n" })
     finally(function() h.rm(root) end)
