@@ -599,8 +599,9 @@ function M.revert(root, opts)
   core.fs.remove(root, M.DIR)
   local entries = {}
   for _, s in ipairs(later) do entries[#entries + 1] = s.entry end
-  local removed = remove_dirs(root, entries)
-  for _, s in ipairs(later) do s.action = removed[s.entry.path] and "removed" or "unchanged" end
+  -- not listed: like the state directory itself, they are vfioinit's own housekeeping
+  remove_dirs(root, entries)
+  for _, s in ipairs(later) do s.action = "unchanged" end
   return report(steps)
 end
 
