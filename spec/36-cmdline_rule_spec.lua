@@ -362,6 +362,22 @@ describe("init's `--`: what follows it is not the kernel's", function()
     assert.are.equal(before, h.tree_hash(root))
   end)
 
+  it("grubby and kernelstub write at the end of the options: with a -- there, refused, naming the entry", function()
+    for _, tool in ipairs({ "grubby", "kernelstub" }) do
+      local root = h.make_root({ os = { ID = "fedora" }, files = { ["/etc/dracut.conf"] = "",
+        ["/boot/loader/entries/f.conf"] = "title F\nversion 6.1\nlinux /vmlinuz-6.1\noptions root=/dev/vda1 -- single\n" },
+        exec = { "/usr/bin/dracut", "/usr/sbin/" .. tool } })
+      h.install_kernel(root, "cloud")
+      local before = h.tree_hash(root)
+      local plan, err = v.plan({ root = root, ids = A, cmdline = true })
+      assert.is_nil(plan)
+      assert.matches("^/boot/loader/entries/f%.conf:4: options hold `%-%-`", err)
+      assert.truthy(err:find(tool, 1, true), err)
+      assert.are.equal(before, h.tree_hash(root))
+      h.rm(root)
+    end
+  end)
+
   it("grub.cfg read-back: a linux line whose parameters are after -- lacks them", function()
     local root = grub_root('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
     finally(function() h.rm(root) end)

@@ -6,11 +6,12 @@ local bootcfg = require "vfioinit.bootcfg"
 local cmdtool = require "vfioinit.bootloaders.cmdtool"
 local bls = require "vfioinit.bootloaders.bls"
 local ownids = require "vfioinit.bootloaders.ownids"
+local cmdline = require "vfioinit.cmdline"
 
 local M = {}
 
 -- The options of the first BLS entry of a selected kernel (what the tool will edit), "" when
--- there is none, or nil, "PATH:LINE: why".
+-- there is none, or nil, "PATH:LINE: why"; then the entry's "PATH:LINE".
 local function current(ctx)
   for _, d in ipairs(bls.ENTRY_DIRS) do
     for _, n in ipairs(ctx.dir(d) or {}) do
@@ -24,7 +25,7 @@ local function current(ctx)
           return nil, ("%s:%d: options refer to a GRUB variable (%s); vfioinit cannot tell the command line")
             :format(p, e.lines.options, e.options:match("%$%S*"))
         end
-        return e.options
+        return e.options, ("%s:%d"):format(p, e.lines.options)
       end
     end
   end
@@ -43,6 +44,7 @@ function M.new(spec)
   function T.edits(ctx, wants)
     local line, err = current(ctx)
     if not line then return nil, err end
+    local where = err
     local old, rerr = ctx.read(T.record)
     if rerr then return nil, rerr end
     -- ids an earlier apply added that this one does not name come out (ownids.lua)
@@ -54,6 +56,11 @@ function M.new(spec)
     end
     local ops, why = cmdtool.ops(line, wants, drop)
     if not ops then return nil, ("%s: %s"):format(T.record, why) end
+    -- the tool writes a parameter at the end of the options: after a `--` it would be init's
+    if #ops > 0 and select(2, cmdline.split(line)) then
+      return nil, ("%s: options hold `--`, after which every word is init's, and %s adds parameters at the end: "
+        .. "add them before the `--` by hand"):format(where, spec.name)
+    end
     local new = cmdtool.record(spec.name, old, ops, spec.apply)
     if new == old then return {} end
     return { { path = T.record, before = old, after = new } }
