@@ -166,6 +166,52 @@ describe("Ansible module vfioinit.vfioinit.initramfs", function()
     assert.are.equal(bad_before, h.tree_hash(bad))
   end)
 
+  it("devices, match and force reach the CLI: --device binds by address (check mode lists it), "
+    .. "a bad --match pattern fails with the CLI's message, force lets state=absent restore a hand-edited file", function()
+    local r = h.make_root({ os = { ID = "fedora" }, corpus = { ["/etc/dracut.conf"] = "dracut/dracut.conf" },
+      exec = { "/usr/bin/dracut" } })
+    finally(function() h.rm(r) end)
+    local dev = { "root: " .. r, "rebuild: false", "devices: ['00:04.0']" }
+    local absent = { "root: " .. r, "rebuild: false", "state: absent" }
+    local SETUP = "/usr/lib/dracut/modules.d/90vfioinit-bind/module-setup.sh"
+    local edit = ('    - name: edit\n      ansible.builtin.shell: "echo hand-edit >> %s/etc/dracut.conf.d/90-vfioinit-bind.conf"\n')
+      :format(r)
+    local outf, err = playbook(HEAD
+      .. task("check", dev, { "check_mode: true" })
+      .. task("apply", dev)
+      .. task("bad_match", { "root: " .. r, "rebuild: false", "match: '['" }, { "ignore_errors: true" })
+      .. task("other_root_match", { "root: " .. r, "rebuild: false", "match: '^10de:'" }, { "ignore_errors: true" })
+      .. edit
+      .. task("absent_refused", absent, { "ignore_errors: true" })
+      .. task("absent_forced", { "root: " .. r, "rebuild: false", "state: absent", "force: true" }))
+    local R = query(outf, {
+      stats = "d['stats']['localhost']['unreachable']",
+      check = "t['check']['changed'], t['check']['devices'], 'matched' in t['check']",
+      check_setup = "any(c['path'] == '" .. SETUP .. "' for c in t['check']['changes'])",
+      apply = "t['apply']['changed'], sorted(c['path'] for c in t['apply']['changes'] if 'vfioinit-bind' in c['path'])",
+      bad_match = "t['bad_match']['failed'], t['bad_match']['msg']",
+      other_root_match = "t['other_root_match']['failed'], t['other_root_match']['msg']",
+      absent_refused = "t['absent_refused']['failed'], t['absent_refused']['msg']",
+      absent_forced = "t['absent_forced']['changed'], t['absent_forced']['cmd']",
+      all = "t",
+    })
+    assert.are.equal("0", R.stats, err)
+    assert.are.equal("(True, ['0000:00:04.0'], False)", R.check, R.all)
+    assert.are.equal("True", R.check_setup, R.all)
+    assert.are.equal("(True, ['/etc/dracut.conf.d/90-vfioinit-bind.conf', '" .. SETUP
+      .. "', '/usr/lib/dracut/modules.d/90vfioinit-bind/vfioinit-bind.sh'])", R.apply, R.all)
+    -- match: the CLI's own refusals, so the pattern reached it
+    assert.truthy(R.bad_match:find("^%(True, 'vfioinit: %-%-match: %[: "), R.bad_match)
+    assert.truthy(R.other_root_match:find("needs --root /", 1, true), R.other_root_match)
+    -- force: without it revert refuses the hand-edited file; with it the file is restored (removed)
+    -- and the edit kept beside it
+    assert.truthy(R.absent_refused:find("^%(True, [\"']vfioinit: /etc/dracut.conf.d/90%-vfioinit%-bind.conf: changed since"),
+      R.absent_refused)
+    assert.truthy(R.absent_forced:find("^%(True, %[.*'%-%-force', 'revert'%]%)$"), R.absent_forced)
+    assert.is_nil(h.readfile(r .. SETUP))
+    assert.truthy(h.readfile(r .. "/etc/dracut.conf.d/90-vfioinit-bind.conf.vfioinit-edited"):find("\nhand%-edit\n$"))
+  end)
+
   describe("on a real debootstrap root (tools/clone-root initramfs-tools)", function()
     if not real then
       pending("set VFIOINIT_REAL=1 (real initramfs-tools root, real update-initramfs)")

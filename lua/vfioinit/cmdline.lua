@@ -107,6 +107,41 @@ function M.add(s, wants)
   return s, added
 end
 
+-- The values of every list parameter `name` in s (the kernel's words only), lowercased, as
+-- a set: what `vfio-pci.ids=a,b` names.
+function M.values(s, name)
+  local key, set = M.norm(name), {}
+  for _, w in ipairs(M.split(s)) do
+    if w.key == key then for _, v in ipairs(list_of(w.value)) do set[v:lower()] = true end end
+  end
+  return set
+end
+
+-- s with the values in `drop` (a set, lowercased) taken out of every list parameter `name`
+-- (the kernel's words only); a word left with no value goes, with the blank before it.
+-- The rest of s is kept byte for byte.
+function M.drop_values(s, name, drop)
+  local key, list = M.norm(name), M.split(s)
+  for i = #list, 1, -1 do
+    local w = list[i]
+    if w.key == key then
+      local keep, gone = {}, false
+      for _, v in ipairs(list_of(w.value)) do
+        if drop[v:lower()] then gone = true else keep[#keep + 1] = v end
+      end
+      if gone and #keep > 0 then
+        s = s:sub(1, w.first - 1) .. w.name .. "=" .. table.concat(keep, ",") .. s:sub(w.last + 1)
+      elseif gone then
+        local a, b = w.first, w.last
+        local lead = s:sub(1, a - 1):match("[ \t]*$")
+        if #lead > 0 then a = a - #lead else b = b + #(s:sub(b + 1):match("^[ \t]*")) end
+        s = s:sub(1, a - 1) .. s:sub(b + 1)
+      end
+    end
+  end
+  return s
+end
+
 -- True when s carries every parameter of wants (what verify asks of a boot entry's line).
 function M.has(s, wants)
   for _, want in ipairs(wants) do

@@ -17,6 +17,7 @@ Each result: {path=, entry=, generator=, generated_from=}.
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.bootplaces"
+local preset_files = require "vfioinit.generators.mkinitcpio_preset"
 
 local M = {}
 
@@ -38,10 +39,10 @@ local function scan(ctx, path)
 end
 
 -- Is this preset file the one of kver?
-local function preset_of(name, v, kver, base)
-  if name == kver or (base and name == base) then return true end
-  local k = v.ALL_kver
-  return type(k) == "string" and (k == kver or places.names_kernel(k, kver))
+local function preset_of(file, kver, base)
+  if file.name == kver or (base and file.name == base) then return true end
+  local k = preset_files.scalar(file.vars, "ALL_kver")
+  return k ~= nil and (k == kver or places.names_kernel(k, kver))
 end
 
 -- mkinitcpio v41 reads the command line of a UKI from /etc/kernel/cmdline (else
@@ -53,26 +54,16 @@ local function mkinitcpio_cmdline_source(ctx)
 end
 
 function M.mkinitcpio(ctx, kver)
+  local files, err = preset_files.read(ctx)
+  if not files then return nil, err end
   local out, base = {}, machine.pkgbase(ctx.read, kver)
-  for _, n in ipairs(ctx.dir("/etc/mkinitcpio.d") or {}) do
-    local name = n:match("^(.+)%.preset$")
-    local path = "/etc/mkinitcpio.d/" .. n
-    local v, err
-    if name then v, err = scan(ctx, path) end
-    if err then return nil, err end
-    local file_ok = v and preset_of(name, v, kver, base)
-    for _, it in ipairs(v and type(v.PRESETS) == "table" and v.PRESETS or {}) do
-      local p = it.value
-      local key = v[p .. "_uki"] and (p .. "_uki") or (p .. "_efi_image")
-      local uki = v[key]
-      local kv = v[p .. "_kver"]
-      local mine = type(kv) == "string" and (kv == kver or places.names_kernel(kv, kver)) or (kv == nil and file_ok)
-      if type(uki) == "string" and uki ~= "" and mine then
-        -- mkinitcpio would write a relative path against its working directory: no place in root
-        if uki:sub(1, 1) ~= "/" then
-          return nil, ("%s:%d: %s must be an absolute path (got %q)"):format(path, v.lines[key], key, uki)
-        end
-        out[#out + 1] = { path = uki, entry = ("preset: %s %s_uki"):format(path, p), generator = "mkinitcpio",
+  for _, file in ipairs(files) do
+    local file_ok = preset_of(file, kver, base)
+    for _, p in ipairs(file.presets) do
+      local kv = p.own_kver
+      local mine = kv ~= nil and (kv == kver or places.names_kernel(kv, kver)) or (kv == nil and file_ok)
+      if p.uki and mine then
+        out[#out + 1] = { path = p.uki, entry = ("preset: %s %s_uki"):format(file.path, p.name), generator = "mkinitcpio",
           generated_from = mkinitcpio_cmdline_source(ctx) }
       end
     end

@@ -29,13 +29,15 @@ function Plan:diff()
   return table.concat(out)
 end
 
--- Restore files already written by a failed apply.
-local function rollback(root, done)
+-- Restore files already written by a failed apply, and remove the directories it made
+-- for them (innermost first; only while empty).
+local function rollback(root, done, dirs)
   for i = #done, 1, -1 do
     local c = done[i]
     if c.before == nil then core.fs.remove(root, c.path)
     else core.fs.write_atomic(root, c.path, c.before) end
   end
+  for i = #dirs, 1, -1 do core.fs.remove(root, dirs[i]) end
 end
 
 local function apply_locked(self, opts)
@@ -56,6 +58,12 @@ local function apply_locked(self, opts)
   -- originals) before the first file changes, and committed after the last; a run killed
   -- anywhere leaves each file before-or-after and a journal the next run settles from the
   -- files themselves (lua/vfioinit/state.lua)
+  local dirs = {}
+  for _, c in ipairs(self.changes) do
+    if c.before == nil and c.after ~= nil then
+      for _, d in ipairs(state.missing_dirs(root, c.path)) do dirs[#dirs + 1] = d end
+    end
+  end
   local ok, err = state.journal(root, self.changes, opts.backup ~= false)
   if not ok then return nil, err end
   local done = {}
@@ -72,7 +80,7 @@ local function apply_locked(self, opts)
   if ok then ok, err = state.finish(root) end
   if not ok then
     -- a failed apply leaves every file as it was and records nothing of it
-    rollback(root, done)
+    rollback(root, done, dirs)
     state.finish(root)
     return nil, err
   end

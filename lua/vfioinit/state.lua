@@ -13,6 +13,8 @@
 -- progress (`-`: none). flags (`-` or comma-separated): `edited` (a person changed the
 -- file between two applies), `edit-pending` (the same, for the write in progress),
 -- `reverted` (a revert restored it; the entry goes once every entry is reverted).
+-- kind `dir`: a directory apply created for a new file (backup and mode `-`, last/next
+-- `dir` instead of a checksum); revert removes it once it is empty, never otherwise.
 --
 -- apply is journaled: the entries of a write are recorded with `next` BEFORE the first
 -- backup and file are written, and committed (next -> last) after every file is; a run
@@ -87,7 +89,8 @@ local function clean_path(p)
   return true
 end
 
-local KINDS = { saved = true, created = true }
+local KINDS = { saved = true, created = true, dir = true }
+M.DIR_MARK = "dir"  -- a `dir` entry's last/next: the directory is there
 local FLAGS = { edited = true, ["edit-pending"] = true, reverted = true }
 
 local function check_hash(v, allow_none)
@@ -100,7 +103,13 @@ local function parse_entry(f)
   if not KINDS[e.kind] then return nil, "unknown entry kind" end
   if e.generator == "" or e.generator:find("[%c]") then return nil, "bad generator name" end
   if not clean_path(e.path) then return nil, "path not absolute or leaves the root" end
-  if e.kind == "saved" then
+  if e.kind == "dir" then
+    if e.backup ~= "-" or f[5] ~= "-" then return nil, "dir entry with a backup" end
+    if (e.last ~= "-" and e.last ~= M.DIR_MARK) or (e.next ~= "-" and e.next ~= M.DIR_MARK) then
+      return nil, "bad dir entry state"
+    end
+    e.backup = nil
+  elseif e.kind == "saved" then
     local name = e.backup:sub(#M.BACKUPS + 2)
     if e.backup:sub(1, #M.BACKUPS + 1) ~= M.BACKUPS .. "/" or name == "" or name:find("/", 1, true)
       or name == "." or name == ".." or name:find("[%z\n]") then
@@ -112,7 +121,9 @@ local function parse_entry(f)
     if e.backup ~= "-" or f[5] ~= "-" then return nil, "created entry with a backup" end
     e.backup = nil
   end
-  if not check_hash(e.last, true) or not check_hash(e.next, true) then return nil, "bad checksum field" end
+  if e.kind ~= "dir" and (not check_hash(e.last, true) or not check_hash(e.next, true)) then
+    return nil, "bad checksum field"
+  end
   if e.last == "-" and e.next == "-" then return nil, "entry with no write" end
   if f[8] ~= "-" then
     for flag in (f[8] .. ","):gmatch("([^,]*),") do
@@ -240,7 +251,14 @@ local function settle(root, list, drop_reverted)
   local out, gone, changed = {}, {}, false
   for _, e in ipairs(list) do
     local keep = e
-    if e.next ~= "-" then
+    if e.next ~= "-" and e.kind == "dir" then
+      -- a directory apply meant to create: there, or never made
+      changed = true
+      local st = core.fs.stat(root, e.path, true)
+      if st and st.type == "dir" then e.last = M.DIR_MARK
+      elseif e.last == "-" then keep = nil end
+      e.next = "-"
+    elseif e.next ~= "-" then
       local cur, err = read_file(root, e.path)
       if cur == false then return nil, err end
       changed = true
@@ -269,12 +287,31 @@ end
 -- Write the settled list, then remove the backups no entry names any more. With no entry
 -- left the backups go first: a kill in between never leaves backups without a manifest
 -- (which `load` refuses as unknown state).
+-- Remove the directories of `dir` entries, innermost first, each only when empty.
+-- Returns the set of paths removed.
+local function remove_dirs(root, entries)
+  table.sort(entries, function(a, b) return #a.path > #b.path end)
+  local removed = {}
+  for _, e in ipairs(entries) do
+    if core.fs.remove(root, e.path) then removed[e.path] = true end
+  end
+  return removed
+end
+
+-- Is dir an ancestor of the state directory (made when the first manifest was saved)?
+local function holds_state(path) return M.DIR:sub(1, #path + 1) == path .. "/" end
+
 local function store(root, list, gone, changed)
   if not changed then return true end
+  -- directories alone record nothing vfioinit wrote (a failed first apply): they go too
+  local dirs = {}
+  for _, e in ipairs(list) do if e.kind == "dir" then dirs[#dirs + 1] = e end end
+  if #dirs == #list then list = {} end
   if #list == 0 then remove_backups(root) end
   local ok, err = M.save(root, list)
   if not ok then return nil, err end
   for _, b in ipairs(gone) do core.fs.remove(root, b) end
+  if #list == 0 then remove_dirs(root, dirs) end
   return true
 end
 
@@ -301,6 +338,16 @@ local function backup_name(root, list, path, n)
   end
 end
 
+-- The directories a write of path would create (the missing parents), outermost first.
+function M.missing_dirs(root, path)
+  local missing, d = {}, (util.split_path(path))
+  while d and d ~= "/" and d ~= "" and not core.fs.stat(root, d, true) do
+    table.insert(missing, 1, d)
+    d = (util.split_path(d))
+  end
+  return missing
+end
+
 -- journal(root, changes, record_new) -> true | nil, err. Records the writes about to be
 -- made (`next`) before anything else, then saves the originals of new entries.
 -- record_new=false (apply{backup=false}): only files already tracked are journaled.
@@ -309,6 +356,15 @@ function M.journal(root, changes, record_new)
   if not list then return nil, err end
   local by_path, saves = {}, {}
   for _, e in ipairs(list) do by_path[e.path] = e end
+  if #list == 0 and record_new and #changes > 0 then
+    -- the state directory's own parents (/var/lib in a bare root): revert removes them too
+    for _, dir in ipairs(M.missing_dirs(root, M.DIR .. "/x")) do
+      if dir ~= M.DIR then
+        list[#list + 1] = { kind = "dir", generator = "vfioinit", path = dir, last = "-", next = M.DIR_MARK, flags = {} }
+        by_path[dir] = list[#list]
+      end
+    end
+  end
   for _, c in ipairs(changes) do
     local e = by_path[c.path]
     if e then
@@ -320,6 +376,17 @@ function M.journal(root, changes, record_new)
       end
       e.next = digest(c.after)
     elseif record_new then
+      -- the directories this write will create (plan.lua makes the missing parents), from
+      -- the outermost: revert removes them again, innermost first, when they are empty
+      if c.before == nil and c.after ~= nil then
+        for _, dir in ipairs(M.missing_dirs(root, c.path)) do
+          if not by_path[dir] then
+            local de = { kind = "dir", generator = c.generator, path = dir, last = "-", next = M.DIR_MARK, flags = {} }
+            list[#list + 1] = de
+            by_path[dir] = de
+          end
+        end
+      end
       e = { kind = c.before == nil and "created" or "saved", generator = c.generator, path = c.path,
             last = "-", next = digest(c.after), flags = {} }
       if c.before ~= nil then
@@ -408,6 +475,10 @@ local REFUSE_BETWEEN = "edited by hand between two vfioinit applies"
 local function classify(root, e)
   -- restored and recorded by a revert that was killed later: its backup may be gone
   if e.flags.reverted then return { entry = e, action = "unchanged" } end
+  if e.kind == "dir" then
+    local st = core.fs.stat(root, e.path, true)
+    return { entry = e, action = (st and st.type == "dir") and "rmdir" or "unchanged" }
+  end
   local orig, oerr = original(root, e)
   if orig == false then return nil, oerr end
   local cur, err = read_file(root, e.path)
@@ -479,8 +550,15 @@ local function report(steps)
   local out = {}
   for _, s in ipairs(steps) do
     local e = s.entry
-    out[#out + 1] = { path = e.path, kind = e.kind, generator = e.generator, action = s.action,
-      kept = s.kept, forced = s.refuse and true or nil, before = s.before, after = s.after }
+    if e.kind == "dir" then
+      -- a directory is reported once revert removed it (a dry run cannot know it will be empty)
+      if s.action == "removed" then
+        out[#out + 1] = { path = e.path, kind = "dir", generator = e.generator, action = "removed", before = "", after = "" }
+      end
+    else
+      out[#out + 1] = { path = e.path, kind = e.kind, generator = e.generator, action = s.action,
+        kept = s.kept, forced = s.refuse and true or nil, before = s.before, after = s.after }
+    end
   end
   return out
 end
@@ -495,8 +573,14 @@ function M.revert(root, opts)
   if not list then return nil, steps, refused end
   if opts.dry_run then return report(steps) end
   M.sweep(root, (function() local p = {} for i, e in ipairs(list) do p[i] = e.path end return p end)())
+  local later = {}
   for _, s in ipairs(steps) do
-    if s.action ~= "unchanged" then
+    if s.action == "rmdir" and holds_state(s.entry.path) then
+      later[#later + 1] = s  -- after the state directory itself
+    elseif s.action == "rmdir" then
+      -- only when empty: what else is in it now is not vfioinit's to remove
+      s.action = core.fs.remove(root, s.entry.path) and "removed" or "unchanged"
+    elseif s.action ~= "unchanged" then
       local ok, err = restore(root, s)
       if not ok then return nil, err end
     end
@@ -513,6 +597,11 @@ function M.revert(root, opts)
   local ok, err, code = core.fs.remove(root, M.MANIFEST)
   if not ok and code ~= ENOENT then return nil, err end
   core.fs.remove(root, M.DIR)
+  local entries = {}
+  for _, s in ipairs(later) do entries[#entries + 1] = s.entry end
+  -- not listed: like the state directory itself, they are vfioinit's own housekeeping
+  remove_dirs(root, entries)
+  for _, s in ipairs(later) do s.action = "unchanged" end
   return report(steps)
 end
 

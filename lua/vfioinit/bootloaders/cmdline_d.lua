@@ -5,36 +5,43 @@
 -- when no source exists at all, it starts from the running system's command line (what
 -- mkinitcpio would have embedded) so root= and the rest are not lost. A preset's
 -- `<preset>_cmdline=` (or ALL_cmdline) overrides these files: refused, named.
-local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
 local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
+local ownids = require "vfioinit.bootloaders.ownids"
+local preset_files = require "vfioinit.generators.mkinitcpio_preset"
 
 local M = { name = "cmdline_d", stale_images = true }
 
 M.DIR = "/etc/cmdline.d"
 M.FILE = M.DIR .. "/vfioinit.conf"
 M.FIRST = { "/etc/kernel/cmdline", "/usr/lib/kernel/cmdline" }
-M.PRESETS = "/etc/mkinitcpio.d"
 
--- The presets' assignments of interest: { uki = {path:line...}, cmdline = {...} }.
+-- The presets' settings of interest, as "PATH:LINE" lists: { uki = {...}, cmdline = {...} }
+-- (any `*_uki=`/`*_cmdline=` with a value), or nil, err when a preset file is bad.
 local function presets(ctx)
+  local files, err = preset_files.read(ctx)
+  if not files then return nil, err end
   local found = { uki = {}, cmdline = {} }
-  for _, n in ipairs(ctx.dir(M.PRESETS) or {}) do
-    local p = M.PRESETS .. "/" .. n
-    local t = n:match("%.preset$") and ctx.read(p)
-    local sc = t and core.scan.shell(t)
-    for _, a in ipairs(sc or {}) do
-      if a.name:match("_uki$") and a.value ~= "" then found.uki[#found.uki + 1] = p .. ":" .. a.line end
-      if a.name:match("_cmdline$") and a.value ~= "" then found.cmdline[#found.cmdline + 1] = p .. ":" .. a.line end
+  for _, f in ipairs(files) do
+    local names = {}
+    for name in pairs(f.vars) do names[#names + 1] = name end
+    table.sort(names, function(a, b) return f.vars[a].line < f.vars[b].line end)
+    for _, name in ipairs(names) do
+      local v = f.vars[name]
+      local at = f.path .. ":" .. v.line
+      if name:match("_uki$") and v.value and v.value ~= "" then found.uki[#found.uki + 1] = at end
+      if name:match("_cmdline$") and v.value and v.value ~= "" then found.cmdline[#found.cmdline + 1] = at end
     end
   end
   return found
 end
 
+-- A bad preset file counts as a UKI preset: edits() then names its file and line.
 function M.detect(ctx)
-  return #presets(ctx).uki > 0
+  local found = presets(ctx)
+  return not found or #found.uki > 0
 end
 
 -- The files mkinitcpio reads, in its order ({path=, text=}), or nil, err.
@@ -60,15 +67,24 @@ local function sources(ctx)
 end
 
 function M.edits(ctx, wants)
-  local over = presets(ctx).cmdline[1]
+  local found, perr = presets(ctx)
+  if not found then return nil, perr end
+  local over = found.cmdline[1]
   if over then
     return nil, ("%s: sets the UKI's command line itself; vfioinit edits /etc/cmdline.d, add the "
       .. "parameters there by hand or remove that line"):format(over)
   end
   local files, err = sources(ctx)
   if not files then return nil, err end
-  local base = #files == 0 and words.running() or nil
-  local changes, why = wordfiles.plan(files, M.FILE, wants, base)
+  -- what a created file starts from: the running line when no other source is there
+  local others = 0
+  for _, f in ipairs(files) do if f.path ~= M.FILE then others = others + 1 end end
+  local base = others == 0 and words.running() or nil
+  local drops = {}
+  for _, f in ipairs(files) do
+    drops[f.path] = ownids.drop(ctx, f.path, f.text, wordfiles.line, f.path == M.FILE and base or nil, wants)
+  end
+  local changes, why = wordfiles.plan(files, M.FILE, wants, #files == 0 and base or nil, drops)
   if not changes then return nil, ("%s: %s"):format(M.FILE, why) end
   return changes
 end

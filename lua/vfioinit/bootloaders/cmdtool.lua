@@ -7,6 +7,7 @@
 -- so one revert undoes every apply.
 local cmdline = require "vfioinit.cmdline"
 local words = require "vfioinit.bootloaders.words"
+local ownids = require "vfioinit.bootloaders.ownids"
 
 local M = {}
 
@@ -26,10 +27,38 @@ function M.parse(text)
   return ops
 end
 
+local function key(word) return cmdline.norm(word:match("^([^=]*)")) end
+
+-- The ids the record's operations put on the line: what the line holds now minus what the
+-- first operation on vfio-pci.ids found there (ownids.lua's rule; nothing when the record
+-- never touched it).
+function M.added(ops, line)
+  for _, o in ipairs(ops) do
+    if key(o.new) == key(ownids.NAME) then
+      local mine = cmdline.values(line, ownids.NAME)
+      for id in pairs(cmdline.values(o.old or "", ownids.NAME)) do mine[id] = nil end
+      return mine
+    end
+  end
+  return {}
+end
+
 -- The operations that bring `line` (the entries' current options) to `wants`, or nil, why.
--- A parameter already there is replaced in its own spelling (merged value).
-function M.ops(line, wants)
+-- A parameter already there is replaced in its own spelling (merged value); `drop` (a set)
+-- names ids an earlier apply added that this one does not, taken out of that word.
+function M.ops(line, wants, drop)
   local ops = {}
+  if drop and next(drop) then
+    local w = cmdline.find(line, ownids.NAME)
+    local new = w and cmdline.drop_values(w.text, ownids.NAME, drop)
+    if w and new ~= w.text then
+      for _, want in ipairs(wants) do
+        if key(want.name) == key(ownids.NAME) then new = assert(cmdline.add(new, { want })) end
+      end
+      ops[#ops + 1] = { op = "replace", old = w.text, new = new }
+      line = line:sub(1, w.first - 1) .. new .. line:sub(w.last + 1)
+    end
+  end
   local list, why = words.to_merge(line, wants)
   if not list then return nil, why end
   for _, want in ipairs(list) do
@@ -55,13 +84,41 @@ function M.record(tool, old, ops, describe)
   return (old or "") .. table.concat(lines, "\n") .. "\n"
 end
 
--- The inverse operations of a record, last first.
+-- A record's operations with one per parameter, what running them all comes to: the
+-- parameter's last word, replacing what the first operation found (`also`: the words of
+-- it the operations in between wrote, for a tool that deletes words by their text).
+function M.net(ops)
+  local by, order = {}, {}
+  for _, o in ipairs(ops) do
+    local k = key(o.new)
+    local n = by[k]
+    if not n then
+      n = { op = o.op, old = o.old, new = o.new, also = {} }
+      by[k] = n; order[#order + 1] = n
+    else
+      n.also[#n.also + 1] = n.new
+      n.new = o.new
+    end
+  end
+  return order
+end
+
+-- The inverse of a record, one operation per parameter, last first: the parameter's word
+-- now (the last operation's) goes back to what the first operation found (removed when
+-- it added the word). Undoing each operation in turn would not do: the tools take every
+-- removal before every addition, so `add X=a` then `replace X=a X=b` would end as X=a.
 function M.inverse(ops)
+  local first, last, order = {}, {}, {}
+  for _, o in ipairs(ops) do
+    local k = key(o.new)
+    if not first[k] then first[k] = o; order[#order + 1] = k end
+    last[k] = o
+  end
   local inv = {}
-  for i = #ops, 1, -1 do
-    local o = ops[i]
-    if o.op == "add" then inv[#inv + 1] = { op = "remove", old = o.new }
-    else inv[#inv + 1] = { op = "replace", old = o.new, new = o.old } end
+  for i = #order, 1, -1 do
+    local f, l = first[order[i]], last[order[i]]
+    if f.op == "add" then inv[#inv + 1] = { op = "remove", old = l.new }
+    else inv[#inv + 1] = { op = "replace", old = l.new, new = f.old } end
   end
   return inv
 end

@@ -13,6 +13,8 @@ local words = require "vfioinit.bootloaders.words"
 local grubvars = require "vfioinit.bootloaders.grubvars"
 local bootcfg = require "vfioinit.bootcfg"
 local cmdline = require "vfioinit.cmdline"
+local ownids = require "vfioinit.bootloaders.ownids"
+local wordfiles = require "vfioinit.bootloaders.wordfiles"
 
 local M = { name = "grub" }
 
@@ -111,12 +113,62 @@ local function merges(files, wants, edited)
   end
 end
 
+-- The ids vfioinit added to the user's files before and this run does not name come out
+-- first (lua/vfioinit/bootloaders/ownids.lua), from the values they are written in.
+local function words_of(path)
+  return function(text)
+    local ev = grubvars.evaluate({ { path = path, text = text } })
+    return ev and grubvars.line(ev) or ""
+  end
+end
+
+local function drop_ids(ctx, files, wants, edited)
+  for _, f in ipairs(files) do
+    local set, empty = ownids.drop(ctx, f.path, f.text, words_of(f.path), "", wants)
+    if not empty then
+      local ev, err = grubvars.evaluate({ f })
+      if not ev then return nil, err end
+      local parts = {}
+      for _, var in ipairs(grubvars.VARS) do
+        for _, p in ipairs(ev.parts[var]) do parts[#parts + 1] = p end
+      end
+      table.sort(parts, function(a, b) return a.lo > b.lo end)
+      local text = f.text
+      for _, p in ipairs(parts) do
+        local raw = text:sub(p.lo, p.hi)
+        local new = cmdline.drop_values(raw, ownids.NAME, set)
+        if new ~= raw then text = text:sub(1, p.lo - 1) .. new .. text:sub(p.hi + 1) end
+      end
+      if text ~= f.text then f.text = text; edited[f.path] = f end
+    end
+  end
+  return true
+end
+
+-- What follows a `--` is init's: in GRUB_CMDLINE_LINUX (written first on the `linux` line)
+-- it leaves no place in GRUB_CMDLINE_LINUX_DEFAULT for a kernel parameter.
+local function init_in_linux(ev)
+  if not select(2, cmdline.split(ev.values.GRUB_CMDLINE_LINUX)) then return nil end
+  local parts = ev.parts.GRUB_CMDLINE_LINUX
+  for _, p in ipairs(parts) do
+    if select(2, cmdline.split(p.file.text:sub(p.lo, p.hi))) then
+      return ("%s:%d: GRUB_CMDLINE_LINUX holds `--`, after which every word is init's, not the kernel's: "
+        .. "vfioinit cannot add kernel parameters after it; add them before the `--` by hand"):format(p.file.path, p.a.line)
+    end
+  end
+  return ("%s: GRUB_CMDLINE_LINUX holds `--`, after which every word is init's; add the kernel parameters "
+    .. "before it by hand"):format(M.DEFAULT)
+end
+
 local DROPIN_HEAD = "# Written by vfioinit --cmdline: kernel parameters for VFIO (`vfioinit revert` removes it).\n"
 
 -- The drop-in's text for the words to add (nil: no drop-in needed).
-local function dropin_text(add)
+-- After the user's words, unless they hold a `--`: then before them.
+local function dropin_text(add, before)
   if #add == 0 then return nil end
-  return DROPIN_HEAD .. ('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT %s"\n'):format(table.concat(add, " "))
+  local fmt = before and 'GRUB_CMDLINE_LINUX_DEFAULT="%s $GRUB_CMDLINE_LINUX_DEFAULT"\n'
+    or 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT %s"\n'
+  return DROPIN_HEAD .. fmt:format(table.concat(add, " "))
 end
 
 -- In /etc/default/grub itself: append to the last GRUB_CMDLINE_LINUX_DEFAULT, or add one.
@@ -124,6 +176,10 @@ local function inplace_add(ev, files, add, edited)
   if #add == 0 then return end
   local parts = ev.parts.GRUB_CMDLINE_LINUX_DEFAULT
   local p = parts[#parts]
+  -- the value's `--` (what follows it is init's): the words go before it, where it is written
+  for _, q in ipairs(parts) do
+    if select(2, cmdline.split(q.file.text:sub(q.lo, q.hi))) then p = q; break end
+  end
   local f = p and p.file or files[1]
   if not f then f = { path = M.DEFAULT }; files[1] = f end
   local words_ = table.concat(add, " ")
@@ -132,7 +188,8 @@ local function inplace_add(ev, files, add, edited)
     local raw = t:sub(p.lo, p.hi)
     local sep = (raw == "" or raw:match("%s$")) and "" or " "
     local quoted = p.lo ~= p.a.first + #p.a.name + (p.a.append and 2 or 1)
-    local new = quoted and (raw .. sep .. words_) or ('"' .. raw .. sep .. words_ .. '"')
+    local grown = select(2, cmdline.split(raw)) and wordfiles.insert(raw, add) or (raw .. sep .. words_)
+    local new = quoted and grown or ('"' .. grown .. '"')
     f.text = t:sub(1, p.lo - 1) .. new .. t:sub(p.hi + 1)
   else
     local t = f.text or ""
@@ -158,13 +215,19 @@ function M.edits(ctx, wants)
   local before = {}
   for _, f in ipairs(files) do before[f.path] = f.text end
   local edited = {}
+  local ok, derr = drop_ids(ctx, files, wants, edited)
+  if not ok then return nil, derr end
   local ev, err = merges(files, wants, edited)
   if not ev then return nil, err end
   local add = words.missing(grubvars.line(ev), wants)
   if use_dropin then keep_ids(own, grubvars.line(ev), wants, add) end
+  if #add > 0 then
+    local why = init_in_linux(ev)
+    if why then return nil, why end
+  end
   local changes = {}
   if use_dropin then
-    local after = dropin_text(add)
+    local after = dropin_text(add, select(2, cmdline.split(ev.values.GRUB_CMDLINE_LINUX_DEFAULT)) ~= nil)
     local was = own.text
     if after ~= was then changes[#changes + 1] = { path = M.DROPIN, before = was, after = after } end
     -- a drop-in sourced after ours that sets the variable again would drop the parameters

@@ -9,6 +9,7 @@
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
 local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
+local ownids = require "vfioinit.bootloaders.ownids"
 
 local M = { name = "kernel_cmdline", stale_images = true }
 
@@ -33,14 +34,16 @@ end
 function M.edits(ctx, wants)
   local text, err = ctx.read(M.FILE)
   if err then return nil, err end
-  local files, base = {}, nil
-  if text then files[1] = { path = M.FILE, text = text }
-  else
-    local vendor, verr = ctx.read(M.VENDOR)
-    if verr then return nil, verr end
-    base = vendor and wordfiles.line(vendor) or words.running()
+  -- what a created file starts from: the line kernel-install would use without it
+  local vendor, verr = ctx.read(M.VENDOR)
+  if verr then return nil, verr end
+  local base = vendor and wordfiles.line(vendor) or words.running()
+  local files, drops = {}, {}
+  if text then
+    files[1] = { path = M.FILE, text = text }
+    drops[M.FILE] = ownids.drop(ctx, M.FILE, text, wordfiles.line, base, wants)
   end
-  local changes, why = wordfiles.plan(files, M.FILE, wants, base)
+  local changes, why = wordfiles.plan(files, M.FILE, wants, base, drops)
   if not changes then return nil, ("%s: %s"):format(M.FILE, why) end
   return changes
 end

@@ -6,10 +6,12 @@ local toolbase = require "vfioinit.bootloaders.toolbase"
 
 local function run(flag, list) return { "kernelstub", flag, table.concat(list, " ") } end
 
--- Words to delete and to add for ops (a replace deletes the old word, adds the new).
+-- Words to delete and to add for ops (a replace deletes the old word, adds the new; the
+-- words an earlier apply wrote in between, `also`, are deleted too).
 local function split(ops)
   local add, del = {}, {}
   for _, o in ipairs(ops) do
+    for _, w in ipairs(o.also or {}) do del[#del + 1] = w end
     if o.op == "remove" then del[#del + 1] = o.old
     elseif o.op == "replace" then del[#del + 1] = o.old; add[#add + 1] = o.new
     else add[#add + 1] = o.new end

@@ -5,11 +5,13 @@ local machine = require "vfioinit.machine"
 local bootcfg = require "vfioinit.bootcfg"
 local cmdtool = require "vfioinit.bootloaders.cmdtool"
 local bls = require "vfioinit.bootloaders.bls"
+local ownids = require "vfioinit.bootloaders.ownids"
+local cmdline = require "vfioinit.cmdline"
 
 local M = {}
 
 -- The options of the first BLS entry of a selected kernel (what the tool will edit), "" when
--- there is none, or nil, "PATH:LINE: why".
+-- there is none, or nil, "PATH:LINE: why"; then the entry's "PATH:LINE".
 local function current(ctx)
   for _, d in ipairs(bls.ENTRY_DIRS) do
     for _, n in ipairs(ctx.dir(d) or {}) do
@@ -23,7 +25,7 @@ local function current(ctx)
           return nil, ("%s:%d: options refer to a GRUB variable (%s); vfioinit cannot tell the command line")
             :format(p, e.lines.options, e.options:match("%$%S*"))
         end
-        return e.options
+        return e.options, ("%s:%d"):format(p, e.lines.options)
       end
     end
   end
@@ -42,19 +44,33 @@ function M.new(spec)
   function T.edits(ctx, wants)
     local line, err = current(ctx)
     if not line then return nil, err end
-    local ops, why = cmdtool.ops(line, wants)
-    if not ops then return nil, ("%s: %s"):format(T.record, why) end
+    local where = err
     local old, rerr = ctx.read(T.record)
     if rerr then return nil, rerr end
+    -- ids an earlier apply added that this one does not name come out (ownids.lua)
+    local drop, want = {}, ownids.wanted(wants)
+    if want then
+      for id in pairs(cmdtool.added(cmdtool.parse(old), line)) do
+        if not want[id] then drop[id] = true end
+      end
+    end
+    local ops, why = cmdtool.ops(line, wants, drop)
+    if not ops then return nil, ("%s: %s"):format(T.record, why) end
+    -- the tool writes a parameter at the end of the options: after a `--` it would be init's
+    if #ops > 0 and select(2, cmdline.split(line)) then
+      return nil, ("%s: options hold `--`, after which every word is init's, and %s adds parameters at the end: "
+        .. "add them before the `--` by hand"):format(where, spec.name)
+    end
     local new = cmdtool.record(spec.name, old, ops, spec.apply)
     if new == old then return {} end
     return { { path = T.record, before = old, after = new } }
   end
-  -- after apply: the tool, for every operation of the record (giving a word again is a no-op)
+  -- after apply: the tool, for what the record's operations come to (giving a word again is
+  -- a no-op); one word per parameter, else a tool given `X=a X=b` may keep both
   function T.regenerate(ctx)
     local ops = cmdtool.parse(ctx.read(T.record))
     if #ops == 0 then return nil end
-    return spec.apply(ops)
+    return spec.apply(cmdtool.net(ops))
   end
   -- after revert: the inverse of the record as it was
   function T.undo(before)

@@ -14,11 +14,11 @@
 --   the systemd hook also writes `etc/modules-load.d/MODULES.conf`.
 -- The list editing itself is vfioinit.shellvar (shared with dracut.lua); this file
 -- holds mkinitcpio's policy: which files a build sources, MODULES and HOOKS, presets.
-local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
+local preset_files = require "vfioinit.generators.mkinitcpio_preset"
 
 local M = {
   name = "mkinitcpio",
@@ -34,7 +34,6 @@ local M = {
 
 local CONF = "/etc/mkinitcpio.conf"
 local CONF_D = "/etc/mkinitcpio.conf.d"
-local PRESETS = "/etc/mkinitcpio.d"
 
 -- Module name as mkinitcpio compares it: `-` is `_`, a trailing `?` marks it optional.
 local norm = engine.norm
@@ -149,84 +148,9 @@ end
 ---------------------------------------------------------------------------
 -- Presets.
 
--- The value of the last plain assignment to `name`, and its line.
-local function scalar(sc, name)
-  local v, line
-  for _, a in ipairs(sc) do
-    if a.name == name and not a.array then v, line = a.value, a.line end
-  end
-  return v, line
-end
-
--- A preset's path setting (`<p>_config`, `ALL_config`, `<p>_image`) must be absolute, and
--- its `..` must not climb above `/`: mkinitcpio would resolve a relative one against its
--- working directory, which is no place in root. nil when fine, else "PATH:LINE: reason".
-local function bad_preset_path(file, sc, name)
-  local v, line = scalar(sc, name)
-  if v == nil or v == "" then return nil end
-  if v:sub(1, 1) ~= "/" then
-    return ("%s:%d: %s must be an absolute path (got %q)"):format(file, line, name, v)
-  end
-  local depth = 0
-  for part in v:gmatch("[^/]+") do
-    if part == ".." then depth = depth - 1 elseif part ~= "." then depth = depth + 1 end
-    if depth < 0 then
-      return ("%s:%d: %s=%q leaves the root (too many ..)"):format(file, line, name, v)
-    end
-  end
-end
-
-local function array(sc, name)
-  local v
-  for _, a in ipairs(sc) do
-    if a.name == name then
-      v = {}
-      for _, it in ipairs(a.items) do v[#v + 1] = it.value end
-    end
-  end
-  return v
-end
-
--- A preset's unified kernel image: `<p>_uki`, else the deprecated `<p>_efi_image`
--- (mkinitcpio v41 reads the old name only when the new one is unset).
-local function preset_uki(sc, pn)
-  local v = scalar(sc, pn .. "_uki")
-  if v == nil then v = scalar(sc, pn .. "_efi_image") end
-  if v ~= "" then return v end
-end
-
--- List of {name=, file=, presets={ {name=, config=, image=, uki=, kver=} } }.
-local function read_presets(ctx)
-  local out = {}
-  local names = ctx.dir(PRESETS) or {}
-  for _, n in ipairs(names) do
-    if n:match("%.preset$") then
-      local path = PRESETS .. "/" .. n
-      local text, err = ctx.read(path)
-      if err then return nil, err end
-      if text then
-        local sc, msg, line = core.scan.shell(text)
-        if not sc then return nil, ("%s:%d: %s"):format(path, line, msg) end
-        local p = { name = n:gsub("%.preset$", ""), file = path, presets = {} }
-        for _, pn in ipairs(array(sc, "PRESETS") or {}) do
-          for _, key in ipairs({ "ALL_config", pn .. "_config", pn .. "_image", pn .. "_uki", pn .. "_efi_image" }) do
-            local bad = bad_preset_path(path, sc, key)
-            if bad then return nil, bad end
-          end
-          p.presets[#p.presets + 1] = {
-            name = pn,
-            config = scalar(sc, pn .. "_config") or scalar(sc, "ALL_config"),
-            image = scalar(sc, pn .. "_image"),
-            uki = preset_uki(sc, pn),
-            kver = scalar(sc, pn .. "_kver") or scalar(sc, "ALL_kver"),
-          }
-        end
-        out[#out + 1] = p
-      end
-    end
-  end
-  return out
-end
+-- List of {name=, path=, vars=, presets={ {name=, config=, image=, uki=, kver=...} } }
+-- (lua/vfioinit/generators/mkinitcpio_preset.lua).
+local read_presets = preset_files.read
 M.read_presets = read_presets
 
 local function dropins(ctx)

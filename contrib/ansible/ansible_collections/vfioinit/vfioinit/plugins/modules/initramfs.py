@@ -53,6 +53,34 @@ options:
         writes C(/etc/modprobe.d/vfioinit.conf) and puts it into every image.
     type: list
     elements: str
+  devices:
+    description:
+      - PCI addresses (C(DDDD:BB:DD.F), or C(BB:DD.F) for domain C(0000)) that vfio-pci must
+        claim at boot (C(--device), once per address); for one of two identical devices, where
+        I(ids) would take both. A script in the image writes C(vfio-pci) to each device's
+        C(driver_override) before udev.
+      - On the running system (I(root=/)) vfioinit refuses an address that is not there, a
+        device whose IOMMU group holds another endpoint not passed too, and, unless I(force),
+        the boot VGA device and the root disk's controller. For another I(root) nothing is
+        checked.
+    type: list
+    elements: str
+  match:
+    description:
+      - Choose the devices of this machine by a PCRE2 pattern over
+        C(vvvv:dddd Vendor Device [Class]) (names from pci.ids) (C(--match)); the devices it
+        matches are bound by address as with I(devices). Needs I(root=/). In check mode the
+        result's C(matched) lists what it chose.
+    type: str
+  force:
+    description:
+      - With I(devices) or I(match) (I(state=present)), pass a device the safety rules refuse
+        (the boot VGA device, the root disk's controller) (C(--force)).
+      - With I(state=absent), also restore files edited since vfioinit wrote them, keeping
+        their current content as C(PATH.vfioinit-edited) (C(vfioinit revert --force)); without
+        it such a file makes the revert fail and change nothing.
+    type: bool
+    default: false
   softdeps:
     description: Write softdeps on the GPU drivers even without I(ids) (C(--softdeps)).
     type: bool
@@ -100,6 +128,16 @@ EXAMPLES = r'''
     root: /mnt/target
     generators: [mkinitcpio]
     rebuild: false
+
+- name: vfio-pci claims one of two identical GPUs, by its address
+  vfioinit.vfioinit.initramfs:
+    devices:
+      - "0000:01:00.0"
+      - "0000:01:00.1"
+
+- name: vfio-pci claims every NVIDIA device of this machine
+  vfioinit.vfioinit.initramfs:
+    match: "^10de:"
 
 - name: Undo everything vfioinit changed and rebuild the images without VFIO
   vfioinit.vfioinit.initramfs:
@@ -178,6 +216,18 @@ diff_text:
   description: The unified diff of the plan (paths relative to root).
   returned: state is present
   type: str
+devices:
+  description: The PCI addresses bound by address (from I(devices) and I(match)), as the plan lists them.
+  returned: check mode, state is present
+  type: list
+  elements: str
+  sample: ["0000:01:00.0"]
+matched:
+  description: The devices I(match) chose (C(address), C(description)).
+  returned: check mode, state is present, match is given
+  type: list
+  elements: dict
+  sample: [{"address": "0000:01:00.0", "description": "10de:1b80 NVIDIA Corporation GP104 [GeForce GTX 1080] [0300]"}]
 warnings_cli:
   description: Warnings the CLI attached to the plan.
   returned: state is present
@@ -212,8 +262,14 @@ def base_args(module):
         args += ['--module', m]
     if p['ids']:
         args += ['--ids', ','.join(p['ids'])]
+    for d in p['devices'] or []:
+        args += ['--device', d]
+    if p['match'] is not None:
+        args += ['--match', p['match']]
     if p['softdeps']:
         args.append('--softdeps')
+    if p['force']:
+        args.append('--force')
     return args
 
 
@@ -263,6 +319,9 @@ def present(module, result):
         result['modules'] = plan.get('modules', [])
         result['diff_text'] = plan.get('diff', '')
         result['warnings_cli'] = plan.get('warnings', [])
+        result['devices'] = plan.get('devices') or []
+        if p['match'] is not None:
+            result['matched'] = plan.get('matched') or []
         changed = bool(plan.get('pending'))
         if not changed and p['rebuild']:
             # configured already: apply would still rebuild images that fail verification
@@ -293,7 +352,7 @@ def reverted_of(data):
 def absent(module, result):
     """revert (check mode: revert --dry-run, which refuses exactly as revert would)."""
     p = module.params
-    head = base_args(module)[:4]
+    head = base_args(module)[:4] + (['--force'] if p['force'] else [])
     preview = None
     if module.check_mode or module._diff:
         _, preview = run(module, result, head + ['revert', '--dry-run'])
@@ -306,7 +365,7 @@ def absent(module, result):
         result['changed'] = bool(result['reverted'])
         result['rebuilt'] = []
         if result['changed'] and p['rebuild']:
-            args = list(head)
+            args = base_args(module)[:4]
             for g in p['generators'] or []:
                 args += ['--generator', g]
             for k in p['kernels'] or []:
@@ -325,6 +384,9 @@ def main():
             kernels=dict(type='list', elements='str'),
             modules=dict(type='list', elements='str'),
             ids=dict(type='list', elements='str'),
+            devices=dict(type='list', elements='str'),
+            match=dict(type='str'),
+            force=dict(type='bool', default=False),
             softdeps=dict(type='bool', default=False),
             rebuild=dict(type='bool', default=True),
             state=dict(type='str', default='present', choices=['present', 'absent']),
