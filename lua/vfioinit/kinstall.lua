@@ -136,21 +136,22 @@ function M.targets(run, gen, kernels)
   return out, any
 end
 
---- split(run, gen, kernels) -> list of rebuild jobs {gen=, kernels=}: the generator's own
--- command for the kernels kernel-install does not build or builds "after" it, then
--- kernel-install (a wrapped generator) for the kernels it builds.
+--- split(run, gen, kernels) -> list of rebuild jobs {gen=, kernels=, after=}: the generator's
+-- own command for the kernels kernel-install does not build or builds "after" it, then
+-- kernel-install (a wrapped generator) for the kernels it builds; `after` when that job
+-- copies what the first one built (a kernel whose own image failed is left out then).
 function M.split(run, gen, kernels)
   local targets, any = M.targets(run, gen, kernels)
   if not any then return { { gen = gen, kernels = kernels } } end
-  local own, ki = {}, {}
+  local own, ki, after = {}, {}, false
   for _, k in ipairs(kernels) do
     local t = targets[k]
     if not t or not t.instead then own[#own + 1] = k end
-    if t then ki[#ki + 1] = k end
+    if t then ki[#ki + 1] = k; after = after or not t.instead end
   end
   local jobs = {}
   if #own > 0 then jobs[#jobs + 1] = { gen = gen, kernels = own } end
-  jobs[#jobs + 1] = { gen = M.wrap(gen, targets), kernels = ki }
+  jobs[#jobs + 1] = { gen = M.wrap(gen, targets), kernels = ki, after = after or nil }
   return jobs
 end
 

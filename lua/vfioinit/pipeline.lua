@@ -122,13 +122,23 @@ function M.rebuild(run, jobs, opts, configured, report)
   for _, job in ipairs(jobs) do
     for _, j in ipairs(kinstall.split(run, job.gen, job.kernels)) do split[#split + 1] = j end
   end
+  local failed = {}
   for _, job in ipairs(split) do
+    if job.after then
+      -- kernel-install copies the generator's image: not one that failed to build or verify
+      local keep = {}
+      for _, k in ipairs(job.kernels) do if not failed[k] then keep[#keep + 1] = k end end
+      job = { gen = job.gen, kernels = keep }
+    end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
     local r = rebuild.run(run.ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
     })
-    for _, e in ipairs(r.rebuilt) do report.rebuilt[#report.rebuilt + 1] = e end
+    for _, e in ipairs(r.rebuilt) do
+      report.rebuilt[#report.rebuilt + 1] = e
+      if not e.ok then failed[e.kernel] = true end
+    end
     if not r.ok then
       report.error = report.error or r.error
       if opts.stop then return false end
