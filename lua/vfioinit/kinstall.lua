@@ -155,8 +155,10 @@ function M.split(run, gen, kernels)
   return jobs
 end
 
---- argvs(ctx, kernels, gens) -> the `kernel-install add` commands that rewrite every
--- kernel-install entry and UKI of root (after `revert` restored /etc/kernel/cmdline).
+--- argvs(ctx, kernels, gens) -> the `kernel-install add` commands that rewrite every BLS
+-- entry kernel-install wrote in root (after `revert` restored /etc/kernel/cmdline: their
+-- `options` are not part of an image). A UKI's command line is in the image: `vfioinit
+-- rebuild` rebuilds it, as every image after revert.
 function M.argvs(ctx, kernels, gens)
   local bootchain = require "vfioinit.bootchain"
   local out = {}
@@ -168,7 +170,7 @@ function M.argvs(ctx, kernels, gens)
     local ki = st.ki
     for _, c in ipairs(chains or {}) do
       local kimage = places.kernel_image(ctx, k)
-      if built_by(ki, c, k) and kimage then
+      if built_by(ki, c, k) == "bls" and kimage then
         out[#out + 1] = { M.COMMAND, "add", k, kimage }
         break
       end
