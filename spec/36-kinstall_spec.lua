@@ -261,3 +261,94 @@ describe("rebuilding what kernel-install builds (stand-ins in a busybox chroot)"
     assert.is_nil(core.fs.stat(r, initrd .. ".vfioinit-prev"))
   end)
 end)
+
+describe("--cmdline for dracut's UKIs (bootloaders/dracut_cmdline): kernel_cmdline, not /etc/kernel/cmdline", function()
+  local bl = require "vfioinit.bootloaders"
+  local target_mod = require "vfioinit.bootloaders.dracut_cmdline"
+  local words = require "vfioinit.bootloaders.words"
+  local FILE = "/etc/dracut.conf.d/99-vfioinit-cmdline.conf"
+  local CONF = "/etc/dracut.conf.d/50-cmdline.conf"
+  local r
+  after_each(function() if r then h.rm(r); r = nil end end)
+
+  local function uki_root(extra)
+    local files = { ["/etc/os-release"] = "ID=debian\nVERSION_ID=12\n", ["/etc/dracut.conf"] = "",
+      ["/etc/kernel/install.conf"] = "layout=uki\nuki_generator=dracut\nBOOT_ROOT=/boot/efi\n",
+      [CONF] = 'kernel_cmdline="console=ttyS0 intel_iommu=on root=/dev/vda"\n' }
+    for k, v in pairs(extra or {}) do files[k] = v or nil end
+    r = h.make_root({ files = files, exec = { "/usr/bin/dracut", "/usr/bin/kernel-install" } })
+    return context.new({ root = r })
+  end
+  local wants = words.wants({ "1af4:1000" })
+
+  it("is chosen for kernel-install's dracut UKIs and dracut's own uefi=yes, instead of creating /etc/kernel/cmdline", function()
+    local ctx = uki_root()
+    assert.is_true(target_mod.detect(ctx))
+    local names = {}
+    for _, t in ipairs(assert(bl.select(ctx))) do names[#names + 1] = t.name end
+    assert.are.same({ "dracut_cmdline" }, names)
+    -- an existing /etc/kernel/cmdline is kept in step too
+    h.writefile(r .. "/etc/kernel/cmdline", "root=/dev/vda\n")
+    names = {}
+    for _, t in ipairs(assert(bl.select(ctx))) do names[#names + 1] = t.name end
+    assert.are.same({ "dracut_cmdline", "kernel_cmdline" }, names)
+    -- ukify builds the UKI (it reads /etc/kernel/cmdline): not dracut's line
+    h.writefile(r .. "/etc/kernel/install.conf", "layout=uki\nuki_generator=ukify\n")
+    assert.is_false(target_mod.detect(ctx))
+    -- dracut's own UKIs
+    h.writefile(r .. "/etc/dracut.conf.d/40-uki.conf", "uefi=yes\n")
+    assert.is_true(target_mod.detect(ctx))
+    h.rm(r)
+    ctx = uki_root({ ["/etc/kernel/install.conf"] = "layout=uki\nuki_generator=dracut\n" })
+    h.sh("rm " .. q(r .. "/usr/bin/dracut"))
+    assert.is_false(target_mod.detect(ctx))
+  end)
+
+  it("adds the missing words in a drop-in sourced after dracut's line; nothing when they are there", function()
+    local ctx = uki_root()
+    local changes = assert(target_mod.edits(ctx, wants))
+    assert.are.same({ { path = FILE, before = nil,
+      after = '# vfioinit (--cmdline): the kernel command line of the UKIs dracut builds\nkernel_cmdline+=" iommu=pt vfio-pci.ids=1af4:1000 "\n' } },
+      changes)
+    h.writefile(r .. FILE, changes[1].after)
+    assert.are.same({}, assert(target_mod.edits(ctx, wants)))
+    -- the user put them in dracut's line themselves: our drop-in goes
+    h.writefile(r .. CONF, 'kernel_cmdline="console=ttyS0 intel_iommu=on iommu=pt vfio-pci.ids=1af4:1000 root=/dev/vda"\n')
+    assert.are.same({ { path = FILE, before = changes[1].after, after = nil } }, assert(target_mod.edits(ctx, wants)))
+  end)
+
+  it("refuses, naming the file and line, what it cannot add to without changing the line dracut builds", function()
+    -- no kernel_cmdline: dracut's host-only line (root=) would be replaced
+    local ctx = uki_root({ [CONF] = false })
+    local ok, err = target_mod.edits(ctx, wants)
+    assert.is_nil(ok)
+    assert.truthy(err:find("^/etc/dracut.conf.d/99%-vfioinit%-cmdline.conf: .*no dracut configuration sets"), err)
+    h.rm(r)
+    -- a later file sets it again: our words would be dropped
+    ctx = uki_root({ ["/etc/dracut.conf.d/zz-late.conf"] = '# late\nkernel_cmdline="root=/dev/vda"\n' })
+    ok, err = target_mod.edits(ctx, wants)
+    assert.is_nil(ok)
+    assert.truthy(err:find("^/etc/dracut.conf.d/zz%-late.conf:2: sets kernel_cmdline after"), err)
+    h.rm(r)
+    -- other ids in dracut's line: not merged into the user's setting
+    ctx = uki_root({ [CONF] = 'kernel_cmdline="root=/dev/vda vfio-pci.ids=10de:1b80"\n' })
+    ok, err = target_mod.edits(ctx, wants)
+    assert.is_nil(ok)
+    assert.truthy(err:find("^/etc/dracut.conf.d/50%-cmdline.conf:1: kernel_cmdline has vfio%-pci.ids"), err)
+  end)
+end)
+
+describe("after revert: kernel-install rewrites BLS entries, not UKIs (an image: `vfioinit rebuild`)", function()
+  local r, kver
+  after_each(function() if r then h.rm(r) end end)
+
+  it("kinstall.argvs", function()
+    r, kver = kinstall_root("bls", "initramfs-tools")
+    bls_entry(r, kver)
+    local ctx = context.new({ root = r, distro = { id = "debian" } })
+    assert.are.same({ { "kernel-install", "add", kver, "/boot/vmlinuz-" .. kver } }, kinstall.argvs(ctx, { kver }))
+    h.rm(r)
+    r, kver = kinstall_root("uki", "dracut")
+    assert.are.same({}, kinstall.argvs(context.new({ root = r, distro = { id = "debian" } }), { kver }))
+  end)
+end)
