@@ -127,7 +127,9 @@ function M.rebuild(run, jobs, opts, configured, report)
     if job.after then
       -- kernel-install copies the generator's image: not one that failed to build or verify
       local keep = {}
-      for _, k in ipairs(job.kernels) do if not failed[k] then keep[#keep + 1] = k end end
+      for _, k in ipairs(job.kernels) do
+        if not failed[job.gen.name .. "\0" .. k] then keep[#keep + 1] = k end
+      end
       job = { gen = job.gen, kernels = keep }
     end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
@@ -137,7 +139,7 @@ function M.rebuild(run, jobs, opts, configured, report)
     })
     for _, e in ipairs(r.rebuilt) do
       report.rebuilt[#report.rebuilt + 1] = e
-      if not e.ok then failed[e.kernel] = true end
+      if not e.ok then failed[e.generator .. "\0" .. e.kernel] = true end
     end
     if not r.ok then
       report.error = report.error or r.error

@@ -161,8 +161,8 @@ function M.after_revert(root, reverted, opts)
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
       if touched[p] and t.detect(ctx) then
         -- a tool that edits the entries itself runs the inverse of its record; a generated
-        -- config (grub.cfg) is generated again from the restored files; kernel-install's
-        -- entries and UKIs are written again (`revert_argvs`)
+        -- config (grub.cfg) is generated again from the restored files; kernel-install
+        -- writes its BLS entries again (`revert_argvs`)
         local list = t.undo and argvs(t.undo(touched[p].before))
           or t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate(ctx))
         for _, argv in ipairs(list) do cmds[#cmds + 1] = { target = t.name, argv = argv } end

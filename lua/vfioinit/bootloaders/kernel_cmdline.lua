@@ -8,7 +8,8 @@
 -- where kernel-install builds what boots the rebuild is `kernel-install add`, which also
 -- rewrites the BLS entries' `options` (lua/vfioinit/kinstall.lua); the changed file marks the
 -- images stale. After `revert` restored the file, `kernel-install add` runs for each kernel
--- kernel-install boots, so its entries and UKIs lose the words too.
+-- whose BLS entry kernel-install wrote, so the entries lose the words too (a UKI's are in
+-- the image: `vfioinit rebuild`, as for every image after revert).
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
 local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
@@ -52,8 +53,8 @@ function M.regenerate() return nil end
 
 function M.files() return { M.FILE } end
 
--- after revert: `kernel-install add KVER <kernel image>` for each kernel whose entry or UKI
--- kernel-install writes.
+-- after revert: `kernel-install add KVER <kernel image>` for each kernel whose BLS entry
+-- kernel-install wrote.
 function M.revert_argvs(ctx)
   local kernels = require("vfioinit.detect").kernels(ctx.root)
   return require("vfioinit.kinstall").argvs(ctx, kernels)
