@@ -16,6 +16,7 @@ local runs = require "vfioinit.run"
 local planner = require "vfioinit.plan"
 local rebuild = require "vfioinit.rebuild"
 local bootloaders = require "vfioinit.bootloaders"
+local kinstall = require "vfioinit.kinstall"
 
 local M = {}
 
@@ -62,9 +63,16 @@ function M.apply(plan, opts, log)
   return plan:apply({ backup = opts.backup ~= false })
 end
 
---- sweep stage: an earlier run killed mid-rebuild may have left <image>.vfioinit-prev.
+--- sweep stage: an earlier run killed mid-rebuild may have left <image>.vfioinit-prev
+-- (also of a file kernel-install writes: lua/vfioinit/kinstall.lua).
 function M.sweep(run, gens, report, log)
-  report.leftovers = rebuild.sweep(run.ctx, gens, run.kernels, log)
+  local all = {}
+  for _, g in ipairs(gens) do
+    all[#all + 1] = g
+    local targets, any = kinstall.targets(run, g, run.kernels)
+    if any then all[#all + 1] = kinstall.wrap(g, targets) end
+  end
+  report.leftovers = rebuild.sweep(run.ctx, all, run.kernels, log)
   return report.leftovers
 end
 
@@ -106,15 +114,33 @@ local function verifier(run, configured)
 end
 
 --- rebuild stage: run each job's command; entries go to report.rebuilt. `opts.stop`
--- ends at the first failing generator. Returns true, or false with report.error set.
+-- ends at the first failing generator. A kernel whose boot chain kernel-install builds
+-- is rebuilt by `kernel-install add` (lua/vfioinit/kinstall.lua: instead of, or after,
+-- the generator's own command). Returns true, or false with report.error set.
 function M.rebuild(run, jobs, opts, configured, report)
+  local split = {}
   for _, job in ipairs(jobs) do
+    for _, j in ipairs(kinstall.split(run, job.gen, job.kernels)) do split[#split + 1] = j end
+  end
+  local failed = {}
+  for _, job in ipairs(split) do
+    if job.after then
+      -- kernel-install copies the generator's image: not one that failed to build or verify
+      local keep = {}
+      for _, k in ipairs(job.kernels) do
+        if not failed[job.gen.name .. "\0" .. k] then keep[#keep + 1] = k end
+      end
+      job = { gen = job.gen, kernels = keep }
+    end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
     local r = rebuild.run(run.ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
     })
-    for _, e in ipairs(r.rebuilt) do report.rebuilt[#report.rebuilt + 1] = e end
+    for _, e in ipairs(r.rebuilt) do
+      report.rebuilt[#report.rebuilt + 1] = e
+      if not e.ok then failed[e.generator .. "\0" .. e.kernel] = true end
+    end
     if not r.ok then
       report.error = report.error or r.error
       if opts.stop then return false end

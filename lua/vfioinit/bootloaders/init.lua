@@ -5,6 +5,8 @@ One module per place a boot path reads its command line from (lua/vfioinit/bootl
   kernelstub      `kernelstub -a` / `-d` (record: /etc/vfioinit/kernelstub.cmdline)
   grub            /etc/default/grub.d/vfioinit.cfg or /etc/default/grub, then update-grub /
                   grub-mkconfig -o / grub2-mkconfig -o regenerates grub.cfg
+  dracut_cmdline  /etc/dracut.conf.d/99-vfioinit-cmdline.conf (dracut's UKIs: its own uefi=yes,
+                  and kernel-install layout=uki with uki_generator=dracut)
   kernel_cmdline  /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs)
   cmdline_d       /etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs)
 Each: { name=, detect(ctx) -> bool, edits(ctx, wants) -> changes | nil, err,
@@ -20,7 +22,7 @@ local words = require "vfioinit.bootloaders.words"
 
 local M = {}
 
-M.TARGETS = { "grubby", "kernelstub", "grub", "kernel_cmdline", "cmdline_d" }
+M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d" }
 
 function M.get(name) return require("vfioinit.bootloaders." .. name) end
 
@@ -31,14 +33,17 @@ function M.select(ctx)
   for _, n in ipairs(M.TARGETS) do
     local t = M.get(n)
     -- grubby keeps /etc/default/grub in step itself; kernel_cmdline feeds mkinitcpio's UKIs too
+    -- dracut's UKIs never read /etc/kernel/cmdline: not created for them alone
     local covered = (n == "grub" and have.grubby) or (n == "cmdline_d" and have.kernel_cmdline)
+      or (n == "kernel_cmdline" and have.dracut_cmdline and not ctx.exists("/etc/kernel/cmdline"))
     if not covered and t.detect(ctx) then
       list[#list + 1] = t; have[n] = true
     end
   end
   if #list == 0 then
     return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
-      .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=)")
+      .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=, "
+      .. "dracut uefi=yes)")
       :format(ctx.root)
   end
   return list
@@ -156,8 +161,10 @@ function M.after_revert(root, reverted, opts)
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
       if touched[p] and t.detect(ctx) then
         -- a tool that edits the entries itself runs the inverse of its record; a generated
-        -- config (grub.cfg) is generated again from the restored files
-        local list = t.undo and argvs(t.undo(touched[p].before)) or argvs(t.regenerate(ctx))
+        -- config (grub.cfg) is generated again from the restored files; kernel-install
+        -- writes its BLS entries again (`revert_argvs`)
+        local list = t.undo and argvs(t.undo(touched[p].before))
+          or t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate(ctx))
         for _, argv in ipairs(list) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
         break
       end

@@ -4,8 +4,12 @@
 -- and then to the running system's /proc/cmdline: vfioinit creates /etc/kernel/cmdline
 -- from that same source (BOOT_IMAGE= and initrd= dropped, as 90-loaderentry does) plus
 -- the parameters, so the created file says what kernel-install would have used anyway.
--- No regeneration command: what reads the file is the image rebuild (UKIs) or the next
--- `kernel-install add`; the changed file marks the images stale.
+-- No regeneration command after apply: what reads the file is the image rebuild (UKIs), and
+-- where kernel-install builds what boots the rebuild is `kernel-install add`, which also
+-- rewrites the BLS entries' `options` (lua/vfioinit/kinstall.lua); the changed file marks the
+-- images stale. After `revert` restored the file, `kernel-install add` runs for each kernel
+-- whose BLS entry kernel-install wrote, so the entries lose the words too (a UKI's are in
+-- the image: `vfioinit rebuild`, as for every image after revert).
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
 local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
@@ -49,6 +53,15 @@ function M.edits(ctx, wants)
 end
 
 function M.regenerate() return nil end
+
+function M.files() return { M.FILE } end
+
+-- after revert: `kernel-install add KVER <kernel image>` for each kernel whose BLS entry
+-- kernel-install wrote.
+function M.revert_argvs(ctx)
+  local kernels = require("vfioinit.detect").kernels(ctx.root)
+  return require("vfioinit.kinstall").argvs(ctx, kernels)
+end
 
 -- BLS entries for kver and the UKIs of kver (read back through bls.lua).
 function M.readback(ctx, wants, kver, run)
