@@ -15,8 +15,11 @@ It detects the initramfs generators (mkinitcpio, dracut, initramfs-tools, booste
 edits their configuration through a plan with a unified diff, writes atomically with
 backups and revert, rebuilds only stale images with the generator's own command and
 reads every rebuilt image itself to verify the modules are inside. A Lua C extension
-(require "vfioinit") with a CLI (vfioinit) and a man page. Linux only; needs libkmod
-and libarchive (headers and libraries) to build.
+(require "vfioinit") with a CLI (vfioinit) and a man page. It also finds what boots each
+kernel (UKIs, BLS entries, grub.cfg), rebuilds and verifies that, adds the IOMMU and
+vfio-pci.ids parameters to the kernel command line on request, and binds one of two
+identical devices by PCI address. Linux only; needs libkmod, libarchive and libpcre2-8
+(headers and libraries) to build.
 ]],
   homepage = "https://github.com/vfioinit/vfioinit",
   issues_url = "https://github.com/vfioinit/vfioinit/issues",
