@@ -11,7 +11,7 @@ local real = os.getenv("VFIOINIT_REAL") == "1"
 local BIN = h.project .. "/bin/vfioinit"
 
 local LISTER = { ["initramfs-tools"] = "lsinitramfs", multi = "lsinitramfs", dracut = "lsinitrd", mkinitcpio = "lsinitcpio" }
-local VFIO_KO = { "vfio.ko", "vfio_iommu_type1.ko", "vfio-pci.ko", "vfio_virqfd.ko" }
+local VFIO_KO = h.VFIO_KO
 
 local function lines(s)
   local t = {}
@@ -73,19 +73,8 @@ local function images(root)
   return t
 end
 
--- Which VFIO .ko files of kver a lister's output names (any compression suffix).
-local function vfio_listed(listing, kver)
-  local got = {}
-  local dir = ("lib/modules/" .. kver .. "/kernel/drivers/vfio/"):gsub("%p", "%%%0")
-  for _, ko in ipairs(VFIO_KO) do
-    local pat = dir .. "[%w_/-]*/?" .. ko:gsub("%p", "%%%0") .. "[%.%w]*%f[%s]"
-    if listing:find(pat) then got[#got + 1] = ko end
-  end
-  return table.concat(got, " ")
-end
-
 local function assert_listed(listing, kver)
-  assert.are.equal(table.concat(VFIO_KO, " "), vfio_listed(listing, kver))
+  assert.are.equal(table.concat(VFIO_KO, " "), h.vfio_listed(listing, kver))
 end
 
 describe("proof on real roots", function()
@@ -101,7 +90,7 @@ describe("proof on real roots", function()
       local root, dir = clone(flavour)
       finally(function() drop(root, dir) end)
       local img = assert(images(root)[1], "no image in status")
-      local stock = vfio_listed(lister(root, flavour, img.image), img.kernel)
+      local stock = h.vfio_listed(lister(root, flavour, img.image), img.kernel)
       boot(root, img.image, flavour, "virtio-pci")
 
       local code, text = vfioinit(root, "--ids 1af4:1000 apply")
@@ -127,7 +116,7 @@ describe("proof on real roots", function()
       assert.are.equal(0, code, text)
       -- back to what the generator put in by itself (stock generic images may carry some)
       local again = lister(root, flavour, img.image)
-      assert.are.equal(stock, vfio_listed(again, img.kernel))
+      assert.are.equal(stock, h.vfio_listed(again, img.kernel))
       assert.falsy(again:find("etc/modprobe.d/vfioinit.conf", 1, true))
       code = vfioinit(root, "verify")
       assert.are.equal(2, code)

@@ -17,7 +17,7 @@ local h = require "helpers"
 
 local real = os.getenv("VFIOINIT_REAL") == "1"
 local BIN = h.project .. "/bin/vfioinit"
-local VFIO_KO = { "vfio.ko", "vfio_iommu_type1.ko", "vfio-pci.ko", "vfio_virqfd.ko" }
+local VFIO_KO = h.VFIO_KO
 local WORDS = { "intel_iommu=on", "iommu=pt", "vfio-pci.ids=1af4:1000" }
 
 local function sh_plain(cmd) return h.sh("env -u LD_PRELOAD " .. cmd) end
@@ -33,15 +33,6 @@ local function in_root(root, cmd)
     :format(h.q(root), cmd))))
   assert(ok, cmd .. " failed:\n" .. out)
   return out
-end
-
-local function vfio_listed(listing, kver)
-  local got = {}
-  for _, ko in ipairs(VFIO_KO) do
-    local pat = ("lib/modules/" .. kver .. "/kernel/drivers/vfio/"):gsub("%p", "%%%0") .. "[%w_/-]*/?" .. ko:gsub("%p", "%%%0")
-    if listing:find(pat) then got[#got + 1] = ko end
-  end
-  return table.concat(got, " ")
 end
 
 -- A UKI's section, extracted by objcopy into the root's /tmp (host path returned).
@@ -125,7 +116,7 @@ describe("kernel-install layout=uki (systemd 254, dracut 106 as uki_generator)",
     local code, text = vfioinit(root, "--json verify")
     assert.are.equal(2, code, text)
     assert.are.equal(uki .. " uki", h.pyjson(text, "d['images'][0]['image'], d['images'][0]['kind']"))
-    assert.are.equal("", vfio_listed(uki_listing(root, uki), kver))
+    assert.are.equal("", h.vfio_listed(uki_listing(root, uki), kver))
     assert.are.equal("intel_iommu=on", has_words(uki_cmdline(root, uki)))
     put_on_esp()
     local _, t_control = boot(esp, "virtio-pci")
@@ -140,7 +131,7 @@ describe("kernel-install layout=uki (systemd 254, dracut 106 as uki_generator)",
     assert.is_nil(io.open(root .. "/boot/initrd.img-" .. kver), "dracut's own image was built besides")
     assert.is_nil(io.open(root .. uki .. ".vfioinit-prev"), "the previous UKI was left behind")
     local listing = uki_listing(root, uki)
-    assert.are.equal(table.concat(VFIO_KO, " "), vfio_listed(listing, kver))
+    assert.are.equal(table.concat(VFIO_KO, " "), h.vfio_listed(listing, kver))
     assert.truthy(listing:find("etc/modprobe.d/vfioinit.conf", 1, true), listing)
     local cmdline = uki_cmdline(root, uki)
     assert.are.equal(table.concat(WORDS, " "), has_words(cmdline))
@@ -155,7 +146,7 @@ describe("kernel-install layout=uki (systemd 254, dracut 106 as uki_generator)",
     assert.are.equal(0, code, text)
     code, text = vfioinit(root, "rebuild")
     assert.are.equal(0, code, text)
-    assert.are.equal("", vfio_listed(uki_listing(root, uki), kver))
+    assert.are.equal("", h.vfio_listed(uki_listing(root, uki), kver))
     assert.are.equal("intel_iommu=on", has_words(uki_cmdline(root, uki)))
     io.stderr:write(("[93-kinstall] kinstall-uki OVMF boots: control %.1f s, after apply %.1f s\n"):format(t_control or -1, t_vfio or -1))
   end)
@@ -178,7 +169,7 @@ describe("kernel-install layout=bls (Debian 12: systemd 252, initramfs-tools)", 
     local code, text = vfioinit(root, "--json verify")
     assert.are.equal(2, code, text)
     assert.are.equal(initrd, h.pyjson(text, "d['images'][0]['image']"))
-    assert.are.equal("", vfio_listed(listing(), kver))
+    assert.are.equal("", h.vfio_listed(listing(), kver))
     assert.are.equal("", has_words(options()))
 
     code, text = vfioinit(root, "--cmdline --ids 1af4:1000 apply")
@@ -187,7 +178,7 @@ describe("kernel-install layout=bls (Debian 12: systemd 252, initramfs-tools)", 
     local a = text:find("rebuilt /boot/initrd.img-" .. kver .. " for " .. kver, 1, true)
     local b = text:find("rebuilt " .. initrd .. " for " .. kver, 1, true)
     assert.truthy(a and b and a < b, text)
-    assert.are.equal(table.concat(VFIO_KO, " "), vfio_listed(listing(), kver))
+    assert.are.equal(table.concat(VFIO_KO, " "), h.vfio_listed(listing(), kver))
     assert.are.equal(h.readfile(root .. "/boot/initrd.img-" .. kver), h.readfile(root .. initrd))
     assert.are.equal(table.concat(WORDS, " "), has_words(options()))
     assert.is_nil(io.open(root .. initrd .. ".vfioinit-prev"), "the previous initrd was left behind")
@@ -212,7 +203,7 @@ describe("kernel-install layout=bls (Debian 12: systemd 252, initramfs-tools)", 
     assert.are.equal("", has_words(options()))
     code, text = vfioinit(root, "rebuild")
     assert.are.equal(0, code, text)
-    assert.are.equal("", vfio_listed(listing(), kver))
+    assert.are.equal("", h.vfio_listed(listing(), kver))
     io.stderr:write(("[93-kinstall] kinstall-bls systemd-boot boot after apply: %.1f s\n"):format(t or -1))
   end)
 end)

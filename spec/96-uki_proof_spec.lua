@@ -11,7 +11,7 @@ local h = require "helpers"
 
 local real = os.getenv("VFIOINIT_REAL") == "1"
 local BIN = h.project .. "/bin/vfioinit"
-local VFIO_KO = { "vfio.ko", "vfio_iommu_type1.ko", "vfio-pci.ko", "vfio_virqfd.ko" }
+local VFIO_KO = h.VFIO_KO
 
 local function sh_plain(cmd) return h.sh("env -u LD_PRELOAD " .. cmd) end
 
@@ -35,15 +35,6 @@ local function lsinitcpio(root, path)
     :format(h.q(root), h.q(path)))))
   assert(ok, "lsinitcpio failed:\n" .. out)
   return out
-end
-
-local function vfio_listed(listing, kver)
-  local got = {}
-  for _, ko in ipairs(VFIO_KO) do
-    local pat = ("lib/modules/" .. kver .. "/kernel/drivers/vfio/"):gsub("%p", "%%%0") .. "[%w_/-]*/?" .. ko:gsub("%p", "%%%0")
-    if listing:find(pat) then got[#got + 1] = ko end
-  end
-  return table.concat(got, " ")
 end
 
 -- Boot `uki` (a host path) as the ESP's EFI/BOOT/BOOTX64.EFI under OVMF; returns the
@@ -92,7 +83,7 @@ describe("proof through OVMF: a mkinitcpio v41 unified kernel image", function()
     assert.are.equal(uki .. " uki", json(text, "d['images'][0]['image'], d['images'][0]['kind']"))
     local stock_cmdline = json(text, "d['images'][0]['cmdline']")
     assert.are.equal(h.readfile(root .. "/etc/kernel/cmdline"):gsub("%s+$", ""), stock_cmdline)
-    assert.are.equal("", vfio_listed(lsinitcpio(root, uki), kver))
+    assert.are.equal("", h.vfio_listed(lsinitcpio(root, uki), kver))
     local guest, t_control = boot(dir, root .. uki, "virtio-pci")
     assert.are.equal(stock_cmdline, guest)
 
@@ -105,7 +96,7 @@ describe("proof through OVMF: a mkinitcpio v41 unified kernel image", function()
     assert.is_nil(io.open(root .. "/boot/initramfs-" .. kver .. ".img"), "a side image was built")
     assert.is_nil(io.open(root .. uki .. ".vfioinit-prev"), "the previous UKI was left behind")
     local listing = lsinitcpio(root, uki)
-    assert.are.equal(table.concat(VFIO_KO, " "), vfio_listed(listing, kver))
+    assert.are.equal(table.concat(VFIO_KO, " "), h.vfio_listed(listing, kver))
     assert.truthy(listing:find("etc/modprobe.d/vfioinit.conf", 1, true), listing)
 
     code, text = vfioinit(root, "--ids 1af4:1000 --json verify")
@@ -138,7 +129,7 @@ describe("proof through OVMF: a mkinitcpio v41 unified kernel image", function()
     out, ok = sh_plain(("objcopy -O binary --only-section=.initrd %s %s 2>&1 && bash -c %s 2>&1"):format(h.q(root .. uki),
       h.q(root .. "/tmp/initrd.img"), h.q(("PROG=spec; . tools/lib-chroot.sh; chroot_run %s lsinitrd /tmp/initrd.img"):format(h.q(root)))))
     assert(ok, out)
-    assert.are.equal(table.concat(VFIO_KO, " "), vfio_listed(out, kver))
+    assert.are.equal(table.concat(VFIO_KO, " "), h.vfio_listed(out, kver))
     assert.truthy(out:find("rd.driver.pre=vfio", 1, true) or out:find("etc/cmdline.d/20-force_drivers.conf", 1, true), out)
     code, text = vfioinit(root, "--ids 1af4:1000 --json verify")
     assert.are.equal(0, code, text)

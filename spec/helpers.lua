@@ -26,6 +26,21 @@ end
 
 function M.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
+-- The VFIO module files the proofs look for in a generator's own listing of an image.
+M.VFIO_KO = { "vfio.ko", "vfio_iommu_type1.ko", "vfio-pci.ko", "vfio_virqfd.ko" }
+
+-- Which of M.VFIO_KO of kver a lister's output (lsinitramfs, lsinitrd, lsinitcpio) names,
+-- space-separated in M.VFIO_KO's order; any compression suffix, any path prefix (usr/).
+function M.vfio_listed(listing, kver)
+  local got = {}
+  local dir = ("lib/modules/" .. kver .. "/kernel/drivers/vfio/"):gsub("%p", "%%%0")
+  for _, ko in ipairs(M.VFIO_KO) do
+    local pat = dir .. "[%w_/-]*/?" .. ko:gsub("%p", "%%%0") .. "[%.%w]*%f[^%w%.]"
+    if listing:find(pat) then got[#got + 1] = ko end
+  end
+  return table.concat(got, " ")
+end
+
 function M.tmpdir()
   local out = M.sh("mktemp -d /tmp/vfioinit-spec.XXXXXX")
   return (out:gsub("%s+$", ""))
