@@ -431,7 +431,7 @@ describe("a damaged manifest changes nothing (item 4)", function()
     { "cut after the header", function() return "vfioinit-manifest 2\n" end },
     { "binary", function() return (sh("head -c 600 /dev/urandom")) end },
     { "one entry byte changed (bad checksum)", function(m) return (m:gsub("\t644\t", "\t600\t", 1)) end },
-    { "unknown format version", function(m) return (m:gsub("^vfioinit%-manifest 2", "vfioinit-manifest 3")) end },
+    { "unknown format version", function(m) return (m:gsub("^vfioinit%-manifest %d+", "vfioinit-manifest 4")) end },
   }
   for _, d in ipairs(DAMAGE) do
     it("refuses a " .. d[1] .. " manifest, keeping every backup and VFIO edit", function()
@@ -475,6 +475,26 @@ end)
 
 describe("state.parse_manifest()", function()
   local state = require "vfioinit.state"
+
+  it("writes format 3 and still reads format 2 (3 without dir entries); refuses format 4 by name", function()
+    local r = all_root()
+    finally(function() h.rm(r) end)
+    apply(r)
+    local m = h.readfile(r .. MANIFEST)
+    assert.are.equal("vfioinit-manifest 3\n", m:match("^[^\n]*\n"))
+    local files = {}
+    for l in m:gmatch("[^\n]+") do
+      if not l:match("^dir\t") and not l:match("^vfioinit%-manifest") and not l:match("^end ") then files[#files + 1] = l end
+    end
+    local two = forge(files)
+    local list, err = state.parse_manifest(two)
+    assert.is_table(list, err)
+    assert.are.equal(#files, #list)
+    local body = "vfioinit-manifest 4\n"
+    local l4, err4 = state.parse_manifest(body .. ("end 0 %s\n"):format(sha256(body)))
+    assert.is_nil(l4)
+    assert.truthy(err4:find(":1: damaged state (unknown format 4)", 1, true), err4)
+  end)
 
   it("never raises and rejects every truncation and every changed byte of a valid manifest", function()
     local r = all_root()

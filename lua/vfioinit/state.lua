@@ -2,8 +2,8 @@
 -- restore every file byte for byte (or remove the ones it created) -- but only files
 -- that still hold exactly what vfioinit last wrote: a later hand edit is never lost.
 --
--- manifest (format 2), written atomically, damage detectable:
---   vfioinit-manifest 2
+-- manifest (format 3), written atomically, damage detectable:
+--   vfioinit-manifest 3
 --   <kind> <generator> <path> <backup> <mode> <last> <next> <flags>     (tab-separated)
 --   end <entry count> <sha256 of every byte above this line>             (space-separated)
 -- Fields are percent-encoded (%, tab, newline, CR, NUL). kind: `saved` (the first original
@@ -13,7 +13,7 @@
 -- progress (`-`: none). flags (`-` or comma-separated): `edited` (a person changed the
 -- file between two applies), `edit-pending` (the same, for the write in progress),
 -- `reverted` (a revert restored it; the entry goes once every entry is reverted).
--- kind `dir`: a directory apply created for a new file (backup and mode `-`, last/next
+-- kind `dir` (new in format 3; format 2, without it, is still read): a directory apply created for a new file (backup and mode `-`, last/next
 -- `dir` instead of a checksum); revert removes it once it is empty, never otherwise.
 --
 -- apply is journaled: the entries of a write are recorded with `next` BEFORE the first
@@ -33,7 +33,10 @@ M.DIR = "/var/lib/vfioinit"
 M.MANIFEST = M.DIR .. "/manifest"
 M.BACKUPS = M.DIR .. "/backups"
 M.FINGERPRINTS = M.DIR .. "/verified"  -- lua/vfioinit/fingerprint.lua: a cache, goes with the manifest
-M.HEADER = "vfioinit-manifest 2"
+M.HEADER = "vfioinit-manifest 3"
+-- Formats read: 2 is 3 without `dir` entries. An older vfioinit (format 2 only) refuses a
+-- format-3 manifest as "unknown format 3", not as a damaged one it should have read.
+local FORMATS = { ["vfioinit-manifest 2"] = true, [M.HEADER] = true }
 M.EDITED_SUFFIX = ".vfioinit-edited"
 
 local ENOENT = 2
@@ -144,7 +147,7 @@ local function parse(text)
     lines[#lines + 1] = { text = text:sub(pos, nl - 1), at = pos }
     pos = nl + 1
   end
-  if lines[1].text ~= M.HEADER then
+  if not FORMATS[lines[1].text] then
     if lines[1].text:match("^saved\t") or lines[1].text:match("^created\t") then
       return nil, M.damaged(1, "format 1, from an older vfioinit")
     end
