@@ -60,10 +60,10 @@ local function shell_values(ctx, path, names)
   return out
 end
 
--- install.conf: {path=, layout=, BOOT_ROOT=, MACHINE_ID=, lines=} ({} when neither file
--- exists) | nil, err.
+-- install.conf: {path=, layout=, uki_generator=, BOOT_ROOT=, MACHINE_ID=, lines=} ({} when
+-- neither file exists) | nil, err.
 function M.install_conf(ctx)
-  local names = { layout = true, BOOT_ROOT = true, MACHINE_ID = true }
+  local names = { layout = true, uki_generator = true, BOOT_ROOT = true, MACHINE_ID = true }
   for _, p in ipairs(M.INSTALL_CONF) do
     local v, err = shell_values(ctx, p, names)
     if err then return nil, err end

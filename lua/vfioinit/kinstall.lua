@@ -33,11 +33,7 @@ M.PLUGIN_DIRS = { "/etc/kernel/install.d", "/usr/lib/kernel/install.d" }
 
 -- Is kernel-install in root?
 function M.installed(ctx)
-  for _, d in ipairs(machine.BIN_DIRS) do
-    local st = ctx.stat(d .. "/" .. M.COMMAND)
-    if st and st.type == "file" then return true end
-  end
-  return false
+  return machine.command(ctx.stat, M.COMMAND) ~= nil
 end
 
 -- A plugin name as kernel-install runs it: /etc's file of that name wins; one that is a
@@ -166,11 +162,9 @@ function M.argvs(ctx, kernels, gens)
   local st = bootchain.state(ctx, gens or {})
   if not st then return out end
   for _, k in ipairs(kernels) do
-    local chains = bootchain.for_kernel(st, k)
-    local ki = st.ki
-    for _, c in ipairs(chains or {}) do
-      local kimage = places.kernel_image(ctx, k)
-      if built_by(ki, c, k) == "bls" and kimage then
+    local kimage = places.kernel_image(ctx, k)
+    for _, c in ipairs(kimage and bootchain.for_kernel(st, k) or {}) do
+      if built_by(st.ki, c, k) == "bls" then
         out[#out + 1] = { M.COMMAND, "add", k, kimage }
         break
       end

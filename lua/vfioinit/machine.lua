@@ -8,7 +8,8 @@
 --   * GPU: drivers the VFIO modules must load before (every generator's ordering,
 --     modprobe softdeps); VFIO: the modules vfioinit puts into the image;
 --   * BIN_DIRS, MODULE_DIRS, MODPROBE_DIRS: where commands, kernels and modprobe.d live;
---   * version_less: `sort -V`; pkgbase: an Arch kernel's package name.
+--   * version_less: `sort -V`; pkgbase: an Arch kernel's package name; command: where a
+--     command is in BIN_DIRS.
 local M = {}
 
 M.VFIO = { "vfio", "vfio_iommu_type1", "vfio_pci", "vfio_virqfd" }
@@ -17,6 +18,15 @@ M.GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm
 -- Where a command is installed, in the order spawn's default PATH searches them
 -- (src/spawn.c DEFAULT_PATH), so the file detect and rebuild look at is the one that runs.
 M.BIN_DIRS = { "/usr/sbin", "/usr/bin", "/sbin", "/bin" }
+
+-- The path of command `name` in BIN_DIRS (a regular file, links followed), or nil;
+-- `stat(path)` is the caller's root-confined stat (ctx.stat).
+function M.command(stat, name)
+  for _, d in ipairs(M.BIN_DIRS) do
+    local st = stat(d .. "/" .. name)
+    if st and st.type == "file" then return d .. "/" .. name end
+  end
+end
 
 -- Kernel module trees (/lib/modules/<kver>), first one wins for a kver in both.
 M.MODULE_DIRS = { "/lib/modules", "/usr/lib/modules" }

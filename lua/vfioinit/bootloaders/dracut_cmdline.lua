@@ -15,12 +15,12 @@ local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
+local places = require "vfioinit.bootplaces"
 
 local M = { name = "dracut_cmdline", stale_images = true }
 
 M.DIR = "/etc/dracut.conf.d"
 M.FILE = M.DIR .. "/99-vfioinit-cmdline.conf"
-M.INSTALL_CONF = { "/etc/kernel/install.conf", "/usr/lib/kernel/install.conf" }
 
 local function own_name() return M.FILE:match("[^/]+$") end
 
@@ -71,22 +71,12 @@ end
 
 -- kernel-install's install.conf (the first that exists) asks dracut for the UKI?
 local function kinstall_uki(ctx)
-  for _, p in ipairs(M.INSTALL_CONF) do
-    local t = ctx.read(p)
-    if t then
-      local list = assigns(p, t, { layout = true, uki_generator = true }) or {}
-      local v = {}
-      for _, a in ipairs(list) do v[a.name] = a.value end
-      return v.layout == "uki" and v.uki_generator == "dracut"
-    end
-  end
-  return false
+  local conf = places.install_conf(ctx)
+  return conf ~= nil and conf.layout == "uki" and conf.uki_generator == "dracut"
 end
 
 function M.detect(ctx)
-  local have = false
-  for _, d in ipairs(machine.BIN_DIRS) do have = have or ctx.exists(d .. "/dracut") end
-  if not have then return false end
+  if not machine.command(ctx.stat, "dracut") then return false end
   if kinstall_uki(ctx) then return true end
   local files = configs(ctx)
   local v = files and effective(files)

@@ -24,12 +24,7 @@ M.DROPIN = M.DROPIN_DIR .. "/vfioinit.cfg"
 M.TOOLS = { "update-grub", "grub-mkconfig", "grub2-mkconfig" }
 M.CONFIGS = { "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg" }
 
-local function find(ctx, cmd)
-  for _, d in ipairs(machine.BIN_DIRS) do
-    local st = ctx.stat(d .. "/" .. cmd)
-    if st and st.type == "file" then return d .. "/" .. cmd end
-  end
-end
+local function find(ctx, cmd) return machine.command(ctx.stat, cmd) end
 
 -- The regeneration tool of root: {name=, path=} or nil (GRUB is not installed).
 function M.tool(ctx)
@@ -124,8 +119,8 @@ end
 
 local function drop_ids(ctx, files, wants, edited)
   for _, f in ipairs(files) do
-    local set, empty = ownids.drop(ctx, f.path, f.text, words_of(f.path), "", wants)
-    if not empty then
+    local set = ownids.drop(ctx, f.path, f.text, words_of(f.path), "", wants)
+    if next(set) ~= nil then
       local ev, err = grubvars.evaluate({ f })
       if not ev then return nil, err end
       local parts = {}

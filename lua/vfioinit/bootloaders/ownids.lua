@@ -53,15 +53,15 @@ function M.added(ctx, path, now, words_of, base)
 end
 
 -- drop(ctx, path, now, words_of, base, wants) -> the set of ids to take out of `path` for
--- this run (empty unless the run names ids), and whether it is empty.
+-- this run (empty unless the run names ids).
 function M.drop(ctx, path, now, words_of, base, wants)
   local want = M.wanted(wants)
-  if not want then return {}, true end
-  local out, empty = {}, true
+  if not want then return {} end
+  local out = {}
   for id in pairs(M.added(ctx, path, now, words_of, base)) do
-    if not want[id] then out[id] = true; empty = false end
+    if not want[id] then out[id] = true end
   end
-  return out, empty
+  return out
 end
 
 return M

@@ -34,12 +34,7 @@ end
 
 function M.new(spec)
   local T = { name = spec.name, record = cmdtool.path(spec.name) }
-  function T.detect(ctx)
-    for _, d in ipairs(machine.BIN_DIRS) do
-      if ctx.exists(d .. "/" .. spec.command) then return true end
-    end
-    return false
-  end
+  function T.detect(ctx) return machine.command(ctx.stat, spec.command) ~= nil end
   function T.files() return { T.record } end
   function T.edits(ctx, wants)
     local line, err = current(ctx)
