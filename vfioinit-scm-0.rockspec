@@ -42,6 +42,8 @@ build = {
     CMAKE_INSTALL_PREFIX = "$(PREFIX)",
     LIBDIR = "$(LIBDIR)",
     LUADIR_INSTALL = "$(LUADIR)",
+    -- the command is build.install.bin's: luarocks wraps it for its tree
+    VFIOINIT_INSTALL_COMMAND = "OFF",
     LUA_INCDIR = "$(LUA_INCDIR)",
     LIBKMOD_INCDIR = "$(LIBKMOD_INCDIR)",
     LIBKMOD_LIBDIR = "$(LIBKMOD_LIBDIR)",

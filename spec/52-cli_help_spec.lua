@@ -112,6 +112,91 @@ describe("the man page doc/vfioinit.1", function()
   end)
 end)
 
+-- FILES, SEE ALSO, EXIT STATUS (issue 23 item 11): FILES names every file an apply writes,
+-- found by comparing a root before and after real applies (every generator; --ids, --device,
+-- --cmdline); SEE ALSO the tools' own pages; the page names no file of the source tree, which
+-- an install does not have.
+describe("the man page's FILES and SEE ALSO", function()
+  local text = h.sh("env -u LD_PRELOAD MANWIDTH=200 man -l " .. q(h.project .. "/doc/vfioinit.1") .. " 2>/dev/null | col -b")
+  local function section(name) return text:match("\n" .. name .. "\n(.-)\n%u[%u ]+\n") or text:match("\n" .. name .. "\n(.*)$") end
+
+  -- The paths FILES names, as Lua patterns: NN two digits, <tool> and * one name; a path
+  -- ending in / stands for everything under it.
+  local function files_patterns()
+    local pats = {}
+    for p in assert(section("FILES"), text):gmatch("/[%w%._/*<>-]+") do
+      local pat = "^" .. p:gsub("%p", "%%%0"):gsub("NN", "%%d%%d"):gsub("%%%*", "[^/]*"):gsub("%%<%a+%%>", "[%%w_-]+")
+      pats[#pats + 1] = p:sub(-1) == "/" and pat or (pat .. "$")
+    end
+    return pats
+  end
+
+  -- path and sha256 of every file under root but the kernels' modules
+  local function files_of(root)
+    local t = {}
+    local out = h.sh("cd " .. q(root) .. " && find . -path ./lib/modules -prune -o -type f -print0 | xargs -0 -r sha256sum")
+    for sum, path in out:gmatch("(%x+)  %.([^\n]+)") do t[path] = sum end
+    return t
+  end
+
+  it("FILES names every file apply writes, for each generator with --ids, --device and --cmdline", function()
+    local DEBIAN_MKCONFIG = "#!/bin/sh\n. /etc/default/grub\nfor x in ${sysconfdir}/default/grub.d/*.cfg ; do\n  . \"$x\"\ndone\n"
+    local roots = {
+      { "arch", { ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev modconf)\n",
+        ["/etc/kernel/cmdline"] = "root=/dev/sda1\n" }, { "/usr/bin/mkinitcpio" }, "--device 00:04.0 --cmdline" },
+      { "arch", { ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev modconf)\n",
+        ["/etc/mkinitcpio.d/linux.preset"] = 'ALL_kver="/boot/vmlinuz-linux"\nPRESETS=(\'default\')\n'
+          .. 'default_uki="/efi/EFI/Linux/arch-linux.efi"\n' }, { "/usr/bin/mkinitcpio" }, "--cmdline" },
+      { "fedora", { ["/etc/dracut.conf"] = "" }, { "/usr/bin/dracut", "/usr/sbin/grubby" }, "--device 00:04.0 --cmdline" },
+      { "debian", { ["/etc/initramfs-tools/modules"] = "# modules\n", ["/etc/default/grub"] = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+        ["/usr/sbin/grub-mkconfig"] = DEBIAN_MKCONFIG }, { "/usr/sbin/update-initramfs", "/usr/sbin/update-grub" },
+        "--device 00:04.0 --cmdline" },
+      { "arch", { ["/etc/booster.yaml"] = "compression: zstd\n" }, { "/usr/bin/booster" }, "" },
+    }
+    local pats = files_patterns()
+    assert.is_true(#pats >= 15, table.concat(pats, " "))
+    local written = 0
+    for _, r in ipairs(roots) do
+      local root = h.make_root({ os = { ID = r[1] }, files = r[2], exec = r[3] })
+      finally(function() h.rm(root) end)
+      h.install_kernel(root, "cloud")
+      local before = files_of(root)
+      local code, _, err = h.cli(("--root %s --ids 1af4:1000 %s apply --no-rebuild"):format(q(root), r[4]))
+      assert.are.equal(0, code, err)
+      for path, sum in pairs(files_of(root)) do
+        if before[path] ~= sum then
+          written = written + 1
+          local named = false
+          for _, pat in ipairs(pats) do named = named or path:find(pat) ~= nil end
+          assert.is_true(named, path .. " (" .. r[1] .. " " .. r[4] .. ") is not in FILES:\n" .. section("FILES"))
+        end
+      end
+    end
+    assert.is_true(written >= 20, written)
+  end)
+
+  it("SEE ALSO names the generators', modprobe.d's and the boot tools' pages; EXIT STATUS has 0, 1 and 2", function()
+    local see = assert(section("SEE ALSO"), text):gsub("%s+", " ")
+    for _, page in ipairs({ "dracut(8)", "mkinitcpio(8)", "update-initramfs(8)", "modprobe.d(5)", "kernel-install(8)",
+      "bootctl(1)" }) do
+      assert.truthy(see:find(page, 1, true), page .. " not in SEE ALSO: " .. see)
+    end
+    local exit = "\n" .. assert(section("EXIT STATUS"), text)
+    for _, n in ipairs({ "0", "1", "2" }) do assert.truthy(exit:find("\n%s+" .. n .. "%s+%S"), n) end
+  end)
+
+  it("names no file of the source tree (the install has none of them)", function()
+    local flat = " " .. text:gsub("%s+", " ") .. " "
+    for f in h.sh("cd " .. q(h.project) .. " && git ls-files"):gmatch("[^\n]+") do
+      -- a tracked path, or its last two components (docs/CONTRACT.md), as a word of the page
+      local tail = f:match("[^/]+/[^/]+$") or f
+      for _, name in ipairs({ f, tail }) do
+        assert.is_nil(flat:find("[%s(]" .. name:gsub("%p", "%%%0") .. "[%s),.:;]"), name)
+      end
+    end
+  end)
+end)
+
 -- The rule: data (diffs, status, results, JSON) on stdout; progress, warnings and notes
 -- (nothing to change, already in place, nothing rebuilt, nothing to revert) on stderr.
 describe("streams", function()

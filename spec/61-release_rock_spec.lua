@@ -1,9 +1,10 @@
--- The release rock (issue 17 item 1): vfioinit-0.1.0-1.rockspec is packed by `luarocks pack`
--- into a .src.rock, which installs offline into a fresh tree and works from `/` with only that
--- tree on the paths. The committed rockspec keeps its real git+https source: the spec
--- redirects that URL (git's url.<base>.insteadOf, in a private git config) to a throwaway
--- repository holding the checkout's files with the tag v0.1.0, so luarocks fetches, packs and
--- builds exactly what a user's `luarocks pack`/`install` would, without the network.
+-- The release rock (issue 17 item 1, issue 23 item 9): tools/release-rock packs
+-- vfioinit-0.1.0-1.rockspec with `luarocks pack` into a .src.rock from the checkout's commit,
+-- without the network and without the tag v0.1.0 existing anywhere (it sends the rockspec's
+-- git+https URL to a throwaway tagged copy of HEAD); the .src.rock installs offline into a
+-- fresh tree and works from `/` with only that tree on the paths. The spec runs the tool in a
+-- copy of the checkout (its files, tracked and new, committed; no tag), with any HTTP(S) sent
+-- to a closed port.
 local h = require "helpers"
 local q = h.q
 
@@ -17,20 +18,21 @@ local function load_rockspec(path)
   return env
 end
 
--- A git repository with the checkout's files (tracked and new, not ignored) committed and
--- tagged v0.1.0; a git config that sends the public URL there. Returns env prefix, dir.
-local function fake_home(tmp)
-  local repo = tmp .. "/home.git"
+-- A git repository at `dir` with the checkout's files (tracked and new, not ignored) committed.
+local function copy_checkout(dir)
   local out, ok = h.sh(("set -e; mkdir -p %s; cd %s; git ls-files -z -co --exclude-standard | "
     .. "tar --null -T - -cf - | tar -C %s -xf -; cd %s; git init -q; git add -A; "
-    .. "git -c user.name=spec -c user.email=spec@invalid commit -qm release; git tag v0.1.0 2>&1")
-    :format(q(repo), q(h.project), q(repo), q(repo)))
+    .. "git -c user.name=spec -c user.email=spec@invalid commit -qm release 2>&1")
+    :format(q(dir), q(h.project), q(dir), q(dir)))
   assert(ok, out)
-  local cfg = tmp .. "/gitconfig"
-  h.writefile(cfg, ('[url "file://%s"]\n\tinsteadOf = %s\n'):format(repo, HOME_URL))
-  -- HOME too: luarocks keeps its cache and config there; nothing of the user's is used
+end
+
+-- HOME: luarocks keeps its cache and config there; nothing of the user's is used. No network.
+local function offline(tmp)
   h.sh("mkdir -p " .. q(tmp .. "/home"))
-  return ("env HOME=%s GIT_CONFIG_GLOBAL=%s GIT_CONFIG_NOSYSTEM=1 "):format(q(tmp .. "/home"), q(cfg))
+  local closed = "http://127.0.0.1:9"
+  return ("env HOME=%s http_proxy=%s https_proxy=%s HTTPS_PROXY=%s ALL_PROXY=%s "):format(q(tmp .. "/home"),
+    closed, closed, closed, closed)
 end
 
 describe("the release rockspec", function()
@@ -51,17 +53,54 @@ describe("the release rockspec", function()
   end)
 end)
 
-describe("luarocks pack of the release rockspec", function()
-  local tmp, env, srcrock
+describe("CHANGELOG.md", function()
+  it("opens with the compatibility promise and has a section for the release rockspec's version", function()
+    local text = assert(h.readfile(h.project .. "/CHANGELOG.md"))
+    local top = assert(text:match("^(.-)\n## "), text):gsub("%s+", " ")
+    assert.truthy(top:find("Semantic Versioning", 1, true), top)
+    -- what is public and what is not, and what each kind of release may change
+    for _, word in ipairs({ "**Public API**", "Not public:", "PATCH release", "MINOR release", "MAJOR release", "0.y.z" }) do
+      assert.truthy(top:find(word, 1, true), word)
+    end
+    assert.truthy(text:find("\n## Unreleased\n", 1, true))
+    local version = load_rockspec(h.project .. "/" .. ROCKSPEC).version:gsub("%-%d+$", "")
+    assert.truthy(text:find("\n## " .. version .. "\n", 1, true), version)
+  end)
+end)
+
+describe("tools/release-rock 0.1.0", function()
+  local tmp, repo, srcrock
   setup(function()
     tmp = h.tmpdir()
-    env = fake_home(tmp)
-    local out, ok = h.sh(("cd %s && %s luarocks --lua-version=5.4 pack %s 2>&1")
-      :format(q(tmp), env, q(h.project .. "/" .. ROCKSPEC)))
+    repo = tmp .. "/repo"
+    copy_checkout(repo)
+    h.sh("mkdir -p " .. q(tmp .. "/out"))
+    local out, ok = h.sh(("cd / && %s %s/tools/release-rock 0.1.0 %s 2>/dev/null")
+      :format(offline(tmp), q(repo), q(tmp .. "/out")))
     assert(ok, out)
-    srcrock = tmp .. "/vfioinit-0.1.0-1.src.rock"
+    srcrock = tmp .. "/out/vfioinit-0.1.0-1.src.rock"
+    assert.are.equal(srcrock .. "\n", out)
   end)
   teardown(function() h.rm(tmp) end)
+
+  it("refuses, writing nothing: uncommitted changes, a tag v0.1.0 that is not HEAD, a version with no rockspec", function()
+    local dest = tmp .. "/refused"
+    h.sh("mkdir -p " .. q(dest))
+    local function refused(pre, version, want)
+      local errf = tmp .. "/err"
+      local _, ok = h.sh(("cd %s && %s; %s tools/release-rock %s %s >/dev/null 2>%s")
+        :format(q(repo), pre, offline(tmp), version, q(dest), q(errf)))
+      local err = h.readfile(errf)
+      assert.is_nil(ok, err)
+      assert.truthy(err:find(want, 1, true), err)
+      assert.are.equal(1, select(2, err:gsub("\n", "")), err)
+      assert.are.equal("", h.sh("ls -A " .. q(dest)))
+    end
+    refused("echo edit >> README.md", "0.1.0", "uncommitted changes")
+    refused("git checkout -q README.md && git tag v0.1.0 && echo x > new && git add new && "
+      .. "git -c user.name=spec -c user.email=spec@invalid commit -qm next", "0.1.0", "tag v0.1.0 is ")
+    refused("true", "9.9.9", "no vfioinit-9.9.9-1.rockspec")
+  end)
 
   it("gives a .src.rock holding the committed rockspec and the tagged sources", function()
     local list = h.sh("unzip -Z1 " .. q(srcrock))

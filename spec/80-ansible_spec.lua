@@ -23,7 +23,9 @@ local function setup_work()
   -- the CLI, with the environment ansible-playbook itself runs without
   local preload = os.getenv("LD_PRELOAD")
   local exe = work .. "/vfioinit"
+  -- each run's arguments, one line per run, in argv.log: what the module passed, seen from outside
   h.writefile(exe, "#!/bin/sh\n" .. (preload and preload ~= "" and ("LD_PRELOAD=" .. h.q(preload) .. " export LD_PRELOAD\n") or "")
+    .. "echo \"$*\" >> " .. h.q(work .. "/argv.log") .. "\n"
     .. "exec " .. h.q(h.project .. "/bin/vfioinit") .. " \"$@\"\n", 493)
   h.writefile(work .. "/tree-hash", "#!/bin/sh\n"
     .. "cd \"$1\" && find . -printf '%p %m %T@ %s\\n' | sort && find . -type f -print0 | sort -z | xargs -0 -r sha256sum\n", 493)
@@ -212,6 +214,71 @@ describe("Ansible module vfioinit.vfioinit.initramfs", function()
     assert.truthy(h.readfile(r .. "/etc/dracut.conf.d/90-vfioinit-bind.conf.vfioinit-edited"):find("\nhand%-edit\n$"))
   end)
 
+  it("cmdline and timeout reach the CLI: --cmdline in check mode and apply puts the IOMMU and ids on GRUB's "
+    .. "command line (as bash reads it), --timeout goes to the commands that run generators, a bad one fails "
+    .. "with the CLI's message", function()
+    local mkconfig = "#!/bin/sh\n. /etc/default/grub\nfor x in ${sysconfdir}/default/grub.d/*.cfg ; do\n  . \"$x\"\ndone\n"
+    local function grub_root()
+      return h.make_root({ os = { ID = "debian" }, files = { ["/etc/initramfs-tools/modules"] = "# modules\n",
+        ["/etc/default/grub"] = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n',
+        ["/usr/sbin/grub-mkconfig"] = mkconfig }, exec = { "/usr/sbin/update-initramfs", "/usr/sbin/update-grub" } })
+    end
+    local r, plain = grub_root(), grub_root()
+    finally(function() h.rm(r); h.rm(plain) end)
+    -- the words grub-mkconfig puts on a normal entry: bash sources the files as it does
+    local function grub_words(root)
+      local script = ("sysconfdir=%s/etc; . %s/etc/default/grub; for x in %s/etc/default/grub.d/*.cfg; do "
+        .. "[ -e \"$x\" ] && . \"$x\"; done; echo $GRUB_CMDLINE_LINUX $GRUB_CMDLINE_LINUX_DEFAULT"):format(root, root, root)
+      local out, ok = h.sh("bash -c " .. h.q(script) .. " 2>&1")
+      assert(ok, out)
+      return out
+    end
+    local args = { "root: " .. r, "rebuild: false", "ids: ['1af4:1000']", "cmdline: true", "timeout: 45" }
+    h.writefile(work .. "/argv.log", "")
+    local outf, err = playbook(HEAD
+      .. hash_task("hash0", r)
+      .. task("check", args, { "check_mode: true" })
+      .. hash_task("hash1", r)
+      .. task("apply", args)
+      .. task("plain", { "root: " .. plain, "rebuild: false", "ids: ['1af4:1000']" })
+      .. task("bad_timeout", { "root: " .. r, "rebuild: false", "timeout: 0" }, { "ignore_errors: true" }), "--diff")
+    local R = query(outf, {
+      stats = "d['stats']['localhost']['unreachable']",
+      check = "t['check']['changed'], sorted(c['path'] for c in t['check']['changes'] if c['generator'] == 'cmdline')",
+      check_diff = "'+++ etc/default/grub.d/vfioinit.cfg' in t['check']['diff']['prepared']",
+      unchanged = "t['hash0']['stdout'] == t['hash1']['stdout']",
+      apply = "t['apply']['changed'], t['apply']['cmdline'], t['apply']['regenerated']",
+      plain = "t['plain']['changed'], 'cmdline' in t['plain']",
+      bad_timeout = "t['bad_timeout']['failed'], t['bad_timeout']['msg']",
+      all = "t",
+    })
+    assert.are.equal("0", R.stats, err)
+    assert.are.equal("(True, ['/etc/default/grub.d/vfioinit.cfg'])", R.check, R.all)
+    assert.are.equal("True", R.check_diff, R.all)
+    assert.are.equal("True", R.unchanged)
+    assert.are.equal("(True, [], [])", R.apply, R.all)  -- --no-rebuild: nothing regenerated, nothing read back
+    assert.are.equal("(True, False)", R.plain, R.all)
+    assert.are.equal("(True, 'vfioinit: --timeout 0: expected a number of seconds > 0')", R.bad_timeout)
+    -- check mode wrote nothing; apply put the words on GRUB's line; without cmdline nothing of GRUB's changed
+    local words = " " .. grub_words(r):gsub("%s+", " ")
+    for _, w in ipairs({ "quiet", "intel_iommu=on", "iommu=pt", "vfio-pci.ids=1af4:1000" }) do
+      assert.truthy(words:find(" " .. w:gsub("%p", "%%%0") .. " "), w .. " not in:" .. words)
+    end
+    assert.are.equal(" quiet ", " " .. grub_words(plain):gsub("%s+", " "))
+    assert.is_nil(h.readfile(plain .. "/etc/default/grub.d/vfioinit.cfg"))
+    -- what the module ran: --cmdline for plan and apply, --timeout only where generators run
+    local calls = {}
+    for line in h.readfile(work .. "/argv.log"):gmatch("[^\n]+") do calls[#calls + 1] = line end
+    local function ran(cmd)
+      for _, l in ipairs(calls) do if l:find(" " .. cmd .. "$") or l:find(" " .. cmd .. " ") then return l end end
+    end
+    local plan, apply, verify = ran("plan"), ran("apply"), ran("verify")
+    assert.truthy(plan and plan:find("--cmdline", 1, true), table.concat(calls, "\n"))
+    assert.is_nil(plan:find("--timeout", 1, true))
+    assert.truthy(apply:find("--cmdline --timeout 45 apply --no-rebuild", 1, true), apply)
+    assert.is_nil(verify, verify)  -- rebuild: false, so check mode asked plan only
+  end)
+
   describe("on a real debootstrap root (tools/clone-root initramfs-tools)", function()
     if not real then
       pending("set VFIOINIT_REAL=1 (real initramfs-tools root, real update-initramfs)")
@@ -226,7 +293,7 @@ describe("Ansible module vfioinit.vfioinit.initramfs", function()
       end)
       local out, ok = h.sh("env -u LD_PRELOAD tools/clone-root initramfs-tools " .. h.q(dest) .. " 2>&1")
       assert(ok, out)
-      local args = { "root: " .. dest, "ids: ['1af4:1000']", "rebuild: true" }
+      local args = { "root: " .. dest, "ids: ['1af4:1000']", "rebuild: true", "timeout: 900" }
       -- stock: the images as debootstrap left them, put back at the end to make them stale
       local stock = ("    - name: %s\n      ansible.builtin.shell: %s\n")
       local outf, err = playbook(HEAD

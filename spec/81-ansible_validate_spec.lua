@@ -94,13 +94,18 @@ describe("Ansible collection", function()
   it("documents every key it returns, present and absent, in and out of check mode", function()
     if not PY then pending("ansible-core is not installed"); return end
     local root = arch_root()
-    finally(function() h.rm(root) end)
+    -- a root whose kernel command line is /etc/kernel/cmdline, for cmdline=true
+    local kroot = h.make_root({ os = { ID = "arch" }, exec = { "/usr/bin/mkinitcpio" },
+      files = { ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev modconf)\n", ["/etc/kernel/cmdline"] = "rw quiet\n" } })
+    finally(function() h.rm(root); h.rm(kroot) end)
     local base = { root = root, rebuild = false }
     local runs = {
       { _ansible_check_mode = true, _ansible_diff = true },
       { _ansible_diff = true },
       { state = "absent", _ansible_check_mode = true, _ansible_diff = true },
       { state = "absent", _ansible_diff = true },
+      { root = kroot, cmdline = true, timeout = 30, _ansible_check_mode = true, _ansible_diff = true },
+      { root = kroot, cmdline = true, timeout = 30, _ansible_diff = true },
     }
     local seen = 0
     for _, extra in ipairs(runs) do

@@ -79,6 +79,42 @@ local function man_tp(out, tag, text)
   out[#out + 1] = ".TP\n" .. tag .. "\n" .. esc(text)
 end
 
+-- The man page's FILES: what vfioinit writes, each path inside root (--root). NN, <tool>
+-- and * stand for what varies; a path ending in / is a directory and what is under it.
+local FILES = {
+  { "/var/lib/vfioinit/", "vfioinit's state: manifest (every file apply changed or created, which revert "
+    .. "reads), backups/ (each file's content before vfioinit first changed it) and verified (the images "
+    .. "read and found complete, so an unchanged one is not read again). revert removes it." },
+  { "/etc/modprobe.d/vfioinit.conf", "with --ids or --softdeps: options vfio-pci ids= and softdeps that "
+    .. "load vfio-pci before the GPU drivers; put into every image." },
+  { "/etc/mkinitcpio.conf /etc/mkinitcpio.conf.d/*.conf", "mkinitcpio: MODULES (and HOOKS: modconf with "
+    .. "--ids, vfioinit-bind with --device) of every config the presets build with, or of the config a "
+    .. "preset names." },
+  { "/etc/dracut.conf.d/NN-vfioinit.conf", "dracut: force_drivers, in a drop-in named to sort before "
+    .. "any file that force-loads a GPU driver." },
+  { "/etc/initramfs-tools/modules", "initramfs-tools: the modules loaded early." },
+  { "/etc/booster.yaml", "booster: modules_force_load." },
+  { "/etc/initcpio/install/vfioinit-bind /etc/initcpio/hooks/vfioinit-bind", "--device, mkinitcpio: "
+    .. "the hook that has vfio-pci claim the devices by address before udev." },
+  { "/usr/lib/dracut/modules.d/90vfioinit-bind/ /etc/dracut.conf.d/90-vfioinit-bind.conf",
+    "--device, dracut: the module doing the same, and the drop-in that adds it." },
+  { "/etc/initramfs-tools/scripts/init-top/00-vfioinit-bind", "--device, initramfs-tools: the script "
+    .. "doing the same." },
+  { "/etc/default/grub.d/vfioinit.cfg /etc/default/grub", "--cmdline, GRUB: the drop-in where "
+    .. "grub-mkconfig reads drop-ins, else GRUB_CMDLINE_LINUX_DEFAULT; grub.cfg is then regenerated." },
+  { "/etc/kernel/cmdline", "--cmdline: the command line kernel-install and the UKI generators use." },
+  { "/etc/cmdline.d/vfioinit.conf", "--cmdline, mkinitcpio building UKIs." },
+  { "/etc/dracut.conf.d/99-vfioinit-cmdline.conf", "--cmdline, dracut building UKIs." },
+  { "/etc/vfioinit/<tool>.cmdline", "--cmdline where grubby or kernelstub edits the boot entries: a "
+    .. "record of the operations apply runs through the tool, which revert inverts." },
+  { "IMAGE.vfioinit-prev", "while an image is rebuilt: the previous one, put back when the rebuild fails "
+    .. "or times out or the new image lacks a module." },
+  { "FILE.vfioinit-edited", "revert --force: the content of a file edited since vfioinit wrote it." },
+}
+
+local SEE_ALSO = { "dracut(8)", "mkinitcpio(8)", "update-initramfs(8)", "booster(1)", "modprobe.d(5)",
+  "kernel-install(8)", "bootctl(1)", "grub-mkconfig(8)", "grubby(8)" }
+
 --- man(cli) -> the roff source of vfioinit(1).
 function M.man(cli)
   local out = { '.TH VFIOINIT 1 "" "vfioinit" "User Commands"', ".SH NAME",
@@ -103,11 +139,24 @@ function M.man(cli)
   for _, e in ipairs(cli.EXIT) do man_tp(out, ".B " .. e[1], e[2]) end
   out[#out + 1] = ".SH ENVIRONMENT"
   for _, e in ipairs(cli.ENVIRONMENT) do man_tp(out, ".B " .. esc(e[1]), e[2]) end
+  out[#out + 1] = ".SH FILES\n" .. esc("Paths are inside the root vfioinit configures (--root). Every file "
+    .. "vfioinit writes goes through the plan, its diff and its backup, and revert restores or removes it.")
+  for _, f in ipairs(FILES) do
+    local paths = {}
+    for p in f[1]:gmatch("%S+") do paths[#paths + 1] = "\\fI" .. esc(p) .. "\\fR" end
+    man_tp(out, table.concat(paths, ", "), f[2])
+  end
   out[#out + 1] = ".SH OUTPUT\n" .. esc(cli.STREAMS)
   out[#out + 1] = ".SH EXAMPLES"
   for _, e in ipairs(cli.EXAMPLES) do out[#out + 1] = ".PP\n" .. esc(e[2]) .. ":\n.PP\n.RS\n.B " .. esc(e[1]) .. "\n.RE" end
-  out[#out + 1] = ".SH SEE ALSO\n" .. esc("docs/CONTRACT.md (the public contract: Lua API, CLI, exit codes, "
-    .. "JSON shapes) and README.md in the vfioinit sources, https://github.com/vfioinit/vfioinit")
+  local refs = {}
+  for _, r in ipairs(SEE_ALSO) do
+    local name, sec = r:match("^(.-)%((%d)%)$")
+    refs[#refs + 1] = "\\%\\fB" .. esc(name) .. "\\fR(" .. sec .. ")"  -- \\%: never hyphenated
+  end
+  out[#out + 1] = ".SH SEE ALSO\n" .. table.concat(refs, ", ") .. "\n.PP\n"
+    .. esc("The public contract (Lua API, CLI, exit status, JSON output) and the README: "
+    .. "https://github.com/vfioinit/vfioinit")
   return table.concat(out, "\n") .. "\n"
 end
 

@@ -85,6 +85,23 @@ options:
     description: Write softdeps on the GPU drivers even without I(ids) (C(--softdeps)).
     type: bool
     default: false
+  cmdline:
+    description:
+      - Also put C(intel_iommu=on iommu=pt) (and, with I(ids), C(vfio-pci.ids=)) on the kernel
+        command line (C(--cmdline)), where the machine's boot path reads it - GRUB's config (then
+        C(update-grub) or C(grub-mkconfig)), C(/etc/kernel/cmdline), C(/etc/cmdline.d/vfioinit.conf),
+        dracut's UKI drop-in, C(grubby) or C(kernelstub). Needed where vfio-pci is built into the
+        kernel, where I(ids) alone fail.
+      - The edits are part of the plan (check mode and C(--diff) show them); I(state=absent)
+        reverts them with everything else, with or without this option.
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Time limit in seconds of each generator run when images are rebuilt (C(--timeout));
+        a run that takes longer is killed, its previous image is kept and the task fails.
+      - Default is the CLI's (600).
+    type: float
   rebuild:
     description:
       - Rebuild the stale images and verify them after editing (I(state=present)), or rebuild
@@ -101,8 +118,9 @@ options:
     type: str
     default: vfioinit
 requirements:
-  - the C(vfioinit) CLI 0.1.0 or later on the managed host (the rock,
-    C(luarocks --lua-version=5.4 install vfioinit); see https://github.com/vfioinit/vfioinit)
+  - the C(vfioinit) CLI 0.1.0 or later on the managed host (the release rock,
+    C(luarocks --lua-version=5.4 install vfioinit-0.1.0-1.src.rock), or C(cmake --install);
+    see Install in https://github.com/vfioinit/vfioinit)
 notes:
   - Rebuilding images in a I(root) other than C(/) chroots into it, which needs root privileges.
 attributes:
@@ -138,6 +156,12 @@ EXAMPLES = r'''
 - name: vfio-pci claims every NVIDIA device of this machine
   vfioinit.vfioinit.initramfs:
     match: "^10de:"
+
+- name: vfio-pci is built into this kernel - the ids go on the kernel command line; slow disks
+  vfioinit.vfioinit.initramfs:
+    ids: ["10de:1b80"]
+    cmdline: true
+    timeout: 1800
 
 - name: Undo everything vfioinit changed and rebuild the images without VFIO
   vfioinit.vfioinit.initramfs:
@@ -228,6 +252,20 @@ matched:
   type: list
   elements: dict
   sample: [{"address": "0000:01:00.0", "description": "10de:1b80 NVIDIA Corporation GP104 [GeForce GTX 1080] [0300]"}]
+cmdline:
+  description:
+    - With I(cmdline), the kernel command line read back after apply, one entry per kernel and boot
+      entry (C(kernel), C(target), C(entry), C(source), C(cmdline), C(ok), C(missing)).
+  returned: state is present, cmdline is true and not check mode
+  type: list
+  elements: dict
+regenerated:
+  description:
+    - With I(cmdline), each command that regenerated the boot loader's configuration (C(target),
+      C(command), C(status), C(seconds), C(ok), C(error)).
+  returned: state is present, cmdline is true and not check mode
+  type: list
+  elements: dict
 warnings_cli:
   description: Warnings the CLI attached to the plan.
   returned: state is present
@@ -273,6 +311,19 @@ def base_args(module):
     return args
 
 
+def timeout_args(module):
+    """--timeout for the commands that run generators (apply, rebuild)."""
+    t = module.params['timeout']
+    if t is None:
+        return []
+    return ['--timeout', str(int(t)) if float(t).is_integer() else repr(t)]
+
+
+def cmdline_args(module):
+    """--cmdline for the commands that plan (plan, apply)."""
+    return ['--cmdline'] if module.params['cmdline'] else []
+
+
 def run(module, result, args, ok_codes=(0,)):
     """Run the CLI, parse its one JSON object; fail with the CLI's message on error."""
     result['cmd'] = args
@@ -314,7 +365,7 @@ def present(module, result):
     p = module.params
     args = base_args(module)
     if module.check_mode:
-        _, plan = run(module, result, args + ['plan'], ok_codes=(0, 2))
+        _, plan = run(module, result, args + cmdline_args(module) + ['plan'], ok_codes=(0, 2))
         result['changes'] = plan.get('changes', [])
         result['modules'] = plan.get('modules', [])
         result['diff_text'] = plan.get('diff', '')
@@ -330,11 +381,14 @@ def present(module, result):
             changed = bool(result['pending_images'])
         result['changed'] = changed
     else:
-        cmd = args + ['apply'] + ([] if p['rebuild'] else ['--no-rebuild'])
+        cmd = args + cmdline_args(module) + timeout_args(module) + ['apply'] + ([] if p['rebuild'] else ['--no-rebuild'])
         _, rep = run(module, result, cmd)
         for key in ('changes', 'modules', 'kernels', 'generators', 'rebuilt', 'verified',
                     'images_stale', 'leftovers'):
             result[key] = rep.get(key, [])
+        if p['cmdline']:
+            result['cmdline'] = rep.get('cmdline', [])
+            result['regenerated'] = rep.get('regenerated', [])
         result['diff_text'] = rep.get('diff', '')
         result['warnings_cli'] = rep.get('warnings', [])
         result['images_ok'] = bool(rep.get('images_ok'))
@@ -370,7 +424,7 @@ def absent(module, result):
                 args += ['--generator', g]
             for k in p['kernels'] or []:
                 args += ['--kernel', k]
-            _, reb = run(module, result, args + ['rebuild'])
+            _, reb = run(module, result, args + timeout_args(module) + ['rebuild'])
             result['rebuilt'] = rebuilt_of(reb.get('report') or {})
     if module._diff and preview and preview.get('diff'):
         result['diff'] = diff_of(preview['diff'])
@@ -388,6 +442,8 @@ def main():
             match=dict(type='str'),
             force=dict(type='bool', default=False),
             softdeps=dict(type='bool', default=False),
+            cmdline=dict(type='bool', default=False),
+            timeout=dict(type='float'),
             rebuild=dict(type='bool', default=True),
             state=dict(type='str', default='present', choices=['present', 'absent']),
             executable=dict(type='str', default='vfioinit'),
