@@ -268,8 +268,20 @@ def base_args(module):
         args += ['--match', p['match']]
     if p['softdeps']:
         args.append('--softdeps')
-    if p['force']:
+    # the CLI refuses an option its command does not take: --force only beside devices
+    if p['force'] and (p['devices'] or p['match'] is not None):
         args.append('--force')
+    return args
+
+
+def select_args(module):
+    """root, generators and kernels: what rebuild and verify take."""
+    p = module.params
+    args = base_args(module)[:4]
+    for g in p['generators'] or []:
+        args += ['--generator', g]
+    for k in p['kernels'] or []:
+        args += ['--kernel', k]
     return args
 
 
@@ -325,7 +337,10 @@ def present(module, result):
         changed = bool(plan.get('pending'))
         if not changed and p['rebuild']:
             # configured already: apply would still rebuild images that fail verification
-            _, ver = run(module, result, args + ['verify'], ok_codes=(0, 2))
+            verify = select_args(module)
+            for m in p['modules'] or []:
+                verify += ['--module', m]
+            _, ver = run(module, result, verify + ['verify'], ok_codes=(0, 2))
             result['pending_images'] = [i for i in ver.get('images', []) if not i.get('ok')]
             changed = bool(result['pending_images'])
         result['changed'] = changed
@@ -365,12 +380,7 @@ def absent(module, result):
         result['changed'] = bool(result['reverted'])
         result['rebuilt'] = []
         if result['changed'] and p['rebuild']:
-            args = base_args(module)[:4]
-            for g in p['generators'] or []:
-                args += ['--generator', g]
-            for k in p['kernels'] or []:
-                args += ['--kernel', k]
-            _, reb = run(module, result, args + ['rebuild'])
+            _, reb = run(module, result, select_args(module) + ['rebuild'])
             result['rebuilt'] = rebuilt_of(reb.get('report') or {})
     if module._diff and preview and preview.get('diff'):
         result['diff'] = diff_of(preview['diff'])
