@@ -82,7 +82,7 @@ M.EXIT = {
 
 M.ENVIRONMENT = {
   { "VFIOINIT_LOCK_TIMEOUT", "seconds apply, rebuild and revert wait for another run's lock "
-    .. "of root (a number >= 0; default 900)" },
+    .. "of root (a number >= 0, at most 1e9; default 900)" },
 }
 
 M.EXAMPLES = {
