@@ -43,7 +43,7 @@ if #plan.changes == 0 then
   print("already configured: nothing to change")
 else
   io.write(plan:diff())
-  local ok, aerr = plan:apply({ backup = true })
+  local ok, aerr = plan:apply()
   if not ok then die(aerr) end
   print(("applied %d change(s); undo with: vfioinit --root %s revert"):format(#plan.changes, root))
 end

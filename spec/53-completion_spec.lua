@@ -38,6 +38,25 @@ describe("bash completion", function()
     assert.are.same({ "--dry-run" }, complete("revert", "--dr"))
   end)
 
+  it("after a command, completes only the options that command takes", function()
+    -- what the parser accepts with that command is the oracle
+    for _, c in ipairs(cli.COMMANDS) do
+      local want = {}
+      for _, opt in ipairs(cli.OPTIONS) do
+        local argv = { opt[1] }
+        if opt.arg then argv[2] = opt.key == "devices" and "0000:01:00.0" or "x" end
+        if opt.key == "force" and c[1] ~= "revert" then argv[#argv + 1] = "--match"; argv[#argv + 1] = "x" end
+        argv[#argv + 1] = c[1]
+        if opt.key ~= "help" and opt.key ~= "version" and cli.parse(argv) then want[#want + 1] = opt[1] end
+      end
+      table.sort(want)
+      assert.are.same(want, complete(c[1], "--"), c[1])
+      assert.are.same(want, complete("--root", "/", c[1], "--json", "--"), c[1])
+    end
+    assert.are.same({}, complete("rebuild", "--no"))
+    assert.are.same({ "--no-rebuild" }, complete("apply", "--no"))
+  end)
+
   it("completes the generator names the module knows", function()
     local names = require("vfioinit").generator_names()
     table.sort(names)

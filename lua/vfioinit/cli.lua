@@ -8,46 +8,53 @@ local M = {}
 -- One row per option: the parser, --help, the man page (doc/vfioinit.1, tools/gen-man) and
 -- the bash completion (contrib/completion) all read this table, so adding an option is one
 -- row. arg: the value's name (nil: a flag); key: the field of the parsed options; list: the
--- option may repeat, its values collect in a list; complete: what completes its value.
+-- option may repeat, its values collect in a list; complete: what completes its value;
+-- commands: the commands that take it (nil: every one; --help and --version take none and
+-- need no command); needs: command -> options one of which must come with it there.
+local CONFIG = { "status", "plan", "apply" }        -- what the configuration is made of
+local SELECT = { "status", "plan", "apply", "rebuild", "verify" }  -- which images
+local DEVICES = { "--device", "--match" }
 M.OPTIONS = {
   { "--root", arg = "DIR", key = "root", complete = "dir",
     help = "configure the system mounted at DIR instead of / (a chroot being provisioned)" },
-  { "--generator", arg = "NAME", key = "generators", list = true, complete = "generator",
+  { "--generator", arg = "NAME", key = "generators", list = true, complete = "generator", commands = SELECT,
     help = "only this generator (mkinitcpio, dracut, initramfs-tools, booster; repeatable); "
       .. "default: the active one, else every installed one" },
-  { "--kernel", arg = "KVER", key = "kernels", list = true, complete = "kernel",
+  { "--kernel", arg = "KVER", key = "kernels", list = true, complete = "kernel", commands = SELECT,
     help = "only this installed kernel version (repeatable); default: every installed kernel" },
-  { "--module", arg = "NAME", key = "modules", list = true,
+  { "--module", arg = "NAME", key = "modules", list = true, commands = { "status", "plan", "apply", "verify" },
     help = "also load module NAME early, beside the VFIO modules (repeatable)" },
-  { "--ids", arg = "VVVV:DDDD[,...]", key = "ids",
+  { "--ids", arg = "VVVV:DDDD[,...]", key = "ids", commands = CONFIG,
     help = "PCI vendor:device IDs vfio-pci must claim: writes /etc/modprobe.d/vfioinit.conf "
       .. "(options vfio-pci ids=, softdeps) into every image" },
-  { "--device", arg = "DDDD:BB:DD.F", key = "devices", list = true,
+  { "--device", arg = "DDDD:BB:DD.F", key = "devices", list = true, commands = CONFIG,
     help = "PCI address vfio-pci must claim (repeatable; for one of two identical devices): "
       .. "a script in the image writes vfio-pci to its driver_override before udev" },
-  { "--match", arg = "REGEX", key = "match",
+  { "--match", arg = "REGEX", key = "match", commands = CONFIG,
     help = "choose devices of this machine by a PCRE2 pattern over 'vvvv:dddd Vendor Device [Class]' "
       .. "(names from pci.ids); needs --root /" },
-  { "--cmdline", key = "cmdline",
+  { "--cmdline", key = "cmdline", commands = CONFIG,
     help = "also put intel_iommu=on iommu=pt (and, with --ids, vfio-pci.ids=) on the kernel command "
       .. "line: GRUB's config (then update-grub), /etc/kernel/cmdline or /etc/cmdline.d/vfioinit.conf, "
       .. "grubby, kernelstub; needed when vfio-pci is built into the kernel" },
-  { "--softdeps", key = "softdeps",
+  { "--softdeps", key = "softdeps", commands = CONFIG,
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
-  { "--timeout", arg = "SECONDS", key = "timeout",
-    help = "time limit of each generator run for apply and rebuild (default 600)" },
-  { "--no-rebuild", key = "no_rebuild",
-    help = "apply: write the configuration and verify the images as they are; rebuild nothing" },
-  { "--force", key = "force",
+  { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild" },
+    help = "time limit of each generator run (default 600; at most 1e9)" },
+  { "--no-rebuild", key = "no_rebuild", commands = { "apply" },
+    help = "write the configuration and verify the images as they are; rebuild nothing" },
+  { "--force", key = "force", commands = { "status", "plan", "apply", "revert" },
+    needs = { status = DEVICES, plan = DEVICES, apply = DEVICES },
     help = "revert: also restore files edited since vfioinit wrote them, keeping their "
-      .. "content as PATH.vfioinit-edited; --device/--match: pass a device the safety rules refuse "
+      .. "content as PATH.vfioinit-edited; with --device/--match: pass a device the safety rules refuse "
       .. "(boot VGA, the root disk's controller)" },
-  { "--full", key = "full",
-    help = "verify: read every image, even one whose fingerprint says it is unchanged since it was verified" },
-  { "--dry-run", key = "dry_run", help = "revert: print the diff revert would make; write nothing" },
+  { "--full", key = "full", commands = { "verify" },
+    help = "read every image, even one whose fingerprint says it is unchanged since it was verified" },
+  { "--dry-run", key = "dry_run", commands = { "apply", "revert" },
+    help = "print the diff the command would make (apply: as plan does, with its exit status); write nothing" },
   { "--json", key = "json", help = "print exactly one JSON object on stdout, whatever happens" },
-  { "--version", key = "version", help = "print the version and exit" },
-  { "--help", short = "-h", key = "help", help = "print this help and exit" },
+  { "--version", key = "version", commands = {}, help = "print the version and exit" },
+  { "--help", short = "-h", key = "help", commands = {}, help = "print this help and exit" },
 }
 
 -- Commands, in the order --help lists them.
@@ -57,8 +64,15 @@ M.COMMANDS = {
   { "apply", "write the changes, then rebuild the stale images and verify them" },
   { "rebuild", "rebuild the images of the selected generators and kernels, and verify them" },
   { "verify", "check that every image contains the VFIO modules" },
-  { "revert", "undo every change vfioinit made (--force, --dry-run)" },
+  { "revert", "undo every change vfioinit made" },
 }
+
+-- takes(opt, command) -> does `command` take the option row `opt`?
+function M.takes(opt, command)
+  if not opt.commands then return true end
+  for _, c in ipairs(opt.commands) do if c == command then return true end end
+  return false
+end
 
 M.EXIT = {
   { "0", "success (plan: nothing to change; apply --no-rebuild: nothing failed, even with a stale image)" },
@@ -68,7 +82,7 @@ M.EXIT = {
 
 M.ENVIRONMENT = {
   { "VFIOINIT_LOCK_TIMEOUT", "seconds apply, rebuild and revert wait for another run's lock "
-    .. "of root (a number >= 0; default 900)" },
+    .. "of root (a number >= 0, at most 1e9; default 900)" },
 }
 
 M.EXAMPLES = {
@@ -94,15 +108,39 @@ for _, opt in ipairs(M.OPTIONS) do
   if opt.short then BY_FLAG[opt.short] = opt end
 end
 
+-- Each option given must be one the command takes (with what it needs there).
+local function check_command(o, given)
+  if o.help or o.version then return true end
+  for _, opt in ipairs(M.OPTIONS) do
+    if given[opt[1]] and o.command then
+      if not M.takes(opt, o.command) then
+        return nil, ("%s does not apply to %s"):format(opt[1], o.command)
+      end
+      local needs = opt.needs and opt.needs[o.command]
+      local found = not needs
+      for _, n in ipairs(needs or {}) do found = found or given[n] end
+      if not found then
+        return nil, ("%s applies to %s only with %s"):format(opt[1], o.command, table.concat(needs, " or "))
+      end
+    end
+  end
+  return true
+end
+
 function M.parse(argv)
-  local o = {}
+  local o, given = {}, {}
   for _, opt in ipairs(M.OPTIONS) do if opt.list then o[opt.key] = {} end end
   local i = 1
   while i <= #argv do
     local a = argv[i]
     local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    if flag then a = flag; table.insert(argv, i + 1, inline) end
+    if flag then
+      -- --opt=VALUE only for an option that takes a value: --json=1 is not --json and a command
+      if BY_FLAG[flag] and not BY_FLAG[flag].arg then return nil, flag .. " takes no value (" .. a .. ")" end
+      a = flag; table.insert(argv, i + 1, inline)
+    end
     local opt = BY_FLAG[a]
+    if opt then given[opt[1]] = true end
     if opt and opt.arg then
       i = i + 1
       local v = argv[i]
@@ -119,6 +157,8 @@ function M.parse(argv)
     end
     i = i + 1
   end
+  local ok, cerr = check_command(o, given)
+  if not ok then return nil, cerr end
   -- a repeated option means the same thing once (vfio-pci and vfio_pci are one module)
   o.generators = util.unique(o.generators)
   o.kernels = util.unique(o.kernels)
@@ -159,9 +199,9 @@ local function check_input(o)
   if err then return err end
   if o.timeout ~= nil then
     -- the generator's time limit: seconds, > 0 (a rebuild that may not run at all is no rebuild)
-    local t = tonumber(o.timeout)
-    if not t or t <= 0 or t ~= t or t == math.huge then
-      return ("--timeout %s: expected a number of seconds > 0"):format(o.timeout)
+    local t = util.seconds(o.timeout, true)
+    if not t then
+      return ("--timeout %s: expected a number of seconds > 0 and at most %s"):format(o.timeout, util.MAX_SECONDS_TEXT)
     end
     o.timeout = t
   end
@@ -258,49 +298,51 @@ local function progress(o)
   return function(msg) io.stderr:write("vfioinit: " .. msg .. "\n") end
 end
 
+-- apply's stdout is what it changed (the diff, the images rebuilt, the loader configs
+-- regenerated); what it checked (verified images, command lines) and the advice about a
+-- stale image are notes on stderr: a no-op apply prints nothing on stdout.
+local function print_apply(o, report)
+  out(report.diff)
+  for _, w in ipairs(report.warnings or {}) do note(o, "warning: " .. w) end
+  if #report.changes == 0 then note(o, "configuration already in place; no file changed") end
+  for _, r in ipairs(report.rebuilt) do
+    out(("rebuilt %s for %s (%s) in %.1f s: %s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?",
+      r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
+  end
+  if not o.no_rebuild and #report.rebuilt == 0 then note(o, "every image is up to date; nothing rebuilt") end
+  for _, r in ipairs(report.regenerated or {}) do
+    out(("regenerated with %s in %.1f s: %s\n"):format(r.command, r.seconds or 0, r.ok and "ok" or "FAILED"))
+  end
+  for _, r in ipairs(report.verified) do
+    local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
+    if r.ok then
+      note(o, ("verified %s (%s%s): VFIO modules present"):format(r.image, r.kernel,
+        r.chain and (", booted by " .. r.chain) or ""))
+    elseif r.stale then
+      note(o, ("image %s for %s is stale (lacks %s): run 'vfioinit rebuild' to bring it up to date")
+        :format(r.image or "?", r.kernel, lacks))
+    else
+      note(o, ("image %s for %s lacks %s"):format(r.image or "?", r.kernel, lacks))
+    end
+  end
+  for _, e in ipairs(report.cmdline or {}) do
+    note(o, ("command line of %s for %s (%s): %s"):format(e.entry or e.target, e.kernel, e.source or "?",
+      e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))
+        .. (e.recovery and " (a recovery entry: GRUB gives it GRUB_CMDLINE_LINUX only)" or "")))
+  end
+end
+
 local function cmd_apply(v, o)
+  -- apply --dry-run is plan: the same diff, JSON and exit status, nothing written
+  if o.dry_run then return cmd_plan(v, o) end
   local opts = plan_opts(o)
   opts.rebuild = not o.no_rebuild
   opts.log = progress(o)
   opts.timeout = o.timeout
-  local report = v.update_initramfs(opts)
-  if o.json then out(json.encode(report) .. "\n") end
-  if not report.ok then
-    io.stderr:write("vfioinit: " .. tostring(report.error) .. "\n")
-    return 1
-  end
-  if not o.json then
-    out(report.diff)
-    for _, w in ipairs(report.warnings or {}) do note(o, "warning: " .. w) end
-    if #report.changes == 0 then note(o, "configuration already in place; no file changed") end
-    for _, r in ipairs(report.rebuilt) do
-      out(("rebuilt %s for %s (%s) in %.1f s: %s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?",
-        r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
-    end
-    if not o.no_rebuild and #report.rebuilt == 0 then note(o, "every image is up to date; nothing rebuilt") end
-    for _, r in ipairs(report.regenerated or {}) do
-      out(("regenerated with %s in %.1f s: %s\n"):format(r.command, r.seconds or 0, r.ok and "ok" or "FAILED"))
-    end
-    for _, r in ipairs(report.verified) do
-      local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
-      if r.ok then
-        out(("verified %s (%s%s): VFIO modules present\n"):format(r.image, r.kernel,
-          r.chain and (", booted by " .. r.chain) or ""))
-      elseif r.stale then
-        out(("image %s for %s is stale (lacks %s): run 'vfioinit rebuild' to bring it up to date\n")
-          :format(r.image or "?", r.kernel, lacks))
-      else
-        out(("image %s for %s lacks %s\n"):format(r.image or "?", r.kernel, lacks))
-      end
-    end
-  end
-  for _, e in ipairs(report.cmdline or {}) do
-    if not o.json then
-      out(("command line of %s for %s (%s): %s\n"):format(e.entry or e.target, e.kernel, e.source or "?",
-        e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))
-          .. (e.recovery and " (a recovery entry: GRUB gives it GRUB_CMDLINE_LINUX only)" or "")))
-    end
-  end
+  local report, err, partial = v.update_initramfs(opts)
+  if o.json then out(json.encode(report or partial) .. "\n") end
+  if not report then return fail(nil, err) end
+  if not o.json then print_apply(o, report) end
   return 0
 end
 

@@ -57,10 +57,10 @@ local function describe(report, plan)
 end
 
 --- apply stage: write the plan's changes (none: nothing is touched).
-function M.apply(plan, opts, log)
+function M.apply(plan, log)
   if #plan.changes == 0 then return true end
   log(("applying %d change(s)"):format(#plan.changes))
-  return plan:apply({ backup = opts.backup ~= false })
+  return plan:apply()
 end
 
 --- sweep stage: an earlier run killed mid-rebuild may have left <image>.vfioinit-prev
@@ -216,7 +216,7 @@ local function update_stages(run, opts, report)
   if not plan then report.error = err; return report end
   describe(report, plan)
   if report.dry_run then report.ok = true; return report end
-  local ok, aerr = M.apply(plan, opts, log)
+  local ok, aerr = M.apply(plan, log)
   if not ok then report.error = aerr; return report end
   report.applied = #plan.changes > 0 or nil
   M.sweep(run, plan.generators, report, log)
@@ -244,7 +244,7 @@ local function update_stages(run, opts, report)
   return report
 end
 
---- update(opts, registry) -> report (always; report.ok false with report.error on failure)
+--- update(opts, registry) -> report (report.ok false with report.error on failure)
 function M.update(opts, registry)
   local report = M.report(opts.root or "/", opts.dry_run)
   local run, err = runs.new(opts, registry, "update_initramfs")

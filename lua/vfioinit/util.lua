@@ -105,14 +105,27 @@ function M.check_root(root)
   return true
 end
 
+-- Every number of seconds (--timeout, VFIOINIT_LOCK_TIMEOUT, timeout=) has one range:
+-- finite, at most MAX_SECONDS (about 31 years; "inf" and "1e400" alike are refused).
+M.MAX_SECONDS, M.MAX_SECONDS_TEXT = 1e9, "1e9"
+
+-- seconds(v, positive) -> the number of seconds v (a number or its text) gives, >= 0 (> 0
+-- when positive) and at most MAX_SECONDS | nil
+function M.seconds(v, positive)
+  local n = tonumber(v)
+  if not n or n ~= n or n < 0 or n > M.MAX_SECONDS or (positive and n == 0) then return nil end
+  return n
+end
+
 -- lock_timeout(text) -> seconds, nil | default, error: VFIOINIT_LOCK_TIMEOUT's value
--- (unset or empty: 900 s). Anything but a number >= 0 is an error the locking calls report.
+-- (unset or empty: 900 s). Anything but M.seconds is an error the locking calls report.
 function M.lock_timeout(text, default)
   default = default or 900
   if text == nil or text == "" then return default end
-  local n = tonumber(text)
-  if not n or n ~= n or n < 0 then
-    return default, ("VFIOINIT_LOCK_TIMEOUT=%s: expected a number of seconds >= 0"):format(text)
+  local n = M.seconds(text)
+  if not n then
+    return default, ("VFIOINIT_LOCK_TIMEOUT=%s: expected a number of seconds >= 0 and at most %s")
+      :format(text, M.MAX_SECONDS_TEXT)
   end
   return n
 end
