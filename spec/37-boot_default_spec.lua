@@ -16,17 +16,7 @@ local OWN = "/boot/booster-" .. KVER .. ".img"
 local root, real_spawn
 
 local function stub_spawn(o)
-  local kver, image = o.argv[5], o.argv[6]
-  local d = h.tmpdir()
-  local vdir = "/lib/modules/" .. kver .. "/kernel/drivers/vfio"
-  h.sh(("mkdir -p %s && cp -r %s %s"):format(h.q(d .. "/usr" .. vdir:match("^(.*)/vfio$")), h.q(root .. vdir), h.q(d .. "/usr" .. vdir)))
-  local list = {}
-  for name in h.sh("find " .. h.q(root .. vdir) .. " -name '*.ko*'"):gmatch("([^/\n]+)%.ko[^\n]*") do list[#list + 1] = "- " .. name .. "\n" end
-  h.writefile(d .. "/etc/booster.init.yaml", "modulesforceload:\n" .. table.concat(list))
-  h.sh(("[ -d %s ] && cp -r %s %s"):format(h.q(root .. "/etc/modprobe.d"), h.q(root .. "/etc/modprobe.d"), h.q(d .. "/etc/")))
-  local _, ok = h.sh(("cd %s && find . | cpio -o -H newc --quiet > %s"):format(h.q(d), h.q(root .. image)))
-  h.rm(d)
-  assert(ok, "stub booster: cpio failed")
+  h.booster_image(root, o.argv[5], o.argv[6], true)
   return { status = 0, timed_out = false, seconds = 0.01 }
 end
 

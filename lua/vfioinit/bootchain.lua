@@ -8,9 +8,10 @@ names, in order), cmdline= (as the loader passes it; nil when unknown), cmdline_
 (the file the loader reads it from), generated_from= (the file that file is generated
 from, when one is), entry= ("grub: Debian GNU/Linux", "bls: X.conf", "esp: /efi/EFI/Linux/
 x.efi", "preset: /etc/mkinitcpio.d/linux.preset default_uki", ...), loader="uefi"|"bls"|
-"grub"|"generator", exists= (the UKI or initramfs is there), default= (GRUB's default
-entry; systemd-boot's: loader.conf's `default` glob), generator= (the generator whose rule names it), via= (a BLS entry GRUB reads
-through `blscfg`)}.
+"grub"|"generator", exists= (the UKI or initramfs is there), default= (an entry a loader starts
+by default: GRUB's (bootcfg.grub_defaults), systemd-boot's loader.conf `default` glob),
+default_by= (those loaders, "GRUB (<grub.cfg>)", "systemd-boot (<loader.conf>)"), generator=
+(the generator whose rule names it), via= (a BLS entry GRUB reads through `blscfg`)}.
 
 Evidence, in this order (README "Boot chains"); a UKI found twice is one chain:
  1. UKIs the generators acted on build: their `uki_path` hook, else genuki's reading of
@@ -21,7 +22,7 @@ Evidence, in this order (README "Boot chains"); a UKI found twice is one chain:
  4. BLS entries (`<same dirs>/loader/entries/*.conf`) whose `version` or `linux`/`efi`
     path names the kernel;
  5. grub.cfg menu entries (/boot/grub*/grub.cfg, then an ESP's EFI/<vendor>/grub.cfg) whose
-    `linux` path is `vmlinuz-<kver>` (the default entry first);
+    `linux` path is `vmlinuz-<kver>` or Arch's `vmlinuz-<pkgbase>` (the default entries first);
  6. none of these: each generator's default image (loader "generator", no command line).
 ]]
 local bootcfg = require "vfioinit.bootcfg"
