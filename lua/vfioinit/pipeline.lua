@@ -239,7 +239,6 @@ local function cmdline_results(run)
   if not ok and not shown then out[#out + 1] = { generator = "cmdline", image = run.root, ok = false, missing = {}, error = why } end
   return out
 end
-M.cmdline_results = cmdline_results
 
 local function cmdline_verify(run, report)
   report.cmdline = bootloaders.readback(run)
