@@ -150,6 +150,22 @@ function M.make_root(spec)
   return root
 end
 
+-- booster_image(root, kver, image [, modprobe]): what a stand-in `booster build` writes: a
+-- real newc image at root..image with kver's VFIO modules (usr/lib/modules) named in
+-- booster.init.yaml, and with `modprobe` root's /etc/modprobe.d as generators copy it.
+function M.booster_image(root, kver, image, modprobe)
+  local d = M.tmpdir()
+  local vdir = "/lib/modules/" .. kver .. "/kernel/drivers/vfio"
+  M.sh(("mkdir -p %s && cp -r %s %s"):format(M.q(d .. "/usr" .. vdir:match("^(.*)/vfio$")), M.q(root .. vdir), M.q(d .. "/usr" .. vdir)))
+  local list = {}
+  for name in M.sh("find " .. M.q(root .. vdir) .. " -name '*.ko*'"):gmatch("([^/\n]+)%.ko[^\n]*") do list[#list + 1] = "- " .. name .. "\n" end
+  M.writefile(d .. "/etc/booster.init.yaml", "modulesforceload:\n" .. table.concat(list))
+  if modprobe then M.sh(("[ -d %s ] && cp -r %s %s"):format(M.q(root .. "/etc/modprobe.d"), M.q(root .. "/etc/modprobe.d"), M.q(d .. "/etc/"))) end
+  local _, ok = M.sh(("cd %s && find . | cpio -o -H newc --quiet > %s"):format(M.q(d), M.q(root .. image)))
+  M.rm(d)
+  assert(ok, "stand-in booster: cpio failed")
+end
+
 -- All four generators installed (corpus configs, stub commands), none active by hook.
 function M.all_root()
   return M.make_root({ os = { ID = "gentoo" },

@@ -364,7 +364,7 @@ end
 
 local function cmd_verify(v, o)
   local list, err = v.verify({ root = o.root, kernels = o.kernels, generators = o.generators, modules = o.modules,
-    full = o.full })
+    full = o.full, cmdline = o.cmdline, ids = o.ids })
   if not list then return fail(o, err) end
   local ok = true
   for _, r in ipairs(list) do if not r.ok then ok = false end end
@@ -377,6 +377,7 @@ local function cmd_verify(v, o)
         r.fingerprint and ", unchanged since verified" or r.ok and ""
           or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
     end
+    for _, r in ipairs(list) do if r.note then note(o, r.note) end end
     if #list == 0 then note(o, "no images to verify") end
   end
   return ok and 0 or 2

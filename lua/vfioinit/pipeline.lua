@@ -17,6 +17,7 @@ local planner = require "vfioinit.plan"
 local rebuild = require "vfioinit.rebuild"
 local bootloaders = require "vfioinit.bootloaders"
 local kinstall = require "vfioinit.kinstall"
+local state = require "vfioinit.state"
 
 local M = {}
 
@@ -201,6 +202,44 @@ local function cmdline_regenerate(run, plan, opts, report)
   return true
 end
 
+-- Did vfioinit put parameters on root's command line? The manifest records each file the
+-- `cmdline` stage wrote, until revert: then verify, status and apply check the command line
+-- without --cmdline too.
+local function cmdline_recorded(root)
+  for _, e in ipairs(state.load(root) or {}) do
+    if e.generator == "cmdline" and e.kind ~= "dir" and not e.flags.reverted then return true end
+  end
+  return false
+end
+
+local function checks_cmdline(run) return run.opts.cmdline or cmdline_recorded(run.root) end
+
+-- The command line each boot entry passes, as verify results ({kernel=, generator="cmdline",
+-- image= (the file and line it is read from), entry=, cmdline=, ok=, missing=, error=}),
+-- judged by the rule apply uses (bootloaders.judge): one per entry judged, and one for a
+-- failure no entry carries (no grub.cfg entry boots the kernel, no loader configuration).
+local function cmdline_results(run)
+  local out = {}
+  local targets, terr = run.bootloaders, nil
+  if not targets then targets, terr = bootloaders.select(run.ctx) end
+  if not targets then
+    return { { generator = "cmdline", image = run.root, ok = false, missing = {}, error = terr } }
+  end
+  run.bootloaders = targets
+  local list = bootloaders.readback(run)
+  for _, e in ipairs(list) do
+    if not e.recovery then
+      out[#out + 1] = { kernel = e.kernel, generator = "cmdline", image = e.source or e.target, entry = e.entry,
+        cmdline = e.cmdline, ok = e.ok == true, missing = e.ok and {} or { e.missing }, error = e.error }
+    end
+  end
+  local ok, why = bootloaders.judge(run, list)
+  local shown = false
+  for _, r in ipairs(out) do shown = shown or not r.ok end
+  if not ok and not shown then out[#out + 1] = { generator = "cmdline", image = run.root, ok = false, missing = {}, error = why } end
+  return out
+end
+
 local function cmdline_verify(run, report)
   report.cmdline = bootloaders.readback(run)
   local ok, why = bootloaders.judge(run, report.cmdline)
@@ -237,9 +276,9 @@ local function update_stages(run, opts, report)
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
-  if run.opts.cmdline and opts.verify ~= false and opts.rebuild ~= false and not cmdline_verify(run, report) then
-    return report
-  end
+  -- --cmdline --no-rebuild regenerated no grub.cfg (a warning says so): nothing to read back yet
+  local cl = run.opts.cmdline and opts.rebuild ~= false or (not run.opts.cmdline and cmdline_recorded(run.root))
+  if cl and opts.verify ~= false and not cmdline_verify(run, report) then return report end
   report.ok = true
   return report
 end
@@ -299,6 +338,9 @@ function M.verify_all(opts, registry)
   local gens, gerr = run:targets()
   if not gens then run:close(); return nil, gerr end
   local list = M.verify(run, gens)
+  if checks_cmdline(run) then
+    for _, r in ipairs(cmdline_results(run)) do list[#list + 1] = r end
+  end
   run:close()
   return list
 end
@@ -344,7 +386,7 @@ function M.status(opts, registry)
     for _, c in ipairs(list or {}) do chains[#chains + 1] = c end
   end
   local builtin = bootloaders.builtin(run)
-  local cmdline = run.opts.cmdline and plan and bootloaders.readback(run) or nil
+  local cmdline = checks_cmdline(run) and plan and bootloaders.readback(run) or nil
   run:close()
   return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,

@@ -183,7 +183,12 @@ local function modprobe_change(run)
   local existing, err = ctx.read(modprobe.FILE)
   if err then return nil, err end
   if existing then ctx.modprobe_file = modprobe.FILE end
-  if not (ids and #ids > 0) and not run.opts.softdeps then return false end
+  if not (ids and #ids > 0) and not run.opts.softdeps then
+    -- the file stays: what would defeat its ids is refused as when they were written
+    local cerr = existing and modprobe.conflicts(ctx, modprobe.ids_of(existing))
+    if cerr then return nil, cerr end
+    return false
+  end
   local drivers, derr = softdep_drivers(run)
   if not drivers then return nil, derr end
   local cerr = modprobe.conflicts(ctx, ids)

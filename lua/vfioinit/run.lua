@@ -212,20 +212,39 @@ end
 --- run:verified(gen, kver [, built]) -> verify.check's result for that kernel's image, read
 -- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
 -- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
--- answers for an image that has not changed since it was read; `opts.full` re-reads. The image checked is the one the kernel's boot chain
--- loads when that is not the generator's own (bootchain.boot_image); `built` checks the
--- generator's own image (what a rebuild just wrote).
+-- answers for an image that has not changed since it was read; `opts.full` re-reads. The images
+-- checked are those the kernel's boot chains start (bootchain.boot_images: each loader's default
+-- entry); `built` checks the generator's own image (what a rebuild just wrote). Several
+-- images make one result: the first failing one's (else the first), with `checked` (every
+-- result) and `note` (why several).
 function Run:verified(gen, kver, built)
   local key = gen.name .. "\0" .. kver
-  local chain
+  local list, note = {}, nil
   if not built and self:boots(gen) then
     local chains, cerr = self:boot_chains(kver)
     if not chains then
       return { kernel = kver, generator = gen.name, ok = false, missing = {}, error = cerr }
     end
-    chain = require("vfioinit.bootchain").boot_image(chains, gen, self.ctx, kver, true)
+    list, note = require("vfioinit.bootchain").boot_images(chains, gen, self.ctx, kver, true)
   end
-  if chain then key = key .. "\0" .. chain.initramfs end
+  if #list == 0 then list = { false } end  -- the generator's own image
+  local rs = {}
+  for _, c in ipairs(list) do
+    local chain = c and not c.own and c or nil
+    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. chain.initramfs) or key, chain)
+  end
+  if #rs == 1 then return rs[1] end
+  local pick = rs[1]
+  for _, r in ipairs(rs) do if not r.ok then pick = r; break end end
+  local r = {}
+  for k, v in pairs(pick) do r[k] = v end
+  r.checked, r.note = rs, note
+  for _, x in ipairs(rs) do r.ok = r.ok and x.ok end
+  return r
+end
+
+-- One image's verify.check result, kept under `key` for the run.
+function Run:verified_one(gen, kver, key, chain)
   local f = self.facts.verified
   if not f[key] then
     local verify = require "vfioinit.verify"

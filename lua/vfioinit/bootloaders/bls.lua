@@ -3,13 +3,13 @@
 -- through vfioinit.uki, loaded with pcall until that module is part of the tree).
 local bootcfg = require "vfioinit.bootcfg"
 local cmdline = require "vfioinit.cmdline"
+local machine = require "vfioinit.machine"
+local places = require "vfioinit.bootplaces"
 
 local M = {}
 
 M.ENTRY_DIRS = { "/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries" }
 M.UKI_DIRS = { "/boot/EFI/Linux", "/efi/EFI/Linux", "/boot/efi/EFI/Linux" }
-
-local function ends_with(s, tail) return s ~= nil and s:sub(-#tail) == tail end
 
 local function result(entry, source, line, wants)
   local ok, miss = cmdline.has(line or "", wants)
@@ -17,12 +17,13 @@ local function result(entry, source, line, wants)
 end
 
 local function bls_entries(ctx, wants, kver, out)
+  local base = machine.pkgbase(ctx.read, kver)
   for _, d in ipairs(M.ENTRY_DIRS) do
     for _, n in ipairs(ctx.dir(d) or {}) do
       local p = d .. "/" .. n
       local t = n:match("%.conf$") and ctx.read(p)
       local e = t and bootcfg.bls(t)
-      if e and (e.version == kver or ends_with(e.linux, "-" .. kver) or ends_with(e.linux, "/" .. kver .. "/linux")) then
+      if e and (e.version == kver or places.names_kernel(e.linux, kver, base)) then
         out[#out + 1] = result("bls: " .. n, p, e.options, wants)
       end
     end

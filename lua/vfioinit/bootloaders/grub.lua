@@ -15,6 +15,7 @@ local bootcfg = require "vfioinit.bootcfg"
 local cmdline = require "vfioinit.cmdline"
 local ownids = require "vfioinit.bootloaders.ownids"
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
+local places = require "vfioinit.bootplaces"
 
 local M = { name = "grub" }
 
@@ -253,26 +254,29 @@ function M.regenerate(ctx)
   return { t.name, "-o", M.config(ctx) }
 end
 
--- True when entry `e` boots kernel kver (its `linux` path names vmlinuz-<kver>).
-local function boots(e, kver)
-  local p = e.linux or ""
-  return p:sub(-#kver - 1) == "-" .. kver or p:sub(-#kver - 1) == "/" .. kver
-end
-
--- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=}: the
--- generated grub.cfg's `linux` lines for kver (recovery entries only reported: they get
--- GRUB_CMDLINE_LINUX alone, by design), or nil, reason.
+-- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=, default=,
+-- recovery=}: the generated grub.cfg's `linux` lines for kver (bootplaces.names_kernel: also
+-- Arch's `vmlinuz-<pkgbase>`), or nil, reason. `default`: GRUB starts it without a key
+-- pressed (bootcfg.grub_defaults, grubenv read). A recovery entry gets GRUB_CMDLINE_LINUX
+-- alone, by design: it is only reported, unless it is what GRUB starts by default.
 function M.readback(ctx, wants, kver)
   local path = M.config(ctx)
   local text, err = ctx.read(path)
   if not text then return nil, err or (path .. ": no grub.cfg (run update-grub)") end
+  local env, eerr = places.grubenv(ctx, path)
+  if not env then return nil, eerr end
+  local cfg = bootcfg.grub(text)
+  local defs = {}
+  for _, i in ipairs(bootcfg.grub_defaults(cfg, env)) do defs[i] = true end
+  local base = machine.pkgbase(ctx.read, kver)
   local out = {}
-  for _, e in ipairs(bootcfg.grub(text).entries) do
-    if boots(e, kver) then
+  for i, e in ipairs(cfg.entries) do
+    if places.names_kernel(e.linux, kver, base) then
       local ok, miss = cmdline.has(e.cmdline or "", wants)
+      local recovery = (e.cmdline or ""):match("%f[%S]single%f[%s\0]") ~= nil
+        or (e.title or ""):find("recovery mode", 1, true) ~= nil
       out[#out + 1] = { entry = "grub: " .. table.concat(e.titles, " > "), source = path .. ":" .. e.linux_line,
-        cmdline = e.cmdline, ok = ok, missing = miss, recovery = (e.cmdline or ""):match("%f[%S]single%f[%s\0]") ~= nil
-          or (e.title or ""):find("recovery mode", 1, true) ~= nil }
+        cmdline = e.cmdline, ok = ok, missing = miss, default = defs[i], recovery = recovery and not defs[i] }
     end
   end
   return out
