@@ -355,6 +355,25 @@ describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on r
     assert.are.same({}, named(linux_lines(root)[1], "intel_iommu"))
   end)
 
+  -- README's own example: `single` after `--` is init's, so the entry stays a normal one
+  root_it("reads `quiet -- single` as a normal entry whose words after `--` are init's", function()
+    local root = chroot_root()
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet -- single"\nGRUB_CMDLINE_LINUX=""\n')
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    local normal = linux_lines(root)[1]
+    local dashes
+    for i, x in ipairs(normal) do if x == "--" then dashes = i end end
+    assert.are.same({ "--", "single" }, { normal[dashes], normal[dashes + 1] })
+    assert_params({ table.unpack(normal, 1, dashes - 1) }, { "1af4:1000" })
+    local normals = 0
+    for _, e in ipairs(r.cmdline) do
+      if not e.recovery then normals = normals + 1; assert.is_true(e.ok, e.entry) end
+    end
+    assert.are.equal(1, normals)
+  end)
+
   root_it("regenerates a grub.cfg that lacks the parameters though the config has them", function()
     local root = chroot_root()
     finally(function() h.rm(root) end)

@@ -259,6 +259,13 @@ local function boots(e, kver)
   return p:sub(-#kver - 1) == "-" .. kver or p:sub(-#kver - 1) == "/" .. kver
 end
 
+-- A recovery entry (10_linux: "(recovery mode)", `single` before GRUB_CMDLINE_LINUX): its
+-- `single` is a kernel word; one after a `--` is init's (`quiet -- single` in
+-- GRUB_CMDLINE_LINUX_DEFAULT) and leaves the entry a normal one.
+function M.recovery(e)
+  return cmdline.find(e.cmdline or "", "single") ~= nil or (e.title or ""):find("recovery mode", 1, true) ~= nil
+end
+
 -- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=}: the
 -- generated grub.cfg's `linux` lines for kver (recovery entries only reported: they get
 -- GRUB_CMDLINE_LINUX alone, by design), or nil, reason.
@@ -271,8 +278,7 @@ function M.readback(ctx, wants, kver)
     if boots(e, kver) then
       local ok, miss = cmdline.has(e.cmdline or "", wants)
       out[#out + 1] = { entry = "grub: " .. table.concat(e.titles, " > "), source = path .. ":" .. e.linux_line,
-        cmdline = e.cmdline, ok = ok, missing = miss, recovery = (e.cmdline or ""):match("%f[%S]single%f[%s\0]") ~= nil
-          or (e.title or ""):find("recovery mode", 1, true) ~= nil }
+        cmdline = e.cmdline, ok = ok, missing = miss, recovery = M.recovery(e) }
     end
   end
   return out
