@@ -173,6 +173,108 @@ describe("--cmdline with GRUB", function()
   end)
 end)
 
+-- The last word naming parameter `name` (the one the kernel acts on), or nil.
+local function last_named(list, name)
+  local all = named(list, name)
+  return all[#all]
+end
+
+-- Every shape of /etc/default/grub, with both grub-mkconfigs: the shell's own reading (bash)
+-- after apply has the parameters and every word the user had; what vfioinit cannot see
+-- through is refused by PATH:LINE, nothing written; no input makes a run hang.
+describe("--cmdline with GRUB: every shape of /etc/default/grub", function()
+  local MKCONFIGS = { debian = DEBIAN_MKCONFIG, upstream = UPSTREAM_MKCONFIG }
+
+  -- apply through the CLI under a timeout (a hang is a failure, not a stuck suite); then the
+  -- words bash reads carry the parameters, and every word the user had is still there
+  -- (the parameters' own words may have been merged into).
+  local function applied(root, ids)
+    local before = grub_words(root)
+    local code, out, err = h.cli("--root " .. h.q(root) .. " --ids " .. ids .. " --cmdline --no-rebuild apply", "timeout 60")
+    assert.are.equal(0, code, out .. err)
+    local after = grub_words(root)
+    assert.is_true(value_set(last_named(after, "intel_iommu") or "")["on"], table.concat(after, " "))
+    assert.are.equal("iommu=pt", last_named(after, "iommu"))
+    for id in ids:gmatch("[^,]+") do assert.is_true(value_set(last_named(after, "vfio_pci.ids"))[id], id) end
+    for _, w in ipairs(before) do
+      local key = w:match("^[^=]*"):gsub("-", "_")
+      if key ~= "intel_iommu" and key ~= "iommu" and key ~= "vfio_pci.ids" then
+        assert.are.equal(#named(before, key), #named(after, key), w)
+      end
+    end
+    assert.are.equal(0, #assert(v.plan({ root = root, ids = ids, cmdline = true })).changes)
+    return after
+  end
+
+  it("refuses export, readonly, declare, eval, a sourced file and assignments inside if, by PATH:LINE", function()
+    local cases = {
+      { 'GRUB_TIMEOUT=5\nexport GRUB_CMDLINE_LINUX_DEFAULT="root=/dev/sda2 cryptdevice=UUID=1:root intel_iommu=off"\n', 2 },
+      { 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nexport GRUB_CMDLINE_LINUX_DEFAULT\n', 2 },
+      { 'readonly GRUB_CMDLINE_LINUX="root=/dev/sda2"\n', 1 },
+      { 'declare GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=off"\n', 1 },
+      { "GRUB_TIMEOUT=5\neval 'GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=off\"'\n", 2 },
+      { "GRUB_TIMEOUT=5\n. /etc/default/grub.local\n", 2,
+        { ["/etc/default/grub.local"] = 'GRUB_CMDLINE_LINUX="root=/dev/sda2 intel_iommu=off"\n' } },
+      { 'if [ -d /sys/firmware/efi ]; then\n  GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n', 2 },
+    }
+    for name, mk in pairs(MKCONFIGS) do
+      for _, c in ipairs(cases) do
+        local root = grub_root(c[1], mk, c[3])
+        local before = h.tree_hash(root)
+        local plan, err = v.plan({ root = root, ids = "1af4:1000", cmdline = true })
+        assert.is_nil(plan, name .. ": " .. c[1])
+        assert.matches("^/etc/default/grub:" .. c[2] .. ": .*GRUB_CMDLINE_LINUX", err)
+        local code, _, cerr = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --cmdline apply", "timeout 60")
+        assert.are.equal(1, code, cerr)
+        assert.are.equal(before, h.tree_hash(root), c[1])
+        h.rm(root)
+      end
+    end
+  end)
+
+  it("edits plain assignments next to statements that set other variables", function()
+    local text = 'export GRUB_TIMEOUT=5\nreadonly GRUB_DISABLE_OS_PROBER=true\nGRUB_CMDLINE_LINUX="root=/dev/sda2"\n'
+      .. 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+    for _, mk in pairs(MKCONFIGS) do
+      local root = grub_root(text, mk)
+      applied(root, "1af4:1000")
+      h.rm(root)
+    end
+  end)
+
+  it("merges into values built from the other variable, and never loops", function()
+    local cases = {
+      'GRUB_CMDLINE_LINUX_DEFAULT="quiet vfio-pci.ids=10de:1b81"\nGRUB_CMDLINE_LINUX="root=/dev/sda2 vfio-pci.ids=10de:1b80"\n'
+        .. 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX splash"\n',
+      'GRUB_CMDLINE_LINUX="vfio_pci.ids=10de:1b80"\nGRUB_CMDLINE_LINUX_DEFAULT="vfio-pci.ids=10de:1b81 $GRUB_CMDLINE_LINUX"\n',
+      'GRUB_CMDLINE_LINUX="root=/dev/sda2 intel_iommu=sm_on"\nGRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX} quiet"\n',
+      'GRUB_CMDLINE_LINUX="iommu=pt"\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT $GRUB_CMDLINE_LINUX"\n'
+        .. 'GRUB_CMDLINE_LINUX_DEFAULT+=" quiet"\n',
+    }
+    for _, mk in pairs(MKCONFIGS) do
+      for _, text in ipairs(cases) do
+        local root = grub_root(text, mk)
+        applied(root, "1af4:1000")
+        h.rm(root)
+      end
+    end
+  end)
+
+  it("reads CRLF line ends as sh does and keeps them", function()
+    for _, text in ipairs({ 'GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\r\nGRUB_CMDLINE_LINUX=root=/dev/sda2\r\n',
+      "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=quiet\r\n", "GRUB_TIMEOUT=5\r\n" }) do
+      for _, mk in pairs(MKCONFIGS) do
+        local root = grub_root(text, mk)
+        applied(root, "1af4:1000")
+        local new = h.readfile(root .. "/etc/default/grub")
+        assert.is_nil(new:find("[^\r]\n"), new)
+        assert.is_nil(new:find("\r[^\n]"), new)
+        h.rm(root)
+      end
+    end
+  end)
+end)
+
 -- The running system's command line without the loader's own words (kernel-install's rule),
 -- computed by the shell.
 local function running_words()
@@ -210,6 +312,22 @@ describe("--cmdline with /etc/kernel/cmdline", function()
     -- revert restores it byte for byte
     assert.is_true((v.revert({ root = root })))
     assert.are.equal("root=/dev/vda1 ro vfio-pci.ids=10de:1b80 quiet\n", h.readfile(root .. "/etc/kernel/cmdline"))
+  end)
+
+  it("reads a CRLF file's CR as the kernel does (a blank) and keeps its line ends", function()
+    local text = "# mine\r\nroot=/dev/vda1 rw\r\n"
+    local root = kroot({ ["/etc/kernel/cmdline"] = text })
+    finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    local new = h.readfile(root .. "/etc/kernel/cmdline")
+    local w = words_of(new:gsub("^#[^\n]*\n", ""))
+    assert_params(w, { "1af4:1000" })
+    assert.are.same({ "root=/dev/vda1", "rw" }, { w[1], w[2] })
+    assert.are.equal(2, select(2, new:gsub("\r\n", "")))
+    assert.is_nil(new:find("[^\r]\n") or new:find("\r[^\n]"), new)
+    -- the same apply again has nothing to do
+    assert.are.equal(0, #assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true })).changes)
   end)
 
   it("creates it from the running system's command line when kernel-install builds UKIs and it is absent", function()
