@@ -1,8 +1,9 @@
 -- The kernel command line as the kernel reads it (lib/cmdline.c next_arg, kernel/params.c):
 -- words separated by blanks (the kernel's isspace: space, tab, newline, CR, VT, FF; a CRLF
 -- file's CR is one), a double quote groups blanks into a word (`a="b c"`), no escapes;
--- `-` and `_` are the same in a parameter's name (`vfio-pci.ids` = `vfio_pci.ids`); a lone `--` ends the kernel's parameters (the rest is init's). Pure text, no I/O: the
--- bootloader modules read and write the files that hold a command line.
+-- `-` and `_` are the same in a parameter's name (`vfio-pci.ids` = `vfio_pci.ids`); a lone
+-- `--` ends the kernel's parameters (the rest is init's). Pure text, no I/O: the bootloader
+-- modules read and write the files that hold a command line.
 local M = {}
 
 -- The parameter name the kernel compares: dashes are underscores.
