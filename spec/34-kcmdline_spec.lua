@@ -275,12 +275,20 @@ describe("--cmdline with GRUB: every shape of /etc/default/grub", function()
   end)
 end)
 
--- The running system's command line without the loader's own words (kernel-install's rule),
--- computed by the shell.
-local function running_words()
-  local out = h.sh("tr ' ' '\\n' < /proc/cmdline | grep -v -e '^BOOT_IMAGE=' -e '^initrd=' | grep .")
+-- How often `word` is in list; the words a target's boot entry gives, read by the shell: a BLS entry's `options`, or the
+-- first `linux` line of a grub.cfg (its path dropped).
+local function count(list, word)
+  local n = 0
+  for _, w in ipairs(list) do if w == word then n = n + 1 end end
+  return n
+end
+
+local function target_words(root, path)
+  local awk = path:match("%.conf$") and "$1==\"options\"{for(i=2;i<=NF;i++) print $i; exit}"
+    or "$1==\"linux\"{for(i=3;i<=NF;i++) print $i; exit}"
   local t = {}
-  for w in out:gmatch("%S+") do t[#t + 1] = w end
+  for w in h.sh("awk " .. h.q(awk) .. " " .. h.q(root .. path)):gmatch("%S+") do t[#t + 1] = w end
+  assert(#t > 0, path)
   return t
 end
 
@@ -294,8 +302,7 @@ describe("--cmdline with /etc/kernel/cmdline", function()
   local function kroot(files)
     files["/etc/initramfs-tools/modules"] = ""
     local root = h.make_root({ os = { ID = "debian" }, files = files, exec = { "/usr/sbin/update-initramfs" } })
-    h.install_kernel(root, "cloud")
-    return root
+    return root, h.install_kernel(root, "cloud")
   end
 
   it("merges into the file in place, keeping the user's words and order", function()
@@ -330,28 +337,45 @@ describe("--cmdline with /etc/kernel/cmdline", function()
     assert.are.equal(0, #assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true })).changes)
   end)
 
-  it("creates it from the running system's command line when kernel-install builds UKIs and it is absent", function()
-    local root = kroot({ ["/etc/kernel/install.conf"] = "layout=uki\n" })
+  -- a root other than `/` is another machine: the start is what it boots, never this
+  -- machine's /proc/cmdline (nothing outside the root is read)
+  it("creates it from the target's own grub.cfg entry when kernel-install builds UKIs and it is absent", function()
+    local root, kver = kroot({ ["/etc/kernel/install.conf"] = "layout=uki\n" })
     finally(function() h.rm(root) end)
+    h.writefile(root .. "/boot/grub/grub.cfg", ("menuentry 'Debian GNU/Linux' {\n\tlinux\t/boot/vmlinuz-%s "
+      .. "root=UUID=0a1b ro console=ttyS1 quiet -- init-arg\n\tinitrd\t/boot/initrd.img-%s\n}\n"
+      .. "menuentry 'Debian GNU/Linux (recovery mode)' {\n\tlinux\t/boot/vmlinuz-%s root=UUID=0a1b ro single\n}\n")
+      :format(kver, kver, kver))
     local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
     assert.is_true(r.ok, r.error)
     local w = words_of(h.readfile(root .. "/etc/kernel/cmdline"))
     assert_params(w, { "1af4:1000" })
-    for _, x in ipairs(running_words()) do
-      local key = x:match("^[^=]*")
-      if key ~= "intel_iommu" and key ~= "iommu" and not key:match("^vfio[-_]pci%.ids$") then
-        assert.are.equal(1, #named(w, key), x)
-      end
-    end
-    assert.are.same({}, named(w, "BOOT_IMAGE"))
-    -- the parameters are the kernel's: before a `--` (what follows it is init's)
-    local dashes
-    for i, x in ipairs(w) do if x == "--" and not dashes then dashes = i end end
-    for i, x in ipairs(w) do
-      if x == "intel_iommu=on" or x == "iommu=pt" then assert.is_true(not dashes or i < dashes, x) end
-    end
+    local entry = target_words(root, "/boot/grub/grub.cfg")
+    for _, x in ipairs(entry) do assert.are.equal(count(entry, x), count(w, x), x) end
+    assert.are.equal(#entry + 3, #w, table.concat(w, " "))
+    -- the parameters are the kernel's: before the `--` (what follows it is init's)
+    assert.are.same({ "--", "init-arg" }, { w[#w - 1], w[#w] })
     assert.is_true((v.revert({ root = root })))
     assert.is_nil(h.readfile(root .. "/etc/kernel/cmdline"))
+  end)
+
+  it("refuses to guess when the target's boot entries give no command line, or two, naming the file to create", function()
+    local root, kver = kroot({ ["/etc/kernel/install.conf"] = "layout=bls\n" })
+    finally(function() h.rm(root) end)
+    local function refused(pattern)
+      local before = h.tree_hash(root)
+      local plan, err = v.plan({ root = root, ids = "1af4:1000", cmdline = true })
+      assert.is_nil(plan)
+      assert.matches("^/etc/kernel/cmdline: absent, .*" .. pattern .. ".*create /etc/kernel/cmdline", err)
+      local code, _, cerr = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --cmdline apply")
+      assert.are.equal(1, code, cerr)
+      assert.are.equal(before, h.tree_hash(root))
+    end
+    refused("no boot entry")
+    local entry = "title Debian\nversion %s\nlinux /vmlinuz-%s\noptions %s\n"
+    h.writefile(root .. "/boot/loader/entries/a.conf", entry:format(kver, kver, "root=/dev/vda1 rw"))
+    h.writefile(root .. "/boot/loader/entries/b.conf", entry:format(kver, kver, "root=/dev/vda2 ro"))
+    refused("/boot/loader/entries/a.conf.*/boot/loader/entries/b.conf")
   end)
 end)
 
@@ -361,8 +385,7 @@ describe("--cmdline with mkinitcpio UKIs (/etc/cmdline.d)", function()
     files["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev modconf)\n"
     files["/etc/mkinitcpio.d/linux.preset"] = files["/etc/mkinitcpio.d/linux.preset"] or PRESET
     local root = h.make_root({ os = { ID = "arch" }, files = files, exec = { "/usr/bin/mkinitcpio" } })
-    h.install_kernel(root, "cloud")
-    return root
+    return root, h.install_kernel(root, "cloud")
   end
 
   -- mkinitcpio v41's own expression over its sources, in its order.
@@ -384,15 +407,19 @@ describe("--cmdline with mkinitcpio UKIs (/etc/cmdline.d)", function()
     assert.are.equal("# root\nroot=/dev/vda2 rw\n", h.readfile(root .. "/etc/cmdline.d/10-root.conf"))
   end)
 
-  it("starts from the running command line when mkinitcpio has no source (it would reuse /proc/cmdline)", function()
-    local root = uroot({})
+  it("starts from the target's BLS entry when mkinitcpio has no source (it would reuse /proc/cmdline)", function()
+    local root, kver = uroot({})
     finally(function() h.rm(root) end)
+    local path = "/boot/loader/entries/arch.conf"
+    h.writefile(root .. path, ("title Arch Linux\nversion %s\nlinux /vmlinuz-%s\noptions root=PARTUUID=9f2e rw "
+      .. "loglevel=3\n"):format(kver, kver))
     local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
     assert.is_true(r.ok, r.error)
     local w = embedded(root)
     assert_params(w, { "1af4:1000" })
-    local rw = running_words()
-    if #rw > 0 then assert.are.equal(1, #named(w, rw[1]:match("^[^=]*")), rw[1]) end
+    local entry = target_words(root, path)
+    for _, x in ipairs(entry) do assert.are.equal(1, count(w, x), x) end
+    assert.are.equal(#entry + 3, #w, table.concat(w, " "))
   end)
 
   it("refuses a preset that sets the UKI's command line itself", function()
