@@ -89,24 +89,28 @@ local function sources(ctx, with_dropins)
 end
 
 -- Parameters already written somewhere are merged where they are written, one at a
--- time, evaluating again after each edit so every offset stays true. Returns the
--- evaluation of the edited files, or nil, reason.
+-- time, evaluating again after each edit so every offset stays true. Each edit makes the
+-- effective line's word for one parameter as wanted, so #wants edits are enough: a run
+-- needing more is refused, never looped. Returns the evaluation of the edited files, or
+-- nil, reason.
 local function merges(files, wants, edited)
-  while true do
+  for _ = 0, #wants do
     local ev, err = grubvars.evaluate(files)
     if not ev then return nil, err end
     local list, why = words.to_merge(grubvars.line(ev), wants)
     if not list then return nil, ("%s: %s"):format(M.DEFAULT, why) end
     local want = list[1]
     if not want then return ev end
-    local p = grubvars.holder(ev, "GRUB_CMDLINE_LINUX_DEFAULT", want.name)
-      or grubvars.holder(ev, "GRUB_CMDLINE_LINUX", want.name)
-    if not p then
-      return nil, ("%s: %s is set through a variable vfioinit cannot edit"):format(M.DEFAULT, want.name)
+    local w, werr = grubvars.word_at(ev, want.name)
+    local new = w and cmdline.add(w.text, { want })
+    if not new or new == w.text then
+      return nil, ("%s: %s"):format(w and (w.file.path .. ":" .. w.a.line) or M.DEFAULT,
+        werr or (want.name .. " is set through a variable vfioinit cannot edit"))
     end
-    p.file.text = assert(grubvars.edit_value(p, { want }))
-    edited[p.file.path] = p.file
+    w.file.text = w.file.text:sub(1, w.lo - 1) .. new .. w.file.text:sub(w.hi + 1)
+    edited[w.file.path] = w.file
   end
+  return nil, ("%s: the parameters are set through variables vfioinit cannot edit"):format(M.DEFAULT)
 end
 
 -- The ids vfioinit added to the user's files before and this run does not name come out
@@ -183,14 +187,15 @@ local function inplace_add(ev, files, add, edited)
     local t = f.text
     local raw = t:sub(p.lo, p.hi)
     local sep = (raw == "" or raw:match("%s$")) and "" or " "
-    local quoted = p.lo ~= p.a.first + #p.a.name + (p.a.append and 2 or 1)
     local grown = select(2, cmdline.split(raw)) and wordfiles.insert(raw, add) or (raw .. sep .. words_)
-    local new = quoted and grown or ('"' .. grown .. '"')
+    local new = grubvars.bare(p) and ('"' .. grown .. '"') or grown
     f.text = t:sub(1, p.lo - 1) .. new .. t:sub(p.hi + 1)
   else
+    -- a new line, with the file's line ends (CRLF stays CRLF)
     local t = f.text or ""
-    if t ~= "" and not t:match("\n$") then t = t .. "\n" end
-    f.text = t .. ('GRUB_CMDLINE_LINUX_DEFAULT="%s"\n'):format(words_)
+    local eol = t:find("\r\n", 1, true) and "\r\n" or "\n"
+    if t ~= "" and not t:match("\n$") then t = t .. eol end
+    f.text = t .. ('GRUB_CMDLINE_LINUX_DEFAULT="%s"'):format(words_) .. eol
   end
   edited[f.path] = f
 end
@@ -203,16 +208,10 @@ local function keep_ids(own, line, wants, add)
   if had and not cmdline.find(line, "vfio-pci.ids") then add[#add + 1] = had.text end
 end
 
--- edits(ctx, wants) -> list of {path=, before=, after=} | nil, "PATH:LINE: reason"
-function M.edits(ctx, wants)
-  local use_dropin = M.dropins(ctx)
-  local files, own = sources(ctx, use_dropin)
-  if not files then return nil, own end
-  local before = {}
-  for _, f in ipairs(files) do before[f.path] = f.text end
-  local edited = {}
-  local ok, derr = drop_ids(ctx, files, wants, edited)
-  if not ok then return nil, derr end
+-- plan(files, own, use_dropin, wants, edited, before) -> changes | nil, "PATH:LINE: reason":
+-- the edits of the files grub-mkconfig sources (pure text; `edited`: the files already
+-- changed, `before`: each file's text as read).
+local function plan(files, own, use_dropin, wants, edited, before)
   local ev, err = merges(files, wants, edited)
   if not ev then return nil, err end
   local add = words.missing(grubvars.line(ev), wants)
@@ -246,12 +245,38 @@ function M.edits(ctx, wants)
   return changes
 end
 
+-- edits(ctx, wants) -> list of {path=, before=, after=} | nil, "PATH:LINE: reason"
+function M.edits(ctx, wants)
+  local use_dropin = M.dropins(ctx)
+  local files, own = sources(ctx, use_dropin)
+  if not files then return nil, own end
+  local edited, before = {}, {}
+  for _, f in ipairs(files) do before[f.path] = f.text end
+  local ok, derr = drop_ids(ctx, files, wants, edited)
+  if not ok then return nil, derr end
+  return plan(files, own, use_dropin, wants, edited, before)
+end
+
+-- The plan for /etc/default/grub holding `text` alone, edited in place with ids: what the
+-- fuzz harness fuzz/grub_vars.c drives (every input ends, as changes or nil, reason).
+function M.edit_default(text)
+  return plan({ { path = M.DEFAULT, text = text } }, { index = 2 }, false, words.wants({ "10de:1b80" }), {},
+    { [M.DEFAULT] = text })
+end
+
 -- The command that regenerates grub.cfg (run chrooted, after apply and after revert).
 function M.regenerate(ctx)
   local t = M.tool(ctx)
   if not t then return nil end
   if t.name == "update-grub" then return { "update-grub" } end
   return { t.name, "-o", M.config(ctx) }
+end
+
+-- A recovery entry (10_linux: "(recovery mode)", `single` before GRUB_CMDLINE_LINUX): its
+-- `single` is a kernel word; one after a `--` is init's (`quiet -- single` in
+-- GRUB_CMDLINE_LINUX_DEFAULT) and leaves the entry a normal one.
+function M.recovery(e)
+  return cmdline.find(e.cmdline or "", "single") ~= nil or (e.title or ""):find("recovery mode", 1, true) ~= nil
 end
 
 -- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=, default=,
@@ -273,8 +298,7 @@ function M.readback(ctx, wants, kver)
   for i, e in ipairs(cfg.entries) do
     if places.names_kernel(e.linux, kver, base) then
       local ok, miss = cmdline.has(e.cmdline or "", wants)
-      local recovery = (e.cmdline or ""):match("%f[%S]single%f[%s\0]") ~= nil
-        or (e.title or ""):find("recovery mode", 1, true) ~= nil
+      local recovery = M.recovery(e)
       out[#out + 1] = { entry = "grub: " .. table.concat(e.titles, " > "), source = path .. ":" .. e.linux_line,
         cmdline = e.cmdline, ok = ok, missing = miss, default = defs[i], recovery = recovery and not defs[i] }
     end
