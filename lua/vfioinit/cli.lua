@@ -12,6 +12,7 @@ local M = {}
 -- commands: the commands that take it (nil: every one; --help and --version take none and
 -- need no command); needs: command -> options one of which must come with it there.
 local CONFIG = { "status", "plan", "apply" }        -- what the configuration is made of
+local CHECKED = { "status", "plan", "apply", "verify" }  -- and what verify checks the line against
 local SELECT = { "status", "plan", "apply", "rebuild", "verify" }  -- which images
 local DEVICES = { "--device", "--match" }
 M.OPTIONS = {
@@ -24,7 +25,7 @@ M.OPTIONS = {
     help = "only this installed kernel version (repeatable); default: every installed kernel" },
   { "--module", arg = "NAME", key = "modules", list = true, commands = { "status", "plan", "apply", "verify" },
     help = "also load module NAME early, beside the VFIO modules (repeatable)" },
-  { "--ids", arg = "VVVV:DDDD[,...]", key = "ids", commands = CONFIG,
+  { "--ids", arg = "VVVV:DDDD[,...]", key = "ids", commands = CHECKED,
     help = "PCI vendor:device IDs vfio-pci must claim: writes /etc/modprobe.d/vfioinit.conf "
       .. "(options vfio-pci ids=, softdeps) into every image" },
   { "--device", arg = "DDDD:BB:DD.F", key = "devices", list = true, commands = CONFIG,
@@ -33,7 +34,7 @@ M.OPTIONS = {
   { "--match", arg = "REGEX", key = "match", commands = CONFIG,
     help = "choose devices of this machine by a PCRE2 pattern over 'vvvv:dddd Vendor Device [Class]' "
       .. "(names from pci.ids); needs --root /" },
-  { "--cmdline", key = "cmdline", commands = CONFIG,
+  { "--cmdline", key = "cmdline", commands = CHECKED,
     help = "also put intel_iommu=on iommu=pt (and, with --ids, vfio-pci.ids=) on the kernel command "
       .. "line: GRUB's config (then update-grub), /etc/kernel/cmdline or /etc/cmdline.d/vfioinit.conf, "
       .. "grubby, kernelstub; needed when vfio-pci is built into the kernel" },

@@ -42,7 +42,7 @@ M.CALLS = {
   status = plus(PLAN, { "full" }),
   update_initramfs = plus(PLAN, { "full", "dry_run", "rebuild", "verify", "timeout", "log", "on_output",
     "backup" }),
-  verify = { "root", "generators", "kernels", "modules", "full" },
+  verify = { "root", "generators", "kernels", "modules", "full", "cmdline", "ids" },
   rebuild = { "root", "generators", "kernels", "timeout", "log", "on_output" },
   boot_chains = { "root", "generators", "kernels" },
   revert = { "root", "force", "dry_run", "timeout" },
