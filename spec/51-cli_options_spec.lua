@@ -89,7 +89,7 @@ describe("options a command does not take", function()
       { "--dry-run plan", "--dry-run does not apply to plan" },
       { "--dry-run rebuild", "--dry-run does not apply to rebuild" },
       { "--module virtio_net rebuild", "--module does not apply to rebuild" },
-      { "--ids 10de:1b80 verify", "--ids does not apply to verify" },
+      { "--softdeps verify", "--softdeps does not apply to verify" },
       { "--timeout 5 verify", "--timeout does not apply to verify" },
       { "--cmdline revert", "--cmdline does not apply to revert" },
       { "--generator mkinitcpio revert", "--generator does not apply to revert" },

@@ -127,6 +127,9 @@ local FILES = {
   { "/etc/dracut.conf.d/99-vfioinit-cmdline.conf", "--cmdline, dracut building UKIs." },
   { "/etc/vfioinit/<tool>.cmdline", "--cmdline where grubby or kernelstub edits the boot entries: a "
     .. "record of the operations apply runs through the tool, which revert inverts." },
+  { "/etc/vfioinit/<target>.base", "--cmdline, where vfioinit created /etc/kernel/cmdline or "
+    .. "/etc/cmdline.d/vfioinit.conf: the command line the new file started from, which tells the "
+    .. "words that were there before vfioinit's; revert removes it with the file." },
   { "IMAGE.vfioinit-prev", "while an image is rebuilt: the previous one, put back when the rebuild fails "
     .. "or times out or the new image lacks a module." },
   { "FILE.vfioinit-edited", "revert --force: the content of a file edited since vfioinit wrote it." },
