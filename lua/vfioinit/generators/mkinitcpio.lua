@@ -70,20 +70,17 @@ local function hooks_edit(files, scans)
 end
 
 -- HOOKS: the bind hook (lua/vfioinit/bind.lua) right before `udev`, else after the
--- first hook (`base`). Its run_earlyhook runs before every hook's run_hook (udev's
--- coldplug), in HOOKS order. Under the `systemd` hook systemd is init and no runtime
--- hook runs at all: refused (README "Choosing devices").
+-- first hook (`base`, or `systemd` without it). Under busybox's init its run_earlyhook
+-- runs before every hook's run_hook (udev's coldplug), in HOOKS order; under the
+-- `systemd` hook systemd is init and runs no runtime hook: the unit the install hook
+-- adds runs the same function (M.bind below).
 local function bind_hook_edit(files, scans)
   local words = engine.words(engine.effective(scans, "HOOKS"))
-  if #words == 0 then return nil, (files[1].path or "config") .. ": no HOOKS array: --device needs one with udev" end
+  if #words == 0 then return nil, (files[1].path or "config") .. ": no HOOKS array: --device needs one with udev or systemd" end
   local anchor
   for _, w in ipairs(words) do
     local v = w.it.value
     if v == bind.NAME then return false end
-    if v == "systemd" then
-      return nil, ("%s:%d: HOOKS has systemd, whose init runs no runtime hook: --device needs the udev hook "
-        .. "(or bind with --ids)"):format(files[w.fi].path or "config", w.it.line or 0)
-    end
     if v == "udev" and not anchor then anchor = w end
   end
   local e
@@ -335,18 +332,52 @@ end
 -- runtime hook (add_runscript finds it with `type -P` in /etc/initcpio/hooks, so it
 -- must be executable), whose run_earlyhook runs the script; bind_hook_edit above
 -- puts it in HOOKS. The image's `config` lists it in EARLYHOOKS, in HOOKS order.
+--
+-- With the `systemd` hook, /init is systemd, which reads no EARLYHOOKS: the install hook
+-- also adds a unit (only in the image; inert where busybox's init runs) that sources the
+-- same runtime hook and calls run_earlyhook, ordered before systemd-udevd, its coldplug
+-- (systemd-udev-trigger) and systemd-modules-load (MODULES), pulled in by sysinit.target.
+-- A modprobe.d `install` command for the native driver was the other way: it needs each
+-- device's driver known when the image is built, never runs for a driver built into the
+-- kernel, and /etc/modprobe.d is also the booted system's.
 local BIND_HOOK = "/etc/initcpio/hooks/" .. bind.NAME
+local UNIT = "usr/lib/systemd/system/" .. bind.NAME .. ".service"
+local UNIT_WANTS = "usr/lib/systemd/system/sysinit.target.wants/" .. bind.NAME .. ".service"
+M.BIND_UNIT = ([[
+[Unit]
+Description=Bind PCI devices to vfio-pci by address (vfioinit --device)
+DefaultDependencies=no
+Before=systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/busybox sh -c '. /hooks/%s && run_earlyhook'
+]]):format(bind.NAME)
+
+-- Is the image's /init systemd (the `systemd` hook's link) rather than busybox's script?
+local function systemd_init(contents)
+  local init = util.member(contents, "init") or ""
+  return not init:find("^#!") and init:find("systemd$") ~= nil
+end
 
 M.bind = {
   script = BIND_HOOK,
-  want = { "hooks/" .. bind.NAME, "config" },
+  want = { "hooks/" .. bind.NAME, "config", "init", UNIT, UNIT_WANTS },
   files = function(ctx)
-    local install = ([[
+    local install = ([==[
 #!/bin/bash
-# Written by vfioinit (--device): adds the runtime hook %s. `vfioinit revert` removes it.
-build() { add_module vfio_pci; add_runscript; }
+# Written by vfioinit (--device): adds the runtime hook %s, and the unit that runs it
+# where the systemd hook makes systemd init. `vfioinit revert` removes it.
+build() {
+    add_module vfio_pci
+    add_runscript
+    [[ -e "$BUILDROOT/usr/bin/busybox" ]] || add_binary /usr/lib/initcpio/busybox /usr/bin/busybox
+    add_file - /%s 0644 <<'VFIOINIT_UNIT'
+%sVFIOINIT_UNIT
+    add_symlink /%s ../%s.service
+}
 help() { echo "binds the PCI devices vfioinit was given to vfio-pci before udev"; }
-]]):format(bind.NAME)
+]==]):format(bind.NAME, UNIT, M.BIND_UNIT, UNIT_WANTS, bind.NAME)
     local body = ctx.bind.body:gsub("([^\n]+)", "\t%1")
     return {
       { path = "/etc/initcpio/install/" .. bind.NAME, after = install, mode = 493 },
@@ -355,6 +386,11 @@ help() { echo "binds the PCI devices vfioinit was given to vfio-pci before udev"
   end,
   check = function(contents, text)
     if util.member(contents, "hooks/" .. bind.NAME) ~= text then return { BIND_HOOK .. " (not in the image)" } end
+    if systemd_init(contents) then
+      if util.member(contents, UNIT) ~= M.BIND_UNIT then return { "/" .. UNIT .. " (not in the image)" } end
+      if not util.member(contents, UNIT_WANTS) then return { "/" .. UNIT .. " (not wanted by sysinit.target)" } end
+      return {}
+    end
     local early = (util.member(contents, "config") or ""):match('\nEARLYHOOKS="([^"]*)"') or ""
     local pos, n = {}, 0
     for w in early:gmatch("%S+") do n = n + 1; pos[w] = pos[w] or n end
