@@ -1,0 +1,199 @@
+-- A revert always finishes (issue 22):
+--  13. the command a revert runs (grubby/kernelstub's inverse, update-grub) runs while the
+--      manifest still names its file: a failed or killed one is finished by the next revert
+--      (kill -9 at every mutating call and around every command, as spec/84-state does);
+--  14. a lost backup stops the restore of that one file only: every other file is restored,
+--      the lost one is named with the reason (exit 1), and `revert --force` forgets it;
+--  15. revert settles the `<image>.vfioinit-prev` a killed rebuild left, as apply does.
+-- Oracles: the BLS entries' options and grub.cfg as the stand-in tools write them (the
+-- grub.cfg generated before apply, byte for byte), awk over the manifest, bytes of files.
+local h = require "helpers"
+local v = require "vfioinit"
+local context = require "vfioinit.context"
+local bootloaders = require "vfioinit.bootloaders"
+
+local q = h.q
+local root_it = h.chroot_it(it, pending)
+local build = os.getenv("VFIOINIT_BUILD") or "build"
+local FAIL = "/etc/standin-fails"  -- while it exists, the stand-in tool fails
+local APPLETS = "sh mkdir printf mv rm cat test ["
+
+-- A root the tools are chrooted into: busybox and the applets the stand-ins use.
+local function busybox(root)
+  h.sh("mkdir -p " .. q(root .. "/bin") .. " " .. q(root .. "/usr/sbin") .. " " .. q(root .. "/boot"))
+  h.sh("cp " .. q(h.static_busybox()) .. " " .. q(root .. "/bin/busybox"))
+  h.sh("cd " .. q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+end
+
+-- Install `fixture` as `path`, behind a wrapper that fails (status 1) while FAIL exists.
+local function failable(root, path, body)
+  h.writefile(root .. path .. ".real", body, 493)
+  h.writefile(root .. path, ("#!/bin/sh\n[ -e %s ] && { echo 'stand-in failure' >&2; exit 1; }\nexec %s.real \"$@\"\n")
+    :format(FAIL, path), 493)
+end
+
+-- What apply's regenerate stage runs for target `name` (setup: apply's own path).
+local function regenerate(root, name)
+  local x = bootloaders.get(name).regenerate(context.new({ root = root }))
+  if type(x[1]) == "string" then x = { x } end
+  for _, argv in ipairs(x) do
+    local e = bootloaders.run_command(root, { target = name, argv = argv }, { timeout = 60 })
+    assert(e.ok, e.error)
+  end
+end
+
+local function words(line)
+  local t = {}
+  for w in (line or ""):gmatch("%S+") do t[#t + 1] = w end
+  table.sort(t)
+  return table.concat(t, " ")
+end
+
+local ENTRY = "title Fedora Linux\nversion %s\nlinux /vmlinuz-%s\ninitrd /initramfs-%s.img\n"
+  .. "options root=/dev/vda1 ro vfio_pci.ids=10de:1b80 rhgb\n"
+local BLS = "/boot/loader/entries/a.conf"
+
+-- grubby's root after `apply --cmdline`: the BLS entry carries the parameters.
+local function grubby_root()
+  local root = h.make_root({ os = { ID = "fedora" }, files = { ["/etc/dracut.conf"] = "" }, exec = { "/usr/bin/dracut" } })
+  local kver = h.install_kernel(root, "cloud")
+  h.writefile(root .. BLS, ENTRY:format(kver, kver, kver))
+  busybox(root)
+  failable(root, "/usr/sbin/grubby", h.readfile(h.project .. "/spec/fixtures/standin-grubby"))
+  local original = h.readfile(root .. BLS)
+  assert(assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true })):apply())
+  regenerate(root, "grubby")
+  local opts = h.sh("sed -n 's/^options //p' " .. q(root .. BLS))
+  assert(opts:find("intel_iommu=on", 1, true) and opts:find("1af4:1000", 1, true), opts)
+  return root, function(r, where)
+    -- the entry holds exactly the words it had (grubby appends a word it replaces)
+    local now = h.readfile(r .. BLS)
+    assert.are.equal(words(original:match("\noptions ([^\n]*)")), words(now:match("\noptions ([^\n]*)")), where)
+    assert.are.equal(original:gsub("\noptions [^\n]*", ""), (now:gsub("\noptions [^\n]*", "")), where)
+    assert.is_nil(h.readfile(r .. "/etc/vfioinit/grubby.cmdline"), where)
+  end
+end
+
+-- GRUB's root after `apply --cmdline`: grub.cfg generated from the drop-in.
+local function grub_root()
+  local root = h.make_root({ os = { ID = "debian" }, files = { ["/etc/initramfs-tools/modules"] = "# modules\n",
+    ["/etc/default/grub"] = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n' },
+    exec = { "/usr/sbin/update-initramfs" } })
+  local kver = h.install_kernel(root, "cloud")
+  busybox(root)
+  h.writefile(root .. "/boot/vmlinuz-" .. kver, "")
+  h.writefile(root .. "/usr/sbin/grub-mkconfig", h.readfile(h.project .. "/spec/fixtures/standin-grub-mkconfig"), 493)
+  failable(root, "/usr/sbin/update-grub", "#!/bin/sh\nexec grub-mkconfig -o /boot/grub/grub.cfg\n")
+  regenerate(root, "grub")
+  local original = h.readfile(root .. "/boot/grub/grub.cfg")
+  assert(assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true })):apply())
+  regenerate(root, "grub")
+  assert(h.readfile(root .. "/boot/grub/grub.cfg"):find("intel_iommu=on", 1, true))
+  return root, function(r, where)
+    assert.are.equal(original, h.readfile(r .. "/boot/grub/grub.cfg"), where)
+    assert.is_nil(h.readfile(r .. "/etc/default/grub.d/vfioinit.cfg"), where)
+  end
+end
+
+-- A copy of root to revert: the kernel's module tree (never written) as hard links.
+local function clone(src, dst)
+  local out, ok = h.sh(("rm -rf %s && mkdir %s && cd %s && for d in * .[!.]*; do [ -e \"$d\" ] || continue; "
+    .. "if [ \"$d\" = lib ]; then cp -al \"$d\" %s/; else cp -a \"$d\" %s/; fi; done 2>&1")
+    :format(q(dst), q(dst), q(src), q(dst), q(dst)))
+  assert(ok, out)
+end
+
+-- Nothing of vfioinit's state left.
+local function assert_no_state(r, where)
+  assert.are.equal("", h.sh("ls -A " .. q(r .. "/var/lib") .. " 2>/dev/null"), where)
+  assert.are.equal("", h.sh("find " .. q(r) .. " -name '.*.vfioinit-*'"), where)
+end
+
+-- A child lua that dies by SIGKILL at its Nth step: a mutating core.fs call (before it), or
+-- a command it spawns (before it starts, and after it ended before anything else). With
+-- N = 0 it counts the steps of a whole revert.
+local DRIVER = [[
+local project, build, root, at = ...
+package.path = project .. "/lua/?.lua;" .. project .. "/lua/?/init.lua;" .. package.path
+package.cpath = project .. "/" .. build .. "/?.so;" .. package.cpath
+local core = require "vfioinit.core"
+local n, at = 0, tonumber(at)
+local function step()
+  n = n + 1
+  if n == at then
+    local f = io.open("/proc/self/stat"); local pid = f:read("*a"):match("^(%d+)"); f:close()
+    os.execute("kill -9 " .. pid); os.exit(99)
+  end
+end
+for _, name in ipairs({ "write_atomic", "remove", "mkdirs", "rename", "copy" }) do
+  local real = core.fs[name]
+  core.fs[name] = function(...) step(); return real(...) end
+end
+local spawn = core.spawn.run
+core.spawn.run = function(...)
+  step()
+  local res = table.pack(spawn(...))
+  step()
+  return table.unpack(res, 1, res.n)
+end
+local ok, err = require("vfioinit").revert({ root = root })
+if not ok then io.stderr:write(tostring(err), "\n"); os.exit(3) end
+io.stdout:write(n, "\n")
+]]
+
+local function child(r, at)
+  local dir = h.tmpdir()
+  h.writefile(dir .. "/driver.lua", DRIVER)
+  local out = h.sh(("cd %s && %s %s %s %s %s %s 2>&1; echo rc=$?"):format(q(h.project), h.lua, q(dir .. "/driver.lua"),
+    q(h.project), q(build), q(r), q(tostring(at))))
+  h.rm(dir)
+  return tonumber(out:match("rc=(%d+)%s*$")), out
+end
+
+describe("item 13: the command after revert runs while the manifest still names its file", function()
+  for _, case in ipairs({ { "grubby", grubby_root, "grubby" }, { "update-grub", grub_root, "update-grub" } }) do
+    local name, make, tool = case[1], case[2], case[3]
+
+    root_it(name .. " fails: revert fails naming it, keeps its state, and the next revert finishes", function()
+      local r, check = make()
+      finally(function() h.rm(r) end)
+      h.writefile(r .. FAIL, "")
+      local ok, err = v.revert({ root = r })
+      assert.is_nil(ok)
+      assert.truthy(tostring(err):find(tool, 1, true), err)
+      assert.truthy(tostring(err):find("stand-in failure", 1, true), err)
+      assert.truthy(h.readfile(r .. "/var/lib/vfioinit/manifest"))
+      os.remove(r .. FAIL)
+      local list
+      ok, list = v.revert({ root = r })
+      assert.is_true(ok, list)
+      assert.truthy(list.regenerated and #list.regenerated > 0)
+      check(r)
+      assert_no_state(r)
+    end)
+
+    root_it(name .. ": kill -9 at every step of a revert, then revert: the entries are as before apply", function()
+      local template, check = make()
+      finally(function() h.rm(template) end)
+      local copy = template .. ".count"
+      clone(template, copy)
+      local rc, out = child(copy, 0)
+      h.rm(copy)
+      assert.are.equal(0, rc, out)
+      local steps = tonumber(out:match("(%d+)%s*rc="))
+      assert.is_true(steps >= 4, out)
+      for k = 1, steps do
+        local r = template .. ".k"
+        clone(template, r)
+        local where = ("kill at step %d of %d"):format(k, steps)
+        rc, out = child(r, k)
+        assert.are.equal(137, rc, where .. ": " .. out)
+        local ok, err = v.revert({ root = r })
+        assert(ok, where .. ": " .. tostring(err))
+        check(r, where)
+        assert_no_state(r, where)
+        h.rm(r)
+      end
+    end)
+  end
+end)
