@@ -197,3 +197,162 @@ describe("item 13: the command after revert runs while the manifest still names 
     end)
   end
 end)
+
+local IDS = { "1af4:1000" }
+local CONFIGS = { "/etc/mkinitcpio.conf", "/etc/dracut.conf", "/etc/initramfs-tools/modules", "/etc/booster.yaml" }
+local LOST = "/etc/mkinitcpio.conf"
+local MANIFEST = "/var/lib/vfioinit/manifest"
+
+-- A manifest field of the entry of path (awk over its tab-separated lines).
+local function field(r, path, n)
+  return (h.sh(("awk -F'\\t' -v p=%s '$3 == p { print $%d }' %s"):format(q(path), n, q(r .. MANIFEST))):gsub("\n$", ""))
+end
+
+-- Every file's path and content under root.
+local function tree(r)
+  return h.sh("cd " .. q(r) .. " && find . -type f -print0 | sort -z | xargs -0 -r sha256sum")
+end
+
+-- all four generators' configs applied; LOST's backup then deleted. Returns root, the
+-- originals, LOST as apply left it.
+local function lost_root()
+  local r = h.all_root()
+  local orig = {}
+  for _, p in ipairs(CONFIGS) do orig[p] = assert(h.readfile(r .. p)) end
+  assert(assert(v.plan({ root = r, ids = IDS })):apply())
+  assert.are.equal("saved", field(r, LOST, 1))
+  local backup = field(r, LOST, 4)
+  assert(os.remove(r .. backup))
+  return r, orig, h.readfile(r .. LOST), backup
+end
+
+describe("item 14: a lost backup stops the restore of its own file only", function()
+  it("revert restores every other file, names the lost one (exit 1) until --force forgets it", function()
+    local r, orig, applied, backup = lost_root()
+    finally(function() h.rm(r) end)
+    local created = h.sh(("awk -F'\\t' '$1 == \"created\" { print $3 }' %s"):format(q(r .. MANIFEST)))
+    assert.truthy(created:find("/etc/modprobe.d/", 1, true))
+    local code, _, err = h.cli("--root " .. q(r) .. " revert")
+    assert.are.equal(1, code, err)
+    assert.truthy(err:find("vfioinit: " .. LOST .. ": cannot be restored", 1, true), err)
+    assert.truthy(err:find(backup .. ": No such file or directory", 1, true), err)
+    assert.is_nil(err:find("damaged", 1, true), err)
+    for p, content in pairs(orig) do
+      assert.are.equal(p == LOST and applied or content, h.readfile(r .. p), p)
+    end
+    for p in created:gmatch("[^\n]+") do assert.is_nil(h.readfile(r .. p), p) end
+    -- the next revert names it again, changing nothing
+    local before = tree(r)
+    local json
+    code, json = h.cli("--root " .. q(r) .. " --json revert")
+    assert.are.equal(1, code, json)
+    assert.are.equal("False " .. LOST .. " True", h.pyjson(json, "d['ok'], d['refused'][0]['path'], d['refused'][0]['lost']"))
+    assert.are.equal(before, tree(r))
+    -- --force forgets it, leaving it as apply wrote it
+    code, _, err = h.cli("--root " .. q(r) .. " revert --force")
+    assert.are.equal(0, code, err)
+    assert.are.equal(applied, h.readfile(r .. LOST))
+    for p, content in pairs(orig) do if p ~= LOST then assert.are.equal(content, h.readfile(r .. p), p) end end
+    assert_no_state(r)
+  end)
+
+  it("Lua: nil, one line per file, refused {path=, reason=, lost=true} with refused.reverted", function()
+    local r, _, _, backup = lost_root()
+    finally(function() h.rm(r) end)
+    local paths = {}
+    for p in h.sh(("awk -F'\\t' -v p=%s '$1 != \"dir\" && NF == 8 && $3 != p { print $3 }' %s"):format(q(LOST), q(r .. MANIFEST)))
+      :gmatch("[^\n]+") do paths[#paths + 1] = p end
+    table.sort(paths)
+    local before = tree(r)
+    -- a dry run says the same and writes nothing
+    local ok, msg, refused = v.revert({ root = r, dry_run = true })
+    assert.is_nil(ok)
+    assert.are.equal(before, tree(r))
+    assert.are.equal(1, #refused)
+    ok, msg, refused = v.revert({ root = r })
+    assert.is_nil(ok)
+    assert.are.equal(1, select(2, msg:gsub("[^\n]+", "")), msg)
+    assert.are.equal(LOST, refused[1].path)
+    assert.is_true(refused[1].lost)
+    assert.truthy(refused[1].reason:find(backup, 1, true), refused[1].reason)
+    local got = {}
+    for _, e in ipairs(refused.reverted) do if e.kind ~= "dir" then got[#got + 1] = e.path end end
+    table.sort(got)
+    assert.are.same(paths, got)
+  end)
+
+  it("with a file edited by hand too: refuses, changing nothing, naming both; --force restores the edited one", function()
+    local r, orig, applied = lost_root()
+    finally(function() h.rm(r) end)
+    h.writefile(r .. "/etc/booster.yaml", h.readfile(r .. "/etc/booster.yaml") .. "# mine\n")
+    local edited = h.readfile(r .. "/etc/booster.yaml")
+    local before = tree(r)
+    local code, _, err = h.cli("--root " .. q(r) .. " revert")
+    assert.are.equal(1, code, err)
+    assert.truthy(err:find("/etc/booster.yaml: changed since vfioinit wrote it", 1, true), err)
+    assert.truthy(err:find(LOST .. ": cannot be restored", 1, true), err)
+    assert.are.equal(before, tree(r))
+    code, _, err = h.cli("--root " .. q(r) .. " revert --force")
+    assert.are.equal(0, code, err)
+    assert.are.equal(orig["/etc/booster.yaml"], h.readfile(r .. "/etc/booster.yaml"))
+    assert.are.equal(edited, h.readfile(r .. "/etc/booster.yaml.vfioinit-edited"))
+    assert.are.equal(applied, h.readfile(r .. LOST))
+    assert_no_state(r)
+  end)
+end)
+
+-- A real newc archive holding one file `name` with `content`.
+local function cpio(name, content)
+  local d = h.tmpdir()
+  h.writefile(d .. "/" .. name, content)
+  local out = h.sh("cd " .. q(d) .. " && echo " .. q(name) .. " | cpio -o -H newc --quiet")
+  h.rm(d)
+  return out
+end
+
+describe("item 15: revert settles what a killed rebuild left", function()
+  local function mkinitcpio_root()
+    local r = h.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
+      exec = { "/usr/bin/mkinitcpio" } })
+    local kver = h.install_kernel(r, "cloud")
+    return r, "/boot/initramfs-" .. kver .. ".img"
+  end
+
+  for _, case in ipairs({
+    { "a partial image", function(new) return new:sub(1, #new // 2) end, "previous" },
+    { "no image", function() return nil end, "previous" },
+    { "a complete new image", function(new) return new end, "new" },
+  }) do
+    it("after apply, with " .. case[1] .. " beside <image>.vfioinit-prev: the " .. case[3] .. " image stays", function()
+      local r, img = mkinitcpio_root()
+      finally(function() h.rm(r) end)
+      local conf = h.readfile(r .. "/etc/mkinitcpio.conf")
+      assert(assert(v.plan({ root = r, ids = IDS })):apply())
+      local prev, new = cpio("old", ("previous image\n"):rep(200)), cpio("new", ("new image\n"):rep(400))
+      h.writefile(r .. img .. ".vfioinit-prev", prev)
+      local left = case[2](new)
+      if left then h.writefile(r .. img, left) end
+      local code, out, err = h.cli("--root " .. q(r) .. " --json revert")
+      assert.are.equal(0, code, err)
+      assert.are.equal(case[3] == "new" and new or prev, h.readfile(r .. img))
+      assert.is_nil(h.readfile(r .. img .. ".vfioinit-prev"))
+      assert.are.equal(conf, h.readfile(r .. "/etc/mkinitcpio.conf"))
+      assert.are.equal((case[3] == "new" and "removed " or "restored ") .. img .. ".vfioinit-prev",
+        h.pyjson(out, "d['leftovers'][0]['action'] + ' ' + d['leftovers'][0]['path']"))
+      assert_no_state(r)
+    end)
+  end
+
+  it("with nothing to revert (a killed `vfioinit rebuild`): the previous image goes back", function()
+    local r, img = mkinitcpio_root()
+    finally(function() h.rm(r) end)
+    local prev = cpio("old", "previous image\n")
+    h.writefile(r .. img .. ".vfioinit-prev", prev)
+    h.writefile(r .. img, cpio("new", ("new image\n"):rep(400)):sub(1, 700))
+    local ok, list = v.revert({ root = r })
+    assert.is_true(ok, list)
+    assert.are.equal(prev, h.readfile(r .. img))
+    assert.is_nil(h.readfile(r .. img .. ".vfioinit-prev"))
+    assert.are.equal("restored", list.leftovers[1].action)
+  end)
+end)
