@@ -343,6 +343,18 @@ describe("item 15: revert settles what a killed rebuild left", function()
     end)
   end
 
+  it("not while a refusal (a file edited by hand) changes nothing", function()
+    local r, img = mkinitcpio_root()
+    finally(function() h.rm(r) end)
+    assert(assert(v.plan({ root = r, ids = IDS })):apply())
+    h.writefile(r .. img .. ".vfioinit-prev", cpio("old", "previous image\n"))
+    h.writefile(r .. "/etc/mkinitcpio.conf", h.readfile(r .. "/etc/mkinitcpio.conf") .. "# mine\n")
+    local before = tree(r)
+    local code, _, err = h.cli("--root " .. q(r) .. " revert")
+    assert.are.equal(1, code, err)
+    assert.are.equal(before, tree(r))
+  end)
+
   it("with nothing to revert (a killed `vfioinit rebuild`): the previous image goes back", function()
     local r, img = mkinitcpio_root()
     finally(function() h.rm(r) end)

@@ -348,7 +348,7 @@ local function cmd_revert(v, o)
   local paths, diffs = {}, {}
   local diff = require "vfioinit.diff"
   for _, e in ipairs(done or {}) do
-    paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept }
+    paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept, lost = e.lost }
     if e.action ~= "unchanged" then
       local rel = e.path:gsub("^/+", "")
       diffs[#diffs + 1] = diff.unified(e.before, e.after or "", e.before and rel or "/dev/null", e.after and rel or "/dev/null")
@@ -366,7 +366,8 @@ local function cmd_revert(v, o)
     if ok and #diffs == 0 then note(o, "nothing to revert") end
   else
     for _, p in ipairs(paths) do
-      out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "") .. "\n")
+      out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "")
+        .. (p.lost and (" (cannot be restored, " .. p.lost .. "; left as it is)") or "") .. "\n")
     end
     if ok and #paths == 0 then note(o, "nothing to revert")
     elseif ok then note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end

@@ -129,9 +129,10 @@ local function bind_facts(M, registry)
   M.drivers_for = per_kernel("drivers_for", kernel.drivers_for)
 end
 
--- revert: see its doc comment in bind_pipeline. Under the lock: the leftovers of a killed
--- rebuild are settled first (as apply does), then the files are restored, the commands
--- their restore needs (bootloaders.revert_hooks) running while the manifest names them.
+-- revert: see its doc comment in bind_pipeline. Under the lock, once the checks passed:
+-- the leftovers of a killed rebuild are settled first (as apply does), then the files are
+-- restored, the commands their restore needs (bootloaders.revert_hooks) running while the
+-- manifest names them.
 local function revert(registry)
   return function(opts)
     local o, oerr = checkopts(opts, "revert")
@@ -146,12 +147,10 @@ local function revert(registry)
     end
     local regenerated = {}
     local hooks = require("vfioinit.bootloaders").revert_hooks(root, { timeout = o.timeout }, regenerated)
-    ropts.undo, ropts.after = hooks.undo, hooks.after
     local leftovers
-    local list, err, refused = state.with_lock(root, function()
-      leftovers = pipeline.settle(root, registry)
-      return state.revert(root, ropts)
-    end)
+    ropts.undo, ropts.after = hooks.undo, hooks.after
+    ropts.begin = function() leftovers = pipeline.settle(root, registry) end
+    local list, err, refused = state.with_lock(root, state.revert, root, ropts)
     local done = list or refused and refused.reverted
     if done then
       if #regenerated > 0 then done.regenerated = regenerated end
@@ -276,11 +275,13 @@ local function bind_pipeline(M, registry)
   -- @treturn[1] {table,...} the second value, one entry per file: `{path=,
   --   action="restored"|"removed"|"unchanged", kept=PATH.vfioinit-edited|nil, before=, after=}`
   --   (`before`/`after`: the current content and what revert writes, nil for no file; with
-  --   `dry_run` the diff revert would make); `list.regenerated`: the boot-loader regeneration
-  --   commands run because a GRUB file was restored
+  --   `dry_run` the diff revert would make); `list.regenerated`: the boot-loader commands
+  --   run (a tool's inverse, update-grub, kernel-install); `list.leftovers`: the
+  --   `<image>.vfioinit-prev` settled first, as apply does
   -- @treturn[2] nil
   -- @treturn[2] string message (refusals: one line per file)
-  -- @treturn[2] {table,...} refused, `{path=, reason=}` each
+  -- @treturn[2] {table,...} refused, `{path=, reason=}` each; `lost=true` for a file whose
+  --   backup cannot be read (the others were restored: `refused.reverted` lists them)
   M.revert = revert(registry)
 
   --- A plan, as plan returns it.

@@ -23,7 +23,8 @@
 -- not (drop the entry and its backup). So a record always describes the bytes a
 -- successful write replaced. revert marks each entry `reverted` once its restore is
 -- durable, and removes backups, then the manifest, only when all are: a killed revert is
--- resumed by the next one.
+-- resumed by the next one. An entry whose backup cannot be read stays recorded (the others
+-- are reverted) until a forced revert forgets it.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 
@@ -611,15 +612,16 @@ local function revert_step(root, list, s, opts)
   return M.save(root, list)
 end
 
---- revert(root, {force=, dry_run=, undo=, after=}) -> list of {path=, action=, kept=...}
+--- revert(root, {force=, dry_run=, begin=, undo=, after=}) -> list of {path=, action=, kept=...}
 -- | nil, err, refused. Checks every file first; refuses (changing nothing) when one holds
 -- anything but what vfioinit last wrote, unless forced. Each restore is durable, then
 -- recorded `reverted`; backups and manifest go only when every entry is. A file whose
 -- backup is lost is not restored: the others are, and it is named in `refused` (with
 -- `refused.reverted`, the list of the others); forced, it is left as it is and forgotten.
--- Hooks, run while the manifest still names the files (a failed or killed one runs again
--- at the next revert): undo(step) -> true | nil, err before a file is restored;
--- after(steps) -> true | nil, err once every restore is durable.
+-- Hooks: begin() before the first write (once the checks passed); and, run while the
+-- manifest still names the files (a failed or killed one runs again at the next revert),
+-- undo(step) -> true | nil, err before a file is restored, after(steps) -> true | nil, err
+-- once every restore is durable.
 function M.revert(root, opts)
   opts = opts or {}
   local list, steps, lost = plan_revert(root, opts)
@@ -629,6 +631,7 @@ function M.revert(root, opts)
     if unforced then return partial(steps, lost) end
     return report(steps)
   end
+  if opts.begin then opts.begin() end
   M.sweep(root, (function() local p = {} for i, e in ipairs(list) do p[i] = e.path end return p end)())
   local later = {}
   for _, s in ipairs(steps) do
