@@ -384,35 +384,41 @@ local function cmd_verify(v, o)
   return ok and 0 or 2
 end
 
--- revert [--force] [--dry-run]: refusals name each file and the way out (exit 1).
+-- revert [--force] [--dry-run]: refusals name each file and the way out (exit 1). A file
+-- that cannot be restored fails the revert (exit 1) after the others are: they are listed.
 local function cmd_revert(v, o)
   local ok, list, refused = v.revert({ root = o.root, force = o.force, dry_run = o.dry_run })
-  if not ok then
-    if o.json then out(json.encode({ ok = false, error = list, refused = refused }) .. "\n") end
-    for line in (tostring(list) .. "\n"):gmatch("([^\n]*)\n") do io.stderr:write("vfioinit: " .. line .. "\n") end
-    return 1
-  end
+  local done = ok and list or refused and refused.reverted
   local paths, diffs = {}, {}
   local diff = require "vfioinit.diff"
-  for _, e in ipairs(list) do
-    paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept }
+  for _, e in ipairs(done or {}) do
+    paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept, lost = e.lost }
     if e.action ~= "unchanged" then
       local rel = e.path:gsub("^/+", "")
       diffs[#diffs + 1] = diff.unified(e.before, e.after or "", e.before and rel or "/dev/null", e.after and rel or "/dev/null")
     end
   end
+  for _, l in ipairs(done and done.leftovers or {}) do note(o, l.message) end
   if o.json then
-    out(json.encode({ ok = true, dry_run = o.dry_run or false, reverted = paths,
-      diff = o.dry_run and table.concat(diffs) or nil }) .. "\n")
+    local why = {}
+    for i, r in ipairs(refused or {}) do why[i] = { path = r.path, reason = r.reason, lost = r.lost } end
+    out(json.encode({ ok = ok or false, error = not ok and list or nil, refused = refused and why, dry_run = o.dry_run or false,
+      reverted = done and paths or nil, diff = done and o.dry_run and table.concat(diffs) or nil,
+      leftovers = done and done.leftovers or nil }) .. "\n")
   elseif o.dry_run then
     out(table.concat(diffs))
-    if #diffs == 0 then note(o, "nothing to revert") end
+    if ok and #diffs == 0 then note(o, "nothing to revert") end
   else
     for _, p in ipairs(paths) do
-      out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "") .. "\n")
+      out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "")
+        .. (p.lost and (" (cannot be restored, " .. p.lost .. "; left as it is)") or "") .. "\n")
     end
-    if #paths == 0 then note(o, "nothing to revert")
-    else note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
+    if ok and #paths == 0 then note(o, "nothing to revert")
+    elseif ok then note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
+  end
+  if not ok then
+    for line in (tostring(list) .. "\n"):gmatch("([^\n]*)\n") do io.stderr:write("vfioinit: " .. line .. "\n") end
+    return 1
   end
   return 0
 end

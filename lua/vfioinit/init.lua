@@ -132,26 +132,36 @@ local function bind_facts(M, registry)
   M.drivers_for = per_kernel("drivers_for", kernel.drivers_for)
 end
 
--- revert: see its doc comment in bind_pipeline.
-local function revert(opts)
-  local o, oerr = checkopts(opts, "revert")
-  if not o then return nil, oerr end
-  if lock_env_error() then return nil, lock_env_error() end
-  local root = o.root or "/"
-  local ropts = { force = o.force and true or false, dry_run = o.dry_run and true or false }
-  local list, err, refused
-  if ropts.dry_run then list, err, refused = state.revert(root, ropts)
-  else list, err, refused = state.with_lock(root, state.revert, root, ropts) end
-  if not list then return nil, err, refused end
-  if not ropts.dry_run then
-    -- a restored GRUB config regenerates grub.cfg, as apply did (list.regenerated)
-    local regen = require("vfioinit.bootloaders").after_revert(root, list, { timeout = o.timeout })
-    if #regen > 0 then list.regenerated = regen end
-    for _, e in ipairs(regen) do
-      if not e.ok then return nil, e.error end
+-- revert: see its doc comment in bind_pipeline. Under the lock, once the checks passed:
+-- the leftovers of a killed rebuild are settled first (as apply does), then the files are
+-- restored, the commands their restore needs (bootloaders.revert_hooks) running while the
+-- manifest names them.
+local function revert(registry)
+  return function(opts)
+    local o, oerr = checkopts(opts, "revert")
+    if not o then return nil, oerr end
+    if lock_env_error() then return nil, lock_env_error() end
+    local root = o.root or "/"
+    local ropts = { force = o.force and true or false, dry_run = o.dry_run and true or false }
+    if ropts.dry_run then
+      local list, err, refused = state.revert(root, ropts)
+      if not list then return nil, err, refused end
+      return true, list
     end
+    local regenerated = {}
+    local hooks = require("vfioinit.bootloaders").revert_hooks(root, { timeout = o.timeout }, regenerated)
+    local leftovers
+    ropts.undo, ropts.after = hooks.undo, hooks.after
+    ropts.begin = function() leftovers = pipeline.settle(root, registry) end
+    local list, err, refused = state.with_lock(root, state.revert, root, ropts)
+    local done = list or refused and refused.reverted
+    if done then
+      if #regenerated > 0 then done.regenerated = regenerated end
+      if leftovers and #leftovers > 0 then done.leftovers = leftovers end
+    end
+    if not list then return nil, err, refused end
+    return true, list
   end
-  return true, list
 end
 
 -- update_initramfs: see its doc comment in bind_pipeline. Plan, apply and rebuild run
@@ -273,12 +283,14 @@ local function bind_pipeline(M, registry)
   -- @treturn[1] {table,...} the second value, one entry per file: `{path=,
   --   action="restored"|"removed"|"unchanged", kept=PATH.vfioinit-edited|nil, before=, after=}`
   --   (`before`/`after`: the current content and what revert writes, nil for no file; with
-  --   `dry_run` the diff revert would make); `list.regenerated`: the boot-loader regeneration
-  --   commands run because a GRUB file was restored
+  --   `dry_run` the diff revert would make); `list.regenerated`: the boot-loader commands
+  --   run (a tool's inverse, update-grub, kernel-install); `list.leftovers`: the
+  --   `<image>.vfioinit-prev` settled first, as apply does
   -- @treturn[2] nil
   -- @treturn[2] string message (refusals: one line per file)
-  -- @treturn[2] {table,...} refused, `{path=, reason=}` each
-  M.revert = revert
+  -- @treturn[2] {table,...} refused, `{path=, reason=}` each; `lost=true` for a file whose
+  --   backup cannot be read (the others were restored: `refused.reverted` lists them)
+  M.revert = revert(registry)
 
   --- A plan, as plan returns it.
   -- @type Plan

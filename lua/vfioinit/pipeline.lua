@@ -77,6 +77,20 @@ function M.sweep(run, gens, report, log)
   return report.leftovers
 end
 
+--- settle(root, registry) -> leftovers: the sweep stage for `revert`, which has no plan:
+-- over every installed generator (a root that cannot be read has none to settle).
+function M.settle(root, registry)
+  local run = runs.new({ root = root }, registry, "revert")
+  if not run then return {} end
+  local gens, report = {}, {}
+  for _, g in ipairs(run.inventory.generators) do
+    if g.installed then gens[#gens + 1] = registry:get(g.name) end
+  end
+  M.sweep(run, gens, report)
+  run:close()
+  return report.leftovers
+end
+
 --- stale stage: a generator rebuilds the kernels whose image is behind its config (the
 -- config or the modprobe file changed) or fails verification.
 function M.stale(run, plan, log)
