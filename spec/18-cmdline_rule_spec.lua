@@ -1,6 +1,6 @@
 -- One rule for vfio-pci.ids on every command-line target, and init's `--`.
 --
--- The rule (README "The kernel command line"): after an apply with --ids the ids on the
+-- The rule (docs/REFERENCE.md "The kernel command line"): after an apply with --ids the ids on the
 -- line are the user's own + exactly the ones this apply names; ids an earlier apply added
 -- that this one does not name come out, ids the user wrote never do; an apply without
 -- --ids leaves them. modprobe.d's own file does the same (`options vfio-pci ids=` is

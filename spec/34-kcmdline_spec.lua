@@ -500,7 +500,7 @@ describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on r
     assert.are.same({}, named(linux_lines(root)[1], "intel_iommu"))
   end)
 
-  -- README's own example: `single` after `--` is init's, so the entry stays a normal one
+  -- docs/REFERENCE.md's own example: `single` after `--` is init's, so the entry stays a normal one
   root_it("reads `quiet -- single` as a normal entry whose words after `--` are init's", function()
     local root = chroot_root()
     finally(function() h.rm(root) end)

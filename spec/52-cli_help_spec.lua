@@ -91,6 +91,37 @@ describe("vfioinit --help", function()
   end)
 end)
 
+-- The README's CLI summary is the head of --help as printed (synopsis and commands, each
+-- command's options), and every vfioinit command its quick start shows is one the parser
+-- takes: an option added, renamed or moved to another command shows here.
+describe("README.md's CLI summary", function()
+  local readme = assert(h.readfile(h.project .. "/README.md"))
+
+  it("is --help's synopsis and commands, verbatim", function()
+    local _, help = h.cli("--help")
+    local head = assert(help:match("^(usage: .-)\n\noptions:\n"), help)
+    assert.truthy(readme:find("\n```\n" .. head .. "\n```\n", 1, true),
+      "README.md's CLI block differs from vfioinit --help; paste this between ``` lines:\n" .. head)
+  end)
+
+  it("shows only command lines the parser accepts", function()
+    local n = 0
+    for block in readme:gmatch("```sh\n(.-)```") do
+      for line in block:gmatch("[^\n]+") do
+        local cmd = line:match("^%s*vfioinit%s+(.-)%s*$")
+        if cmd then
+          local argv = {}
+          for w in cmd:gsub("%s+#.*$", ""):gmatch("%S+") do argv[#argv + 1] = w end
+          local o, err = cli.parse(argv)
+          assert.truthy(o, line .. ": " .. tostring(err))
+          n = n + 1
+        end
+      end
+    end
+    assert.is_true(n >= 4, "README.md shows " .. n .. " vfioinit command lines")
+  end)
+end)
+
 describe("the man page doc/vfioinit.1", function()
   local page = h.readfile(h.project .. "/doc/vfioinit.1")
 

@@ -310,7 +310,7 @@ describe("with a kernel installed", function()
     assert.are.equal(2, code)
     local f = os.tmpname()
     h.writefile(f, diff)
-    -- README: patch -p0 -d ROOT < plan.diff
+    -- docs/REFERENCE.md: patch -p0 -d ROOT < plan.diff
     local out, ok = h.sh("patch -p0 -d " .. h.q(r) .. " < " .. h.q(f) .. " 2>&1")
     os.remove(f)
     assert.truthy(ok, out)

@@ -13,17 +13,8 @@ by default: GRUB's (bootcfg.grub_defaults), systemd-boot's loader.conf `default`
 default_by= (those loaders, "GRUB (<grub.cfg>)", "systemd-boot (<loader.conf>)"), generator=
 (the generator whose rule names it), via= (a BLS entry GRUB reads through `blscfg`)}.
 
-Evidence, in this order (README "Boot chains"); a UKI found twice is one chain:
- 1. UKIs the generators acted on build: their `uki_path` hook, else genuki's reading of
-    mkinitcpio's `<preset>_uki` and dracut's `uefi=yes`;
- 2. kernel-install `layout=uki`: `$BOOT_ROOT/EFI/Linux/<token>-<kver>.efi`;
- 3. UKIs on an ESP/XBOOTLDR (`/efi`, `/boot`, `/boot/efi` + `EFI/Linux/*.efi`) whose
-    `.uname` is the kernel (file name holding `-<kver>-`/`-<kver>.efi` when unreadable);
- 4. BLS entries (`<same dirs>/loader/entries/*.conf`) whose `version` or `linux`/`efi`
-    path names the kernel;
- 5. grub.cfg menu entries (/boot/grub*/grub.cfg, then an ESP's EFI/<vendor>/grub.cfg) whose
-    `linux` path is `vmlinuz-<kver>` or Arch's `vmlinuz-<pkgbase>` (the default entries first);
- 6. none of these: each generator's default image (loader "generator", no command line).
+Evidence, in the order docs/CONTRACT.md "Boot chains" gives (the one statement of it); a UKI
+found twice is one chain.
 ]]
 local bootcfg = require "vfioinit.bootcfg"
 local places = require "vfioinit.bootplaces"

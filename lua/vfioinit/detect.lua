@@ -1,6 +1,6 @@
 -- Inventory of a root: distro, kernels, generators and which one is active.
 --
--- Active precedence (first that has evidence wins; see README "Detection"):
+-- Active precedence (first that has evidence wins; see docs/REFERENCE.md "Detection"):
 --   1. kernel-install plugins (/etc/kernel/install.d masks /usr/lib/kernel/install.d)
 --   2. Debian-style /etc/kernel/postinst.d hooks
 --   3. pacman hooks (/etc/pacman.d/hooks masks /usr/share/libalpm/hooks)

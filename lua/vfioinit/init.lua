@@ -3,7 +3,7 @@
 --
 -- The public contract (API, CLI, exit codes, JSON shapes) is docs/CONTRACT.md in the
 -- repository (https://github.com/vfioinit/vfioinit/blob/main/docs/CONTRACT.md); the
--- choices it leaves open are in README.md. Expected failures return `nil, message[, report]`
+-- choices it leaves open are in docs/REFERENCE.md. Expected failures return `nil, message[, report]`
 -- (`PATH:LINE: reason` where a file is at fault); misuse (a wrong argument type, an
 -- unknown option field) raises.
 -- Every path is inside `root` (default "/"), symlinks resolved inside root.
@@ -245,7 +245,7 @@ local function bind_pipeline(M, registry)
   end
 
   --- What boots each kernel: unified kernel images, BLS entries, GRUB's generated menu, else
-  -- the generator's default image (README "Boot chains").
+  -- the generator's default image (docs/CONTRACT.md "Boot chains").
   -- @function boot_chains
   -- @tparam[opt] table opts `{root="/", kernels=nil, generators=nil}`
   -- @treturn[1] {table,...} one entry per chain: `{kernel=, kind="uki"|"image", path=, initramfs=,

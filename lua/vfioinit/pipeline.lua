@@ -21,7 +21,7 @@ local state = require "vfioinit.state"
 
 local M = {}
 
---- The one report shape (update_initramfs, rebuild; README "Reports").
+--- The one report shape (update_initramfs, rebuild; docs/INTERNALS.md "The report shape").
 function M.report(root, dry_run)
   return {
     ok = false,           -- true when every stage that ran succeeded

@@ -19,7 +19,7 @@
 -- policies live in lua/vfioinit/policies/<name>.lua and use only the public API; load()
 -- gives them their `match` list from the distributions table (vfioinit.machine.FAMILIES).
 --
--- Overriding a shipped policy (see README "Extending and composing"):
+-- Overriding a shipped policy (see docs/REFERENCE.md "Extending and composing"):
 --   * vfioinit.policy.register(p): `p` replaces the policy of the same name (or adds
 --     a new one) for this vfioinit instance; registered policies are matched first,
 --     the last registered first;

@@ -1,7 +1,7 @@
 -- Small pure helpers shared by the policy modules: names, sets, validation.
 local M = {}
 
--- Lua 5.1/LuaJIT compatibility (the modules run on 5.1 through 5.4; see README "Lua versions").
+-- Lua 5.1/LuaJIT compatibility (the modules run on 5.1 through 5.4; see docs/REFERENCE.md "Lua versions").
 M.unpack = table.unpack or rawget(_G, "unpack")
 -- table.pack: values in 1..n, n = their count (nils included).
 function M.pack(...) return { n = select("#", ...), ... } end

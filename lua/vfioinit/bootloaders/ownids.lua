@@ -1,4 +1,4 @@
--- One rule for `vfio-pci.ids=` on every command-line target (README "The kernel command
+-- One rule for `vfio-pci.ids=` on every command-line target (docs/REFERENCE.md "The kernel command
 -- line"), the rule modprobe.d's own file follows: after an apply with --ids, the ids on
 -- the line are the user's own + exactly the ones this apply names. An id an earlier apply
 -- added that this one does not name is taken out again; an id the user wrote is never
