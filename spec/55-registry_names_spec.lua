@@ -1,14 +1,13 @@
 -- Lists of generator and command-line target names come from the registries
--- (lua/vfioinit/generators/init.lua, bootloaders/init.lua): --help, the man page and the bash
--- completion are rendered from an instance's registry, so a generator registered with
--- vfioinit.register_generator shows up there; every list still written by hand (the Ansible
+-- (lua/vfioinit/generators/init.lua, bootloaders/init.lua): --help and the man page are
+-- rendered from an instance's registry, so a generator registered with
+-- vfioinit.register_generator shows up there (the completion, which reads --help, is
+-- spec/53-completion_spec.lua's); every list still written by hand (the Ansible
 -- module's choices, CONTRACT, README, the bootloaders' header) must equal its registry.
 local h = require "helpers"
 local cli = require "vfioinit.cli"
 local bootloaders = require "vfioinit.bootloaders"
-local q = h.q
 
-local SCRIPT = h.project .. "/contrib/completion/vfioinit.bash"
 local ANSIBLE = h.project .. "/contrib/ansible/ansible_collections/vfioinit/vfioinit/plugins/modules/initramfs.py"
 
 -- The smallest generator register_generator accepts (docs/INTERNALS.md "Generator interface").
@@ -34,26 +33,7 @@ local function help_names(text)
   return split(assert(row:gsub("%s+", " "):match("one of: ([^;]*);"), text))
 end
 
--- COMPREPLY of the completion for `vfioinit --generator <cur>`, `bin` standing for vfioinit.
-local function complete_generator(bin, cur)
-  local script = ("source %s; COMP_WORDS=(%s --generator %s); COMP_CWORD=2; _vfioinit; "
-    .. "printf '%%s\\n' \"${COMPREPLY[@]}\""):format(q(SCRIPT), q(bin), q(cur))
-  local out, ok = h.sh("bash --norc --noprofile -c " .. q(script) .. " 2>&1")
-  assert(ok, out)
-  local list = {}
-  for l in out:gmatch("([^\n]+)\n") do list[#list + 1] = l end
-  table.sort(list)
-  return list
-end
-
-local function sorted(t)
-  local c = {}
-  for i, v in ipairs(t) do c[i] = v end
-  table.sort(c)
-  return c
-end
-
-describe("generator names in --help, the man page and the completion", function()
+describe("generator names in --help and the man page", function()
   it("--help of an instance lists its registered generators; other instances' do not", function()
     local v = instance()
     assert.are.same(v.generator_names(), help_names(cli.usage(v)))
@@ -65,24 +45,6 @@ describe("generator names in --help, the man page and the completion", function(
     local man = cli.manpage():gsub("\\%-", "-")
     local row = assert(man:match("one of: ([^;]*);"))
     assert.are.same(require("vfioinit.generators").new():names(), split(row))
-  end)
-
-  it("the completion offers the generators of the instance whose --help it reads", function()
-    local dir = h.tmpdir()
-    finally(function() h.rm(dir) end)
-    local bin = dir .. "/vfioinit"
-    h.writefile(bin, ("#!/bin/sh\nexec %s -e %s\n"):format(h.lua, q(([[
-      package.path = %q .. "/lua/?.lua;" .. %q .. "/lua/?/init.lua;" .. package.path
-      package.cpath = %q .. "/?.so;" .. package.cpath
-      local v = require("vfioinit").new()
-      v.register_generator(%s)
-      io.write(require("vfioinit.cli").usage(v))]]):format(h.project, h.project,
-        h.project .. "/" .. (os.getenv("VFIOINIT_BUILD") or "build"), EXTRA))))
-    h.sh("chmod +x " .. q(bin))
-    assert.are.same(sorted(instance().generator_names()), complete_generator(bin, ""))
-    assert.are.same({ "mygen" }, complete_generator(bin, "my"))
-    assert.are.same(sorted(require("vfioinit").generator_names()),
-      complete_generator(h.project .. "/bin/vfioinit", ""))
   end)
 end)
 

@@ -469,8 +469,8 @@ function M.main(argv, v)
     return 0
   end
   if o.version then
-    local v = require("vfioinit")._VERSION
-    out(o.json and (json.encode({ ok = true, version = v }) .. "\n") or (v .. "\n"))
+    local version = (v or require "vfioinit")._VERSION
+    out(o.json and (json.encode({ ok = true, version = version }) .. "\n") or (version .. "\n"))
     return 0
   end
   if not o.command then return usage_error(o.json, "no command given") end
