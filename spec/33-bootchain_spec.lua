@@ -632,7 +632,7 @@ describe("boot chain: real roots (tools/mkroot)", function()
 end)
 
 -- apply with a stand-in booster (core.spawn.run writes a real newc image with the kernel's
--- VFIO modules, as in spec/89-run_spec.lua): the rebuild is judged on what it built, the
+-- VFIO modules, as in spec/42-run_spec.lua): the rebuild is judged on what it built, the
 -- final verification on what the boot entry loads.
 describe("boot chain: apply verifies what boots, not only what it built", function()
   local core = require "vfioinit.core"

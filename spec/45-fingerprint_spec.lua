@@ -4,7 +4,7 @@
 -- a same-size rewrite that restores mtime, a replace by rename, a damaged store or a
 -- config changed since all make vfioinit read the image again.
 --
--- The generator (booster) is stubbed as in spec/89-run_spec.lua: core.spawn.run writes a
+-- The generator (booster) is stubbed as in spec/42-run_spec.lua: core.spawn.run writes a
 -- real newc cpio image on the host. Reads are counted by wrapping core.image.list.
 local h = require "helpers"
 local core = require "vfioinit.core"

@@ -7,9 +7,10 @@ local q = h.q
 
 local SCRIPT = h.project .. "/contrib/completion/vfioinit.bash"
 
--- complete(words...) -> sorted list of COMPREPLY for the last word being completed.
-local function complete(...)
-  local words = { h.project .. "/bin/vfioinit", ... }
+-- complete_for(program, words...) -> sorted list of COMPREPLY for the last word being
+-- completed, `program` standing for vfioinit (the completion reads its --help).
+local function complete_for(program, ...)
+  local words = { program, ... }
   local quoted = {}
   for i, w in ipairs(words) do quoted[i] = q(w) end
   local script = ("source %s; complete -p vfioinit >/dev/null || exit 3; COMP_WORDS=(%s); COMP_CWORD=%d; "
@@ -22,6 +23,8 @@ local function complete(...)
   table.sort(list)
   return list
 end
+
+local function complete(...) return complete_for(h.project .. "/bin/vfioinit", ...) end
 
 describe("bash completion", function()
   it("completes the commands", function()
@@ -62,6 +65,29 @@ describe("bash completion", function()
     table.sort(names)
     assert.are.same(names, complete("--generator", ""))
     assert.are.same({ "dracut" }, complete("--generator", "dr"))
+  end)
+
+  it("completes the generators of the instance whose --help it reads (one with its own generator)", function()
+    local dir = h.tmpdir()
+    finally(function() h.rm(dir) end)
+    -- the smallest generator register_generator accepts (docs/INTERNALS.md "Generator interface")
+    local extra = [[{ name = "mygen", command = "mygen", edits = function() return {} end,
+      image_path = function() return "/boot/mygen.img" end, rebuild_argv = function() return {} end }]]
+    local bin = dir .. "/vfioinit"
+    h.writefile(bin, ("#!/bin/sh\nexec %s -e %s\n"):format(h.lua, q(([[
+      package.path = %q .. "/lua/?.lua;" .. %q .. "/lua/?/init.lua;" .. package.path
+      package.cpath = %q .. "/?.so;" .. package.cpath
+      local v = require("vfioinit").new()
+      v.register_generator(%s)
+      io.write(require("vfioinit.cli").usage(v))]]):format(h.project, h.project,
+        h.project .. "/" .. (os.getenv("VFIOINIT_BUILD") or "build"), extra))))
+    h.sh("chmod +x " .. q(bin))
+    local v = require("vfioinit").new()
+    v.register_generator(assert(load("return " .. extra))())
+    local names = v.generator_names()
+    table.sort(names)
+    assert.are.same(names, complete_for(bin, "--generator", ""))
+    assert.are.same({ "mygen" }, complete_for(bin, "--generator", "my"))
   end)
 
   it("completes the kernels installed in --root, and nothing after an option that takes a free value", function()

@@ -9,6 +9,8 @@ local M = {}
 -- the bash completion (contrib/completion) all read this table, so adding an option is one
 -- row. arg: the value's name (nil: a flag); key: the field of the parsed options; list: the
 -- option may repeat, its values collect in a list; complete: what completes its value;
+-- values: the list of names ("generators") that {values} in its help stands for, taken from
+-- the instance's registry when the text is rendered;
 -- commands: the commands that take it (nil: every one; --help and --version take none and
 -- need no command); needs: command -> options one of which must come with it there.
 local CONFIG = { "status", "plan", "apply" }        -- what the configuration is made of
@@ -19,8 +21,8 @@ M.OPTIONS = {
   { "--root", arg = "DIR", key = "root", complete = "dir",
     help = "configure the system mounted at DIR instead of / (a chroot being provisioned)" },
   { "--generator", arg = "NAME", key = "generators", list = true, complete = "generator", commands = SELECT,
-    help = "only this generator (mkinitcpio, dracut, initramfs-tools, booster; repeatable); "
-      .. "default: the active one, else every installed one" },
+    values = "generators",
+    help = "only this generator (repeatable), one of: {values}; default: the active one, else every installed one" },
   { "--kernel", arg = "KVER", key = "kernels", list = true, complete = "kernel", commands = SELECT,
     help = "only this installed kernel version (repeatable); default: every installed kernel" },
   { "--module", arg = "NAME", key = "modules", list = true, commands = { "status", "plan", "apply", "verify" },
@@ -97,7 +99,14 @@ M.STREAMS = "Data (diffs, status, results, JSON) goes to stdout; progress, warni
   .. "such as 'nothing to change' go to stderr."
 
 local usage_text = require "vfioinit.usage"
-local USAGE = usage_text.help(M)
+-- The names the help text lists: the generators of instance `v` (a vfioinit instance), or
+-- the built-in ones when none is given (--help and the man page need no built core).
+local function names(v)
+  return { generators = v and v.generator_names() or require("vfioinit.generators").new():names() }
+end
+--- usage(v) -> the --help text for instance `v` (default: the built-in generators only).
+function M.usage(v) return usage_text.help(M, names(v)) end
+local USAGE = M.usage()
 -- a usage error shows the synopsis only, and where the rest is
 local SYNOPSIS = USAGE:match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n"
 
@@ -171,7 +180,7 @@ function M.parse(argv)
 end
 
 -- The man page, roff, from the same tables as --help (tools/gen-man writes doc/vfioinit.1).
-function M.manpage() return usage_text.man(M) end
+function M.manpage() return usage_text.man(M, names()) end
 
 -- The one rule for streams (M.STREAMS): out() for data, note() for everything about the run.
 local function out(s) io.stdout:write(s) end
@@ -447,19 +456,21 @@ local function one_line(e)
   return "internal error: " .. msg
 end
 
-function M.main(argv)
+--- main(argv[, v]) -> exit status; `v`: the vfioinit instance to run (default require "vfioinit").
+function M.main(argv, v)
   local args = {}
   for i = 1, #(argv or {}) do args[i] = tostring(argv[i]) end
   local as_json = asks_json(args)
   local o, err = M.parse(args)
   if not o then return usage_error(as_json, err) end
   if o.help then
-    out(o.json and (json.encode({ ok = true, usage = USAGE }) .. "\n") or USAGE)
+    local usage = v and M.usage(v) or USAGE
+    out(o.json and (json.encode({ ok = true, usage = usage }) .. "\n") or usage)
     return 0
   end
   if o.version then
-    local v = require("vfioinit")._VERSION
-    out(o.json and (json.encode({ ok = true, version = v }) .. "\n") or (v .. "\n"))
+    local version = (v or require "vfioinit")._VERSION
+    out(o.json and (json.encode({ ok = true, version = version }) .. "\n") or (version .. "\n"))
     return 0
   end
   if not o.command then return usage_error(o.json, "no command given") end
@@ -467,7 +478,7 @@ function M.main(argv)
   if ierr then return fail(o, ierr) end
   local handler = HANDLERS[o.command]
   -- a closure, not xpcall's extra arguments: Lua 5.1 does not pass them on
-  local ok, code = xpcall(function() return handler(require "vfioinit", o) end, one_line)
+  local ok, code = xpcall(function() return handler(v or require "vfioinit", o) end, one_line)
   if not ok then return fail(o, code) end
   return code
 end

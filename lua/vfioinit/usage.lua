@@ -57,10 +57,15 @@ local function rows(list, col)
   return table.concat(out)
 end
 
---- help(cli) -> the text `vfioinit --help` prints.
-function M.help(cli)
+-- An option's help, its {values} replaced by the names it stands for (cli.lua's `values`).
+local function help_of(opt, names)
+  return (opt.help:gsub("{values}", function() return table.concat(names[opt.values], ", ") end))
+end
+
+--- help(cli, names) -> the text `vfioinit --help` prints; names: { generators = {...} }.
+function M.help(cli, names)
   local opts = {}
-  for _, opt in ipairs(cli.OPTIONS) do opts[#opts + 1] = { label(opt), opt.help } end
+  for _, opt in ipairs(cli.OPTIONS) do opts[#opts + 1] = { label(opt), help_of(opt, names) } end
   local examples = {}
   for _, e in ipairs(cli.EXAMPLES) do
     examples[#examples + 1] = "  " .. e[1] .. "\n      " .. wrap(e[2], 74, "      ") .. "\n"
@@ -138,8 +143,8 @@ local FILES = {
 local SEE_ALSO = { "dracut(8)", "mkinitcpio(8)", "update-initramfs(8)", "booster(1)", "modprobe.d(5)",
   "kernel-install(8)", "bootctl(1)", "grub-mkconfig(8)", "grubby(8)" }
 
---- man(cli) -> the roff source of vfioinit(1).
-function M.man(cli)
+--- man(cli, names) -> the roff source of vfioinit(1).
+function M.man(cli, names)
   local out = { '.TH VFIOINIT 1 "" "vfioinit" "User Commands"', ".SH NAME",
     "vfioinit \\- put the VFIO modules into every initramfs, before the GPU drivers",
     ".SH SYNOPSIS", ".B vfioinit" }
@@ -151,8 +156,8 @@ function M.man(cli)
   out[#out + 1] = "\\fICOMMAND\\fR [\\fIOPTION\\fR]\\&...\n.br\n.B vfioinit\n\\fB\\-\\-version\\fR | \\fB\\-\\-help\\fR"
   out[#out + 1] = ".SH DESCRIPTION\n" .. esc("vfioinit puts the VFIO kernel modules into a Linux machine's "
     .. "initramfs, ordered before the GPU drivers, so that vfio-pci claims a passthrough device before its "
-    .. "native driver does. It edits the configuration of the generators it finds (mkinitcpio, dracut, "
-    .. "initramfs-tools, booster) through a plan with a unified diff, writes atomically with backups, "
+    .. "native driver does. It edits the configuration of the generators it finds ("
+    .. table.concat(names.generators, ", ") .. ") through a plan with a unified diff, writes atomically with backups, "
     .. "rebuilds only stale images with the generator's own command and reads every image back to verify it.")
   out[#out + 1] = ".SH COMMANDS"
   for _, c in ipairs(cli.COMMANDS) do
@@ -164,7 +169,7 @@ function M.man(cli)
     end
   end
   out[#out + 1] = ".SH OPTIONS"
-  for _, opt in ipairs(cli.OPTIONS) do man_tp(out, man_label(opt), opt.help) end
+  for _, opt in ipairs(cli.OPTIONS) do man_tp(out, man_label(opt), help_of(opt, names)) end
   out[#out + 1] = ".SH EXIT STATUS"
   for _, e in ipairs(cli.EXIT) do man_tp(out, ".B " .. e[1], e[2]) end
   out[#out + 1] = ".SH ENVIRONMENT"

@@ -214,7 +214,7 @@ describe("apply under faults and kill -9", function()
       end
     end
     h.rm(work .. "/fault")
-    io.stderr:write(("\n[82-apply] %d fault trials (%d core fs calls in apply, %d failed applies); "
+    io.stderr:write(("\n[41-apply] %d fault trials (%d core fs calls in apply, %d failed applies); "
       .. "final states: %d all-before, %d all-after, %d mixed\n"):format(trials, #calls - apply_at + 1,
       failed_applies, stats.none, stats.all, stats.partial))
     assert.is_true(failed_applies > 0)
@@ -251,7 +251,7 @@ describe("apply under faults and kill -9", function()
       assert(err == nil, ("external trial %d (delay %.6f s): %s"):format(i, delay, tostring(err)))
     end
     h.rm(work .. "/kill"); h.rm(work .. "/ext")
-    io.stderr:write(("\n[82-apply] %d shim-timed SIGKILL trials (%d killed), %d external kill -9 trials "
+    io.stderr:write(("\n[41-apply] %d shim-timed SIGKILL trials (%d killed), %d external kill -9 trials "
       .. "(%d killed, child run %d us); final states: %d all-before, %d all-after, %d mixed; "
       .. "%d left a temp file (swept by the next apply); seed %d\n")
       :format(KILLS, killed, EXTERNAL, ext_killed, t, stats.none, stats.all, stats.partial, stats.temps or 0, SEED))

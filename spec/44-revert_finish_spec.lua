@@ -1,7 +1,7 @@
 -- A revert always finishes (issue 22):
 --  13. the command a revert runs (grubby/kernelstub's inverse, update-grub) runs while the
 --      manifest still names its file: a failed or killed one is finished by the next revert
---      (kill -9 at every mutating call and around every command, as spec/84-state does);
+--      (kill -9 at every mutating call and around every command, as spec/84-state_spec.lua does);
 --  14. a lost backup stops the restore of that one file only: every other file is restored,
 --      the lost one is named with the reason (exit 1), and `revert --force` forgets it;
 --  15. revert settles the `<image>.vfioinit-prev` a killed rebuild left, as apply does.
