@@ -2,7 +2,7 @@
 ** vfioinit.core: thin C primitives under the Lua policy in lua/vfioinit/.
 ** The module is a table of sub-tables, one per concern: core.fs (fs.c),
 ** core.hash (hash.c), core.image (image.c), core.kmod (kmod.c), core.lock
-** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c), core.re (re.c). Each file adds
+** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c), core.re (re.c), core.sig (sig.c). Each file adds
 ** its own with <concern>_open(L) on the module table on top of the stack. kmod.c and
 ** re.c are modules of their own (vfioinit.core.kmod, vfioinit.core.re: libkmod and
 ** libpcre2 are mapped only by a process that uses them), loaded on first use of

@@ -16,7 +16,7 @@
 
 #define PE_SECTION_HDR 40
 #define PE_COFF_HDR 24	/* "PE\0\0" + the 20-byte COFF file header */
-#define PE_OPT_READ 120	/* PE32+ up to and including the data directory's 5th entry */
+#define PE_OPT_READ 152	/* PE32+ up to and including the data directory's 5th entry (112 + 5 * 8) */
 #define PE_DIR_CERT 4	/* IMAGE_DIRECTORY_ENTRY_SECURITY */
 
 
