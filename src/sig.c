@@ -390,7 +390,7 @@ sig_read(lua_State *L)
 	const char *path = vfi_checkpath(L, 2);
 	struct sig_guard *g = guard_new(L);
 	struct sig_digests d = {0};
-	struct sig_entry e;
+	struct sig_entry e = {0};
 	struct vfi_pe *f;
 	size_t size, pos = 0;
 	unsigned len, mylen;
@@ -510,7 +510,7 @@ sig_verify(lua_State *L)
 	const char *path = vfi_checkpath(L, 2);
 	struct sig_guard *g = guard_new(L);
 	struct sig_digests d = {0};
-	struct sig_entry e;
+	struct sig_entry e = {0};
 	struct vfi_pe *f;
 	size_t size, pos = 0;
 	unsigned len;
