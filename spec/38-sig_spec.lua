@@ -6,22 +6,11 @@
 local h = require "helpers"
 local u = require "uki_helpers"
 local core = require "vfioinit.core"
+local sig = require "sig_helpers"
 
 local q, sh = h.q, h.sh
 
-local function missing()
-  for _, c in ipairs({ "sbsign", "sbverify", "openssl" }) do
-    if not select(2, sh("command -v " .. c .. " >/dev/null 2>&1")) then
-      return c .. " not installed (apt-get install sbsigntool openssl)"
-    end
-  end
-  return u.missing()
-end
-
-local function sit(desc, fn)
-  local why = missing()
-  if why then pending(desc .. " (" .. why .. ")") else it(desc, fn) end
-end
+local sit = sig.guard(it, pending)
 
 -- sbverify --cert cert file: verified?, and its stderr/stdout
 local function sbverify(cert, file)
@@ -46,20 +35,11 @@ end
 describe("core.sig (Authenticode signatures)", function()
   local dir, files, certs
   lazy_setup(function()
-    if missing() then return end
+    if sig.missing() then return end
     dir = h.tmpdir()
     certs = {}
-    for _, k in ipairs({ "a", "b" }) do
-      local out, ok = sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj %s -keyout %s -out %s 2>&1")
-        :format(q("/CN=vfioinit spec " .. k .. "/O=Test"), q(dir .. "/" .. k .. ".key"), q(dir .. "/" .. k .. ".pem")))
-      assert(ok, out)
-      certs[k] = dir .. "/" .. k .. ".pem"
-    end
-    local function sign(key, src, dst)
-      local out, ok = sh(("sbsign --key %s --cert %s --output %s %s 2>&1"):format(
-        q(dir .. "/" .. key .. ".key"), q(certs[key]), q(dir .. "/" .. dst), q(dir .. "/" .. src)))
-      assert(ok, out)
-    end
+    for _, k in ipairs({ "a", "b" }) do certs[k] = sig.keypair(dir, k, "/CN=vfioinit spec " .. k .. "/O=Test") end
+    local function sign(key, src, dst) sig.sign(dir, key, dir .. "/" .. src, dir .. "/" .. dst) end
     sh(("cp %s %s"):format(q(u.STUB), q(dir .. "/stub.efi")))
     h.writefile(dir .. "/cmdline", "quiet vfio-pci.ids=1af4:1000\n\0")
     h.writefile(dir .. "/linux", ("\1"):rep(8192))

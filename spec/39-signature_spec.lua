@@ -5,25 +5,14 @@
 local h = require "helpers"
 local u = require "uki_helpers"
 local signature = require "vfioinit.signature"
+local sig = require "sig_helpers"
 
 local q, sh = h.q, h.sh
 local KVER = "6.1.0-57-cloud-amd64"
 local GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 local DB = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
 
-local function missing()
-  for _, c in ipairs({ "sbsign", "sbverify", "openssl", "cert-to-efi-sig-list", "hash-to-efi-sig-list" }) do
-    if not select(2, sh("command -v " .. c .. " >/dev/null 2>&1")) then
-      return c .. " not installed (apt-get install sbsigntool efitools openssl)"
-    end
-  end
-  return u.missing()
-end
-
-local function sit(desc, fn)
-  local why = missing()
-  if why then pending(desc .. " (" .. why .. ")") else it(desc, fn) end
-end
+local sit = sig.guard(it, pending, { "cert-to-efi-sig-list", "hash-to-efi-sig-list" })
 
 -- openssl's SHA-256 fingerprint of a PEM file, as core.sig gives it (lowercase hex)
 local function fingerprint(pem)
@@ -37,15 +26,10 @@ end
 describe("vfioinit.signature", function()
   local dir, certs
   lazy_setup(function()
-    if missing() then return end
+    if sig.missing() then return end
     dir = h.tmpdir()
     certs = {}
-    for _, k in ipairs({ "a", "b" }) do
-      local out, ok = sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj %s -keyout %s -out %s 2>&1")
-        :format(q("/CN=vfioinit db " .. k), q(dir .. "/" .. k .. ".key"), q(dir .. "/" .. k .. ".pem")))
-      assert(ok, out)
-      certs[k] = dir .. "/" .. k .. ".pem"
-    end
+    for _, k in ipairs({ "a", "b" }) do certs[k] = sig.keypair(dir, k, "/CN=vfioinit db " .. k) end
   end)
   lazy_teardown(function() if dir then h.rm(dir) end end)
 
@@ -136,9 +120,7 @@ describe("vfioinit.signature", function()
     assert.truthy(out:find("\n  kernel%-install: [^\n]*" .. uki:gsub("%p", "%%%0") .. "[^\n]*\n    unsigned\n"), out)
     assert.truthy(out:find("secure boot: not known (the firmware is read for --root / only)\n", 1, true), out)
     -- signed with a; sbctl's db key is a, then b: sbverify decides which verifies
-    local o, ok = sh(("sbsign --key %s --cert %s --output %s %s 2>&1"):format(q(dir .. "/a.key"), q(certs.a),
-      q(root .. uki), q(dir .. "/uki.efi")))
-    assert(ok, o)
+    sig.sign(dir, "a", dir .. "/uki.efi", root .. uki)
     for _, k in ipairs({ "a", "b" }) do
       h.writefile(root .. "/var/lib/sbctl/keys/db/db.pem", h.readfile(certs[k]))
       local verifies = select(2, sh(("sbverify --cert %s %s >/dev/null 2>&1"):format(q(certs[k]), q(root .. uki))))

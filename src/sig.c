@@ -372,6 +372,50 @@ more(size_t size, size_t pos)
 }
 
 
+/* One call's pass over an image's certificate table. */
+struct sig_walk {
+	const char *path;
+	struct sig_guard *g;
+	struct vfi_pe *f;
+	struct sig_digests d;
+	size_t size, pos;
+	int idx;
+	struct sig_entry e;	/* the current entry */
+	const unsigned char *md;	/* the file's digest with e.md */
+	unsigned mdlen;
+	int digest_ok;	/* e's signed digest is md */
+};
+
+
+/* Open the image of arguments 1 (root) and 2 (path) for w, with the guard g. 0 or the values pushed. */
+static int
+walk_open(lua_State *L, struct sig_walk *w, struct sig_guard *g)
+{
+	const char *root = vfi_checkroot(L, 1);
+	memset(w, 0, sizeof *w);
+	w->path = vfi_checkpath(L, 2);
+	w->g = g;
+	return load(L, root, w->path, g, &w->f, &w->size);
+}
+
+
+/* The next entry and the file's digest with its algorithm: 1, 0 after the last, or -(values pushed). */
+static int
+walk_next(lua_State *L, struct sig_walk *w)
+{
+	int nret = 0;
+	if (!more(w->size, w->pos))
+		return 0;
+	if ((nret = entry(L, w->path, w->g, w->size, &w->pos, ++w->idx, &w->e)) != 0)
+		return -nret;
+	if ((w->md = digest_of(L, w->path, w->f, w->g, &w->d, w->e.md, &w->mdlen, &nret)) == NULL)
+		return -nret;
+	w->digest_ok = (int)w->mdlen == ASN1_STRING_length(w->e.digest)
+	    && memcmp(w->md, ASN1_STRING_get0_data(w->e.digest), w->mdlen) == 0;
+	return 1;
+}
+
+
 /***
 The Authenticode digest and signatures of a PE/COFF image.
 @function read
@@ -386,52 +430,43 @@ The Authenticode digest and signatures of a PE/COFF image.
 static int
 sig_read(lua_State *L)
 {
-	const char *root = vfi_checkroot(L, 1);
-	const char *path = vfi_checkpath(L, 2);
-	struct sig_guard *g = guard_new(L);
-	struct sig_digests d = {0};
-	struct sig_entry e = {0};
-	struct vfi_pe *f;
-	size_t size, pos = 0;
-	unsigned len, mylen;
-	int nret, idx = 0;
-	if ((nret = load(L, root, path, g, &f, &size)) != 0)
+	struct sig_walk w;
+	unsigned len;
+	int nret = 0, r;
+	if ((nret = walk_open(L, &w, guard_new(L))) != 0)
 		return nret;
 	lua_createtable(L, 0, 2);
-	const unsigned char *md = digest_of(L, path, f, g, &d, EVP_sha256(), &len, &nret);
+	const unsigned char *md = digest_of(L, w.path, w.f, w.g, &w.d, EVP_sha256(), &len, &nret);
 	if (md == NULL)
 		return nret;
 	push_hex(L, md, len);
 	lua_setfield(L, -2, "digest");
 	lua_newtable(L);
-	while (more(size, pos)) {
-		if ((nret = entry(L, path, g, size, &pos, ++idx, &e)) != 0)
-			return nret;
-		if ((md = digest_of(L, path, f, g, &d, e.md, &mylen, &nret)) == NULL)
-			return nret;
+	while ((r = walk_next(L, &w)) > 0) {
 		lua_createtable(L, 0, 5);
-		lua_pushstring(L, OBJ_nid2ln(EVP_MD_type(e.md)));
+		lua_pushstring(L, OBJ_nid2ln(EVP_MD_type(w.e.md)));
 		lua_setfield(L, -2, "algorithm");
-		push_hex(L, ASN1_STRING_get0_data(e.digest), (size_t)ASN1_STRING_length(e.digest));
+		push_hex(L, ASN1_STRING_get0_data(w.e.digest), (size_t)ASN1_STRING_length(w.e.digest));
 		lua_setfield(L, -2, "digest");
-		lua_pushboolean(L, (int)mylen == ASN1_STRING_length(e.digest)
-		    && memcmp(md, ASN1_STRING_get0_data(e.digest), mylen) == 0);
+		lua_pushboolean(L, w.digest_ok);
 		lua_setfield(L, -2, "digest_ok");
-		if (g->signers != NULL && sk_X509_num(g->signers) > 0) {
-			push_cert(L, sk_X509_value(g->signers, 0));
+		if (w.g->signers != NULL && sk_X509_num(w.g->signers) > 0) {
+			push_cert(L, sk_X509_value(w.g->signers, 0));
 			lua_setfield(L, -2, "signer");
 		}
-		STACK_OF(X509) *certs = g->p7->d.sign->cert;
+		STACK_OF(X509) *certs = w.g->p7->d.sign->cert;
 		lua_createtable(L, sk_X509_num(certs) > 0 ? sk_X509_num(certs) : 0, 0);
 		for (int i = 0; i < sk_X509_num(certs); i++) {
 			push_cert(L, sk_X509_value(certs, i));
 			lua_rawseti(L, -2, i + 1);
 		}
 		lua_setfield(L, -2, "certificates");
-		lua_rawseti(L, -2, idx);
+		lua_rawseti(L, -2, w.idx);
 	}
+	if (r < 0)
+		return -r;
 	lua_setfield(L, -2, "signatures");
-	vfi_pe_close(f);
+	vfi_pe_close(w.f);
 	return 1;
 }
 
@@ -506,42 +541,33 @@ Whether a signature of a PE/COFF image verifies against the given certificates.
 static int
 sig_verify(lua_State *L)
 {
-	const char *root = vfi_checkroot(L, 1);
-	const char *path = vfi_checkpath(L, 2);
 	struct sig_guard *g = guard_new(L);
-	struct sig_digests d = {0};
-	struct sig_entry e = {0};
-	struct vfi_pe *f;
-	size_t size, pos = 0;
-	unsigned len;
-	int nret, idx = 0;
+	struct sig_walk w;
+	int nret, r;
 	const char *why = "unsigned";
 	if (trust(L, g) == 0)
 		return fail(L, "no X.509 certificate in the certificates given");
-	if ((nret = load(L, root, path, g, &f, &size)) != 0)
+	if ((nret = walk_open(L, &w, g)) != 0)
 		return nret;
-	while (more(size, pos)) {
-		if ((nret = entry(L, path, g, size, &pos, ++idx, &e)) != 0)
-			return nret;
-		const unsigned char *md = digest_of(L, path, f, g, &d, e.md, &len, &nret);
-		if (md == NULL)
-			return nret;
-		if ((int)len != ASN1_STRING_length(e.digest) || memcmp(md, ASN1_STRING_get0_data(e.digest), len) != 0) {
+	while ((r = walk_next(L, &w)) > 0) {
+		if (!w.digest_ok) {
 			why = "the signed digest does not match the file";
 			continue;
 		}
 		BIO_free(g->bio);
-		if ((g->bio = BIO_new_mem_buf(e.content, (int)e.content_len)) == NULL)
+		if ((g->bio = BIO_new_mem_buf(w.e.content, (int)w.e.content_len)) == NULL)
 			return luaL_error(L, "not enough memory");
 		if (PKCS7_verify(g->p7, NULL, g->store, g->bio, NULL, PKCS7_BINARY) == 1) {
-			vfi_pe_close(f);
-			lua_pushinteger(L, idx);
+			vfi_pe_close(w.f);
+			lua_pushinteger(L, w.idx);
 			return 1;
 		}
 		why = "not signed by the given certificates";
 		ERR_clear_error();
 	}
-	vfi_pe_close(f);
+	if (r < 0)
+		return -r;
+	vfi_pe_close(w.f);
 	lua_pushboolean(L, 0);
 	lua_pushstring(L, why);
 	return 2;
