@@ -498,6 +498,26 @@ add_certs(struct sig_guard *g, const char *data, size_t len)
 }
 
 
+/*
+** Whether PKCS7_verify gets past PKCS7_dataInit on p7 (the digest BIOs for its md_algs),
+** asked first: OpenSSL 3.0's PKCS7_verify copies a memory BIO of content into one of its
+** own and loses that copy when PKCS7_dataInit fails (an unknown digest in md_algs).
+*/
+static int
+data_init_ok(PKCS7 *p7, BIO *in)
+{
+	BIO *b = PKCS7_dataInit(p7, in);
+	if (b == NULL)
+		return 0;
+	while (b != NULL && b != in) {
+		BIO *next = BIO_pop(b);
+		BIO_free(b);
+		b = next;
+	}
+	return 1;
+}
+
+
 /* A store holding the certificates of argument 3 (a string or a list of strings), as trust anchors. */
 static int
 trust(lua_State *L, struct sig_guard *g)
@@ -557,7 +577,7 @@ sig_verify(lua_State *L)
 		BIO_free(g->bio);
 		if ((g->bio = BIO_new_mem_buf(w.e.content, (int)w.e.content_len)) == NULL)
 			return luaL_error(L, "not enough memory");
-		if (PKCS7_verify(g->p7, NULL, g->store, g->bio, NULL, PKCS7_BINARY) == 1) {
+		if (data_init_ok(g->p7, g->bio) && PKCS7_verify(g->p7, NULL, g->store, g->bio, NULL, PKCS7_BINARY) == 1) {
 			vfi_pe_close(w.f);
 			lua_pushinteger(L, w.idx);
 			return 1;
