@@ -130,6 +130,8 @@ describe("vfioinit.signature", function()
         .. (verifies and "verifies against sbctl /var/lib/sbctl/keys/db/db.pem" or "verifies against none of the known certificates")
       assert.truthy(out:find(want .. "\n", 1, true), out)
     end
+    -- the signer of the image as it is now, for what replaces it
+    assert.are.same({ { subject = subject(certs.a), fingerprint = fingerprint(certs.a) } }, signature.signers(root, uki))
     -- --json carries the same under each chain's `signature` and `secure_boot`
     local _, json = h.cli("--root " .. q(root) .. " --json status")
     assert.are.equal("True " .. subject(certs.a) .. " 0 sbctl",

@@ -172,6 +172,19 @@ function M.image(root, path, anchors)
   return r
 end
 
+--- signers(root, path) -> list of {subject=, fingerprint=} (empty: unsigned) | nil, err: the
+-- certificates that signed an image, e.g. the one a rebuild is about to replace, so that
+-- the new image can be checked against them.
+function M.signers(root, path)
+  local info, err = core.sig.read(root, path)
+  if not info then return nil, err end
+  local out = {}
+  for _, s in ipairs(info.signatures) do
+    if s.signer then out[#out + 1] = { subject = s.signer.subject, fingerprint = s.signer.fingerprint } end
+  end
+  return out
+end
+
 --- status(root, chains, opts) -> the Secure Boot summary for `status`, and each chain of
 -- `chains` that exists gets `signature` (image's result). The firmware is read when
 -- opts.firmware (root "/"). Anchors: the firmware's db, then each readable key.
