@@ -66,6 +66,12 @@ describe("vfioinit.core", function()
     assert(ok, out)
     assert.truthy(out:find("libpcre2-8.so", 1, true), out)
     assert.is_nil(out:find("libkmod.so", 1, true), out)
+    -- core.sig: libcrypto alone, not libkmod
+    out, ok = maps_after("assert(type(core.sig.read) == 'function')")
+    assert(ok, out)
+    assert.truthy(out:find("/vfioinit/core/sig.so", 1, true), out)
+    assert.truthy(out:find("libcrypto.so", 1, true), out)
+    assert.is_nil(out:find("libkmod.so", 1, true), out)
   end)
 
   it("names the module that did not load when core.kmod's is missing", function()

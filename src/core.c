@@ -3,11 +3,12 @@
 ** each src/<concern>.c adds its own sub-table (core.fs, core.image, ...)
 ** through its <concern>_open.
 **
-** core.kmod and core.re are modules of their own (vfioinit.core.kmod,
-** vfioinit.core.re, in vfioinit/core/ beside core.so), required the first time a
-** caller reads core.kmod or core.re: libkmod pulls in libcrypto (1.4 MB resident
-** before anything is read) and libpcre2 serves only --match, so a process that reads
-** an image (verify, bench/image-list) maps neither. Callers see no difference.
+** core.kmod, core.re and core.sig are modules of their own (vfioinit.core.kmod,
+** vfioinit.core.re, vfioinit.core.sig, in vfioinit/core/ beside core.so), required
+** the first time a caller reads core.kmod, core.re or core.sig: libkmod pulls in
+** libcrypto (1.4 MB resident before anything is read), libpcre2 serves only --match
+** and libcrypto (core.sig) only signature checks, so a process that reads an image
+** (verify, bench/image-list) maps none of them. Callers see no difference.
 */
 #include <string.h>
 
@@ -16,9 +17,10 @@
 static const struct { const char *concern, *module; } parts[] = {
 	{"kmod", "vfioinit.core.kmod"},
 	{"re", "vfioinit.core.re"},
+	{"sig", "vfioinit.core.sig"},
 };
 
-/* __index of the module table: core.kmod / core.re loaded on first read, then kept. */
+/* __index of the module table: core.kmod / core.re / core.sig loaded on first read, then kept. */
 static int
 core_index(lua_State *L)
 {

@@ -233,10 +233,40 @@ local function chain_line(c)
     c.exists == false and " [missing]" or "")
 end
 
+-- Under a chain: whether its image is signed, by whom, and which known certificate it verifies against.
+local function signature_line(g)
+  if g.error then return "    signature: " .. g.error .. "\n" end
+  if not g.signed then return "    unsigned\n" end
+  return ("    signed by %s%s; %s\n"):format(table.concat(g.signers, ", "),
+    g.digest_ok and "" or " (the image changed after signing: its digest does not match)",
+    #g.trusted_by > 0 and ("verifies against " .. table.concat(g.trusted_by, ", "))
+      or "verifies against none of the known certificates")
+end
+
+-- Secure Boot: the firmware's state (the running system only) and the root's signing keys.
+local function print_secure_boot(sb)
+  if not sb then return end
+  local state = "not known (the firmware is read for --root / only)"
+  if sb.efi == false then state = "off (no EFI variables: not booted with UEFI)"
+  elseif sb.efi then
+    state = (sb.secure_boot == nil and "not known (no SecureBoot variable)" or sb.secure_boot and "on" or "off")
+      .. (sb.setup_mode and ", setup mode" or "") .. (", db: %d certificates"):format(#sb.db)
+  end
+  out("secure boot: " .. state .. "\n")
+  for _, e in ipairs(sb.errors or {}) do out("  " .. e .. "\n") end
+  for _, k in ipairs(sb.keys) do
+    out(("  signing key (%s%s): %s\n"):format(k.source, k.from and (", " .. k.from) or "",
+      k.error or (k.path .. " " .. k.subject)))
+  end
+end
+
 local function print_chains(st)
   out("boot chains:\n")
   if st.boot_chains_error then out("  " .. tostring(st.boot_chains_error) .. "\n") end
-  for _, c in ipairs(st.boot_chains or {}) do out(chain_line(c)) end
+  for _, c in ipairs(st.boot_chains or {}) do
+    out(chain_line(c))
+    if c.signature then out(signature_line(c.signature)) end
+  end
   if #(st.boot_chains or {}) == 0 and not st.boot_chains_error then out("  (none)\n") end
 end
 
@@ -273,6 +303,7 @@ local function print_status(st)
     out(("image: %s (%s, %s%s): %s\n"):format(r.image, r.generator, r.kernel, r.chain and (", booted by " .. r.chain) or "",
       r.ok and "has the VFIO modules" or ("lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
   end
+  print_secure_boot(st.secure_boot)
   print_chains(st)
 end
 

@@ -401,11 +401,13 @@ function M.status(opts, registry)
   end
   local builtin = bootloaders.builtin(run)
   local cmdline = checks_cmdline(run) and plan and bootloaders.readback(run) or nil
+  -- who signed each chain's image; the firmware's Secure Boot state only for the running system
+  local secure_boot = require("vfioinit.signature").status(inv.root, chains, { firmware = inv.root == "/" })
   run:close()
   return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
     pending_changes = pending, plan_error = perr, images = images, boot_chains = chains,
-    boot_chains_error = chains_error }
+    boot_chains_error = chains_error, secure_boot = secure_boot }
 end
 
 return M

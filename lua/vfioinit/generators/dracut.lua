@@ -300,6 +300,9 @@ local function setting(ctx, var)
   local w = simulate(scans, var)
   return w[#w] or false
 end
+-- setting(ctx, var) -> the value | false (unset) | nil, err: vfioinit.signature reads
+-- uefi_secureboot_cert through it.
+M.setting = setting
 
 -- The first line of a file in root, or nil.
 local function first_line(ctx, path)
