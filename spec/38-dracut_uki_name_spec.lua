@@ -116,3 +116,37 @@ describe("dracut's UKI name: one rule for boot chains, rebuild and verify", func
     assert.are.equal("/etc/dracut.conf.d/70-cmdline.conf", list[1].generated_from)
   end)
 end)
+
+-- mkinitcpio's preset of a kernel (issue 24): rebuild (`uki_path`, `rebuild_argv`) and boot
+-- chains name it by the one rule, bootplaces.names_kernel, also for `ALL_kver` naming the
+-- kernel by its module tree's image or by Arch's `vmlinuz-<pkgbase>` in a preset file named
+-- after neither (the shape of Arch's linux.preset, copied under another name).
+describe("mkinitcpio's UKI: one preset rule for boot chains and rebuild", function()
+  local mkinitcpio = require "vfioinit.generators.mkinitcpio"
+  local UKI = "/efi/EFI/Linux/custom-" .. KVER .. ".efi"
+
+  local function arch_root(all_kver)
+    local root = h.make_root({ files = { ["/etc/os-release"] = "ID=arch\n",
+      ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev)\n",
+      ["/etc/mkinitcpio.d/custom.preset"] = table.concat({ "# mkinitcpio preset file for the 'linux' package",
+        'ALL_kver="' .. all_kver .. '"', "PRESETS=('default')", 'default_uki="' .. UKI .. '"', "" }, "\n"),
+      ["/usr/lib/modules/" .. KVER .. "/pkgbase"] = "linux\n", ["/usr/lib/modules/" .. KVER .. "/modules.dep"] = "",
+      ["/efi/EFI/BOOT/BOOTX64.EFI"] = "x" }, exec = { "/usr/bin/mkinitcpio" } })
+    return root, context.new({ root = root, distro = { id = "arch", id_like = {} } })
+  end
+
+  for _, all_kver in ipairs({ "/usr/lib/modules/" .. KVER .. "/vmlinuz", "/boot/vmlinuz-linux" }) do
+    it("ALL_kver=" .. all_kver, function()
+      local root, ctx = arch_root(all_kver)
+      finally(function() h.rm(root) end)
+      local chains = {}
+      for _, c in ipairs(assert(bootchain.chains(ctx, { KVER }, { mkinitcpio }))[KVER]) do
+        if c.generator == "mkinitcpio" then chains[#chains + 1] = c.path end
+      end
+      assert.are.same({ UKI }, chains)
+      assert.are.equal(UKI, mkinitcpio.uki_path(ctx, KVER))
+      assert.are.equal(UKI, mkinitcpio.image_path(ctx, KVER))
+      assert.are.same({ { argv = { "mkinitcpio", "-p", "custom" }, kernels = { KVER } } }, mkinitcpio.rebuild_argv(ctx, { KVER }))
+    end)
+  end
+end)
