@@ -49,14 +49,8 @@ describe("real dracut 059: the UKI it writes is the one vfioinit names", functio
   end
 
   it("with /etc/machine-id and a BUILD_ID, then with machine_id=no", function()
-    local out, ok = sh_plain("tools/mkroot dracut-uki 2>&1")
-    assert(ok, out)
-    local dir = h.tmpdir()
-    local root = dir .. "/root"
-    out, ok = sh_plain("tools/clone-root dracut-uki " .. h.q(root) .. " 2>&1")
-    assert(ok, out)
-    finally(function() sh_plain("tools/clone-root --remove " .. h.q(root) .. " >/dev/null 2>&1"); h.rm(dir) end)
-    local kver = h.sh("ls " .. h.q(root .. "/lib/modules")):gsub("%s+$", "")
+    local root, kver, _, cleanup = h.clone_real("dracut-uki")
+    finally(cleanup)
     h.writefile(root .. "/etc/machine-id", MID .. "\n")
     -- Debian's /etc/os-release is a link to /usr/lib/os-release: dracut reads the line twice
     h.sh("echo BUILD_ID=spec-94 >> " .. h.q(root .. "/usr/lib/os-release"))
