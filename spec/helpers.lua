@@ -200,4 +200,19 @@ function M.pyjson(text, expr)
   return (out:gsub("\n$", ""))
 end
 
+-- clone_real(flavour) -> root, kver, dir, cleanup: a throwaway copy (tools/clone-root) of
+-- tools/mkroot's cached root of flavour (built first when needed) as dir/root, its one
+-- kernel, and the function that removes both (for `finally`).
+function M.clone_real(flavour)
+  local function plain(cmd) return M.sh("env -u LD_PRELOAD " .. cmd) end
+  local out, ok = plain("tools/mkroot " .. flavour .. " 2>&1")
+  assert(ok, out)
+  local dir = M.tmpdir()
+  local root = dir .. "/root"
+  out, ok = plain("tools/clone-root " .. flavour .. " " .. M.q(root) .. " 2>&1")
+  assert(ok, out)
+  local function cleanup() plain("tools/clone-root --remove " .. M.q(root) .. " >/dev/null 2>&1"); M.rm(dir) end
+  return root, (M.sh("ls " .. M.q(root .. "/lib/modules")):gsub("%s+$", "")), dir, cleanup
+end
+
 return M

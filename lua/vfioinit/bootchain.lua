@@ -23,13 +23,11 @@ local machine = require "vfioinit.machine"
 
 local M = {}
 
--- vfioinit.uki (the PE reader) may be absent in this build: then a UKI's sections are
--- unknown and the file name decides. Any error reading one UKI is that UKI's, not the run's.
+-- A UKI's sections, or nil: any error reading one UKI is that UKI's, not the run's (then
+-- its file name decides). The reader is looked up per call: spec/33 stands in its own.
 local function uki_info(ctx, path)
-  local ok, uki = pcall(require, "vfioinit.uki")
-  if not ok or type(uki) ~= "table" or type(uki.read) ~= "function" then return nil end
-  local ok2, info = pcall(uki.read, ctx.root, path)
-  if ok2 and type(info) == "table" then return info end
+  local ok, info = pcall(require("vfioinit.uki").read, ctx.root, path)
+  if ok and type(info) == "table" then return info end
   return nil
 end
 

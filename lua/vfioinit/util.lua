@@ -165,10 +165,4 @@ function M.member(contents, name)
   return contents[name] or contents["./" .. name] or contents["/" .. name]
 end
 
--- Host path of a path inside root (no resolution; for handing to tools that run outside root).
-function M.host(root, path)
-  if root == "/" or root == "" then return path end
-  return (root:gsub("/+$", "")) .. path
-end
-
 return M

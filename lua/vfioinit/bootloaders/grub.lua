@@ -23,7 +23,6 @@ M.DEFAULT = "/etc/default/grub"
 M.DROPIN_DIR = "/etc/default/grub.d"
 M.DROPIN = M.DROPIN_DIR .. "/vfioinit.cfg"
 M.TOOLS = { "update-grub", "grub-mkconfig", "grub2-mkconfig" }
-M.CONFIGS = { "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg" }
 
 local function find(ctx, cmd) return machine.command(ctx.stat, cmd) end
 
@@ -37,9 +36,10 @@ end
 
 -- grub.cfg: the one that exists, else where the tool writes it.
 function M.config(ctx)
-  for _, c in ipairs(M.CONFIGS) do if ctx.exists(c) then return c end end
+  local cfgs = places.GRUB_CFGS
+  for _, c in ipairs(cfgs) do if ctx.exists(c) then return c end end
   local t = M.tool(ctx)
-  return (t and t.name == "grub2-mkconfig") and M.CONFIGS[2] or M.CONFIGS[1]
+  return (t and t.name == "grub2-mkconfig") and cfgs[2] or cfgs[1]
 end
 
 -- True when root's grub-mkconfig sources /etc/default/grub.d/*.cfg (Debian's patch).

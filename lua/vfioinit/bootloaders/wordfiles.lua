@@ -130,11 +130,4 @@ function M.plan(files, own, wants, base, drops)
   return changes
 end
 
--- The effective line of the files, for read-back and status.
-function M.joined(files)
-  local t = {}
-  for _, f in ipairs(files) do t[#t + 1] = M.line(f.text) end
-  return table.concat(t, " ")
-end
-
 return M

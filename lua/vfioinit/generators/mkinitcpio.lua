@@ -15,6 +15,7 @@
 -- The list editing itself is vfioinit.shellvar (shared with dracut.lua); this file
 -- holds mkinitcpio's policy: which files a build sources, MODULES and HOOKS, presets.
 local machine = require "vfioinit.machine"
+local places = require "vfioinit.bootplaces"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
@@ -250,9 +251,10 @@ local function pkgbase(ctx, kver) return machine.pkgbase(ctx.read, kver) end
 
 -- Does a preset's `<p>_kver`/`ALL_kver` name kver? mkinitcpio takes a plain version as
 -- is and reads a path's version out of the kernel image; vfioinit does not read the
--- image: a path named `.../vmlinuz-<kver>` (Debian, Fedora, this root's kernel) is kver.
-local function names_kver(value, kver)
-  return value == kver or (value ~= nil and value:match("/vmlinuz%-([^/]+)$") == kver)
+-- image: bootplaces.names_kernel decides (`vmlinuz-<kver>`, Arch's `vmlinuz-<pkgbase>`,
+-- a `<kver>/` directory such as /usr/lib/modules/<kver>/vmlinuz).
+local function names_kver(value, kver, base)
+  return value == kver or places.names_kernel(value, kver, base)
 end
 
 -- The preset (file and entry) that builds kver's main image, if any.
@@ -264,7 +266,7 @@ local function preset_for(ctx, kver)
   for _, pf in ipairs(presets) do
     if base and pf.name == base then return pf, pf.presets[1] end
     for _, p in ipairs(pf.presets) do
-      if names_kver(p.kver, kver) then return pf, p end
+      if names_kver(p.kver, kver, base) then return pf, p end
     end
   end
 end
@@ -275,6 +277,43 @@ function M.uki_path(ctx, kver)
   local _, p, err = preset_for(ctx, kver)
   if err then return nil, err end
   return p and p.uki or nil
+end
+
+-- mkinitcpio v41 reads the command line of a UKI from /etc/kernel/cmdline (else
+-- /usr/lib/kernel/cmdline) and /etc/cmdline.d/*.conf.
+local function uki_cmdline_source(ctx)
+  for _, p in ipairs({ "/etc/kernel/cmdline", "/usr/lib/kernel/cmdline", "/etc/cmdline.d" }) do
+    if ctx.stat(p) then return p end
+  end
+end
+
+-- Is this preset file the one of kver? Named after its pkgbase or its version, or its
+-- `ALL_kver` names the kernel.
+local function preset_file_of(file, kver, base)
+  if file.name == kver or (base and file.name == base) then return true end
+  return names_kver(preset_files.scalar(file.vars, "ALL_kver"), kver, base)
+end
+
+--- ukis(ctx, kver) -> every UKI a preset builds for kver (`mkinitcpio -P`, function
+-- process_preset: `<p>_uki=`, or the deprecated `<p>_efi_image=`, of the preset of kver,
+-- or of an entry whose own `<p>_kver` names kver), each {path=, entry=, generator=,
+-- generated_from=} | nil, err.
+function M.ukis(ctx, kver)
+  local files, err = preset_files.read(ctx)
+  if not files then return nil, err end
+  local out, base = {}, pkgbase(ctx, kver)
+  for _, file in ipairs(files) do
+    local file_ok = preset_file_of(file, kver, base)
+    for _, p in ipairs(file.presets) do
+      local kv = p.own_kver
+      local mine = kv ~= nil and names_kver(kv, kver, base) or (kv == nil and file_ok)
+      if p.uki and mine then
+        out[#out + 1] = { path = p.uki, entry = ("preset: %s %s_uki"):format(file.path, p.name), generator = "mkinitcpio",
+          generated_from = uki_cmdline_source(ctx) }
+      end
+    end
+  end
+  return out
 end
 
 -- What boots kver: the preset's UKI when it builds one, else its image.
