@@ -402,7 +402,7 @@ function M.status(opts, registry)
   local builtin = bootloaders.builtin(run)
   local cmdline = checks_cmdline(run) and plan and bootloaders.readback(run) or nil
   -- who signed each chain's image; the firmware's Secure Boot state only for the running system
-  local secure_boot = require("vfioinit.signature").status(inv.root, chains, { firmware = inv.root == "/" })
+  local secure_boot = require("vfioinit.signature").status(inv.root, chains, { firmware = inv.root == "/", ctx = run.ctx })
   run:close()
   return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,

@@ -130,15 +130,16 @@ local function key(root, source, path, from)
   return k
 end
 
---- keys(root) -> list of the signing certificates root's setup names:
+--- keys(root[, ctx]) -> list of the signing certificates root's setup names (ctx: the run's
+-- context over root, so a status reads the configs once):
 -- {source = "sbctl"|"dracut"|"ukify", path = certificate, from = config naming it,
 --  cert = core.sig.cert's table, pem = text} or with `error` when it cannot be read.
-function M.keys(root)
+function M.keys(root, ctx)
   local out = {}
   for _, p in ipairs(M.SBCTL) do
     if core.fs.stat(root, p) then out[#out + 1] = key(root, "sbctl", p); break end
   end
-  local ctx = context.new({ root = root })
+  ctx = ctx or context.new({ root = root })
   local cert, err = require("vfioinit.generators.dracut").setting(ctx, "uefi_secureboot_cert")
   if cert then out[#out + 1] = key(root, "dracut", cert, "dracut.conf")
   elseif err then out[#out + 1] = { source = "dracut", error = err } end
@@ -187,10 +188,10 @@ end
 
 --- status(root, chains, opts) -> the Secure Boot summary for `status`, and each chain of
 -- `chains` that exists gets `signature` (image's result). The firmware is read when
--- opts.firmware (root "/"). Anchors: the firmware's db, then each readable key.
+-- opts.firmware (root "/"); opts.ctx: the run's context. Anchors: the firmware's db, then each readable key.
 function M.status(root, chains, opts)
   local fw = (opts or {}).firmware and M.firmware(root) or nil
-  local keys = M.keys(root)
+  local keys = M.keys(root, (opts or {}).ctx)
   local anchors = {}
   if fw and #fw.db > 0 then
     local ders = {}
