@@ -100,6 +100,7 @@ describe("vfioinit.signature", function()
     assert.are.equal(fingerprint(certs.a), keys[1].cert.fingerprint)
     assert.are.equal(fingerprint(certs.b), keys[2].cert.fingerprint)
     assert.truthy(keys[3].error:find("/etc/kernel/sb.crt", 1, true), keys[3].error)  -- named but absent
+    assert.are.equal("/etc/dracut.conf.d/50-sb.conf", keys[2].from)  -- the drop-in that set it
     assert.are.equal("/etc/kernel/uki.conf", keys[3].from)
   end)
 

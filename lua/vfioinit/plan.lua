@@ -66,7 +66,7 @@ local function apply_locked(self)
     end
   end
   -- every write is recorded: revert undoes what every apply wrote
-  local ok, err = state.journal(root, self.changes, true)
+  local ok, err = state.journal(root, self.changes)
   if not ok then return nil, err end
   local done = {}
   for _, c in ipairs(self.changes) do

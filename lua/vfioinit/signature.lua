@@ -140,9 +140,10 @@ function M.keys(root, ctx)
     if core.fs.stat(root, p) then out[#out + 1] = key(root, "sbctl", p); break end
   end
   ctx = ctx or context.new({ root = root })
-  local cert, err = require("vfioinit.generators.dracut").setting(ctx, "uefi_secureboot_cert")
-  if cert then out[#out + 1] = key(root, "dracut", cert, "dracut.conf")
-  elseif err then out[#out + 1] = { source = "dracut", error = err } end
+  -- value, the config that set it | false (unset) | nil, err
+  local cert, from = require("vfioinit.generators.dracut").setting(ctx, "uefi_secureboot_cert")
+  if cert then out[#out + 1] = key(root, "dracut", cert, from)
+  elseif cert == nil then out[#out + 1] = { source = "dracut", error = from } end
   for _, conf in ipairs(M.UKI_CONF) do
     local text, cerr = ctx.read(conf)
     if text or cerr then

@@ -352,15 +352,14 @@ function M.missing_dirs(root, path)
   return missing
 end
 
--- journal(root, changes, record_new) -> true | nil, err. Records the writes about to be
--- made (`next`) before anything else, then saves the originals of new entries.
--- record_new=false (apply{backup=false}): only files already tracked are journaled.
-function M.journal(root, changes, record_new)
+-- journal(root, changes) -> true | nil, err. Records the writes about to be made (`next`)
+-- before anything else, then saves the originals of new entries.
+function M.journal(root, changes)
   local list, err = M.prepare(root)
   if not list then return nil, err end
   local by_path, saves = {}, {}
   for _, e in ipairs(list) do by_path[e.path] = e end
-  if #list == 0 and record_new and #changes > 0 then
+  if #list == 0 and #changes > 0 then
     -- the state directory's own parents (/var/lib in a bare root): revert removes them too
     for _, dir in ipairs(M.missing_dirs(root, M.DIR .. "/x")) do
       if dir ~= M.DIR then
@@ -379,7 +378,7 @@ function M.journal(root, changes, record_new)
         if orig == false or orig ~= c.before then e.flags["edit-pending"] = true end
       end
       e.next = digest(c.after)
-    elseif record_new then
+    else
       -- the directories this write will create (plan.lua makes the missing parents), from
       -- the outermost: revert removes them again, innermost first, when they are empty
       if c.before == nil and c.after ~= nil then
