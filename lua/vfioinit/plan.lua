@@ -58,7 +58,7 @@ local function apply_locked(self)
   -- journal: the writes below are recorded as pending (manifest first, then the
   -- originals) before the first file changes, and committed after the last; a run killed
   -- anywhere leaves each file before-or-after and a journal the next run settles from the
-  -- files themselves (lua/vfioinit/state.lua)
+  -- files themselves (lua/vfioinit/state/)
   local dirs = {}
   for _, c in ipairs(self.changes) do
     if c.before == nil and c.after ~= nil then
