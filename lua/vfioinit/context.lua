@@ -1,5 +1,9 @@
 -- The context handed to generators: root-confined reads plus the run's choices.
 -- Every file access goes through vfioinit.core's root-confined primitives.
+-- A run (lua/vfioinit/run.lua) builds one and never writes into it: what the plan stage
+-- wants (modules, modprobe_file, bind) reaches a generator's `edits` through
+-- `context.wanting`, a child of the run's context; `ctx.once` keeps the facts a generator
+-- parses from root (mkinitcpio's presets, a kernel's pkgbase) for the run.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 
@@ -55,6 +59,14 @@ function M.new(opts)
   function ctx.stat(path, nofollow) return core.fs.stat(root, path, nofollow) end
   function ctx.exists(path) return core.fs.stat(root, path) ~= nil end
   function ctx.warn(msg) ctx.warnings[#ctx.warnings + 1] = msg end
+  -- once(key, fn) -> fn()'s results, computed on the first call with `key` and kept for
+  -- the context's life (a run): for facts of files no stage writes
+  local memo = {}
+  function ctx.once(key, fn)
+    local m = memo[key]
+    if not m then m = util.pack(fn()); memo[key] = m end
+    return util.unpack(m, 1, m.n)
+  end
   -- true when the distro's os-release ID or ID_LIKE names one of `ids`
   function ctx.distro_is(...)
     local d = ctx.distro
@@ -65,6 +77,20 @@ function M.new(opts)
     return false
   end
   return ctx
+end
+
+--- once(ctx, key, fn) -> ctx.once(key, fn), or fn() for a context made by hand without
+-- `once` (specs build the documented fields only).
+function M.once(ctx, key, fn)
+  if ctx.once then return ctx.once(key, fn) end
+  return fn()
+end
+
+--- wanting(ctx, wants) -> a context for generators' `edits`: `ctx` (reads, facts, warnings)
+-- with the plan's wants on top, {modules=, modprobe_file=, bind=}; `ctx` is left as it is.
+function M.wanting(ctx, wants)
+  return setmetatable({ modules = wants.modules or {}, modprobe_file = wants.modprobe_file, bind = wants.bind },
+    { __index = ctx })
 end
 
 return M

@@ -197,7 +197,9 @@ local function bind_pipeline(M, registry)
   function M.plan(opts)
     local o, err = checkopts(opts, "plan")
     if not o then return nil, err end
-    return planner.plan(o, registry)
+    local run, rerr = runs.new(o, registry, "plan")
+    if not run then return nil, rerr end
+    return planner.plan(run)
   end
 
   --- Read every image of the selected kernels and generators and check the modules are inside.
@@ -342,9 +344,11 @@ local function bind_seed(M, registry)
       end
       opts = options.check(opts, fname, 2, { fields = options.CALLS.ensure, arg = 2 })
       -- an explicit list replaces the VFIO set: exactly those names
-      local plan, err = planner.plan({ root = opts.root, generators = { gen_name }, modules = modules,
-        exact_modules = modules ~= nil }, registry)
-      if not plan then return nil, err end
+      local run, err = runs.new({ root = opts.root, generators = { gen_name }, modules = modules,
+        exact_modules = modules ~= nil }, registry, "plan")
+      if not run then return nil, err end
+      local plan, perr = planner.plan(run)
+      if not plan then return nil, perr end
       if opts.dry_run then return true, plan end
       local ok, aerr = plan:apply()
       if not ok then return nil, aerr end

@@ -209,18 +209,19 @@ function Run:boots(gen)
   return gens ~= nil and #gens == 1 and gens[1] == gen
 end
 
---- run:verified(gen, kver [, built]) -> verify.check's result for that kernel's image, read
+--- run:verified(gen, kver, need) -> verify.check's result for that kernel's image, read
 -- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
--- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
+-- most of a no-op apply's time. `need` is what the calling stage asks of the image:
+-- {modules= (extra modules beside the VFIO set), built= (check the generator's own image:
+-- what a rebuild just wrote)}. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
 -- answers for an image that has not changed since it was read; `opts.full` re-reads. The images
 -- checked are those the kernel's boot chains start (bootchain.boot_images: each loader's default
--- entry); `built` checks the generator's own image (what a rebuild just wrote). Several
--- images make one result: the first failing one's (else the first), with `checked` (every
--- result) and `note` (why several).
-function Run:verified(gen, kver, built)
+-- entry). Several images make one result: the first failing one's (else the first), with
+-- `checked` (every result) and `note` (why several).
+function Run:verified(gen, kver, need)
   local key = gen.name .. "\0" .. kver
   local list, note = {}, nil
-  if not built and self:boots(gen) then
+  if not need.built and self:boots(gen) then
     local chains, cerr = self:boot_chains(kver)
     if not chains then
       return { kernel = kver, generator = gen.name, ok = false, missing = {}, error = cerr }
@@ -231,7 +232,7 @@ function Run:verified(gen, kver, built)
   local rs = {}
   for _, c in ipairs(list) do
     local chain = c and not c.own and c or nil
-    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. chain.initramfs) or key, chain)
+    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. chain.initramfs) or key, chain, need.modules)
   end
   if #rs == 1 then return rs[1] end
   local pick = rs[1]
@@ -244,13 +245,12 @@ function Run:verified(gen, kver, built)
 end
 
 -- One image's verify.check result, kept under `key` for the run.
-function Run:verified_one(gen, kver, key, chain)
+function Run:verified_one(gen, kver, key, chain, modules)
   local f = self.facts.verified
   if not f[key] then
     local verify = require "vfioinit.verify"
     -- the image must carry vfioinit's modprobe.d file as it is now in root
     local mp = core.fs.stat(self.root, modprobe.FILE) and core.fs.read(self.root, modprobe.FILE) or nil
-    local modules = self.verify_modules or self.extra
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
       bind_script = bind.expected(self.root, gen), chain = chain,
