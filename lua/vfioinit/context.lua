@@ -6,6 +6,7 @@
 -- parses from root (mkinitcpio's presets, a kernel's pkgbase) for the run.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
+local machine = require "vfioinit.machine"
 
 local M = {}
 
@@ -50,7 +51,18 @@ function M.new(opts)
     kernels = opts.kernels or {},
     warnings = {},
   }
-  ctx.read = reader(root)
+  -- a kernel package's files (<moddir>/<kver>/pkgbase, ...) are read once per run: no stage
+  -- writes them, and the generators and boot chains each ask
+  local read, kept = reader(root), {}
+  function ctx.read(path)
+    local k = kept[path]
+    if k then return k[1], k[2] end
+    local text, err = read(path)
+    for _, d in ipairs(machine.MODULE_DIRS) do
+      if path:sub(1, #d + 1) == d .. "/" then kept[path] = { text, err } end
+    end
+    return text, err
+  end
   -- dir(path) -> sorted names | nil (absent or not a dir)
   function ctx.dir(path)
     local names = core.fs.dir(root, path)
