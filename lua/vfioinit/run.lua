@@ -89,13 +89,20 @@ function M.new(opts, registry, fname)
   if opts.ids and not ids then return nil, ierr end
   local sel, berr = bind.check_options(opts)  -- devices, match (compiled once), force
   if sel == nil then return nil, berr end
+  -- one directory fd of root for the run's many reads, from detect on (no fd: each call
+  -- opens root, as without a hold)
+  local held = core.fs.hold(root)
+  local function fail(e)
+    if held then held:release() end
+    return nil, e
+  end
   local inv, derr = detect.detect(root, registry)
-  if not inv then return nil, derr end
+  if not inv then return fail(derr) end
   local kernels, kerr = check_kernels(inv, opts.kernels, root)
-  if not kernels then return nil, kerr end
+  if not kernels then return fail(kerr) end
   local run = setmetatable({
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
-    extra = util.unique(extra), ids = ids, bind = sel,
+    extra = util.unique(extra), ids = ids, bind = sel, held = held,
     facts = { kmod = {}, modules = {}, states = {}, verified = {} }, reread = {},
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
@@ -268,8 +275,9 @@ function Run:forget(gen, kver)
   self.reread[prefix] = true
 end
 
---- run:close(): release the libkmod contexts (also done by their __gc).
+--- run:close(): release root's fd and the libkmod contexts (also done by their __gc).
 function Run:close()
+  if self.held then self.held:release() end
   for k, kctx in pairs(self.facts.kmod) do kctx:close(); self.facts.kmod[k] = nil end
   self.facts.modules, self.facts.states = {}, {}
 end
