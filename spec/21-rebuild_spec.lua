@@ -86,7 +86,7 @@ describe("rebuild.run()", function()
   end)
 
   root_it("should rebuild each kernel's image, remove the backup and report", function()
-    local report = rebuild.run(ctx, { gen }, opts())
+    local report = rebuild.run(ctx, { gen }, opts { jobs = 1 })
     assert.is_true(report.ok, report.error)
     assert.is_nil(report.error)
     assert.are.equal(2, #report.rebuilt)
@@ -131,7 +131,7 @@ describe("rebuild.run()", function()
 
   root_it("should keep the previous image byte for byte when the command fails", function()
     set_mode("fail")
-    local report = rebuild.run(ctx, { gen }, opts())
+    local report = rebuild.run(ctx, { gen }, opts { jobs = 1 })
     assert.is_false(report.ok)
     assert.are.equal(2, #report.rebuilt)
     for _, e in ipairs(report.rebuilt) do
