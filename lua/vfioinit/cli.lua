@@ -36,6 +36,8 @@ M.OPTIONS = {
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
   { "--timeout", arg = "SECONDS", key = "timeout",
     help = "time limit of each generator run for apply and rebuild (default 600)" },
+  { "--jobs", arg = "N", key = "jobs",
+    help = "apply and rebuild: run at most N generator commands (one per kernel) at a time (default: the CPUs)" },
   { "--no-rebuild", key = "no_rebuild",
     help = "apply: write the configuration and verify the images as they are; rebuild nothing" },
   { "--force", key = "force",
@@ -165,6 +167,11 @@ local function check_input(o)
     end
     o.timeout = t
   end
+  if o.jobs ~= nil then
+    local n = math.tointeger(tonumber(o.jobs))
+    if not n or n < 1 then return ("--jobs %s: expected a whole number >= 1"):format(o.jobs) end
+    o.jobs = n
+  end
   if o.ids then
     local ids, ierr = util.check_ids(o.ids)
     if not ids then return ierr end
@@ -262,7 +269,7 @@ local function cmd_apply(v, o)
   local opts = plan_opts(o)
   opts.rebuild = not o.no_rebuild
   opts.log = progress(o)
-  opts.timeout = o.timeout
+  opts.timeout, opts.jobs = o.timeout, o.jobs
   local report = v.update_initramfs(opts)
   if o.json then out(json.encode(report) .. "\n") end
   if not report.ok then
@@ -307,7 +314,7 @@ end
 local function cmd_rebuild(v, o)
   local log = progress(o)
   local report, err, partial = v.rebuild({ root = o.root, generators = o.generators, kernels = o.kernels, log = log,
-    timeout = o.timeout,
+    timeout = o.timeout, jobs = o.jobs,
     on_output = (not o.json) and function(line) io.stderr:write("  | " .. line .. "\n") end or nil })
   if o.json then out(json.encode({ ok = report ~= nil, error = err, report = report or partial }) .. "\n") end
   if not report then io.stderr:write("vfioinit: " .. tostring(err) .. "\n"); return 1 end

@@ -134,7 +134,7 @@ function M.rebuild(run, jobs, opts, configured, report)
     end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
     local r = rebuild.run(run.ctx, { job.gen }, {
-      kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
+      kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
     })
     for _, e in ipairs(r.rebuilt) do
@@ -233,7 +233,7 @@ local function update_stages(run, opts, report)
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
-    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true }
+    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end

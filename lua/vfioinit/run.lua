@@ -48,6 +48,9 @@ function M.check_types(opts, fname, level)
       misuse(fname, ("field '%s': %s expected, got %s"):format(f, t, type(opts[f])), level + 1)
     end
   end
+  if opts.jobs ~= nil and (math.type(opts.jobs) ~= "integer" or opts.jobs < 1) then
+    misuse(fname, "field 'jobs': whole number >= 1 expected, got " .. tostring(opts.jobs), level + 1)
+  end
   if opts.devices ~= nil and type(opts.devices) ~= "table" and type(opts.devices) ~= "string" then
     misuse(fname, "field 'devices': table expected, got " .. type(opts.devices), level + 1)
   end
