@@ -180,7 +180,10 @@ print(#m)]]):format(os.getenv("VFIOINIT_BUILD") or "build", r, kver, r, kver, r,
       .. " --ids 1af4:1000 status >/dev/null 2>&1")
     assert.is_true(ok)
     local trace = assert(h.readfile(log))
-    assert.truthy(trace:find("/vfioinit-kmod.", 1, true), "libkmod did not read a private copy")
+    -- every index is a plain file: libkmod reads root's own through the dirs vfioinit opened
+    -- inside root (/proc/self/fd/N), no private copy is made
+    assert.truthy(trace:find('"/proc/self/fd/%d+/modules%.dep%.bin"'), "libkmod did not read through /proc/self/fd")
+    assert.is_nil(trace:find("/vfioinit-kmod.", 1, true), "a private copy was made")
     -- libkmod opens by absolute host path; the confined layer opens relative to root's fd
     assert.is_nil(trace:find('"' .. r .. "/lib/modules", 1, true), "a host path into root's module tree was used")
     assert.is_nil(trace:find('"' .. r .. "/etc/modprobe.d", 1, true), "a host path into root's modprobe.d was used")

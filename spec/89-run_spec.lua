@@ -64,6 +64,9 @@ describe("one run per public operation", function()
     h.writefile(root .. "/usr/bin/booster", "\127ELF stand-in\n", 493)
     originals[#originals + 1] = { core.spawn, "run", core.spawn.run }
     core.spawn.run = stub_spawn(root)
+    originals[#originals + 1] = { core.spawn, "start", core.spawn.start }
+    originals[#originals + 1] = { core.spawn, "wait", core.spawn.wait }
+    h.start_via_run(core)
     vfioinit = require "vfioinit"
     cli = require "vfioinit.cli"
   end)

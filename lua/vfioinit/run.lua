@@ -233,6 +233,10 @@ function Run:boots(gen)
   return gens ~= nil and #gens == 1 and gens[1] == gen
 end
 
+-- The runs that may write the fingerprint store: those that hold root's lock and write
+-- anyway. A read-only one (verify, status) only looks fingerprints up: it writes nothing.
+local RECORDS = { update_initramfs = true, rebuild = true }
+
 --- run:verified(gen, kver [, built]) -> verify.check's result for that kernel's image, read
 -- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
 -- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
@@ -259,7 +263,8 @@ function Run:verified(gen, kver, built)
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
       bind_script = bind.expected(self.root, gen), chain = chain,
-      fingerprints = self.fingerprints, full = self.opts.full or self.reread[gen.name .. "\0" .. kver] })
+      fingerprints = self.fingerprints, record = RECORDS[self.op],
+      full = self.opts.full or self.reread[gen.name .. "\0" .. kver] })
   end
   return f[key]
 end
