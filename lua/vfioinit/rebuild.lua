@@ -245,7 +245,7 @@ end
 -- One command over its kernels, up to the point where it runs: its report entries
 -- (appended now, in command order), the checks, the previous images kept. Returns the
 -- task, or nil when the command cannot run (its entries say why; nothing was changed).
-local function prepare(ctx, gen, cmd, opts, entries)
+local function prepare(ctx, gen, cmd, entries)
   local root = ctx.root
   local list = entries_of(ctx, gen, cmd)
   for _, e in ipairs(list) do entries[#entries + 1] = e end
@@ -311,7 +311,7 @@ local function schedule(ctx, pending, opts, entries)
     while #running < jobs and nexti <= #pending do
       local p = pending[nexti]
       nexti = nexti + 1
-      local t = prepare(ctx, p.gen, p.cmd, opts, entries)
+      local t = prepare(ctx, p.gen, p.cmd, entries)
       if t then
         started[#started + 1] = t
         local _, serr = start(ctx, t, opts)
