@@ -83,10 +83,10 @@ M.EXAMPLES = {
 M.STREAMS = "Data (diffs, status, results, JSON) goes to stdout; progress, warnings and notes "
   .. "such as 'nothing to change' go to stderr."
 
-local usage_text = require "vfioinit.usage"
-local USAGE = usage_text.help(M)
--- a usage error shows the synopsis only, and where the rest is
-local SYNOPSIS = USAGE:match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n"
+local usage_text = util.lazy "vfioinit.usage"
+-- the help text, made when it is shown; a usage error shows the synopsis only, and where the rest is
+local function USAGE() return usage_text.help(M) end
+local function SYNOPSIS() return USAGE():match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n" end
 
 local COMMANDS = {}
 for _, c in ipairs(M.COMMANDS) do COMMANDS[c[1]] = true end
@@ -394,7 +394,7 @@ end
 
 local function usage_error(as_json, msg)
   if as_json then out(json.encode({ ok = false, error = msg, usage = true }) .. "\n") end
-  io.stderr:write("vfioinit: " .. msg .. "\n" .. SYNOPSIS)
+  io.stderr:write("vfioinit: " .. msg .. "\n" .. SYNOPSIS())
   return 1
 end
 
@@ -411,11 +411,11 @@ function M.main(argv)
   local o, err = M.parse(args)
   if not o then return usage_error(as_json, err) end
   if o.help then
-    out(o.json and (json.encode({ ok = true, usage = USAGE }) .. "\n") or USAGE)
+    out(o.json and (json.encode({ ok = true, usage = USAGE() }) .. "\n") or USAGE())
     return 0
   end
   if o.version then
-    local v = require("vfioinit")._VERSION
+    local v = "vfioinit " .. require("vfioinit.core")._VERSION
     out(o.json and (json.encode({ ok = true, version = v }) .. "\n") or (v .. "\n"))
     return 0
   end

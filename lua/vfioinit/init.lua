@@ -14,10 +14,11 @@
 -- Each function below is one run (lua/vfioinit/run.lua) through the stages of
 -- lua/vfioinit/pipeline.lua; this file only binds them to an instance's registry.
 local core = require "vfioinit.core"
+local util = require "vfioinit.util"
 local detect = require "vfioinit.detect"
 local kernel = require "vfioinit.kernel"
-local planner = require "vfioinit.plan"
-local state = require "vfioinit.state"
+local planner = util.lazy "vfioinit.plan"
+local state = util.lazy "vfioinit.state"
 local runs = require "vfioinit.run"
 local pipeline = require "vfioinit.pipeline"
 local generators = require "vfioinit.generators"

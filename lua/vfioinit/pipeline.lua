@@ -12,11 +12,12 @@ of them (docs/INTERNALS.md "The pipeline").
 Every operation that returns a report returns M.report's shape.
 ]]
 local core = require "vfioinit.core"
+local util = require "vfioinit.util"
 local runs = require "vfioinit.run"
-local planner = require "vfioinit.plan"
-local rebuild = require "vfioinit.rebuild"
-local bootloaders = require "vfioinit.bootloaders"
-local kinstall = require "vfioinit.kinstall"
+local planner = util.lazy "vfioinit.plan"
+local rebuild = util.lazy "vfioinit.rebuild"
+local bootloaders = util.lazy "vfioinit.bootloaders"
+local kinstall = util.lazy "vfioinit.kinstall"
 
 local M = {}
 
