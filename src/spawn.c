@@ -27,6 +27,7 @@
 #include "core.h"
 
 #define SPAWN_T		"vfioinit.Spawn"
+#define ONLINE_KEY	"vfioinit.Spawn.on_line"	/* registry: {[handle] = on_line}, weak keys */
 #define DEFAULT_PATH	"/usr/sbin:/usr/bin:/sbin:/bin"
 #define KILL_GRACE	2.0	/* seconds from SIGTERM to SIGKILL */
 #define DRAIN_GRACE	2.0	/* seconds to wait for EOF once the group is killed */
@@ -646,21 +647,44 @@ plan_build(lua_State *L, struct plan *p, double *timeout)
 
 
 
+/* Push the registry's weak-keyed table of each handle's on_line (wait passes lines to it). */
+static void
+push_online_table(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, ONLINE_KEY);
+	if (!lua_isnil(L, -1))
+		return;
+	lua_pop(L, 1);
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushliteral(L, "k");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, ONLINE_KEY);
+}
+
+
 /*
 ** The Spawn at UD (to-be-closed when `toclose`: spawn.run) with its pipes and
-** /dev/null open and on_line in its user value. NULL after pushing nil, msg, errno.
+** /dev/null open and on_line kept for it. NULL after pushing nil, msg, errno.
 */
 static Spawn *
 spawn_new(lua_State *L, int toclose)
 {
-	Spawn *s = lua_newuserdatauv(L, sizeof *s, 1);
+	Spawn *s = lua_newuserdatauv(L, sizeof *s, 0);
 	memset(s, 0, sizeof *s);
 	s->pidfd = s->out[0] = s->out[1] = s->err[0] = s->err[1] = -1;
 	s->errp[0] = s->errp[1] = s->devnull = -1;
 	s->statp[0] = s->statp[1] = s->life[0] = s->life[1] = -1;
 	luaL_setmetatable(L, SPAWN_T);
-	lua_pushvalue(L, ONLINE);
-	lua_setiuservalue(L, UD, 1);
+	if (!toclose && !lua_isnil(L, ONLINE)) {
+		push_online_table(L);
+		lua_pushvalue(L, UD);
+		lua_pushvalue(L, ONLINE);
+		lua_rawset(L, -3);
+		lua_pop(L, 1);
+	}
 	if (toclose)
 		lua_toclose(L, UD);
 	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0
@@ -994,12 +1018,12 @@ spawn_l_wait(lua_State *L)
 	pf = (struct pollfd *)(sv + n);
 	fns = (int *)(pf + 3 * n);
 	owner = fns + n;
-	luaL_checkstack(L, (int)n + 2, "too many handles");
+	luaL_checkstack(L, (int)n + 4, "too many handles");
+	push_online_table(L);
 	for (i = 0; i < n; i++) {
 		lua_rawgeti(L, 1, (lua_Integer)i + 1);
 		sv[i] = luaL_checkudata(L, -1, SPAWN_T);
-		lua_getiuservalue(L, -1, 1);	/* on_line, kept at its own slot */
-		lua_remove(L, -2);
+		lua_rawget(L, 3);	/* its on_line (or nil), kept at its own slot */
 		fns[i] = lua_gettop(L);
 		running += !sv[i]->finished;
 	}
