@@ -11,19 +11,7 @@ local busybox = H.static_busybox()
 local root_it = H.chroot_it(it, pending)
 
 -- The booster stand-in's generator: booster's real command line, one command per kernel.
-local function image_of(kver) return "/boot/booster-" .. kver .. ".img" end
-local gen = {
-  name = "booster",
-  command = "booster",
-  image_path = function(_, kver) return image_of(kver) end,
-  rebuild_argv = function(_, kvers)
-    local cmds = {}
-    for _, k in ipairs(kvers) do
-      cmds[#cmds + 1] = { argv = { "booster", "build", "--force", "--kernel-version", k, image_of(k) }, kernels = { k } }
-    end
-    return cmds
-  end,
-}
+local gen, image_of = H.standin_booster()
 
 -- verify through the host's cpio: every VFIO module of kver must be inside.
 local function verify(root)

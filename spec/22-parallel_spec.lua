@@ -14,19 +14,7 @@ local APPLETS = "sh cat echo printf mkdir mktemp find cpio mv rm sleep"
 local busybox = H.static_busybox()
 local root_it = H.chroot_it(it, pending)
 
-local function image_of(kver) return "/boot/booster-" .. kver .. ".img" end
-local gen = {
-  name = "booster",
-  command = "booster",
-  image_path = function(_, kver) return image_of(kver) end,
-  rebuild_argv = function(_, kvers)
-    local cmds = {}
-    for _, k in ipairs(kvers) do
-      cmds[#cmds + 1] = { argv = { "booster", "build", "--force", "--kernel-version", k, image_of(k) }, kernels = { k } }
-    end
-    return cmds
-  end,
-}
+local gen, image_of = H.standin_booster()
 
 -- every VFIO module of kver inside the image (the host's cpio reads it)
 local function verify(root)
@@ -186,20 +174,7 @@ end)
 
 describe("a vfioinit killed during rebuilds side by side", function()
   local root, token, driver_pid
-
-  local function pids_of(t)
-    local out = H.sh("env -u LD_PRELOAD pgrep -f " .. q("[" .. t:sub(1, 1) .. "]" .. t:sub(2)))
-    local list = {}
-    for p in out:gmatch("%d+") do list[#list + 1] = p end
-    return list
-  end
-  local function wait_until(fn, secs)
-    for _ = 1, secs * 10 do
-      if fn() then return true end
-      H.sh("sleep 0.1")
-    end
-    return fn()
-  end
+  local pids_of, wait_until = H.pids_of, H.wait_until
 
   before_each(function()
     root = H.tmpdir()

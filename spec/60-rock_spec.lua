@@ -25,5 +25,15 @@ describe("luarocks make", function()
     out, ok = h.sh(env .. h.q(tree .. "/bin/vfioinit") .. " --help 2>&1")
     assert.is_true(ok, out)
     assert.truthy(out:find("usage: vfioinit", 1, true), out)
+    -- the command is bin/vfioinit itself with LuaRocks' Lua on its #! line, not a shell
+    -- wrapper that starts the LuaRocks loader first; it finds its modules in the tree with
+    -- nothing of the tree on Lua's paths
+    local lua = (h.sh("luarocks --lua-version=5.4 config variables.LUA"):gsub("%s+$", ""))
+    local cmd = assert(h.readfile(tree .. "/bin/vfioinit"))
+    assert.are.equal("#!" .. lua .. "\n" .. h.readfile(h.project .. "/bin/vfioinit"):gsub("^[^\n]*\n", ""), cmd)
+    out, ok = h.sh("cd / && env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 "
+      .. h.q(tree .. "/bin/vfioinit") .. " --version 2>&1")
+    assert.is_true(ok, out)
+    assert.are.equal(require("vfioinit")._VERSION .. "\n", out)
   end)
 end)

@@ -11,23 +11,7 @@ local root_it = H.chroot_it(it, pending)
 local KVER = "6.1.0-test"
 local IMAGE = "/boot/booster-" .. KVER .. ".img"
 
--- (pgrep runs without the ASan preload of tools/test: procps deadlocks under it.)
--- Every pid whose command line contains `token` ("[v]..." so the shell running pgrep,
--- whose own command line holds the pattern, does not match it).
-local function pids_of(token)
-  local out = H.sh("env -u LD_PRELOAD pgrep -f " .. q("[" .. token:sub(1, 1) .. "]" .. token:sub(2)))
-  local t = {}
-  for p in out:gmatch("%d+") do t[#t + 1] = p end
-  return t
-end
-
-local function wait_until(fn, secs)
-  for _ = 1, secs * 10 do
-    if fn() then return true end
-    H.sh("sleep 0.1")
-  end
-  return fn()
-end
+local pids_of, wait_until = H.pids_of, H.wait_until
 
 -- A previous image: a real newc archive.
 local function old_image(root)

@@ -116,6 +116,43 @@ function M.install_kernel(root, flavour, kver_as, fn)
   return kver_as, dest
 end
 
+-- The generator of the booster stand-in (spec/fixtures/standin-booster, booster's real
+-- command line): one command per kernel, image /boot/booster-KVER.img. Returns it and image_of.
+function M.standin_booster()
+  local function image_of(kver) return "/boot/booster-" .. kver .. ".img" end
+  return {
+    name = "booster",
+    command = "booster",
+    image_path = function(_, kver) return image_of(kver) end,
+    rebuild_argv = function(_, kvers)
+      local cmds = {}
+      for _, k in ipairs(kvers) do
+        cmds[#cmds + 1] = { argv = { "booster", "build", "--force", "--kernel-version", k, image_of(k) }, kernels = { k } }
+      end
+      return cmds
+    end,
+  }, image_of
+end
+
+-- (pgrep runs without the ASan preload of tools/test: procps deadlocks under it.)
+-- Every pid whose command line contains `token` ("[v]..." so the shell running pgrep,
+-- whose own command line holds the pattern, does not match it).
+function M.pids_of(token)
+  local out = M.sh("env -u LD_PRELOAD pgrep -f " .. M.q("[" .. token:sub(1, 1) .. "]" .. token:sub(2)))
+  local t = {}
+  for p in out:gmatch("%d+") do t[#t + 1] = p end
+  return t
+end
+
+-- Poll fn every 0.1 s for up to `secs` seconds; its last answer.
+function M.wait_until(fn, secs)
+  for _ = 1, secs * 10 do
+    if fn() then return true end
+    M.sh("sleep 0.1")
+  end
+  return fn()
+end
+
 -- Specs that stand in for a generator's command replace core.spawn.run; rebuild.lua starts
 -- commands with core.spawn.start and core.spawn.wait. This makes start call core.spawn.run
 -- as it is at that time (the stub), the command ending before start returns. Returns the

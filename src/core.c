@@ -76,6 +76,7 @@ luaopen_vfioinit_core(lua_State *L)
 	lua_setfield(L, -2, "_TESTING");  /* built with the test hooks (VFIOINIT_FAULT, ...) */
 	fs_open(L);
 	hash_open(L);
+	moddep_open(L);
 	pe_open(L);
 	lua_getfield(L, -1, "image");
 	lazy(L, "image");

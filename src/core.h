@@ -58,6 +58,7 @@ const char *vfi_checkpath(lua_State *L, int n);
 
 void fs_open(lua_State *L);
 void hash_open(lua_State *L);
+void moddep_open(lua_State *L);
 void image_open(lua_State *L);
 void pe_open(lua_State *L);
 void kmod_open(lua_State *L);
