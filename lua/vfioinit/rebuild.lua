@@ -295,7 +295,7 @@ local function finish(ctx, t, res, err, opts)
   end
 end
 
---- jobs() -> how many commands run side by side by default: the CPUs this process may use.
+--- default_jobs() -> how many commands run side by side by default: the CPUs this process may use.
 function M.default_jobs()
   return core.spawn.cpus() or 1
 end
