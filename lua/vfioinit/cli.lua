@@ -315,7 +315,9 @@ local function cmd_rebuild(v, o)
   local log = progress(o)
   local report, err, partial = v.rebuild({ root = o.root, generators = o.generators, kernels = o.kernels, log = log,
     timeout = o.timeout, jobs = o.jobs,
-    on_output = (not o.json) and function(line) io.stderr:write("  | " .. line .. "\n") end or nil })
+    on_output = (not o.json) and function(line, _, _, kernels)
+      io.stderr:write("  | " .. (kernels and kernels .. ": " or "") .. line .. "\n")
+    end or nil })
   if o.json then out(json.encode({ ok = report ~= nil, error = err, report = report or partial }) .. "\n") end
   if not report then io.stderr:write("vfioinit: " .. tostring(err) .. "\n"); return 1 end
   if not o.json then

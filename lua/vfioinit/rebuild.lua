@@ -10,7 +10,9 @@ image until the new one has been built and verified.
 `image_path(ctx, kver)`, `rebuild_argv(ctx, kvers)`).
 `opts`:
   kernels   = list of kernel versions (default ctx.kernels)
-  on_output = function(line, stream, gen_name): every output line, as it comes
+  on_output = function(line, stream, gen_name, kernels): every output line, as it comes
+              (kernels: the versions its command builds, space-separated: commands
+              run side by side, their lines interleave)
   timeout   = seconds per command (default 600)
   verify    = function(gen, kver, image_path) -> true | false, missing_list
               | nil, err. Without it, an image only has to exist and be non-empty.
@@ -255,7 +257,7 @@ local function prepare(ctx, gen, cmd, entries)
   if not kept then return fail_all(root, list, kerr) end
   local names = {}
   for _, e in ipairs(list) do names[#names + 1] = e.kernel end
-  return { gen = gen, argv = cmd.argv, path = path, list = list, tail = {},
+  return { gen = gen, argv = cmd.argv, path = path, list = list, tail = {}, kernels = table.concat(names, " "),
     what = ("%s %s"):format(gen.name, table.concat(names, " ")) }
 end
 
@@ -272,7 +274,7 @@ local function start(ctx, t, opts)
     on_line = function(stream, line)
       tail[#tail + 1] = line
       if #tail > M.TAIL then table.remove(tail, 1) end
-      if on_output then on_output(line, stream, t.gen.name) end
+      if on_output then on_output(line, stream, t.gen.name, t.kernels) end
     end,
   })
   t.handle = h
