@@ -185,12 +185,7 @@ describe("a vfioinit killed during rebuilds side by side", function()
       H.sh("cd " .. q(root .. "/bin") .. " && for a in sh sleep echo cpio; do ln -s busybox $a; done")
     end
   end)
-  after_each(function()
-    for _, p in ipairs(pids_of(token)) do H.sh("kill -9 " .. p .. " 2>/dev/null") end
-    if driver_pid then H.sh("kill -9 " .. driver_pid .. " 2>/dev/null") end
-    wait_until(function() return H.sh("grep -F " .. q(root) .. " /proc/self/mountinfo") == "" end, 5)
-    if H.sh("grep -F " .. q(root) .. " /proc/self/mountinfo") == "" then H.rm(root) end
-  end)
+  after_each(function() H.end_driver(token, driver_pid, root) end)
 
   root_it("takes both commands with it, and the next run restores both images", function()
     local old = {}

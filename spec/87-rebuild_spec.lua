@@ -45,13 +45,8 @@ describe("a vfioinit killed during a rebuild", function()
     root = busybox_root()
     token = "vfioinit-orphan-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
   end)
-  after_each(function()
-    -- only the processes this spec started, by id
-    for _, p in ipairs(pids_of(token)) do H.sh("kill -9 " .. p .. " 2>/dev/null") end
-    if driver_pid then H.sh("kill -9 " .. driver_pid .. " 2>/dev/null") end
-    wait_until(function() return H.sh("grep -F " .. q(root) .. " /proc/self/mountinfo") == "" end, 5)
-    if H.sh("grep -F " .. q(root) .. " /proc/self/mountinfo") == "" then H.rm(root) end
-  end)
+  -- only the processes this spec started, by id
+  after_each(function() H.end_driver(token, driver_pid, root) end)
 
   root_it("takes its generator and everything it started with it, and the next run restores the image", function()
     local old = old_image(root)

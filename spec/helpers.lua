@@ -153,6 +153,16 @@ function M.wait_until(fn, secs)
   return fn()
 end
 
+-- After a spec that ran a vfioinit driver (pid) whose commands carry `token`: kill only those
+-- processes, by id, wait for the root's mounts to go, then remove the root.
+function M.end_driver(token, driver_pid, root)
+  for _, p in ipairs(M.pids_of(token)) do M.sh("kill -9 " .. p .. " 2>/dev/null") end
+  if driver_pid then M.sh("kill -9 " .. driver_pid .. " 2>/dev/null") end
+  local function unmounted() return M.sh("grep -F " .. M.q(root) .. " /proc/self/mountinfo") == "" end
+  M.wait_until(unmounted, 5)
+  if unmounted() then M.rm(root) end
+end
+
 -- Specs that stand in for a generator's command replace core.spawn.run; rebuild.lua starts
 -- commands with core.spawn.start and core.spawn.wait. This makes start call core.spawn.run
 -- as it is at that time (the stub), the command ending before start returns. Returns the
