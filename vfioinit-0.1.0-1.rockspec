@@ -18,7 +18,7 @@ reads every rebuilt image itself to verify the modules are inside. A Lua C exten
 (require "vfioinit") with a CLI (vfioinit) and a man page. It also finds what boots each
 kernel (UKIs, BLS entries, grub.cfg), rebuilds and verifies that, adds the IOMMU and
 vfio-pci.ids parameters to the kernel command line on request, and binds one of two
-identical devices by PCI address. Linux only; needs libkmod, libarchive and libpcre2-8
+identical devices by PCI address. Linux only; needs libkmod, libarchive, libpcre2-8 and libcrypto
 (headers and libraries) to build.
 ]],
   homepage = "https://github.com/vfioinit/vfioinit",
@@ -32,6 +32,7 @@ external_dependencies = {
   LIBKMOD = { header = "libkmod.h", library = "kmod" },
   LIBARCHIVE = { header = "archive.h", library = "archive" },
   LIBPCRE2 = { header = "pcre2.h", library = "pcre2-8" },
+  LIBCRYPTO = { header = "openssl/pkcs7.h", library = "crypto" },
 }
 build = {
   type = "cmake",
@@ -52,6 +53,8 @@ build = {
     LIBARCHIVE_LIBDIR = "$(LIBARCHIVE_LIBDIR)",
     LIBPCRE2_INCDIR = "$(LIBPCRE2_INCDIR)",
     LIBPCRE2_LIBDIR = "$(LIBPCRE2_LIBDIR)",
+    LIBCRYPTO_INCDIR = "$(LIBCRYPTO_INCDIR)",
+    LIBCRYPTO_LIBDIR = "$(LIBCRYPTO_LIBDIR)",
   },
 }
 -- not wrapped in a shell script that starts the LuaRocks loader (a subprocess and 15 ms of

@@ -2,7 +2,7 @@
 -- Configure the initramfs generator of a root for VFIO: detect, plan, print the diff,
 -- apply (with backups; `vfioinit --root ROOT revert` undoes it). No rebuild unless
 -- --rebuild is given. Also knows Alpine's mkinitfs, from generators/mkinitfs.lua
--- next to this script (see README "Extending and composing").
+-- next to this script (see docs/REFERENCE.md "Extending and composing").
 --
 --   lua5.4 examples/configure-root.lua ROOT [--ids 10de:1b80,10de:10f0] [--rebuild]
 local vfioinit = require "vfioinit"
@@ -43,7 +43,7 @@ if #plan.changes == 0 then
   print("already configured: nothing to change")
 else
   io.write(plan:diff())
-  local ok, aerr = plan:apply({ backup = true })
+  local ok, aerr = plan:apply()
   if not ok then die(aerr) end
   print(("applied %d change(s); undo with: vfioinit --root %s revert"):format(#plan.changes, root))
 end

@@ -8,6 +8,6 @@ vfioinit.policy.register(debian:extend{
 local root = arg[1] or "/"
 local policy, why = assert(vfioinit.policy.for_root(root))
 print(("policy %s (%s)"):format(policy.name, why))
-local report = policy:run{ root = root }
-print(report.ok and "configured" or report.error)
-os.exit(report.ok and 0 or 1)
+local report, err = policy:run{ root = root }
+print(report and "configured" or err)
+os.exit(report and 0 or 1)

@@ -38,7 +38,9 @@ if not policy then
   report = { ok = false, root = root, error = why }
 else
   opts.log(("policy %s (%s)"):format(policy.name, why))
-  report = policy:run(opts)
+  -- a failed run returns nil, the message and the report so far: print that report too
+  local ok, _, partial = policy:run(opts)
+  report = ok or partial
   report.policy_reason = why
 end
 report.log = log

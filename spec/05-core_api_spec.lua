@@ -66,6 +66,12 @@ describe("vfioinit.core", function()
     assert(ok, out)
     assert.truthy(out:find("libpcre2-8.so", 1, true), out)
     assert.is_nil(out:find("libkmod.so", 1, true), out)
+    -- core.sig: libcrypto alone, not libkmod
+    out, ok = maps_after("assert(type(core.sig.read) == 'function')")
+    assert(ok, out)
+    assert.truthy(out:find("/vfioinit/core/sig.so", 1, true), out)
+    assert.truthy(out:find("libcrypto.so", 1, true), out)
+    assert.is_nil(out:find("libkmod.so", 1, true), out)
   end)
 
   it("maps libarchive only once core.image.list is used", function()
@@ -164,5 +170,86 @@ describe("verify", function()
     assert.is_false(v[1].ok)
     assert.are.equal(img .. ": not an initramfs (no cpio or known compression magic) at offset 0", v[1].error)
     assert.is_true(no_host(v[1].error, r))
+  end)
+end)
+
+-- The Lua API's one error convention (docs/CONTRACT.md): expected failures return
+-- `nil, message[, report]`; misuse raises, and a misspelt option is misuse like a wrong
+-- type: it would otherwise be dropped and the call do something else than asked.
+describe("the Lua API's options", function()
+  local r
+  before_each(function()
+    r = H.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
+      exec = { "/usr/bin/mkinitcpio" } })
+  end)
+  after_each(function() H.rm(r) end)
+
+  it("every public function raises on an unknown field, before anything runs", function()
+    local before = H.tree_hash(r)
+    local plan = assert(vfioinit.plan({ root = r }))
+    local policy = vfioinit.policy({})
+    local calls = {
+      { "detect", function(o) return vfioinit.detect(o) end },
+      { "modules", function(o) o.kernel = "x"; return vfioinit.modules(o) end },
+      { "drivers_for", function(o) o.kernel = "x"; return vfioinit.drivers_for(o) end },
+      { "plan", function(o) return vfioinit.plan(o) end },
+      { "status", function(o) return vfioinit.status(o) end },
+      { "verify", function(o) return vfioinit.verify(o) end },
+      { "rebuild", function(o) return vfioinit.rebuild(o) end },
+      { "boot_chains", function(o) return vfioinit.boot_chains(o) end },
+      { "update_initramfs", function(o) return vfioinit.update_initramfs(o) end },
+      { "revert", function(o) return vfioinit.revert(o) end },
+      { "detect_initramfs_systems", function(o) return vfioinit.detect_initramfs_systems(o) end },
+      { "ensure_dracut_modules", function(o) return vfioinit.ensure_dracut_modules(nil, o) end, 2 },
+      { "apply", function(o) o.root = nil; return plan:apply(o) end },
+      { "run", function(o) return policy:run(o) end },
+      { "plan", function(o) return policy:plan(o) end },
+      { "options", function(o) return policy:options(o) end },
+      { "for_root", function(o) o.root = nil; return vfioinit.policy.for_root(r, o) end, 2 },
+    }
+    for _, c in ipairs(calls) do
+      for _, bad in ipairs({ "idz", "dryrun", "rebuidl" }) do
+        assert.has_error(function() c[2]({ root = r, [bad] = true }) end,
+          ("bad argument #%d to '%s' (unknown field '%s')"):format(c[3] or 1, c[1], bad), c[1])
+      end
+    end
+    assert.are.equal(before, H.tree_hash(r))
+  end)
+
+  it("plan{idz=} and update_initramfs{dryrun=, rebuidl=} are refused, not run without them", function()
+    local before = H.tree_hash(r)
+    assert.has_error(function() vfioinit.plan({ root = r, idz = "10de:1b80" }) end,
+      "bad argument #1 to 'plan' (unknown field 'idz')")
+    assert.has_error(function() vfioinit.update_initramfs({ root = r, dryrun = true, rebuidl = false }) end)
+    assert.are.equal(before, H.tree_hash(r))
+    -- the right names: a dry run writes nothing and reports the change
+    local rep = assert(vfioinit.update_initramfs({ root = r, dry_run = true, rebuild = false }))
+    assert.are.equal(1, #rep.changes)
+    assert.are.equal(before, H.tree_hash(r))
+  end)
+
+  it("a timeout outside the one range of seconds is misuse, inf and 1e400 alike", function()
+    for _, t in ipairs({ 0, -1, 1 / 0, tonumber("1e400"), 0 / 0, 2e9 }) do
+      assert.has_error(function() vfioinit.rebuild({ root = r, timeout = t }) end,
+        ("bad argument #1 to 'rebuild' (field 'timeout': a number of seconds > 0 and at most 1e9 expected, got %s)")
+          :format(tostring(t)))
+    end
+  end)
+
+  it("update_initramfs returns nil, message, report on failure, so assert() catches it", function()
+    H.writefile(r .. "/etc/mkinitcpio.conf", "# header\nBINARIES=()\nMODULES=(ext4\n  nvme\n")
+    local before = H.tree_hash(r)
+    local rep, err, partial = vfioinit.update_initramfs({ root = r, rebuild = false })
+    assert.is_nil(rep)
+    assert.matches("^/etc/mkinitcpio%.conf:%d+: ", err)
+    assert.is_false(partial.ok)
+    assert.are.equal(err, partial.error)
+    assert.has_error(function() assert(vfioinit.update_initramfs({ root = r, rebuild = false })) end)
+    -- a policy's run is update_initramfs: the same three values, the report naming the policy
+    rep, err, partial = vfioinit.policy({ name = "mine", rebuild = false }):run({ root = r })
+    assert.is_nil(rep)
+    assert.matches("^/etc/mkinitcpio%.conf:%d+: ", err)
+    assert.are.equal("mine", partial.policy)
+    assert.are.equal(before, H.tree_hash(r))
   end)
 end)

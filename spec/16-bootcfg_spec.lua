@@ -86,3 +86,38 @@ describe("bootcfg.bls()", function()
     assert.truthy(msg:find("key value", 1, true))
   end)
 end)
+
+describe("bootcfg.grub_defaults()", function()
+  -- the menu of Debian's grub.cfg: entry 0, a submenu (1) of two entries, a memtest entry (2)
+  local cfg = bootcfg.grub(h.readfile(FIX .. "debian12-grub.cfg"))
+  local function pick(default, env)
+    local c = bootcfg.grub(h.readfile(FIX .. "debian12-grub.cfg"):gsub('set default="0"', "set default=" .. default))
+    return bootcfg.grub_defaults(c, env)
+  end
+
+  it("takes a leading number as strtoul does (0x hex, 0 octal, what follows ignored)", function()
+    assert.are.same({ 4 }, pick('"2"'))
+    assert.are.same({ 4 }, pick('"0x2"'))
+    assert.are.same({ 4 }, pick('"02"'))
+    assert.are.same({ 4 }, pick('"2 trailing"'))
+    assert.are.same({ 1 }, pick('"9"'))   -- past the end: entry 0
+  end)
+
+  it("matches a title or an id per level, `>>` standing for a `>` in a name", function()
+    local c = bootcfg.grub("menuentry 'a>b' {\n linux /k\n}\nmenuentry 'c' --id x {\n linux /k\n}\nset default='a>>b'\n")
+    assert.are.same({ 1 }, bootcfg.grub_defaults(c))
+    c.default = "x"
+    assert.are.same({ 2 }, bootcfg.grub_defaults(c))
+    c.default = "nosuch"
+    assert.are.same({ 1 }, bootcfg.grub_defaults(c))
+  end)
+
+  it("puts grubenv's saved_entry in and starts next_entry first when the file takes it", function()
+    assert.is_true(cfg.next_entry)
+    local env = bootcfg.grubenv("# GRUB Environment Block\nsaved_entry=1>1\nnext_entry=2\n####")
+    assert.are.same({ "1>1", "2" }, { env.saved_entry, env.next_entry })
+    assert.are.same({ 4, 3 }, pick('"${saved_entry}"', env))
+    assert.are.same({ 4, 1 }, pick('"0"', env))
+    assert.are.same({ 1 }, pick('"$saved_entry"', {}))
+  end)
+end)

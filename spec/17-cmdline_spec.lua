@@ -14,6 +14,16 @@ describe("cmdline.split()", function()
     assert.are.equal("vfio_pci.ids", w[3].key)
     assert.are.equal(30, init.first)
   end)
+
+  it("splits on every byte C's isspace calls a blank (a CRLF file's CR too), as the kernel's next_arg", function()
+    for c = 1, 127 do
+      local ch = string.char(c)
+      if ch ~= '"' then
+        local blank = ch:match("^%s$") ~= nil  -- Lua's %s is C's isspace
+        assert.are.equal(blank and 2 or 1, #cmdline.split("rw" .. ch .. "intel_iommu=on"), ("byte %d"):format(c))
+      end
+    end
+  end)
 end)
 
 describe("cmdline.add()", function()

@@ -1,6 +1,6 @@
 -- One rule for vfio-pci.ids on every command-line target, and init's `--`.
 --
--- The rule (README "The kernel command line"): after an apply with --ids the ids on the
+-- The rule (docs/REFERENCE.md "The kernel command line"): after an apply with --ids the ids on the
 -- line are the user's own + exactly the ones this apply names; ids an earlier apply added
 -- that this one does not name come out, ids the user wrote never do; an apply without
 -- --ids leaves them. modprobe.d's own file does the same (`options vfio-pci ids=` is
@@ -94,8 +94,7 @@ end
 local function kroot(files)
   files["/etc/initramfs-tools/modules"] = ""
   local root = h.make_root({ os = { ID = "debian" }, files = files, exec = { "/usr/sbin/update-initramfs" } })
-  h.install_kernel(root, "cloud")
-  return root
+  return root, h.install_kernel(root, "cloud")
 end
 
 local PRESET = 'ALL_kver="/boot/vmlinuz-linux"\nPRESETS=(\'default\')\ndefault_uki="/efi/EFI/Linux/arch-linux.efi"\n'
@@ -201,6 +200,33 @@ describe("--ids B after --ids A: one rule on every command-line target", functio
     two_applies(root, function() return words_of(h.readfile(root .. "/etc/kernel/cmdline")) end)
     assert.is_true((v.revert({ root = root })))
     assert.is_nil(h.readfile(root .. "/etc/kernel/cmdline"))
+  end)
+
+  -- the words a created file started from are vfioinit's record: what the target boots holds A
+  -- once it booted with the file (kernel-install wrote A into its entry), and must not make A
+  -- the user's
+  it("/etc/kernel/cmdline created from the target's entry, after booting with A: --ids B gives only B", function()
+    local root, kver = kroot({ ["/etc/kernel/install.conf"] = "layout=bls\n" })
+    finally(function() h.rm(root) end)
+    local entry = root .. "/boot/loader/entries/debian.conf"
+    local user = { "root=/dev/vda1", "rw", "quiet", "vfio_pci.ids=" .. U }
+    local function boots_with(line)
+      h.writefile(entry, ("title Debian\nversion %s\nlinux /vmlinuz-%s\noptions %s\n"):format(kver, kver, line))
+    end
+    boots_with(table.concat(user, " "))
+    local file = root .. "/etc/kernel/cmdline"
+    apply(root, A)
+    local function sorted(t) table.sort(t); return t end
+    assert.are.same(sorted({ A, U }), (ids(words_of(h.readfile(file)))))
+    boots_with((h.readfile(file):gsub("\n$", "")))  -- `kernel-install add`, then a reboot
+    apply(root, B)
+    local w = words_of(h.readfile(file))
+    local got, n = ids(w)
+    assert.are.same(sorted({ B, U }), got)
+    assert.are.equal(2, n, "each id once")
+    for _, x in ipairs({ "root=/dev/vda1", "rw", "quiet" }) do assert.is_true(has(w, x), x) end
+    assert.is_true((v.revert({ root = root })))
+    assert.is_nil(h.readfile(file))
   end)
 
   it("/etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs): only B; the user's id in their own source stays", function()

@@ -78,16 +78,27 @@ describe("boot chain: grub.cfg (Debian, grub-mkconfig)", function()
       assert.are.equal(recovery, list[1].entry, d)
       assert.is_true(list[1].default, d)
     end
-    -- an index past the last entry, or one naming the submenu itself, selects no entry to boot
-    for _, d in ipairs({ '"7"', '"1"' }) do
+    -- as grub-core/normal/menu.c: an index past the last entry is entry 0; a submenu named
+    -- alone starts its own entry 0
+    local first = "grub: Debian GNU/Linux"
+    local sub0 = "grub: Advanced options for Debian GNU/Linux > Debian GNU/Linux, with Linux " .. KVER
+    for d, want in pairs({ ['"7"'] = first, ['"1"'] = sub0, ['"1>5"'] = sub0 }) do
       h.writefile(root .. "/boot/grub/grub.cfg", (cfg:gsub('set default="0"', "set default=" .. d)))
-      for _, c in ipairs(assert(vfioinit.boot_chains({ root = root }))) do assert.is_nil(c.default, d) end
+      local list = assert(vfioinit.boot_chains({ root = root }))
+      assert.are.equal(want, list[1].entry, d)
+      assert.is_true(list[1].default, d)
+      assert.is_nil(list[2].default, d)
     end
-    -- GRUB_DEFAULT=saved: the entry is in grubenv, not in grub.cfg: no entry is called the default
+    -- GRUB_DEFAULT=saved: grubenv's saved_entry (none saved: entry 0)
     h.writefile(root .. "/boot/grub/grub.cfg", (cfg:gsub('set default="0"', 'set default="${saved_entry}"')))
     local list = assert(vfioinit.boot_chains({ root = root }))
-    assert.are.equal("grub: Debian GNU/Linux", list[1].entry)
-    for _, c in ipairs(list) do assert.is_nil(c.default) end
+    assert.are.equal(first, list[1].entry)
+    assert.is_true(list[1].default)
+    h.writefile(root .. "/boot/grub/grubenv", "# GRUB Environment Block\nsaved_entry=gnulinux-advanced-0b1c7a3e-5d2f-4c53-9b8e-1f2a3b4c5d6e>"
+      .. "gnulinux-" .. KVER .. "-recovery-0b1c7a3e-5d2f-4c53-9b8e-1f2a3b4c5d6e\n" .. ("#"):rep(800))
+    list = assert(vfioinit.boot_chains({ root = root }))
+    assert.are.equal(recovery, list[1].entry)
+    assert.is_true(list[1].default)
   end)
 
   it("reads a full grub.cfg on the ESP (EFI/<vendor>/grub.cfg), and nothing from a stub that only loads /boot's", function()
@@ -621,23 +632,15 @@ describe("boot chain: real roots (tools/mkroot)", function()
 end)
 
 -- apply with a stand-in booster (core.spawn.run writes a real newc image with the kernel's
--- VFIO modules, as in spec/89-run_spec.lua): the rebuild is judged on what it built, the
+-- VFIO modules, as in spec/42-run_spec.lua): the rebuild is judged on what it built, the
 -- final verification on what the boot entry loads.
 describe("boot chain: apply verifies what boots, not only what it built", function()
   local core = require "vfioinit.core"
   local root, real_spawn, built, unstub
 
   local function stub_spawn(o)
-    local kver, image = o.argv[5], o.argv[6]
-    local d = h.tmpdir()
-    local vdir = "/lib/modules/" .. kver .. "/kernel/drivers/vfio"
-    h.sh(("mkdir -p %s && cp -r %s %s"):format(h.q(d .. "/usr" .. vdir:match("^(.*)/vfio$")), h.q(root .. vdir), h.q(d .. "/usr" .. vdir)))
-    local list = {}
-    for name in h.sh("find " .. h.q(root .. vdir) .. " -name '*.ko*'"):gmatch("([^/\n]+)%.ko[^\n]*") do list[#list + 1] = "- " .. name .. "\n" end
-    h.writefile(d .. "/etc/booster.init.yaml", "modulesforceload:\n" .. table.concat(list))
-    local _, ok = h.sh(("cd %s && find . | cpio -o -H newc --quiet > %s"):format(h.q(d), h.q(root .. image)))
-    h.rm(d)
-    assert(ok, "stub booster: cpio failed")
+    local image = o.argv[6]
+    h.booster_image(root, o.argv[5], image)
     built[#built + 1] = image
     return { status = 0, timed_out = false, seconds = 0.01 }
   end
@@ -660,7 +663,8 @@ describe("boot chain: apply verifies what boots, not only what it built", functi
   it("fails, naming the entry, when the entry loads an image the generator does not build", function()
     h.writefile(root .. "/boot/loader/entries/arch.conf",
       "title Arch\nlinux /vmlinuz-" .. KVER .. "\ninitrd /initramfs-" .. KVER .. "-custom.img\noptions rw\n")
-    local rep = vfioinit.update_initramfs({ root = root })
+    local none, _, rep = vfioinit.update_initramfs({ root = root })
+    assert.is_nil(none)
     assert.are.same({ "/boot/booster-" .. KVER .. ".img" }, built)   -- the rebuild builds what it always built
     assert.is_true(rep.rebuilt[1].ok)
     assert.is_false(rep.ok)

@@ -173,12 +173,122 @@ describe("--cmdline with GRUB", function()
   end)
 end)
 
--- The running system's command line without the loader's own words (kernel-install's rule),
--- computed by the shell.
-local function running_words()
-  local out = h.sh("tr ' ' '\\n' < /proc/cmdline | grep -v -e '^BOOT_IMAGE=' -e '^initrd=' | grep .")
+-- The last word naming parameter `name` (the one the kernel acts on), or nil.
+local function last_named(list, name)
+  local all = named(list, name)
+  return all[#all]
+end
+
+-- Every shape of /etc/default/grub, with both grub-mkconfigs: the shell's own reading (bash)
+-- after apply has the parameters and every word the user had; what vfioinit cannot see
+-- through is refused by PATH:LINE, nothing written; no input makes a run hang.
+describe("--cmdline with GRUB: every shape of /etc/default/grub", function()
+  local MKCONFIGS = { debian = DEBIAN_MKCONFIG, upstream = UPSTREAM_MKCONFIG }
+
+  -- apply through the CLI under a timeout (a hang is a failure, not a stuck suite); then the
+  -- words bash reads carry the parameters, and every word the user had is still there
+  -- (the parameters' own words may have been merged into).
+  local function applied(root, ids)
+    local before = grub_words(root)
+    local code, out, err = h.cli("--root " .. h.q(root) .. " --ids " .. ids .. " --cmdline --no-rebuild apply", "timeout 60")
+    assert.are.equal(0, code, out .. err)
+    local after = grub_words(root)
+    assert.is_true(value_set(last_named(after, "intel_iommu") or "")["on"], table.concat(after, " "))
+    assert.are.equal("iommu=pt", last_named(after, "iommu"))
+    for id in ids:gmatch("[^,]+") do assert.is_true(value_set(last_named(after, "vfio_pci.ids"))[id], id) end
+    for _, w in ipairs(before) do
+      local key = w:match("^[^=]*"):gsub("-", "_")
+      if key ~= "intel_iommu" and key ~= "iommu" and key ~= "vfio_pci.ids" then
+        assert.are.equal(#named(before, key), #named(after, key), w)
+      end
+    end
+    assert.are.equal(0, #assert(v.plan({ root = root, ids = ids, cmdline = true })).changes)
+    return after
+  end
+
+  it("refuses export, readonly, declare, eval, a sourced file and assignments inside if, by PATH:LINE", function()
+    local cases = {
+      { 'GRUB_TIMEOUT=5\nexport GRUB_CMDLINE_LINUX_DEFAULT="root=/dev/sda2 cryptdevice=UUID=1:root intel_iommu=off"\n', 2 },
+      { 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nexport GRUB_CMDLINE_LINUX_DEFAULT\n', 2 },
+      { 'readonly GRUB_CMDLINE_LINUX="root=/dev/sda2"\n', 1 },
+      { 'declare GRUB_CMDLINE_LINUX_DEFAULT="intel_iommu=off"\n', 1 },
+      { "GRUB_TIMEOUT=5\neval 'GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=off\"'\n", 2 },
+      { "GRUB_TIMEOUT=5\n. /etc/default/grub.local\n", 2,
+        { ["/etc/default/grub.local"] = 'GRUB_CMDLINE_LINUX="root=/dev/sda2 intel_iommu=off"\n' } },
+      { 'if [ -d /sys/firmware/efi ]; then\n  GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nfi\n', 2 },
+    }
+    for name, mk in pairs(MKCONFIGS) do
+      for _, c in ipairs(cases) do
+        local root = grub_root(c[1], mk, c[3])
+        local before = h.tree_hash(root)
+        local plan, err = v.plan({ root = root, ids = "1af4:1000", cmdline = true })
+        assert.is_nil(plan, name .. ": " .. c[1])
+        assert.matches("^/etc/default/grub:" .. c[2] .. ": .*GRUB_CMDLINE_LINUX", err)
+        local code, _, cerr = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --cmdline apply", "timeout 60")
+        assert.are.equal(1, code, cerr)
+        assert.are.equal(before, h.tree_hash(root), c[1])
+        h.rm(root)
+      end
+    end
+  end)
+
+  it("edits plain assignments next to statements that set other variables", function()
+    local text = 'export GRUB_TIMEOUT=5\nreadonly GRUB_DISABLE_OS_PROBER=true\nGRUB_CMDLINE_LINUX="root=/dev/sda2"\n'
+      .. 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+    for _, mk in pairs(MKCONFIGS) do
+      local root = grub_root(text, mk)
+      applied(root, "1af4:1000")
+      h.rm(root)
+    end
+  end)
+
+  it("merges into values built from the other variable, and never loops", function()
+    local cases = {
+      'GRUB_CMDLINE_LINUX_DEFAULT="quiet vfio-pci.ids=10de:1b81"\nGRUB_CMDLINE_LINUX="root=/dev/sda2 vfio-pci.ids=10de:1b80"\n'
+        .. 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX splash"\n',
+      'GRUB_CMDLINE_LINUX="vfio_pci.ids=10de:1b80"\nGRUB_CMDLINE_LINUX_DEFAULT="vfio-pci.ids=10de:1b81 $GRUB_CMDLINE_LINUX"\n',
+      'GRUB_CMDLINE_LINUX="root=/dev/sda2 intel_iommu=sm_on"\nGRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX} quiet"\n',
+      'GRUB_CMDLINE_LINUX="iommu=pt"\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT $GRUB_CMDLINE_LINUX"\n'
+        .. 'GRUB_CMDLINE_LINUX_DEFAULT+=" quiet"\n',
+    }
+    for _, mk in pairs(MKCONFIGS) do
+      for _, text in ipairs(cases) do
+        local root = grub_root(text, mk)
+        applied(root, "1af4:1000")
+        h.rm(root)
+      end
+    end
+  end)
+
+  it("reads CRLF line ends as sh does and keeps them", function()
+    for _, text in ipairs({ 'GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\r\nGRUB_CMDLINE_LINUX=root=/dev/sda2\r\n',
+      "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=quiet\r\n", "GRUB_TIMEOUT=5\r\n" }) do
+      for _, mk in pairs(MKCONFIGS) do
+        local root = grub_root(text, mk)
+        applied(root, "1af4:1000")
+        local new = h.readfile(root .. "/etc/default/grub")
+        assert.is_nil(new:find("[^\r]\n"), new)
+        assert.is_nil(new:find("\r[^\n]"), new)
+        h.rm(root)
+      end
+    end
+  end)
+end)
+
+-- How often `word` is in list; the words a target's boot entry gives, read by the shell: a BLS entry's `options`, or the
+-- first `linux` line of a grub.cfg (its path dropped).
+local function count(list, word)
+  local n = 0
+  for _, w in ipairs(list) do if w == word then n = n + 1 end end
+  return n
+end
+
+local function target_words(root, path)
+  local awk = path:match("%.conf$") and "$1==\"options\"{for(i=2;i<=NF;i++) print $i; exit}"
+    or "$1==\"linux\"{for(i=3;i<=NF;i++) print $i; exit}"
   local t = {}
-  for w in out:gmatch("%S+") do t[#t + 1] = w end
+  for w in h.sh("awk " .. h.q(awk) .. " " .. h.q(root .. path)):gmatch("%S+") do t[#t + 1] = w end
+  assert(#t > 0, path)
   return t
 end
 
@@ -192,8 +302,7 @@ describe("--cmdline with /etc/kernel/cmdline", function()
   local function kroot(files)
     files["/etc/initramfs-tools/modules"] = ""
     local root = h.make_root({ os = { ID = "debian" }, files = files, exec = { "/usr/sbin/update-initramfs" } })
-    h.install_kernel(root, "cloud")
-    return root
+    return root, h.install_kernel(root, "cloud")
   end
 
   it("merges into the file in place, keeping the user's words and order", function()
@@ -212,28 +321,61 @@ describe("--cmdline with /etc/kernel/cmdline", function()
     assert.are.equal("root=/dev/vda1 ro vfio-pci.ids=10de:1b80 quiet\n", h.readfile(root .. "/etc/kernel/cmdline"))
   end)
 
-  it("creates it from the running system's command line when kernel-install builds UKIs and it is absent", function()
-    local root = kroot({ ["/etc/kernel/install.conf"] = "layout=uki\n" })
+  it("reads a CRLF file's CR as the kernel does (a blank) and keeps its line ends", function()
+    local text = "# mine\r\nroot=/dev/vda1 rw\r\n"
+    local root = kroot({ ["/etc/kernel/cmdline"] = text })
     finally(function() h.rm(root) end)
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
+    assert.is_true(r.ok, r.error)
+    local new = h.readfile(root .. "/etc/kernel/cmdline")
+    local w = words_of(new:gsub("^#[^\n]*\n", ""))
+    assert_params(w, { "1af4:1000" })
+    assert.are.same({ "root=/dev/vda1", "rw" }, { w[1], w[2] })
+    assert.are.equal(2, select(2, new:gsub("\r\n", "")))
+    assert.is_nil(new:find("[^\r]\n") or new:find("\r[^\n]"), new)
+    -- the same apply again has nothing to do
+    assert.are.equal(0, #assert(v.plan({ root = root, ids = "1af4:1000", cmdline = true })).changes)
+  end)
+
+  -- a root other than `/` is another machine: the start is what it boots, never this
+  -- machine's /proc/cmdline (nothing outside the root is read)
+  it("creates it from the target's own grub.cfg entry when kernel-install builds UKIs and it is absent", function()
+    local root, kver = kroot({ ["/etc/kernel/install.conf"] = "layout=uki\n" })
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/boot/grub/grub.cfg", ("menuentry 'Debian GNU/Linux' {\n\tlinux\t/boot/vmlinuz-%s "
+      .. "root=UUID=0a1b ro console=ttyS1 quiet -- init-arg\n\tinitrd\t/boot/initrd.img-%s\n}\n"
+      .. "menuentry 'Debian GNU/Linux (recovery mode)' {\n\tlinux\t/boot/vmlinuz-%s root=UUID=0a1b ro single\n}\n")
+      :format(kver, kver, kver))
     local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
     assert.is_true(r.ok, r.error)
     local w = words_of(h.readfile(root .. "/etc/kernel/cmdline"))
     assert_params(w, { "1af4:1000" })
-    for _, x in ipairs(running_words()) do
-      local key = x:match("^[^=]*")
-      if key ~= "intel_iommu" and key ~= "iommu" and not key:match("^vfio[-_]pci%.ids$") then
-        assert.are.equal(1, #named(w, key), x)
-      end
-    end
-    assert.are.same({}, named(w, "BOOT_IMAGE"))
-    -- the parameters are the kernel's: before a `--` (what follows it is init's)
-    local dashes
-    for i, x in ipairs(w) do if x == "--" and not dashes then dashes = i end end
-    for i, x in ipairs(w) do
-      if x == "intel_iommu=on" or x == "iommu=pt" then assert.is_true(not dashes or i < dashes, x) end
-    end
+    local entry = target_words(root, "/boot/grub/grub.cfg")
+    for _, x in ipairs(entry) do assert.are.equal(count(entry, x), count(w, x), x) end
+    assert.are.equal(#entry + 3, #w, table.concat(w, " "))
+    -- the parameters are the kernel's: before the `--` (what follows it is init's)
+    assert.are.same({ "--", "init-arg" }, { w[#w - 1], w[#w] })
     assert.is_true((v.revert({ root = root })))
     assert.is_nil(h.readfile(root .. "/etc/kernel/cmdline"))
+  end)
+
+  it("refuses to guess when the target's boot entries give no command line, or two, naming the file to create", function()
+    local root, kver = kroot({ ["/etc/kernel/install.conf"] = "layout=bls\n" })
+    finally(function() h.rm(root) end)
+    local function refused(pattern)
+      local before = h.tree_hash(root)
+      local plan, err = v.plan({ root = root, ids = "1af4:1000", cmdline = true })
+      assert.is_nil(plan)
+      assert.matches("^/etc/kernel/cmdline: absent, .*" .. pattern .. ".*create /etc/kernel/cmdline", err)
+      local code, _, cerr = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --cmdline apply")
+      assert.are.equal(1, code, cerr)
+      assert.are.equal(before, h.tree_hash(root))
+    end
+    refused("no boot entry")
+    local entry = "title Debian\nversion %s\nlinux /vmlinuz-%s\noptions %s\n"
+    h.writefile(root .. "/boot/loader/entries/a.conf", entry:format(kver, kver, "root=/dev/vda1 rw"))
+    h.writefile(root .. "/boot/loader/entries/b.conf", entry:format(kver, kver, "root=/dev/vda2 ro"))
+    refused("/boot/loader/entries/a.conf.*/boot/loader/entries/b.conf")
   end)
 end)
 
@@ -243,8 +385,7 @@ describe("--cmdline with mkinitcpio UKIs (/etc/cmdline.d)", function()
     files["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev modconf)\n"
     files["/etc/mkinitcpio.d/linux.preset"] = files["/etc/mkinitcpio.d/linux.preset"] or PRESET
     local root = h.make_root({ os = { ID = "arch" }, files = files, exec = { "/usr/bin/mkinitcpio" } })
-    h.install_kernel(root, "cloud")
-    return root
+    return root, h.install_kernel(root, "cloud")
   end
 
   -- mkinitcpio v41's own expression over its sources, in its order.
@@ -266,15 +407,19 @@ describe("--cmdline with mkinitcpio UKIs (/etc/cmdline.d)", function()
     assert.are.equal("# root\nroot=/dev/vda2 rw\n", h.readfile(root .. "/etc/cmdline.d/10-root.conf"))
   end)
 
-  it("starts from the running command line when mkinitcpio has no source (it would reuse /proc/cmdline)", function()
-    local root = uroot({})
+  it("starts from the target's BLS entry when mkinitcpio has no source (it would reuse /proc/cmdline)", function()
+    local root, kver = uroot({})
     finally(function() h.rm(root) end)
+    local path = "/boot/loader/entries/arch.conf"
+    h.writefile(root .. path, ("title Arch Linux\nversion %s\nlinux /vmlinuz-%s\noptions root=PARTUUID=9f2e rw "
+      .. "loglevel=3\n"):format(kver, kver))
     local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, rebuild = false })
     assert.is_true(r.ok, r.error)
     local w = embedded(root)
     assert_params(w, { "1af4:1000" })
-    local rw = running_words()
-    if #rw > 0 then assert.are.equal(1, #named(w, rw[1]:match("^[^=]*")), rw[1]) end
+    local entry = target_words(root, path)
+    for _, x in ipairs(entry) do assert.are.equal(1, count(w, x), x) end
+    assert.are.equal(#entry + 3, #w, table.concat(w, " "))
   end)
 
   it("refuses a preset that sets the UKI's command line itself", function()
@@ -353,6 +498,25 @@ describe("--cmdline: grub.cfg regenerated, read back per entry, regenerated on r
     assert.are.equal(1, #list.regenerated)
     assert.is_nil(h.readfile(root .. "/etc/default/grub.d/vfioinit.cfg"))
     assert.are.same({}, named(linux_lines(root)[1], "intel_iommu"))
+  end)
+
+  -- docs/REFERENCE.md's own example: `single` after `--` is init's, so the entry stays a normal one
+  root_it("reads `quiet -- single` as a normal entry whose words after `--` are init's", function()
+    local root = chroot_root()
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet -- single"\nGRUB_CMDLINE_LINUX=""\n')
+    local r = v.update_initramfs({ root = root, ids = "1af4:1000", cmdline = true, timeout = 60 })
+    assert.is_true(r.ok, r.error)
+    local normal = linux_lines(root)[1]
+    local dashes
+    for i, x in ipairs(normal) do if x == "--" then dashes = i end end
+    assert.are.same({ "--", "single" }, { normal[dashes], normal[dashes + 1] })
+    assert_params({ table.unpack(normal, 1, dashes - 1) }, { "1af4:1000" })
+    local normals = 0
+    for _, e in ipairs(r.cmdline) do
+      if not e.recovery then normals = normals + 1; assert.is_true(e.ok, e.entry) end
+    end
+    assert.are.equal(1, normals)
   end)
 
   root_it("regenerates a grub.cfg that lacks the parameters though the config has them", function()

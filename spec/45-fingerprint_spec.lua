@@ -4,7 +4,7 @@
 -- a same-size rewrite that restores mtime, a replace by rename, a damaged store or a
 -- config changed since all make vfioinit read the image again.
 --
--- The generator (booster) is stubbed as in spec/89-run_spec.lua: core.spawn.run writes a
+-- The generator (booster) is stubbed as in spec/42-run_spec.lua: core.spawn.run writes a
 -- real newc cpio image on the host. Reads are counted by wrapping core.image.list.
 local h = require "helpers"
 local core = require "vfioinit.core"
@@ -63,7 +63,7 @@ describe("image fingerprints", function()
     h.sh(("cp -a %s/. %s"):format(h.q(template), h.q(root)))
     core.spawn.run = stub_spawn(root)
     -- the copy is a new inode: one read of a no-op apply records it (a read-only verify
-    -- records nothing: spec/55)
+    -- records nothing: spec/56)
     reads = 0
     local rep = vfioinit.update_initramfs({ root = root, ids = { "1af4:1000" } })
     assert.is_true(rep.ok and rep.verified[1].ok, rep.error)

@@ -25,6 +25,24 @@ local function files_hash(dir)
   return (h.sh("cd " .. h.q(dir) .. " && find . -type f -printf '%p %m\\n' | sort && find . -type f -print0 | sort -z | xargs -0 -r sha256sum"))
 end
 
+-- What mkinitcpio's build puts in the image from vfioinit's install hook in root: its
+-- build() run by bash with add_* doing what v41's functions do (files under a build dir).
+local function mkinitcpio_build(r)
+  local b = h.tmpdir()
+  local stubs = ([[
+BUILDROOT=%s; _d_hooks=%s
+add_module() { :; }
+add_binary() { :; }
+add_runscript() { mkdir -p "$BUILDROOT/hooks" && cp "$_d_hooks/vfioinit-bind" "$BUILDROOT/hooks/"; }
+add_file() { [ "$1" = - ] || return 1; mkdir -p "$BUILDROOT${2%%/*}" && cat > "$BUILDROOT$2" && chmod "$3" "$BUILDROOT$2"; }
+add_symlink() { mkdir -p "$BUILDROOT${1%%/*}" && ln -sfn "$2" "$BUILDROOT$1"; }
+. %s && build
+]]):format(h.q(b), h.q(r .. "/etc/initcpio/hooks"), h.q(r .. "/etc/initcpio/install/vfioinit-bind"))
+  local out, ok = h.sh("bash -c " .. h.q(stubs) .. " 2>&1")
+  assert(ok, out)
+  return b
+end
+
 describe("bind: PCI addresses", function()
   it("accepts dddd:bb:dd.f in any case and bb:dd.f as domain 0000", function()
     assert.are.equal("0000:01:00.0", bind.check_address("0000:01:00.0"))
@@ -182,13 +200,42 @@ describe("bind: plan, apply and revert", function()
     assert(change(plan, "/etc/initcpio/install/vfioinit-bind"))
   end)
 
-  it("mkinitcpio with the systemd hook refuses, naming the file and line", function()
+  it("mkinitcpio with archinstall's systemd HOOKS: vfioinit-bind after base; its install hook adds a unit "
+    .. "ordered before udevd, its coldplug and modules-load, wanted by sysinit.target", function()
+    local archinstall = "MODULES=()\nBINARIES=()\nFILES=()\n"
+      .. "HOOKS=(base systemd autodetect microcode modconf kms keyboard sd-vconsole block filesystems fsck)\n"
     local r = h.make_root({ os = { ID = "arch" }, exec = { "/usr/bin/mkinitcpio" },
-      files = { ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base systemd autodetect modconf block filesystems)\n" } })
+      files = { ["/etc/mkinitcpio.conf"] = archinstall } })
     finally(function() h.rm(r) end)
-    local plan, err = vfioinit.plan({ root = r, devices = { ADDR } })
-    assert.is_nil(plan)
-    assert.truthy(err:find("^/etc/mkinitcpio.conf:2: HOOKS has systemd"), err)
+    local plan = assert(vfioinit.plan({ root = r, devices = { ADDR } }))
+    assert(plan:apply())
+    assert.are.same({ "base", "vfioinit-bind", "systemd", "autodetect", "microcode", "modconf", "kms", "keyboard",
+      "sd-vconsole", "block", "filesystems", "fsck" }, h.bash_array({ r .. "/etc/mkinitcpio.conf" }, "HOOKS"))
+    local b = mkinitcpio_build(r)
+    finally(function() h.rm(b) end)
+    local unit = assert(h.readfile(b .. "/usr/lib/systemd/system/vfioinit-bind.service"))
+    local before = {}
+    for l in unit:gmatch("[^\n]+") do
+      local v = l:match("^Before=(.*)$")
+      for w in (v or ""):gmatch("%S+") do before[w] = true end
+    end
+    for _, u in ipairs({ "systemd-udevd.service", "systemd-udev-trigger.service", "systemd-modules-load.service" }) do
+      assert.is_true(before[u], u .. " in\n" .. unit)
+    end
+    assert.truthy(unit:find("\nDefaultDependencies=no\n", 1, true), unit)
+    local target = h.sh("readlink " .. h.q(b .. "/usr/lib/systemd/system/sysinit.target.wants/vfioinit-bind.service"))
+    assert.are.equal("../vfioinit-bind.service\n", target)
+    -- the unit's command runs the runtime hook's run_earlyhook (with /sys and /hooks moved
+    -- into the build dir: never this machine's devices)
+    local exec = assert(unit:match("\nExecStart=/usr/bin/busybox sh %-c '([^']+)'"), unit)
+    local hook = h.readfile(b .. "/hooks/vfioinit-bind"):gsub("/sys/", b .. "/sys/")
+    assert.is_nil(hook:find("[^%w/_.-]/sys/"), hook)
+    h.writefile(b .. "/hooks/vfioinit-bind", hook)
+    h.writefile(b .. "/bin/modprobe", "#!/bin/sh\necho \"modprobe $*\"\n", 493)
+    local out, ok = h.sh(("cd %s && PATH=%s/bin:$PATH sh -c %s 2>&1"):format(h.q(b), h.q(b), h.q(exec:gsub("/hooks/", "./hooks/"))))
+    assert(ok, out)
+    assert.truthy(out:find("vfioinit: " .. ADDR .. ": no such PCI device", 1, true), out)
+    assert.truthy(out:find("modprobe vfio-pci", 1, true), out)
   end)
 
   it("booster refuses, naming booster and why; the CLI writes nothing", function()
@@ -263,5 +310,32 @@ describe("bind: verify reads the image", function()
     assert.are.same({ "vfioinit-bind (runs after udev in EARLYHOOKS)" }, gen.bind.check(contents, hook))
     contents.config = '#!/usr/bin/ash\nEARLYHOOKS="udev"\n'
     assert.are.same({ "vfioinit-bind (not in the image's EARLYHOOKS)" }, gen.bind.check(contents, hook))
+  end)
+
+  it("mkinitcpio under the systemd hook (/init is systemd): the unit inside, wanted by sysinit.target", function()
+    local gen = require("vfioinit.generators.mkinitcpio")
+    local r = h.make_root({ os = { ID = "arch" }, exec = { "/usr/bin/mkinitcpio" }, files = {
+      ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base systemd autodetect modconf block filesystems)\n" } })
+    finally(function() h.rm(r) end)
+    assert(assert(vfioinit.plan({ root = r, devices = { ADDR } })):apply())
+    local b = mkinitcpio_build(r)
+    finally(function() h.rm(b) end)
+    local hook = h.readfile(r .. gen.bind.script)
+    -- as the systemd hook leaves it: /init links to systemd; the udev-era config is unread
+    h.sh(("ln -s usr/lib/systemd/systemd %s/init"):format(h.q(b)))
+    h.writefile(b .. "/config", '#!/usr/bin/ash\nEARLYHOOKS="udev vfioinit-bind"\n')
+    local function listed()
+      local img = r .. "/boot/img"
+      h.sh(("mkdir -p %s/boot && cd %s && find . | LC_ALL=C sort | cpio --quiet -o -H newc > %s"):format(h.q(r), h.q(b), h.q(img)))
+      local want = {}
+      for _, n in ipairs(gen.bind.want) do want[n] = true end
+      local _, contents = assert(core.image.list(r, "/boot/img", want))
+      return gen.bind.check(contents, hook)
+    end
+    assert.are.same({}, listed())
+    h.rm(b .. "/usr/lib/systemd/system/sysinit.target.wants")
+    assert.are.same({ "/usr/lib/systemd/system/vfioinit-bind.service (not wanted by sysinit.target)" }, listed())
+    h.rm(b .. "/usr/lib/systemd/system/vfioinit-bind.service")
+    assert.are.same({ "/usr/lib/systemd/system/vfioinit-bind.service (not in the image)" }, listed())
   end)
 end)

@@ -28,11 +28,14 @@ end)
 
 describe("vfioinit --timeout", function()
   it("refuses what is not a number of seconds > 0, before anything runs", function()
-    for _, bad in ipairs({ "0", "-5", "abc", "nan", "inf", "''" }) do
-      local code, out, err = run("--timeout " .. bad .. " --root / verify")
-      assert.are.equal(1, code, bad)
-      assert.are.equal("", out)
-      assert.matches("^vfioinit: %-%-timeout .*: expected a number of seconds > 0\n$", err)
+    -- one finite range for every number of seconds: 1e400 (inf once read) is inf
+    for _, bad in ipairs({ "0", "-5", "abc", "nan", "inf", "''", "1e400", "1e10", "-inf" }) do
+      for _, cmd in ipairs({ "rebuild", "apply" }) do
+        local code, out, err = run("--timeout " .. bad .. " --root / " .. cmd)
+        assert.are.equal(1, code, bad)
+        assert.are.equal("", out)
+        assert.matches("^vfioinit: %-%-timeout .*: expected a number of seconds > 0 and at most 1e9\n$", err)
+      end
     end
     local code, _, err = run("--timeout")
     assert.are.equal(1, code)
@@ -98,5 +101,92 @@ describe("vfioinit --jobs", function()
     code, _, err = run("--root " .. h.q(root) .. " --generator booster --jobs 1 rebuild")
     assert.are.equal(1, code)
     assert.matches("no other build started within 10 s", err, 1, true)
+  end)
+end)
+
+-- The option table says which command takes which option; `--help` lists them under each
+-- command. The parser refuses every other pairing (a usage error, nothing run), so an
+-- option is never silently ignored.
+describe("options a command does not take", function()
+  local cli = require "vfioinit.cli"
+  local R
+  local root, before
+  setup(function()
+    root = h.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
+      exec = { "/usr/bin/mkinitcpio" } })
+    R = "--root " .. h.q(root) .. " "
+    before = h.tree_hash(root)
+  end)
+  teardown(function() h.rm(root) end)
+
+  it("are refused with a usage error naming the option and the command, writing nothing", function()
+    for _, c in ipairs({
+      { "--no-rebuild rebuild", "--no-rebuild does not apply to rebuild" },
+      { "--full apply", "--full does not apply to apply" },
+      { "--force plan", "--force applies to plan only with --device or --match" },
+      { "--force apply", "--force applies to apply only with --device or --match" },
+      { "--dry-run plan", "--dry-run does not apply to plan" },
+      { "--dry-run rebuild", "--dry-run does not apply to rebuild" },
+      { "--module virtio_net rebuild", "--module does not apply to rebuild" },
+      { "--softdeps verify", "--softdeps does not apply to verify" },
+      { "--timeout 5 verify", "--timeout does not apply to verify" },
+      { "--jobs 2 verify", "--jobs does not apply to verify" },
+      { "--cmdline revert", "--cmdline does not apply to revert" },
+      { "--generator mkinitcpio revert", "--generator does not apply to revert" },
+      { "revert --softdeps", "--softdeps does not apply to revert" },
+    }) do
+      local code, out, err = run(R .. c[1])
+      assert.are.equal(1, code, c[1])
+      assert.are.equal("", out, c[1])
+      assert.are.equal("vfioinit: " .. c[2] .. "\n", err:match("^[^\n]*\n"), c[1])
+      assert.truthy(err:find("Try 'vfioinit --help'", 1, true), c[1])
+      code, out = run("--json " .. R .. c[1])
+      assert.are.equal(1, code, c[1])
+      assert.are.equal("False True " .. c[2], h.pyjson(out, "d['ok'], d['usage'], d['error']"), c[1])
+    end
+    assert.are.equal(before, h.tree_hash(root))
+  end)
+
+  it("are exactly those --help does not list under the command", function()
+    local _, help = run("--help")
+    local section = help:match("\ncommands[^\n]*\n(.-)\n\n")
+    local global = help:match("^usage: vfioinit (.-) COMMAND")
+    for _, c in ipairs(cli.COMMANDS) do
+      -- the command's row to the next row (or the end): its "options:" list
+      local row = ("\n" .. section .. "\n  end"):match("\n  " .. c[1] .. " (.-)\n  %S")
+      local listed = row:match("options: (.*)$") or ""
+      for _, opt in ipairs(cli.OPTIONS) do
+        if opt.key ~= "help" and opt.key ~= "version" then
+          local argv = { opt[1] }
+          if opt.arg then argv[2] = opt.key == "devices" and "0000:01:00.0" or "x" end
+          if opt.key == "force" and c[1] ~= "revert" then argv[#argv + 1] = "--match"; argv[#argv + 1] = "x" end
+          argv[#argv + 1] = c[1]
+          local o, err = cli.parse(argv)
+          local takes = global:find(opt[1], 1, true) or listed:find(opt[1]:gsub("%-", "%%-") .. "%f[^%w-]")
+          assert.are.equal(takes and true or false, o ~= nil, c[1] .. " " .. opt[1] .. ": " .. tostring(err))
+        end
+      end
+    end
+  end)
+
+  it("--json=1 is refused: a flag takes no value (not --json and a command 1)", function()
+    for _, args in ipairs({ "--json=1", "--json=1 plan", "--softdeps=yes plan" }) do
+      local code, out, err = run(R .. args)
+      assert.are.equal(1, code, args)
+      local flag, given = args:match("^(%-%-[%w-]+)(=%S+)")
+      assert.are.equal("vfioinit: " .. flag .. " takes no value (" .. flag .. given .. ")\n", err:match("^[^\n]*\n"), args)
+      assert.are.equal(args:find("json", 1, true) and "False True" or "", out ~= "" and h.pyjson(out, "d['ok'], d['usage']") or "")
+    end
+    assert.are.equal(before, h.tree_hash(root))
+  end)
+
+  it("an unknown --generator is an error for every command that takes one", function()
+    for _, cmd in ipairs({ "status", "plan", "apply", "rebuild", "verify" }) do
+      local code, out, err = run(R .. "--generator bogus " .. cmd)
+      assert.are.equal(1, code, cmd)
+      assert.are.equal("", out, cmd)
+      assert.are.equal('vfioinit: unknown generator "bogus" (known: mkinitcpio, dracut, initramfs-tools, booster)\n', err, cmd)
+    end
+    assert.are.equal(before, h.tree_hash(root))
   end)
 end)

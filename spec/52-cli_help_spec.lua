@@ -91,6 +91,37 @@ describe("vfioinit --help", function()
   end)
 end)
 
+-- The README's CLI summary is the head of --help as printed (synopsis and commands, each
+-- command's options), and every vfioinit command its quick start shows is one the parser
+-- takes: an option added, renamed or moved to another command shows here.
+describe("README.md's CLI summary", function()
+  local readme = assert(h.readfile(h.project .. "/README.md"))
+
+  it("is --help's synopsis and commands, verbatim", function()
+    local _, help = h.cli("--help")
+    local head = assert(help:match("^(usage: .-)\n\noptions:\n"), help)
+    assert.truthy(readme:find("\n```\n" .. head .. "\n```\n", 1, true),
+      "README.md's CLI block differs from vfioinit --help; paste this between ``` lines:\n" .. head)
+  end)
+
+  it("shows only command lines the parser accepts", function()
+    local n = 0
+    for block in readme:gmatch("```sh\n(.-)```") do
+      for line in block:gmatch("[^\n]+") do
+        local cmd = line:match("^%s*vfioinit%s+(.-)%s*$")
+        if cmd then
+          local argv = {}
+          for w in cmd:gsub("%s+#.*$", ""):gmatch("%S+") do argv[#argv + 1] = w end
+          local o, err = cli.parse(argv)
+          assert.truthy(o, line .. ": " .. tostring(err))
+          n = n + 1
+        end
+      end
+    end
+    assert.is_true(n >= 4, "README.md shows " .. n .. " vfioinit command lines")
+  end)
+end)
+
 describe("the man page doc/vfioinit.1", function()
   local page = h.readfile(h.project .. "/doc/vfioinit.1")
 
@@ -146,7 +177,10 @@ describe("the man page's FILES and SEE ALSO", function()
         ["/etc/kernel/cmdline"] = "root=/dev/sda1\n" }, { "/usr/bin/mkinitcpio" }, "--device 00:04.0 --cmdline" },
       { "arch", { ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev modconf)\n",
         ["/etc/mkinitcpio.d/linux.preset"] = 'ALL_kver="/boot/vmlinuz-linux"\nPRESETS=(\'default\')\n'
-          .. 'default_uki="/efi/EFI/Linux/arch-linux.efi"\n' }, { "/usr/bin/mkinitcpio" }, "--cmdline" },
+          .. 'default_uki="/efi/EFI/Linux/arch-linux.efi"\n',
+        -- the target's own line a new cmdline.d file starts from (nothing is read outside root)
+        ["/boot/loader/entries/arch.conf"] = "title Arch Linux\nlinux /vmlinuz-linux\noptions root=/dev/sda1 rw\n" },
+        { "/usr/bin/mkinitcpio" }, "--cmdline", "linux\n" },
       { "fedora", { ["/etc/dracut.conf"] = "" }, { "/usr/bin/dracut", "/usr/sbin/grubby" }, "--device 00:04.0 --cmdline" },
       { "debian", { ["/etc/initramfs-tools/modules"] = "# modules\n", ["/etc/default/grub"] = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
         ["/usr/sbin/grub-mkconfig"] = DEBIAN_MKCONFIG }, { "/usr/sbin/update-initramfs", "/usr/sbin/update-grub" },
@@ -159,7 +193,8 @@ describe("the man page's FILES and SEE ALSO", function()
     for _, r in ipairs(roots) do
       local root = h.make_root({ os = { ID = r[1] }, files = r[2], exec = r[3] })
       finally(function() h.rm(root) end)
-      h.install_kernel(root, "cloud")
+      local kver = h.install_kernel(root, "cloud")
+      if r[5] then h.writefile(root .. "/lib/modules/" .. kver .. "/pkgbase", r[5]) end
       local before = files_of(root)
       local code, _, err = h.cli(("--root %s --ids 1af4:1000 %s apply --no-rebuild"):format(q(root), r[4]))
       assert.are.equal(0, code, err)

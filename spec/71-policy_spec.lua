@@ -155,7 +155,10 @@ describe("policy:options() / :plan() / :run()", function()
     local none, err = bad:options({ root = r })
     assert.is_nil(none)
     assert.are.equal("policy bad: kernels function returned string, expected a list", err)
-    assert.is_false(bad:run({ root = r }).ok)
+    local rep, rerr, partial = bad:run({ root = r })
+    assert.is_nil(rep)
+    assert.are.equal(err, rerr)
+    assert.is_false(partial.ok)
   end)
 
   it("runs the Fedora policy: dracut drop-in, log lines to the sink, no rebuild", function()
@@ -204,5 +207,48 @@ describe("policy:options() / :plan() / :run()", function()
     local report = p:run({ root = r })
     assert.is_true(report.ok, report.error)
     assert.are.equal(0, #assert(vf.plan({ root = r })).changes)
+  end)
+end)
+
+describe("a policy's fields", function()
+  it("are those of the call it wraps: cmdline, devices, force and the rest go through", function()
+    local r = fedora_root()
+    finally(function() h.rm(r) end)
+    h.writefile(r .. "/etc/kernel/cmdline", "root=/dev/vda1 rw\n")
+    local p = vfioinit.policy({ name = "pass", ids = "1af4:1000", cmdline = true, devices = { "0000:01:00.0" },
+      force = true, softdeps = true, full = true, rebuild = false })
+    local o = assert(p:options({ root = r }))
+    assert.is_true(o.cmdline)
+    assert.are.same({ "0000:01:00.0" }, o.devices)
+    assert.is_true(o.force)
+    -- the plan the policy makes is the plan of those options given to vfioinit.plan
+    local plan = assert(p:plan({ root = r }))
+    local want = assert(vfioinit.plan({ root = r, ids = "1af4:1000", cmdline = true, devices = { "0000:01:00.0" },
+      force = true, softdeps = true }))
+    assert.are.equal(want:diff(), plan:diff())
+    assert.are.same({ "0000:01:00.0" }, plan.devices)
+    local kinds = {}
+    for _, c in ipairs(plan.changes) do kinds[c.generator] = true end
+    assert.is_true(kinds.cmdline)
+    -- a dry run of the policy writes nothing and reports the same diff
+    local hash = h.tree_hash(r)
+    local rep = assert(p:run({ root = r, dry_run = true }))
+    assert.are.equal(want:diff(), rep.diff)
+    assert.are.equal(hash, h.tree_hash(r))
+  end)
+
+  it("refuses what the call does not take, and root (given when it runs)", function()
+    assert.has_error(function() vfioinit.policy({ cmdlin = true }) end,
+      "bad argument #1 to 'policy' (unknown field 'cmdlin')")
+    assert.has_error(function() vfioinit.policy({ root = "/" }) end,
+      "bad argument #1 to 'policy' (unknown field 'root')")
+    assert.has_error(function() vfioinit.policy({ cmdline = "yes" }) end,
+      "bad argument #1 to 'policy' (field 'cmdline': boolean expected, got string)")
+    assert.has_error(function() vfioinit.policy({ backup = false }) end)
+    local p = vfioinit.policy({})
+    assert.has_error(function() p:run({ root = "/", rebuidl = false }) end,
+      "bad argument #1 to 'run' (unknown field 'rebuidl')")
+    assert.has_error(function() p:extend({ device = { "01:00.0" } }) end,
+      "bad argument #1 to 'extend' (unknown field 'device')")
   end)
 end)

@@ -191,9 +191,9 @@ describe("examples/policy-override.lua", function()
   it("is under 15 lines and overrides the Debian policy only", function()
     local src = assert(h.readfile(h.project .. "/examples/policy-override.lua"))
     assert.is_true(select(2, src:gsub("\n", "")) < 15)
-    -- README shows this very file
-    assert.truthy(assert(h.readfile(h.project .. "/README.md")):find("```lua\n" .. src .. "```\n", 1, true),
-      "README's policy override differs from examples/policy-override.lua")
+    -- docs/REFERENCE.md ("Extending and composing") shows this very file
+    assert.truthy(assert(h.readfile(h.project .. "/docs/REFERENCE.md")):find("```lua\n" .. src .. "```\n", 1, true),
+      "docs/REFERENCE.md's policy override differs from examples/policy-override.lua")
     local r = ROOTS.debian()
     finally(function() h.rm(r) end)
     local out, err, code = run("policy-override.lua", r)

@@ -258,7 +258,7 @@ describe("Ansible module vfioinit.vfioinit.initramfs", function()
     assert.are.equal("True", R.unchanged)
     assert.are.equal("(True, [], [])", R.apply, R.all)  -- --no-rebuild: nothing regenerated, nothing read back
     assert.are.equal("(True, False)", R.plain, R.all)
-    assert.are.equal("(True, 'vfioinit: --timeout 0: expected a number of seconds > 0')", R.bad_timeout)
+    assert.are.equal("(True, 'vfioinit: --timeout 0: expected a number of seconds > 0 and at most 1e9')", R.bad_timeout)
     -- check mode wrote nothing; apply put the words on GRUB's line; without cmdline nothing of GRUB's changed
     local words = " " .. grub_words(r):gsub("%s+", " ")
     for _, w in ipairs({ "quiet", "intel_iommu=on", "iommu=pt", "vfio-pci.ids=1af4:1000" }) do

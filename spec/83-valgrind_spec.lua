@@ -1,6 +1,6 @@
 -- Every core function under valgrind (memcheck) with the release build: a Lua driver calls
 -- each one on its success and error paths (fs, kmod on the real Debian kernel,
--- scan.shell, scan.yaml, spawn.run, image.list, image.sections/section, re.compile/find, lock.acquire), then closes the state. It must give
+-- scan.shell, scan.yaml, spawn.run, image.list, image.sections/section, re.compile/find, sig.read/verify/cert, lock.acquire), then closes the state. It must give
 -- 0 errors and 0 bytes definitely lost. The release build is used on purpose: ASan and
 -- valgrind do not mix, and tools/test runs busted with ASan preloaded, so the driver runs
 -- in a clean environment against build/vfioinit/core.so (env VFIOINIT_VALGRIND_BUILD
@@ -12,7 +12,7 @@ local q, sh = h.q, h.sh
 local vbuild = os.getenv("VFIOINIT_VALGRIND_BUILD") or "build"
 
 local DRIVER = [=[
-local project, build, root, moddir, img_gz, img_zst, uki = ...
+local project, build, root, moddir, img_gz, img_zst, uki, signed, cert = ...
 package.cpath = project .. "/" .. build .. "/?.so;" .. package.cpath
 local core = require "vfioinit.core"
 local n = 0
@@ -95,6 +95,18 @@ if uki ~= "" then
   raises(core.image.list, "/", uki, nil, { offset = -1, size = 1 })
 end
 fails(core.image.sections(root, "/etc/a/b/f")); fails(core.image.sections(root, "/nope"))
+
+-- signatures (sig.c): a signed stub, its certificate, the unsigned UKI, a non-PE file
+if signed ~= "" then
+  local pem = io.open(cert):read("a")
+  assert(#ok(core.sig.read("/", signed)).signatures == 1)
+  assert(ok(core.sig.verify("/", signed, pem)) == 1)
+  assert(ok(core.sig.verify("/", signed, { pem, "junk" })) == 1)
+  ok(core.sig.cert(pem)); fails(core.sig.cert("junk"))
+  fails(core.sig.verify("/", signed, "junk"))
+  if uki ~= "" then ok(core.sig.read("/", uki)); assert(core.sig.verify("/", uki, pem) == false) end
+end
+fails(core.sig.read(root, "/etc/a/b/f")); fails(core.sig.read(root, "/nope"))
 fails(core.image.section(root, "/etc/a/b/f", ".cmdline"))
 
 -- lock
@@ -130,12 +142,20 @@ describe("valgrind (release build)", function()
       h.writefile(dir .. "/linux", ("\0"):rep(4096))
       uki = u.make(dir .. "/uki.efi", { { ".cmdline", dir .. "/cmdline" }, { ".linux", dir .. "/linux" }, { ".initrd", dir .. "/img.zst" } })
     end
+    -- the stub signed by sbsign with a throwaway key, when sbsigntool is installed
+    local signed, cert = "", dir .. "/key.pem"
+    if not u.missing() and select(2, sh("command -v sbsign >/dev/null 2>&1")) then
+      signed = dir .. "/signed.efi"
+      assert(select(2, sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=valgrind -keyout %s -out %s 2>&1 && "
+        .. "sbsign --key %s --cert %s --output %s %s 2>&1"):format(q(dir .. "/key.key"), q(cert), q(dir .. "/key.key"), q(cert),
+        q(signed), q(u.STUB)))))
+    end
     h.writefile(dir .. "/driver.lua", DRIVER)
     local log = dir .. "/valgrind.log"
     out = sh(("cd %s && env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS valgrind --leak-check=full "
-      .. "--errors-for-leak-kinds=definite --error-exitcode=9 --log-file=%s lua5.4 %s %s %s %s %s %s %s %s 2>&1; echo rc=$?")
+      .. "--errors-for-leak-kinds=definite --error-exitcode=9 --log-file=%s lua5.4 %s %s %s %s %s %s %s %s %s %s 2>&1; echo rc=$?")
       :format(q(h.project), q(log), q(dir .. "/driver.lua"), q(h.project), q(vbuild), q(root),
-        q(kdir .. "/lib/modules/" .. kver), q(dir .. "/img.gz"), q(dir .. "/img.zst"), q(uki)))
+        q(kdir .. "/lib/modules/" .. kver), q(dir .. "/img.gz"), q(dir .. "/img.zst"), q(uki), q(signed), q(cert)))
     local report = h.readfile(log) or ""
     local errors = tonumber(report:match("ERROR SUMMARY: (%d+) errors"))
     local lost = report:match("definitely lost: ([%d,]+) bytes") or (report:find("All heap blocks were freed", 1, true) and "0")

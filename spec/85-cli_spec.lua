@@ -135,7 +135,9 @@ describe("one line naming the real cause", function()
         assert.is_nil(res, f)
         assert.are.equal(label, err, f)
       end
-      local rep = vfioinit.update_initramfs({ root = c[1], rebuild = false })
+      local none, err, rep = vfioinit.update_initramfs({ root = c[1], rebuild = false })
+      assert.is_nil(none)
+      assert.are.equal(label, err)
       assert.is_false(rep.ok)
       assert.are.equal(label, rep.error)
     end
@@ -145,7 +147,8 @@ describe("one line naming the real cause", function()
     local r = arch_root()
     finally(function() h.rm(r) end)
     local before = h.tree_hash(r)
-    for _, v in ipairs({ "-5", "abc", "5s" }) do
+    -- one finite range for every number of seconds: 1e400 is read as inf, and refused like it
+    for _, v in ipairs({ "-5", "abc", "5s", "inf", "1e400", "1e10" }) do
       for _, cmd in ipairs({ "apply --no-rebuild", "rebuild", "revert" }) do
         local code, _, err = run("--root " .. h.q(r) .. " " .. cmd, "VFIOINIT_LOCK_TIMEOUT=" .. v)
         assert.are.equal(1, code, v .. " " .. cmd)
@@ -265,15 +268,40 @@ describe("with a kernel installed", function()
     h.sh("mkdir -p " .. h.q(r .. "/boot"))
     local _, ok = h.sh(("cd %s && find . | cpio --quiet -o -H newc > %s"):format(h.q(src), h.q(r .. image)))
     assert.truthy(ok)
-    local code, out = run("--root " .. h.q(r) .. " apply --no-rebuild")
+    local code, out, err = run("--root " .. h.q(r) .. " apply --no-rebuild")
     assert.are.equal(0, code)
-    assert.truthy(out:find(("image %s for %s is stale (lacks vfio, vfio_iommu_type1, vfio_pci, vfio_virqfd): "
-      .. "run 'vfioinit rebuild' to bring it up to date\n"):format(image, kver), 1, true), out)
+    -- the advice is a note (stderr); stdout holds only the diff of what was written
+    assert.truthy(err:find(("\nvfioinit: image %s for %s is stale (lacks vfio, vfio_iommu_type1, vfio_pci, vfio_virqfd): "
+      .. "run 'vfioinit rebuild' to bring it up to date\n"):format(image, kver), 1, true), err)
+    assert.matches("^%-%-%- etc/mkinitcpio%.conf\n", out)
+    assert.falsy(out:find("stale", 1, true), out)
     assert.falsy(out:find("verified", 1, true), out)
     code, out = run("--json --root " .. h.q(r) .. " apply --no-rebuild")
     assert.are.equal(0, code)
     assert.are.equal(("True True ['%s']"):format(image),
       pyjson(out, "d['ok'], d['verified'][0]['stale'], d['images_stale']"))
+  end)
+
+  it("a no-op apply prints nothing on stdout: what it verified is a note on stderr", function()
+    -- an image as mkinitcpio builds it: the kernel's VFIO modules and its buildconfig
+    -- ("config") listing them to load early
+    local code = run("--root " .. h.q(r) .. " apply --no-rebuild")
+    assert.are.equal(0, code)
+    local src = h.tmpdir()
+    finally(function() h.rm(src) end)
+    local vdir = "/lib/modules/" .. kver .. "/kernel/drivers"
+    h.sh("mkdir -p " .. h.q(src .. vdir) .. " " .. h.q(r .. "/boot") .. " && cp -r " .. h.q(r .. vdir .. "/vfio") .. " " .. h.q(src .. vdir))
+    h.writefile(src .. "/config", 'MODULES="vfio vfio_iommu_type1 vfio_pci vfio_virqfd"\n')
+    local image = "/boot/initramfs-" .. kver .. ".img"
+    assert.truthy(select(2, h.sh(("cd %s && find . | cpio --quiet -o -H newc > %s"):format(h.q(src), h.q(r .. image)))))
+    local before = h.tree_hash(r)
+    for _, cmd in ipairs({ "apply --no-rebuild", "apply" }) do
+      local c, out, err = run("--root " .. h.q(r) .. " " .. cmd)
+      assert.are.equal(0, c, cmd .. ": " .. err)
+      assert.are.equal("", out, cmd)
+      assert.truthy(err:find(("vfioinit: verified %s (%s): VFIO modules present\n"):format(image, kver), 1, true), err)
+    end
+    assert.are.equal(before, (h.tree_hash(r):gsub("[^\n]*var/lib/vfioinit/verified[^\n]*\n", "")))
   end)
 
   it("acts once on a repeated --generator, --kernel or --module: the plan diff applies with patch", function()
@@ -282,7 +310,7 @@ describe("with a kernel installed", function()
     assert.are.equal(2, code)
     local f = os.tmpname()
     h.writefile(f, diff)
-    -- README: patch -p0 -d ROOT < plan.diff
+    -- docs/REFERENCE.md: patch -p0 -d ROOT < plan.diff
     local out, ok = h.sh("patch -p0 -d " .. h.q(r) .. " < " .. h.q(f) .. " 2>&1")
     os.remove(f)
     assert.truthy(ok, out)
@@ -298,5 +326,42 @@ describe("with a kernel installed", function()
     local plan = assert(vfioinit.plan({ root = r, generators = { "mkinitcpio", "mkinitcpio" }, kernels = { kver, kver } }))
     assert.are.same({ kver }, plan.kernels)
     assert.are.equal(1, #plan.generators)
+  end)
+end)
+
+-- apply --dry-run is plan: the same diff and exit status, nothing written, nothing
+-- created (not even /var/lib/vfioinit), on every path: config edits, --cmdline, --device.
+describe("apply --dry-run", function()
+  it("prints what plan prints, exits as plan does and writes nothing", function()
+    local r = arch_root({ ["/etc/kernel/cmdline"] = "root=/dev/vda1 rw quiet\n" })
+    finally(function() h.rm(r) end)
+    local R = "--root " .. h.q(r) .. " "
+    local before = h.tree_hash(r)
+    for _, opts in ipairs({ "", "--ids 1af4:1000 --cmdline ", "--device 0000:01:00.0 ", "--softdeps --module vfio_pci " }) do
+      local pcode, pout = run(R .. opts .. "plan")
+      assert.are.equal(2, pcode, opts)
+      local code, out, err = run(R .. opts .. "--dry-run apply")
+      assert.are.equal(2, code, opts .. ": " .. err)
+      assert.are.equal(pout, out, opts)
+      assert.falsy(err:find("applying", 1, true), err)
+      code, out = run(R .. opts .. "apply --dry-run --json")
+      assert.are.equal(2, code, opts)
+      assert.are.equal("True", pyjson(out, "d['pending'] and d['ok']"))
+      assert.are.equal(before, h.tree_hash(r), opts)
+    end
+    assert.is_nil(h.readfile(r .. "/var/lib/vfioinit/manifest"))
+    assert.are.equal("", (h.sh("ls -A " .. h.q(r .. "/var") .. " 2>/dev/null")))
+    -- configured: nothing pending, exit 0 and an empty stdout, as plan
+    assert.are.equal(0, (run(R .. "apply --no-rebuild")))
+    local code, out, err = run(R .. "apply --dry-run")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    assert.are.equal("vfioinit: nothing to change\n", err)
+    -- and revert --dry-run writes nothing either
+    before = h.tree_hash(r)
+    code, out = run(R .. "revert --dry-run")
+    assert.are.equal(0, code)
+    assert.matches("^%-%-%- etc/mkinitcpio%.conf\n", out)
+    assert.are.equal(before, h.tree_hash(r))
   end)
 end)

@@ -133,6 +133,28 @@ describe("modprobe.conflicts with continued lines", function()
   end)
 end)
 
+describe("grub.edit_default (fuzz/grub_vars.c)", function()
+  local grub = require "vfioinit.bootloaders.grub"
+  local L = "GRUB_CMDLINE_LINUX"
+  local D = "GRUB_CMDLINE_LINUX_DEFAULT"
+
+  it("ends on every input with changes or nil and a message naming the file, never raising", function()
+    local inputs = { "", "\r", "\0", "$", D .. "=", D .. '="', D .. "=$" .. L, D .. '="$' .. D .. '"',
+      L .. '="vfio-pci.ids=1"\n' .. D .. '="vfio-pci.ids=2 $' .. L .. ' vfio-pci.ids=3 $' .. L .. '"\n',
+      D .. '="${' .. L .. '"\n', D .. '="a$' .. L .. '"\n', (D .. '+=" $' .. D .. '"\n'):rep(64),
+      D .. '="x"\n' .. (D .. '="' .. ("$" .. D .. " "):rep(300) .. '"\n'):rep(3),
+      L .. "='x=\"a'\n" .. D .. "='b\" vfio-pci.ids=1'\n", D .. '="intel_iommu=on -- intel_iommu=off"\r\n' }
+    for _, text in ipairs(inputs) do
+      local t0 = os.clock()
+      local ok, list, err = pcall(grub.edit_default, text)
+      assert.is_true(ok, list)
+      assert.is_true(os.clock() - t0 < 5, text)
+      assert.is_true(type(list) == "table" or (list == nil and type(err) == "string"), text)
+      if list == nil then assert.matches("^/etc/default/grub", err) end
+    end
+  end)
+end)
+
 describe("tools/fuzz --selftest", function()
   it("reports a harness whose parser raises as a crash", function()
     if not (h.sh("command -v clang") or ""):match("clang") then return pending("clang not installed") end

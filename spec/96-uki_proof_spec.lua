@@ -67,14 +67,8 @@ describe("proof through OVMF: a mkinitcpio v41 unified kernel image", function()
   end
 
   it("control UKI binds virtio-pci; after `apply --ids 1af4:1000` the rebuilt UKI binds vfio-pci and its .cmdline is the guest's", function()
-    local out, ok = sh_plain("tools/mkroot mkinitcpio-uki 2>&1")
-    assert(ok, out)
-    local dir = h.tmpdir()
-    local root = dir .. "/root"
-    out, ok = sh_plain("tools/clone-root mkinitcpio-uki " .. h.q(root) .. " 2>&1")
-    assert(ok, out)
-    finally(function() sh_plain("tools/clone-root --remove " .. h.q(root) .. " >/dev/null 2>&1"); h.rm(dir) end)
-    local kver = h.sh("ls " .. h.q(root .. "/lib/modules")):gsub("%s+$", "")
+    local root, kver, dir, cleanup = h.clone_real("mkinitcpio-uki")
+    finally(cleanup)
     local uki = "/efi/EFI/Linux/arch-" .. kver .. ".efi"
 
     -- status/verify name the UKI, not /boot/initramfs-KVER.img (which the preset no longer builds)
@@ -109,14 +103,8 @@ describe("proof through OVMF: a mkinitcpio v41 unified kernel image", function()
 
   -- 6c: bookworm's dracut 059 builds UKIs with `uefi=yes` and the systemd-boot-efi stub.
   it("dracut --uefi: `apply --ids 1af4:1000` rebuilds dracut's UKI at its own output path, which boots to vfio-pci", function()
-    local out, ok = sh_plain("tools/mkroot dracut-uki 2>&1")
-    assert(ok, out)
-    local dir = h.tmpdir()
-    local root = dir .. "/root"
-    out, ok = sh_plain("tools/clone-root dracut-uki " .. h.q(root) .. " 2>&1")
-    assert(ok, out)
-    finally(function() sh_plain("tools/clone-root --remove " .. h.q(root) .. " >/dev/null 2>&1"); h.rm(dir) end)
-    local kver = h.sh("ls " .. h.q(root .. "/lib/modules")):gsub("%s+$", "")
+    local root, kver, dir, cleanup = h.clone_real("dracut-uki")
+    finally(cleanup)
     -- the path dracut chose by itself when tools/mkroot built the root (no output given)
     local uki = "/boot/efi/EFI/Linux/linux-" .. kver .. "-Default.efi"
     local before = h.sh("sha256sum " .. h.q(root .. uki))
@@ -126,7 +114,7 @@ describe("proof through OVMF: a mkinitcpio v41 unified kernel image", function()
     assert.are_not.equal(before, h.sh("sha256sum " .. h.q(root .. uki)))
     assert.is_nil(io.open(root .. "/boot/initrd.img-" .. kver), "a side image was built")
     -- dracut's own lister on the .initrd objcopy extracts (dracut 059's lsinitrd reads no UKI)
-    out, ok = sh_plain(("objcopy -O binary --only-section=.initrd %s %s 2>&1 && bash -c %s 2>&1"):format(h.q(root .. uki),
+    local out, ok = sh_plain(("objcopy -O binary --only-section=.initrd %s %s 2>&1 && bash -c %s 2>&1"):format(h.q(root .. uki),
       h.q(root .. "/tmp/initrd.img"), h.q(("PROG=spec; . tools/lib-chroot.sh; chroot_run %s lsinitrd /tmp/initrd.img"):format(h.q(root)))))
     assert(ok, out)
     assert.are.equal(table.concat(VFIO_KO, " "), h.vfio_listed(out, kver))

@@ -212,6 +212,22 @@ function M.make_root(spec)
   return root
 end
 
+-- booster_image(root, kver, image [, modprobe]): what a stand-in `booster build` writes: a
+-- real newc image at root..image with kver's VFIO modules (usr/lib/modules) named in
+-- booster.init.yaml, and with `modprobe` root's /etc/modprobe.d as generators copy it.
+function M.booster_image(root, kver, image, modprobe)
+  local d = M.tmpdir()
+  local vdir = "/lib/modules/" .. kver .. "/kernel/drivers/vfio"
+  M.sh(("mkdir -p %s && cp -r %s %s"):format(M.q(d .. "/usr" .. vdir:match("^(.*)/vfio$")), M.q(root .. vdir), M.q(d .. "/usr" .. vdir)))
+  local list = {}
+  for name in M.sh("find " .. M.q(root .. vdir) .. " -name '*.ko*'"):gmatch("([^/\n]+)%.ko[^\n]*") do list[#list + 1] = "- " .. name .. "\n" end
+  M.writefile(d .. "/etc/booster.init.yaml", "modulesforceload:\n" .. table.concat(list))
+  if modprobe then M.sh(("[ -d %s ] && cp -r %s %s"):format(M.q(root .. "/etc/modprobe.d"), M.q(root .. "/etc/modprobe.d"), M.q(d .. "/etc/"))) end
+  local _, ok = M.sh(("cd %s && find . | cpio -o -H newc --quiet > %s"):format(M.q(d), M.q(root .. image)))
+  M.rm(d)
+  assert(ok, "stand-in booster: cpio failed")
+end
+
 -- All four generators installed (corpus configs, stub commands), none active by hook.
 function M.all_root()
   return M.make_root({ os = { ID = "gentoo" },
@@ -244,6 +260,21 @@ function M.pyjson(text, expr)
   os.remove(f)
   assert(ok, out .. "\n--- the text was:\n" .. text)
   return (out:gsub("\n$", ""))
+end
+
+-- clone_real(flavour) -> root, kver, dir, cleanup: a throwaway copy (tools/clone-root) of
+-- tools/mkroot's cached root of flavour (built first when needed) as dir/root, its one
+-- kernel, and the function that removes both (for `finally`).
+function M.clone_real(flavour)
+  local function plain(cmd) return M.sh("env -u LD_PRELOAD " .. cmd) end
+  local out, ok = plain("tools/mkroot " .. flavour .. " 2>&1")
+  assert(ok, out)
+  local dir = M.tmpdir()
+  local root = dir .. "/root"
+  out, ok = plain("tools/clone-root " .. flavour .. " " .. M.q(root) .. " 2>&1")
+  assert(ok, out)
+  local function cleanup() plain("tools/clone-root --remove " .. M.q(root) .. " >/dev/null 2>&1"); M.rm(dir) end
+  return root, (M.sh("ls " .. M.q(root .. "/lib/modules")):gsub("%s+$", "")), dir, cleanup
 end
 
 return M

@@ -2,7 +2,7 @@
 ** vfioinit.core: thin C primitives under the Lua policy in lua/vfioinit/.
 ** The module is a table of sub-tables, one per concern: core.fs (fs.c),
 ** core.hash (hash.c), core.image (image.c), core.kmod (kmod.c), core.lock
-** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c), core.re (re.c). Each file adds
+** (lock.c), core.scan (shell.c, yaml.c), core.spawn (spawn.c), core.re (re.c), core.sig (sig.c). Each file adds
 ** its own with <concern>_open(L) on the module table on top of the stack. kmod.c and
 ** re.c are modules of their own (vfioinit.core.kmod, vfioinit.core.re: libkmod and
 ** libpcre2 are mapped only by a process that uses them), loaded on first use of
@@ -56,6 +56,42 @@ int vfi_open_dir(lua_State *L, const char *root, const char *path, int *fd);
 const char *vfi_checkroot(lua_State *L, int n);
 const char *vfi_checkpath(lua_State *L, int n);
 
+/* ---- pehdr.c: a PE/COFF image's headers, for pe.c and sig.c ---- */
+
+#include <stdint.h>
+
+#define VFI_PE_FILE "vfioinit.PeFile"
+#define VFI_PE_MAX_SECTIONS 96	/* the Windows loader's limit; EFI firmware uses the same table */
+
+struct vfi_pe_section {
+	char name[9];	/* NUL-padded in the file; a "/N" long name is returned as stored */
+	uint64_t offset;	/* PointerToRawData */
+	uint64_t size;	/* the data: the smaller of VirtualSize and SizeOfRawData (0: raw size) */
+	uint64_t rawsize;	/* SizeOfRawData: what the Authenticode digest covers */
+};
+
+/* An open image; a userdata so a Lua error (out of memory) still closes it. */
+struct vfi_pe {
+	int fd;
+	uint64_t size;
+	int n;
+	struct vfi_pe_section sec[VFI_PE_MAX_SECTIONS];
+	/* from the optional header; valid only when opt_why is NULL */
+	const char *opt_why;	/* why the fields below are missing */
+	uint64_t cksum_off, certdir_off, hdr_size;	/* CheckSum, data directory [4], SizeOfHeaders */
+	uint32_t cert_off, cert_size;	/* the certificate table: a file offset, not an RVA */
+};
+
+/*
+** Open path inside root and parse its headers into a new userdata (left on the stack;
+** closed by __gc/__close or vfi_pe_close). 0, or pushes nil, msg (2) / nil, msg, errno (3).
+*/
+int vfi_pe_load(lua_State *L, const char *root, const char *path, struct vfi_pe **out);
+void vfi_pe_close(struct vfi_pe *f);
+/* Read exactly n bytes at off. 0, or errno (EIO for a short read: the file shrank). */
+int vfi_pe_pread(struct vfi_pe *f, void *buf, size_t n, uint64_t off);
+uint32_t vfi_rd32(const unsigned char *p);
+
 void fs_open(lua_State *L);
 void hash_open(lua_State *L);
 void moddep_open(lua_State *L);
@@ -67,5 +103,6 @@ void shell_open(lua_State *L);
 void yaml_open(lua_State *L);
 void spawn_open(lua_State *L);
 void re_open(lua_State *L);
+void sig_open(lua_State *L);
 
 #endif

@@ -55,11 +55,14 @@ local INITRD = { initrd = true, initrd16 = true, initrdefi = true }
 -- A grub.cfg: { entries = { {title=, titles={outer..., title}, id=, ids={outer id or
 -- title..., own}, pos={0-based index per menu level}, line=, linux=, cmdline=,
 -- initrd={paths}, linux_line=} ... } in file order (submenus flattened),
--- default = the `set default=` value (nil when unset), blscfg = true when the file runs
--- `blscfg` (the entries then come from /boot/loader/entries) }.
+-- menu = { items = { {title=, id=, entry= (index in entries) | items= (a submenu)} ... } },
+-- default = the last top-level `set default=` value (nil when unset), next_entry = true when
+-- a `set default=` takes grubenv's `next_entry` (grub-mkconfig's 00_header does), blscfg =
+-- true when the file runs `blscfg` (the entries then come from /boot/loader/entries) }.
 function M.grub(text)
   local cfg, stack, lineno = { entries = {} }, {}, 0
-  local top = { pos = {}, n = 0 }
+  local top = { pos = {}, n = 0, items = {} }
+  cfg.menu = top
   local cur
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     lineno = lineno + 1
@@ -67,7 +70,7 @@ function M.grub(text)
     local cmd = w[1]
     if cmd == "menuentry" or cmd == "submenu" then
       local id
-      for k = 3, #w do if w[k] == "$menuentry_id_option" then id = w[k + 1] end end
+      for k = 3, #w do if w[k] == "$menuentry_id_option" or w[k] == "--id" then id = w[k + 1] end end
       local titles, ids, menu = {}, {}, top
       for _, s in ipairs(stack) do
         if s.title then titles[#titles + 1] = s.title; ids[#ids + 1] = s.id or s.title end
@@ -80,10 +83,15 @@ function M.grub(text)
       pos[#pos + 1] = menu.n
       menu.n = menu.n + 1
       local frame = { title = w[2], id = id, kind = cmd, pos = pos, n = 0 }
+      local item = { title = w[2], id = id or w[2] }
+      menu.items[#menu.items + 1] = item
       if cmd == "menuentry" then
         cur = { title = w[2], titles = titles, ids = ids, pos = pos, id = id, line = lineno, initrd = {} }
         cfg.entries[#cfg.entries + 1] = cur
-        frame.entry = cur
+        frame.entry, item.entry = cur, #cfg.entries
+      else
+        frame.items = {}
+        item.items = frame.items
       end
       stack[#stack + 1] = frame
     elseif cmd == "}" then
@@ -93,6 +101,7 @@ function M.grub(text)
       stack[#stack + 1] = { kind = "block" }           -- function f { ... }
     elseif cmd == "set" and w[2] and w[2]:match("^default=") and #stack == 0 then
       cfg.default = w[2]:match("^default=(.*)$")
+      if cfg.default:match("^%$%{?next_entry%}?$") then cfg.next_entry = true end
     elseif cmd == "blscfg" then
       cfg.blscfg = true
     elseif cur and LINUX[cmd] then
@@ -105,27 +114,91 @@ function M.grub(text)
   return cfg
 end
 
--- Does one `>`-separated part of `set default=` name the item at this level? GRUB
--- (grub-core/normal/menu.c) takes a number as the 0-based index, else an id or a title.
-local function part_matches(part, e, level)
-  if part:match("^%d+$") then return tonumber(part) == e.pos[level] end
-  return part == e.ids[level] or part == e.titles[level]
+-- grubenv (grub-editenv): `name=value` lines after a `#` header, padded with `#`; a
+-- backslash escapes the next character. Returns {name=value}.
+function M.grubenv(text)
+  local env = {}
+  for line in (text or ""):gmatch("[^\n]+") do
+    local k, v = line:match("^([^#=][^=]*)=(.*)$")
+    if k then env[k] = v:gsub("\\(.)", "%1") end
+  end
+  return env
 end
 
--- The entry `set default=` selects: its index in cfg.entries, or nil when the default is
--- unset, a variable (`${saved_entry}`: kept in grubenv, not in grub.cfg), or names no
--- entry (a submenu itself, an index past the end). GRUB falls back to entry 0 when unset.
-function M.grub_default(cfg)
-  local d = cfg.default or "0"
-  if d:find("$", 1, true) then return nil end
-  local parts = {}
-  for p in (d .. ">"):gmatch("([^>]*)>") do parts[#parts + 1] = p end
-  for i, e in ipairs(cfg.entries) do
-    local ok = #e.pos == #parts
-    for level = 1, #parts do ok = ok and part_matches(parts[level], e, level) end
-    if ok then return i end
+-- `$name` and `${name}` of a `set default=` value from grubenv (load_env): unset is "".
+function M.grub_expand(value, env)
+  if not value then return nil end
+  return (value:gsub("%$(%b{})", function(b) return env[b:sub(2, -2)] or "" end)
+    :gsub("%$([%w_]+)", function(n) return env[n] or "" end))
+end
+
+-- The text of a `default` value up to its first `>` that is not doubled (`>>` is a `>`),
+-- and what follows that `>` (nil when nothing does): grub-core/normal/menu.c menuentry_eq
+-- and grub_menu_execute_entry, which hands the rest to the submenu as its `default`.
+local function split_default(spec)
+  local head, i = {}, 1
+  while i <= #spec do
+    local c = spec:sub(i, i)
+    if c == ">" and spec:sub(i + 1, i + 1) == ">" then head[#head + 1] = ">"; i = i + 2
+    elseif c == ">" then
+      local rest = spec:sub(i + 1)
+      return table.concat(head), rest ~= "" and rest or nil
+    else head[#head + 1] = c; i = i + 1 end
   end
-  return nil
+  return table.concat(head), nil
+end
+M.split_default = split_default
+
+-- grub_strtoul(value, 0, 0) as get_entry_number reads it: leading blanks, then 0x.. (hex),
+-- 0.. (octal) or decimal digits, whatever follows ignored; nil when no digit starts it.
+local function leading_number(s)
+  s = s:gsub("^%s+", "")
+  if s:match("^0[xX]") then
+    local hex = s:match("^0[xX](%x+)")
+    return hex and tonumber(hex, 16)
+  end
+  local oct = s:match("^0([0-7]*)")
+  if oct then return oct == "" and 0 or tonumber(oct, 8) end
+  local dec = s:match("^(%d+)")
+  return dec and tonumber(dec)
+end
+
+-- The entry GRUB boots from `menu` when nobody presses a key, `spec` being its `default`
+-- (grub-core/normal/menu.c): a leading number is the 0-based index, else the first item
+-- whose title or id is the text before the first `>`; unset, unmatched or out of range is
+-- item 0. A submenu runs with the rest after that `>` as its own default (none: item 0).
+-- Returns the index in cfg.entries, or nil for an empty menu.
+local function pick(menu, spec)
+  local i
+  if spec then
+    local n = leading_number(spec)
+    if n then i = n + 1
+    else
+      local head = split_default(spec)
+      for k, it in ipairs(menu.items) do
+        if it.title == head or it.id == head then i = k; break end
+      end
+    end
+  end
+  if not i or i < 1 or i > #menu.items then i = 1 end
+  local it = menu.items[i]
+  if not it then return nil end
+  if it.items then return pick(it, spec and select(2, split_default(spec)) or nil) end
+  return it.entry
+end
+
+-- The entries GRUB starts without a key pressed, each index in cfg.entries once: grubenv's
+-- `next_entry` first when the file takes it (the next boot, once), then `set default=` with
+-- grubenv's variables (`${saved_entry}`) put in. `env` is M.grubenv's table ({} without one).
+function M.grub_defaults(cfg, env)
+  env = env or {}
+  local out, seen = {}, {}
+  local function add(i) if i and not seen[i] then seen[i] = true; out[#out + 1] = i end end
+  if cfg.next_entry and (env.next_entry or "") ~= "" then add(pick(cfg.menu, env.next_entry)) end
+  local d = cfg.default and M.grub_expand(cfg.default, env)
+  if d and cfg.next_entry and cfg.default:match("next_entry") then d = nil end
+  add(pick(cfg.menu, d))
+  return out
 end
 
 -- One BLS type #1 entry (uapi-group.org/specifications/specs/boot_loader_specification):

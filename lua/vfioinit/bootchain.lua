@@ -8,35 +8,26 @@ names, in order), cmdline= (as the loader passes it; nil when unknown), cmdline_
 (the file the loader reads it from), generated_from= (the file that file is generated
 from, when one is), entry= ("grub: Debian GNU/Linux", "bls: X.conf", "esp: /efi/EFI/Linux/
 x.efi", "preset: /etc/mkinitcpio.d/linux.preset default_uki", ...), loader="uefi"|"bls"|
-"grub"|"generator", exists= (the UKI or initramfs is there), default= (GRUB's default
-entry; systemd-boot's: loader.conf's `default` glob), generator= (the generator whose rule names it), via= (a BLS entry GRUB reads
-through `blscfg`)}.
+"grub"|"generator", exists= (the UKI or initramfs is there), default= (an entry a loader starts
+by default: GRUB's (bootcfg.grub_defaults), systemd-boot's loader.conf `default` glob),
+default_by= (those loaders, "GRUB (<grub.cfg>)", "systemd-boot (<loader.conf>)"), generator=
+(the generator whose rule names it), via= (a BLS entry GRUB reads through `blscfg`)}.
 
-Evidence, in this order (README "Boot chains"); a UKI found twice is one chain:
- 1. UKIs the generators acted on build: their `uki_path` hook, else genuki's reading of
-    mkinitcpio's `<preset>_uki` and dracut's `uefi=yes`;
- 2. kernel-install `layout=uki`: `$BOOT_ROOT/EFI/Linux/<token>-<kver>.efi`;
- 3. UKIs on an ESP/XBOOTLDR (`/efi`, `/boot`, `/boot/efi` + `EFI/Linux/*.efi`) whose
-    `.uname` is the kernel (file name holding `-<kver>-`/`-<kver>.efi` when unreadable);
- 4. BLS entries (`<same dirs>/loader/entries/*.conf`) whose `version` or `linux`/`efi`
-    path names the kernel;
- 5. grub.cfg menu entries (/boot/grub*/grub.cfg, then an ESP's EFI/<vendor>/grub.cfg) whose
-    `linux` path is `vmlinuz-<kver>` (the default entry first);
- 6. none of these: each generator's default image (loader "generator", no command line).
+Evidence, in the order docs/CONTRACT.md "Boot chains" gives (the one statement of it); a UKI
+found twice is one chain.
 ]]
 local bootcfg = require "vfioinit.bootcfg"
 local places = require "vfioinit.bootplaces"
 local genuki = require "vfioinit.genuki"
+local machine = require "vfioinit.machine"
 
 local M = {}
 
--- vfioinit.uki (the PE reader) may be absent in this build: then a UKI's sections are
--- unknown and the file name decides. Any error reading one UKI is that UKI's, not the run's.
+-- A UKI's sections, or nil: any error reading one UKI is that UKI's, not the run's (then
+-- its file name decides). The reader is looked up per call: spec/33 stands in its own.
 local function uki_info(ctx, path)
-  local ok, uki = pcall(require, "vfioinit.uki")
-  if not ok or type(uki) ~= "table" or type(uki.read) ~= "function" then return nil end
-  local ok2, info = pcall(uki.read, ctx.root, path)
-  if ok2 and type(info) == "table" then return info end
+  local ok, info = pcall(require("vfioinit.uki").read, ctx.root, path)
+  if ok and type(info) == "table" then return info end
   return nil
 end
 
@@ -55,7 +46,11 @@ function M.state(ctx, gens)
   for _, p in ipairs(places.grub_cfgs(ctx)) do
     local text, rerr = ctx.read(p)
     if rerr then return nil, rerr end
-    if text then st.grubs[#st.grubs + 1] = { path = p, cfg = bootcfg.grub(text) } end
+    if text then
+      local env, eerr = places.grubenv(ctx, p)
+      if not env then return nil, eerr end
+      st.grubs[#st.grubs + 1] = { path = p, cfg = bootcfg.grub(text), env = env }
+    end
   end
   local bls, berr = M.read_bls(ctx)
   if not bls then return nil, berr end
@@ -135,52 +130,89 @@ local function on_esp(st, kver, add)
     for _, n in ipairs(st.ctx.dir(d.path) or {}) do
       local path = d.path .. "/" .. n
       if n:lower():match("%.efi$") and uki_is(st, path, n, kver) then
-        add(uki_chain(st, kver, path, "esp: " .. path, "uefi", { default = sdboot_default(st, n) }))
+        local def = sdboot_default(st, n)
+        add(uki_chain(st, kver, path, "esp: " .. path, "uefi",
+          { default = def, default_by = def and { "systemd-boot (" .. st.sdboot.path .. ")" } or nil }))
       end
     end
   end
 end
 
+-- Arch names a kernel by its package (machine.pkgbase), read once per kernel.
+local function pkgbase(st, kver)
+  st.bases = st.bases or {}
+  if st.bases[kver] == nil then st.bases[kver] = machine.pkgbase(st.ctx.read, kver) or false end
+  return st.bases[kver] or nil
+end
+
+-- The BLS entry GRUB's blscfg starts by default: grub.cfg's `default` (grubenv's
+-- `next_entry`, then `saved_entry` or the literal) names it by its id (the file name
+-- without .conf, what grubby and grub2-set-default write) or its title. An index counts
+-- in blscfg's own sort order, which is not read here: no entry is then called the default.
+local function blscfg_default(g, b)
+  local specs = {}
+  if g.cfg.next_entry and (g.env.next_entry or "") ~= "" then specs[1] = g.env.next_entry end
+  if not (g.cfg.default or ""):match("next_entry") then
+    specs[#specs + 1] = bootcfg.grub_expand(g.cfg.default or "0", g.env)
+  end
+  local id = b.name:gsub("%.conf$", "")
+  for _, spec in ipairs(specs) do
+    local head = bootcfg.split_default(spec)
+    if head == id or (b.e.title and head == b.e.title) then return true end
+  end
+  return nil
+end
+
 -- 4: BLS type #1 entries.
 local function from_bls(st, kver, add)
-  local via
-  for _, g in ipairs(st.grubs) do if g.cfg.blscfg then via = "grub blscfg (" .. g.path .. ")" end end
+  local via, grub
+  for _, g in ipairs(st.grubs) do if g.cfg.blscfg then via, grub = "grub blscfg (" .. g.path .. ")", g end end
+  local base = pkgbase(st, kver)
   for _, b in ipairs(st.bls) do
     local e = b.e
-    local mine = e.version == kver or places.names_kernel(e.linux, kver) or places.names_kernel(e.efi, kver)
+    local mine = e.version == kver or places.names_kernel(e.linux, kver, base) or places.names_kernel(e.efi, kver, base)
+    -- GRUB (blscfg) and systemd-boot may both read the entries: either one's default counts
+    local by = {}
+    if grub and blscfg_default(grub, b) then by[#by + 1] = "GRUB (" .. grub.path .. ")" end
+    if sdboot_default(st, b.name) then by[#by + 1] = "systemd-boot (" .. st.sdboot.path .. ")" end
+    local default, default_by = by[1] and true or nil, by[1] and by or nil
     if mine and e.efi then
       add(uki_chain(st, kver, places.on_partition(st.ctx, b.dir, e.efi), "bls: " .. b.name, "bls",
-        { via = via, default = not via and sdboot_default(st, b.name) or nil }))
+        { via = via, default = default, default_by = default_by }))
     elseif mine and e.linux then
       local initrds = {}
       for i, p in ipairs(e.initrd) do initrds[i] = places.on_partition(st.ctx, b.dir, p) end
       local ird = initrds[#initrds]
       add({ kernel = kver, kind = "image", path = places.on_partition(st.ctx, b.dir, e.linux), initramfs = ird,
         initrds = initrds, cmdline = e.options, cmdline_source = b.path, entry = "bls: " .. b.name, loader = "bls",
-        exists = ird ~= nil and st.ctx.stat(ird) ~= nil, via = via,
-        default = not via and sdboot_default(st, b.name) or nil,
+        exists = ird ~= nil and st.ctx.stat(ird) ~= nil, via = via, default = default, default_by = default_by,
         generated_from = st.ctx.stat("/etc/kernel/cmdline") and "/etc/kernel/cmdline" or nil })
     end
   end
 end
 
--- 5: grub.cfg's menu entries, its default one first.
+-- 5: grub.cfg's menu entries, its default ones first (bootcfg.grub_defaults: grubenv's
+-- next_entry, then the default).
 local function from_grub(st, kver, add)
   local ctx = st.ctx
   local src = ctx.stat("/etc/default/grub") and "/etc/default/grub" or nil
+  local base = pkgbase(st, kver)
   for _, g in ipairs(st.grubs) do
-    local def = bootcfg.grub_default(g.cfg)
-    local list = {}
+    local defs = {}
+    for _, i in ipairs(bootcfg.grub_defaults(g.cfg, g.env)) do defs[i] = true end
+    local list, first = {}, 0
     for i, e in ipairs(g.cfg.entries) do
-      if places.names_kernel(e.linux, kver) then
+      if places.names_kernel(e.linux, kver, base) then
         local initrds = {}
         for k, p in ipairs(e.initrd) do initrds[k] = places.grub_path(ctx, p) end
         local ird = initrds[#initrds]
         local c = { kernel = kver, kind = "image", path = places.grub_path(ctx, e.linux), initramfs = ird,
           initrds = initrds, cmdline = e.cmdline, cmdline_source = g.path, generated_from = src,
-          entry = "grub: " .. table.concat(e.titles, " > "), loader = "grub", default = i == def or nil,
+          entry = "grub: " .. table.concat(e.titles, " > "), loader = "grub", default = defs[i],
+          default_by = defs[i] and { "GRUB (" .. g.path .. ")" } or nil,
           exists = ird ~= nil and ctx.stat(ird) ~= nil }
-        table.insert(list, i == def and 1 or #list + 1, c)
+        if defs[i] then first = first + 1 end
+        table.insert(list, defs[i] and first or #list + 1, c)
       end
     end
     for _, c in ipairs(list) do add(c) end
@@ -233,27 +265,63 @@ function M.chains(src, kvers, gens)
   return out
 end
 
--- The initramfs (a classic image, or a UKI read through its .initrd) a kernel's boot chain
--- loads instead of `gen`'s own image, or nil when some chain loads that image (a
--- generator that builds the UKI names it as its image). A UKI the generator does not
--- build (kernel-install's layout=uki, one put on the ESP by hand) is what verify then
--- reads: "ok" for an image nothing boots would be a lie. Only the generator that builds
--- what boots (`owner`) is judged by the chains: another installed generator's image is
--- its own business.
-function M.boot_image(chains, gen, ctx, kver, owner)
-  if not owner or not chains then return nil end
+-- What boots kver, for `gen`'s verification: boot_images(chains, gen, ctx, kver, owner) ->
+-- list of chains whose initramfs (a classic image, or a UKI read through its .initrd) must
+-- be checked, and a note; an empty list: `gen`'s own image. Only the generator that builds
+-- what boots (`owner`) is judged by the chains: another installed generator's image is its
+-- own business.
+--  * A loader's default entry that boots kver (GRUB's `default`, systemd-boot's loader.conf)
+--    is what the machine starts: its image is checked, even when another entry loads the
+--    generator's. Several loaders with a default (GRUB and systemd-boot: which one the
+--    firmware starts is in NVRAM, not in root): each one's, and the note says so.
+--  * No loader starts kver by default: `gen`'s image when some entry loads it, else the
+--    first entry's (a UKI the generator does not build, kernel-install's layout=uki, one put
+--    on the ESP by hand): "ok" for an image nothing boots would be a lie.
+-- A chain loading the generator's own image comes back with own = true.
+function M.boot_images(chains, gen, ctx, kver, owner)
+  if not owner or not chains then return {} end
   local core = require "vfioinit.core"
   local own = gen.image_path(ctx, kver)
   local own_real = own and (core.fs.resolve(ctx.root, own) or own)
-  local first
+  local function is_own(c) return (core.fs.resolve(ctx.root, c.initramfs) or c.initramfs) == own_real end
+  local defaults, loaders, seen, first = {}, {}, {}, nil
   for _, c in ipairs(chains) do
-    if (c.kind == "image" or c.kind == "uki") and c.loader ~= "generator" and c.initramfs then
-      local real = core.fs.resolve(ctx.root, c.initramfs) or c.initramfs
-      if real == own_real then return nil end
+    if c.loader ~= "generator" and c.initramfs then
       first = first or c
+      if c.default then
+        local real = core.fs.resolve(ctx.root, c.initramfs) or c.initramfs
+        if not seen[real] then seen[real] = true; defaults[#defaults + 1] = c end
+        for _, l in ipairs(c.default_by or {}) do
+          if not loaders[l] then loaders[l] = true; loaders[#loaders + 1] = l end
+        end
+      end
     end
   end
-  return first
+  if #defaults > 0 then
+    local out, mine = {}, 0
+    for _, c in ipairs(defaults) do
+      local o = { own = is_own(c) or nil }
+      for k, v in pairs(c) do o[k] = v end
+      out[#out + 1] = o
+      if o.own then mine = mine + 1 end
+    end
+    local note = #loaders > 1 and ("%s each start kernel %s by default, and which one the firmware starts cannot "
+      .. "be told from the root: the default entry of each is checked"):format(table.concat(loaders, " and "), kver) or nil
+    if mine == #out and not note then return {} end
+    return out, note
+  end
+  for _, c in ipairs(chains) do
+    if c.loader ~= "generator" and c.initramfs and is_own(c) then return {} end
+  end
+  return { first }
+end
+
+-- The first chain boot_images checks instead of the generator's own image, or nil.
+function M.boot_image(chains, gen, ctx, kver, owner)
+  for _, c in ipairs((M.boot_images(chains, gen, ctx, kver, owner))) do
+    if not c.own then return c end
+  end
+  return nil
 end
 
 return M

@@ -219,13 +219,25 @@ function M.kernel_image(ctx, kver)
   return nil
 end
 
--- Does a boot-loader path name kver's kernel? `vmlinuz-<kver>`/`vmlinux-<kver>`, or a
--- `<kver>/` directory (kernel-install's `/<token>/<kver>/linux`).
-function M.names_kernel(p, kver)
+-- Does a boot-loader path name kver's kernel? The distributions' names: `vmlinuz-<kver>`
+-- and `vmlinux-<kver>` (Debian, Fedora, openSUSE), `vmlinuz-<pkgbase>` (Arch names the
+-- kernel by its package: `base`, from <moddir>/<kver>/pkgbase), or a `<kver>/` directory
+-- (kernel-install's `/<token>/<kver>/linux`).
+function M.names_kernel(p, kver, base)
   if not p then return false end
-  local base = p:match("([^/]*)$")
-  if base == "vmlinuz-" .. kver or base == "vmlinux-" .. kver then return true end
+  local name = p:match("([^/]*)$")
+  if name == "vmlinuz-" .. kver or name == "vmlinux-" .. kver then return true end
+  if base and (name == "vmlinuz-" .. base or name == "vmlinux-" .. base) then return true end
   return ("/" .. p .. "/"):find("/" .. kver .. "/", 1, true) ~= nil
+end
+
+-- The grubenv beside a grub.cfg (its $prefix, where `load_env` reads it): bootcfg.grubenv's
+-- table, {} when there is none | nil, err.
+function M.grubenv(ctx, cfg_path)
+  local p = cfg_path:gsub("[^/]*$", "") .. "grubenv"
+  local text, err = ctx.read(p)
+  if err then return nil, err end
+  return require("vfioinit.bootcfg").grubenv(text)
 end
 
 return M

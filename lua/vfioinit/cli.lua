@@ -8,48 +8,58 @@ local M = {}
 -- One row per option: the parser, --help, the man page (doc/vfioinit.1, tools/gen-man) and
 -- the bash completion (contrib/completion) all read this table, so adding an option is one
 -- row. arg: the value's name (nil: a flag); key: the field of the parsed options; list: the
--- option may repeat, its values collect in a list; complete: what completes its value.
+-- option may repeat, its values collect in a list; complete: what completes its value;
+-- values: the list of names ("generators") that {values} in its help stands for, taken from
+-- the instance's registry when the text is rendered;
+-- commands: the commands that take it (nil: every one; --help and --version take none and
+-- need no command); needs: command -> options one of which must come with it there.
+local CONFIG = { "status", "plan", "apply" }        -- what the configuration is made of
+local CHECKED = { "status", "plan", "apply", "verify" }  -- and what verify checks the line against
+local SELECT = { "status", "plan", "apply", "rebuild", "verify" }  -- which images
+local DEVICES = { "--device", "--match" }
 M.OPTIONS = {
   { "--root", arg = "DIR", key = "root", complete = "dir",
     help = "configure the system mounted at DIR instead of / (a chroot being provisioned)" },
-  { "--generator", arg = "NAME", key = "generators", list = true, complete = "generator",
-    help = "only this generator (mkinitcpio, dracut, initramfs-tools, booster; repeatable); "
-      .. "default: the active one, else every installed one" },
-  { "--kernel", arg = "KVER", key = "kernels", list = true, complete = "kernel",
+  { "--generator", arg = "NAME", key = "generators", list = true, complete = "generator", commands = SELECT,
+    values = "generators",
+    help = "only this generator (repeatable), one of: {values}; default: the active one, else every installed one" },
+  { "--kernel", arg = "KVER", key = "kernels", list = true, complete = "kernel", commands = SELECT,
     help = "only this installed kernel version (repeatable); default: every installed kernel" },
-  { "--module", arg = "NAME", key = "modules", list = true,
+  { "--module", arg = "NAME", key = "modules", list = true, commands = { "status", "plan", "apply", "verify" },
     help = "also load module NAME early, beside the VFIO modules (repeatable)" },
-  { "--ids", arg = "VVVV:DDDD[,...]", key = "ids",
+  { "--ids", arg = "VVVV:DDDD[,...]", key = "ids", commands = CHECKED,
     help = "PCI vendor:device IDs vfio-pci must claim: writes /etc/modprobe.d/vfioinit.conf "
       .. "(options vfio-pci ids=, softdeps) into every image" },
-  { "--device", arg = "DDDD:BB:DD.F", key = "devices", list = true,
+  { "--device", arg = "DDDD:BB:DD.F", key = "devices", list = true, commands = CONFIG,
     help = "PCI address vfio-pci must claim (repeatable; for one of two identical devices): "
       .. "a script in the image writes vfio-pci to its driver_override before udev" },
-  { "--match", arg = "REGEX", key = "match",
+  { "--match", arg = "REGEX", key = "match", commands = CONFIG,
     help = "choose devices of this machine by a PCRE2 pattern over 'vvvv:dddd Vendor Device [Class]' "
       .. "(names from pci.ids); needs --root /" },
-  { "--cmdline", key = "cmdline",
+  { "--cmdline", key = "cmdline", commands = CHECKED,
     help = "also put intel_iommu=on iommu=pt (and, with --ids, vfio-pci.ids=) on the kernel command "
       .. "line: GRUB's config (then update-grub), /etc/kernel/cmdline or /etc/cmdline.d/vfioinit.conf, "
       .. "grubby, kernelstub; needed when vfio-pci is built into the kernel" },
-  { "--softdeps", key = "softdeps",
+  { "--softdeps", key = "softdeps", commands = CONFIG,
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
-  { "--timeout", arg = "SECONDS", key = "timeout",
-    help = "time limit of each generator run for apply and rebuild (default 600)" },
-  { "--jobs", arg = "N", key = "jobs",
-    help = "apply and rebuild: run at most N generator commands (one per kernel) at a time (default: the CPUs)" },
-  { "--no-rebuild", key = "no_rebuild",
-    help = "apply: write the configuration and verify the images as they are; rebuild nothing" },
-  { "--force", key = "force",
+  { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild" },
+    help = "time limit of each generator run (default 600; at most 1e9)" },
+  { "--jobs", arg = "N", key = "jobs", commands = { "apply", "rebuild" },
+    help = "run at most N generator commands (one per kernel) at a time (default: the CPUs)" },
+  { "--no-rebuild", key = "no_rebuild", commands = { "apply" },
+    help = "write the configuration and verify the images as they are; rebuild nothing" },
+  { "--force", key = "force", commands = { "status", "plan", "apply", "revert" },
+    needs = { status = DEVICES, plan = DEVICES, apply = DEVICES },
     help = "revert: also restore files edited since vfioinit wrote them, keeping their "
-      .. "content as PATH.vfioinit-edited; --device/--match: pass a device the safety rules refuse "
+      .. "content as PATH.vfioinit-edited; with --device/--match: pass a device the safety rules refuse "
       .. "(boot VGA, the root disk's controller)" },
-  { "--full", key = "full",
-    help = "verify: read every image, even one whose fingerprint says it is unchanged since it was verified" },
-  { "--dry-run", key = "dry_run", help = "revert: print the diff revert would make; write nothing" },
+  { "--full", key = "full", commands = { "verify" },
+    help = "read every image, even one whose fingerprint says it is unchanged since it was verified" },
+  { "--dry-run", key = "dry_run", commands = { "apply", "revert" },
+    help = "print the diff the command would make (apply: as plan does, with its exit status); write nothing" },
   { "--json", key = "json", help = "print exactly one JSON object on stdout, whatever happens" },
-  { "--version", key = "version", help = "print the version and exit" },
-  { "--help", short = "-h", key = "help", help = "print this help and exit" },
+  { "--version", key = "version", commands = {}, help = "print the version and exit" },
+  { "--help", short = "-h", key = "help", commands = {}, help = "print this help and exit" },
 }
 
 -- Commands, in the order --help lists them.
@@ -59,8 +69,15 @@ M.COMMANDS = {
   { "apply", "write the changes, then rebuild the stale images and verify them" },
   { "rebuild", "rebuild the images of the selected generators and kernels, and verify them" },
   { "verify", "check that every image contains the VFIO modules" },
-  { "revert", "undo every change vfioinit made (--force, --dry-run)" },
+  { "revert", "undo every change vfioinit made" },
 }
+
+-- takes(opt, command) -> does `command` take the option row `opt`?
+function M.takes(opt, command)
+  if not opt.commands then return true end
+  for _, c in ipairs(opt.commands) do if c == command then return true end end
+  return false
+end
 
 M.EXIT = {
   { "0", "success (plan: nothing to change; apply --no-rebuild: nothing failed, even with a stale image)" },
@@ -70,7 +87,7 @@ M.EXIT = {
 
 M.ENVIRONMENT = {
   { "VFIOINIT_LOCK_TIMEOUT", "seconds apply, rebuild and revert wait for another run's lock "
-    .. "of root (a number >= 0; default 900)" },
+    .. "of root (a number >= 0, at most 1e9; default 900)" },
 }
 
 M.EXAMPLES = {
@@ -84,9 +101,16 @@ M.STREAMS = "Data (diffs, status, results, JSON) goes to stdout; progress, warni
   .. "such as 'nothing to change' go to stderr."
 
 local usage_text = util.lazy "vfioinit.usage"
--- the help text, made when it is shown; a usage error shows the synopsis only, and where the rest is
-local function USAGE() return usage_text.help(M) end
-local function SYNOPSIS() return USAGE():match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n" end
+-- The names the help text lists: the generators of instance `v` (a vfioinit instance), or
+-- the built-in ones when none is given (--help and the man page need no built core).
+local function names(v)
+  return { generators = v and v.generator_names() or require("vfioinit.generators").new():names() }
+end
+--- usage(v) -> the --help text for instance `v` (default: the built-in generators only).
+-- Made when it is shown: a command that shows none loads neither the text nor the generators.
+function M.usage(v) return usage_text.help(M, names(v)) end
+-- a usage error shows the synopsis only, and where the rest is
+local function SYNOPSIS() return M.usage():match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n" end
 
 local COMMANDS = {}
 for _, c in ipairs(M.COMMANDS) do COMMANDS[c[1]] = true end
@@ -96,15 +120,39 @@ for _, opt in ipairs(M.OPTIONS) do
   if opt.short then BY_FLAG[opt.short] = opt end
 end
 
+-- Each option given must be one the command takes (with what it needs there).
+local function check_command(o, given)
+  if o.help or o.version then return true end
+  for _, opt in ipairs(M.OPTIONS) do
+    if given[opt[1]] and o.command then
+      if not M.takes(opt, o.command) then
+        return nil, ("%s does not apply to %s"):format(opt[1], o.command)
+      end
+      local needs = opt.needs and opt.needs[o.command]
+      local found = not needs
+      for _, n in ipairs(needs or {}) do found = found or given[n] end
+      if not found then
+        return nil, ("%s applies to %s only with %s"):format(opt[1], o.command, table.concat(needs, " or "))
+      end
+    end
+  end
+  return true
+end
+
 function M.parse(argv)
-  local o = {}
+  local o, given = {}, {}
   for _, opt in ipairs(M.OPTIONS) do if opt.list then o[opt.key] = {} end end
   local i = 1
   while i <= #argv do
     local a = argv[i]
     local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    if flag then a = flag; table.insert(argv, i + 1, inline) end
+    if flag then
+      -- --opt=VALUE only for an option that takes a value: --json=1 is not --json and a command
+      if BY_FLAG[flag] and not BY_FLAG[flag].arg then return nil, flag .. " takes no value (" .. a .. ")" end
+      a = flag; table.insert(argv, i + 1, inline)
+    end
     local opt = BY_FLAG[a]
+    if opt then given[opt[1]] = true end
     if opt and opt.arg then
       i = i + 1
       local v = argv[i]
@@ -121,6 +169,8 @@ function M.parse(argv)
     end
     i = i + 1
   end
+  local ok, cerr = check_command(o, given)
+  if not ok then return nil, cerr end
   -- a repeated option means the same thing once (vfio-pci and vfio_pci are one module)
   o.generators = util.unique(o.generators)
   o.kernels = util.unique(o.kernels)
@@ -132,7 +182,7 @@ function M.parse(argv)
 end
 
 -- The man page, roff, from the same tables as --help (tools/gen-man writes doc/vfioinit.1).
-function M.manpage() return usage_text.man(M) end
+function M.manpage() return usage_text.man(M, names()) end
 
 -- The one rule for streams (M.STREAMS): out() for data, note() for everything about the run.
 local function out(s) io.stdout:write(s) end
@@ -161,16 +211,18 @@ local function check_input(o)
   if err then return err end
   if o.timeout ~= nil then
     -- the generator's time limit: seconds, > 0 (a rebuild that may not run at all is no rebuild)
-    local t = tonumber(o.timeout)
-    if not t or t <= 0 or t ~= t or t == math.huge then
-      return ("--timeout %s: expected a number of seconds > 0"):format(o.timeout)
+    local t = util.seconds(o.timeout, true)
+    if not t then
+      return ("--timeout %s: expected a number of seconds > 0 and at most %s"):format(o.timeout, util.MAX_SECONDS_TEXT)
     end
     o.timeout = t
   end
   if o.jobs ~= nil then
-    local n = math.tointeger(tonumber(o.jobs))
-    if not n or n < 1 then return ("--jobs %s: expected a whole number >= 1"):format(o.jobs) end
-    o.jobs = n
+    local n = tonumber(o.jobs)
+    if not n or n < 1 or n == math.huge or n ~= math.floor(n) then
+      return ("--jobs %s: expected a whole number >= 1"):format(o.jobs)
+    end
+    o.jobs = math.floor(n)
   end
   if o.ids then
     local ids, ierr = util.check_ids(o.ids)
@@ -190,10 +242,40 @@ local function chain_line(c)
     c.exists == false and " [missing]" or "")
 end
 
+-- Under a chain: whether its image is signed, by whom, and which known certificate it verifies against.
+local function signature_line(g)
+  if g.error then return "    signature: " .. g.error .. "\n" end
+  if not g.signed then return "    unsigned\n" end
+  return ("    signed by %s%s; %s\n"):format(table.concat(g.signers, ", "),
+    g.digest_ok and "" or " (the image changed after signing: its digest does not match)",
+    #g.trusted_by > 0 and ("verifies against " .. table.concat(g.trusted_by, ", "))
+      or "verifies against none of the known certificates")
+end
+
+-- Secure Boot: the firmware's state (the running system only) and the root's signing keys.
+local function print_secure_boot(sb)
+  if not sb then return end
+  local state = "not known (the firmware is read for --root / only)"
+  if sb.efi == false then state = "off (no EFI variables: not booted with UEFI)"
+  elseif sb.efi then
+    state = (sb.secure_boot == nil and "not known (no SecureBoot variable)" or sb.secure_boot and "on" or "off")
+      .. (sb.setup_mode and ", setup mode" or "") .. (", db: %d certificates"):format(#sb.db)
+  end
+  out("secure boot: " .. state .. "\n")
+  for _, e in ipairs(sb.errors or {}) do out("  " .. e .. "\n") end
+  for _, k in ipairs(sb.keys) do
+    out(("  signing key (%s%s): %s\n"):format(k.source, k.from and (", " .. k.from) or "",
+      k.error or (k.path .. " " .. k.subject)))
+  end
+end
+
 local function print_chains(st)
   out("boot chains:\n")
   if st.boot_chains_error then out("  " .. tostring(st.boot_chains_error) .. "\n") end
-  for _, c in ipairs(st.boot_chains or {}) do out(chain_line(c)) end
+  for _, c in ipairs(st.boot_chains or {}) do
+    out(chain_line(c))
+    if c.signature then out(signature_line(c.signature)) end
+  end
   if #(st.boot_chains or {}) == 0 and not st.boot_chains_error then out("  (none)\n") end
 end
 
@@ -230,6 +312,7 @@ local function print_status(st)
     out(("image: %s (%s, %s%s): %s\n"):format(r.image, r.generator, r.kernel, r.chain and (", booted by " .. r.chain) or "",
       r.ok and "has the VFIO modules" or ("lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
   end
+  print_secure_boot(st.secure_boot)
   print_chains(st)
 end
 
@@ -265,49 +348,51 @@ local function progress(o)
   return function(msg) io.stderr:write("vfioinit: " .. msg .. "\n") end
 end
 
+-- apply's stdout is what it changed (the diff, the images rebuilt, the loader configs
+-- regenerated); what it checked (verified images, command lines) and the advice about a
+-- stale image are notes on stderr: a no-op apply prints nothing on stdout.
+local function print_apply(o, report)
+  out(report.diff)
+  for _, w in ipairs(report.warnings or {}) do note(o, "warning: " .. w) end
+  if #report.changes == 0 then note(o, "configuration already in place; no file changed") end
+  for _, r in ipairs(report.rebuilt) do
+    out(("rebuilt %s for %s (%s) in %.1f s: %s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?",
+      r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
+  end
+  if not o.no_rebuild and #report.rebuilt == 0 then note(o, "every image is up to date; nothing rebuilt") end
+  for _, r in ipairs(report.regenerated or {}) do
+    out(("regenerated with %s in %.1f s: %s\n"):format(r.command, r.seconds or 0, r.ok and "ok" or "FAILED"))
+  end
+  for _, r in ipairs(report.verified) do
+    local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
+    if r.ok then
+      note(o, ("verified %s (%s%s): VFIO modules present"):format(r.image, r.kernel,
+        r.chain and (", booted by " .. r.chain) or ""))
+    elseif r.stale then
+      note(o, ("image %s for %s is stale (lacks %s): run 'vfioinit rebuild' to bring it up to date")
+        :format(r.image or "?", r.kernel, lacks))
+    else
+      note(o, ("image %s for %s lacks %s"):format(r.image or "?", r.kernel, lacks))
+    end
+  end
+  for _, e in ipairs(report.cmdline or {}) do
+    note(o, ("command line of %s for %s (%s): %s"):format(e.entry or e.target, e.kernel, e.source or "?",
+      e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))
+        .. (e.recovery and " (a recovery entry: GRUB gives it GRUB_CMDLINE_LINUX only)" or "")))
+  end
+end
+
 local function cmd_apply(v, o)
+  -- apply --dry-run is plan: the same diff, JSON and exit status, nothing written
+  if o.dry_run then return cmd_plan(v, o) end
   local opts = plan_opts(o)
   opts.rebuild = not o.no_rebuild
   opts.log = progress(o)
   opts.timeout, opts.jobs = o.timeout, o.jobs
-  local report = v.update_initramfs(opts)
-  if o.json then out(json.encode(report) .. "\n") end
-  if not report.ok then
-    io.stderr:write("vfioinit: " .. tostring(report.error) .. "\n")
-    return 1
-  end
-  if not o.json then
-    out(report.diff)
-    for _, w in ipairs(report.warnings or {}) do note(o, "warning: " .. w) end
-    if #report.changes == 0 then note(o, "configuration already in place; no file changed") end
-    for _, r in ipairs(report.rebuilt) do
-      out(("rebuilt %s for %s (%s) in %.1f s: %s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?",
-        r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
-    end
-    if not o.no_rebuild and #report.rebuilt == 0 then note(o, "every image is up to date; nothing rebuilt") end
-    for _, r in ipairs(report.regenerated or {}) do
-      out(("regenerated with %s in %.1f s: %s\n"):format(r.command, r.seconds or 0, r.ok and "ok" or "FAILED"))
-    end
-    for _, r in ipairs(report.verified) do
-      local lacks = table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or "")
-      if r.ok then
-        out(("verified %s (%s%s): VFIO modules present\n"):format(r.image, r.kernel,
-          r.chain and (", booted by " .. r.chain) or ""))
-      elseif r.stale then
-        out(("image %s for %s is stale (lacks %s): run 'vfioinit rebuild' to bring it up to date\n")
-          :format(r.image or "?", r.kernel, lacks))
-      else
-        out(("image %s for %s lacks %s\n"):format(r.image or "?", r.kernel, lacks))
-      end
-    end
-  end
-  for _, e in ipairs(report.cmdline or {}) do
-    if not o.json then
-      out(("command line of %s for %s (%s): %s\n"):format(e.entry or e.target, e.kernel, e.source or "?",
-        e.ok and "has the VFIO parameters" or ("lacks " .. tostring(e.missing or e.error))
-          .. (e.recovery and " (a recovery entry: GRUB gives it GRUB_CMDLINE_LINUX only)" or "")))
-    end
-  end
+  local report, err, partial = v.update_initramfs(opts)
+  if o.json then out(json.encode(report or partial) .. "\n") end
+  if not report then return fail(nil, err) end
+  if not o.json then print_apply(o, report) end
   return 0
 end
 
@@ -331,7 +416,7 @@ end
 
 local function cmd_verify(v, o)
   local list, err = v.verify({ root = o.root, kernels = o.kernels, generators = o.generators, modules = o.modules,
-    full = o.full })
+    full = o.full, cmdline = o.cmdline, ids = o.ids })
   if not list then return fail(o, err) end
   local ok = true
   for _, r in ipairs(list) do if not r.ok then ok = false end end
@@ -344,40 +429,47 @@ local function cmd_verify(v, o)
         r.fingerprint and ", unchanged since verified" or r.ok and ""
           or (": lacks " .. table.concat(r.missing, ", ") .. (r.error and (" — " .. r.error) or ""))))
     end
+    for _, r in ipairs(list) do if r.note then note(o, r.note) end end
     if #list == 0 then note(o, "no images to verify") end
   end
   return ok and 0 or 2
 end
 
--- revert [--force] [--dry-run]: refusals name each file and the way out (exit 1).
+-- revert [--force] [--dry-run]: refusals name each file and the way out (exit 1). A file
+-- that cannot be restored fails the revert (exit 1) after the others are: they are listed.
 local function cmd_revert(v, o)
   local ok, list, refused = v.revert({ root = o.root, force = o.force, dry_run = o.dry_run })
-  if not ok then
-    if o.json then out(json.encode({ ok = false, error = list, refused = refused }) .. "\n") end
-    for line in (tostring(list) .. "\n"):gmatch("([^\n]*)\n") do io.stderr:write("vfioinit: " .. line .. "\n") end
-    return 1
-  end
+  local done = ok and list or refused and refused.reverted
   local paths, diffs = {}, {}
   local diff = require "vfioinit.diff"
-  for _, e in ipairs(list) do
-    paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept }
+  for _, e in ipairs(done or {}) do
+    paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept, lost = e.lost }
     if e.action ~= "unchanged" then
       local rel = e.path:gsub("^/+", "")
       diffs[#diffs + 1] = diff.unified(e.before, e.after or "", e.before and rel or "/dev/null", e.after and rel or "/dev/null")
     end
   end
+  for _, l in ipairs(done and done.leftovers or {}) do note(o, l.message) end
   if o.json then
-    out(json.encode({ ok = true, dry_run = o.dry_run or false, reverted = paths,
-      diff = o.dry_run and table.concat(diffs) or nil }) .. "\n")
+    local why = {}
+    for i, r in ipairs(refused or {}) do why[i] = { path = r.path, reason = r.reason, lost = r.lost } end
+    out(json.encode({ ok = ok or false, error = not ok and list or nil, refused = refused and why, dry_run = o.dry_run or false,
+      reverted = done and paths or nil, diff = done and o.dry_run and table.concat(diffs) or nil,
+      leftovers = done and done.leftovers or nil }) .. "\n")
   elseif o.dry_run then
     out(table.concat(diffs))
-    if #diffs == 0 then note(o, "nothing to revert") end
+    if ok and #diffs == 0 then note(o, "nothing to revert") end
   else
     for _, p in ipairs(paths) do
-      out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "") .. "\n")
+      out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "")
+        .. (p.lost and (" (cannot be restored, " .. p.lost .. "; left as it is)") or "") .. "\n")
     end
-    if #paths == 0 then note(o, "nothing to revert")
-    else note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
+    if ok and #paths == 0 then note(o, "nothing to revert")
+    elseif ok then note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
+  end
+  if not ok then
+    for line in (tostring(list) .. "\n"):gmatch("([^\n]*)\n") do io.stderr:write("vfioinit: " .. line .. "\n") end
+    return 1
   end
   return 0
 end
@@ -406,19 +498,22 @@ local function one_line(e)
   return "internal error: " .. msg
 end
 
-function M.main(argv)
+--- main(argv[, v]) -> exit status; `v`: the vfioinit instance to run (default require "vfioinit").
+function M.main(argv, v)
   local args = {}
   for i = 1, #(argv or {}) do args[i] = tostring(argv[i]) end
   local as_json = asks_json(args)
   local o, err = M.parse(args)
   if not o then return usage_error(as_json, err) end
   if o.help then
-    out(o.json and (json.encode({ ok = true, usage = USAGE() }) .. "\n") or USAGE())
+    local usage = M.usage(v)
+    out(o.json and (json.encode({ ok = true, usage = usage }) .. "\n") or usage)
     return 0
   end
   if o.version then
-    local v = "vfioinit " .. require("vfioinit.core")._VERSION
-    out(o.json and (json.encode({ ok = true, version = v }) .. "\n") or (v .. "\n"))
+    -- the version of the core alone when no instance is given: --version loads nothing else
+    local version = v and v._VERSION or ("vfioinit " .. require("vfioinit.core")._VERSION)
+    out(o.json and (json.encode({ ok = true, version = version }) .. "\n") or (version .. "\n"))
     return 0
   end
   if not o.command then return usage_error(o.json, "no command given") end
@@ -426,7 +521,7 @@ function M.main(argv)
   if ierr then return fail(o, ierr) end
   local handler = HANDLERS[o.command]
   -- a closure, not xpcall's extra arguments: Lua 5.1 does not pass them on
-  local ok, code = xpcall(function() return handler(require "vfioinit", o) end, one_line)
+  local ok, code = xpcall(function() return handler(v or require "vfioinit", o) end, one_line)
   if not ok then return fail(o, code) end
   return code
 end

@@ -1,8 +1,9 @@
 -- The kernel command line as the kernel reads it (lib/cmdline.c next_arg, kernel/params.c):
--- words separated by blanks, a double quote groups blanks into a word (`a="b c"`), no
--- escapes; `-` and `_` are the same in a parameter's name (`vfio-pci.ids` = `vfio_pci.ids`);
--- a lone `--` ends the kernel's parameters (the rest is init's). Pure text, no I/O: the
--- bootloader modules read and write the files that hold a command line.
+-- words separated by blanks (the kernel's isspace: space, tab, newline, CR, VT, FF; a CRLF
+-- file's CR is one), a double quote groups blanks into a word (`a="b c"`), no escapes;
+-- `-` and `_` are the same in a parameter's name (`vfio-pci.ids` = `vfio_pci.ids`); a lone
+-- `--` ends the kernel's parameters (the rest is init's). Pure text, no I/O: the bootloader
+-- modules read and write the files that hold a command line.
 local M = {}
 
 -- The parameter name the kernel compares: dashes are underscores.
@@ -16,13 +17,13 @@ local function unquote(s) return (s:gsub('"', "")) end
 function M.split(s)
   local words, i, n = {}, 1, #s
   while i <= n do
-    local a = s:find("[^ \t\n]", i)
+    local a = s:find("[^ \t\n\r\v\f]", i)
     if not a then break end
     local j, quoted = a, false
     while j <= n do
       local c = s:sub(j, j)
       if c == '"' then quoted = not quoted
-      elseif not quoted and c:match("[ \t\n]") then break end
+      elseif not quoted and c:match("[ \t\n\r\v\f]") then break end
       j = j + 1
     end
     local text = s:sub(a, j - 1)

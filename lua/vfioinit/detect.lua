@@ -1,6 +1,6 @@
 -- Inventory of a root: distro, kernels, generators and which one is active.
 --
--- Active precedence (first that has evidence wins; see README "Detection"):
+-- Active precedence (first that has evidence wins; see docs/REFERENCE.md "Detection"):
 --   1. kernel-install plugins (/etc/kernel/install.d masks /usr/lib/kernel/install.d)
 --   2. Debian-style /etc/kernel/postinst.d hooks
 --   3. pacman hooks (/etc/pacman.d/hooks masks /usr/share/libalpm/hooks)
@@ -103,15 +103,11 @@ end
 
 -- Installed: its command in one of machine.BIN_DIRS, or its main config present.
 local function probe_installed(root, gen, g)
-  for _, d in ipairs(machine.BIN_DIRS) do
-    local p = d .. "/" .. gen.command
-    local st = core.fs.stat(root, p)
-    if st and st.type == "file" then
-      g.command = p
-      g.installed = true
-      g.evidence[#g.evidence + 1] = p .. " (command)"
-      break
-    end
+  local p = machine.command(function(path) return core.fs.stat(root, path) end, gen.command)
+  if p then
+    g.command = p
+    g.installed = true
+    g.evidence[#g.evidence + 1] = p .. " (command)"
   end
   if gen.config and exists(root, gen.config) then
     g.config = gen.config

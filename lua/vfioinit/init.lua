@@ -3,8 +3,9 @@
 --
 -- The public contract (API, CLI, exit codes, JSON shapes) is docs/CONTRACT.md in the
 -- repository (https://github.com/vfioinit/vfioinit/blob/main/docs/CONTRACT.md); the
--- choices it leaves open are in README.md. Expected failures return `nil, message`
--- (`PATH:LINE: reason` where a file is at fault); misuse (wrong argument types) raises.
+-- choices it leaves open are in docs/REFERENCE.md. Expected failures return `nil, message[, report]`
+-- (`PATH:LINE: reason` where a file is at fault); misuse (a wrong argument type, an
+-- unknown option field) raises.
 -- Every path is inside `root` (default "/"), symlinks resolved inside root.
 -- @module vfioinit
 -- @field _VERSION string, "vfioinit X.Y.Z"
@@ -22,10 +23,12 @@ local state = util.lazy "vfioinit.state"
 local runs = require "vfioinit.run"
 local pipeline = require "vfioinit.pipeline"
 local generators = require "vfioinit.generators"
+local options = require "vfioinit.options"
 
--- Argument types (raise at the API caller) and root; nil, err for a bad root.
+-- The option fields and their types (raise at the API caller: lua/vfioinit/options.lua),
+-- then root; nil, err for a bad root.
 local function checkopts(opts, fname)
-  opts = runs.check_types(opts, fname, 3)
+  opts = options.check(opts, fname, 3)
   local ok, err = runs.check_root(opts)
   if not ok then return nil, err end
   return opts
@@ -130,42 +133,53 @@ local function bind_facts(M, registry)
   M.drivers_for = per_kernel("drivers_for", kernel.drivers_for)
 end
 
--- revert: see its doc comment in bind_pipeline.
-local function revert(opts)
-  local o, oerr = checkopts(opts, "revert")
-  if not o then return nil, oerr end
-  if lock_env_error() then return nil, lock_env_error() end
-  local root = o.root or "/"
-  local ropts = { force = o.force and true or false, dry_run = o.dry_run and true or false }
-  local list, err, refused
-  if ropts.dry_run then list, err, refused = state.revert(root, ropts)
-  else list, err, refused = state.with_lock(root, state.revert, root, ropts) end
-  if not list then return nil, err, refused end
-  if not ropts.dry_run then
-    -- a restored GRUB config regenerates grub.cfg, as apply did (list.regenerated)
-    local regen = require("vfioinit.bootloaders").after_revert(root, list, { timeout = o.timeout })
-    if #regen > 0 then list.regenerated = regen end
-    for _, e in ipairs(regen) do
-      if not e.ok then return nil, e.error end
+-- revert: see its doc comment in bind_pipeline. Under the lock, once the checks passed:
+-- the leftovers of a killed rebuild are settled first (as apply does), then the files are
+-- restored, the commands their restore needs (bootloaders.revert_hooks) running while the
+-- manifest names them.
+local function revert(registry)
+  return function(opts)
+    local o, oerr = checkopts(opts, "revert")
+    if not o then return nil, oerr end
+    if lock_env_error() then return nil, lock_env_error() end
+    local root = o.root or "/"
+    local ropts = { force = o.force and true or false, dry_run = o.dry_run and true or false }
+    if ropts.dry_run then
+      local list, err, refused = state.revert(root, ropts)
+      if not list then return nil, err, refused end
+      return true, list
     end
+    local regenerated = {}
+    local hooks = require("vfioinit.bootloaders").revert_hooks(root, { timeout = o.timeout }, regenerated)
+    local leftovers
+    ropts.undo, ropts.after = hooks.undo, hooks.after
+    ropts.begin = function() leftovers = pipeline.settle(root, registry) end
+    local list, err, refused = state.with_lock(root, state.revert, root, ropts)
+    local done = list or refused and refused.reverted
+    if done then
+      if #regenerated > 0 then done.regenerated = regenerated end
+      if leftovers and #leftovers > 0 then done.leftovers = leftovers end
+    end
+    if not list then return nil, err, refused end
+    return true, list
   end
-  return true, list
 end
 
 -- update_initramfs: see its doc comment in bind_pipeline. Plan, apply and rebuild run
--- under one lock: a concurrent run plans on what this one wrote.
+-- under one lock: a concurrent run plans on what this one wrote. The report, or nil, the
+-- error and the report so far.
 local function update_initramfs(registry)
   return function(opts)
-    local root = type(opts) == "table" and type(opts.root) == "string" and opts.root or "/"
     local o, err = checkopts(opts, "update_initramfs")
+    local root = o and o.root or type(opts) == "table" and type(opts.root) == "string" and opts.root or "/"
     if o and not o.dry_run then err = lock_env_error() end
     local report
-    if not err and o.dry_run then return pipeline.update(o, registry) end
-    if not err then report, err = state.with_lock(root, pipeline.update, o, registry) end
-    if report then return report end
-    report = pipeline.report(root)
-    report.error = err
-    return report
+    if not err and o.dry_run then report = pipeline.update(o, registry)
+    elseif not err then report, err = state.with_lock(root, pipeline.update, o, registry) end
+    if report and report.ok then return report end
+    report = report or pipeline.report(root, o and o.dry_run)
+    report.error = report.error or err
+    return nil, report.error, report
   end
 end
 
@@ -232,7 +246,7 @@ local function bind_pipeline(M, registry)
   end
 
   --- What boots each kernel: unified kernel images, BLS entries, GRUB's generated menu, else
-  -- the generator's default image (README "Boot chains").
+  -- the generator's default image (docs/CONTRACT.md "Boot chains").
   -- @function boot_chains
   -- @tparam[opt] table opts `{root="/", kernels=nil, generators=nil}`
   -- @treturn[1] {table,...} one entry per chain: `{kernel=, kind="uki"|"image", path=, initramfs=,
@@ -248,13 +262,16 @@ local function bind_pipeline(M, registry)
   --- The whole job: detect, plan, apply, rebuild the stale images, verify.
   -- @function update_initramfs
   -- @tparam[opt] table opts the options of plan, and `dry_run=false` (write nothing anywhere),
-  --   `rebuild=true`, `verify=true`, `timeout=600`, `jobs=CPUs` (rebuild commands at a time),
-  --   `log=function(msg)`, `on_output=function(line)`
-  -- @treturn table report, always a table: `ok`, `error`, `root`, `dry_run`, `kernels`,
+  --   `rebuild=true`, `verify=true`, `full=false`, `timeout=600`, `jobs=CPUs` (rebuild commands
+  --   at a time), `log=function(msg)`, `on_output=function(line)`
+  -- @treturn[1] table report: `ok`, `error`, `root`, `dry_run`, `kernels`,
   --   `generators`, `modules`, `changes` (`{generator=, path=, new=}`), `diff`, `rebuilt`
   --   (`{kernel=, generator=, image=, status=, seconds=, ok=, error=, ...}`), `verified`
   --   (verify's entries, `stale=true` for an image not rebuilt), `images_stale`, `leftovers`,
   --   `warnings`
+  -- @treturn[2] nil
+  -- @treturn[2] string message
+  -- @treturn[2] table the report so far (`ok=false`, `error=` the message)
   M.update_initramfs = update_initramfs(registry)
 
   --- Undo every change vfioinit made: restore each file to its content before the first
@@ -267,12 +284,14 @@ local function bind_pipeline(M, registry)
   -- @treturn[1] {table,...} the second value, one entry per file: `{path=,
   --   action="restored"|"removed"|"unchanged", kept=PATH.vfioinit-edited|nil, before=, after=}`
   --   (`before`/`after`: the current content and what revert writes, nil for no file; with
-  --   `dry_run` the diff revert would make); `list.regenerated`: the boot-loader regeneration
-  --   commands run because a GRUB file was restored
+  --   `dry_run` the diff revert would make); `list.regenerated`: the boot-loader commands
+  --   run (a tool's inverse, update-grub, kernel-install); `list.leftovers`: the
+  --   `<image>.vfioinit-prev` settled first, as apply does
   -- @treturn[2] nil
   -- @treturn[2] string message (refusals: one line per file)
-  -- @treturn[2] {table,...} refused, `{path=, reason=}` each
-  M.revert = revert
+  -- @treturn[2] {table,...} refused, `{path=, reason=}` each; `lost=true` for a file whose
+  --   backup cannot be read (the others were restored: `refused.reverted` lists them)
+  M.revert = revert(registry)
 
   --- A plan, as plan returns it.
   -- @type Plan
@@ -290,7 +309,8 @@ local function bind_pipeline(M, registry)
   -- kept, originals recorded for revert; files already written are rolled back if a later
   -- one fails. Refuses when a file changed since the plan was made.
   -- @function Plan:apply
-  -- @tparam[opt] table opts `{backup=true}`
+  -- @tparam[opt] table opts `{backup=true}` (true is the only value: revert must be able to
+  --   undo every apply)
   -- @treturn[1] boolean true
   -- @treturn[2] nil
   -- @treturn[2] string message
@@ -299,7 +319,7 @@ local function bind_pipeline(M, registry)
 end
 
 -- Seed-compatible names (thin wrappers; see CONTRACT.md)
-local function bind_seed(M)
+local function bind_seed(M, registry)
 
   --- Seed-compatible: the set of installed generators.
   -- @function detect_initramfs_systems
@@ -308,6 +328,7 @@ local function bind_seed(M)
   -- @treturn[2] nil
   -- @treturn[2] string message
   function M.detect_initramfs_systems(opts)
+    options.check(opts, "detect_initramfs_systems", 2)
     local inv, err = M.detect(opts)
     if not inv then return nil, err end
     local set = {}
@@ -315,18 +336,18 @@ local function bind_seed(M)
     return set
   end
 
-  local function ensure(gen_name)
+  local function ensure(fname, gen_name)
     return function(modules, opts)
-      opts = opts or {}
       if modules ~= nil and type(modules) ~= "table" then
-        error("bad argument #1 (table of module names expected)", 2)
+        error(("bad argument #1 to '%s' (table of module names expected)"):format(fname), 2)
       end
+      opts = options.check(opts, fname, 2, { fields = options.CALLS.ensure, arg = 2 })
       -- an explicit list replaces the VFIO set: exactly those names
-      local plan, err = M.plan({ root = opts.root, generators = { gen_name }, modules = modules,
-        exact_modules = modules ~= nil })
+      local plan, err = planner.plan({ root = opts.root, generators = { gen_name }, modules = modules,
+        exact_modules = modules ~= nil }, registry)
       if not plan then return nil, err end
       if opts.dry_run then return true, plan end
-      local ok, aerr = plan:apply({ backup = true })
+      local ok, aerr = plan:apply()
       if not ok then return nil, aerr end
       return true, plan
     end
@@ -340,7 +361,7 @@ local function bind_seed(M)
   -- @treturn[1] Plan the plan made (and applied unless `dry_run`)
   -- @treturn[2] nil
   -- @treturn[2] string message
-  M.ensure_mkinitcpio_modules = ensure("mkinitcpio")
+  M.ensure_mkinitcpio_modules = ensure("ensure_mkinitcpio_modules", "mkinitcpio")
 
   --- Seed-compatible: plan and apply dracut's config for `modules`.
   -- @function ensure_dracut_modules
@@ -350,7 +371,7 @@ local function bind_seed(M)
   -- @treturn[1] Plan the plan
   -- @treturn[2] nil
   -- @treturn[2] string message
-  M.ensure_dracut_modules = ensure("dracut")
+  M.ensure_dracut_modules = ensure("ensure_dracut_modules", "dracut")
 
   --- Seed-compatible: plan and apply booster's config for `modules`.
   -- @function ensure_booster_modules
@@ -360,7 +381,7 @@ local function bind_seed(M)
   -- @treturn[1] Plan the plan
   -- @treturn[2] nil
   -- @treturn[2] string message
-  M.ensure_booster_modules = ensure("booster")
+  M.ensure_booster_modules = ensure("ensure_booster_modules", "booster")
 
   --- Seed-compatible: plan and apply initramfs-tools' config for `modules`.
   -- @function ensure_initramfs_modules_debian
@@ -370,7 +391,7 @@ local function bind_seed(M)
   -- @treturn[1] Plan the plan
   -- @treturn[2] nil
   -- @treturn[2] string message
-  M.ensure_initramfs_modules_debian = ensure("initramfs-tools")
+  M.ensure_initramfs_modules_debian = ensure("ensure_initramfs_modules_debian", "initramfs-tools")
 
 end
 
@@ -383,7 +404,7 @@ local function new()
   bind_registry(M, registry)
   bind_facts(M, registry)
   bind_pipeline(M, registry)
-  bind_seed(M)
+  bind_seed(M, registry)
   M.policy = require("vfioinit.policy").bind(M)  -- per-distribution composition; policies load on demand
   M.new = new
   return M

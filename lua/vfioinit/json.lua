@@ -1,5 +1,5 @@
 -- Minimal JSON encoder for the CLI's --json output (no decoder needed).
--- Tables with keys 1..n are arrays; other tables are objects with sorted keys.
+-- Tables with keys 1..n are arrays (an empty table too: []); other tables are objects with sorted keys.
 local M = {}
 
 local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
@@ -83,7 +83,7 @@ function encode(v, out)
   elseif t == "string" then out[#out + 1] = str(v)
   elseif t == "table" then
     local arr, n = is_array(v)
-    if arr and (n > 0 or getmetatable(v) ~= M.object_mt) then
+    if arr then
       out[#out + 1] = "["
       for i = 1, n do
         if i > 1 then out[#out + 1] = "," end
@@ -110,10 +110,6 @@ function encode(v, out)
     out[#out + 1] = "null"
   end
 end
-
-M.object_mt = {}
--- Mark a table so an empty one encodes as {} rather than [].
-function M.object(t) return setmetatable(t or {}, M.object_mt) end
 
 function M.encode(v)
   local out = {}

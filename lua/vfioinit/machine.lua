@@ -40,7 +40,7 @@ M.MODPROBE_DIRS = { "/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modpro
 M.INITRD = "/boot/initramfs-%s.img"
 
 -- Distribution families. `ids`: os-release ID / ID_LIKE values; `generator`: the
--- default when no hook decides (README "Detection" rule 4); `policy`: the shipped
+-- default when no hook decides (docs/REFERENCE.md "Detection" rule 4); `policy`: the shipped
 -- policy matching these ids; `initrd`: the image name its kernel scripts and boot
 -- loaders expect (%s = kver), M.INITRD when absent.
 M.FAMILIES = {

@@ -119,24 +119,82 @@ local function conflict(d, want)
   end
 end
 
--- conflicts(ctx, ids) -> nil | "path:line: reason": settings elsewhere that would defeat ours.
--- Lines modprobe itself ignores (malformed, unknown commands) are ignored here too.
-function M.conflicts(ctx, ids)
-  local want = ids and table.concat(ids, ",") or nil
+-- The ids an `options vfio-pci ids=` line of vfioinit's file sets (the last one: the kernel
+-- keeps the last value of a parameter), as a list, or nil.
+function M.ids_of(text)
+  local ids
+  for _, d in ipairs(M.parse(text or "", true)) do
+    if d.cmd == "options" and is_vfio_pci(d.module) then
+      for _, a in ipairs(d.args) do
+        local v = a:match("^ids=(.*)$")
+        if v then ids = util.check_ids(v) end
+      end
+    end
+  end
+  return ids
+end
+
+-- The modprobe.d files kmod reads, as `read(dir)`/`read_file(path)` see them: each `*.conf`
+-- name once, from the first of machine.MODPROBE_DIRS that has it (an /etc file masks a
+-- /usr/lib one of the same name), vfioinit's own apart. `list(dir)` -> names;
+-- `read(path)` -> text | nil, err. Returns { {path=, text=} ... } | nil, err.
+local function effective(list, read)
+  local out, seen = {}, {}
   for _, dir in ipairs(machine.MODPROBE_DIRS) do
-    for _, name in ipairs(ctx.dir(dir) or {}) do
+    for _, name in ipairs(list(dir)) do
       local path = dir .. "/" .. name
-      if name:match("%.conf$") and path ~= M.FILE then
-        local text, err = ctx.read(path)
-        if err then return err end
-        for _, d in ipairs(M.parse(text or "", true)) do
-          local why = conflict(d, want)
-          if why then return ("%s:%d: %s"):format(path, d.line, why) end
+      if name:match("%.conf$") and not seen[name] then
+        seen[name] = true
+        if path ~= M.FILE then
+          local text, err = read(path)
+          if err then return nil, err end
+          out[#out + 1] = { path = path, text = text or "" }
         end
       end
     end
   end
+  return out
+end
+
+-- The one rule (apply refuses it in root, verify fails an image for it): the first setting
+-- in `files` that would defeat vfio-pci claiming `ids` -> "path:line: reason", or nil.
+-- Lines modprobe itself ignores (malformed, unknown commands) are ignored here too.
+local function first_conflict(files, ids)
+  local want = ids and table.concat(ids, ",") or nil
+  for _, f in ipairs(files) do
+    for _, d in ipairs(M.parse(f.text, true)) do
+      local why = conflict(d, want)
+      if why then return ("%s:%d: %s"):format(f.path, d.line, why) end
+    end
+  end
   return nil
+end
+
+-- conflicts(ctx, ids) -> nil | "path:line: reason": settings in root that would defeat ours.
+function M.conflicts(ctx, ids)
+  local files, err = effective(function(dir) return ctx.dir(dir) or {} end, ctx.read)
+  if not files then return err end
+  return first_conflict(files, ids)
+end
+
+-- image_conflicts(entries, contents, ids) -> nil | "path:line: reason": the same rule over
+-- an initramfs's modprobe.d (image.list with M.IMAGE_WANT); paths as the image names them.
+M.IMAGE_WANT = {}
+for _, d in ipairs(machine.MODPROBE_DIRS) do M.IMAGE_WANT[#M.IMAGE_WANT + 1] = d:sub(2) .. "/" end
+function M.image_conflicts(entries, contents, ids)
+  local names = {}
+  for _, e in ipairs(entries) do
+    local n = e.name:gsub("^%./", ""):gsub("^/+", "")
+    local dir, base = n:match("^(.*)/([^/]+)$")
+    if dir and e.type == "file" then
+      names[dir] = names[dir] or {}
+      table.insert(names[dir], base)
+    end
+  end
+  for _, l in pairs(names) do table.sort(l) end
+  local files = effective(function(dir) return names[dir:sub(2)] or {} end,
+    function(path) return contents[path:sub(2)] end)
+  return first_conflict(files, ids)
 end
 
 return M

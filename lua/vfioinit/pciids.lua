@@ -1,4 +1,4 @@
--- pci.ids: the names `--match` patterns are matched against (README "Choosing devices").
+-- pci.ids: the names `--match` patterns are matched against (docs/REFERENCE.md "Choosing devices").
 --
 -- The file (pciutils' format, Debian package `pci.ids`, Fedora/Arch `hwdata`):
 --   vvvv  Vendor name                 (no indent)

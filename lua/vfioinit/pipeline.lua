@@ -18,10 +18,11 @@ local planner = util.lazy "vfioinit.plan"
 local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.bootloaders"
 local kinstall = util.lazy "vfioinit.kinstall"
+local state = require "vfioinit.state"
 
 local M = {}
 
---- The one report shape (update_initramfs, rebuild; README "Reports").
+--- The one report shape (update_initramfs, rebuild; docs/INTERNALS.md "The report shape").
 function M.report(root, dry_run)
   return {
     ok = false,           -- true when every stage that ran succeeded
@@ -58,10 +59,10 @@ local function describe(report, plan)
 end
 
 --- apply stage: write the plan's changes (none: nothing is touched).
-function M.apply(plan, opts, log)
+function M.apply(plan, log)
   if #plan.changes == 0 then return true end
   log(("applying %d change(s)"):format(#plan.changes))
-  return plan:apply({ backup = opts.backup ~= false })
+  return plan:apply()
 end
 
 --- sweep stage: an earlier run killed mid-rebuild may have left <image>.vfioinit-prev
@@ -74,6 +75,20 @@ function M.sweep(run, gens, report, log)
     if any then all[#all + 1] = kinstall.wrap(g, targets) end
   end
   report.leftovers = rebuild.sweep(run.ctx, all, run.kernels, log)
+  return report.leftovers
+end
+
+--- settle(root, registry) -> leftovers: the sweep stage for `revert`, which has no plan:
+-- over every installed generator (a root that cannot be read has none to settle).
+function M.settle(root, registry)
+  local run = runs.new({ root = root }, registry, "revert")
+  if not run then return {} end
+  local gens, report = {}, {}
+  for _, g in ipairs(run.inventory.generators) do
+    if g.installed then gens[#gens + 1] = registry:get(g.name) end
+  end
+  M.sweep(run, gens, report)
+  run:close()
   return report.leftovers
 end
 
@@ -202,6 +217,44 @@ local function cmdline_regenerate(run, plan, opts, report)
   return true
 end
 
+-- Did vfioinit put parameters on root's command line? The manifest records each file the
+-- `cmdline` stage wrote, until revert: then verify, status and apply check the command line
+-- without --cmdline too.
+local function cmdline_recorded(root)
+  for _, e in ipairs(state.load(root) or {}) do
+    if e.generator == "cmdline" and e.kind ~= "dir" and not e.flags.reverted then return true end
+  end
+  return false
+end
+
+local function checks_cmdline(run) return run.opts.cmdline or cmdline_recorded(run.root) end
+
+-- The command line each boot entry passes, as verify results ({kernel=, generator="cmdline",
+-- image= (the file and line it is read from), entry=, cmdline=, ok=, missing=, error=}),
+-- judged by the rule apply uses (bootloaders.judge): one per entry judged, and one for a
+-- failure no entry carries (no grub.cfg entry boots the kernel, no loader configuration).
+local function cmdline_results(run)
+  local out = {}
+  local targets, terr = run.bootloaders, nil
+  if not targets then targets, terr = bootloaders.select(run.ctx) end
+  if not targets then
+    return { { generator = "cmdline", image = run.root, ok = false, missing = {}, error = terr } }
+  end
+  run.bootloaders = targets
+  local list = bootloaders.readback(run)
+  for _, e in ipairs(list) do
+    if not e.recovery then
+      out[#out + 1] = { kernel = e.kernel, generator = "cmdline", image = e.source or e.target, entry = e.entry,
+        cmdline = e.cmdline, ok = e.ok == true, missing = e.ok and {} or { e.missing }, error = e.error }
+    end
+  end
+  local ok, why = bootloaders.judge(run, list)
+  local shown = false
+  for _, r in ipairs(out) do shown = shown or not r.ok end
+  if not ok and not shown then out[#out + 1] = { generator = "cmdline", image = run.root, ok = false, missing = {}, error = why } end
+  return out
+end
+
 local function cmdline_verify(run, report)
   report.cmdline = bootloaders.readback(run)
   local ok, why = bootloaders.judge(run, report.cmdline)
@@ -217,7 +270,7 @@ local function update_stages(run, opts, report)
   if not plan then report.error = err; return report end
   describe(report, plan)
   if report.dry_run then report.ok = true; return report end
-  local ok, aerr = M.apply(plan, opts, log)
+  local ok, aerr = M.apply(plan, log)
   if not ok then report.error = aerr; return report end
   report.applied = #plan.changes > 0 or nil
   M.sweep(run, plan.generators, report, log)
@@ -238,14 +291,14 @@ local function update_stages(run, opts, report)
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
-  if run.opts.cmdline and opts.verify ~= false and opts.rebuild ~= false and not cmdline_verify(run, report) then
-    return report
-  end
+  -- --cmdline --no-rebuild regenerated no grub.cfg (a warning says so): nothing to read back yet
+  local cl = run.opts.cmdline and opts.rebuild ~= false or (not run.opts.cmdline and cmdline_recorded(run.root))
+  if cl and opts.verify ~= false and not cmdline_verify(run, report) then return report end
   report.ok = true
   return report
 end
 
---- update(opts, registry) -> report (always; report.ok false with report.error on failure)
+--- update(opts, registry) -> report (report.ok false with report.error on failure)
 function M.update(opts, registry)
   local report = M.report(opts.root or "/", opts.dry_run)
   local run, err = runs.new(opts, registry, "update_initramfs")
@@ -300,6 +353,9 @@ function M.verify_all(opts, registry)
   local gens, gerr = run:targets()
   if not gens then run:close(); return nil, gerr end
   local list = M.verify(run, gens)
+  if checks_cmdline(run) then
+    for _, r in ipairs(cmdline_results(run)) do list[#list + 1] = r end
+  end
   run:close()
   return list
 end
@@ -345,12 +401,14 @@ function M.status(opts, registry)
     for _, c in ipairs(list or {}) do chains[#chains + 1] = c end
   end
   local builtin = bootloaders.builtin(run)
-  local cmdline = run.opts.cmdline and plan and bootloaders.readback(run) or nil
+  local cmdline = checks_cmdline(run) and plan and bootloaders.readback(run) or nil
+  -- who signed each chain's image; the firmware's Secure Boot state only for the running system
+  local secure_boot = require("vfioinit.signature").status(inv.root, chains, { firmware = inv.root == "/", ctx = run.ctx })
   run:close()
   return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
     pending_changes = pending, plan_error = perr, images = images, boot_chains = chains,
-    boot_chains_error = chains_error }
+    boot_chains_error = chains_error, secure_boot = secure_boot }
 end
 
 return M

@@ -11,6 +11,7 @@ local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
 local bind = require "vfioinit.bind"
 local bootloaders = require "vfioinit.bootloaders"
+local options = require "vfioinit.options"
 
 local M = {}
 
@@ -40,7 +41,7 @@ local function rollback(root, done, dirs)
   for i = #dirs, 1, -1 do core.fs.remove(root, dirs[i]) end
 end
 
-local function apply_locked(self, opts)
+local function apply_locked(self)
   local root = self.root
   -- nothing moved since the plan was made
   for _, c in ipairs(self.changes) do
@@ -64,7 +65,8 @@ local function apply_locked(self, opts)
       for _, d in ipairs(state.missing_dirs(root, c.path)) do dirs[#dirs + 1] = d end
     end
   end
-  local ok, err = state.journal(root, self.changes, opts.backup ~= false)
+  -- every write is recorded: revert undoes what every apply wrote
+  local ok, err = state.journal(root, self.changes)
   if not ok then return nil, err end
   local done = {}
   for _, c in ipairs(self.changes) do
@@ -88,12 +90,13 @@ local function apply_locked(self, opts)
 end
 
 function Plan:apply(opts)
+  options.check(opts, "apply", 2)
   if state.LOCK_TIMEOUT_ERROR then return nil, state.LOCK_TIMEOUT_ERROR end
   if #self.changes == 0 then
     state.tidy(self.root)  -- best effort: nothing of this apply depends on it
     return true
   end
-  return state.with_lock(self.root, apply_locked, self, opts or {})
+  return state.with_lock(self.root, apply_locked, self)
 end
 
 -- An extra module must exist (loadable or built in) in at least one selected kernel:
@@ -180,7 +183,12 @@ local function modprobe_change(run)
   local existing, err = ctx.read(modprobe.FILE)
   if err then return nil, err end
   if existing then ctx.modprobe_file = modprobe.FILE end
-  if not (ids and #ids > 0) and not run.opts.softdeps then return false end
+  if not (ids and #ids > 0) and not run.opts.softdeps then
+    -- the file stays: what would defeat its ids is refused as when they were written
+    local cerr = existing and modprobe.conflicts(ctx, modprobe.ids_of(existing))
+    if cerr then return nil, cerr end
+    return false
+  end
   local drivers, derr = softdep_drivers(run)
   if not drivers then return nil, derr end
   local cerr = modprobe.conflicts(ctx, ids)

@@ -3,12 +3,13 @@
 --   local vfioinit = require "vfioinit"
 --   local p = vfioinit.policy{ name = "mine", match = { "debian" }, modules = { "kvmgt" },
 --                              rebuild = false, log = io.stderr }
---   local report = p:run{ root = "/mnt/target" }          -- vfioinit.update_initramfs
+--   local report = assert(p:run{ root = "/mnt/target" })  -- vfioinit.update_initramfs
 --   local policy, why = vfioinit.policy.for_root("/mnt/target")   -- from os-release
 --
--- A policy is data: which generators (nil: the detected one), extra modules, device
--- IDs, which kernels (a list, or a function of the installed ones), rebuild and
--- verify yes/no, backups, a log sink, and generators to register first.
+-- A policy is data: the options of update_initramfs (which generators, nil: the
+-- detected one; extra modules, device IDs, devices, cmdline, which kernels: a list, or a
+-- function of the installed ones; rebuild and verify yes/no, ...), a log sink, and
+-- generators to register first.
 --
 -- match: the os-release IDs the policy is chosen for by policy.for_root, e.g.
 -- `match = { "debian", "ubuntu" }`: os-release `ID` is tried first, then each `ID_LIKE`
@@ -18,7 +19,7 @@
 -- policies live in lua/vfioinit/policies/<name>.lua and use only the public API; load()
 -- gives them their `match` list from the distributions table (vfioinit.machine.FAMILIES).
 --
--- Overriding a shipped policy (see README "Extending and composing"):
+-- Overriding a shipped policy (see docs/REFERENCE.md "Extending and composing"):
 --   * vfioinit.policy.register(p): `p` replaces the policy of the same name (or adds
 --     a new one) for this vfioinit instance; registered policies are matched first,
 --     the last registered first;
@@ -26,43 +27,37 @@
 --   * a file `vfioinit/policies/<name>.lua` earlier on package.path shadows ours.
 -- Nothing here is global: each vfioinit instance (vfioinit.new()) has its own set.
 local machine = require "vfioinit.machine"
+local options = require "vfioinit.options"
 
 local M = {}
 
 M.SHIPPED = { "arch", "fedora", "debian", "opensuse" }  -- each a machine.FAMILIES `policy`
 
--- field -> accepted types
-local FIELDS = {
-  name = { string = true }, description = { string = true }, match = { table = true },
-  generators = { table = true }, modules = { table = true }, ids = { table = true, string = true },
-  kernels = { table = true, ["function"] = true }, softdeps = { boolean = true },
-  rebuild = { boolean = true }, verify = { boolean = true }, backup = { boolean = true },
-  dry_run = { boolean = true }, timeout = { number = true },
-  log = { ["function"] = true, userdata = true, table = true }, on_output = { ["function"] = true },
-  extra_generators = { table = true },
-}
+-- A policy takes the fields of the call it wraps (vfioinit.update_initramfs; its `plan`
+-- the same minus the run's own), but `root` (given when it runs) and `match`, which is the
+-- policy's: the os-release IDs it is chosen for (a device pattern goes in the call,
+-- `p:run{match=...}`). `kernels` may be a function of the installed ones, `log` a sink.
+local OWN = { name = "string", description = "string", match = "table", extra_generators = "table" }
+local TYPES = { kernels = "table|function", log = "function|userdata|table" }
+for k, t in pairs(OWN) do TYPES[k] = t end
 
 -- The options a policy passes on to vfioinit.plan / update_initramfs as they are.
-local PASS = { "generators", "modules", "ids", "softdeps", "rebuild", "verify", "backup",
-  "dry_run", "timeout", "on_output" }
+local PASS = {}
+for _, f in ipairs(options.CALLS.update_initramfs) do
+  if f ~= "root" and f ~= "match" and f ~= "kernels" and f ~= "log" then PASS[#PASS + 1] = f end
+end
+local FIELDS = { "kernels", "log" }
+for _, f in ipairs(PASS) do FIELDS[#FIELDS + 1] = f end
+for f in pairs(OWN) do FIELDS[#FIELDS + 1] = f end
+
+-- What a call (p:run, p:plan, p:options) takes: update_initramfs' fields, with the
+-- policy's kinds of `kernels` and `log`.
+local CALL = { fields = options.CALLS.update_initramfs, types = TYPES }
 
 local function check(spec, fname, level)
-  if type(spec) ~= "table" then
-    error(("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(spec)), level + 1)
-  end
-  for k, v in pairs(spec) do
-    local ok = FIELDS[k]
-    if not ok then
-      error(("bad argument #1 to '%s' (unknown field '%s')"):format(fname, tostring(k)), level + 1)
-    end
-    if not ok[type(v)] then
-      local want = {}
-      for t in pairs(ok) do want[#want + 1] = t end
-      table.sort(want)
-      error(("bad argument #1 to '%s' (field '%s': %s expected, got %s)")
-        :format(fname, k, table.concat(want, " or "), type(v)), level + 1)
-    end
-  end
+  if spec == nil then error(("bad argument #1 to '%s' (table expected, got nil)"):format(fname), level + 1) end
+  options.check(spec, fname, level + 1, { fields = FIELDS, types = TYPES })
+  return spec  -- not a tail call, nor below: error levels count the frames
 end
 
 -- A log sink: a function, or anything with :write (io.stderr, a file) -> function.
@@ -123,13 +118,10 @@ add_run = function(Policy, api)
     return kernels
   end
 
-  --- p:options(opts) -> the option table p gives vfioinit.plan / update_initramfs for
-  -- `opts` (root= and any field given at call time wins over the policy's) | nil, err
-  function Policy:options(opts)
-    if opts ~= nil and type(opts) ~= "table" then
-      error(("bad argument #1 to 'options' (table expected, got %s)"):format(type(opts)), 2)
-    end
-    opts = opts or {}
+  -- The options of a call `fname` (its fields checked: update_initramfs'), the policy's
+  -- under them.
+  local function options_of(self, opts, fname)
+    opts = options.check(opts, fname, 3, CALL)
     local o = {}
     for _, k in ipairs(PASS) do o[k] = self[k] end
     o.log = sink(self.log)
@@ -142,26 +134,36 @@ add_run = function(Policy, api)
     return o
   end
 
-  --- p:plan(opts) -> plan | nil, err (vfioinit.plan with the policy's choices)
-  function Policy:plan(opts)
-    register_generators(self)
-    local o, err = self:options(opts)
-    if not o then return nil, err end
-    return api.plan(o)
+  --- p:options(opts) -> the option table p gives vfioinit.update_initramfs for `opts`
+  -- (root= and any field given at call time wins over the policy's) | nil, err
+  function Policy:options(opts)
+    local o, err = options_of(self, opts, "options")  -- not a tail call: misuse is blamed on our caller
+    return o, err
   end
 
-  --- p:run(opts) -> report (vfioinit.update_initramfs with the policy's choices;
-  -- report.policy names the policy)
+  --- p:plan(opts) -> plan | nil, err (vfioinit.plan with the policy's choices; the fields
+  -- only a run uses stay out)
+  function Policy:plan(opts)
+    register_generators(self)
+    local o, err = options_of(self, opts, "plan")
+    if not o then return nil, err end
+    local po = {}
+    for _, f in ipairs(options.CALLS.plan) do po[f] = o[f] end
+    return api.plan(po)
+  end
+
+  --- p:run(opts) -> report | nil, err, report (vfioinit.update_initramfs with the
+  -- policy's choices; report.policy names the policy)
   function Policy:run(opts)
     register_generators(self)
-    local o, err = self:options(opts)
+    local o, err = options_of(self, opts, "run")
     if not o then
-      return { root = opts and opts.root or "/", ok = false, error = err, policy = self.name }
+      return nil, err, { root = opts and opts.root or "/", ok = false, error = err, policy = self.name }
     end
     if o.log then o.log(("policy %s: %s"):format(self.name, o.dry_run and "dry run" or "run")) end
-    local report = api.update_initramfs(o)
-    report.policy = self.name
-    return report
+    local report, rerr, partial = api.update_initramfs(o)
+    ;(report or partial).policy = self.name
+    return report, rerr, partial
   end
 end
 
@@ -213,7 +215,7 @@ function M.bind(api)
   local registered, order = {}, {}
   local Policy, new = class(api)
 
-  setmetatable(P, { __call = function(_, spec) return new(spec, 2) end })
+  setmetatable(P, { __call = function(_, spec) local p = new(spec, 2); return p end })
 
   --- policy.register(p) -> p: use `p` for its name from now on (this instance only).
   function P.register(p)
@@ -258,7 +260,7 @@ function M.bind(api)
     if type(root) ~= "string" then
       error(("bad argument #1 to 'for_root' (string expected, got %s)"):format(type(root)), 2)
     end
-    opts = opts or {}
+    opts = options.check(opts, "for_root", 2, { fields = { "name" }, types = { name = "string" }, arg = 2 })
     if opts.name then
       local p, err = P.load(opts.name)
       if not p then return nil, err end

@@ -55,22 +55,20 @@ M.BACKUP_SUFFIX = ".vfioinit-prev"
 M.DEFAULT_TIMEOUT = 600
 M.TAIL = 20
 
--- The dirs spawn's default PATH searches, as CONTRACT.md defines "installed".
-local BIN_DIRS = require("vfioinit.machine").BIN_DIRS
+local machine = require "vfioinit.machine"
 
 local function size_of(root, path)
   local st = core.fs.stat(root, path)
   return st and st.type == "file" and st.size or nil
 end
 
--- Where the command (argv[1]) is inside root, or nil.
+-- Where the command (argv[1]) is inside root, or nil: a path as it is, a name through
+-- machine.command (spawn's default PATH, as CONTRACT.md defines "installed").
 local function find_command(root, cmd)
   if cmd:find("/", 1, true) then
     return size_of(root, cmd) and cmd or nil
   end
-  for _, dir in ipairs(BIN_DIRS) do
-    if size_of(root, dir .. "/" .. cmd) then return dir .. "/" .. cmd end
-  end
+  return machine.command(function(p) return core.fs.stat(root, p) end, cmd)
 end
 
 M.MAX_SCRIPT = 4 * 1024 * 1024  -- larger commands are binaries: no `#!` line to check

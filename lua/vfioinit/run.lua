@@ -2,8 +2,9 @@
 
   local run, err = require("vfioinit.run").new(opts, registry, "plan")
 
-`new` checks the options (wrong types raise; a bad root, module name, device ID or
-kernel returns nil, message), detects root once (the inventory) and builds the one
+`new` checks the options' values (a bad root, generator name, module name, device ID or
+kernel returns nil, message; the public call checked their fields and types first:
+lua/vfioinit/options.lua), detects root once (the inventory) and builds the one
 context the generators see. Everything else is a fact computed on first use and kept
 for the rest of the run: the generators acted on, one libkmod context per kernel, the
 module states of each kernel, and the verification result of each image. The stages
@@ -25,38 +26,6 @@ local M = {}
 
 local Run = {}
 Run.__index = Run
-
-local function misuse(fname, what, level)
-  error(("bad argument #1 to '%s' (%s)"):format(fname, what), level + 1)
-end
-
--- check_types(opts, fname, level): misuse (wrong argument types) raises at the caller's
--- caller's level; returns opts, or {} for nil.
-function M.check_types(opts, fname, level)
-  level = level or 1
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then misuse(fname, "table expected, got " .. type(opts), level + 1) end
-  if opts.root ~= nil and type(opts.root) ~= "string" then
-    misuse(fname, "field 'root': string expected, got " .. type(opts.root), level + 1)
-  end
-  for _, f in ipairs({ "generators", "kernels", "modules" }) do
-    if opts[f] ~= nil and type(opts[f]) ~= "table" then
-      misuse(fname, ("field '%s': table expected, got %s"):format(f, type(opts[f])), level + 1)
-    end
-  end
-  for f, t in pairs({ match = "string", sysfs = "string", force = "boolean" }) do
-    if opts[f] ~= nil and type(opts[f]) ~= t then
-      misuse(fname, ("field '%s': %s expected, got %s"):format(f, t, type(opts[f])), level + 1)
-    end
-  end
-  if opts.jobs ~= nil and (math.type(opts.jobs) ~= "integer" or opts.jobs < 1) then
-    misuse(fname, "field 'jobs': whole number >= 1 expected, got " .. tostring(opts.jobs), level + 1)
-  end
-  if opts.devices ~= nil and type(opts.devices) ~= "table" and type(opts.devices) ~= "string" then
-    misuse(fname, "field 'devices': table expected, got " .. type(opts.devices), level + 1)
-  end
-  return opts
-end
 
 -- A missing root would otherwise surface much later, e.g. as a lock failure.
 function M.check_root(opts)
@@ -101,12 +70,19 @@ function M.select_generators(inv, registry, names)
   return nil, inv.root .. ": no initramfs generator installed (looked for " .. table.concat(cmds, ", ") .. ")"
 end
 
--- new(opts, registry, fname) -> run | nil, err. Checks, in order: argument types (raise),
--- root, module names, device IDs, device addresses and --match, then detects and checks the selected kernels.
+-- new(opts, registry, fname) -> run | nil, err. Checks, in order: root, generator names,
+-- module names, device IDs, device addresses and --match, then detects and checks the
+-- selected kernels.
 function M.new(opts, registry, fname)
-  opts = M.check_types(opts, fname or "run", 2)
+  opts = opts or {}
   local ok, err = M.check_root(opts)
   if not ok then return nil, err end
+  -- an unknown generator is an error for every call, also one (status) that would
+  -- otherwise report it as a plan error and succeed
+  for _, n in ipairs(opts.generators or {}) do
+    local g, gerr = registry:get(n)
+    if not g then return nil, gerr end
+  end
   local root = opts.root or "/"
   local extra, merr = util.check_modules(opts.modules)
   if not extra then return nil, merr end
@@ -265,20 +241,39 @@ local RECORDS = { update_initramfs = true, rebuild = true }
 --- run:verified(gen, kver [, built]) -> verify.check's result for that kernel's image, read
 -- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
 -- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
--- answers for an image that has not changed since it was read; `opts.full` re-reads. The image checked is the one the kernel's boot chain
--- loads when that is not the generator's own (bootchain.boot_image); `built` checks the
--- generator's own image (what a rebuild just wrote).
+-- answers for an image that has not changed since it was read; `opts.full` re-reads. The images
+-- checked are those the kernel's boot chains start (bootchain.boot_images: each loader's default
+-- entry); `built` checks the generator's own image (what a rebuild just wrote). Several
+-- images make one result: the first failing one's (else the first), with `checked` (every
+-- result) and `note` (why several).
 function Run:verified(gen, kver, built)
   local key = gen.name .. "\0" .. kver
-  local chain
+  local list, note = {}, nil
   if not built and self:boots(gen) then
     local chains, cerr = self:boot_chains(kver)
     if not chains then
       return { kernel = kver, generator = gen.name, ok = false, missing = {}, error = cerr }
     end
-    chain = require("vfioinit.bootchain").boot_image(chains, gen, self.ctx, kver, true)
+    list, note = require("vfioinit.bootchain").boot_images(chains, gen, self.ctx, kver, true)
   end
-  if chain then key = key .. "\0" .. chain.initramfs end
+  if #list == 0 then list = { false } end  -- the generator's own image
+  local rs = {}
+  for _, c in ipairs(list) do
+    local chain = c and not c.own and c or nil
+    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. chain.initramfs) or key, chain)
+  end
+  if #rs == 1 then return rs[1] end
+  local pick = rs[1]
+  for _, r in ipairs(rs) do if not r.ok then pick = r; break end end
+  local r = {}
+  for k, v in pairs(pick) do r[k] = v end
+  r.checked, r.note = rs, note
+  for _, x in ipairs(rs) do r.ok = r.ok and x.ok end
+  return r
+end
+
+-- One image's verify.check result, kept under `key` for the run.
+function Run:verified_one(gen, kver, key, chain)
   local f = self.facts.verified
   if not f[key] then
     local verify = require "vfioinit.verify"

@@ -23,7 +23,8 @@
 -- not (drop the entry and its backup). So a record always describes the bytes a
 -- successful write replaced. revert marks each entry `reverted` once its restore is
 -- durable, and removes backups, then the manifest, only when all are: a killed revert is
--- resumed by the next one.
+-- resumed by the next one. An entry whose backup cannot be read stays recorded (the others
+-- are reverted) until a forced revert forgets it.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 
@@ -237,11 +238,11 @@ local function read_file(root, path)
   return false, err
 end
 
--- The first original of an entry: content (nil: no file) | false, err
+-- The first original of an entry: content (nil: no file) | false, err (its backup unreadable)
 local function original(root, e)
   if e.kind == "created" then return nil end
   local text, err = core.fs.read(root, e.backup)
-  if not text then return false, M.damaged(1, err) end
+  if not text then return false, err end
   return text
 end
 
@@ -351,15 +352,14 @@ function M.missing_dirs(root, path)
   return missing
 end
 
--- journal(root, changes, record_new) -> true | nil, err. Records the writes about to be
--- made (`next`) before anything else, then saves the originals of new entries.
--- record_new=false (apply{backup=false}): only files already tracked are journaled.
-function M.journal(root, changes, record_new)
+-- journal(root, changes) -> true | nil, err. Records the writes about to be made (`next`)
+-- before anything else, then saves the originals of new entries.
+function M.journal(root, changes)
   local list, err = M.prepare(root)
   if not list then return nil, err end
   local by_path, saves = {}, {}
   for _, e in ipairs(list) do by_path[e.path] = e end
-  if #list == 0 and record_new and #changes > 0 then
+  if #list == 0 and #changes > 0 then
     -- the state directory's own parents (/var/lib in a bare root): revert removes them too
     for _, dir in ipairs(M.missing_dirs(root, M.DIR .. "/x")) do
       if dir ~= M.DIR then
@@ -378,7 +378,7 @@ function M.journal(root, changes, record_new)
         if orig == false or orig ~= c.before then e.flags["edit-pending"] = true end
       end
       e.next = digest(c.after)
-    elseif record_new then
+    else
       -- the directories this write will create (plan.lua makes the missing parents), from
       -- the outermost: revert removes them again, innermost first, when they are empty
       if c.before == nil and c.after ~= nil then
@@ -474,7 +474,8 @@ end
 local REFUSE_EDITED = "changed since vfioinit wrote it"
 local REFUSE_BETWEEN = "edited by hand between two vfioinit applies"
 
--- classify(root, e) -> step {entry, action, before=current, after=original, refuse=reason} | nil, err
+-- classify(root, e) -> step {entry, action, before=current, after=original, refuse=reason,
+-- lost=reason (its original cannot be read)} | nil, err
 local function classify(root, e)
   -- restored and recorded by a revert that was killed later: its backup may be gone
   if e.flags.reverted then return { entry = e, action = "unchanged" } end
@@ -482,10 +483,12 @@ local function classify(root, e)
     local st = core.fs.stat(root, e.path, true)
     return { entry = e, action = (st and st.type == "dir") and "rmdir" or "unchanged" }
   end
-  local orig, oerr = original(root, e)
-  if orig == false then return nil, oerr end
   local cur, err = read_file(root, e.path)
   if cur == false then return nil, err end
+  local orig, oerr = original(root, e)
+  if orig == false then
+    return { entry = e, action = "unchanged", before = cur, after = cur, lost = "its backup cannot be read: " .. oerr }
+  end
   local step = { entry = e, before = cur, after = orig }
   if cur == orig then
     step.action = "unchanged"
@@ -525,28 +528,42 @@ end
 local function refusal(refused)
   local lines = {}
   for _, r in ipairs(refused) do
-    lines[#lines + 1] = ("%s: %s; 'vfioinit revert --force' restores the original and keeps the current content as %s%s")
-      :format(r.path, r.reason, r.path, M.EDITED_SUFFIX)
+    if r.lost then
+      lines[#lines + 1] = ("%s: cannot be restored, %s; 'vfioinit revert --force' leaves it as it is and forgets it")
+        :format(r.path, r.reason)
+    else
+      lines[#lines + 1] = ("%s: %s; 'vfioinit revert --force' restores the original and keeps the current content as %s%s")
+        :format(r.path, r.reason, r.path, M.EDITED_SUFFIX)
+    end
   end
   return table.concat(lines, "\n")
 end
 
--- plan_revert(root, opts) -> list, steps | nil, err, refused. Writes nothing.
+-- plan_revert(root, opts) -> list, steps, lost | nil, err, refused. Writes nothing. A file
+-- edited since vfioinit wrote it refuses the whole revert (unless forced); a file whose
+-- original is lost (`lost`) only its own restore.
 local function plan_revert(root, opts)
   local list, err = M.load(root)
   if not list then return nil, err end
   -- a write left pending by a killed apply is settled first (in memory only here)
   local settled, serr = settle(root, list, false)
   if not settled then return nil, serr end
-  local steps, refused = {}, {}
+  local steps, refused, lost = {}, {}, {}
   for i = #settled, 1, -1 do
     local step, cerr = classify(root, settled[i])
     if not step then return nil, cerr end
     steps[#steps + 1] = step
     if step.refuse then refused[#refused + 1] = { path = step.entry.path, reason = step.refuse } end
+    if step.lost then
+      lost[#lost + 1] = { path = step.entry.path, reason = step.lost, lost = true }
+      step.forgotten = opts.force or nil
+    end
   end
-  if #refused > 0 and not opts.force then return nil, refusal(refused), refused end
-  return settled, steps
+  if #refused > 0 and not opts.force then
+    for _, r in ipairs(lost) do refused[#refused + 1] = r end
+    return nil, refusal(refused), refused
+  end
+  return settled, steps, lost
 end
 
 local function report(steps)
@@ -558,41 +575,77 @@ local function report(steps)
       if s.action == "removed" then
         out[#out + 1] = { path = e.path, kind = "dir", generator = e.generator, action = "removed", before = "", after = "" }
       end
-    else
+    elseif not s.lost or s.forgotten then
       out[#out + 1] = { path = e.path, kind = e.kind, generator = e.generator, action = s.action,
-        kept = s.kept, forced = s.refuse and true or nil, before = s.before, after = s.after }
+        kept = s.kept, forced = s.refuse and true or nil, lost = s.lost, before = s.before, after = s.after }
     end
   end
   return out
 end
 
---- revert(root, {force=, dry_run=}) -> list of {path=, action=, kept=...} | nil, err, refused.
--- Checks every file first; refuses (changing nothing) when one holds anything but what
--- vfioinit last wrote, unless forced. Each restore is durable, then recorded `reverted`;
--- backups and manifest go only when every entry is.
+-- The result of a revert that could not restore `lost` (unforced): nil, one line per file,
+-- the refused list carrying what was reverted.
+local function partial(steps, lost)
+  lost.reverted = report(steps)
+  return nil, refusal(lost), lost
+end
+
+-- One step of a revert, made durable and recorded `reverted`. A lost file stays recorded
+-- (unless forced: forgotten), so the next revert names it again.
+local function revert_step(root, list, s, opts)
+  if s.lost and not s.forgotten then return true end
+  if s.action == "rmdir" then
+    -- only when empty: what else is in it now is not vfioinit's to remove
+    s.action = core.fs.remove(root, s.entry.path) and "removed" or "unchanged"
+  elseif s.action ~= "unchanged" then
+    -- what the restore needs run (a tool's inverse) runs first: killed, it runs again
+    if opts.undo then
+      local ok, err = opts.undo(s)
+      if not ok then return nil, err end
+    end
+    local ok, err = restore(root, s)
+    if not ok then return nil, err end
+  end
+  if s.entry.flags.reverted then return true end
+  s.entry.flags.reverted = true
+  return M.save(root, list)
+end
+
+--- revert(root, {force=, dry_run=, begin=, undo=, after=}) -> list of {path=, action=, kept=...}
+-- | nil, err, refused. Checks every file first; refuses (changing nothing) when one holds
+-- anything but what vfioinit last wrote, unless forced. Each restore is durable, then
+-- recorded `reverted`; backups and manifest go only when every entry is. A file whose
+-- backup is lost is not restored: the others are, and it is named in `refused` (with
+-- `refused.reverted`, the list of the others); forced, it is left as it is and forgotten.
+-- Hooks: begin() before the first write (once the checks passed); and, run while the
+-- manifest still names the files (a failed or killed one runs again at the next revert),
+-- undo(step) -> true | nil, err before a file is restored, after(steps) -> true | nil, err
+-- once every restore is durable.
 function M.revert(root, opts)
   opts = opts or {}
-  local list, steps, refused = plan_revert(root, opts)
-  if not list then return nil, steps, refused end
-  if opts.dry_run then return report(steps) end
+  local list, steps, lost = plan_revert(root, opts)
+  if not list then return nil, steps, lost end
+  local unforced = #lost > 0 and not opts.force
+  if opts.dry_run then
+    if unforced then return partial(steps, lost) end
+    return report(steps)
+  end
+  if opts.begin then opts.begin() end
   M.sweep(root, (function() local p = {} for i, e in ipairs(list) do p[i] = e.path end return p end)())
   local later = {}
   for _, s in ipairs(steps) do
     if s.action == "rmdir" and holds_state(s.entry.path) then
-      later[#later + 1] = s  -- after the state directory itself
-    elseif s.action == "rmdir" then
-      -- only when empty: what else is in it now is not vfioinit's to remove
-      s.action = core.fs.remove(root, s.entry.path) and "removed" or "unchanged"
-    elseif s.action ~= "unchanged" then
-      local ok, err = restore(root, s)
-      if not ok then return nil, err end
-    end
-    if not s.entry.flags.reverted then
-      s.entry.flags.reverted = true
-      local ok, err = M.save(root, list)
+      later[#later + 1] = s  -- after the state directory itself; never recorded `reverted`
+    else
+      local ok, err = revert_step(root, list, s, opts)
       if not ok then return nil, err end
     end
   end
+  if opts.after then
+    local ok, err = opts.after(steps)
+    if not ok then return nil, err end
+  end
+  if unforced then return partial(steps, lost) end
   -- every restore is durable and recorded: now the backups, then the manifest
   remove_backups(root)
   core.fs.remove(root, M.BACKUPS)

@@ -9,8 +9,10 @@
 --   firmware's console); `iommu_group` links to /sys/kernel/iommu_groups/<n>.
 -- * /sys/kernel/iommu_groups/<n>/devices/ lists the group's devices; no group at all
 --   means the IOMMU is off (or absent).
--- * /sys/dev/block/<maj>:<min> links to the block device's directory (its PCI controller
---   among the components); a device-mapper or md device names its parts in `slaves/`.
+-- * /sys/dev/block/<maj>:<min> and /sys/class/block/<name> link to the block device's
+--   directory (its PCI controller among the components); a partition's directory sits in
+--   its disk's; a device-mapper or md device names its parts in `slaves/`, a dm device its
+--   name in `dm/name`; /sys/fs/btrfs/<UUID>/devices/ links to every device of a btrfs.
 local core = require "vfioinit.core"
 
 local M = {}
@@ -67,43 +69,135 @@ function Sys:group_members(n)
   return core.fs.dir(self.base, "/sys/kernel/iommu_groups/" .. n .. "/devices") or {}
 end
 
--- The mount "/" as mountinfo says: its maj:min and its source (/dev/...).
+-- mountinfo escapes space, tab, newline and backslash in paths as \ooo (octal).
+local function unescape(s)
+  return (s:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end))
+end
+
+-- The mount "/" as mountinfo says (the last one: a later mount on "/" hides the earlier):
+-- its maj:min, its source (/dev/...) and its filesystem type.
 function Sys:root_mount()
   local text = core.fs.read(self.base, "/proc/self/mountinfo", 4 * 1024 * 1024)
   if not text then return nil end
+  local majmin, source, fstype
   for line in text:gmatch("[^\n]+") do
-    local majmin, mnt, rest = line:match("^%S+ %S+ (%d+:%d+) %S+ (%S+) .- %- (.*)$")
-    if mnt == "/" then return majmin, rest:match("^%S+ (%S+)") end
+    local mm, mnt, rest = line:match("^%S+ %S+ (%d+:%d+) %S+ (%S+) .- %- (.*)$")
+    if mnt == "/" then
+      majmin = mm
+      fstype, source = rest:match("^(%S+) (%S+)")
+      source = source and unescape(source)
+    end
+  end
+  return majmin, source, fstype
+end
+
+-- A block device's sysfs directory (resolved), or nil.
+function Sys:block_dir(path)
+  local dir = core.fs.resolve(self.base, path)
+  return dir and core.fs.stat(self.base, dir) and dir or nil
+end
+
+-- The device-mapper device called `name` (its dm/name), among /sys/block's entries.
+function Sys:dm_named(name)
+  for _, n in ipairs(core.fs.dir(self.base, "/sys/block") or {}) do
+    if self:read("/sys/block/" .. n .. "/dm/name") == name then return self:block_dir("/sys/block/" .. n) end
   end
 end
 
--- PCI addresses on the path of a block device's sysfs directory, following dm/md
--- `slaves` (depth-limited: a loop of links cannot hang the run).
-function Sys:pci_of_block(dir, out, depth)
-  if not dir or depth > 8 then return out end
-  local found = false
-  for comp in dir:gmatch("[^/]+") do
-    if comp:match(ADDR) then out[comp] = true; found = true end
+-- The block device a mount source names: /dev/NAME is /sys/class/block/NAME;
+-- /dev/mapper/NAME the dm device with that dm/name; /dev/VG/LV LVM's dm name VG-LV (a `-`
+-- inside either doubled); any other /dev path (udev's /dev/disk/by-*, /dev/md/NAME) the
+-- device its link leads to.
+function Sys:source_block(source)
+  if not (source and source:match("^/dev/")) then return nil end
+  local name = source:match("^/dev/([^/]+)$")
+  local dir = name and self:block_dir("/sys/class/block/" .. name)
+  if dir then return dir end
+  local dm = source:match("^/dev/mapper/([^/]+)$")
+  if not dm then
+    local vg, lv = source:match("^/dev/([^/]+)/([^/]+)$")
+    dm = vg and vg ~= "disk" and vg ~= "md" and (vg:gsub("%-", "--") .. "-" .. lv:gsub("%-", "--"))
   end
-  if not found then
-    for _, s in ipairs(core.fs.dir(self.base, dir .. "/slaves") or {}) do
-      self:pci_of_block(core.fs.resolve(self.base, dir .. "/slaves/" .. s), out, depth + 1)
+  dir = dm and self:dm_named(dm)
+  if dir then return dir end
+  local target = core.fs.resolve(self.base, source)
+  local tname = target and target:match("^/dev/([^/]+)$")
+  return tname and self:block_dir("/sys/class/block/" .. tname) or nil
+end
+
+-- btrfs spans every device of /sys/fs/btrfs/<UUID>/devices/: the filesystems holding one
+-- of `dirs` (all of them when `dirs` is empty: the source named none this machine shows).
+function Sys:btrfs_devices(dirs)
+  local want, out = {}, {}
+  for _, d in ipairs(dirs) do want[d] = true end
+  for _, fs in ipairs(core.fs.dir(self.base, "/sys/fs/btrfs") or {}) do
+    local base = "/sys/fs/btrfs/" .. fs .. "/devices"
+    local members, hit = {}, #dirs == 0
+    for _, n in ipairs(core.fs.dir(self.base, base) or {}) do
+      local d = self:block_dir(base .. "/" .. n)
+      if d then members[#members + 1] = d; hit = hit or want[d] end
+    end
+    if hit then for _, d in ipairs(members) do out[#out + 1] = d end end
+  end
+  return out
+end
+
+-- The block devices "/" lives on: mountinfo's maj:min in /sys/dev/block, else (btrfs'
+-- anonymous 0:N) the device its source names; for btrfs, every device of that filesystem.
+function Sys:root_blocks()
+  local majmin, source, fstype = self:root_mount()
+  local dirs = {}
+  dirs[1] = majmin and self:block_dir("/sys/dev/block/" .. majmin) or self:source_block(source)
+  if fstype == "btrfs" then
+    local all = self:btrfs_devices(dirs)
+    if #all > 0 then dirs = all end
+  end
+  return dirs
+end
+
+-- What a block device without a PCI function in its own path is made of: a partition's
+-- disk (its parent directory), dm/md `slaves/`, the controllers of an NVMe multipath head
+-- (it lives under /sys/devices/virtual/nvme-subsystem/nvme-subsysN, whose nvmeN entries
+-- link to the controllers; newer kernels also list the paths in the head's `multipath/`).
+function Sys:block_parts(dir)
+  local out = {}
+  local function add(d) if d then out[#out + 1] = d end end
+  local parent = dir:match("^(.*)/[^/]+$")
+  if core.fs.stat(self.base, dir .. "/partition") and parent then add(parent) end
+  for _, sub in ipairs({ "slaves", "multipath" }) do
+    for _, s in ipairs(core.fs.dir(self.base, dir .. "/" .. sub) or {}) do add(self:block_dir(dir .. "/" .. sub .. "/" .. s)) end
+  end
+  if parent and parent:match("/nvme%-subsystem/[^/]+$") then
+    for _, c in ipairs(core.fs.dir(self.base, parent) or {}) do
+      if c:match("^nvme%d+$") then add(self:block_dir(parent .. "/" .. c)) end
     end
   end
   return out
 end
 
--- root_controllers() -> set of PCI addresses the root filesystem depends on (its
--- controller and the bridges above it); empty when it cannot be told (e.g. a network root).
-function Sys:root_controllers()
-  local majmin, source = self:root_mount()
-  local dir = majmin and core.fs.resolve(self.base, "/sys/dev/block/" .. majmin)
-  if not (dir and core.fs.stat(self.base, dir)) and source and source:match("^/dev/") then
-    -- btrfs and others show an anonymous 0:N; the source names the block device
-    dir = core.fs.resolve(self.base, "/sys/class/block/" .. source:match("([^/]+)$"))
+-- PCI addresses on the way to a device's sysfs directory (its function and every bridge
+-- or switch port above it), following block_parts where the path has none (depth-limited
+-- and each directory once: a loop of links cannot hang the run).
+function Sys:pci_of_block(dir, out, depth, seen)
+  seen = seen or {}
+  if not dir or depth > 16 or seen[dir] then return out end
+  seen[dir] = true
+  local found = false
+  for comp in dir:gmatch("[^/]+") do
+    if comp:match(ADDR) then out[comp] = true; found = true end
   end
-  if not (dir and core.fs.stat(self.base, dir)) then return {} end
-  return self:pci_of_block(dir, {}, 0)
+  if not found then
+    for _, d in ipairs(self:block_parts(dir)) do self:pci_of_block(d, out, depth + 1, seen) end
+  end
+  return out
+end
+
+-- root_controllers() -> set of PCI addresses the root filesystem depends on (its
+-- controllers and the bridges above them); empty when it cannot be told (e.g. a network root).
+function Sys:root_controllers()
+  local out = {}
+  for _, dir in ipairs(self:root_blocks()) do self:pci_of_block(dir, out, 0) end
+  return out
 end
 
 return M

@@ -6,7 +6,6 @@ command line in `.cmdline` (as systemd-stub hands it to the kernel).
                           | nil, "PATH: reason"
   uki.list(root, path [, want]) -> entries, contents, segments   (like core.image.list,
                           over the `.initrd` section only) | nil, "PATH: reason"
-  uki.is_uki(root, path) -> true when path is a PE image with a `.linux` section
 ]]
 local core = require "vfioinit.core"
 
@@ -55,11 +54,6 @@ function M.list(root, path, want)
   local entries, contents, segments = core.image.list(root, path, want, info.initrd)
   if not entries then return nil, contents end
   return entries, contents, segments, info
-end
-
-function M.is_uki(root, path)
-  local secs = core.image.sections(root, path)
-  return secs ~= nil and find(secs, ".linux") ~= nil
 end
 
 return M

@@ -8,15 +8,27 @@ local function label(opt)
   return (opt.short and (opt.short .. ", ") or "") .. opt[1] .. (opt.arg and (" " .. opt.arg) or "")
 end
 
--- The synopsis's option words: [--root DIR] [--generator NAME]... (not --help/--version).
+-- The synopsis's option words: those every command takes, [--root DIR] [--json].
 local function synopsis_words(cli)
   local words = {}
   for _, opt in ipairs(cli.OPTIONS) do
-    if opt.key ~= "help" and opt.key ~= "version" then
+    if not opt.commands then
       words[#words + 1] = "[" .. opt[1] .. (opt.arg and (" " .. opt.arg) or "") .. "]" .. (opt.list and "..." or "")
     end
   end
   return words
+end
+
+-- The options `command` takes besides those of the synopsis: "--generator, --kernel, ...";
+-- with command nil, those of the synopsis (every command takes them).
+local function command_options(cli, command)
+  local list = {}
+  for _, opt in ipairs(cli.OPTIONS) do
+    if (command == nil) == (opt.commands == nil) and (command == nil or cli.takes(opt, command)) then
+      list[#list + 1] = opt[1]
+    end
+  end
+  return table.concat(list, ", ")
 end
 
 -- Words of `text` in lines of at most `width` columns, each line after the first indented.
@@ -45,17 +57,30 @@ local function rows(list, col)
   return table.concat(out)
 end
 
---- help(cli) -> the text `vfioinit --help` prints.
-function M.help(cli)
+-- An option's help, its {values} replaced by the names it stands for (cli.lua's `values`).
+local function help_of(opt, names)
+  return (opt.help:gsub("{values}", function() return table.concat(names[opt.values], ", ") end))
+end
+
+--- help(cli, names) -> the text `vfioinit --help` prints; names: { generators = {...} }.
+function M.help(cli, names)
   local opts = {}
-  for _, opt in ipairs(cli.OPTIONS) do opts[#opts + 1] = { label(opt), opt.help } end
+  for _, opt in ipairs(cli.OPTIONS) do opts[#opts + 1] = { label(opt), help_of(opt, names) } end
   local examples = {}
   for _, e in ipairs(cli.EXAMPLES) do
     examples[#examples + 1] = "  " .. e[1] .. "\n      " .. wrap(e[2], 74, "      ") .. "\n"
   end
-  return "usage: vfioinit " .. wrap(table.concat(synopsis_words(cli), " ") .. " COMMAND", 72, "                ")
+  local commands = {}
+  for _, c in ipairs(cli.COMMANDS) do
+    local takes = command_options(cli, c[1])
+    commands[#commands + 1] = rows({ c }, 16)
+      .. (takes ~= "" and ((" "):rep(16) .. wrap("options: " .. takes, 64, (" "):rep(16)) .. "\n") or "")
+  end
+  local synopsis = table.concat(synopsis_words(cli), " ")
+  return "usage: vfioinit " .. synopsis .. " COMMAND [OPTION]..."
     .. "\n       vfioinit --version | --help\n"
-    .. "\ncommands:\n" .. rows(cli.COMMANDS, 16)
+    .. "\ncommands (each also takes " .. command_options(cli, nil):gsub(", ([^,]*)$", " and %1")
+    .. "):\n" .. table.concat(commands)
     .. "\noptions:\n" .. rows(opts, 28)
     .. "\nexit status:\n" .. rows(cli.EXIT, 6)
     .. "\nenvironment:\n" .. rows(cli.ENVIRONMENT, 26)
@@ -107,6 +132,9 @@ local FILES = {
   { "/etc/dracut.conf.d/99-vfioinit-cmdline.conf", "--cmdline, dracut building UKIs." },
   { "/etc/vfioinit/<tool>.cmdline", "--cmdline where grubby or kernelstub edits the boot entries: a "
     .. "record of the operations apply runs through the tool, which revert inverts." },
+  { "/etc/vfioinit/<target>.base", "--cmdline, where vfioinit created /etc/kernel/cmdline or "
+    .. "/etc/cmdline.d/vfioinit.conf: the command line the new file started from, which tells the "
+    .. "words that were there before vfioinit's; revert removes it with the file." },
   { "IMAGE.vfioinit-prev", "while an image is rebuilt: the previous one, put back when the rebuild fails "
     .. "or times out or the new image lacks a module." },
   { "FILE.vfioinit-edited", "revert --force: the content of a file edited since vfioinit wrote it." },
@@ -115,8 +143,8 @@ local FILES = {
 local SEE_ALSO = { "dracut(8)", "mkinitcpio(8)", "update-initramfs(8)", "booster(1)", "modprobe.d(5)",
   "kernel-install(8)", "bootctl(1)", "grub-mkconfig(8)", "grubby(8)" }
 
---- man(cli) -> the roff source of vfioinit(1).
-function M.man(cli)
+--- man(cli, names) -> the roff source of vfioinit(1).
+function M.man(cli, names)
   local out = { '.TH VFIOINIT 1 "" "vfioinit" "User Commands"', ".SH NAME",
     "vfioinit \\- put the VFIO modules into every initramfs, before the GPU drivers",
     ".SH SYNOPSIS", ".B vfioinit" }
@@ -125,16 +153,23 @@ function M.man(cli)
       return "[\\fB" .. esc(flag) .. "\\fR" .. (arg ~= "" and (" \\fI" .. esc(arg) .. "\\fR") or "") .. "]"
     end):gsub("%.%.%.$", "\\&...")
   end
-  out[#out + 1] = "\\fICOMMAND\\fR\n.br\n.B vfioinit\n\\fB\\-\\-version\\fR | \\fB\\-\\-help\\fR"
+  out[#out + 1] = "\\fICOMMAND\\fR [\\fIOPTION\\fR]\\&...\n.br\n.B vfioinit\n\\fB\\-\\-version\\fR | \\fB\\-\\-help\\fR"
   out[#out + 1] = ".SH DESCRIPTION\n" .. esc("vfioinit puts the VFIO kernel modules into a Linux machine's "
     .. "initramfs, ordered before the GPU drivers, so that vfio-pci claims a passthrough device before its "
-    .. "native driver does. It edits the configuration of the generators it finds (mkinitcpio, dracut, "
-    .. "initramfs-tools, booster) through a plan with a unified diff, writes atomically with backups, "
+    .. "native driver does. It edits the configuration of the generators it finds ("
+    .. table.concat(names.generators, ", ") .. ") through a plan with a unified diff, writes atomically with backups, "
     .. "rebuilds only stale images with the generator's own command and reads every image back to verify it.")
   out[#out + 1] = ".SH COMMANDS"
-  for _, c in ipairs(cli.COMMANDS) do man_tp(out, ".B " .. c[1], c[2]) end
+  for _, c in ipairs(cli.COMMANDS) do
+    man_tp(out, ".B " .. c[1], c[2])
+    local takes = command_options(cli, c[1])
+    -- \% : an option is not hyphenated at a line's end
+    if takes ~= "" then
+      out[#out] = out[#out] .. "\n.br\nOptions: " .. takes:gsub("[^, ]+", function(o) return "\\%\\fB" .. esc(o) .. "\\fR" end)
+    end
+  end
   out[#out + 1] = ".SH OPTIONS"
-  for _, opt in ipairs(cli.OPTIONS) do man_tp(out, man_label(opt), opt.help) end
+  for _, opt in ipairs(cli.OPTIONS) do man_tp(out, man_label(opt), help_of(opt, names)) end
   out[#out + 1] = ".SH EXIT STATUS"
   for _, e in ipairs(cli.EXIT) do man_tp(out, ".B " .. e[1], e[2]) end
   out[#out + 1] = ".SH ENVIRONMENT"

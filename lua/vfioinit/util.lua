@@ -1,7 +1,7 @@
 -- Small pure helpers shared by the policy modules: names, sets, validation.
 local M = {}
 
--- Lua 5.1/LuaJIT compatibility (the modules run on 5.1 through 5.4; see README "Lua versions").
+-- Lua 5.1/LuaJIT compatibility (the modules run on 5.1 through 5.4; see docs/REFERENCE.md "Lua versions").
 M.unpack = table.unpack or rawget(_G, "unpack")
 -- table.pack: values in 1..n, n = their count (nils included).
 function M.pack(...) return { n = select("#", ...), ... } end
@@ -105,14 +105,27 @@ function M.check_root(root)
   return true
 end
 
+-- Every number of seconds (--timeout, VFIOINIT_LOCK_TIMEOUT, timeout=) has one range:
+-- finite, at most MAX_SECONDS (about 31 years; "inf" and "1e400" alike are refused).
+M.MAX_SECONDS, M.MAX_SECONDS_TEXT = 1e9, "1e9"
+
+-- seconds(v, positive) -> the number of seconds v (a number or its text) gives, >= 0 (> 0
+-- when positive) and at most MAX_SECONDS | nil
+function M.seconds(v, positive)
+  local n = tonumber(v)
+  if not n or n ~= n or n < 0 or n > M.MAX_SECONDS or (positive and n == 0) then return nil end
+  return n
+end
+
 -- lock_timeout(text) -> seconds, nil | default, error: VFIOINIT_LOCK_TIMEOUT's value
--- (unset or empty: 900 s). Anything but a number >= 0 is an error the locking calls report.
+-- (unset or empty: 900 s). Anything but M.seconds is an error the locking calls report.
 function M.lock_timeout(text, default)
   default = default or 900
   if text == nil or text == "" then return default end
-  local n = tonumber(text)
-  if not n or n ~= n or n < 0 then
-    return default, ("VFIOINIT_LOCK_TIMEOUT=%s: expected a number of seconds >= 0"):format(text)
+  local n = M.seconds(text)
+  if not n then
+    return default, ("VFIOINIT_LOCK_TIMEOUT=%s: expected a number of seconds >= 0 and at most %s")
+      :format(text, M.MAX_SECONDS_TEXT)
   end
   return n
 end
@@ -150,12 +163,6 @@ end
 -- image's contents table, whichever way the archive spelled it ("./conf/modules", "/...").
 function M.member(contents, name)
   return contents[name] or contents["./" .. name] or contents["/" .. name]
-end
-
--- Host path of a path inside root (no resolution; for handing to tools that run outside root).
-function M.host(root, path)
-  if root == "/" or root == "" then return path end
-  return (root:gsub("/+$", "")) .. path
 end
 
 --- lazy(name) -> a stand-in for module `name`, required on the first read of one of its

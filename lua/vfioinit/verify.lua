@@ -99,6 +99,10 @@ local function read_image(r, root, gen, kver, resolved, need)
     local mp = modprobe.FILE:sub(2)
     local got = contents and (contents[mp] or contents["./" .. mp])
     if got ~= expect_mp then r.missing[#r.missing + 1] = modprobe.FILE end
+    -- another modprobe.d file in the image that defeats ours (a later `options vfio-pci
+    -- ids=` wins): what apply refuses in root as a conflict fails the image
+    local why = modprobe.image_conflicts(entries, contents or {}, modprobe.ids_of(expect_mp))
+    if why then r.missing[#r.missing + 1] = ("%s in force (the image's %s)"):format(modprobe.FILE, why) end
   end
   if bind_script then
     for _, m in ipairs(gen.bind.check(contents or {}, bind_script)) do r.missing[#r.missing + 1] = m end
@@ -137,7 +141,10 @@ function M.check(ctx, gen, kver, opts)
   local want = {}
   for _, n in ipairs(gen.image_want or {}) do want[n] = true end
   local expect_mp = opts.modprobe_content
-  if expect_mp then want[modprobe.FILE:sub(2)] = true end
+  if expect_mp then
+    want[modprobe.FILE:sub(2)] = true
+    for _, d in ipairs(modprobe.IMAGE_WANT) do want[d] = true end
+  end
   -- the bind script as it is in root, wired to run before udev (the generator says how)
   local bind_script = gen.bind and opts.bind_script
   if bind_script then for _, n in ipairs(gen.bind.want) do want[n] = true end end

@@ -1,15 +1,13 @@
 -- Reading a command line back from what the firmware's loader boots, per boot entry:
 -- Boot Loader Specification entries (`options`) and unified kernel images (`.cmdline`,
--- through vfioinit.uki, loaded with pcall until that module is part of the tree).
+-- through vfioinit.uki). Where they live: bootplaces.boot_dirs.
 local bootcfg = require "vfioinit.bootcfg"
 local cmdline = require "vfioinit.cmdline"
+local machine = require "vfioinit.machine"
+local places = require "vfioinit.bootplaces"
+local uki = require "vfioinit.uki"
 
 local M = {}
-
-M.ENTRY_DIRS = { "/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries" }
-M.UKI_DIRS = { "/boot/EFI/Linux", "/efi/EFI/Linux", "/boot/efi/EFI/Linux" }
-
-local function ends_with(s, tail) return s ~= nil and s:sub(-#tail) == tail end
 
 local function result(entry, source, line, wants)
   local ok, miss = cmdline.has(line or "", wants)
@@ -17,12 +15,13 @@ local function result(entry, source, line, wants)
 end
 
 local function bls_entries(ctx, wants, kver, out)
-  for _, d in ipairs(M.ENTRY_DIRS) do
-    for _, n in ipairs(ctx.dir(d) or {}) do
-      local p = d .. "/" .. n
+  local base = machine.pkgbase(ctx.read, kver)
+  for _, d in ipairs(places.boot_dirs(ctx, "loader/entries")) do
+    for _, n in ipairs(ctx.dir(d.path) or {}) do
+      local p = d.path .. "/" .. n
       local t = n:match("%.conf$") and ctx.read(p)
       local e = t and bootcfg.bls(t)
-      if e and (e.version == kver or ends_with(e.linux, "-" .. kver) or ends_with(e.linux, "/" .. kver .. "/linux")) then
+      if e and (e.version == kver or places.names_kernel(e.linux, kver, base)) then
         out[#out + 1] = result("bls: " .. n, p, e.options, wants)
       end
     end
@@ -32,17 +31,15 @@ end
 -- UKIs of kver: from the run's boot chains when the run knows them, else the ESP's
 -- EFI/Linux directories.
 local function ukis(ctx, wants, kver, run, out)
-  local okm, uki = pcall(require, "vfioinit.uki")
-  if not okm then return end
   local paths = {}
   if run and run.boot_chains then
     for _, c in ipairs(run:boot_chains(kver) or {}) do
       if c.kind == "uki" then paths[#paths + 1] = c.path end
     end
   else
-    for _, d in ipairs(M.UKI_DIRS) do
-      for _, n in ipairs(ctx.dir(d) or {}) do
-        if n:match("%.efi$") then paths[#paths + 1] = d .. "/" .. n end
+    for _, d in ipairs(places.boot_dirs(ctx, "EFI/Linux")) do
+      for _, n in ipairs(ctx.dir(d.path) or {}) do
+        if n:match("%.efi$") then paths[#paths + 1] = d.path .. "/" .. n end
       end
     end
   end

@@ -2,14 +2,15 @@
 -- the first of /etc/kernel/cmdline, /usr/lib/kernel/cmdline that exists, then every
 -- /etc/cmdline.d/*.conf (sort -V), lines starting with `#` skipped, joined by blanks; with
 -- none of them it reuses /proc/cmdline. vfioinit's file is /etc/cmdline.d/vfioinit.conf;
--- when no source exists at all, it starts from the running system's command line (what
--- mkinitcpio would have embedded) so root= and the rest are not lost. A preset's
+-- when no source exists at all, it starts from what baseline.lua gives (the running system's
+-- command line, what mkinitcpio would have embedded; for another root its own boot entries)
+-- so root= and the rest are not lost, and that start is recorded. A preset's
 -- `<preset>_cmdline=` (or ALL_cmdline) overrides these files: refused, named.
 local machine = require "vfioinit.machine"
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
-local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
 local ownids = require "vfioinit.bootloaders.ownids"
+local baseline = require "vfioinit.bootloaders.baseline"
 local preset_files = require "vfioinit.generators.mkinitcpio_preset"
 
 local M = { name = "cmdline_d", stale_images = true }
@@ -76,16 +77,29 @@ function M.edits(ctx, wants)
   end
   local files, err = sources(ctx)
   if not files then return nil, err end
-  -- what a created file starts from: the running line when no other source is there
-  local others = 0
-  for _, f in ipairs(files) do if f.path ~= M.FILE then others = others + 1 end end
-  local base = others == 0 and words.running() or nil
-  local drops = {}
-  for _, f in ipairs(files) do
-    drops[f.path] = ownids.drop(ctx, f.path, f.text, wordfiles.line, f.path == M.FILE and base or nil, wants)
+  -- what a created file starts from when no other source is there (mkinitcpio would
+  -- reuse /proc/cmdline); a file created before: its record
+  local base
+  if #files == 0 then
+    local berr
+    base, berr = baseline.base(ctx, M.FILE)
+    if not base then return nil, berr end
   end
-  local changes, why = wordfiles.plan(files, M.FILE, wants, #files == 0 and base or nil, drops)
+  -- ours with no record: all of it vfioinit's when other sources are there (it was created
+  -- without a start), else not known
+  local drops, others = {}, 0
+  for _, f in ipairs(files) do if f.path ~= M.FILE then others = others + 1 end end
+  for _, f in ipairs(files) do
+    local from
+    if f.path == M.FILE then
+      from = baseline.recorded(ctx, M.name)
+      if from == false and others > 0 then from = nil end
+    end
+    drops[f.path] = ownids.drop(ctx, f.path, f.text, wordfiles.line, from, wants)
+  end
+  local changes, why = wordfiles.plan(files, M.FILE, wants, base, drops)
   if not changes then return nil, ("%s: %s"):format(M.FILE, why) end
+  if base then changes[#changes + 1] = baseline.record(ctx, M.name, M.FILE, base) end
   return changes
 end
 

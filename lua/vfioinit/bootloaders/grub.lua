@@ -15,6 +15,7 @@ local bootcfg = require "vfioinit.bootcfg"
 local cmdline = require "vfioinit.cmdline"
 local ownids = require "vfioinit.bootloaders.ownids"
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
+local places = require "vfioinit.bootplaces"
 
 local M = { name = "grub" }
 
@@ -22,7 +23,6 @@ M.DEFAULT = "/etc/default/grub"
 M.DROPIN_DIR = "/etc/default/grub.d"
 M.DROPIN = M.DROPIN_DIR .. "/vfioinit.cfg"
 M.TOOLS = { "update-grub", "grub-mkconfig", "grub2-mkconfig" }
-M.CONFIGS = { "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg" }
 
 local function find(ctx, cmd) return machine.command(ctx.stat, cmd) end
 
@@ -36,9 +36,10 @@ end
 
 -- grub.cfg: the one that exists, else where the tool writes it.
 function M.config(ctx)
-  for _, c in ipairs(M.CONFIGS) do if ctx.exists(c) then return c end end
+  local cfgs = places.GRUB_CFGS
+  for _, c in ipairs(cfgs) do if ctx.exists(c) then return c end end
   local t = M.tool(ctx)
-  return (t and t.name == "grub2-mkconfig") and M.CONFIGS[2] or M.CONFIGS[1]
+  return (t and t.name == "grub2-mkconfig") and cfgs[2] or cfgs[1]
 end
 
 -- True when root's grub-mkconfig sources /etc/default/grub.d/*.cfg (Debian's patch).
@@ -88,24 +89,28 @@ local function sources(ctx, with_dropins)
 end
 
 -- Parameters already written somewhere are merged where they are written, one at a
--- time, evaluating again after each edit so every offset stays true. Returns the
--- evaluation of the edited files, or nil, reason.
+-- time, evaluating again after each edit so every offset stays true. Each edit makes the
+-- effective line's word for one parameter as wanted, so #wants edits are enough: a run
+-- needing more is refused, never looped. Returns the evaluation of the edited files, or
+-- nil, reason.
 local function merges(files, wants, edited)
-  while true do
+  for _ = 0, #wants do
     local ev, err = grubvars.evaluate(files)
     if not ev then return nil, err end
     local list, why = words.to_merge(grubvars.line(ev), wants)
     if not list then return nil, ("%s: %s"):format(M.DEFAULT, why) end
     local want = list[1]
     if not want then return ev end
-    local p = grubvars.holder(ev, "GRUB_CMDLINE_LINUX_DEFAULT", want.name)
-      or grubvars.holder(ev, "GRUB_CMDLINE_LINUX", want.name)
-    if not p then
-      return nil, ("%s: %s is set through a variable vfioinit cannot edit"):format(M.DEFAULT, want.name)
+    local w, werr = grubvars.word_at(ev, want.name)
+    local new = w and cmdline.add(w.text, { want })
+    if not new or new == w.text then
+      return nil, ("%s: %s"):format(w and (w.file.path .. ":" .. w.a.line) or M.DEFAULT,
+        werr or (want.name .. " is set through a variable vfioinit cannot edit"))
     end
-    p.file.text = assert(grubvars.edit_value(p, { want }))
-    edited[p.file.path] = p.file
+    w.file.text = w.file.text:sub(1, w.lo - 1) .. new .. w.file.text:sub(w.hi + 1)
+    edited[w.file.path] = w.file
   end
+  return nil, ("%s: the parameters are set through variables vfioinit cannot edit"):format(M.DEFAULT)
 end
 
 -- The ids vfioinit added to the user's files before and this run does not name come out
@@ -182,14 +187,15 @@ local function inplace_add(ev, files, add, edited)
     local t = f.text
     local raw = t:sub(p.lo, p.hi)
     local sep = (raw == "" or raw:match("%s$")) and "" or " "
-    local quoted = p.lo ~= p.a.first + #p.a.name + (p.a.append and 2 or 1)
     local grown = select(2, cmdline.split(raw)) and wordfiles.insert(raw, add) or (raw .. sep .. words_)
-    local new = quoted and grown or ('"' .. grown .. '"')
+    local new = grubvars.bare(p) and ('"' .. grown .. '"') or grown
     f.text = t:sub(1, p.lo - 1) .. new .. t:sub(p.hi + 1)
   else
+    -- a new line, with the file's line ends (CRLF stays CRLF)
     local t = f.text or ""
-    if t ~= "" and not t:match("\n$") then t = t .. "\n" end
-    f.text = t .. ('GRUB_CMDLINE_LINUX_DEFAULT="%s"\n'):format(words_)
+    local eol = t:find("\r\n", 1, true) and "\r\n" or "\n"
+    if t ~= "" and not t:match("\n$") then t = t .. eol end
+    f.text = t .. ('GRUB_CMDLINE_LINUX_DEFAULT="%s"'):format(words_) .. eol
   end
   edited[f.path] = f
 end
@@ -202,16 +208,10 @@ local function keep_ids(own, line, wants, add)
   if had and not cmdline.find(line, "vfio-pci.ids") then add[#add + 1] = had.text end
 end
 
--- edits(ctx, wants) -> list of {path=, before=, after=} | nil, "PATH:LINE: reason"
-function M.edits(ctx, wants)
-  local use_dropin = M.dropins(ctx)
-  local files, own = sources(ctx, use_dropin)
-  if not files then return nil, own end
-  local before = {}
-  for _, f in ipairs(files) do before[f.path] = f.text end
-  local edited = {}
-  local ok, derr = drop_ids(ctx, files, wants, edited)
-  if not ok then return nil, derr end
+-- plan(files, own, use_dropin, wants, edited, before) -> changes | nil, "PATH:LINE: reason":
+-- the edits of the files grub-mkconfig sources (pure text; `edited`: the files already
+-- changed, `before`: each file's text as read).
+local function plan(files, own, use_dropin, wants, edited, before)
   local ev, err = merges(files, wants, edited)
   if not ev then return nil, err end
   local add = words.missing(grubvars.line(ev), wants)
@@ -245,6 +245,25 @@ function M.edits(ctx, wants)
   return changes
 end
 
+-- edits(ctx, wants) -> list of {path=, before=, after=} | nil, "PATH:LINE: reason"
+function M.edits(ctx, wants)
+  local use_dropin = M.dropins(ctx)
+  local files, own = sources(ctx, use_dropin)
+  if not files then return nil, own end
+  local edited, before = {}, {}
+  for _, f in ipairs(files) do before[f.path] = f.text end
+  local ok, derr = drop_ids(ctx, files, wants, edited)
+  if not ok then return nil, derr end
+  return plan(files, own, use_dropin, wants, edited, before)
+end
+
+-- The plan for /etc/default/grub holding `text` alone, edited in place with ids: what the
+-- fuzz harness fuzz/grub_vars.c drives (every input ends, as changes or nil, reason).
+function M.edit_default(text)
+  return plan({ { path = M.DEFAULT, text = text } }, { index = 2 }, false, words.wants({ "10de:1b80" }), {},
+    { [M.DEFAULT] = text })
+end
+
 -- The command that regenerates grub.cfg (run chrooted, after apply and after revert).
 function M.regenerate(ctx)
   local t = M.tool(ctx)
@@ -253,26 +272,35 @@ function M.regenerate(ctx)
   return { t.name, "-o", M.config(ctx) }
 end
 
--- True when entry `e` boots kernel kver (its `linux` path names vmlinuz-<kver>).
-local function boots(e, kver)
-  local p = e.linux or ""
-  return p:sub(-#kver - 1) == "-" .. kver or p:sub(-#kver - 1) == "/" .. kver
+-- A recovery entry (10_linux: "(recovery mode)", `single` before GRUB_CMDLINE_LINUX): its
+-- `single` is a kernel word; one after a `--` is init's (`quiet -- single` in
+-- GRUB_CMDLINE_LINUX_DEFAULT) and leaves the entry a normal one.
+function M.recovery(e)
+  return cmdline.find(e.cmdline or "", "single") ~= nil or (e.title or ""):find("recovery mode", 1, true) ~= nil
 end
 
--- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=}: the
--- generated grub.cfg's `linux` lines for kver (recovery entries only reported: they get
--- GRUB_CMDLINE_LINUX alone, by design), or nil, reason.
+-- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=, default=,
+-- recovery=}: the generated grub.cfg's `linux` lines for kver (bootplaces.names_kernel: also
+-- Arch's `vmlinuz-<pkgbase>`), or nil, reason. `default`: GRUB starts it without a key
+-- pressed (bootcfg.grub_defaults, grubenv read). A recovery entry gets GRUB_CMDLINE_LINUX
+-- alone, by design: it is only reported, unless it is what GRUB starts by default.
 function M.readback(ctx, wants, kver)
   local path = M.config(ctx)
   local text, err = ctx.read(path)
   if not text then return nil, err or (path .. ": no grub.cfg (run update-grub)") end
+  local env, eerr = places.grubenv(ctx, path)
+  if not env then return nil, eerr end
+  local cfg = bootcfg.grub(text)
+  local defs = {}
+  for _, i in ipairs(bootcfg.grub_defaults(cfg, env)) do defs[i] = true end
+  local base = machine.pkgbase(ctx.read, kver)
   local out = {}
-  for _, e in ipairs(bootcfg.grub(text).entries) do
-    if boots(e, kver) then
+  for i, e in ipairs(cfg.entries) do
+    if places.names_kernel(e.linux, kver, base) then
       local ok, miss = cmdline.has(e.cmdline or "", wants)
+      local recovery = M.recovery(e)
       out[#out + 1] = { entry = "grub: " .. table.concat(e.titles, " > "), source = path .. ":" .. e.linux_line,
-        cmdline = e.cmdline, ok = ok, missing = miss, recovery = (e.cmdline or ""):match("%f[%S]single%f[%s\0]") ~= nil
-          or (e.title or ""):find("recovery mode", 1, true) ~= nil }
+        cmdline = e.cmdline, ok = ok, missing = miss, default = defs[i], recovery = recovery and not defs[i] }
     end
   end
   return out

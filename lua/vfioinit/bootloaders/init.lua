@@ -149,30 +149,64 @@ function M.regenerate(run, opts)
   return out, first
 end
 
--- After `revert`: the targets whose files were restored regenerate what they feed.
-function M.after_revert(root, reverted, opts)
-  local context = require "vfioinit.context"
-  local ctx = context.new({ root = root })
-  local touched = {}
-  for _, r in ipairs(reverted) do if r.action ~= "unchanged" then touched[r.path] = r end end
-  local cmds = {}
+-- The target (found in ctx) one of whose files is path, or nil.
+local function owner(ctx, path)
   for _, n in ipairs(M.TARGETS) do
     local t = M.get(n)
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
-      if touched[p] and t.detect(ctx) then
-        -- a tool that edits the entries itself runs the inverse of its record; a generated
-        -- config (grub.cfg) is generated again from the restored files; kernel-install
-        -- writes its BLS entries again (`revert_argvs`)
-        local list = t.undo and argvs(t.undo(touched[p].before))
-          or t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate(ctx))
-        for _, argv in ipairs(list) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
-        break
-      end
+      if p == path then return t.detect(ctx) and t or nil end
     end
   end
-  local out = {}
-  for _, c in ipairs(cmds) do out[#out + 1] = M.run_command(root, c, opts or {}) end
-  return out
+end
+
+-- Run commands {target=, argv=}, each result appended to `out`; true, or nil and the
+-- first failure's message (every command runs).
+local function run_all(root, cmds, opts, out)
+  local first
+  for _, c in ipairs(cmds) do
+    local e = M.run_command(root, c, opts)
+    out[#out + 1] = e
+    first = first or e.error
+  end
+  if first then return nil, first end
+  return true
+end
+
+--- revert_hooks(root, opts, out) -> {undo=, after=}, the hooks of state.revert (run while the
+-- manifest still names the file, so a failed or killed command runs again at the next
+-- revert); each command's result is appended to `out`.
+-- undo(step): before a tool's record goes, the tool runs the record's inverse.
+-- after(steps): once every file is restored, each target with a file in the manifest
+-- regenerates what it feeds: grub.cfg is generated again, kernel-install writes its BLS
+-- entries again (`revert_argvs`). Also when the file was already back (`unchanged`): an
+-- interrupted revert may have restored it and died before this.
+function M.revert_hooks(root, opts, out)
+  local context = require "vfioinit.context"
+  local hooks = {}
+  function hooks.undo(step)
+    local t = owner(context.new({ root = root }), step.entry.path)
+    if not (t and t.undo) then return true end
+    local cmds = {}
+    for _, argv in ipairs(argvs(t.undo(step.before))) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
+    return run_all(root, cmds, opts, out)
+  end
+  function hooks.after(steps)
+    local ctx = context.new({ root = root })
+    local touched = {}
+    for _, s in ipairs(steps) do
+      local t = s.entry.kind ~= "dir" and owner(ctx, s.entry.path)
+      if t and not t.undo then touched[t.name] = t end
+    end
+    local cmds = {}
+    for _, n in ipairs(M.TARGETS) do
+      local t = touched[n]
+      for _, argv in ipairs(t and (t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate(ctx))) or {}) do
+        cmds[#cmds + 1] = { target = t.name, argv = argv }
+      end
+    end
+    return run_all(root, cmds, opts, out)
+  end
+  return hooks
 end
 
 -- Per kernel: does what boots it carry the parameters? A grub kernel needs every

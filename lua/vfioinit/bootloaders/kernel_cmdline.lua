@@ -2,8 +2,9 @@
 -- (systemd-boot, `layout=uki`/`bls`), and mkinitcpio's first UKI source. One word file,
 -- edited in place. When it is absent, kernel-install falls back to /usr/lib/kernel/cmdline
 -- and then to the running system's /proc/cmdline: vfioinit creates /etc/kernel/cmdline
--- from that same source (BOOT_IMAGE= and initrd= dropped, as 90-loaderentry does) plus
--- the parameters, so the created file says what kernel-install would have used anyway.
+-- from /usr/lib/kernel/cmdline, else from what baseline.lua gives (/proc/cmdline on the
+-- running system, BOOT_IMAGE= and initrd= dropped as 90-loaderentry does; for another root
+-- its own boot entries), plus the parameters, and records that start.
 -- No regeneration command after apply: what reads the file is the image rebuild (UKIs), and
 -- where kernel-install builds what boots the rebuild is `kernel-install add`, which also
 -- rewrites the BLS entries' `options` (lua/vfioinit/kinstall.lua); the changed file marks the
@@ -11,9 +12,9 @@
 -- whose BLS entry kernel-install wrote, so the entries lose the words too (a UKI's are in
 -- the image: `vfioinit rebuild`, as for every image after revert).
 local wordfiles = require "vfioinit.bootloaders.wordfiles"
-local words = require "vfioinit.bootloaders.words"
 local bls = require "vfioinit.bootloaders.bls"
 local ownids = require "vfioinit.bootloaders.ownids"
+local baseline = require "vfioinit.bootloaders.baseline"
 
 local M = { name = "kernel_cmdline", stale_images = true }
 
@@ -41,14 +42,19 @@ function M.edits(ctx, wants)
   -- what a created file starts from: the line kernel-install would use without it
   local vendor, verr = ctx.read(M.VENDOR)
   if verr then return nil, verr end
-  local base = vendor and wordfiles.line(vendor) or words.running()
-  local files, drops = {}, {}
+  local files, drops, base = {}, {}, nil
   if text then
     files[1] = { path = M.FILE, text = text }
-    drops[M.FILE] = ownids.drop(ctx, M.FILE, text, wordfiles.line, base, wants)
+    drops[M.FILE] = ownids.drop(ctx, M.FILE, text, wordfiles.line, baseline.recorded(ctx, M.name), wants)
+  elseif vendor then base = wordfiles.line(vendor)
+  else
+    local berr
+    base, berr = baseline.base(ctx, M.FILE)
+    if not base then return nil, berr end
   end
   local changes, why = wordfiles.plan(files, M.FILE, wants, base, drops)
   if not changes then return nil, ("%s: %s"):format(M.FILE, why) end
+  if not text then changes[#changes + 1] = baseline.record(ctx, M.name, M.FILE, base) end
   return changes
 end
 

@@ -1,4 +1,4 @@
--- One rule for `vfio-pci.ids=` on every command-line target (README "The kernel command
+-- One rule for `vfio-pci.ids=` on every command-line target (docs/REFERENCE.md "The kernel command
 -- line"), the rule modprobe.d's own file follows: after an apply with --ids, the ids on
 -- the line are the user's own + exactly the ones this apply names. An id an earlier apply
 -- added that this one does not name is taken out again; an id the user wrote is never
@@ -34,14 +34,17 @@ end
 
 -- added(ctx, path, now, words_of, base) -> set of the ids vfioinit put into `path`, whose
 -- text is `now`; words_of(text) gives a file's command line; base = the line a created
--- file started from (nil: none).
+-- file started from, as vfioinit recorded it (nil: none, all of it is vfioinit's; false:
+-- not known, none is taken for vfioinit's).
 function M.added(ctx, path, now, words_of, base)
   local e = entry(ctx, path)
   if not e or e.flags.reverted or e.flags.edited or now == nil then return {} end
   local sum = core.hash.sha256(now)
   if sum ~= e.last and sum ~= e.next then return {} end
   local user
-  if e.kind == "created" then user = base or ""
+  if e.kind == "created" then
+    if base == false then return {} end
+    user = base or ""
   else
     local orig = ctx.read(e.backup)
     if not orig then return {} end

@@ -5,6 +5,7 @@ local machine = require "vfioinit.machine"
 local bootcfg = require "vfioinit.bootcfg"
 local cmdtool = require "vfioinit.bootloaders.cmdtool"
 local bls = require "vfioinit.bootloaders.bls"
+local places = require "vfioinit.bootplaces"
 local ownids = require "vfioinit.bootloaders.ownids"
 local cmdline = require "vfioinit.cmdline"
 
@@ -13,9 +14,9 @@ local M = {}
 -- The options of the first BLS entry of a selected kernel (what the tool will edit), "" when
 -- there is none, or nil, "PATH:LINE: why"; then the entry's "PATH:LINE".
 local function current(ctx)
-  for _, d in ipairs(bls.ENTRY_DIRS) do
-    for _, n in ipairs(ctx.dir(d) or {}) do
-      local p = d .. "/" .. n
+  for _, d in ipairs(places.boot_dirs(ctx, "loader/entries")) do
+    for _, n in ipairs(ctx.dir(d.path) or {}) do
+      local p = d.path .. "/" .. n
       local t = n:match("%.conf$") and ctx.read(p)
       local e, msg, line
       if t then e, msg, line = bootcfg.bls(t) end

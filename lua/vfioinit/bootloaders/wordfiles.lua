@@ -48,23 +48,28 @@ local function kernel_lines(order, cur)
   return out
 end
 
--- text with the words appended to its last non-comment line (a new line when none).
+-- text with the words appended to its last non-comment line (a new line when none), with
+-- the file's line ends (a CRLF file stays CRLF).
 local function append(text, add)
-  local body, nl = text:match("^(.-)(\n*)$")
+  local eol = text:find("\r\n", 1, true) and "\r\n" or "\n"
+  local body, nl = text:match("^(.-)([\r\n]*)$")
   local last = body:match("([^\n]*)$")
   if last == "" or last:match("^#") then
-    return body .. (body == "" and "" or "\n") .. table.concat(add, " ") .. "\n"
+    return body .. (body == "" and "" or eol) .. table.concat(add, " ") .. eol
   end
-  return body:sub(1, #body - #last) .. M.insert(last, add) .. (nl ~= "" and nl or "\n")
+  return body:sub(1, #body - #last) .. M.insert(last, add) .. (nl ~= "" and nl or eol)
 end
 
--- line with the words added before its `--` (what follows it is init's), else at the end.
+-- line with the words added before its `--` (what follows it is init's), else at the end
+-- (before the CR of a CRLF line end, which stays the line's end).
 function M.insert(line, add)
+  local cr = line:match("\r$") or ""
+  line = line:sub(1, #line - #cr)
   local _, init = cmdline.split(line)
   local at = init and init.first or #line + 1
   local head, tail = line:sub(1, at - 1), line:sub(at)
   local sep = (head == "" or head:match("%s$")) and "" or " "
-  return head .. sep .. table.concat(add, " ") .. (init and " " or "") .. tail
+  return head .. sep .. table.concat(add, " ") .. (init and " " or "") .. tail .. cr
 end
 
 -- plan(files, own, wants, base, drops) with files = { {path=, text=} } in reading order
@@ -123,13 +128,6 @@ function M.plan(files, own, wants, base, drops)
     if cur[p] ~= before[p] then changes[#changes + 1] = { path = p, before = before[p], after = cur[p] } end
   end
   return changes
-end
-
--- The effective line of the files, for read-back and status.
-function M.joined(files)
-  local t = {}
-  for _, f in ipairs(files) do t[#t + 1] = M.line(f.text) end
-  return table.concat(t, " ")
 end
 
 return M

@@ -63,9 +63,4 @@ function M.running(text)
   return table.concat(keep, " ")
 end
 
--- The line of byte offset `pos` in text (1-based).
-function M.line_of(text, pos)
-  return select(2, text:sub(1, pos):gsub("\n", "")) + 1
-end
-
 return M

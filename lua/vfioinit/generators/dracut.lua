@@ -20,6 +20,7 @@
 -- An edit with `after = nil` means: remove that file (our own drop-in, renamed).
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
+local places = require "vfioinit.bootplaces"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
@@ -289,50 +290,88 @@ end
 ---------------------------------------------------------------------------
 -- Images.
 
--- The name the distribution's kernel scripts give the image (machine.FAMILIES).
--- The last word of a dracut setting (`uefi`, `machine_id`) after sourcing every config.
+-- The last word of a dracut setting (`uefi`, `machine_id`, `kernel_cmdline`) after
+-- sourcing every config, and the config that set it: value|false, path | nil, err.
 local function setting(ctx, var)
   if not (ctx.dir and ctx.read) then return false end  -- a context without root access: no configs
   local st, err = read_configs(ctx)
   if not st then return nil, err end
   local scans, serr = engine.scan_all(st.files)
   if not scans then return nil, serr end
-  local w = simulate(scans, var)
-  return w[#w] or false
-end
-
--- The first line of a file in root, or nil.
-local function first_line(ctx, path)
-  local t = ctx.read(path)
-  return t and t:match("^%s*([^%s]+)") or nil
-end
-
--- dracut 059 without an output path and uefi=yes writes
--- <efidir>/Linux/linux-<kver>[-<MACHINE_ID>][-<BUILD_ID>].efi: efidir is /efi/EFI when
--- /efi is the mounted ESP (here: /efi/EFI exists), else /boot/efi/EFI when that exists,
--- else /boot/EFI; MACHINE_ID is "Default" when a Default dir exists, else
--- /etc/machine-id, none with `machine_id=no`; BUILD_ID from os-release.
-local function dracut_uki_name(ctx, kver, machine_id)
-  local isdir = function(p) local st = ctx.stat and ctx.stat(p); return st and st.type == "dir" end
-  local efidir = isdir("/efi/EFI") and "/efi/EFI" or isdir("/boot/efi/EFI") and "/boot/efi/EFI" or "/boot/EFI"
-  local mid
-  if machine_id ~= "no" then
-    local default = isdir("/efi/Default") or isdir("/boot/Default") or isdir("/boot/efi/Default")
-    mid = not default and first_line(ctx, "/etc/machine-id") or "Default"
+  local w, from = simulate(scans, var), nil
+  for i, sc in ipairs(scans) do
+    for _, a in ipairs(sc) do if a.name == var then from = st.files[i].path end end
   end
-  local osr = ctx.read("/etc/os-release") or ctx.read("/usr/lib/os-release") or ""
-  local bid = osr:match("\nBUILD_ID=\"?([^\"\n]*)") or osr:match("^BUILD_ID=\"?([^\"\n]*)")
-  if bid == "" then bid = nil end
-  return ("%s/Linux/linux-%s%s%s.efi"):format(efidir, kver, mid and "-" .. mid or "", bid and "-" .. bid or "")
+  return w[#w] or false, from
+end
+-- setting(ctx, var) -> the value | false (unset), the file that set it | nil, err:
+-- vfioinit.signature reads uefi_secureboot_cert through it.
+M.setting = setting
+
+-- The UKI's file name, as dracut 059 (dracut.sh, no output file given) builds it:
+-- `linux-<kver>${MACHINE_ID:+-$MACHINE_ID}${BUILD_ID:+-$BUILD_ID}.efi`.
+-- MACHINE_ID: none with `machine_id=no`; "Default" when /efi, /boot or /boot/efi has a
+-- Default directory; else /etc/machine-id's first line as `read -r` gives it (blanks
+-- trimmed; an empty file gives none); "Default" when that file is missing.
+local function machine_id_part(ctx, machine_id)
+  if machine_id == "no" then return nil end
+  for _, d in ipairs(places.BOOT_DIRS) do
+    if places.is_dir(ctx, d .. "/Default") then return "Default" end
+  end
+  local st = ctx.stat("/etc/machine-id")
+  if not (st and st.type == "file") then return "Default" end
+  local id = ((ctx.read("/etc/machine-id") or ""):match("^[^\n]*"):gsub("^[ \t]+", ""):gsub("[ \t]+$", ""))
+  return id ~= "" and id or nil
 end
 
---- uki_path(ctx, kver) -> the unified kernel image dracut builds for kver when its
--- configs say `uefi=yes`, else nil (nil, err when a config cannot be read).
+-- BUILD_ID: dracut reads /etc/os-release then /usr/lib/os-release (one `cat`), evals the
+-- first line holding "BUILD_ID" anywhere and takes $BUILD_ID (empty when that line sets
+-- another name); a line the shell cannot eval is passed over.
+local function build_id(ctx)
+  local text = (ctx.read("/etc/os-release") or "") .. (ctx.read("/usr/lib/os-release") or "")
+  for line in text:gmatch("[^\n]+") do
+    local sc = line:find("BUILD_ID", 1, true) and core.scan.shell(line)
+    if sc then
+      local v = ""
+      for _, a in ipairs(sc) do
+        if a.name == "BUILD_ID" and not a.array then v = a.append and v .. a.value or a.value end
+      end
+      return v ~= "" and v or nil
+    end
+  end
+end
+
+-- efidir: /efi/EFI when /efi is the mounted ESP (here: /efi/EFI exists), else
+-- /boot/efi/EFI when that exists, else /boot/EFI.
+local function efidir(ctx)
+  for _, d in ipairs({ "/efi/EFI", "/boot/efi/EFI" }) do
+    if places.is_dir(ctx, d) then return d end
+  end
+  return "/boot/EFI"
+end
+
+--- ukis(ctx, kver) -> the unified kernel images dracut builds for kver: {} unless its
+-- configs say `uefi=yes`, else one {path=, entry=, generator=, generated_from=} (the config
+-- whose `kernel_cmdline` is the UKI's .cmdline) | nil, err when a config cannot be read.
+-- The one rule for dracut's UKI name: boot chains, rebuild and verify all use it.
+function M.ukis(ctx, kver)
+  local uefi, from = setting(ctx, "uefi")
+  if uefi == nil then return nil, from end
+  if uefi ~= "yes" then return {} end
+  local mid, merr = setting(ctx, "machine_id")
+  if mid == nil then return nil, merr end
+  local _, cmdline_from = setting(ctx, "kernel_cmdline")
+  local id, bid = machine_id_part(ctx, mid), build_id(ctx)
+  local name = ("linux-%s%s%s.efi"):format(kver, id and "-" .. id or "", bid and "-" .. bid or "")
+  return { { path = efidir(ctx) .. "/Linux/" .. name, entry = "dracut: uefi=yes in " .. from, generator = "dracut",
+    generated_from = cmdline_from } }
+end
+
+--- uki_path(ctx, kver) -> the UKI of M.ukis, or nil (nil, err when a config cannot be read).
 function M.uki_path(ctx, kver)
-  local uefi, err = setting(ctx, "uefi")
-  if uefi == nil then return nil, err end
-  if uefi ~= "yes" then return nil end
-  return dracut_uki_name(ctx, kver, setting(ctx, "machine_id"))
+  local list, err = M.ukis(ctx, kver)
+  if not list then return nil, err end
+  return list[1] and list[1].path or nil
 end
 
 -- What boots kver: the UKI with uefi=yes, else the distribution's initrd name.

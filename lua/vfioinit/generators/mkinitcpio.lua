@@ -15,6 +15,7 @@
 -- The list editing itself is vfioinit.shellvar (shared with dracut.lua); this file
 -- holds mkinitcpio's policy: which files a build sources, MODULES and HOOKS, presets.
 local machine = require "vfioinit.machine"
+local places = require "vfioinit.bootplaces"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
@@ -70,20 +71,17 @@ local function hooks_edit(files, scans)
 end
 
 -- HOOKS: the bind hook (lua/vfioinit/bind.lua) right before `udev`, else after the
--- first hook (`base`). Its run_earlyhook runs before every hook's run_hook (udev's
--- coldplug), in HOOKS order. Under the `systemd` hook systemd is init and no runtime
--- hook runs at all: refused (README "Choosing devices").
+-- first hook (`base`, or `systemd` without it). Under busybox's init its run_earlyhook
+-- runs before every hook's run_hook (udev's coldplug), in HOOKS order; under the
+-- `systemd` hook systemd is init and runs no runtime hook: the unit the install hook
+-- adds runs the same function (M.bind below).
 local function bind_hook_edit(files, scans)
   local words = engine.words(engine.effective(scans, "HOOKS"))
-  if #words == 0 then return nil, (files[1].path or "config") .. ": no HOOKS array: --device needs one with udev" end
+  if #words == 0 then return nil, (files[1].path or "config") .. ": no HOOKS array: --device needs one with udev or systemd" end
   local anchor
   for _, w in ipairs(words) do
     local v = w.it.value
     if v == bind.NAME then return false end
-    if v == "systemd" then
-      return nil, ("%s:%d: HOOKS has systemd, whose init runs no runtime hook: --device needs the udev hook "
-        .. "(or bind with --ids)"):format(files[w.fi].path or "config", w.it.line or 0)
-    end
     if v == "udev" and not anchor then anchor = w end
   end
   local e
@@ -253,9 +251,10 @@ local function pkgbase(ctx, kver) return machine.pkgbase(ctx.read, kver) end
 
 -- Does a preset's `<p>_kver`/`ALL_kver` name kver? mkinitcpio takes a plain version as
 -- is and reads a path's version out of the kernel image; vfioinit does not read the
--- image: a path named `.../vmlinuz-<kver>` (Debian, Fedora, this root's kernel) is kver.
-local function names_kver(value, kver)
-  return value == kver or (value ~= nil and value:match("/vmlinuz%-([^/]+)$") == kver)
+-- image: bootplaces.names_kernel decides (`vmlinuz-<kver>`, Arch's `vmlinuz-<pkgbase>`,
+-- a `<kver>/` directory such as /usr/lib/modules/<kver>/vmlinuz).
+local function names_kver(value, kver, base)
+  return value == kver or places.names_kernel(value, kver, base)
 end
 
 -- The preset (file and entry) that builds kver's main image, if any.
@@ -267,7 +266,7 @@ local function preset_for(ctx, kver)
   for _, pf in ipairs(presets) do
     if base and pf.name == base then return pf, pf.presets[1] end
     for _, p in ipairs(pf.presets) do
-      if names_kver(p.kver, kver) then return pf, p end
+      if names_kver(p.kver, kver, base) then return pf, p end
     end
   end
 end
@@ -278,6 +277,43 @@ function M.uki_path(ctx, kver)
   local _, p, err = preset_for(ctx, kver)
   if err then return nil, err end
   return p and p.uki or nil
+end
+
+-- mkinitcpio v41 reads the command line of a UKI from /etc/kernel/cmdline (else
+-- /usr/lib/kernel/cmdline) and /etc/cmdline.d/*.conf.
+local function uki_cmdline_source(ctx)
+  for _, p in ipairs({ "/etc/kernel/cmdline", "/usr/lib/kernel/cmdline", "/etc/cmdline.d" }) do
+    if ctx.stat(p) then return p end
+  end
+end
+
+-- Is this preset file the one of kver? Named after its pkgbase or its version, or its
+-- `ALL_kver` names the kernel.
+local function preset_file_of(file, kver, base)
+  if file.name == kver or (base and file.name == base) then return true end
+  return names_kver(preset_files.scalar(file.vars, "ALL_kver"), kver, base)
+end
+
+--- ukis(ctx, kver) -> every UKI a preset builds for kver (`mkinitcpio -P`, function
+-- process_preset: `<p>_uki=`, or the deprecated `<p>_efi_image=`, of the preset of kver,
+-- or of an entry whose own `<p>_kver` names kver), each {path=, entry=, generator=,
+-- generated_from=} | nil, err.
+function M.ukis(ctx, kver)
+  local files, err = preset_files.read(ctx)
+  if not files then return nil, err end
+  local out, base = {}, pkgbase(ctx, kver)
+  for _, file in ipairs(files) do
+    local file_ok = preset_file_of(file, kver, base)
+    for _, p in ipairs(file.presets) do
+      local kv = p.own_kver
+      local mine = kv ~= nil and names_kver(kv, kver, base) or (kv == nil and file_ok)
+      if p.uki and mine then
+        out[#out + 1] = { path = p.uki, entry = ("preset: %s %s_uki"):format(file.path, p.name), generator = "mkinitcpio",
+          generated_from = uki_cmdline_source(ctx) }
+      end
+    end
+  end
+  return out
 end
 
 -- What boots kver: the preset's UKI when it builds one, else its image.
@@ -335,18 +371,52 @@ end
 -- runtime hook (add_runscript finds it with `type -P` in /etc/initcpio/hooks, so it
 -- must be executable), whose run_earlyhook runs the script; bind_hook_edit above
 -- puts it in HOOKS. The image's `config` lists it in EARLYHOOKS, in HOOKS order.
+--
+-- With the `systemd` hook, /init is systemd, which reads no EARLYHOOKS: the install hook
+-- also adds a unit (only in the image; inert where busybox's init runs) that sources the
+-- same runtime hook and calls run_earlyhook, ordered before systemd-udevd, its coldplug
+-- (systemd-udev-trigger) and systemd-modules-load (MODULES), pulled in by sysinit.target.
+-- A modprobe.d `install` command for the native driver was the other way: it needs each
+-- device's driver known when the image is built, never runs for a driver built into the
+-- kernel, and /etc/modprobe.d is also the booted system's.
 local BIND_HOOK = "/etc/initcpio/hooks/" .. bind.NAME
+local UNIT = "usr/lib/systemd/system/" .. bind.NAME .. ".service"
+local UNIT_WANTS = "usr/lib/systemd/system/sysinit.target.wants/" .. bind.NAME .. ".service"
+M.BIND_UNIT = ([[
+[Unit]
+Description=Bind PCI devices to vfio-pci by address (vfioinit --device)
+DefaultDependencies=no
+Before=systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/busybox sh -c '. /hooks/%s && run_earlyhook'
+]]):format(bind.NAME)
+
+-- Is the image's /init systemd (the `systemd` hook's link) rather than busybox's script?
+local function systemd_init(contents)
+  local init = util.member(contents, "init") or ""
+  return not init:find("^#!") and init:find("systemd$") ~= nil
+end
 
 M.bind = {
   script = BIND_HOOK,
-  want = { "hooks/" .. bind.NAME, "config" },
+  want = { "hooks/" .. bind.NAME, "config", "init", UNIT, UNIT_WANTS },
   files = function(ctx)
-    local install = ([[
+    local install = ([==[
 #!/bin/bash
-# Written by vfioinit (--device): adds the runtime hook %s. `vfioinit revert` removes it.
-build() { add_module vfio_pci; add_runscript; }
+# Written by vfioinit (--device): adds the runtime hook %s, and the unit that runs it
+# where the systemd hook makes systemd init. `vfioinit revert` removes it.
+build() {
+    add_module vfio_pci
+    add_runscript
+    [[ -e "$BUILDROOT/usr/bin/busybox" ]] || add_binary /usr/lib/initcpio/busybox /usr/bin/busybox
+    add_file - /%s 0644 <<'VFIOINIT_UNIT'
+%sVFIOINIT_UNIT
+    add_symlink /%s ../%s.service
+}
 help() { echo "binds the PCI devices vfioinit was given to vfio-pci before udev"; }
-]]):format(bind.NAME)
+]==]):format(bind.NAME, UNIT, M.BIND_UNIT, UNIT_WANTS, bind.NAME)
     local body = ctx.bind.body:gsub("([^\n]+)", "\t%1")
     return {
       { path = "/etc/initcpio/install/" .. bind.NAME, after = install, mode = 493 },
@@ -355,6 +425,11 @@ help() { echo "binds the PCI devices vfioinit was given to vfio-pci before udev"
   end,
   check = function(contents, text)
     if util.member(contents, "hooks/" .. bind.NAME) ~= text then return { BIND_HOOK .. " (not in the image)" } end
+    if systemd_init(contents) then
+      if util.member(contents, UNIT) ~= M.BIND_UNIT then return { "/" .. UNIT .. " (not in the image)" } end
+      if not util.member(contents, UNIT_WANTS) then return { "/" .. UNIT .. " (not wanted by sysinit.target)" } end
+      return {}
+    end
     local early = (util.member(contents, "config") or ""):match('\nEARLYHOOKS="([^"]*)"') or ""
     local pos, n = {}, 0
     for w in early:gmatch("%S+") do n = n + 1; pos[w] = pos[w] or n end

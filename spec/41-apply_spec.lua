@@ -214,7 +214,7 @@ describe("apply under faults and kill -9", function()
       end
     end
     h.rm(work .. "/fault")
-    io.stderr:write(("\n[82-apply] %d fault trials (%d core fs calls in apply, %d failed applies); "
+    io.stderr:write(("\n[41-apply] %d fault trials (%d core fs calls in apply, %d failed applies); "
       .. "final states: %d all-before, %d all-after, %d mixed\n"):format(trials, #calls - apply_at + 1,
       failed_applies, stats.none, stats.all, stats.partial))
     assert.is_true(failed_applies > 0)
@@ -251,10 +251,40 @@ describe("apply under faults and kill -9", function()
       assert(err == nil, ("external trial %d (delay %.6f s): %s"):format(i, delay, tostring(err)))
     end
     h.rm(work .. "/kill"); h.rm(work .. "/ext")
-    io.stderr:write(("\n[82-apply] %d shim-timed SIGKILL trials (%d killed), %d external kill -9 trials "
+    io.stderr:write(("\n[41-apply] %d shim-timed SIGKILL trials (%d killed), %d external kill -9 trials "
       .. "(%d killed, child run %d us); final states: %d all-before, %d all-after, %d mixed; "
       .. "%d left a temp file (swept by the next apply); seed %d\n")
       :format(KILLS, killed, EXTERNAL, ext_killed, t, stats.none, stats.all, stats.partial, stats.temps or 0, SEED))
     assert.is_true(killed > 0)
+  end)
+end)
+
+-- Every apply is recorded: revert must be able to undo whatever apply wrote, so no option
+-- turns the record off (plan:apply{backup=false} once wrote with no record, and revert
+-- then reported success having undone nothing).
+describe("plan:apply's record", function()
+  it("cannot be turned off: backup=false is misuse, and revert undoes every apply", function()
+    local r = h.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
+      exec = { "/usr/bin/mkinitcpio" } })
+    finally(function() h.rm(r) end)
+    local before = h.tree_hash(r)
+    local conf = h.readfile(r .. "/etc/mkinitcpio.conf")
+    local plan = assert(vfioinit.plan({ root = r, ids = IDS }))
+    assert.has_error(function() plan:apply({ backup = false }) end,
+      "bad argument #1 to 'apply' (field 'backup': true (revert undoes what every apply recorded) expected, got boolean)")
+    assert.are.equal(before, h.tree_hash(r))
+    assert.is_true(plan:apply({ backup = true }))
+    assert.are_not.equal(conf, h.readfile(r .. "/etc/mkinitcpio.conf"))
+    local ok, list = vfioinit.revert({ root = r })
+    assert.is_true(ok, list)
+    local acts = {}
+    for _, e in ipairs(list) do acts[e.path] = e.action end
+    assert.are.equal("restored", acts["/etc/mkinitcpio.conf"])
+    assert.are.equal("removed", acts["/etc/modprobe.d/vfioinit.conf"])
+    assert.are.equal(conf, h.readfile(r .. "/etc/mkinitcpio.conf"))
+    assert.is_nil(h.readfile(r .. "/etc/modprobe.d/vfioinit.conf"))
+    -- the same through update_initramfs and a policy
+    assert.has_error(function() vfioinit.update_initramfs({ root = r, backup = false }) end)
+    assert.has_error(function() vfioinit.policy({ backup = false }) end)
   end)
 end)

@@ -168,7 +168,7 @@ describe("one run per public operation", function()
       table.sort(keys)
       return keys
     end
-    local up = vfioinit.update_initramfs({ root = root, verify = false })
+    local up = assert(vfioinit.update_initramfs({ root = root, verify = false }))
     local rb = assert(vfioinit.rebuild({ root = root }))
     assert.are.same(shape(up), shape(rb))
     local kver = vfioinit.detect({ root = root }).kernels[1]

@@ -1,0 +1,76 @@
+-- Lists of generator and command-line target names come from the registries
+-- (lua/vfioinit/generators/init.lua, bootloaders/init.lua): --help and the man page are
+-- rendered from an instance's registry, so a generator registered with
+-- vfioinit.register_generator shows up there (the completion, which reads --help, is
+-- spec/53-completion_spec.lua's); every list still written by hand (the Ansible
+-- module's choices, CONTRACT, README, the bootloaders' header) must equal its registry.
+local h = require "helpers"
+local cli = require "vfioinit.cli"
+local bootloaders = require "vfioinit.bootloaders"
+
+local ANSIBLE = h.project .. "/contrib/ansible/ansible_collections/vfioinit/vfioinit/plugins/modules/initramfs.py"
+
+-- The smallest generator register_generator accepts (docs/INTERNALS.md "Generator interface").
+local EXTRA = [[{ name = "mygen", command = "mygen", edits = function() return {} end,
+  image_path = function() return "/boot/mygen.img" end, rebuild_argv = function() return {} end }]]
+
+local function instance()
+  local v = require("vfioinit").new()
+  v.register_generator(assert(load("return " .. EXTRA))())
+  return v
+end
+
+-- "a, b, c" -> { "a", "b", "c" }; also backquoted words (`a`, `b`) and quoted ones ('a', 'b').
+local function split(text)
+  local t = {}
+  for w in text:gmatch("[^,%s`'%[%]]+") do t[#t + 1] = w end
+  return t
+end
+
+-- The names the --generator row of a --help text lists ("one of: ...;", wrapped).
+local function help_names(text)
+  local row = text:match("\n  %-%-generator NAME(.-)\n  %-")
+  return split(assert(row:gsub("%s+", " "):match("one of: ([^;]*);"), text))
+end
+
+describe("generator names in --help and the man page", function()
+  it("--help of an instance lists its registered generators; other instances' do not", function()
+    local v = instance()
+    assert.are.same(v.generator_names(), help_names(cli.usage(v)))
+    assert.are.same(require("vfioinit").generator_names(), help_names(cli.usage()))
+    assert.is_nil(cli.usage():find("mygen", 1, true))
+  end)
+
+  it("the man page lists the built-in generators", function()
+    local man = cli.manpage():gsub("\\%-", "-")
+    local row = assert(man:match("one of: ([^;]*);"))
+    assert.are.same(require("vfioinit.generators").new():names(), split(row))
+  end)
+end)
+
+describe("hand-written name lists equal the registries", function()
+  local builtin = require("vfioinit.generators").new():names()
+
+  it("the Ansible module's generators choices (argument_spec and DOCUMENTATION)", function()
+    local src = h.readfile(ANSIBLE)
+    local spec = assert(src:match("generators=dict%(([^)]*)%)"))
+    assert.are.same(builtin, split(assert(spec:match("choices=(%b[])"))))
+    local doc = assert(src:match("\n  generators:\n(.-)\n  %a"))
+    assert.are.same(builtin, split(assert(doc:match("\n    choices: (%b[])"))))
+  end)
+
+  it("docs/CONTRACT.md's and README.md's generator lists", function()
+    local contract = h.readfile(h.project .. "/docs/CONTRACT.md"):gsub("%s+", " ")
+    assert.are.same(builtin, split(assert(contract:match("%*%*generator%*%*: one of (.-) %(more"))))
+    local readme = h.readfile(h.project .. "/README.md"):gsub("%s+", " ")
+    assert.are.same(builtin, split(assert(readme:match("It detects the generators %((.-)%)"))))
+  end)
+
+  it("the command-line targets in bootloaders/init.lua's header", function()
+    local src = h.readfile(h.project .. "/lua/vfioinit/bootloaders/init.lua")
+    local header = assert(src:match("^%-%-%[%[(.-)%]%]"))
+    local names = {}
+    for n in header:gmatch("\n  ([%w_]+) ") do names[#names + 1] = n end
+    assert.are.same(bootloaders.TARGETS, names)
+  end)
+end)
