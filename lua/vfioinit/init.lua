@@ -133,7 +133,7 @@ local function bind_facts(M, registry)
   M.drivers_for = per_kernel("drivers_for", kernel.drivers_for)
 end
 
--- revert: see its doc comment in bind_pipeline. Under the lock, once the checks passed:
+-- revert: see its doc comment in bind_update. Under the lock, once the checks passed:
 -- the leftovers of a killed rebuild are settled first (as apply does), then the files are
 -- restored, the commands their restore needs (bootloaders.revert_hooks) running while the
 -- manifest names them.
@@ -165,7 +165,7 @@ local function revert(registry)
   end
 end
 
--- update_initramfs: see its doc comment in bind_pipeline. Plan, apply and rebuild run
+-- update_initramfs: see its doc comment in bind_update. Plan, apply and rebuild run
 -- under one lock: a concurrent run plans on what this one wrote. The report, or nil, the
 -- error and the report so far.
 local function update_initramfs(registry)
@@ -183,7 +183,7 @@ local function update_initramfs(registry)
   end
 end
 
--- plan, verify, rebuild, update_initramfs, status, revert: runs through the pipeline.
+-- plan, verify, rebuild, status: runs through the pipeline.
 local function bind_pipeline(M, registry)
 
   --- What apply would change, computed without writing anything.
@@ -246,6 +246,11 @@ local function bind_pipeline(M, registry)
     if not o then return nil, err end
     return pipeline.status(o, registry)
   end
+
+end
+
+-- boot_chains, update_initramfs, revert (and the Plan type's documentation).
+local function bind_update(M, registry)
 
   --- What boots each kernel: unified kernel images, BLS entries, GRUB's generated menu, else
   -- the generator's default image (docs/CONTRACT.md "Boot chains").
@@ -408,6 +413,7 @@ local function new()
   bind_registry(M, registry)
   bind_facts(M, registry)
   bind_pipeline(M, registry)
+  bind_update(M, registry)
   bind_seed(M, registry)
   M.policy = require("vfioinit.policy").bind(M)  -- per-distribution composition; policies load on demand
   M.new = new

@@ -393,7 +393,7 @@ function M.status(opts, registry)
   local inv = run.inventory
   local kernels = {}
   for _, k in ipairs(run.kernels) do
-    local mods, merr = run:modules(k)
+    local mods, merr = run:module_details(k)
     kernels[#kernels + 1] = { version = k, modules = mods or {}, error = merr }
   end
   local plan, perr = planner.plan(run)

@@ -104,7 +104,7 @@ function M.new(opts, registry, fname)
   local run = setmetatable({
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
     extra = util.unique(extra), ids = ids, bind = sel, held = held,
-    facts = { kmod = {}, modules = {}, states = {}, verified = {} }, reread = {},
+    facts = { kmod = {}, modules = {}, details = {}, states = {}, verified = {} }, reread = {},
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
     softdeps = opts.softdeps })
@@ -144,28 +144,28 @@ function Run:kmod(kver)
   return f[kver]
 end
 
--- A `verify` run asks only how a kernel has some modules: depmod's text lists answer
--- (kernel.states), and libkmod, with the 1.4 MB of libcrypto it maps, is never loaded.
-local function text_state(self, kver, name)
-  local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
-  if not st then return nil, err end
-  return st[name] or false
-end
-
---- run:modules(kver) -> kernel.modules' list for that kernel (computed once) | nil, err
--- (a verify run: {name=, state=} only, as kernel.states says)
+--- run:modules(kver) -> the VFIO set's states on that kernel, {name=, state="module"|
+-- "builtin"|"missing"} each (vfio_virqfd only where the kernel ships it, before 6.2), from
+-- depmod's text lists (kernel.states: no libkmod, which maps 1.4 MB of libcrypto and reads
+-- every index for lookups the stages do not make); computed once | nil, err
 function Run:modules(kver)
   local f = self.facts.modules
-  if not f[kver] and self.op == "verify" then
+  if not f[kver] then
     local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], machine.VFIO)
     if not st then return nil, err end
     local mods = {}
     for _, name in ipairs(machine.VFIO) do
-      -- vfio_virqfd only belongs to the set on kernels that ship it (before 6.2), as kernel.modules
       if st[name] or name ~= "vfio_virqfd" then mods[#mods + 1] = { name = name, state = st[name] or "missing" } end
     end
     f[kver] = mods
   end
+  return f[kver]
+end
+
+--- run:module_details(kver) -> kernel.modules' list for that kernel (libkmod: each module's
+-- path and dependencies, what status shows), computed once | nil, err
+function Run:module_details(kver)
+  local f = self.facts.details
   if not f[kver] then
     local kctx, err = self:kmod(kver)
     if not kctx then return nil, err end
@@ -176,21 +176,15 @@ function Run:modules(kver)
   return f[kver]
 end
 
---- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (computed once)
+--- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (depmod's text
+-- lists, computed once)
 function Run:module_state(kver, name)
   local f = self.facts.states
   local key = kver .. "\0" .. name
-  if f[key] == nil and self.op == "verify" then
-    local st, err = text_state(self, kver, name)
-    if st == nil then return nil, err end
-    f[key] = st
-  end
   if f[key] == nil then
-    local kctx, err = self:kmod(kver)
-    if not kctx then return nil, err end
-    local st, serr = kernel.module_state({ root = self.root, kernel = kver, name = name, kmod = kctx })
-    if st == nil then return nil, serr end
-    f[key] = st
+    local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
+    if not st then return nil, err end
+    f[key] = st[name] or false
   end
   return f[key]
 end
@@ -309,7 +303,7 @@ end
 function Run:close()
   if self.held then self.held:release() end
   for k, kctx in pairs(self.facts.kmod) do kctx:close(); self.facts.kmod[k] = nil end
-  self.facts.modules, self.facts.states = {}, {}
+  self.facts.modules, self.facts.details, self.facts.states = {}, {}, {}
 end
 
 M.Run = Run
