@@ -4,13 +4,15 @@
 
 `new` checks the options' values (a bad root, generator name, module name, device ID or
 kernel returns nil, message; the public call checked their fields and types first:
-lua/vfioinit/options.lua), detects root once (the inventory) and builds the one
-context the generators see. Everything else is a fact computed on first use and kept
-for the rest of the run: the generators acted on, one libkmod context per kernel, the
-module states of each kernel, and the verification result of each image. The stages
-(lua/vfioinit/pipeline.lua) take the run and each other's results; docs/INTERNALS.md
-("The pipeline") draws them. A run lives as long as one public call: `run:close()`
-releases its libkmod contexts.
+lua/vfioinit/options.lua), holds root's directory open for the run's calls
+(core.fs.hold), detects root once (the inventory) and builds the one context the
+generators see. Everything else is a read-only fact computed on first use and kept for
+the rest of the run: the generators acted on, the module states of each kernel (depmod's
+text lists), libkmod's answers where they are needed (status' module paths, the drivers
+of --ids), the boot chains and the verification result of each image. The stages
+(lua/vfioinit/pipeline.lua) take the run and each other's results, and change no fact
+but through run:forget (a rebuilt image is read again); docs/INTERNALS.md ("The pipeline") draws them. A run lives as long as one public
+call: `run:close()` releases root's fd and the libkmod contexts.
 ]]
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
