@@ -1376,6 +1376,15 @@ struct hold {
 };
 
 
+/* Is fd the directory at path now? */
+static int
+same_dir(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+
 /* Release a hold; the last release of a root closes its fd and drops its registry entry. */
 static int
 hold_release(lua_State *L)
@@ -1399,7 +1408,8 @@ hold_release(lua_State *L)
 /***
 Hold root open until the hold is released: every call on that same root string
 reuses one directory fd instead of opening root each time (a run's many reads).
-Holds of one root share the fd; the last release (or __gc) closes it.
+Holds of one root share the fd (a new hold of a root that was replaced since moves
+them to the directory there now); the last release (or __gc) closes it.
 @function hold
 @treturn[1] userdata a hold, with `release()` (also `__gc`, `__close`)
 @return[2] nil
@@ -1417,7 +1427,16 @@ fs_hold(lua_State *L)
 	k = (struct hold *)lua_newuserdatauv(L, sizeof *k + len, 0);
 	k->root[0] = '\0';  /* released until the fd is there */
 	luaL_setmetatable(L, HOLD_T);
-	if ((h = held_get(L, root)) == NULL) {
+	if ((h = held_get(L, root)) != NULL && !same_dir(h->fd, root)) {
+		/* root was replaced since it was held (removed and made again): every holder
+		** now reaches the directory at that path, as a call that opens root would */
+		int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return vfi_push_errno(L, root, errno);
+		close(h->fd);
+		h->fd = fd;
+	}
+	if (h == NULL) {
 		int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0)
 			return vfi_push_errno(L, root, errno);

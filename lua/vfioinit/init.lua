@@ -200,7 +200,10 @@ local function bind_pipeline(M, registry)
     if not o then return nil, err end
     local run, rerr = runs.new(o, registry, "plan")
     if not run then return nil, rerr end
-    return planner.plan(run)
+    -- the plan outlives its run: Plan:apply reads root afresh, without the run's held fd
+    local plan, perr = planner.plan(run)
+    run:close()
+    return plan, perr
   end
 
   --- Read every image of the selected kernels and generators and check the modules are inside.
@@ -354,6 +357,7 @@ local function bind_seed(M, registry)
         exact_modules = modules ~= nil }, registry, "plan")
       if not run then return nil, err end
       local plan, perr = planner.plan(run)
+      run:close()
       if not plan then return nil, perr end
       if opts.dry_run then return true, plan end
       local ok, aerr = plan:apply()
