@@ -22,7 +22,7 @@ local words = require "vfioinit.bootloaders.words"
 
 local M = {}
 
-M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d" }
+M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d", "refind", "limine" }
 
 function M.get(name) return require("vfioinit.bootloaders." .. name) end
 
@@ -43,7 +43,7 @@ function M.select(ctx)
   if #list == 0 then
     return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
       .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=, "
-      .. "dracut uefi=yes)")
+      .. "dracut uefi=yes, rEFInd refind.conf or refind_linux.conf, limine.conf)")
       :format(ctx.root)
   end
   return list
