@@ -149,6 +149,32 @@ function M.regenerate(run, opts)
   return out, first
 end
 
+--- after_rebuild(run, rebuilt) -> true | nil, err: the images a rebuild wrote (rebuild.run
+-- entries) may be pinned by hash in a loader's file (Limine's `path#blake2b`): each found
+-- target's `repin(ctx, changed)` gives the edits, applied as a follow-up plan (journaled,
+-- reverted like the plan's own). Runs with or without --cmdline.
+function M.after_rebuild(run, rebuilt)
+  local changed = {}
+  for _, e in ipairs(rebuilt or {}) do
+    if e.ok and e.image then changed[core.fs.resolve(run.root, e.image) or e.image] = true end
+  end
+  if not next(changed) then return true end
+  local all = {}
+  for _, n in ipairs(M.TARGETS) do
+    local t = M.get(n)
+    if t.repin and t.detect(run.ctx) then
+      local list, err = t.repin(run.ctx, changed)
+      if not list then return nil, err end
+      for _, c in ipairs(list) do
+        c.generator, c.bootloader = "cmdline", t.name
+        all[#all + 1] = c
+      end
+    end
+  end
+  if #all == 0 then return true end
+  return require("vfioinit.plan").follow_up(run, all):apply()
+end
+
 -- The target (found in ctx) one of whose files is path, or nil.
 local function owner(ctx, path)
   for _, n in ipairs(M.TARGETS) do

@@ -150,14 +150,13 @@ function M.parse_conf(text, path)
       return nil, ("%s:%d: the options are not quoted: rEFInd passes only `%s` of them (quote the options field)")
         :format(path, l.n, t[2].value)
     end
-    if key == "" then key = nil end
     if key == "}" and cur then table.remove(stack)
     elseif (key == "menuentry" and not cur) or (key == "submenuentry" and cur and not cur.parent) then
       if not t[2] then return nil, ("%s:%d: %s without a title"):format(path, l.n, key) end
       local e = { title = t[2].value, line = l.n, at = {}, parent = cur, path = path }
       if cur then for k in pairs(KEYS) do e[k] = cur[k] end end
       conf.entries[#conf.entries + 1], stack[#stack + 1] = e, e
-    elseif cur then stanza_line(cur, t, l)
+    elseif cur and key ~= "" then stanza_line(cur, t, l)
     elseif key == "include" and #t == 2 then conf.includes[#conf.includes + 1] = t[2].value
     elseif key == "default_selection" and #t == 2 then conf.default = t[2].value
     elseif key == "default_selection" and #t == 4 then conf.timed_default = true
@@ -374,10 +373,10 @@ local function stanza_chains(ctx, st, kver, base, out)
         local opts = e.options
         if e.add_options then opts = ((opts or "") ~= "" and (opts .. " ") or "") .. e.add_options end
         local ird = e.initrd and stanza_path(ctx, c.esp, e, e.initrd)
-        local titles = { e.parent and e.parent.title or nil, e.title }
+        local title = e.parent and (e.parent.title .. " > " .. e.title) or e.title
         local def = not e.parent and selected(st, { e.title, e.loader }) or nil
         out[#out + 1] = chain(kver, kpath, ird, with_initrd(opts, e.initrd), c.path,
-          ("%s:%d %s"):format(c.path, e.line, table.concat(titles, " > ")), def, ctx)
+          ("%s:%d %s"):format(c.path, e.line, title), def, ctx)
       end
     end
   end
