@@ -30,6 +30,7 @@ local cmdline = require "vfioinit.cmdline"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.bootplaces"
 local ownids = require "vfioinit.bootloaders.ownids"
+local words = require "vfioinit.bootloaders.words"
 
 local M = { name = "limine", stale_images = false }
 
@@ -249,12 +250,6 @@ local function value_span(l)
   return l.at + first, l.at + last - 1
 end
 
--- The kernels an edit is for: the run's, else every kernel of root.
-local function kernels(ctx)
-  if ctx.kernels and #ctx.kernels > 0 then return ctx.kernels end
-  return require("vfioinit.detect").kernels(ctx.root)
-end
-
 -- The Linux entries of one config that boot one of `ks`.
 local function targets(ctx, c, ks)
   local out = {}
@@ -265,12 +260,6 @@ local function targets(ctx, c, ks)
     end
   end
   return out
-end
-
-local function splice(text, reps)
-  table.sort(reps, function(a, b) return a.at > b.at end)
-  for _, r in ipairs(reps) do text = text:sub(1, r.at - 1) .. r.text .. text:sub(r.last + 1) end
-  return text
 end
 
 -- The replacement for one entry's command line, or nil, reason.
@@ -303,7 +292,7 @@ end
 function M.edits(ctx, wants)
   local st, err = M.state(ctx)
   if not st then return nil, err end
-  local ks, out = kernels(ctx), {}
+  local ks, out = words.kernels(ctx), {}
   for _, c in ipairs(st) do
     local list = targets(ctx, c, ks)
     local function words_of(t)
@@ -328,7 +317,7 @@ function M.edits(ctx, wants)
         return nil, ("%s: the hash of the Limine config is enrolled in %s (limine enroll-config): an edited %s "
           .. "would not boot; put the parameters on its command line by hand and enroll the config again"):format(c.path, bin, c.path)
       end
-      out[#out + 1] = { path = c.path, before = c.text, after = splice(c.text, reps) }
+      out[#out + 1] = { path = c.path, before = c.text, after = words.splice(c.text, reps) }
     end
   end
   return out
@@ -338,12 +327,7 @@ end
 function M.readback(ctx, wants, kver)
   local list, err = M.chains(ctx, kver)
   if not list then return nil, err end
-  local out = {}
-  for _, c in ipairs(list) do
-    local ok, miss = cmdline.has(c.cmdline or "", wants)
-    out[#out + 1] = { entry = c.entry, source = c.cmdline_source, cmdline = c.cmdline, ok = ok, missing = miss }
-  end
-  return out
+  return words.readback(list, wants)
 end
 
 M.HEX = { [128] = "BLAKE2b", [64] = "BLAKE3", [256] = "BLAKE3" }
@@ -375,7 +359,7 @@ function M.repin(ctx, changed)
         end
       end
     end
-    if #reps > 0 then out[#out + 1] = { path = c.path, before = c.text, after = splice(c.text, reps) } end
+    if #reps > 0 then out[#out + 1] = { path = c.path, before = c.text, after = words.splice(c.text, reps) } end
   end
   return out
 end

@@ -28,6 +28,7 @@ local cmdline = require "vfioinit.cmdline"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.bootplaces"
 local ownids = require "vfioinit.bootloaders.ownids"
+local words = require "vfioinit.bootloaders.words"
 
 local M = { name = "refind", stale_images = false }
 
@@ -413,19 +414,6 @@ end
 
 function M.regenerate() return nil end
 
--- The kernels an edit is for: the run's, else every kernel of root.
-local function kernels(ctx)
-  if ctx.kernels and #ctx.kernels > 0 then return ctx.kernels end
-  return require("vfioinit.detect").kernels(ctx.root)
-end
-
--- One file's edits: {at=, last=, text=} byte replacements of text -> new text.
-local function splice(text, reps)
-  table.sort(reps, function(a, b) return a.at > b.at end)
-  for _, r in ipairs(reps) do text = text:sub(1, r.at - 1) .. r.text .. text:sub(r.last + 1) end
-  return text
-end
-
 -- The new options value, or nil, reason.
 local function new_options(value, wants, drop)
   local s = value or ""
@@ -460,7 +448,7 @@ local function file_edits(ctx, path, text, fields, wants)
       reps[#reps + 1] = { at = at, last = at - 1, text = " " .. quote(v) }
     end
   end
-  local after = splice(text, reps)
+  local after = words.splice(text, reps)
   if after == text then return {} end
   return { { path = path, before = text, after = after } }
 end
@@ -501,7 +489,7 @@ end
 function M.edits(ctx, wants)
   local st, err = M.state(ctx)
   if not st then return nil, err end
-  local by, order = fields_by_file(ctx, st, kernels(ctx))
+  local by, order = fields_by_file(ctx, st, words.kernels(ctx))
   if not by then return nil, order end
   table.sort(order)
   local out = {}
@@ -518,12 +506,7 @@ end
 function M.readback(ctx, wants, kver)
   local list, err = M.chains(ctx, kver)
   if not list then return nil, err end
-  local out = {}
-  for _, c in ipairs(list) do
-    local ok, miss = cmdline.has(c.cmdline or "", wants)
-    out[#out + 1] = { entry = c.entry, source = c.cmdline_source, cmdline = c.cmdline, ok = ok, missing = miss }
-  end
-  return out
+  return words.readback(list, wants)
 end
 
 return M
