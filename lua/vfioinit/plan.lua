@@ -234,6 +234,13 @@ local function check_writable(root, changes)
   return true
 end
 
+--- follow_up(run, changes) -> plan: changes a later stage computes (a boot loader's pinned
+-- hashes after a rebuild), applied, journaled and reverted like a plan's own.
+function M.follow_up(run, changes)
+  return setmetatable({ root = run.root, changes = changes, generators = {}, kernels = run.kernels,
+    run = run, warnings = {} }, Plan)
+end
+
 -- What the plan wants, before any edit: {modules=, modprobe_file=, bind=, cmdline=}, and
 -- the modprobe.d change (false: none) | nil, err.
 local function wants_of(run)
