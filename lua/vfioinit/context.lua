@@ -14,9 +14,20 @@ M.MAX_CONFIG = 1024 * 1024  -- a config larger than this is refused, not parsed
 
 local ENOENT = 2
 
--- read(path) -> text | nil (absent) | nil, "path: reason"
+-- read(path) -> text | nil (absent) | nil, "path: reason". A regular file is read at once
+-- (one open); anything else is then named by its stat.
 local function reader(root)
   return function(path)
+    local text, rerr, rcode = core.fs.read(root, path, M.MAX_CONFIG)
+    if text then
+      local nul = text:find("\0", 1, true)
+      if nul then
+        local line = select(2, text:sub(1, nul):gsub("\n", "")) + 1
+        return nil, ("%s:%d: binary file (NUL byte), not a configuration file"):format(path, line)
+      end
+      return text
+    end
+    if rcode == ENOENT then return nil end
     local st, err, code = core.fs.stat(root, path)
     if not st then
       if code == ENOENT then return nil end
@@ -27,14 +38,7 @@ local function reader(root)
     if st.size > M.MAX_CONFIG then
       return nil, ("%s: file too large (%d bytes, limit %d)"):format(path, st.size, M.MAX_CONFIG)
     end
-    local text, rerr = core.fs.read(root, path, M.MAX_CONFIG)
-    if not text then return nil, rerr end
-    local nul = text:find("\0", 1, true)
-    if nul then
-      local line = select(2, text:sub(1, nul):gsub("\n", "")) + 1
-      return nil, ("%s:%d: binary file (NUL byte), not a configuration file"):format(path, line)
-    end
-    return text
+    return nil, rerr
   end
 end
 
