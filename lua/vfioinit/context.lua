@@ -55,18 +55,7 @@ function M.new(opts)
     kernels = opts.kernels or {},
     warnings = {},
   }
-  -- a kernel package's files (<moddir>/<kver>/pkgbase, ...) are read once per run: no stage
-  -- writes them, and the generators and boot chains each ask
-  local read, kept = reader(root), {}
-  function ctx.read(path)
-    local k = kept[path]
-    if k then return k[1], k[2] end
-    local text, err = read(path)
-    for _, d in ipairs(machine.MODULE_DIRS) do
-      if path:sub(1, #d + 1) == d .. "/" then kept[path] = { text, err } end
-    end
-    return text, err
-  end
+  ctx.read = reader(root)
   -- dir(path) -> sorted names | nil (absent or not a dir)
   function ctx.dir(path)
     local names = core.fs.dir(root, path)
@@ -75,14 +64,6 @@ function M.new(opts)
   function ctx.stat(path, nofollow) return core.fs.stat(root, path, nofollow) end
   function ctx.exists(path) return core.fs.stat(root, path) ~= nil end
   function ctx.warn(msg) ctx.warnings[#ctx.warnings + 1] = msg end
-  -- once(key, fn) -> fn()'s results, computed on the first call with `key` and kept for
-  -- the context's life (a run): for facts of files no stage writes
-  local memo = {}
-  function ctx.once(key, fn)
-    local m = memo[key]
-    if not m then m = util.pack(fn()); memo[key] = m end
-    return util.unpack(m, 1, m.n)
-  end
   -- true when the distro's os-release ID or ID_LIKE names one of `ids`
   function ctx.distro_is(...)
     local d = ctx.distro
@@ -92,11 +73,35 @@ function M.new(opts)
     end
     return false
   end
+  if opts.facts then M.keep_facts(ctx) end
   return ctx
 end
 
---- once(ctx, key, fn) -> ctx.once(key, fn), or fn() for a context made by hand without
--- `once` (specs build the documented fields only).
+--- keep_facts(ctx): a run's context (opts.facts) keeps what no stage writes for the run's
+-- life. ctx.once(key, fn) -> fn()'s results, computed on the first call with `key`: what a
+-- generator parses from such files (mkinitcpio's presets, a kernel's pkgbase); ctx.read
+-- keeps a kernel package's files (<moddir>/<kver>/...), which the generators and the boot
+-- chains each ask. A context made for one look (specs, tools) reads afresh every time.
+function M.keep_facts(ctx)
+  local memo, kept, read = {}, {}, ctx.read
+  function ctx.once(key, fn)
+    local m = memo[key]
+    if not m then m = util.pack(fn()); memo[key] = m end
+    return util.unpack(m, 1, m.n)
+  end
+  function ctx.read(path)
+    local k = kept[path]
+    if k then return k[1], k[2] end
+    local text, err = read(path)
+    for _, d in ipairs(machine.MODULE_DIRS) do
+      if path:sub(1, #d + 1) == d .. "/" then kept[path] = { text, err } end
+    end
+    return text, err
+  end
+end
+
+--- once(ctx, key, fn) -> ctx.once(key, fn), or fn() for a context without `once` (not a
+-- run's; or made by hand with the documented fields only).
 function M.once(ctx, key, fn)
   if ctx.once then return ctx.once(key, fn) end
   return fn()

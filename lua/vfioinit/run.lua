@@ -109,7 +109,7 @@ function M.new(opts, registry, fname)
     facts = { kmod = {}, modules = {}, details = {}, states = {}, verified = {} }, reread = {},
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
-    softdeps = opts.softdeps })
+    softdeps = opts.softdeps, facts = true })
   return run
 end
 
