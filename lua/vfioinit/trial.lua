@@ -326,7 +326,10 @@ local function undo_loader(root, rec)
   if next(vars) == nil then return true end
   local new, nerr = grub.grubenv_set(text, vars, rec.grubenv)
   if not new then return nil, nerr end
-  if rec.grubenv_created == "yes" and next(grub.grubenv(new)) == nil then return core.fs.remove(root, rec.grubenv) end
+  -- a block vfioinit created goes when nothing is left in it (GRUB saves next_entry empty)
+  local left = false
+  for _, v in pairs(grub.grubenv(new)) do left = left or v ~= "" end
+  if rec.grubenv_created == "yes" and not left then return core.fs.remove(root, rec.grubenv) end
   return core.fs.write_atomic(root, rec.grubenv, new, 420)
 end
 
