@@ -90,7 +90,7 @@ describe("proof: a GRUB trial boots once and falls back by itself", function()
     in_root(mnt, "update-grub")
     local kver = h.sh("ls " .. h.q(mnt .. "/lib/modules")):gsub("%s+$", "")
     local image = mnt .. "/boot/initrd.img-" .. kver
-    default_image = h.readfile(image)
+    local default_image = h.readfile(image)
     local grub_cfg = h.readfile(mnt .. "/boot/grub/grub.cfg")
 
     -- 1. a trial that cannot boot: its root disk's controller goes to vfio-pci
