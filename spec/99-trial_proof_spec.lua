@@ -24,18 +24,11 @@ local real = os.getenv("VFIOINIT_REAL") == "1"
 local BIN = h.project .. "/bin/vfioinit"
 local ROOT_DISK = "0000:00:05.0"  -- tools/boot-follow's virtio-blk root disk
 
-local function sh_plain(cmd) return h.sh("env -u LD_PRELOAD " .. cmd) end
+local sh_plain, in_root = h.sh_plain, h.in_root
 
 local function vfioinit(root, args)
   local out, _, code = h.sh(BIN .. " --root " .. h.q(root) .. " " .. args .. " 2>&1")
   return code, out
-end
-
-local function in_root(root, cmd)
-  local out, ok = sh_plain(("bash -c %s 2>&1"):format(h.q(("PROG=spec; . tools/lib-chroot.sh; chroot_run %s %s")
-    :format(h.q(root), cmd))))
-  assert(ok, cmd .. " failed:\n" .. out)
-  return out
 end
 
 -- Follow `n` boots; returns per boot {cmdline=, result=, driver=, seconds=, says=} and the
@@ -83,10 +76,7 @@ describe("proof: a GRUB trial boots once and falls back by itself", function()
     assert(ok, out)
     mount()
     -- the user's GRUB: serial console, no menu delay, the root's own shell as init
-    local template = assert(h.readfile(mnt .. "/usr/share/grub/default/grub"))
-    h.writefile(mnt .. "/etc/default/grub", template:gsub("\nGRUB_TIMEOUT=[^\n]*", "\nGRUB_TIMEOUT=0")
-      :gsub("\nGRUB_CMDLINE_LINUX_DEFAULT=[^\n]*", '\nGRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0 init=/bin/sh no_timer_check"')
-      .. 'GRUB_TERMINAL="serial console"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\nGRUB_DEVICE=/dev/vda1\n')
+    h.grub_user_config(mnt, "console=ttyS0 init=/bin/sh no_timer_check")
     in_root(mnt, "update-grub")
     local kver = h.sh("ls " .. h.q(mnt .. "/lib/modules")):gsub("%s+$", "")
     local image = mnt .. "/boot/initrd.img-" .. kver
