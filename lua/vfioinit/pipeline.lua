@@ -273,11 +273,9 @@ local function update_stages(run, opts, report)
   if report.dry_run then report.ok = true; return report end
   -- a trial (lua/vfioinit/trial.lua) writes its own files, never the plan's
   if run.opts.trial then report.ok = trial.apply(run, plan, opts, report); return report end
-  local pending, perr = false, nil
-  if not opts.committing then pending, perr = trial.pending(run.root) end
-  if pending or perr then
-    report.error = perr or ("a trial is pending (%s): boot it and `vfioinit commit`, or `vfioinit revert`"):format(pending.id)
-    return report
+  if not opts.committing then
+    report.error = trial.blocks(run.root)
+    if report.error then return report end
   end
   local ok, aerr = M.apply(plan, log)
   if not ok then report.error = aerr; return report end

@@ -170,10 +170,7 @@ function M.apply(run, plan, opts, report)
   local root, log = run.root, opts.log or function() end
   local old, rerr = record.load(root)
   if old == nil then report.error = rerr; return false end
-  if old then
-    report.error = ("a trial is pending (%s, %s): boot it and `vfioinit commit`, or `vfioinit revert`"):format(old.id, old.entry)
-    return false
-  end
+  if old then report.error = M.blocks(root); return false end
   if #plan.changes == 0 then report.error = root .. ": nothing to try: the configuration is in place already"; return false end
   local chain, cerr = pick_chain(run)
   if not chain then report.error = cerr; return false end
@@ -369,6 +366,13 @@ end
 
 --- pending(root) -> rec | false | nil, err
 function M.pending(root) return record.load(root) end
+
+--- blocks(root) -> nil, or why a plain apply must wait: a pending trial (or its damaged record)
+function M.blocks(root)
+  local rec, err = record.load(root)
+  if rec == nil then return err end
+  if rec then return ("a trial is pending (%s): boot it and `vfioinit commit`, or `vfioinit revert`"):format(rec.id) end
+end
 
 --- commit(opts, registry) -> report | nil, err, report
 function M.commit(opts, registry)
