@@ -13,13 +13,14 @@ local util = require "vfioinit.util"
 local M = {}
 
 -- field -> accepted types, "|"-separated; "seconds": a number util.seconds takes (> 0);
--- "true": only true (a field kept for callers that pass the one value it may have)
+-- "true": only true (a field kept for callers that pass the one value it may have);
+-- "sign": {key=, cert=}, two strings
 M.TYPES = {
   root = "string", generators = "table", kernels = "table", modules = "table",
   ids = "table|string", softdeps = "boolean", devices = "table|string", match = "string",
   force = "boolean", cmdline = "boolean", sysfs = "string", full = "boolean",
   dry_run = "boolean", rebuild = "boolean", verify = "boolean", timeout = "seconds",
-  log = "function", on_output = "function", kernel = "string", backup = "true",
+  log = "function", on_output = "function", kernel = "string", backup = "true", sign = "sign",
 }
 
 local PLAN = { "root", "generators", "kernels", "modules", "ids", "softdeps", "devices", "match",
@@ -41,9 +42,9 @@ M.CALLS = {
   plan = PLAN,
   status = plus(PLAN, { "full" }),
   update_initramfs = plus(PLAN, { "full", "dry_run", "rebuild", "verify", "timeout", "log", "on_output",
-    "backup" }),
+    "backup", "sign" }),
   verify = { "root", "generators", "kernels", "modules", "full", "cmdline", "ids" },
-  rebuild = { "root", "generators", "kernels", "timeout", "log", "on_output" },
+  rebuild = { "root", "generators", "kernels", "timeout", "log", "on_output", "sign" },
   boot_chains = { "root", "generators", "kernels" },
   revert = { "root", "force", "dry_run", "timeout" },
   apply = { "backup" },  -- Plan:apply
@@ -53,12 +54,18 @@ M.CALLS = {
 local WHY = {
   seconds = "a number of seconds > 0 and at most " .. util.MAX_SECONDS_TEXT,
   ["true"] = "true (revert undoes what every apply recorded)",
+  sign = "{key=PATH, cert=PATH} (strings, nothing else)",
 }
 
 -- Does `v` fit the type spec `want` ("table|string", "seconds", "true")?
 local function fits(v, want)
   if want == "seconds" then return type(v) == "number" and util.seconds(v, true) ~= nil end
   if want == "true" then return v == true end
+  if want == "sign" then
+    if type(v) ~= "table" or type(v.key) ~= "string" or type(v.cert) ~= "string" then return false end
+    for k in pairs(v) do if k ~= "key" and k ~= "cert" then return false end end
+    return true
+  end
   for t in want:gmatch("[^|]+") do
     if type(v) == t then return true end
   end

@@ -18,6 +18,7 @@ local rebuild = require "vfioinit.rebuild"
 local bootloaders = require "vfioinit.bootloaders"
 local kinstall = require "vfioinit.kinstall"
 local state = require "vfioinit.state"
+local signing = require "vfioinit.signing"
 
 local M = {}
 
@@ -151,9 +152,11 @@ function M.rebuild(run, jobs, opts, configured, report)
     local r = rebuild.run(run.ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
+      sign = opts.sign,
     })
     for _, e in ipairs(r.rebuilt) do
       report.rebuilt[#report.rebuilt + 1] = e
+      if e.warning then report.warnings[#report.warnings + 1] = e.warning end
       if not e.ok then failed[e.generator .. "\0" .. e.kernel] = true end
     end
     if not r.ok then
@@ -268,6 +271,10 @@ local function update_stages(run, opts, report)
   local plan, err = planner.plan(run)
   if not plan then report.error = err; return report end
   describe(report, plan)
+  -- sign= is checked before anything is written (it signs what the rebuild builds)
+  if opts.sign and opts.rebuild == false then report.error = "sign: nothing is rebuilt (rebuild=false) to sign"; return report end
+  local signable, serr = signing.check(run.root, opts.sign)
+  if not signable then report.error = serr; return report end
   if report.dry_run then report.ok = true; return report end
   local ok, aerr = M.apply(plan, log)
   if not ok then report.error = aerr; return report end
@@ -286,7 +293,7 @@ local function update_stages(run, opts, report)
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
-    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true }
+    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, sign = opts.sign }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
