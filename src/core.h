@@ -94,6 +94,7 @@ uint32_t vfi_rd32(const unsigned char *p);
 
 void fs_open(lua_State *L);
 void hash_open(lua_State *L);
+void moddep_open(lua_State *L);
 void image_open(lua_State *L);
 void pe_open(lua_State *L);
 void kmod_open(lua_State *L);

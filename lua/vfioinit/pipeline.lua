@@ -12,13 +12,14 @@ of them (docs/INTERNALS.md "The pipeline").
 Every operation that returns a report returns M.report's shape.
 ]]
 local core = require "vfioinit.core"
+local util = require "vfioinit.util"
 local runs = require "vfioinit.run"
-local planner = require "vfioinit.plan"
-local rebuild = require "vfioinit.rebuild"
-local bootloaders = require "vfioinit.bootloaders"
-local kinstall = require "vfioinit.kinstall"
+local planner = util.lazy "vfioinit.plan"
+local rebuild = util.lazy "vfioinit.rebuild"
+local bootloaders = util.lazy "vfioinit.bootloaders"
+local kinstall = util.lazy "vfioinit.kinstall"
 local state = require "vfioinit.state"
-local signing = require "vfioinit.signing"
+local signing = util.lazy "vfioinit.signing"
 
 local M = {}
 
@@ -150,7 +151,7 @@ function M.rebuild(run, jobs, opts, configured, report)
     end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
     local r = rebuild.run(run.ctx, { job.gen }, {
-      kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
+      kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
       sign = opts.sign,
     })
@@ -272,9 +273,11 @@ local function update_stages(run, opts, report)
   if not plan then report.error = err; return report end
   describe(report, plan)
   -- sign= is checked before anything is written (it signs what the rebuild builds)
-  if opts.sign and opts.rebuild == false then report.error = "sign: nothing is rebuilt (rebuild=false) to sign"; return report end
-  local signable, serr = signing.check(run.root, opts.sign)
-  if not signable then report.error = serr; return report end
+  if opts.sign then
+    local signable, serr = signing.check(run.root, opts.sign)
+    if opts.rebuild == false then serr = "sign: nothing is rebuilt (rebuild=false) to sign" end
+    if not signable or opts.rebuild == false then report.error = serr; return report end
+  end
   if report.dry_run then report.ok = true; return report end
   local ok, aerr = M.apply(plan, log)
   if not ok then report.error = aerr; return report end
@@ -293,7 +296,8 @@ local function update_stages(run, opts, report)
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
-    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, sign = opts.sign }
+    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs,
+      sign = opts.sign }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
