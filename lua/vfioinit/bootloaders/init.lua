@@ -9,6 +9,8 @@ One module per place a boot path reads its command line from (lua/vfioinit/bootl
                   and kernel-install layout=uki with uki_generator=dracut)
   kernel_cmdline  /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs)
   cmdline_d       /etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs)
+  refind          refind_linux.conf lines and refind.conf stanzas' `options`, edited in place
+  limine          limine.conf entries' `cmdline:`; BLAKE2b pins on rebuilt images repinned
 Each: { name=, detect(ctx) -> bool, edits(ctx, wants) -> changes | nil, err,
 regenerate(ctx) -> argv | nil, readback(ctx, wants, kver, run) -> entries | nil, err,
 stale_images = true when images embed the file (UKIs) }.
