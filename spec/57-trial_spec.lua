@@ -228,10 +228,29 @@ describe("trial staging", function()
       after = "x" } }, KVER, "/boot/x")
     assert.is_nil(s)
     assert.matches("/usr/lib/dracut/modules.d/90vfioinit-bind/module-setup.sh: dracut keeps this file outside", err, 1, true)
-    gen = require("vfioinit.generators").new():get("mkinitcpio")
+    gen = require("vfioinit.generators").new():get("booster")
     s, err = stage.plan(ctx, gen, { { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf", after = "x" } }, KVER, "/boot/x")
     assert.is_nil(s)
-    assert.matches("a mkinitcpio trial image cannot carry", err, 1, true)
+    assert.matches("a booster trial image cannot carry", err, 1, true)
+  end)
+
+  it("mkinitcpio: the staged modprobe.d file goes in by --include SRC:DEST, refused where mkinitcpio has none", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    local ctx = context.new({ root = root })
+    local gen = require("vfioinit.generators").new():get("mkinitcpio")
+    local mp = { { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf", after = "options vfio-pci ids=1af4:1000\n" } }
+    -- mkinitcpio 38's option table (no include), then 41's
+    h.writefile(root .. "/usr/bin/mkinitcpio", "_opt_long=('add:' 'addhooks:' 'config:' 'generate:')\n")
+    local s, err = stage.plan(ctx, gen, mp, KVER, "/boot/x")
+    assert.is_nil(s)
+    assert.matches("/usr/bin/mkinitcpio: this mkinitcpio has no --include", err, 1, true)
+    h.writefile(root .. "/usr/bin/mkinitcpio", "_opt_long=('add:' 'addhooks:' 'include:' 'config:' 'generate:')\n")
+    s = assert(stage.plan(ctx, gen, mp, KVER, "/boot/x"))
+    assert.are.equal("--include " .. stage.MODPROBE .. ":/etc/modprobe.d/vfioinit.conf", table.concat(s.argv, " ", #s.argv - 1))
+    local staged
+    for _, f in ipairs(s.files) do if f.path == stage.MODPROBE then staged = f.after end end
+    assert.are.equal(mp[1].after, staged)
   end)
 end)
 
