@@ -61,7 +61,7 @@ before_each(function()
   assert.are.equal(KVER, (h.install_kernel(root, "cloud", KVER)))
   real_spawn = core.spawn.run
   core.spawn.run = stub_spawn
-  restore_start = h.start_via_run(core)  -- rebuilds start their commands side by side
+  restore_start = h.start_via_run(core)
   plain_image("/boot/custom.img")
 end)
 after_each(function()

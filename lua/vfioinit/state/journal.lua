@@ -48,10 +48,11 @@ function M.settle(root, list, drop_reverted)
   return out, gone, changed
 end
 
--- Write the settled list, then remove the backups no entry names any more. With no entry
+-- commit(root, list, gone, changed) -> true | nil, err: write the settled list, then remove
+-- the backups no entry names any more. With no entry
 -- left the backups go first: a kill in between never leaves backups without a manifest
 -- (which `load` refuses as unknown state).
-local function commit(root, list, gone, changed)
+function M.commit(root, list, gone, changed)
   if not changed then return true end
   -- directories alone record nothing vfioinit wrote (a failed first apply): they go too
   local dirs = {}
@@ -72,7 +73,7 @@ function M.prepare(root)
   if not list then return nil, err end
   local out, gone, changed = M.settle(root, list, true)
   if not out then return nil, gone end
-  local ok, serr = commit(root, out, gone, changed)
+  local ok, serr = M.commit(root, out, gone, changed)
   if not ok then return nil, serr end
   return out
 end
@@ -168,7 +169,7 @@ function M.finish(root)
   if not list then return nil, err end
   local out, gone, changed = M.settle(root, list, false)
   if not out then return nil, gone end
-  return commit(root, out, gone, changed)
+  return M.commit(root, out, gone, changed)
 end
 
 -- Remove the temp files a killed run left next to `paths` (".<name>.vfioinit-XXXXXX",
