@@ -104,5 +104,7 @@ void yaml_open(lua_State *L);
 void spawn_open(lua_State *L);
 void re_open(lua_State *L);
 void sig_open(lua_State *L);
+/* blake2b.c: core.sig.blake2b, in the same module (libcrypto). */
+void blake2b_open(lua_State *L);
 
 #endif

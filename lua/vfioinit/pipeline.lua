@@ -289,6 +289,8 @@ local function update_stages(run, opts, report)
     if gerr then report.error = gerr; return report end
     local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
+    local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
+    if not pinned then report.error = perr; return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
   -- --cmdline --no-rebuild regenerated no grub.cfg (a warning says so): nothing to read back yet
@@ -326,7 +328,10 @@ local function rebuild_stages(run, opts, report)
   M.sweep(run, gens, report, opts.log)
   local jobs = {}
   for _, g in ipairs(gens) do jobs[#jobs + 1] = { gen = g, kernels = run.kernels } end
-  M.rebuild(run, jobs, opts, configured, report)
+  if M.rebuild(run, jobs, opts, configured, report) then
+    local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
+    if not pinned then report.error = perr end
+  end
   -- the verification results of the rebuilt images (kept by the run)
   for _, e in ipairs(report.rebuilt) do
     report.verified[#report.verified + 1] = run.facts.verified[e.generator .. "\0" .. e.kernel]
