@@ -44,8 +44,15 @@ M.OPTIONS = {
       .. "grubby, kernelstub; needed when vfio-pci is built into the kernel" },
   { "--softdeps", key = "softdeps", commands = CONFIG,
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
-  { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild" },
+  { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild", "commit" },
     help = "time limit of each generator run (default 600; at most 1e9)" },
+  { "--sign-key", arg = "KEY", key = "sign_key", commands = { "apply", "rebuild" },
+    needs = { apply = { "--sign-cert" }, rebuild = { "--sign-cert" } },
+    help = "sign each rebuilt EFI image the generator's own hooks left unsigned with sbsign, run in the "
+      .. "root, with this private key (a path inside the root; vfioinit never creates keys)" },
+  { "--sign-cert", arg = "CERT", key = "sign_cert", commands = { "apply", "rebuild" },
+    needs = { apply = { "--sign-key" }, rebuild = { "--sign-key" } },
+    help = "the certificate of --sign-key (PEM, a path inside the root)" },
   { "--jobs", arg = "N", key = "jobs", commands = { "apply", "rebuild" },
     help = "run at most N generator commands (one per kernel) at a time (default: the CPUs)" },
   { "--no-rebuild", key = "no_rebuild", commands = { "apply" },
@@ -55,6 +62,12 @@ M.OPTIONS = {
     help = "revert: also restore files edited since vfioinit wrote them, keeping their "
       .. "content as PATH.vfioinit-edited; with --device/--match: pass a device the safety rules refuse "
       .. "(boot VGA, the root disk's controller)" },
+  { "--trial", key = "trial", commands = { "apply" },
+    help = "try the configuration for one boot: the default entry stays as it is; an image built from a "
+      .. "staged copy of the generator's configuration and an entry of its own (GRUB: next_entry; "
+      .. "systemd-boot: boot counting +1) start the next boot only; then 'vfioinit commit' or 'vfioinit revert'" },
+  { "--trial-cmdline", arg = "ARGS", key = "trial_cmdline", commands = { "apply" }, needs = { apply = { "--trial" } },
+    help = "words for the trial entry's command line only, e.g. panic=5 (a panic reboots into the old default)" },
   { "--full", key = "full", commands = { "verify" },
     help = "read every image, even one whose fingerprint says it is unchanged since it was verified" },
   { "--dry-run", key = "dry_run", commands = { "apply", "revert" },
@@ -71,7 +84,8 @@ M.COMMANDS = {
   { "apply", "write the changes, then rebuild the stale images and verify them" },
   { "rebuild", "rebuild the images of the selected generators and kernels, and verify them" },
   { "verify", "check that every image contains the VFIO modules" },
-  { "revert", "undo every change vfioinit made" },
+  { "revert", "undo every change vfioinit made (with a trial pending: only the trial)" },
+  { "commit", "after a good trial boot: make the tried configuration permanent, remove the trial" },
 }
 
 -- takes(opt, command) -> does `command` take the option row `opt`?

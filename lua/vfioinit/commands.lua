@@ -23,6 +23,11 @@ local function plan_opts(o)
     cmdline = o.cmdline }
 end
 
+-- --sign-key/--sign-cert as the Lua API's sign={key=,cert=} (parse makes them come together)
+local function sign_opt(o)
+  return o.sign_key and { key = o.sign_key, cert = o.sign_cert } or nil
+end
+
 local function check_input(o)
   if o.root then
     local ok, why = util.check_root(o.root)
@@ -52,6 +57,12 @@ local function check_input(o)
   -- required here: --help and the man page (tools/gen-man) need no built core
   local sel, berr = require("vfioinit.bind").check_options(o)  -- addresses and the --match pattern
   if sel == nil then return berr end
+  -- checked here too for apply --dry-run, which is plan and rebuilds nothing
+  if o.no_rebuild and o.sign_key then return "--sign-key: --no-rebuild rebuilds nothing to sign" end
+  if o.sign_key then
+    local signable, serr = require("vfioinit.signing").check(o.root or "/", sign_opt(o))
+    if not signable then return (serr:gsub("^sign (%a+)", "--sign-%1")) end
+  end
 end
 
 -- One line per boot chain: entry → kernel → initramfs|UKI (cmdline from X).
@@ -135,6 +146,12 @@ local function print_status(st)
   end
   print_secure_boot(st.secure_boot)
   print_chains(st)
+  local t = st.trial
+  if t and t.error then out("trial: " .. t.error .. "\n")
+  elseif t then
+    out(("trial: %s of %s (%s entry %s, image %s): %s — %s\n"):format(t.id, t.kernel, t.loader, t.entry, t.image,
+      t.state, t.why))
+  end
 end
 
 local function cmd_status(v, o)
@@ -178,7 +195,7 @@ local function print_apply(o, report)
   if #report.changes == 0 then note(o, "configuration already in place; no file changed") end
   for _, r in ipairs(report.rebuilt) do
     out(("rebuilt %s for %s (%s) in %.1f s: %s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?",
-      r.seconds or 0, r.ok and "ok" or ("FAILED: " .. tostring(r.error))))
+      r.seconds or 0, r.ok and (r.signed and "ok, signed with --sign-key" or "ok") or ("FAILED: " .. tostring(r.error))))
   end
   if not o.no_rebuild and #report.rebuilt == 0 then note(o, "every image is up to date; nothing rebuilt") end
   for _, r in ipairs(report.regenerated or {}) do
@@ -203,6 +220,20 @@ local function print_apply(o, report)
   end
 end
 
+-- apply --trial: the configuration tried (a diff of files NOT written), the trial's image, and
+-- what boots next.
+local function print_trial(o, report)
+  local t = report.trial
+  out(report.diff)
+  for _, r in ipairs(report.rebuilt) do
+    out(("built the trial image %s for %s (%s) in %.1f s\n"):format(r.image, r.kernel, r.generator, r.seconds or 0))
+  end
+  out(("trial %s: the next boot starts %s (%s), command line: %s\n"):format(t.id, t.entry, t.loader, t.cmdline))
+  note(o, ("the configuration above is not applied; the default entry (%s) stays as it is. After a good trial "
+    .. "boot run 'vfioinit commit'; a failed one falls back to the default by itself ('vfioinit revert' "
+    .. "removes the trial)"):format(t.default))
+end
+
 local function cmd_apply(v, o)
   -- apply --dry-run is plan: the same diff, JSON and exit status, nothing written
   if o.dry_run then return cmd_plan(v, o) end
@@ -210,17 +241,32 @@ local function cmd_apply(v, o)
   opts.rebuild = not o.no_rebuild
   opts.log = progress(o)
   opts.timeout, opts.jobs = o.timeout, o.jobs
+  opts.trial, opts.trial_cmdline = o.trial, o.trial_cmdline
+  opts.sign = sign_opt(o)
   local report, err, partial = v.update_initramfs(opts)
   if o.json then out(json.encode(report or partial) .. "\n") end
   if not report then return fail(nil, err) end
-  if not o.json then print_apply(o, report) end
+  if not o.json and report.trial then print_trial(o, report)
+  elseif not o.json then print_apply(o, report) end
+  return 0
+end
+
+local function cmd_commit(v, o)
+  local report, err, partial = v.commit({ root = o.root, timeout = o.timeout, log = progress(o) })
+  if o.json then out(json.encode(report or partial or { ok = false, error = err }) .. "\n") end
+  if not report then return fail(nil, err) end
+  if not o.json then
+    print_apply(o, report)
+    note(o, ("committed trial %s (%s); its entry and image are removed"):format(report.committed.id,
+      report.committed.evidence))
+  end
   return 0
 end
 
 local function cmd_rebuild(v, o)
   local log = progress(o)
   local report, err, partial = v.rebuild({ root = o.root, generators = o.generators, kernels = o.kernels, log = log,
-    timeout = o.timeout, jobs = o.jobs,
+    timeout = o.timeout, jobs = o.jobs, sign = sign_opt(o),
     on_output = (not o.json) and function(line, _, _, kernels)
       io.stderr:write("  | " .. (kernels and kernels .. ": " or "") .. line .. "\n")
     end or nil })
@@ -228,8 +274,10 @@ local function cmd_rebuild(v, o)
   if not report then io.stderr:write("vfioinit: " .. tostring(err) .. "\n"); return 1 end
   if not o.json then
     for _, r in ipairs(report.rebuilt) do
-      out(("rebuilt %s for %s (%s) in %.1f s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?", r.seconds or 0))
+      out(("rebuilt %s for %s (%s) in %.1f s%s\n"):format(r.image or "?", r.kernel or "?", r.generator or "?", r.seconds or 0,
+        r.signed and ", signed with --sign-key" or ""))
     end
+    for _, w in ipairs(report.warnings) do note(o, "warning: " .. w) end
     if #report.rebuilt == 0 then note(o, "no kernel to rebuild an image for") end
   end
   return 0
@@ -276,7 +324,7 @@ local function cmd_revert(v, o)
     for i, r in ipairs(refused or {}) do why[i] = { path = r.path, reason = r.reason, lost = r.lost } end
     out(json.encode({ ok = ok or false, error = not ok and list or nil, refused = refused and why, dry_run = o.dry_run or false,
       reverted = done and paths or nil, diff = done and o.dry_run and table.concat(diffs) or nil,
-      leftovers = done and done.leftovers or nil }) .. "\n")
+      leftovers = done and done.leftovers or nil, trial = done and done.trial or nil }) .. "\n")
   elseif o.dry_run then
     out(table.concat(diffs))
     if ok and #diffs == 0 then note(o, "nothing to revert") end
@@ -285,7 +333,8 @@ local function cmd_revert(v, o)
       out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "")
         .. (p.lost and (" (cannot be restored, " .. p.lost .. "; left as it is)") or "") .. "\n")
     end
-    if ok and #paths == 0 then note(o, "nothing to revert")
+    if ok and done.trial then note(o, "dropped trial " .. done.trial .. "; the configuration before it stays")
+    elseif ok and #paths == 0 then note(o, "nothing to revert")
     elseif ok then note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
   end
   if not ok then
@@ -296,7 +345,7 @@ local function cmd_revert(v, o)
 end
 
 local HANDLERS = { status = cmd_status, plan = cmd_plan, apply = cmd_apply, rebuild = cmd_rebuild,
-  verify = cmd_verify, revert = cmd_revert }
+  verify = cmd_verify, revert = cmd_revert, commit = cmd_commit }
 
 -- Last resort for a bug: one line naming what failed, never a traceback.
 local function one_line(e)

@@ -19,6 +19,8 @@ local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.bootloaders"
 local kinstall = util.lazy "vfioinit.kinstall"
 local state = require "vfioinit.state"
+local trial = util.lazy "vfioinit.trial"
+local signing = util.lazy "vfioinit.signing"
 
 local M = {}
 
@@ -152,9 +154,11 @@ function M.rebuild(run, jobs, opts, configured, report)
     local r = rebuild.run(run.ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
+      sign = opts.sign,
     })
     for _, e in ipairs(r.rebuilt) do
       report.rebuilt[#report.rebuilt + 1] = e
+      if e.warning then report.warnings[#report.warnings + 1] = e.warning end
       if not e.ok then failed[e.generator .. "\0" .. e.kernel] = true end
     end
     if not r.ok then
@@ -269,7 +273,19 @@ local function update_stages(run, opts, report)
   local plan, err = planner.plan(run)
   if not plan then report.error = err; return report end
   describe(report, plan)
+  -- sign= is checked before anything is written (it signs what the rebuild builds)
+  if opts.sign then
+    local signable, serr = signing.check(run.root, opts.sign)
+    if opts.rebuild == false then serr = "sign: nothing is rebuilt (rebuild=false) to sign" end
+    if not signable or opts.rebuild == false then report.error = serr; return report end
+  end
   if report.dry_run then report.ok = true; return report end
+  -- a trial (lua/vfioinit/trial.lua) writes its own files, never the plan's
+  if run.opts.trial then report.ok = trial.apply(run, plan, opts, report); return report end
+  if not opts.committing then
+    report.error = trial.blocks(run.root)
+    if report.error then return report end
+  end
   local ok, aerr = M.apply(plan, log)
   if not ok then report.error = aerr; return report end
   report.applied = #plan.changes > 0 or nil
@@ -287,7 +303,8 @@ local function update_stages(run, opts, report)
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
-    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs }
+    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs,
+      sign = opts.sign }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
     local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
     if not pinned then report.error = perr; return report end
@@ -303,6 +320,9 @@ end
 --- update(opts, registry) -> report (report.ok false with report.error on failure)
 function M.update(opts, registry)
   local report = M.report(opts.root or "/", opts.dry_run)
+  if opts.trial_cmdline and not opts.trial then report.error = "trial_cmdline needs trial=true (--trial)"; return report end
+  -- a trial builds images of its own, which the signature check does not follow
+  if opts.trial and opts.sign then report.error = "sign: a trial's own images are not signed (trial=true takes no sign=)"; return report end
   local run, err = runs.new(opts, registry, "update_initramfs")
   if not run then report.error = err; return report end
   update_stages(run, opts, report)
@@ -413,7 +433,7 @@ function M.status(opts, registry)
   return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
     pending_changes = pending, plan_error = perr, images = images, boot_chains = chains,
-    boot_chains_error = chains_error, secure_boot = secure_boot }
+    boot_chains_error = chains_error, secure_boot = secure_boot, trial = trial.status(inv.root, run.opts) }
 end
 
 return M
