@@ -1,6 +1,5 @@
 -- One run: every public operation detects once, plans at most once, builds one context
--- and opens at most one libkmod context per kernel (only for what depmod's text lists do
--- not answer: the drivers of --ids, status' module paths), however many stages it goes through
+-- and opens one libkmod context per kernel, however many stages it goes through
 -- (detect -> plan -> apply -> rebuild -> verify; lua/vfioinit/run.lua).
 --
 -- The counters wrap the module table fields the code calls through (detect.detect,
@@ -98,7 +97,7 @@ describe("one run per public operation", function()
     expect(1, 1)
   end)
 
-  it("rebuild detects and plans once (the plan tells whether the config is in place), without libkmod", function()
+  it("rebuild detects and plans once (the plan tells whether the config is in place), no libkmod", function()
     assert.truthy(vfioinit.rebuild({ root = root }))
     assert.are.equal(1, spawned)
     expect(1, 1, 0)

@@ -106,7 +106,7 @@ function M.new(opts, registry, fname)
   local run = setmetatable({
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
     extra = util.unique(extra), ids = ids, bind = sel, held = held,
-    facts = { kmod = {}, modules = {}, details = {}, states = {}, verified = {} }, reread = {},
+    facts = { kmod = {}, modules = {}, details = {}, states = {}, asked = {}, verified = {} }, reread = {},
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
     softdeps = opts.softdeps, facts = true })
@@ -178,8 +178,10 @@ function Run:module_details(kver)
   return f[kver]
 end
 
---- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (depmod's text
--- lists, computed once)
+--- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (computed once)
+-- from depmod's text lists. A name the lists do not have may still be an alias of a
+-- built-in module, which libkmod resolves: outside `verify` (which checks the image for
+-- the names themselves) it is asked.
 function Run:module_state(kver, name)
   local f = self.facts.states
   local key = kver .. "\0" .. name
@@ -187,6 +189,14 @@ function Run:module_state(kver, name)
     local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
     if not st then return nil, err end
     f[key] = st[name] or false
+  end
+  if f[key] == false and self.op ~= "verify" and not self.facts.asked[key] then
+    self.facts.asked[key] = true
+    local kctx, err = self:kmod(kver)
+    if not kctx then return nil, err end
+    local st, serr = kernel.module_state({ root = self.root, kernel = kver, name = name, kmod = kctx })
+    if st == nil then return nil, serr end
+    f[key] = st
   end
   return f[key]
 end
@@ -305,7 +315,7 @@ end
 function Run:close()
   if self.held then self.held:release() end
   for k, kctx in pairs(self.facts.kmod) do kctx:close(); self.facts.kmod[k] = nil end
-  self.facts.modules, self.facts.details, self.facts.states = {}, {}, {}
+  self.facts.modules, self.facts.details, self.facts.states, self.facts.asked = {}, {}, {}, {}
 end
 
 M.Run = Run
