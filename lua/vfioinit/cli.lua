@@ -270,6 +270,19 @@ local function print_chains(st)
   if #(st.boot_chains or {}) == 0 and not st.boot_chains_error then out("  (none)\n") end
 end
 
+-- An image-based root: who manages it, and what each deployment boots.
+local function print_ostree(o)
+  if not o then return end
+  out(("ostree: %s root managed by %s%s\n"):format(o.kind, o.manager, o.mode and (", VFIO early load: " .. o.mode) or ""))
+  for _, d in ipairs(o.deployments or {}) do
+    local tags = {}
+    for _, t in ipairs({ "booted", "pending", "default" }) do if d[t] then tags[#tags + 1] = t end end
+    out(("  %s %s.%s%s: %s, initrd %s, options %s\n"):format(d.osname, d.checksum, d.serial,
+      #tags > 0 and (" [" .. table.concat(tags, ", ") .. "]") or "", d.entry, table.concat(d.initrds, " + "),
+      d.cmdline or ""))
+  end
+end
+
 -- status, human-readable: one line per generator, kernel, config and image.
 local function print_status(st)
   local d = st.distro
@@ -305,6 +318,7 @@ local function print_status(st)
   end
   print_secure_boot(st.secure_boot)
   print_chains(st)
+  print_ostree(st.ostree)
 end
 
 local function cmd_status(v, o)

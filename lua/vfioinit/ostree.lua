@@ -182,7 +182,7 @@ function M.detect(root)
   info.manager = M.manager(root, info.prefix)
   -- what changes a deployment here: rpm-ostree's daemon when it is there, else ostree itself
   info.tool = machine.command(function(p) return stat(root, info.prefix .. p) end, "rpm-ostree") and "rpm-ostree"
-    or "ostree
+    or "ostree"
   for _, d in ipairs(list) do
     d.base = d.kver and M.base_image(root, d.path, d.kver)
     d.origin = core.fs.read(root, d.path .. ".origin", 65536)

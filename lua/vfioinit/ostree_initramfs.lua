@@ -162,7 +162,7 @@ local function ostree_admin(info, sub, args)
   local sys, bind, base = sysroot_args(info)
   local argv = { "ostree", "admin", sub }
   for _, a in ipairs(sys) do argv[#argv + 1] = a end
-  for _, a in ipairs(args or {}) do argv[#argv + 1] = a:gsub("^@", base) end
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = (a:gsub("=@/", "=" .. base .. "/")) end
   return { argv = argv, bind = bind }
 end
 
@@ -177,8 +177,10 @@ end
 
 local DRIVERS = table.concat(M.FORCE, " ")
 
-local function dracut_argv(run, kver, out)
+local function dracut_argv(run, kver, out, tmp)
   local argv = { "dracut", "--no-hostonly", "--kver", kver, "--reproducible" }
+  -- a deployment's own /var is empty until it boots (the stateroot's is mounted there): no /var/tmp
+  if tmp then argv[#argv + 1] = "--tmpdir"; argv[#argv + 1] = "/tmp" end
   -- what ostree's initramfs needs (ostree-prepare-root), when the image has the module
   for _, n in ipairs(run.ctx.dir("/usr/lib/dracut/modules.d") or {}) do
     if n:match("^%d*ostree$") then argv[#argv + 1] = "--add"; argv[#argv + 1] = "ostree"; break end
@@ -192,7 +194,7 @@ local function commands(run, g, kver)
   local info, mode = run.ostree, g.mode
   if mode == "overlay" then
     local out = M.OVERLAY:format(kver)
-    return { { argv = dracut_argv(run, kver, out), mkdir = out:match("^(.*)/") },
+    return { { argv = dracut_argv(run, kver, out, info.prefix ~= ""), mkdir = out:match("^(.*)/") },
       deploy(info, info.target, { "--overlay-initrd=" .. out }) }
   elseif mode == "initramfs-etc" then
     local list = {}
@@ -260,7 +262,7 @@ local function rebuild_run(run, g, ctx, opts)
       if c.mkdir then core.fs.mkdirs(ctx.root, c.mkdir, 493) end
       log(("%s %s: running %s"):format(g.name, k, table.concat(c.argv, " ")))
       local r = bl.run_command(ctx.root, { target = g.name, argv = c.argv, bind = c.bind },
-        { timeout = opts.timeout, on_output = opts.on_output and function(line) opts.on_output(line, "stdout", g.name) end })
+        { timeout = opts.timeout or require("vfioinit.rebuild").DEFAULT_TIMEOUT, on_output = opts.on_output and function(line) opts.on_output(line, "stdout", g.name) end })
       e.command, e.status, e.seconds, e.timed_out = c.argv, r.status, r.seconds, r.timed_out
       if not r.ok then e.error = g.name .. ": " .. r.error; break end
     end
