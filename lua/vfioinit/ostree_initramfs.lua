@@ -261,8 +261,9 @@ local function rebuild_run(run, g, ctx, opts)
     for _, c in ipairs(commands(run, g, k)) do
       if c.mkdir then core.fs.mkdirs(ctx.root, c.mkdir, 493) end
       log(("%s %s: running %s"):format(g.name, k, table.concat(c.argv, " ")))
+      local out = opts.on_output and function(line) opts.on_output(line, "stdout", g.name, { k }) end
       local r = bl.run_command(ctx.root, { target = g.name, argv = c.argv, bind = c.bind },
-        { timeout = opts.timeout or require("vfioinit.rebuild").DEFAULT_TIMEOUT, on_output = opts.on_output and function(line) opts.on_output(line, "stdout", g.name) end })
+        { timeout = opts.timeout or require("vfioinit.rebuild").DEFAULT_TIMEOUT, on_output = out })
       e.command, e.status, e.seconds, e.timed_out = c.argv, r.status, r.seconds, r.timed_out
       if not r.ok then e.error = g.name .. ": " .. r.error; break end
     end

@@ -9,6 +9,11 @@ One module per place a boot path reads its command line from (lua/vfioinit/bootl
                   and kernel-install layout=uki with uki_generator=dracut)
   kernel_cmdline  /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs)
   cmdline_d       /etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs)
+  refind          refind_linux.conf lines and refind.conf stanzas' `options`, edited in place
+  limine          limine.conf entries' `cmdline:`; BLAKE2b pins on rebuilt images repinned
+  rpm_ostree_kargs  `rpm-ostree kargs --append-if-missing` (record: /etc/vfioinit/rpm_ostree_kargs.cmdline)
+  ostree_kargs    `ostree admin instutil set-kargs` (record: /etc/vfioinit/ostree_kargs.cmdline)
+  bootc_kargs     /usr/lib/bootc/kargs.d/vfioinit.toml (bootc image build roots)
 Each: { name=, detect(ctx) -> bool, edits(ctx, wants) -> changes | nil, err,
 regenerate(ctx) -> argv | nil, readback(ctx, wants, kver, run) -> entries | nil, err,
 stale_images = true when images embed the file (UKIs) }.
@@ -22,7 +27,7 @@ local words = require "vfioinit.bootloaders.words"
 
 local M = {}
 
-M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d",
+M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d", "refind", "limine",
   "rpm_ostree_kargs", "ostree_kargs", "bootc_kargs" }
 -- an ostree root's command line is its deployments' (lua/vfioinit/ostree.lua): only these
 M.OSTREE = { rpm_ostree_kargs = true, ostree_kargs = true, bootc_kargs = true }
@@ -50,7 +55,7 @@ function M.select(ctx)
   if #list == 0 then
     return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
       .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=, "
-      .. "dracut uefi=yes)")
+      .. "dracut uefi=yes, rEFInd refind.conf or refind_linux.conf, limine.conf)")
       :format(ctx.root)
   end
   return list
@@ -160,6 +165,32 @@ function M.regenerate(run, opts)
     first = first or e.error
   end
   return out, first
+end
+
+--- after_rebuild(run, rebuilt) -> true | nil, err: the images a rebuild wrote (rebuild.run
+-- entries) may be pinned by hash in a loader's file (Limine's `path#blake2b`): each found
+-- target's `repin(ctx, changed)` gives the edits, applied as a follow-up plan (journaled,
+-- reverted like the plan's own). Runs with or without --cmdline.
+function M.after_rebuild(run, rebuilt)
+  local changed = {}
+  for _, e in ipairs(rebuilt or {}) do
+    if e.ok and e.image then changed[core.fs.resolve(run.root, e.image) or e.image] = true end
+  end
+  if not next(changed) then return true end
+  local all = {}
+  for _, n in ipairs(M.TARGETS) do
+    local t = M.get(n)
+    if t.repin and t.detect(run.ctx) then
+      local list, err = t.repin(run.ctx, changed)
+      if not list then return nil, err end
+      for _, c in ipairs(list) do
+        c.generator, c.bootloader = "cmdline", t.name
+        all[#all + 1] = c
+      end
+    end
+  end
+  if #all == 0 then return true end
+  return require("vfioinit.plan").follow_up(run, all):apply()
 end
 
 -- The target (found in ctx) one of whose files is path, or nil.
