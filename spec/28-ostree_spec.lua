@@ -27,6 +27,8 @@ local function cpio(path, files, tree, kver)
 end
 
 local FORCED = "etc/cmdline.d/20-force_drivers.conf"
+-- Bazzite's line, plus vfio_virqfd: Debian's 6.1 kernel has it as a module of its own (6.2 folded it into vfio)
+local BAKED = 'force_drivers+=" vfio vfio_iommu_type1 vfio-pci vfio_virqfd "\n'
 
 -- A bare sysroot (as tools/ostree-sysroot makes it) with one deployment of Fedora and the real
 -- kernel; opts: base = files of its initramfs, modules = whether it carries the VFIO modules,
@@ -137,7 +139,7 @@ describe("ostree: early load", function()
   it("forced by the image's own dracut configuration: nothing to change; ids need --cmdline", function()
     local forced = "rd.driver.pre=vfio\nrd.driver.pre=vfio_iommu_type1\nrd.driver.pre=vfio_pci\nrd.driver.pre=vfio_virqfd\n"
     local root = sysroot({ tools = { "dracut", "ostree" }, modules = true, base = { [FORCED] = forced },
-      baked = 'force_drivers+=" vfio vfio_iommu_type1 vfio-pci "\n' })
+      baked = BAKED })
     finally(function() h.rm(root) end)
     local before = h.tree_hash(root)
     local code, out, err = h.cli("--root " .. h.q(root) .. " --json plan")
@@ -168,7 +170,7 @@ describe("ostree: the command line of a bare sysroot (ostree admin instutil set-
   root_it("apply gives the default entry vfioinit's words, revert takes exactly them away (stand-in ostree, sysroot bound on /sysroot)", function()
     local forced = "rd.driver.pre=vfio\nrd.driver.pre=vfio_iommu_type1\nrd.driver.pre=vfio_pci\nrd.driver.pre=vfio_virqfd\n"
     local root, _, tree = sysroot({ tools = { "dracut" }, modules = true, base = { [FORCED] = forced },
-      baked = 'force_drivers+=" vfio vfio_iommu_type1 vfio-pci "\n' })
+      baked = BAKED })
     finally(function() h.rm(root) end)
     sh_ok("mkdir -p " .. h.q(tree .. "/bin") .. " && cp " .. h.q(h.static_busybox()) .. " " .. h.q(tree .. "/bin/busybox")
       .. " && cd " .. h.q(tree .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")

@@ -65,20 +65,32 @@ local function baked(ctx)
   return set
 end
 
-local function forced(ctx)
-  local set, err = baked(ctx)
+-- The VFIO modules the run's kernels have as loadable modules (vfio_virqfd before 6.2).
+local function wanted(run)
+  local out, seen = {}, {}
+  for _, k in ipairs(run.kernels) do
+    for _, m in ipairs(run:modules(k) or {}) do
+      if m.state == "module" and not seen[m.name] then seen[m.name] = true; out[#out + 1] = m.name end
+    end
+  end
+  return #out > 0 and out or M.FORCE
+end
+
+local function forced(run)
+  local set, err = baked(run.ctx)
   if not set then return nil, err end
-  for _, m in ipairs(M.FORCE) do if not set[m] then return false end end
+  for _, m in ipairs(wanted(run)) do if not set[m] then return false end end
   return true
 end
 
--- Does the target deployment's own initramfs carry the VFIO modules (forced or not)?
+-- Does the target deployment's own initramfs (the first initrd of its entry: the image's, as
+-- ostree copied it to /boot) carry the VFIO modules, forced or not?
 local function base_has(run, kver)
-  local path = ostree.base_image(run.root, "", kver)
-  local entries = path and image.list(run.root, path)
+  local path = run.ostree.target.initrds[1]
+  local entries = path and image.list(run.ostree.uroot, path)
   if not entries then return false end
   local have = image.modules(entries, kver)
-  for _, m in ipairs(M.FORCE) do if not have[m] then return false end end
+  for _, m in ipairs(wanted(run)) do if not have[m] then return false end end
   return true
 end
 
@@ -115,7 +127,7 @@ function M.mode(run)
     if not ok then return nil, err end
     return "image"
   end
-  local f, ferr = forced(ctx)
+  local f, ferr = forced(run)
   if f == nil then return nil, ferr end
   if f then return "forced" end
   if machine.command(ctx.stat, "rpm-ostree") then
@@ -175,8 +187,6 @@ local function deploy(info, d, extra)
   return ostree_admin(info, "deploy", args)
 end
 
-local DRIVERS = table.concat(M.FORCE, " ")
-
 local function dracut_argv(run, kver, out, tmp)
   local argv = { "dracut", "--no-hostonly", "--kver", kver, "--reproducible" }
   -- a deployment's own /var is empty until it boots (the stateroot's is mounted there): no /var/tmp
@@ -201,10 +211,10 @@ local function commands(run, g, kver)
     if run.ctx.modprobe_file then
       list[#list + 1] = { argv = { "rpm-ostree", "initramfs-etc", "--track=" .. modprobe.FILE } }
     end
-    list[#list + 1] = { argv = { "rpm-ostree", "kargs", "--append-if-missing=rd.driver.pre=" .. table.concat(M.FORCE, ",") } }
+    list[#list + 1] = { argv = { "rpm-ostree", "kargs", "--append-if-missing=rd.driver.pre=" .. table.concat(wanted(run), ",") } }
     return list
   elseif mode == "regenerate" then
-    local argv = { "rpm-ostree", "initramfs", "--enable", "--arg=--force-drivers", "--arg=" .. DRIVERS }
+    local argv = { "rpm-ostree", "initramfs", "--enable", "--arg=--force-drivers", "--arg=" .. table.concat(wanted(run), " ") }
     if run.ctx.modprobe_file then argv[#argv + 1] = "--arg=--install"; argv[#argv + 1] = "--arg=" .. modprobe.FILE end
     return { { argv = argv } }
   end
@@ -236,7 +246,7 @@ local function edits(run, g, ctx, dracut)
   local lines = {}
   if mode == "initramfs-etc" then
     if ctx.modprobe_file then lines[#lines + 1] = "track " .. modprobe.FILE end
-    lines[#lines + 1] = "karg rd.driver.pre=" .. table.concat(M.FORCE, ",")
+    lines[#lines + 1] = "karg rd.driver.pre=" .. table.concat(wanted(run), ",")
   end
   local after = record(mode, lines)
   if before ~= after then out[#out + 1] = { path = M.RECORD, before = before, after = after } end

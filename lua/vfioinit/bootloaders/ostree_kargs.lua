@@ -110,5 +110,6 @@ function T.revert_argvs(ctx, before)
   return c and { c } or {}
 end
 
-M.target = T
+-- shared with rpm_ostree_kargs.lua: the default deployment's line, and its read-back
+T.current_line, T.default_readback = M.current, M.readback
 return T

@@ -28,7 +28,7 @@ local function current(ctx)
     return nil, ("%s: rpm-ostree changes the running system only (its daemon acts on the booted deployment): "
       .. "run vfioinit on that system, with root /"):format(ctx.ostree.uroot)
   end
-  return base.current(ctx)
+  return base.current_line(ctx)
 end
 
 local T = toolbase.new({ name = "rpm_ostree_kargs", command = "rpm-ostree", current = current,
@@ -39,6 +39,6 @@ function T.detect(ctx)
   return o ~= nil and o.kind == "deployed" and o.tool == "rpm-ostree"
 end
 
-function T.readback(ctx, wants, kver) return base.readback(ctx, wants, kver) end
+function T.readback(ctx, wants, kver) return base.default_readback(ctx, wants, kver) end
 
 return T
