@@ -34,6 +34,17 @@ end
 
 local function without_ostree(options) return (options:gsub(" ?ostree=%S+", "")) end
 
+-- The guest's /proc/cmdline as systemd-boot passes an entry: an initrd= word per initrd line (its
+-- path with backslashes), then the entry's options. -> options, initrds
+local function split_loader(cmdline)
+  local initrds, rest = {}, {}
+  for w in cmdline:gmatch("%S+") do
+    local i = w:match("^initrd=(.*)$")
+    if i then initrds[#initrds + 1] = (i:gsub("\\", "/")) else rest[#rest + 1] = w end
+  end
+  return table.concat(rest, " "), initrds
+end
+
 local function boot(dir, sysroot, name, expect)
   local esp = dir .. "/" .. name
   local out, ok = plain("tools/ostree-sysroot esp " .. h.q(sysroot) .. " " .. h.q(esp) .. " 2>&1")
@@ -68,8 +79,9 @@ describe("proof: an ostree deployment booted through its BLS entry", function()
     assert.are.equal(1, #before)
     assert.are.equal(1, #before[1].initrds)
 
-    local cmd = boot(dir, sysroot, "control", "virtio-pci")
-    assert.are.equal(before[1].options, cmd)
+    local options, initrds = split_loader(boot(dir, sysroot, "control", "virtio-pci"))
+    assert.are.equal(before[1].options, options)
+    assert.are.same(before[1].initrds, initrds)
 
     local code
     out, ok, code = h.sh(BIN .. " --root " .. h.q(sysroot) .. " --ids 1af4:1000 apply 2>&1")
@@ -81,8 +93,9 @@ describe("proof: an ostree deployment booted through its BLS entry", function()
     assert.are.equal(before[1].initrds[1], after[1].initrds[1])
     assert.matches("^/ostree/initramfs%-overlays/%x+%.img$", after[1].initrds[2])
     assert.are.equal(without_ostree(before[1].options), without_ostree(after[1].options))
-    cmd = boot(dir, sysroot, "applied", "vfio-pci")
-    assert.are.equal(after[1].options, cmd)
+    options, initrds = split_loader(boot(dir, sysroot, "applied", "vfio-pci"))
+    assert.are.equal(after[1].options, options)
+    assert.are.same(after[1].initrds, initrds)
 
     out, ok, code = h.sh(BIN .. " --root " .. h.q(sysroot) .. " revert 2>&1")
     assert.are.equal(0, code, out)
