@@ -478,7 +478,11 @@ local function cmd_revert(v, o)
       out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "")
         .. (p.lost and (" (cannot be restored, " .. p.lost .. "; left as it is)") or "") .. "\n")
     end
+    -- an ostree deployment's mechanism ran its inverse (lua/vfioinit/ostree_initramfs.lua)
+    local deployed = false
+    for _, e in ipairs(paths.regenerated or {}) do deployed = deployed or e.target == "ostree" end
     if ok and #paths == 0 then note(o, "nothing to revert")
+    elseif ok and deployed then note(o, "the next boot starts a deployment without vfioinit's initramfs changes")
     elseif ok then note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
   end
   if not ok then

@@ -142,17 +142,18 @@ function M.detect(root)
     local mgr = M.manager(root, "")
     if mgr ~= "ostree" then ev[#ev + 1] = mgr .. " (command)" end
     local kernels = image_kernels(root, "")
-    if #ev == 0 or #kernels == 0 then return nil end
+    -- Fedora puts vmlinuz there on every system: the image's own initramfs beside it (or the
+    -- /ostree link) tells an image tree from a system with rpm-ostree or bootc installed
+    local images = {}
+    for _, k in ipairs(kernels) do images[#images + 1] = M.base_image(root, "", k) end
+    if #ev == 0 or #kernels == 0 or (#images == 0 and not (lnk and lnk.type == "link")) then return nil end
     -- a committed tree (ostree keeps /etc's defaults in /usr/etc): one deployment's files, whose
     -- /usr is hardlinked to the repository and whose boot entries are the sysroot's
     if is_dir(root, "/usr/etc") then
       return nil, ("%s: an ostree deployment's tree (/usr/etc): give vfioinit its sysroot (the directory holding "
         .. "ostree/ and boot/), or run it on the booted system"):format(root)
     end
-    for _, k in ipairs(kernels) do
-      local img = M.base_image(root, "", k)
-      if img then ev[#ev + 1] = img end
-    end
+    for _, img in ipairs(images) do ev[#ev + 1] = img end
     return { kind = "image", manager = mgr, evidence = ev, prefix = "", kernels = kernels, deployments = {} }
   end
   local list, err = deployments(root)
