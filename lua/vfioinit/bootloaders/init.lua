@@ -52,6 +52,10 @@ function M.select(ctx)
       list[#list + 1] = t; have[n] = true
     end
   end
+  if #list == 0 and ctx.ostree then
+    return nil, ("%s: --cmdline: an ostree image tree without bootc (kargs.d): its kernel arguments are the "
+      .. "deployment's, set where it is deployed"):format(ctx.root)
+  end
   if #list == 0 then
     return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
       .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=, "
