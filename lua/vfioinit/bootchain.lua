@@ -17,6 +17,7 @@ Evidence, in the order docs/CONTRACT.md "Boot chains" gives (the one statement o
 found twice is one chain.
 ]]
 local bootcfg = require "vfioinit.bootcfg"
+local trial = require "vfioinit.trial.record"
 local places = require "vfioinit.bootplaces"
 local genuki = require "vfioinit.genuki"
 local machine = require "vfioinit.machine"
@@ -171,6 +172,7 @@ local function from_bls(st, kver, add)
   for _, b in ipairs(st.bls) do
     local e = b.e
     local mine = e.version == kver or places.names_kernel(e.linux, kver, base) or places.names_kernel(e.efi, kver, base)
+    mine = mine and not trial.owns_entry(b.name)
     -- GRUB (blscfg) and systemd-boot may both read the entries: either one's default counts
     local by = {}
     if grub and blscfg_default(grub, b) then by[#by + 1] = "GRUB (" .. grub.path .. ")" end
@@ -202,7 +204,7 @@ local function from_grub(st, kver, add)
     for _, i in ipairs(bootcfg.grub_defaults(g.cfg, g.env)) do defs[i] = true end
     local list, first = {}, 0
     for i, e in ipairs(g.cfg.entries) do
-      if places.names_kernel(e.linux, kver, base) then
+      if places.names_kernel(e.linux, kver, base) and not trial.owns_entry(e.id) then
         local initrds = {}
         for k, p in ipairs(e.initrd) do initrds[k] = places.grub_path(ctx, p) end
         local ird = initrds[#initrds]
