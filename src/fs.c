@@ -1194,6 +1194,8 @@ fs_read(lua_State *L)
 		if (total > max)  /* grew while we read */
 			goto toobig;
 		luaL_addsize(&b, (size_t)n);
+		if (st.st_size > 0 && total == st.st_size)
+			break;  /* the file as large as it was when opened: no read to see its end */
 	}
 	close(fd);
 	luaL_pushresult(&b);

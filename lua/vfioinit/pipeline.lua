@@ -18,6 +18,7 @@ Every operation that returns a report returns M.report's shape.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 local runs = require "vfioinit.run"
+local context = require "vfioinit.context"
 local planner = util.lazy "vfioinit.plan"
 local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.bootloaders"
@@ -145,6 +146,8 @@ end
 -- verification results by generator and kernel ("name\0kver").
 function M.rebuild(run, jobs, opts, configured, report)
   local split, results = {}, {}
+  -- the commands see what the plan wants (a deployment's mechanism tracks the modprobe.d file)
+  local ctx = opts.wants and context.wanting(run.ctx, opts.wants) or run.ctx
   for _, job in ipairs(jobs) do
     for _, j in ipairs(kinstall.split(run, job.gen, job.kernels)) do split[#split + 1] = j end
   end
@@ -160,7 +163,7 @@ function M.rebuild(run, jobs, opts, configured, report)
     end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
     -- a generator that builds nothing in root (an ostree deployment's mechanism) runs its own
-    local r = (job.gen.rebuild_run or rebuild.run)(run.ctx, { job.gen }, {
+    local r = (job.gen.rebuild_run or rebuild.run)(ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured, opts.modules, results) or nil,
       sign = opts.sign,
@@ -313,7 +316,7 @@ local function update_stages(run, opts, report)
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
     local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs,
-      sign = opts.sign, modules = run.extra }
+      sign = opts.sign, modules = run.extra, wants = plan.wants }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
     local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
     if not pinned then report.error = perr; return report end
@@ -340,24 +343,25 @@ function M.update(opts, registry)
 end
 
 -- Is each generator's config in place? Answered by the run's own plan (one per run);
--- a plan that fails counts every generator as not configured.
+-- a plan that fails counts every generator as not configured. Also the plan's wants (nil
+-- when it failed).
 local function configured_by(run)
   local plan = planner.plan(run)
   local configured = {}
   for _, g in ipairs(plan and plan.generators or {}) do configured[g.name] = true end
   for _, c in ipairs(plan and plan.changes or {}) do configured[c.generator] = nil end
-  return configured
+  return configured, plan and plan.wants
 end
 
 local function rebuild_stages(run, opts, report)
   local gens, err = run:targets()
   if not gens then return nil, err end
   report.kernels, report.generators = run.kernels, names_of(gens)
-  local configured = configured_by(run)
+  local configured, wants = configured_by(run)
   M.sweep(run, gens, report, opts.log)
   local jobs = {}
   for _, g in ipairs(gens) do jobs[#jobs + 1] = { gen = g, kernels = run.kernels } end
-  local ropts = setmetatable({ modules = run.extra }, { __index = opts })
+  local ropts = setmetatable({ modules = run.extra, wants = wants }, { __index = opts })
   local ok, results = M.rebuild(run, jobs, ropts, configured, report)
   if ok then
     local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)

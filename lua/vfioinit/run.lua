@@ -77,32 +77,35 @@ end
 -- selected kernels.
 function M.new(opts, registry, fname)
   opts = opts or {}
-  local ok, err = M.check_root(opts)
-  if not ok then return nil, err end
+  local root = opts.root or "/"
+  -- one directory fd of root for the run's many reads (a deployment's root is held too);
+  -- a root that cannot be held is checked for its message, as the public calls check it
+  local first = root ~= "" and not root:find("\0", 1, true) and core.fs.hold(root) or nil
+  if not first then
+    local ok, err = M.check_root(opts)
+    if not ok then return nil, err end
+  end
+  local held = { first }
+  local function fail(e)
+    for _, h in ipairs(held) do h:release() end
+    return nil, e
+  end
   -- an unknown generator is an error for every call, also one (status) that would
   -- otherwise report it as a plan error and succeed
   for _, n in ipairs(opts.generators or {}) do
     local g, gerr = registry:get(n)
-    if not g then return nil, gerr end
+    if not g then return fail(gerr) end
   end
-  local root = opts.root or "/"
   -- an ostree sysroot: the run acts on a deployment (lua/vfioinit/ostree.lua)
   local oinfo, oerr = require("vfioinit.ostree").locate(root, fname)
-  if oerr then return nil, oerr end
-  if oinfo then root = oinfo.root end
+  if oerr then return fail(oerr) end
+  if oinfo and oinfo.root ~= root then root = oinfo.root; held[#held + 1] = core.fs.hold(root) end
   local extra, merr = util.check_modules(opts.modules)
-  if not extra then return nil, merr end
+  if not extra then return fail(merr) end
   local ids, ierr = util.check_ids(opts.ids)
-  if opts.ids and not ids then return nil, ierr end
+  if opts.ids and not ids then return fail(ierr) end
   local sel, berr = bind.check_options(opts)  -- devices, match (compiled once), force
-  if sel == nil then return nil, berr end
-  -- one directory fd of root for the run's many reads, from detect on (no fd: each call
-  -- opens root, as without a hold)
-  local held = core.fs.hold(root)
-  local function fail(e)
-    if held then held:release() end
-    return nil, e
-  end
+  if sel == nil then return fail(berr) end
   local inv, derr = detect.detect(root, registry)
   if not inv then return fail(derr) end
   local kernels, kerr = check_kernels(inv, opts.kernels, root)
@@ -330,7 +333,7 @@ end
 
 --- run:close(): release root's fd and the libkmod contexts (also done by their __gc).
 function Run:close()
-  if self.held then self.held:release() end
+  for _, h in ipairs(self.held) do h:release() end
   for k, kctx in pairs(self.facts.kmod) do kctx:close(); self.facts.kmod[k] = nil end
   self.facts.modules, self.facts.details, self.facts.states, self.facts.asked = {}, {}, {}, {}
 end
