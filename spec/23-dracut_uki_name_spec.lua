@@ -8,7 +8,7 @@
 -- else /boot/efi/EFI when it exists, else /boot/EFI). spec/94 checks the rule against the
 -- file bookworm's real dracut 059 writes.
 local h = require "helpers"
-local bootchain = require "vfioinit.bootchain"
+local bootchain = require "vfioinit.boot.chains"
 local context = require "vfioinit.context"
 local dracut = require "vfioinit.generators.dracut"
 

@@ -15,8 +15,8 @@ local core = require "vfioinit.core"
 local runs = require "vfioinit.run"
 local planner = require "vfioinit.plan"
 local rebuild = require "vfioinit.rebuild"
-local bootloaders = require "vfioinit.bootloaders"
-local kinstall = require "vfioinit.kinstall"
+local bootloaders = require "vfioinit.boot.cmdline"
+local kinstall = require "vfioinit.boot.kinstall"
 local state = require "vfioinit.state"
 
 local M = {}
@@ -65,7 +65,7 @@ function M.apply(plan, log)
 end
 
 --- sweep stage: an earlier run killed mid-rebuild may have left <image>.vfioinit-prev
--- (also of a file kernel-install writes: lua/vfioinit/kinstall.lua).
+-- (also of a file kernel-install writes: lua/vfioinit/boot/kinstall.lua).
 function M.sweep(run, gens, report, log)
   local all = {}
   for _, g in ipairs(gens) do
@@ -130,7 +130,7 @@ end
 
 --- rebuild stage: run each job's command; entries go to report.rebuilt. `opts.stop`
 -- ends at the first failing generator. A kernel whose boot chain kernel-install builds
--- is rebuilt by `kernel-install add` (lua/vfioinit/kinstall.lua: instead of, or after,
+-- is rebuilt by `kernel-install add` (lua/vfioinit/boot/kinstall.lua: instead of, or after,
 -- the generator's own command). Returns true, or false with report.error set.
 function M.rebuild(run, jobs, opts, configured, report)
   local split = {}
@@ -211,6 +211,7 @@ local function cmdline_regenerate(run, plan, opts, report)
   for _, c in ipairs(plan.changes) do if c.generator == "cmdline" then changed = true end end
   if not changed and bootloaders.judge(run, bootloaders.readback(run)) then return true end
   local list, err = bootloaders.regenerate(run, { log = opts.log, timeout = opts.timeout, on_output = opts.on_output })
+  if #list > 0 then run:boot_changed() end
   report.regenerated = list
   if err then report.error = err; return false end
   return true
@@ -234,12 +235,10 @@ local function checks_cmdline(run) return run.opts.cmdline or cmdline_recorded(r
 -- failure no entry carries (no grub.cfg entry boots the kernel, no loader configuration).
 local function cmdline_results(run)
   local out = {}
-  local targets, terr = run.bootloaders, nil
-  if not targets then targets, terr = bootloaders.select(run.ctx) end
+  local targets, terr = run:cmdline_targets()
   if not targets then
     return { { generator = "cmdline", image = run.root, ok = false, missing = {}, error = terr } }
   end
-  run.bootloaders = targets
   local list = bootloaders.readback(run)
   for _, e in ipairs(list) do
     if not e.recovery then

@@ -10,7 +10,7 @@ local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
 local bind = require "vfioinit.bind"
-local bootloaders = require "vfioinit.bootloaders"
+local bootloaders = require "vfioinit.boot.cmdline"
 local options = require "vfioinit.options"
 
 local M = {}

@@ -15,7 +15,7 @@
 -- The list editing itself is vfioinit.shellvar (shared with dracut.lua); this file
 -- holds mkinitcpio's policy: which files a build sources, MODULES and HOOKS, presets.
 local machine = require "vfioinit.machine"
-local places = require "vfioinit.bootplaces"
+local places = require "vfioinit.boot.places"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"

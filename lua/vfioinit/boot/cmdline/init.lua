@@ -1,52 +1,28 @@
---[[ vfioinit.bootloaders: the kernel command line (`--cmdline`, Lua `cmdline = true`).
+--[[ vfioinit.boot.cmdline: the kernel command line (`--cmdline`, Lua `cmdline = true`).
 
-One module per place a boot path reads its command line from (lua/vfioinit/bootloaders/):
-  grubby          `grubby --update-kernel=ALL --args` (record: /etc/vfioinit/grubby.cmdline)
-  kernelstub      `kernelstub -a` / `-d` (record: /etc/vfioinit/kernelstub.cmdline)
-  grub            /etc/default/grub.d/vfioinit.cfg or /etc/default/grub, then update-grub /
-                  grub-mkconfig -o / grub2-mkconfig -o regenerates grub.cfg
-  dracut_cmdline  /etc/dracut.conf.d/99-vfioinit-cmdline.conf (dracut's UKIs: its own uefi=yes,
-                  and kernel-install layout=uki with uki_generator=dracut)
-  kernel_cmdline  /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs)
-  cmdline_d       /etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs)
-Each: { name=, detect(ctx) -> bool, edits(ctx, wants) -> changes | nil, err,
-regenerate(ctx) -> argv | nil, readback(ctx, wants, kver, run) -> entries | nil, err,
-stale_images = true when images embed the file (UKIs) }.
+The targets are the boot-loader plugins with `edits` (lua/vfioinit/boot/loaders/, the
+registry lua/vfioinit/boot/init.lua; docs/INTERNALS.md "Adding a boot loader"): those whose
+`detect(ctx)` holds, minus the ones a selected target `covers`, in their declared `order`
+(run:cmdline_targets, once per run). A target: { name=, order=, detect(ctx) -> bool,
+edits(ctx, wants) -> changes | nil, err, reads = {loader names whose chains carry its words},
+regenerate(ctx) -> argv | list of argv | nil, files(ctx), undo(before), revert_argvs(ctx),
+unbooted(ctx, kver) -> message, stale_images = true when images embed the file (UKIs) }.
+The helpers they share are beside this module (words, wordfiles, ownids, baseline, cmdtool,
+toolbase, grubvars).
 
 Stages (lua/vfioinit/pipeline.lua): `changes` (part of the plan, so diff, apply, journal,
 backups and revert are the generator configs' ones), `regenerate` (after apply and after
-revert: the generated grub.cfg is like an image, never backed up), `readback` (verify).
+revert: the generated grub.cfg is like an image, never backed up), `readback` (verify: the
+run's boot chains whose loader a target `reads`, their command line against the words).
 ]]
 local core = require "vfioinit.core"
-local words = require "vfioinit.bootloaders.words"
+local words = require "vfioinit.boot.cmdline.words"
 
 local M = {}
 
-M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d" }
-
-function M.get(name) return require("vfioinit.bootloaders." .. name) end
-
--- The targets of root: every one whose files or tools are there (kernel_cmdline covers
--- mkinitcpio's UKIs too: it is their first source), or nil, err when none is.
-function M.select(ctx)
-  local list, have = {}, {}
-  for _, n in ipairs(M.TARGETS) do
-    local t = M.get(n)
-    -- grubby keeps /etc/default/grub in step itself; kernel_cmdline feeds mkinitcpio's UKIs too
-    -- dracut's UKIs never read /etc/kernel/cmdline: not created for them alone
-    local covered = (n == "grub" and have.grubby) or (n == "cmdline_d" and have.kernel_cmdline)
-      or (n == "kernel_cmdline" and have.dracut_cmdline and not ctx.exists("/etc/kernel/cmdline"))
-    if not covered and t.detect(ctx) then
-      list[#list + 1] = t; have[n] = true
-    end
-  end
-  if #list == 0 then
-    return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
-      .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=, "
-      .. "dracut uefi=yes)")
-      :format(ctx.root)
-  end
-  return list
+-- The targets of root for a registry (none: the built-in plugins) | nil, err.
+function M.select(ctx, loaders)
+  return (loaders or require("vfioinit.boot").new()):targets(ctx)
 end
 
 function M.wants(run) return words.wants(run.ids) end
@@ -77,12 +53,10 @@ function M.check_builtin(run)
   return true
 end
 
--- changes(run) -> list of plan changes (generator = "cmdline") | nil, err. Also keeps the
--- selected targets on the run (run.bootloaders) for the later stages.
+-- changes(run) -> list of plan changes (generator = "cmdline", bootloader = the target) | nil, err.
 function M.changes(run)
-  local targets, err = M.select(run.ctx)
+  local targets, err = run:cmdline_targets()
   if not targets then return nil, err end
-  run.bootloaders = targets
   local wants, out = M.wants(run), {}
   for _, t in ipairs(targets) do
     local list, terr = t.edits(run.ctx, wants)
@@ -102,11 +76,13 @@ local function argvs(x)
   return { x }
 end
 
--- The regeneration commands of the run's targets: { {target=, argv=} ... }.
+-- The regeneration commands of the targets (default: the run's): { {target=, argv=} ... }.
 function M.commands(run, targets)
   local out = {}
-  for _, t in ipairs(targets or run.bootloaders or {}) do
-    for _, argv in ipairs(argvs(t.regenerate(run.ctx))) do out[#out + 1] = { target = t.name, argv = argv } end
+  for _, t in ipairs(targets or run:cmdline_targets() or {}) do
+    for _, argv in ipairs(argvs(t.regenerate and t.regenerate(run.ctx))) do
+      out[#out + 1] = { target = t.name, argv = argv }
+    end
   end
   return out
 end
@@ -150,9 +126,8 @@ function M.regenerate(run, opts)
 end
 
 -- The target (found in ctx) one of whose files is path, or nil.
-local function owner(ctx, path)
-  for _, n in ipairs(M.TARGETS) do
-    local t = M.get(n)
+local function owner(loaders, ctx, path)
+  for _, t in ipairs(loaders:all()) do
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
       if p == path then return t.detect(ctx) and t or nil end
     end
@@ -172,7 +147,7 @@ local function run_all(root, cmds, opts, out)
   return true
 end
 
---- revert_hooks(root, opts, out) -> {undo=, after=}, the hooks of state.revert (run while the
+--- revert_hooks(root, opts, out [, loaders]) -> {undo=, after=}, the hooks of state.revert (run while the
 -- manifest still names the file, so a failed or killed command runs again at the next
 -- revert); each command's result is appended to `out`.
 -- undo(step): before a tool's record goes, the tool runs the record's inverse.
@@ -180,11 +155,12 @@ end
 -- regenerates what it feeds: grub.cfg is generated again, kernel-install writes its BLS
 -- entries again (`revert_argvs`). Also when the file was already back (`unchanged`): an
 -- interrupted revert may have restored it and died before this.
-function M.revert_hooks(root, opts, out)
+function M.revert_hooks(root, opts, out, loaders)
   local context = require "vfioinit.context"
+  loaders = loaders or require("vfioinit.boot").new()
   local hooks = {}
   function hooks.undo(step)
-    local t = owner(context.new({ root = root }), step.entry.path)
+    local t = owner(loaders, context.new({ root = root }), step.entry.path)
     if not (t and t.undo) then return true end
     local cmds = {}
     for _, argv in ipairs(argvs(t.undo(step.before))) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
@@ -194,13 +170,14 @@ function M.revert_hooks(root, opts, out)
     local ctx = context.new({ root = root })
     local touched = {}
     for _, s in ipairs(steps) do
-      local t = s.entry.kind ~= "dir" and owner(ctx, s.entry.path)
+      local t = s.entry.kind ~= "dir" and owner(loaders, ctx, s.entry.path)
       if t and not t.undo then touched[t.name] = t end
     end
     local cmds = {}
-    for _, n in ipairs(M.TARGETS) do
-      local t = touched[n]
-      for _, argv in ipairs(t and (t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate(ctx))) or {}) do
+    for _, t in ipairs(loaders:all()) do
+      t = touched[t.name]
+      local list = t and (t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate and t.regenerate(ctx)))
+      for _, argv in ipairs(list or {}) do
         cmds[#cmds + 1] = { target = t.name, argv = argv }
       end
     end
@@ -209,44 +186,67 @@ function M.revert_hooks(root, opts, out)
   return hooks
 end
 
--- Per kernel: does what boots it carry the parameters? A grub kernel needs every
--- normal entry right (recovery entries get GRUB_CMDLINE_LINUX alone, by design) and at
--- least one; BLS and UKI entries all. Returns ok, first problem.
-function M.judge(run, list)
-  local seen = {}
+-- Per kernel: does what boots it carry the parameters? Every normal entry of a target's
+-- chains must be right (a GRUB recovery entry gets GRUB_CMDLINE_LINUX alone, by design);
+-- readback's own failures (no entry where a target needs one) count. Returns ok, first problem.
+function M.judge(_, list)
   for _, e in ipairs(list) do
     if e.error then return false, e.error end
-    if not e.recovery then
-      seen[e.target .. "\0" .. e.kernel] = true
-      if not e.ok then
-        return false, ("%s (%s): the kernel command line lacks %s"):format(e.entry, e.source, e.missing or "?")
-      end
-    end
-  end
-  for _, t in ipairs(run.bootloaders or {}) do
-    if t.name == "grub" then
-      for _, k in ipairs(run.kernels) do
-        if not seen["grub\0" .. k] then return false, ("no grub.cfg entry boots kernel %s"):format(k) end
-      end
+    if not e.recovery and not e.ok then
+      return false, ("%s (%s): the kernel command line lacks %s"):format(e.entry, e.source, e.missing or "?")
     end
   end
   return true
 end
 
+local function reads(t, loader)
+  for _, l in ipairs(t.reads or {}) do if l == loader then return true end end
+  return false
+end
+
+-- entries(chains, t, wants, ctx, loaders, kver) -> target t's read-back entries of one
+-- kernel's chains: {entry=, source=, cmdline=, ok=, missing=, default=, recovery=}; a UKI
+-- not built yet is none; no normal entry where t says one is needed (`unbooted`): its error.
+function M.entries(chains, t, wants, ctx, loaders, kver)
+  local out, normal = {}, false
+  for _, c in ipairs(chains) do
+    if reads(t, c.loader) and (c.kind ~= "uki" or c.exists) then
+      local ok, miss = require("vfioinit.cmdline").has(c.cmdline or "", wants)
+      local l = loaders:get(c.loader)
+      local recovery = l and l.recovery and l.recovery(c) and not c.default or nil
+      normal = normal or not recovery
+      out[#out + 1] = { entry = c.kind == "uki" and ("uki: " .. c.path) or c.entry,
+        source = c.cmdline_source .. (c.cmdline_line and (":" .. c.cmdline_line) or ""),
+        cmdline = c.cmdline, ok = ok, missing = miss, default = c.default, recovery = recovery }
+    end
+  end
+  if not normal and t.unbooted then out[#out + 1] = { ok = false, error = t.unbooted(ctx, kver) } end
+  return out
+end
+
 -- readback(run) -> per kernel and entry {kernel=, target=, entry=, source=, cmdline=, ok=,
--- missing=, error=}, read from what the loader boots.
+-- missing=, default=, recovery=, error=}, read from the run's boot chains.
 function M.readback(run)
   local wants, out = M.wants(run), {}
-  for _, t in ipairs(run.bootloaders or select(1, M.select(run.ctx)) or {}) do
+  local targets = run:cmdline_targets()
+  for _, t in ipairs(targets or {}) do
     for _, k in ipairs(run.kernels) do
-      local list, err = t.readback(run.ctx, wants, k, run)
-      if not list then out[#out + 1] = { kernel = k, target = t.name, ok = false, error = err }
-      else
-        for _, e in ipairs(list) do e.kernel, e.target = k, t.name; out[#out + 1] = e end
-      end
+      local chains, err = run:boot_chains(k)
+      local list = chains and M.entries(chains, t, wants, run.ctx, run.loaders, k) or { { ok = false, error = err } }
+      for _, e in ipairs(list) do e.kernel, e.target = k, t.name; out[#out + 1] = e end
     end
   end
   return out
+end
+
+--- readback_for(ctx, name, wants, kver [, loaders]) -> target `name`'s entries for kver, from
+-- root's boot chains (no generator rules) | nil, err.
+function M.readback_for(ctx, name, wants, kver, loaders)
+  loaders = loaders or require("vfioinit.boot").new()
+  local t = assert(loaders:get(name))
+  local all, err = require("vfioinit.boot.chains").chains(ctx, { kver }, nil, loaders)
+  if not all then return nil, err end
+  return M.entries(all[kver], t, wants, ctx, loaders, kver)
 end
 
 return M

@@ -1,4 +1,4 @@
--- Shared by the command-line targets (lua/vfioinit/bootloaders/*.lua): the parameters
+-- Shared by the command-line targets (lua/vfioinit/boot/loaders/*.lua): the parameters
 -- vfioinit adds, and the two edits every target is made of: "merge a parameter where the
 -- command line already has it" and "the words a drop-in must add". Pure text, no I/O
 -- except `running` (the running system's /proc/cmdline, read like kernel-install does).
