@@ -124,3 +124,51 @@ describe("drivers_for()", function()
     assert.is_true(nv.nouveau)
   end)
 end)
+
+-- verify asks depmod's text lists (src/moddep.c) instead of libkmod: the same answers, on
+-- the real kernel and on the variants above (no vfio_virqfd, vfio built in, no vfio at all).
+describe("kernel.states()", function()
+  local kernel = require "vfioinit.kernel"
+  local NAMES = { "vfio", "vfio_iommu_type1", "vfio-pci", "vfio_pci", "vfio_virqfd", "virtio_net", "virtio-blk",
+    "ext4", "crc32c_generic", "no_such_module" }
+  local variants = {
+    { "6.1.0-plain" },
+    { "6.1.0-novirqfd", function(dir) h.sh("rm -f " .. h.q(dir) .. "/kernel/drivers/vfio/vfio_virqfd.ko*") end },
+    { "6.1.0-builtin", function(dir)
+      h.sh("rm -f " .. h.q(dir) .. "/kernel/drivers/vfio/vfio.ko")
+      local b = h.readfile(dir .. "/modules.builtin")
+      h.sh("rm -f " .. h.q(dir .. "/modules.builtin"))
+      h.writefile(dir .. "/modules.builtin", b .. "kernel/drivers/vfio/vfio.ko\n")
+    end },
+    { "6.1.0-novfio", function(dir) h.sh("rm -rf " .. h.q(dir) .. "/kernel/drivers/vfio") end },
+  }
+
+  it("says what libkmod says of each module", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    local seen = {}
+    for _, v in ipairs(variants) do
+      local kver = h.install_kernel(root, "cloud", v[1], v[2])
+      local st = assert(kernel.states(root, "/lib/modules/" .. kver, NAMES))
+      for _, n in ipairs(NAMES) do
+        local want, err = kernel.module_state({ root = root, kernel = kver, name = n })
+        assert(want ~= nil, err)
+        assert.are.equal(want or nil, st[n], kver .. " " .. n)
+        seen[tostring(want)] = true
+      end
+    end
+    -- every answer was given somewhere: module, builtin and missing
+    assert.are.same({ module = true, builtin = true, ["false"] = true }, seen)
+  end)
+
+  it("lists nothing for a kernel without the lists, and names a list that is no file", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.sh("mkdir -p " .. h.q(root .. "/lib/modules/9.9") .. " && mkfifo " .. h.q(root .. "/lib/modules/9.9/modules.builtin"))
+    local st, err = kernel.states(root, "/lib/modules/9.9", { "vfio" })
+    assert.is_nil(st)
+    assert.are.equal("/lib/modules/9.9/modules.builtin: not a regular file (fifo)", err)
+    h.sh("rm " .. h.q(root .. "/lib/modules/9.9/modules.builtin"))
+    assert.are.same({}, assert(kernel.states(root, "/lib/modules/9.9", { "vfio" })))
+  end)
+end)

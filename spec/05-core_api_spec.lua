@@ -74,6 +74,19 @@ describe("vfioinit.core", function()
     assert.is_nil(out:find("libkmod.so", 1, true), out)
   end)
 
+  it("maps libarchive only once core.image.list is used", function()
+    local out, ok = maps_after("assert(core.fs.read and core.image.sections); assert(rawget(core.image, 'list') == nil)")
+    assert(ok, out)
+    assert.truthy(out:find("/vfioinit/core.so", 1, true), out)
+    for _, lib in ipairs({ "libarchive.so", "libxml2.so", "libicuuc.so", "libstdc++.so" }) do
+      assert.is_nil(out:find(lib, 1, true), lib .. " mapped before use")
+    end
+    out, ok = maps_after("assert(type(core.image.list) == 'function'); assert(rawget(core.image, 'list') == core.image.list)")
+    assert(ok, out)
+    assert.truthy(out:find("libarchive.so", 1, true), out)
+    assert.truthy(out:find("/vfioinit/core/archive.so", 1, true), out)
+  end)
+
   it("names the module that did not load when core.kmod's is missing", function()
     local dir = H.tmpdir()
     finally(function() H.rm(dir) end)

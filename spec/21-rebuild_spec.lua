@@ -11,19 +11,7 @@ local busybox = H.static_busybox()
 local root_it = H.chroot_it(it, pending)
 
 -- The booster stand-in's generator: booster's real command line, one command per kernel.
-local function image_of(kver) return "/boot/booster-" .. kver .. ".img" end
-local gen = {
-  name = "booster",
-  command = "booster",
-  image_path = function(_, kver) return image_of(kver) end,
-  rebuild_argv = function(_, kvers)
-    local cmds = {}
-    for _, k in ipairs(kvers) do
-      cmds[#cmds + 1] = { argv = { "booster", "build", "--force", "--kernel-version", k, image_of(k) }, kernels = { k } }
-    end
-    return cmds
-  end,
-}
+local gen, image_of = H.standin_booster()
 
 -- verify through the host's cpio: every VFIO module of kver must be inside.
 local function verify(root)
@@ -86,7 +74,7 @@ describe("rebuild.run()", function()
   end)
 
   root_it("should rebuild each kernel's image, remove the backup and report", function()
-    local report = rebuild.run(ctx, { gen }, opts())
+    local report = rebuild.run(ctx, { gen }, opts { jobs = 1 })
     assert.is_true(report.ok, report.error)
     assert.is_nil(report.error)
     assert.are.equal(2, #report.rebuilt)
@@ -131,7 +119,7 @@ describe("rebuild.run()", function()
 
   root_it("should keep the previous image byte for byte when the command fails", function()
     set_mode("fail")
-    local report = rebuild.run(ctx, { gen }, opts())
+    local report = rebuild.run(ctx, { gen }, opts { jobs = 1 })
     assert.is_false(report.ok)
     assert.are.equal(2, #report.rebuilt)
     for _, e in ipairs(report.rebuilt) do

@@ -11,23 +11,7 @@ local root_it = H.chroot_it(it, pending)
 local KVER = "6.1.0-test"
 local IMAGE = "/boot/booster-" .. KVER .. ".img"
 
--- (pgrep runs without the ASan preload of tools/test: procps deadlocks under it.)
--- Every pid whose command line contains `token` ("[v]..." so the shell running pgrep,
--- whose own command line holds the pattern, does not match it).
-local function pids_of(token)
-  local out = H.sh("env -u LD_PRELOAD pgrep -f " .. q("[" .. token:sub(1, 1) .. "]" .. token:sub(2)))
-  local t = {}
-  for p in out:gmatch("%d+") do t[#t + 1] = p end
-  return t
-end
-
-local function wait_until(fn, secs)
-  for _ = 1, secs * 10 do
-    if fn() then return true end
-    H.sh("sleep 0.1")
-  end
-  return fn()
-end
+local pids_of, wait_until = H.pids_of, H.wait_until
 
 -- A previous image: a real newc archive.
 local function old_image(root)
@@ -61,13 +45,8 @@ describe("a vfioinit killed during a rebuild", function()
     root = busybox_root()
     token = "vfioinit-orphan-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
   end)
-  after_each(function()
-    -- only the processes this spec started, by id
-    for _, p in ipairs(pids_of(token)) do H.sh("kill -9 " .. p .. " 2>/dev/null") end
-    if driver_pid then H.sh("kill -9 " .. driver_pid .. " 2>/dev/null") end
-    wait_until(function() return H.sh("grep -F " .. q(root) .. " /proc/self/mountinfo") == "" end, 5)
-    if H.sh("grep -F " .. q(root) .. " /proc/self/mountinfo") == "" then H.rm(root) end
-  end)
+  -- only the processes this spec started, by id
+  after_each(function() H.end_driver(token, driver_pid, root) end)
 
   root_it("takes its generator and everything it started with it, and the next run restores the image", function()
     local old = old_image(root)

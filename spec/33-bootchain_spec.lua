@@ -636,7 +636,7 @@ end)
 -- final verification on what the boot entry loads.
 describe("boot chain: apply verifies what boots, not only what it built", function()
   local core = require "vfioinit.core"
-  local root, real_spawn, built
+  local root, real_spawn, built, unstub
 
   local function stub_spawn(o)
     local image = o.argv[6]
@@ -652,8 +652,10 @@ describe("boot chain: apply verifies what boots, not only what it built", functi
     assert.are.equal(KVER, (h.install_kernel(root, "cloud", KVER)))
     real_spawn = core.spawn.run
     core.spawn.run = stub_spawn
+    unstub = h.start_via_run(core)
   end)
   after_each(function()
+    unstub()
     core.spawn.run = real_spawn
     h.rm(root)
   end)

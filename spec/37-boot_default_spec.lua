@@ -18,7 +18,7 @@ local state = require "vfioinit.state"
 local KVER = "6.1.0-57-cloud-amd64"
 local OWN = "/boot/booster-" .. KVER .. ".img"
 
-local root, real_spawn
+local root, real_spawn, unstub
 
 local function stub_spawn(o)
   h.booster_image(root, o.argv[5], o.argv[6], true)
@@ -61,9 +61,11 @@ before_each(function()
   assert.are.equal(KVER, (h.install_kernel(root, "cloud", KVER)))
   real_spawn = core.spawn.run
   core.spawn.run = stub_spawn
+  unstub = h.start_via_run(core)  -- rebuilds start their commands: through the stub too
   plain_image("/boot/custom.img")
 end)
 after_each(function()
+  unstub()
   core.spawn.run = real_spawn
   h.rm(root)
 end)

@@ -35,7 +35,7 @@ local function stub_spawn(root)
 end
 
 describe("image fingerprints", function()
-  local template, root, image, vfioinit
+  local template, root, image, vfioinit, unstub
   local reads = 0
   local real_list, real_spawn, settle = core.image.list, core.spawn.run, fingerprint.SETTLE
 
@@ -48,11 +48,13 @@ describe("image fingerprints", function()
     h.writefile(template .. "/usr/bin/booster", "\127ELF stand-in\n", 493)
     vfioinit = require "vfioinit"
     core.spawn.run = stub_spawn(template)
+    unstub = h.start_via_run(core)
     local rep = vfioinit.update_initramfs({ root = template, ids = { "1af4:1000" } })
     assert(rep.ok, rep.error)
     image = rep.verified[1].image
   end)
   teardown(function()
+    unstub()
     core.image.list, core.spawn.run, fingerprint.SETTLE = real_list, real_spawn, settle
     h.rm(template)
   end)
@@ -60,10 +62,12 @@ describe("image fingerprints", function()
     root = h.tmpdir()
     h.sh(("cp -a %s/. %s"):format(h.q(template), h.q(root)))
     core.spawn.run = stub_spawn(root)
-    -- the copy is a new inode: one read records it
+    -- the copy is a new inode: one read of a no-op apply records it (a read-only verify
+    -- records nothing: spec/56)
     reads = 0
-    local list = assert(vfioinit.verify({ root = root }))
-    assert.is_true(list[1].ok)
+    local rep = vfioinit.update_initramfs({ root = root, ids = { "1af4:1000" } })
+    assert.is_true(rep.ok and rep.verified[1].ok, rep.error)
+    assert.are.same({}, rep.rebuilt)
     assert.are.equal(1, reads)
     reads = 0
   end)
@@ -173,8 +177,17 @@ describe("image fingerprints", function()
   it("records only an image whose change time has settled", function()
     fingerprint.SETTLE = 3600
     h.rm(root .. STORE)
-    vfioinit.verify({ root = root, full = true })
+    noop_apply()
     fingerprint.SETTLE = 0
+    assert.is_nil(h.readfile(root .. STORE))
+  end)
+
+  it("is only looked up, never written, by verify and status", function()
+    h.rm(root .. STORE)
+    assert.is_true(vfioinit.verify({ root = root, full = true })[1].ok)
+    assert.is_true(vfioinit.verify({ root = root })[1].ok)
+    assert.is_true(vfioinit.status({ root = root, ids = { "1af4:1000" } }).images[1].ok)
+    assert.are.equal(3, reads)
     assert.is_nil(h.readfile(root .. STORE))
   end)
 

@@ -65,6 +65,45 @@ describe("vfioinit --timeout", function()
   end)
 end)
 
+describe("vfioinit --jobs", function()
+  it("refuses what is not a whole number >= 1, before anything runs", function()
+    for _, bad in ipairs({ "0", "-1", "1.5", "two", "''" }) do
+      local code, out, err = run("--jobs " .. bad .. " --root / rebuild")
+      assert.are.equal(1, code, bad)
+      assert.are.equal("", out)
+      assert.matches("^vfioinit: %-%-jobs .*: expected a whole number >= 1\n$", err)
+    end
+  end)
+
+  -- Two kernels of a booster root (the stand-in, chrooted with busybox): --jobs 1 builds
+  -- them one after the other, --jobs 2 at the same time (each stand-in of the barrier mode
+  -- waits for the other to start).
+  root_it("runs the kernels' builds one at a time or side by side", function()
+    local root = h.make_root({ os = { ID = "arch" }, files = { ["/etc/booster.yaml"] = "" } })
+    finally(function() h.rm(root) end)
+    local k1 = h.install_kernel(root, "cloud")
+    local k2 = h.install_kernel(root, "cloud", k1 .. "-two")
+    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/boot") .. " " .. h.q(root .. "/tmp"))
+    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+    h.sh("cp " .. h.q(STANDIN) .. " " .. h.q(root .. "/usr/bin/booster"))
+    h.writefile(root .. "/etc/standin-booster.mode", "order\n")
+    local code, _, err = run("--root " .. h.q(root) .. " --generator booster --jobs 1 rebuild")
+    assert.are.equal(0, code, err)
+    local order = {}
+    for l in h.readfile(root .. "/var/log/standin-booster.order"):gmatch("[^\n]+") do order[#order + 1] = l:match("^%S+ %S+") end
+    assert.are.same({ "start " .. k1, "end " .. k1, "start " .. k2, "end " .. k2 }, order)
+    h.writefile(root .. "/etc/standin-booster.mode", "barrier\n")
+    h.sh("rm -f " .. h.q(root) .. "/tmp/standin-started.*")
+    code, _, err = run("--root " .. h.q(root) .. " --generator booster --jobs 2 rebuild")
+    assert.are.equal(0, code, err)
+    h.sh("rm -f " .. h.q(root) .. "/tmp/standin-started.*")
+    code, _, err = run("--root " .. h.q(root) .. " --generator booster --jobs 1 rebuild")
+    assert.are.equal(1, code)
+    assert.matches("no other build started within 10 s", err, 1, true)
+  end)
+end)
+
 -- The option table says which command takes which option; `--help` lists them under each
 -- command. The parser refuses every other pairing (a usage error, nothing run), so an
 -- option is never silently ignored.
@@ -91,6 +130,7 @@ describe("options a command does not take", function()
       { "--module virtio_net rebuild", "--module does not apply to rebuild" },
       { "--softdeps verify", "--softdeps does not apply to verify" },
       { "--timeout 5 verify", "--timeout does not apply to verify" },
+      { "--jobs 2 verify", "--jobs does not apply to verify" },
       { "--cmdline revert", "--cmdline does not apply to revert" },
       { "--generator mkinitcpio revert", "--generator does not apply to revert" },
       { "revert --softdeps", "--softdeps does not apply to revert" },

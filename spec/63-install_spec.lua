@@ -58,7 +58,8 @@ describe("cmake --install --prefix", function()
   it("installs everything under the prefix given to --install, nothing under the configured one", function()
     assert.are.equal("", h.sh("ls -A " .. q(configured) .. " 2>/dev/null"))
     -- the C modules
-    for _, so in ipairs({ "vfioinit/core.so", "vfioinit/core/kmod.so", "vfioinit/core/re.so", "vfioinit/core/sig.so" }) do
+    for _, so in ipairs({ "vfioinit/core.so", "vfioinit/core/kmod.so", "vfioinit/core/re.so", "vfioinit/core/sig.so",
+        "vfioinit/core/archive.so" }) do
       assert.truthy(h.readfile(prefix .. "/lib/lua/5.4/" .. so), so)
     end
     -- every Lua module of the checkout, byte for byte

@@ -22,11 +22,12 @@ describe("the release build", function()
   -- testing build (build-asan there) with it.
   local function unpreload(build) return build == rel and "-u LD_PRELOAD" or "" end
 
-  -- Run the CLI from the checkout's Lua sources with the core of `build`. Returns exit code, stderr.
+  -- Run the CLI from the checkout's Lua sources with the core of `build` (bin/vfioinit takes
+  -- its checkout's modules first: VFIOINIT_BUILD names the build). Returns exit code, stderr.
   local function cli(build, env, args, wrap)
     local errf = os.tmpname()
-    local _, _, code = H.sh(("cd %s && env " .. unpreload(build) .. " %s LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH=%s "
-      .. "%s lua5.4 bin/vfioinit %s >/dev/null 2>%s"):format(q(H.project), env, q(build .. "/?.so;;"), wrap or "", args, q(errf)))
+    local _, _, code = H.sh(("cd %s && env " .. unpreload(build) .. " %s VFIOINIT_BUILD=%s "
+      .. "%s lua5.4 bin/vfioinit %s >/dev/null 2>%s"):format(q(H.project), env, q(build), wrap or "", args, q(errf)))
     local err = H.readfile(errf) or ""
     os.remove(errf)
     return code, err

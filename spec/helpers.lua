@@ -116,6 +116,68 @@ function M.install_kernel(root, flavour, kver_as, fn)
   return kver_as, dest
 end
 
+-- The generator of the booster stand-in (spec/fixtures/standin-booster, booster's real
+-- command line): one command per kernel, image /boot/booster-KVER.img. Returns it and image_of.
+function M.standin_booster()
+  local function image_of(kver) return "/boot/booster-" .. kver .. ".img" end
+  return {
+    name = "booster",
+    command = "booster",
+    image_path = function(_, kver) return image_of(kver) end,
+    rebuild_argv = function(_, kvers)
+      local cmds = {}
+      for _, k in ipairs(kvers) do
+        cmds[#cmds + 1] = { argv = { "booster", "build", "--force", "--kernel-version", k, image_of(k) }, kernels = { k } }
+      end
+      return cmds
+    end,
+  }, image_of
+end
+
+-- (pgrep runs without the ASan preload of tools/test: procps deadlocks under it.)
+-- Every pid whose command line contains `token` ("[v]..." so the shell running pgrep,
+-- whose own command line holds the pattern, does not match it).
+function M.pids_of(token)
+  local out = M.sh("env -u LD_PRELOAD pgrep -f " .. M.q("[" .. token:sub(1, 1) .. "]" .. token:sub(2)))
+  local t = {}
+  for p in out:gmatch("%d+") do t[#t + 1] = p end
+  return t
+end
+
+-- Poll fn every 0.1 s for up to `secs` seconds; its last answer.
+function M.wait_until(fn, secs)
+  for _ = 1, secs * 10 do
+    if fn() then return true end
+    M.sh("sleep 0.1")
+  end
+  return fn()
+end
+
+-- After a spec that ran a vfioinit driver (pid) whose commands carry `token`: kill only those
+-- processes, by id, wait for the root's mounts to go, then remove the root.
+function M.end_driver(token, driver_pid, root)
+  for _, p in ipairs(M.pids_of(token)) do M.sh("kill -9 " .. p .. " 2>/dev/null") end
+  if driver_pid then M.sh("kill -9 " .. driver_pid .. " 2>/dev/null") end
+  local function unmounted() return M.sh("grep -F " .. M.q(root) .. " /proc/self/mountinfo") == "" end
+  M.wait_until(unmounted, 5)
+  if unmounted() then M.rm(root) end
+end
+
+-- Specs that stand in for a generator's command replace core.spawn.run; rebuild.lua starts
+-- commands with core.spawn.start and core.spawn.wait. This makes start call core.spawn.run
+-- as it is at that time (the stub), the command ending before start returns. Returns the
+-- function that puts the real start and wait back.
+function M.start_via_run(core)
+  local start, wait = core.spawn.start, core.spawn.wait
+  core.spawn.start = function(o)
+    local res, err, code = core.spawn.run(o)
+    if not res then return nil, err, code end
+    return { done = function() return true end, result = function() return res end, close = function() end }
+  end
+  core.spawn.wait = function() return true end
+  return function() core.spawn.start, core.spawn.wait = start, wait end
+end
+
 -- A statically linked busybox (to populate a tiny chroot with), or nil.
 function M.static_busybox()
   for _, p in ipairs({ "/bin/busybox", "/usr/bin/busybox" }) do

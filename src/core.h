@@ -94,6 +94,7 @@ uint32_t vfi_rd32(const unsigned char *p);
 
 void fs_open(lua_State *L);
 void hash_open(lua_State *L);
+void moddep_open(lua_State *L);
 void image_open(lua_State *L);
 void pe_open(lua_State *L);
 void kmod_open(lua_State *L);
@@ -103,5 +104,7 @@ void yaml_open(lua_State *L);
 void spawn_open(lua_State *L);
 void re_open(lua_State *L);
 void sig_open(lua_State *L);
+/* blake2b.c: core.sig.blake2b, in the same module (libcrypto). */
+void blake2b_open(lua_State *L);
 
 #endif

@@ -5,7 +5,9 @@
 ** or inside one compressed stream, with zero padding between them.
 **
 ** Plain segments are parsed in place on the mmap'd file.  Compressed ones
-** are decompressed by libarchive (its "raw" format: a filter chain only) and
+** are read with pread in blocks (as bsdtar reads: no page of the mapping is
+** faulted in and released again, which in a VM costs a TLB-flush IPI per
+** release) and decompressed by libarchive (its "raw" format: a filter chain only) and
 ** streamed through the same newc parser, so both kinds obey one set of rules
 ** and names come back exactly as stored (cpio -t, hence lsinitramfs, shows
 ** the same names, except that it drops a leading "/").  Where a compressed
@@ -37,7 +39,7 @@
 #define NEWC_NAME_MAX 4096	/* the kernel refuses longer names (PATH_MAX) */
 #define TRAILER "TRAILER!!!"
 #define LZMA_DICT_MAX (1u << 30)	/* what libarchive allows xz */
-#define IMAGE_RELEASE_EVERY (256u << 10)	/* decompressed bytes between page releases */
+#define READ_BLOCK (64u << 10)	/* compressed bytes libarchive gets per read */
 
 enum cpio_state {
 	ST_HEADER,	/* collecting the 110-byte header */
@@ -78,6 +80,8 @@ struct reader {
 	size_t len;	/* end of the bytes read: the file's size, or the window's end */
 	size_t maplen;	/* the mapping's length (the whole file) */
 	size_t start;	/* first byte read: 0, or the window's offset (a UKI's .initrd) */
+	unsigned char *buf;	/* READ_BLOCK bytes: what the decoder reads next */
+	size_t rpos, rend;	/* file offsets: the decoder's next read, its segment's end */
 	struct archive *a;
 	struct cpio *cp;
 };
@@ -94,6 +98,8 @@ reader_free(struct reader *r)
 		munmap(r->map, r->maplen);
 		r->map = NULL;
 	}
+	free(r->buf);
+	r->buf = NULL;
 	if (r->fd >= 0) {
 		close(r->fd);
 		r->fd = -1;
@@ -494,35 +500,43 @@ le32(const unsigned char *p)
 }
 
 
-/*
-** Length of the run of zstd (and skippable) frames at p, walking the frame
-** and block headers (RFC 8878) without decompressing; 0 when truncated.
-*/
-/*
-** Let go of the mapped pages before p + off (whole pages only): walking a
-** 13 MB stream would otherwise keep all of it resident. Returns off.
-*/
-static size_t
-release_before(const unsigned char *p, size_t off)
+/* pread exactly n bytes at file offset `at`: 0, or -1 (an error or the end of the file). */
+static int
+read_at(int fd, size_t at, unsigned char *dst, size_t n)
 {
-	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t lo = (uintptr_t)p & ~(page - 1), hi = ((uintptr_t)p + off) & ~(page - 1);
-	if (hi > lo)
-		madvise((void *)lo, hi - lo, MADV_DONTNEED);
-	return off;
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = pread(fd, dst + got, n - got, (off_t)(at + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
 }
 
 
+/*
+** Length of the run of zstd (and skippable) frames in the file `fd` at `base` (`len`
+** bytes at most), walking the frame and block headers (RFC 8878) without
+** decompressing; 0 when truncated. The headers are read with pread: the walk maps no
+** page of the image (walked in place it faulted in, read-around and all, about the
+** whole stream, to be released again).
+*/
 static size_t
-zstd_span(const unsigned char *p, size_t len)
+zstd_span(int fd, size_t base, size_t len)
 {
-	size_t off = 0, released = 0;
+	unsigned char h[8];
+	size_t off = 0;
 	while (off + 4 <= len) {
-		uint32_t magic = le32(p + off);
+		if (read_at(fd, base + off, h, len - off < 8 ? len - off : 8) != 0)
+			return 0;
+		uint32_t magic = le32(h);
 		if ((magic & 0xFFFFFFF0u) == 0x184D2A50u) {
 			if (off + 8 > len)
 				return 0;
-			uint64_t end = off + 8 + (uint64_t)le32(p + off + 4);
+			uint64_t end = off + 8 + (uint64_t)le32(h + 4);
 			if (end > len)
 				return 0;
 			off = end;
@@ -532,7 +546,7 @@ zstd_span(const unsigned char *p, size_t len)
 			break;
 		if (off + 5 > len)
 			return 0;
-		unsigned d = p[off + 4];
+		unsigned d = h[4];
 		size_t fcs[4] = {0, 2, 4, 8};
 		size_t did[4] = {0, 1, 2, 4};
 		size_t hl = 1 + (d & 0x20 ? 0 : 1) + did[d & 3] + fcs[d >> 6];
@@ -540,9 +554,9 @@ zstd_span(const unsigned char *p, size_t len)
 			hl += 1;
 		off += 4 + hl;
 		for (;;) {
-			if (off + 3 > len)
+			if (off + 3 > len || read_at(fd, base + off, h, 3) != 0)
 				return 0;
-			uint32_t bh = p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16;
+			uint32_t bh = h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16;
 			unsigned type = (bh >> 1) & 3;
 			size_t bs = type == 1 ? 1 : bh >> 3;
 			if (type == 3)
@@ -550,8 +564,6 @@ zstd_span(const unsigned char *p, size_t len)
 			off += 3 + bs;
 			if (off > len)
 				return 0;
-			if (off - released >= IMAGE_RELEASE_EVERY)
-				released = release_before(p, off);
 			if (bh & 1)
 				break;
 		}
@@ -673,15 +685,16 @@ compressed_span(lua_State *L, const char *path, struct reader *r, const struct m
 	size_t avail = r->len - off;
 	*exact = 0;
 	if (m->code == ARCHIVE_FILTER_ZSTD || m->code == ARCHIVE_FILTER_XZ) {
-		avail = m->code == ARCHIVE_FILTER_ZSTD ? zstd_span(r->map + off, avail)
+		avail = m->code == ARCHIVE_FILTER_ZSTD ? zstd_span(r->fd, off, avail)
 		    : xz_span(r->map + off, avail);
 		if (avail == 0) {
 			image_fail(L, path, "truncated %s data at offset %I", m->name, (lua_Integer)off);
 			return 0;
 		}
 		*exact = 1;
-		/* walking the frames faulted in the whole stream: let it go again */
-		madvise(r->map, r->len, MADV_DONTNEED);
+		/* xz's walk from its end faulted in the stream's last pages: let them go */
+		if (m->code == ARCHIVE_FILTER_XZ)
+			madvise(r->map, r->maplen, MADV_DONTNEED);
 	}
 	/*
 	** liblzma allocates the dictionary an .lzma header asks for, and libarchive
@@ -705,6 +718,34 @@ corrupt(lua_State *L, const char *path, struct reader *r, const struct method *m
 }
 
 
+/* libarchive's read callback: the next block of the segment, read with pread. */
+static la_ssize_t
+decoder_read(struct archive *a, void *data, const void **out)
+{
+	struct reader *r = data;
+	size_t want = r->rend - r->rpos;
+	ssize_t n;
+	if (want > READ_BLOCK)
+		want = READ_BLOCK;
+	if (want == 0)
+		return 0;
+	if (r->buf == NULL && (r->buf = malloc(READ_BLOCK)) == NULL) {
+		archive_set_error(a, ENOMEM, "out of memory");
+		return -1;
+	}
+	do
+		n = pread(r->fd, r->buf, want, (off_t)r->rpos);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		archive_set_error(a, errno, "read: %s", strerror(errno));
+		return -1;
+	}
+	r->rpos += (size_t)n;
+	*out = r->buf;
+	return n;
+}
+
+
 /* A libarchive reader of `avail` bytes at off through filter m, at its first (only) entry. 0 or -1 (pushed). */
 static int
 decoder_open(lua_State *L, const char *path, struct reader *r, const struct method *m,
@@ -716,9 +757,11 @@ decoder_open(lua_State *L, const char *path, struct reader *r, const struct meth
 		image_fail(L, path, "out of memory");
 		return -1;
 	}
+	r->rpos = off;
+	r->rend = off + avail;
 	if (archive_read_support_format_raw(r->a) != ARCHIVE_OK
 	    || archive_read_append_filter(r->a, m->code) < ARCHIVE_WARN
-	    || archive_read_open_memory(r->a, r->map + off, avail) != ARCHIVE_OK) {
+	    || archive_read_open(r->a, r, NULL, decoder_read, NULL) != ARCHIVE_OK) {
 		corrupt(L, path, r, m, off);
 		return -1;
 	}
@@ -735,7 +778,6 @@ decoder_open(lua_State *L, const char *path, struct reader *r, const struct meth
 static int
 decoder_feed(lua_State *L, const char *path, struct reader *r, const struct method *m, size_t off)
 {
-	size_t since = 0;
 	int rc = ARCHIVE_OK;
 	while (rc == ARCHIVE_OK) {
 		const void *buf;
@@ -748,16 +790,6 @@ decoder_feed(lua_State *L, const char *path, struct reader *r, const struct meth
 		if (cpio_feed(r->cp, buf, size) < 0) {
 			image_cpio_fail(L, path, r->cp, m, off);
 			return -1;
-		}
-		/*
-		** Drop the pages of the mapped image read so far: they are
-		** file-backed, so a later touch faults them in again from the
-		** page cache. Keeps the resident set small for a 13 MB image.
-		*/
-		since += size;
-		if (since >= IMAGE_RELEASE_EVERY) {
-			madvise(r->map, r->len, MADV_DONTNEED);
-			since = 0;
 		}
 	}
 	if (rc != ARCHIVE_EOF) {
@@ -1018,6 +1050,8 @@ image_list(lua_State *L)
 	r->len = 0;
 	r->maplen = 0;
 	r->start = 0;
+	r->buf = NULL;
+	r->rpos = r->rend = 0;
 	r->a = NULL;
 	r->cp = NULL;
 	luaL_setmetatable(L, IMAGE_READER);
@@ -1032,4 +1066,16 @@ image_open(lua_State *L)
 {
 	vfi_class(L, IMAGE_READER, reader_gc, NULL);
 	vfi_export(L, "image", "list", image_list);
+}
+
+
+/*
+** A module of its own, vfioinit.core.archive (src/core.c loads it on the first read of
+** core.image.list): libarchive pulls in libxml2, ICU and libstdc++, 8 ms of dynamic
+** linking and 3 MB resident that every command but an image read can do without.
+*/
+__attribute__((visibility("default"))) int
+luaopen_vfioinit_core_archive(lua_State *L)
+{
+	return vfi_open_part(L, "image", image_open);
 }

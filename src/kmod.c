@@ -4,10 +4,15 @@
 ** libkmod opens its files itself, by host path, following symlinks and
 ** blocking on FIFOs: pointed at <root>/lib/modules/<kver> it would read a
 ** host index through `modules.dep.bin -> /lib/modules/...` or hang on a FIFO.
-** So it never sees root: kmod.new copies the indexes it needs and the
-** modprobe.d files into a private temp dir, each opened through src/fs.c
-** (resolved inside root, regular files only, never blocking), and points
-** libkmod at the copy. The temp dir lives as long as the context.
+** So it never gets a path through root. kmod.new opens the module dir and
+** each modprobe.d dir through src/fs.c (resolved inside root) and, when every
+** file libkmod will read in them is a regular file (no link, no FIFO), points
+** libkmod at /proc/self/fd/<fd> of those dirs: nothing is copied or written,
+** as a read-only command must. Otherwise (a link among them, a config given as
+** one file, no /proc) it copies the indexes it needs and the modprobe.d files
+** into a private temp dir, each opened through src/fs.c (regular files only,
+** never blocking), and points libkmod at the copy. The dirs or the temp dir
+** live as long as the context.
 */
 #include <dirent.h>
 #include <errno.h>
@@ -38,9 +43,13 @@ static const char *const index_names[] = {
 	NULL
 };
 
+#define MAX_DIRS 16  /* the module dir and the modprobe.d dirs (machine.MODPROBE_DIRS: 5) */
+
 typedef struct {
 	struct kmod_ctx *ctx;  /* NULL once closed */
-	char *tmpdir;          /* the private copy libkmod reads; removed on close */
+	char *tmpdir;          /* the dir libkmod reads: the private copy, or /proc/self/fd/N */
+	int copied;            /* tmpdir is the private copy: removed on close */
+	int fds[MAX_DIRS];     /* the dirs libkmod reads through /proc/self/fd; -1: none */
 	char *moddir;          /* inside root, as given: module paths are reported under it */
 	char *dep;             /* the copied modules.dep text, NUL-terminated, or NULL */
 } Kmod;
@@ -67,9 +76,15 @@ kmod_release(Kmod *k)
 		k->ctx = NULL;
 	}
 	if (k->tmpdir != NULL) {
-		nftw(k->tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		if (k->copied)
+			nftw(k->tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 		free(k->tmpdir);
 		k->tmpdir = NULL;
+	}
+	for (int i = 0; i < MAX_DIRS; i++) {
+		if (k->fds[i] >= 0)
+			close(k->fds[i]);
+		k->fds[i] = -1;
 	}
 	free(k->moddir);
 	k->moddir = NULL;
@@ -254,6 +269,101 @@ load_dep(Kmod *k)
 }
 
 
+/*
+** The direct way (top of this file): is every name of `names` (NULL-terminated; all
+** entries when NULL, as libkmod lists a modprobe.d dir: *.conf, not hidden) in the dir
+** `dfd` absent, a regular file or (for a modprobe.d entry, which libkmod skips) a dir?
+*/
+static int
+plain_files(int dfd, const char *const *names)
+{
+	struct stat st;
+	if (names != NULL) {
+		for (size_t i = 0; names[i] != NULL; i++) {
+			if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 ? !S_ISREG(st.st_mode) : errno != ENOENT)
+				return 0;
+		}
+		return 1;
+	}
+	int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 0), ok = 1;
+	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+	struct dirent *de;
+	if (d == NULL) {
+		if (dup >= 0)
+			close(dup);
+		return 0;
+	}
+	while (ok && (de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+		if (de->d_name[0] == '.' || len < 6 || strcmp(de->d_name + len - 5, ".conf") != 0)
+			continue;
+		ok = fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
+		    && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode));
+	}
+	closedir(d);
+	return ok;
+}
+
+
+/* "/proc/self/fd/<fd>" of a dir we hold open, kept on the stack; NULL when /proc does not show it. */
+static const char *
+fd_path(lua_State *L, int fd)
+{
+	struct stat a, b;
+	const char *p = lua_pushfstring(L, "/proc/self/fd/%d", fd);
+	if (stat(p, &a) != 0 || fstat(fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		lua_pop(L, 1);
+		return NULL;
+	}
+	return p;
+}
+
+
+/*
+** Point libkmod at root's own files when that is safe (top of this file): fills k->tmpdir,
+** k->fds and `configs` (their paths stay on the stack). 1 when done, 0 when the private copy
+** is needed (nothing is left open then), or the values pushed on an error.
+*/
+static int
+direct(lua_State *L, Kmod *k, const char *root, int t, size_t n, const char **configs)
+{
+	int top = lua_gettop(L), fd, err, nfd = 0;
+	size_t nc = 0;
+	const char *p;
+	if (n + 1 > MAX_DIRS)
+		return 0;
+	if ((err = vfi_open_dir(L, root, k->moddir, &fd)) != 0)
+		return err == ENOENT || err == ENOTDIR ? 0 : vfi_push_errno(L, k->moddir, err);
+	k->fds[nfd++] = fd;
+	if (!plain_files(fd, index_names) || (p = fd_path(L, fd)) == NULL || (k->tmpdir = strdup(p)) == NULL)
+		goto copy;
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, t, (lua_Integer)i + 1);
+		err = vfi_open_dir(L, root, vfi_checkpath(L, -1), &fd);
+		lua_pop(L, 1);
+		if (err == ENOENT)
+			continue;
+		if (err != 0)
+			goto copy;  /* a config that is one file, or an error the copy reports */
+		k->fds[nfd++] = fd;
+		if (!plain_files(fd, NULL) || (p = fd_path(L, fd)) == NULL)
+			goto copy;
+		configs[nc++] = p;
+	}
+	configs[nc] = NULL;
+	return 1;
+copy:
+	for (int i = 0; i < nfd; i++) {
+		close(k->fds[i]);
+		k->fds[i] = -1;
+	}
+	free(k->tmpdir);
+	k->tmpdir = NULL;
+	lua_settop(L, top);
+	return 0;
+}
+
+
 /* Make the private temp dir under $TMPDIR (or /tmp). 0, or the values pushed. */
 static int
 make_tmpdir(lua_State *L, Kmod *k)
@@ -335,17 +445,26 @@ kmod_l_new(lua_State *L)
 	/* closed handle first: an error below leaves a safe object for __gc */
 	k = (Kmod *)lua_newuserdatauv(L, sizeof(Kmod), 0);
 	memset(k, 0, sizeof *k);
+	for (int i = 0; i < MAX_DIRS; i++)
+		k->fds[i] = -1;
 	luaL_setmetatable(L, KMOD_T);
 	configs = (const char **)lua_newuserdatauv(L, (n + 1) * sizeof(char *), 0);
 	top = lua_gettop(L);
 	if ((k->moddir = strdup(moddir)) == NULL)
 		return vfi_push_errno(L, moddir, ENOMEM);
-	if ((r = make_tmpdir(L, k)) != 0 || (r = copy_indexes(L, k, root)) != 0
-	    || (r = copy_configs(L, k, root, 3, n, configs)) != 0) {
+	if ((r = direct(L, k, root, 3, n, configs)) > 1) {
 		kmod_release(k);
 		return r;
 	}
-	load_dep(k);
+	if (r == 0) {
+		k->copied = 1;
+		if ((r = make_tmpdir(L, k)) != 0 || (r = copy_indexes(L, k, root)) != 0
+		    || (r = copy_configs(L, k, root, 3, n, configs)) != 0) {
+			kmod_release(k);
+			return r;
+		}
+		load_dep(k);
+	}
 	errno = 0;
 	k->ctx = kmod_new(k->tmpdir, configs);
 	if (k->ctx == NULL) {
@@ -523,7 +642,7 @@ kmod_l_module(lua_State *L)
 	lua_setfield(L, -2, "state");
 	push_path(L, k, path);
 	lua_setfield(L, -2, "path");
-	if (strncmp(path, k->tmpdir, strlen(k->tmpdir)) == 0 && path[strlen(k->tmpdir)] == '/')
+	if (k->copied && strncmp(path, k->tmpdir, strlen(k->tmpdir)) == 0 && path[strlen(k->tmpdir)] == '/')
 		make_placeholders(k, path + strlen(k->tmpdir) + 1);
 	deps = kmod_module_get_dependencies(mod);
 	push_names(L, deps);

@@ -627,6 +627,7 @@ sig_open(lua_State *L)
 	vfi_export(L, "sig", "cert", sig_cert);
 	vfi_export(L, "sig", "read", sig_read);
 	vfi_export(L, "sig", "verify", sig_verify);
+	blake2b_open(L);
 }
 
 

@@ -27,6 +27,7 @@
 #include "core.h"
 
 #define SPAWN_T		"vfioinit.Spawn"
+#define ONLINE_KEY	"vfioinit.Spawn.on_line"	/* registry: {[handle] = on_line}, weak keys */
 #define DEFAULT_PATH	"/usr/sbin:/usr/bin:/sbin:/bin"
 #define KILL_GRACE	2.0	/* seconds from SIGTERM to SIGKILL */
 #define DRAIN_GRACE	2.0	/* seconds to wait for EOF once the group is killed */
@@ -74,6 +75,13 @@ struct plan {
 	const char *mnt[NMNT];		/* host paths <root>/proc, ... */
 };
 
+/* The state of one run in the parent, from fork to the result. */
+struct run {
+	double start, deadline;
+	int phase;	/* 0: running, 1: SIGTERM sent, 2: SIGKILL sent or exited, draining */
+	int timed_out, status, reaped, pidns;
+};
+
 typedef struct Spawn {
 	pid_t pid;		/* child and its process group; 0 once reaped */
 	int pidfd;
@@ -86,6 +94,9 @@ typedef struct Spawn {
 	char *buf[2];		/* pending partial line per stream */
 	size_t len[2];
 	size_t cap[2];
+	struct run run;
+	double timeout;		/* 0: none */
+	int finished;		/* reaped, both pipes at EOF (or given up), status read */
 } Spawn;
 
 
@@ -587,13 +598,6 @@ build_candidates(lua_State *L, int anchor, struct plan *p)
 /* Stack slots of spawn.run: its options table, its fields, the anchor, the Spawn userdata. */
 enum { OPTS = 1, ARGV, ROOT, TIMEOUT, ONLINE, ENV, CWD, ANCHOR, UD };
 
-/* The state of one run in the parent, from fork to the result. */
-struct run {
-	double start, deadline;
-	int phase;	/* 0: running, 1: SIGTERM sent, 2: SIGKILL sent or exited, draining */
-	int timed_out, status, reaped, pidns;
-};
-
 
 /* Check the options (raise on misuse) and build the plan; *timeout 0: none. Nothing is acquired yet. */
 static void
@@ -642,9 +646,31 @@ plan_build(lua_State *L, struct plan *p, double *timeout)
 }
 
 
-/* The to-be-closed Spawn at UD with its pipes and /dev/null open. NULL after pushing nil, msg, errno. */
+
+/* Push the registry's weak-keyed table of each handle's on_line (wait passes lines to it). */
+static void
+push_online_table(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, ONLINE_KEY);
+	if (!lua_isnil(L, -1))
+		return;
+	lua_pop(L, 1);
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushliteral(L, "k");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, ONLINE_KEY);
+}
+
+
+/*
+** The Spawn at UD (to-be-closed when `toclose`: spawn.run) with its pipes and
+** /dev/null open and on_line kept for it. NULL after pushing nil, msg, errno.
+*/
 static Spawn *
-spawn_new(lua_State *L)
+spawn_new(lua_State *L, int toclose)
 {
 	Spawn *s = lua_newuserdatauv(L, sizeof *s, 0);
 	memset(s, 0, sizeof *s);
@@ -652,7 +678,15 @@ spawn_new(lua_State *L)
 	s->errp[0] = s->errp[1] = s->devnull = -1;
 	s->statp[0] = s->statp[1] = s->life[0] = s->life[1] = -1;
 	luaL_setmetatable(L, SPAWN_T);
-	lua_toclose(L, UD);
+	if (!toclose && !lua_isnil(L, ONLINE)) {
+		push_online_table(L);
+		lua_pushvalue(L, UD);
+		lua_pushvalue(L, ONLINE);
+		lua_rawset(L, -3);
+		lua_pop(L, 1);
+	}
+	if (toclose)
+		lua_toclose(L, UD);
 	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0
 	    || pipe2(s->errp, O_CLOEXEC) < 0 || pipe2(s->statp, O_CLOEXEC) < 0
 	    || pipe2(s->life, O_CLOEXEC) < 0) {
@@ -674,8 +708,9 @@ spawn_new(lua_State *L)
 
 /* Start the child and keep the parent's ends. 0, or the values pushed. */
 static int
-spawn_start(lua_State *L, Spawn *s, const struct plan *p, struct run *run)
+spawn_start(lua_State *L, Spawn *s, const struct plan *p)
 {
+	struct run *run = &s->run;
 	run->start = vfi_now();
 	/* The child in a new PID namespace where the kernel lets us (child_init), else a plain fork. */
 	s->pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_NEWPID | SIGCHLD), NULL, NULL, NULL, NULL);
@@ -725,10 +760,33 @@ child_failed(Spawn *s, struct child_err *ce)
 }
 
 
+/* Start the command: fork, exec (or its setup failure), then ready to stream. 0, or the values pushed. */
+static int
+spawn_begin(lua_State *L, Spawn *s, const struct plan *p)
+{
+	struct child_err ce;
+	int r;
+	if ((r = spawn_start(L, s, p)) != 0)
+		return r;
+	if (child_failed(s, &ce))
+		return push_child_err(L, p, &ce);
+#ifdef SYS_pidfd_open
+	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
+#else
+	s->pidfd = -1;
+#endif
+	fcntl(s->out[0], F_SETFL, O_NONBLOCK);
+	fcntl(s->err[0], F_SETFL, O_NONBLOCK);
+	s->run.deadline = s->timeout > 0 && isfinite(s->timeout) ? s->run.start + s->timeout : HUGE_VAL;
+	return 0;
+}
+
+
 /* The deadline passed: SIGTERM the group, then SIGKILL, then stop reading pipes held by leavers. */
 static void
-on_deadline(lua_State *L, Spawn *s, struct run *run, double t)
+on_deadline(lua_State *L, Spawn *s, int fn, double t)
 {
+	struct run *run = &s->run;
 	if (run->phase == 0) {	/* the command itself is still running */
 		run->timed_out = 1;
 		kill(-s->pid, SIGTERM);
@@ -745,7 +803,7 @@ on_deadline(lua_State *L, Spawn *s, struct run *run, double t)
 			int *fd = k == 0 ? &s->out[0] : &s->err[0];
 			if (*fd >= 0) {
 				close_fd(fd);
-				flush_lines(L, s, ONLINE, k, 0, 1);
+				flush_lines(L, s, fn, k, 0, 1);
 			}
 		}
 		run->deadline = HUGE_VAL;
@@ -753,88 +811,103 @@ on_deadline(lua_State *L, Spawn *s, struct run *run, double t)
 }
 
 
-/* How long poll may wait, in ms (-1: forever). */
+/* How long poll may wait for s, in ms (-1: forever). */
 static int
-poll_ms(const Spawn *s, const struct run *run, double t)
+poll_ms(const Spawn *s, double t)
 {
 	int ms;
-	if (run->deadline == HUGE_VAL)
+	if (s->run.deadline == HUGE_VAL)
 		ms = -1;
-	else if (run->deadline - t > 3600.0)
+	else if (s->run.deadline - t > 3600.0)
 		ms = 3600000;	/* the deadline is checked again on every turn */
 	else
-		ms = (int)ceil((run->deadline - t) * 1000.0);
+		ms = (int)ceil((s->run.deadline - t) * 1000.0);
 	if (s->pid > 0 && s->pidfd < 0 && (ms < 0 || ms > TICK_MS))
 		ms = TICK_MS;
 	return ms;
 }
 
 
-/* One turn: wait for output or the exit, pass lines on, reap. 0, or errno of poll. */
-static int
-wait_turn(lua_State *L, Spawn *s, struct run *run, double t)
+/* Reaped and both pipes done: the command's own status (from the PID namespace's init). */
+static void
+finish(Spawn *s)
 {
-	struct pollfd pf[3];
-	int npf = 0, r;
-	if (s->out[0] >= 0)
-		pf[npf++] = (struct pollfd){.fd = s->out[0], .events = POLLIN};
-	if (s->err[0] >= 0)
-		pf[npf++] = (struct pollfd){.fd = s->err[0], .events = POLLIN};
-	if (s->pid > 0 && s->pidfd >= 0)
-		pf[npf++] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
-	r = poll(pf, (nfds_t)npf, poll_ms(s, run, t));
-	if (r < 0 && errno != EINTR)
-		return errno;
-	for (int k = 0; r > 0 && k < npf; k++) {
-		if (pf[k].revents == 0 || pf[k].fd == s->pidfd)
-			continue;
-		pump(L, s, ONLINE, pf[k].fd == s->out[0] ? 0 : 1);
-	}
-	if (s->pid > 0 && try_reap(s, &run->status)) {
-		run->reaped = 1;
-		if (run->phase < 2) {	/* leftovers were just killed: drain, bounded */
-			run->phase = 2;
-			if (run->deadline > vfi_now() + DRAIN_GRACE)
-				run->deadline = vfi_now() + DRAIN_GRACE;
-		}
-	}
-	return 0;
-}
-
-
-/* Stream the output until the child is reaped and both pipes are at EOF (or given up). 0 or errno. */
-static int
-spawn_wait(lua_State *L, Spawn *s, struct run *run, double timeout)
-{
-#ifdef SYS_pidfd_open
-	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
-#else
-	s->pidfd = -1;
-#endif
-	fcntl(s->out[0], F_SETFL, O_NONBLOCK);
-	fcntl(s->err[0], F_SETFL, O_NONBLOCK);
-	run->deadline = timeout > 0 && isfinite(timeout) ? run->start + timeout : HUGE_VAL;
-	while (s->pid != 0 || s->out[0] >= 0 || s->err[0] >= 0) {
-		double t = vfi_now();
-		int err;
-		if (t >= run->deadline)
-			on_deadline(L, s, run, t);
-		else if ((err = wait_turn(L, s, run, t)) != 0)
-			return err;
-	}
+	struct run *run = &s->run;
 	if (run->reaped && run->pidns && WIFEXITED(run->status) && WEXITSTATUS(run->status) == 0) {
-		/* the namespace's init exited normally: the command's own status is in statp */
 		int cs;
-		if (read(s->statp[0], &cs, sizeof cs) == (ssize_t)sizeof cs)
+		if (s->statp[0] >= 0 && read(s->statp[0], &cs, sizeof cs) == (ssize_t)sizeof cs)
 			run->status = cs;
 	}
+	close_fd(&s->statp[0]);
+	s->finished = 1;
+}
+
+
+/*
+** One turn over the `n` commands of sv (fns[i]: the stack slot of sv[i]'s on_line):
+** deadlines, one poll over every pipe and pidfd, output passed on, exits reaped.
+** `pf` and `owner` have room for 3 entries per command. 0, or errno of poll.
+*/
+static int
+turn(lua_State *L, Spawn **sv, const int *fns, int n, struct pollfd *pf, int *owner)
+{
+	double t = vfi_now();
+	int ms = -1, npf = 0, r, i, k;
+	for (i = 0; i < n; i++) {
+		if (!sv[i]->finished && sv[i]->pid == 0 && sv[i]->out[0] < 0 && sv[i]->err[0] < 0)
+			finish(sv[i]);	/* closed before it ended */
+		if (!sv[i]->finished && t >= sv[i]->run.deadline)
+			on_deadline(L, sv[i], fns[i], t);
+	}
+	for (i = 0; i < n; i++) {
+		Spawn *s = sv[i];
+		int m;
+		if (s->finished)
+			continue;
+		m = poll_ms(s, t);
+		if (m >= 0 && (ms < 0 || m < ms))
+			ms = m;
+		if (s->out[0] >= 0)
+			owner[npf] = i, pf[npf++] = (struct pollfd){.fd = s->out[0], .events = POLLIN};
+		if (s->err[0] >= 0)
+			owner[npf] = i, pf[npf++] = (struct pollfd){.fd = s->err[0], .events = POLLIN};
+		if (s->pid > 0 && s->pidfd >= 0)
+			owner[npf] = i, pf[npf++] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
+	}
+	if (npf == 0 && ms < 0)
+		return 0;	/* every command is done */
+	r = poll(pf, (nfds_t)npf, ms);
+	if (r < 0 && errno != EINTR)
+		return errno;
+	for (k = 0; r > 0 && k < npf; k++) {
+		Spawn *s = sv[owner[k]];
+		if (pf[k].revents == 0 || pf[k].fd == s->pidfd)
+			continue;
+		pump(L, s, fns[owner[k]], pf[k].fd == s->out[0] ? 0 : 1);
+	}
+	for (i = 0; i < n; i++) {
+		Spawn *s = sv[i];
+		if (s->finished)
+			continue;
+		if (s->pid > 0 && try_reap(s, &s->run.status)) {
+			s->run.reaped = 1;
+			if (s->run.phase < 2) {	/* leftovers were just killed: drain, bounded */
+				s->run.phase = 2;
+				if (s->run.deadline > vfi_now() + DRAIN_GRACE)
+					s->run.deadline = vfi_now() + DRAIN_GRACE;
+			}
+		}
+		if (s->pid == 0 && s->out[0] < 0 && s->err[0] < 0)
+			finish(s);
+	}
 	return 0;
 }
 
 
 static int
-push_result(lua_State *L, const struct run *run)
+push_result(lua_State *L, const Spawn *s)
 {
+	const struct run *run = &s->run;
 	lua_createtable(L, 0, 4);
 	if (run->reaped && WIFEXITED(run->status)) {
 		lua_pushinteger(L, WEXITSTATUS(run->status));
@@ -868,34 +941,150 @@ static int
 spawn_run(lua_State *L)
 {
 	struct plan p;
-	struct run run;
-	struct child_err ce;
+	struct pollfd pf[3];
+	int owner[3], fn = ONLINE, err;
 	double timeout;
 	Spawn *s;
-	int err;
 
 	plan_build(L, &p, &timeout);
 	/* From here on every resource lives in the to-be-closed userdata. */
-	if ((s = spawn_new(L)) == NULL)
+	if ((s = spawn_new(L, 1)) == NULL)
 		return 3;
-	memset(&run, 0, sizeof run);
-	if ((err = spawn_start(L, s, &p, &run)) != 0)
+	s->timeout = timeout;
+	if ((err = spawn_begin(L, s, &p)) != 0)
 		return err;
-	if (child_failed(s, &ce))
-		return push_child_err(L, &p, &ce);
-	if ((err = spawn_wait(L, s, &run, timeout)) != 0) {
-		spawn_release(s);
-		return vfi_push_errno(L, "spawn: poll", err);
+	while (!s->finished) {
+		if ((err = turn(L, &s, &fn, 1, pf, owner)) != 0) {
+			spawn_release(s);
+			return vfi_push_errno(L, "spawn: poll", err);
+		}
 	}
-	push_result(L, &run);
+	push_result(L, s);
 	spawn_release(s);
 	return 1;
 }
 
 
+/***
+ * Start a command and return at once (the options of `run`); `wait` streams its output.
+ * Several run side by side: each is killed, reaped and closed by `h:close()`, when
+ * garbage-collected, or with vfioinit (as with `run`).
+ * @function start
+ * @treturn[1] userdata handle: `h:done()` (bool), `h:result()` (`run`'s table, once
+ *   done), `h:close()` (kill its process group, reap it, close its pipes)
+ * @return[2] nil, message, errno as `run`
+ */
+static int
+spawn_l_start(lua_State *L)
+{
+	struct plan p;
+	double timeout;
+	Spawn *s;
+	int err;
+
+	plan_build(L, &p, &timeout);
+	if ((s = spawn_new(L, 0)) == NULL)
+		return 3;
+	s->timeout = timeout;
+	if ((err = spawn_begin(L, s, &p)) != 0)
+		return err;
+	lua_settop(L, UD);
+	return 1;
+}
+
+
+/***
+ * One turn over the handles of `list` (an array of `start`'s handles): waits until one
+ * of them has output or exits or a timeout is due, passes complete lines to their
+ * `on_line`, reaps what exited. An error raised by an `on_line` propagates (that command
+ * is killed and reaped; the caller closes the others).
+ * @function wait
+ * @treturn[1] true
+ * @return[2] nil, "spawn: poll: ...", errno
+ */
+static int
+spawn_l_wait(lua_State *L)
+{
+	size_t n, i;
+	Spawn **sv;
+	int *fns, *owner, err, running = 0;
+	struct pollfd *pf;
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	n = lua_rawlen(L, 1);
+	if (n == 0 || n > 4096)
+		return luaL_argerror(L, 1, "1 to 4096 handles expected");
+	sv = lua_newuserdatauv(L, n * (sizeof *sv + 4 * sizeof(int) + 3 * sizeof *pf), 0);
+	pf = (struct pollfd *)(sv + n);
+	fns = (int *)(pf + 3 * n);
+	owner = fns + n;
+	luaL_checkstack(L, (int)n + 4, "too many handles");
+	push_online_table(L);
+	for (i = 0; i < n; i++) {
+		lua_rawgeti(L, 1, (lua_Integer)i + 1);
+		sv[i] = luaL_checkudata(L, -1, SPAWN_T);
+		lua_rawget(L, 3);	/* its on_line (or nil), kept at its own slot */
+		fns[i] = lua_gettop(L);
+		running += !sv[i]->finished;
+	}
+	if (running && (err = turn(L, sv, fns, (int)n, pf, owner)) != 0)
+		return vfi_push_errno(L, "spawn: poll", err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+
+static int
+spawn_l_done(lua_State *L)
+{
+	lua_pushboolean(L, ((Spawn *)luaL_checkudata(L, 1, SPAWN_T))->finished);
+	return 1;
+}
+
+
+static int
+spawn_l_result(lua_State *L)
+{
+	Spawn *s = luaL_checkudata(L, 1, SPAWN_T);
+	if (!s->finished)
+		return luaL_error(L, "spawn: the command is still running");
+	return push_result(L, s);
+}
+
+
+/***
+ * How many CPUs this process may run on (its affinity mask; else the ones online).
+ * @function cpus
+ * @treturn integer at least 1
+ */
+static int
+spawn_l_cpus(lua_State *L)
+{
+	cpu_set_t set;
+	long n = 0;
+	if (sched_getaffinity(0, sizeof set, &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n < 1)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	lua_pushinteger(L, n < 1 ? 1 : n);
+	return 1;
+}
+
+
+static const luaL_Reg spawn_methods[] = {
+	{"close", spawn_gc},
+	{"done", spawn_l_done},
+	{"result", spawn_l_result},
+	{NULL, NULL}
+};
+
+
 void
 spawn_open(lua_State *L)
 {
-	vfi_class(L, SPAWN_T, spawn_gc, NULL);
+	vfi_class(L, SPAWN_T, spawn_gc, spawn_methods);
 	vfi_export(L, "spawn", "run", spawn_run);
+	vfi_export(L, "spawn", "start", spawn_l_start);
+	vfi_export(L, "spawn", "wait", spawn_l_wait);
+	vfi_export(L, "spawn", "cpus", spawn_l_cpus);
 }

@@ -44,6 +44,8 @@ M.OPTIONS = {
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
   { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild" },
     help = "time limit of each generator run (default 600; at most 1e9)" },
+  { "--jobs", arg = "N", key = "jobs", commands = { "apply", "rebuild" },
+    help = "run at most N generator commands (one per kernel) at a time (default: the CPUs)" },
   { "--no-rebuild", key = "no_rebuild", commands = { "apply" },
     help = "write the configuration and verify the images as they are; rebuild nothing" },
   { "--force", key = "force", commands = { "status", "plan", "apply", "revert" },
@@ -98,7 +100,7 @@ M.EXAMPLES = {
 M.STREAMS = "Data (diffs, status, results, JSON) goes to stdout; progress, warnings and notes "
   .. "such as 'nothing to change' go to stderr."
 
-local usage_text = require "vfioinit.usage"
+local usage_text = util.lazy "vfioinit.usage"
 -- The names the help text lists: the generators and command-line targets of instance `v`
 -- (a vfioinit instance), or the built-in ones when none is given.
 local function names(v)
@@ -106,10 +108,10 @@ local function names(v)
     targets = v and v.bootloader_names("cmdline") or require("vfioinit.boot").new():names("cmdline") }
 end
 --- usage(v) -> the --help text for instance `v` (default: the built-in generators only).
+-- Made when it is shown: a command that shows none loads neither the text nor the generators.
 function M.usage(v) return usage_text.help(M, names(v)) end
-local USAGE = M.usage()
 -- a usage error shows the synopsis only, and where the rest is
-local SYNOPSIS = USAGE:match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n"
+local function SYNOPSIS() return M.usage():match("^(.-\n)\n") .. "Try 'vfioinit --help' for the commands and options.\n" end
 
 local COMMANDS = {}
 for _, c in ipairs(M.COMMANDS) do COMMANDS[c[1]] = true end
@@ -215,6 +217,13 @@ local function check_input(o)
       return ("--timeout %s: expected a number of seconds > 0 and at most %s"):format(o.timeout, util.MAX_SECONDS_TEXT)
     end
     o.timeout = t
+  end
+  if o.jobs ~= nil then
+    local n = tonumber(o.jobs)
+    if not n or n < 1 or n == math.huge or n ~= math.floor(n) then
+      return ("--jobs %s: expected a whole number >= 1"):format(o.jobs)
+    end
+    o.jobs = math.floor(n)
   end
   if o.ids then
     local ids, ierr = util.check_ids(o.ids)
@@ -380,7 +389,7 @@ local function cmd_apply(v, o)
   local opts = plan_opts(o)
   opts.rebuild = not o.no_rebuild
   opts.log = progress(o)
-  opts.timeout = o.timeout
+  opts.timeout, opts.jobs = o.timeout, o.jobs
   local report, err, partial = v.update_initramfs(opts)
   if o.json then out(json.encode(report or partial) .. "\n") end
   if not report then return fail(nil, err) end
@@ -391,8 +400,10 @@ end
 local function cmd_rebuild(v, o)
   local log = progress(o)
   local report, err, partial = v.rebuild({ root = o.root, generators = o.generators, kernels = o.kernels, log = log,
-    timeout = o.timeout,
-    on_output = (not o.json) and function(line) io.stderr:write("  | " .. line .. "\n") end or nil })
+    timeout = o.timeout, jobs = o.jobs,
+    on_output = (not o.json) and function(line, _, _, kernels)
+      io.stderr:write("  | " .. (kernels and kernels .. ": " or "") .. line .. "\n")
+    end or nil })
   if o.json then out(json.encode({ ok = report ~= nil, error = err, report = report or partial }) .. "\n") end
   if not report then io.stderr:write("vfioinit: " .. tostring(err) .. "\n"); return 1 end
   if not o.json then
@@ -478,7 +489,7 @@ end
 
 local function usage_error(as_json, msg)
   if as_json then out(json.encode({ ok = false, error = msg, usage = true }) .. "\n") end
-  io.stderr:write("vfioinit: " .. msg .. "\n" .. SYNOPSIS)
+  io.stderr:write("vfioinit: " .. msg .. "\n" .. SYNOPSIS())
   return 1
 end
 
@@ -496,12 +507,13 @@ function M.main(argv, v)
   local o, err = M.parse(args)
   if not o then return usage_error(as_json, err) end
   if o.help then
-    local usage = v and M.usage(v) or USAGE
+    local usage = M.usage(v)
     out(o.json and (json.encode({ ok = true, usage = usage }) .. "\n") or usage)
     return 0
   end
   if o.version then
-    local version = (v or require "vfioinit")._VERSION
+    -- the version of the core alone when no instance is given: --version loads nothing else
+    local version = v and v._VERSION or ("vfioinit " .. require("vfioinit.core")._VERSION)
     out(o.json and (json.encode({ ok = true, version = version }) .. "\n") or (version .. "\n"))
     return 0
   end

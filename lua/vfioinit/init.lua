@@ -15,10 +15,11 @@
 -- Each function below is one run (lua/vfioinit/run.lua) through the stages of
 -- lua/vfioinit/pipeline.lua; this file only binds them to an instance's registry.
 local core = require "vfioinit.core"
+local util = require "vfioinit.util"
 local detect = require "vfioinit.detect"
 local kernel = require "vfioinit.kernel"
-local planner = require "vfioinit.plan"
-local state = require "vfioinit.state"
+local planner = util.lazy "vfioinit.plan"
+local state = util.lazy "vfioinit.state"
 local runs = require "vfioinit.run"
 local pipeline = require "vfioinit.pipeline"
 local generators = require "vfioinit.generators"
@@ -95,7 +96,7 @@ local function bind_registry(M, registry)
   -- @tparam table spec the plugin (docs/INTERNALS.md "Adding a boot loader"): required `name`
   --   (string), `order` (number), and `chains` (function) or `edits`, `detect` (functions) with
   --   `reads` (table); optional `read`, `covers`, `recovery`, `regenerate`, `files`, `undo`,
-  --   `revert_argvs`, `unbooted`, `stale_images`, `title`, type-checked here
+  --   `revert_argvs`, `unbooted`, `repin`, `stale_images`, `title`, type-checked here
   -- @treturn table spec, as registered
   -- @raise a missing or wrong field (`bad argument #1 to 'register_bootloader' (...)`)
   function M.register_bootloader(spec)
@@ -241,7 +242,7 @@ local function bind_pipeline(M, registry)
   -- until the new one is verified.
   -- @function rebuild
   -- @tparam[opt] table opts `{root="/", generators=nil, kernels=nil, timeout=600 (seconds),
-  --   on_output=function(line), log=function(msg)}`
+  --   jobs=CPUs (commands at a time, one per kernel), on_output=function(line), log=function(msg)}`
   -- @treturn[1] table report, the shape of update_initramfs's; entries under `report.rebuilt`
   -- @treturn[2] nil
   -- @treturn[2] string message
@@ -283,8 +284,8 @@ local function bind_pipeline(M, registry)
   --- The whole job: detect, plan, apply, rebuild the stale images, verify.
   -- @function update_initramfs
   -- @tparam[opt] table opts the options of plan, and `dry_run=false` (write nothing anywhere),
-  --   `rebuild=true`, `verify=true`, `full=false`, `timeout=600`, `log=function(msg)`,
-  --   `on_output=function(line)`
+  --   `rebuild=true`, `verify=true`, `full=false`, `timeout=600`, `jobs=CPUs` (rebuild commands
+  --   at a time), `log=function(msg)`, `on_output=function(line)`
   -- @treturn[1] table report: `ok`, `error`, `root`, `dry_run`, `kernels`,
   --   `generators`, `modules`, `changes` (`{generator=, path=, new=}`), `diff`, `rebuilt`
   --   (`{kernel=, generator=, image=, status=, seconds=, ok=, error=, ...}`), `verified`

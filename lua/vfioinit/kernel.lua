@@ -28,6 +28,12 @@ function M.open(root, kver, dir)
 end
 local open = M.open
 
+-- states(root, dir, names) -> {[name] = "module"|"builtin"} (absent: missing) | nil, err:
+-- from depmod's text lists (src/moddep.c), without libkmod. What `verify` asks.
+function M.states(root, dir, names)
+  return core.moddep.states(root, core.fs.resolve(root, dir) or dir, names)
+end
+
 -- Strip the host root prefix so paths read as inside root.
 local function inside(root, path)
   if not path or root == "/" then return path end

@@ -13,12 +13,13 @@ local util = require "vfioinit.util"
 local M = {}
 
 -- field -> accepted types, "|"-separated; "seconds": a number util.seconds takes (> 0);
--- "true": only true (a field kept for callers that pass the one value it may have)
+-- "count": a whole number >= 1; "true": only true (a field kept for callers that pass the one
+-- value it may have)
 M.TYPES = {
   root = "string", generators = "table", kernels = "table", modules = "table",
   ids = "table|string", softdeps = "boolean", devices = "table|string", match = "string",
   force = "boolean", cmdline = "boolean", sysfs = "string", full = "boolean",
-  dry_run = "boolean", rebuild = "boolean", verify = "boolean", timeout = "seconds",
+  dry_run = "boolean", rebuild = "boolean", verify = "boolean", timeout = "seconds", jobs = "count",
   log = "function", on_output = "function", kernel = "string", backup = "true",
 }
 
@@ -40,10 +41,10 @@ M.CALLS = {
   drivers_for = { "root", "kernel", "ids" },
   plan = PLAN,
   status = plus(PLAN, { "full" }),
-  update_initramfs = plus(PLAN, { "full", "dry_run", "rebuild", "verify", "timeout", "log", "on_output",
-    "backup" }),
+  update_initramfs = plus(PLAN, { "full", "dry_run", "rebuild", "verify", "timeout", "jobs", "log",
+    "on_output", "backup" }),
   verify = { "root", "generators", "kernels", "modules", "full", "cmdline", "ids" },
-  rebuild = { "root", "generators", "kernels", "timeout", "log", "on_output" },
+  rebuild = { "root", "generators", "kernels", "timeout", "jobs", "log", "on_output" },
   boot_chains = { "root", "generators", "kernels" },
   revert = { "root", "force", "dry_run", "timeout" },
   apply = { "backup" },  -- Plan:apply
@@ -52,12 +53,14 @@ M.CALLS = {
 
 local WHY = {
   seconds = "a number of seconds > 0 and at most " .. util.MAX_SECONDS_TEXT,
+  count = "a whole number >= 1",
   ["true"] = "true (revert undoes what every apply recorded)",
 }
 
 -- Does `v` fit the type spec `want` ("table|string", "seconds", "true")?
 local function fits(v, want)
   if want == "seconds" then return type(v) == "number" and util.seconds(v, true) ~= nil end
+  if want == "count" then return type(v) == "number" and v >= 1 and v < math.huge and v == math.floor(v) end
   if want == "true" then return v == true end
   for t in want:gmatch("[^|]+") do
     if type(v) == t then return true end

@@ -12,11 +12,12 @@ of them (docs/INTERNALS.md "The pipeline").
 Every operation that returns a report returns M.report's shape.
 ]]
 local core = require "vfioinit.core"
+local util = require "vfioinit.util"
 local runs = require "vfioinit.run"
-local planner = require "vfioinit.plan"
-local rebuild = require "vfioinit.rebuild"
-local bootloaders = require "vfioinit.boot.cmdline"
-local kinstall = require "vfioinit.boot.kinstall"
+local planner = util.lazy "vfioinit.plan"
+local rebuild = util.lazy "vfioinit.rebuild"
+local bootloaders = util.lazy "vfioinit.boot.cmdline"
+local kinstall = util.lazy "vfioinit.boot.kinstall"
 local state = require "vfioinit.state"
 
 local M = {}
@@ -149,7 +150,7 @@ function M.rebuild(run, jobs, opts, configured, report)
     end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
     local r = rebuild.run(run.ctx, { job.gen }, {
-      kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log,
+      kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
     })
     for _, e in ipairs(r.rebuilt) do
@@ -285,8 +286,10 @@ local function update_stages(run, opts, report)
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
-    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true }
+    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
+    local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
+    if not pinned then report.error = perr; return report end
   end
   if opts.verify ~= false and not verify_all(run, plan, opts, report) then return report end
   -- --cmdline --no-rebuild regenerated no grub.cfg (a warning says so): nothing to read back yet
@@ -324,7 +327,10 @@ local function rebuild_stages(run, opts, report)
   M.sweep(run, gens, report, opts.log)
   local jobs = {}
   for _, g in ipairs(gens) do jobs[#jobs + 1] = { gen = g, kernels = run.kernels } end
-  M.rebuild(run, jobs, opts, configured, report)
+  if M.rebuild(run, jobs, opts, configured, report) then
+    local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
+    if not pinned then report.error = perr end
+  end
   -- the verification results of the rebuilt images (kept by the run)
   for _, e in ipairs(report.rebuilt) do
     report.verified[#report.verified + 1] = run.facts.verified[e.generator .. "\0" .. e.kernel]
@@ -359,7 +365,7 @@ function M.verify_all(opts, registry)
 end
 
 --- boot_chains(opts, registry) -> list of boot chains, kernel by kernel (each kernel's in
--- bootchain's order of evidence) | nil, err
+-- the boot chains' order of evidence) | nil, err
 function M.boot_chains(opts, registry)
   local run, err = runs.new(opts, registry, "boot_chains")
   if not run then return nil, err end

@@ -215,7 +215,7 @@ local function generator_changes(ctx, gens, changes)
   return changes
 end
 
--- --cmdline: the kernel command-line edits join the same plan (lua/vfioinit/bootloaders).
+-- --cmdline: the kernel command-line edits join the same plan (lua/vfioinit/boot/cmdline).
 local function cmdline_changes(run, changes)
   local list, err = bootloaders.changes(run)
   if not list then return nil, err end
@@ -238,6 +238,13 @@ end
 
 -- The plan stage: plan(run) -> plan | nil, err. For callers outside the pipeline,
 -- plan(opts, registry) makes the run first.
+--- follow_up(run, changes) -> plan: changes a later stage computes (a boot loader's pinned
+-- hashes after a rebuild), applied, journaled and reverted like a plan's own.
+function M.follow_up(run, changes)
+  return setmetatable({ root = run.root, changes = changes, generators = {}, kernels = run.kernels,
+    ctx = run.ctx, run = run, warnings = {} }, Plan)
+end
+
 function M.plan(run, registry)
   if getmetatable(run) ~= runs.Run then
     local err

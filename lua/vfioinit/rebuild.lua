@@ -10,13 +10,17 @@ image until the new one has been built and verified.
 `image_path(ctx, kver)`, `rebuild_argv(ctx, kvers)`).
 `opts`:
   kernels   = list of kernel versions (default ctx.kernels)
-  on_output = function(line, stream, gen_name): every output line, as it comes
+  on_output = function(line, stream, gen_name, kernels): every output line, as it comes
+              (kernels: the versions its command builds, space-separated: commands
+              run side by side, their lines interleave)
   timeout   = seconds per command (default 600)
   verify    = function(gen, kver, image_path) -> true | false, missing_list
               | nil, err. Without it, an image only has to exist and be non-empty.
   leftovers = what the caller's own M.sweep found (the sweep is then not run again)
   log       = function(msg): progress ("booster 6.1.0-13-amd64: building",
               "... done in 1.2 s")
+  jobs      = how many commands run at the same time (default: the CPUs this
+              process may use, M.default_jobs()); 1 runs them one after the other
 
 Always returns one report table (misuse, e.g. a non-table argument, raises):
   report.leftovers = what M.sweep found first: `<image>.vfioinit-prev` files an
@@ -30,8 +34,10 @@ Always returns one report table (misuse, e.g. a non-table argument, raises):
       in place: the new one, or the restored previous one on failure),
       ok=bool, error=msg|nil, missing=list|nil (modules verify did not find) }
 
-For each command: every affected image is copied to `<image>.vfioinit-prev`
-first (the command is not run when that copy fails); then the command runs
+Commands run side by side, at most `jobs` at a time, in the order rebuild_argv gave
+them (entries keep that order, whatever ends first); each has its own timeout. For
+each command: every affected image is copied to `<image>.vfioinit-prev` just before it
+starts (the command is not run when that copy fails); then the command runs
 (chrooted into ctx.root unless it is "/"); then each image is verified. A
 kernel whose command failed, timed out or whose image does not verify gets
 its previous image renamed back (a kernel that had no image keeps whatever
@@ -170,27 +176,6 @@ local function keep_previous(root, list)
   return true
 end
 
--- Run the command, keeping the last M.TAIL output lines. An error raised by on_output
--- propagates after the previous images are back (spawn has killed and reaped the command).
-local function spawn(ctx, gen, argv, opts, list)
-  local tail, on_output = {}, opts.on_output
-  local called, res, err = pcall(core.spawn.run, {
-    argv = argv,
-    root = ctx.root ~= "/" and ctx.root or nil,
-    timeout = opts.timeout or M.DEFAULT_TIMEOUT,
-    on_line = function(stream, line)
-      tail[#tail + 1] = line
-      if #tail > M.TAIL then table.remove(tail, 1) end
-      if on_output then on_output(line, stream, gen.name) end
-    end,
-  })
-  if not called then
-    restore_all(ctx.root, list)
-    error(res, 0)
-  end
-  return res, err, tail
-end
-
 -- What went wrong running the command (nil: it exited 0); records its exit on each entry.
 local function run_failure(ctx, gen, argv, path, res, err, tail, list)
   local cmdline = table.concat(argv, " ")
@@ -257,33 +242,117 @@ local function settle(root, e, log)
   e.size_after = size_of(root, e.image)
 end
 
--- Run one command over its kernels; append one report entry per kernel.
-local function run_command(ctx, gen, cmd, opts, entries)
-  local root, argv = ctx.root, cmd.argv
-  local log = opts.log or function() end
+-- One command over its kernels, up to the point where it runs: its report entries
+-- (appended now, in command order), the checks, the previous images kept. Returns the
+-- task, or nil when the command cannot run (its entries say why; nothing was changed).
+local function prepare(ctx, gen, cmd, entries)
+  local root = ctx.root
   local list = entries_of(ctx, gen, cmd)
   for _, e in ipairs(list) do entries[#entries + 1] = e end
-  local path, perr = precheck(root, gen, argv, list)
+  local path, perr = precheck(root, gen, cmd.argv, list)
   if not path then return fail_all(root, list, perr) end
   local kept, kerr = keep_previous(root, list)
   if not kept then return fail_all(root, list, kerr) end
   local names = {}
   for _, e in ipairs(list) do names[#names + 1] = e.kernel end
-  local what = ("%s %s"):format(gen.name, table.concat(names, " "))
-  log(what .. ": building (" .. table.concat(argv, " ") .. ")")
-  local res, err, tail = spawn(ctx, gen, argv, opts, list)
-  local failure = run_failure(ctx, gen, argv, path, res, err, tail, list)
-  for _, e in ipairs(list) do
-    if failure then e.error = failure else check_image(root, gen, e, opts, list, tail) end
+  return { gen = gen, argv = cmd.argv, path = path, list = list, tail = {}, kernels = table.concat(names, " "),
+    what = ("%s %s"):format(gen.name, table.concat(names, " ")) }
+end
+
+-- Start the task's command, keeping its last M.TAIL output lines. Returns the handle, or
+-- nil and why it could not start.
+local function start(ctx, t, opts)
+  local on_output, tail = opts.on_output, t.tail
+  local log = opts.log or function() end
+  log(t.what .. ": building (" .. table.concat(t.argv, " ") .. ")")
+  local h, err = core.spawn.start({
+    argv = t.argv,
+    root = ctx.root ~= "/" and ctx.root or nil,
+    timeout = opts.timeout or M.DEFAULT_TIMEOUT,
+    on_line = function(stream, line)
+      tail[#tail + 1] = line
+      if #tail > M.TAIL then table.remove(tail, 1) end
+      if on_output then on_output(line, stream, t.gen.name, t.kernels) end
+    end,
+  })
+  t.handle = h
+  return h, err
+end
+
+-- The command has ended (res) or could not start (nil, err): verify each image, settle
+-- each kernel's previous image, log.
+local function finish(ctx, t, res, err, opts)
+  local root, log = ctx.root, opts.log or function() end
+  local failure = run_failure(ctx, t.gen, t.argv, t.path, res, err, t.tail, t.list)
+  for _, e in ipairs(t.list) do
+    if failure then e.error = failure else check_image(root, t.gen, e, opts, t.list, t.tail) end
     settle(root, e, log)
   end
   if res then
-    log(("%s: %s in %.1f s"):format(what, failure and "failed" or "done", res.seconds))
+    log(("%s: %s in %.1f s"):format(t.what, failure and "failed" or "done", res.seconds))
   else
-    log(("%s: failed"):format(what))
+    log(("%s: failed"):format(t.what))
   end
 end
 
+--- default_jobs() -> how many commands run side by side by default: the CPUs this process may use.
+function M.default_jobs()
+  return core.spawn.cpus() or 1
+end
+
+-- Run the tasks' commands, at most `jobs` at a time, each task's from its backup to its
+-- settled images. With jobs = 1 each command ends (and is verified) before the next
+-- one's previous images are kept. An error raised by on_output or verify propagates
+-- after every running command is killed and reaped and its previous images are back.
+local function schedule(ctx, pending, opts, entries)
+  local jobs = opts.jobs or M.default_jobs()
+  local started, running, nexti = {}, {}, 1
+  local function fill()
+    while #running < jobs and nexti <= #pending do
+      local p = pending[nexti]
+      nexti = nexti + 1
+      local t = prepare(ctx, p.gen, p.cmd, entries)
+      if t then
+        started[#started + 1] = t
+        local _, serr = start(ctx, t, opts)
+        if t.handle then running[#running + 1] = t else finish(ctx, t, nil, serr, opts); t.done = true end
+      end
+    end
+  end
+  -- one turn: output passed on, the commands that ended verified and settled
+  local function turn()
+    local handles = {}
+    for i, t in ipairs(running) do handles[i] = t.handle end
+    local ok, perr = core.spawn.wait(handles)
+    local ended, still = {}, {}
+    for _, t in ipairs(running) do
+      if not ok then t.handle:close() end
+      if ok and not t.handle:done() then still[#still + 1] = t else ended[#ended + 1] = t end
+    end
+    running = still
+    for _, t in ipairs(ended) do
+      local res = ok and t.handle:result() or nil
+      t.handle:close()
+      finish(ctx, t, res, not ok and perr or nil, opts)
+      t.done = true
+    end
+  end
+  local ok, err = pcall(function()
+    repeat
+      fill()
+      if #running > 0 then turn() end
+    until #running == 0 and nexti > #pending
+  end)
+  if not ok then
+    for _, t in ipairs(started) do
+      if not t.done then
+        if t.handle then t.handle:close() end
+        restore_all(ctx.root, t.list)
+      end
+    end
+    error(err, 0)
+  end
+end
 
 -- A leftover `<image>.vfioinit-prev` means an earlier run was killed between keeping
 -- the previous image and putting it back or removing it. Under the lock, decide by
@@ -341,19 +410,23 @@ function M.run(ctx, gens, opts)
   assert(type(gens) == "table", "rebuild.run: list of generators expected")
   opts = opts or {}
   assert(type(opts) == "table", "rebuild.run: opts must be a table")
+  assert(opts.jobs == nil or (math.type(opts.jobs) == "integer" and opts.jobs >= 1),
+    "rebuild.run: jobs must be a whole number >= 1")
   local kernels = opts.kernels or ctx.kernels or {}
   local report = { ok = true, rebuilt = {} }
   -- a caller that has settled leftovers already (the pipeline, once per run) passes them
   report.leftovers = opts.leftovers or M.sweep(ctx, gens, kernels, opts.log)
+  local pending = {}
   for _, gen in ipairs(gens) do
     local cmds, err = gen.rebuild_argv(ctx, kernels)
     if not cmds then argv_failed(gen, kernels, err, report.rebuilt) end
     for _, cmd in ipairs(cmds or {}) do
       assert(type(cmd.argv) == "table" and type(cmd.argv[1]) == "string",
         gen.name .. ".rebuild_argv: each command needs an argv list")
-      run_command(ctx, gen, cmd, opts, report.rebuilt)
+      pending[#pending + 1] = { gen = gen, cmd = cmd }
     end
   end
+  schedule(ctx, pending, opts, report.rebuilt)
   for _, e in ipairs(report.rebuilt) do
     if not e.ok then
       report.ok = false

@@ -20,6 +20,7 @@ local context = require "vfioinit.context"
 local modprobe = require "vfioinit.modprobe"
 local bind = require "vfioinit.bind"
 local fingerprint = require "vfioinit.fingerprint"
+local machine = require "vfioinit.machine"
 
 local M = {}
 
@@ -137,9 +138,28 @@ function Run:kmod(kver)
   return f[kver]
 end
 
+-- A `verify` run asks only how a kernel has some modules: depmod's text lists answer
+-- (kernel.states), and libkmod, with the 1.4 MB of libcrypto it maps, is never loaded.
+local function text_state(self, kver, name)
+  local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
+  if not st then return nil, err end
+  return st[name] or false
+end
+
 --- run:modules(kver) -> kernel.modules' list for that kernel (computed once) | nil, err
+-- (a verify run: {name=, state=} only, as kernel.states says)
 function Run:modules(kver)
   local f = self.facts.modules
+  if not f[kver] and self.op == "verify" then
+    local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], machine.VFIO)
+    if not st then return nil, err end
+    local mods = {}
+    for _, name in ipairs(machine.VFIO) do
+      -- vfio_virqfd only belongs to the set on kernels that ship it (before 6.2), as kernel.modules
+      if st[name] or name ~= "vfio_virqfd" then mods[#mods + 1] = { name = name, state = st[name] or "missing" } end
+    end
+    f[kver] = mods
+  end
   if not f[kver] then
     local kctx, err = self:kmod(kver)
     if not kctx then return nil, err end
@@ -154,6 +174,11 @@ end
 function Run:module_state(kver, name)
   local f = self.facts.states
   local key = kver .. "\0" .. name
+  if f[key] == nil and self.op == "verify" then
+    local st, err = text_state(self, kver, name)
+    if st == nil then return nil, err end
+    f[key] = st
+  end
   if f[key] == nil then
     local kctx, err = self:kmod(kver)
     if not kctx then return nil, err end
@@ -225,11 +250,15 @@ function Run:boots(gen)
   return gens ~= nil and #gens == 1 and gens[1] == gen
 end
 
+-- The runs that may write the fingerprint store: those that hold root's lock and write
+-- anyway. A read-only one (verify, status) only looks fingerprints up: it writes nothing.
+local RECORDS = { update_initramfs = true, rebuild = true }
+
 --- run:verified(gen, kver [, built]) -> verify.check's result for that kernel's image, read
 -- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
 -- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
 -- answers for an image that has not changed since it was read; `opts.full` re-reads. The images
--- checked are those the kernel's boot chains start (bootchain.boot_images: each loader's default
+-- checked are those the kernel's boot chains start (chains.boot_images: each loader's default
 -- entry); `built` checks the generator's own image (what a rebuild just wrote). Several
 -- images make one result: the first failing one's (else the first), with `checked` (every
 -- result) and `note` (why several).
@@ -270,7 +299,8 @@ function Run:verified_one(gen, kver, key, chain)
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
       bind_script = bind.expected(self.root, gen), chain = chain,
-      fingerprints = self.fingerprints, full = self.opts.full or self.reread[gen.name .. "\0" .. kver] })
+      fingerprints = self.fingerprints, record = RECORDS[self.op],
+      full = self.opts.full or self.reread[gen.name .. "\0" .. kver] })
   end
   return f[key]
 end

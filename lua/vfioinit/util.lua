@@ -165,4 +165,15 @@ function M.member(contents, name)
   return contents[name] or contents["./" .. name] or contents["/" .. name]
 end
 
+--- lazy(name) -> a stand-in for module `name`, required on the first read of one of its
+-- fields (every read after that goes to the module itself). A command loads only the
+-- modules it uses: verify never loads the planner, the rebuild or the boot-loader edits.
+function M.lazy(name)
+  return setmetatable({}, { __index = function(t, k)
+    local mod = require(name)
+    setmetatable(t, { __index = mod, __newindex = mod })
+    return mod[k]
+  end, __newindex = function(_, k, v) require(name)[k] = v end })
+end
+
 return M

@@ -116,7 +116,8 @@ end
 -- bind_script (the generator's bind script in root: the image must run it before udev),
 -- chain (a boot chain whose initramfs is what boots instead of the generator's image:
 -- that file is checked; r.chain names its entry, r.generator_image the one not checked),
--- fingerprints (a fingerprint.load store: look up unless `full`, record an ok read)
+-- fingerprints (a fingerprint.load store: look up unless `full`), record (remember an ok
+-- read in that store: only a run that holds root's lock, lua/vfioinit/run.lua)
 function M.check(ctx, gen, kver, opts)
   opts = opts or {}
   local root = ctx.root
@@ -165,7 +166,7 @@ function M.check(ctx, gen, kver, opts)
   if r.error then return r end
   r.size = st.size
   r.ok = #r.missing == 0
-  if r.ok and store then
+  if r.ok and store and opts.record then
     fingerprint.record(root, store, gen.name, kver, resolved, st, core.fs.stat(root, resolved), key, now)
   end
   return r

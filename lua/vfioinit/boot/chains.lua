@@ -12,7 +12,8 @@ x.efi", "preset: /etc/mkinitcpio.d/linux.preset default_uki", ...), loader="uefi
 by default: GRUB's (bootcfg.grub_defaults), systemd-boot's loader.conf `default` glob),
 default_by= (those loaders, "GRUB (<grub.cfg>)", "systemd-boot (<loader.conf>)"), generator=
 (the generator whose rule names it), via= (a BLS entry GRUB reads through `blscfg`),
-cmdline_line= (the line of cmdline_source that holds it, when known)}.
+cmdline_line= (the line of cmdline_source that holds it, when known), cmdline_unknown= (why
+the command line cannot be known, when a loader makes it from elsewhere)}.
 
 Evidence, in the order docs/CONTRACT.md "Boot chains" gives (the one statement of it): the
 UKIs the rebuild writes (the generators' own rule, kernel-install's layout=uki), then each

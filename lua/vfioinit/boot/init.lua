@@ -14,7 +14,7 @@ local M = {}
 local OPTIONAL = { read = "function", recovery = "function", regenerate = "function", files = "function",
   undo = "function", revert_argvs = "function", unbooted = "function", stale_images = "boolean",
   covers = "table", reads = "table", detect = "function", edits = "function", chains = "function",
-  title = "string" }
+  title = "string", repin = "function" }
 
 -- spec's fields, or raise "bad argument #1 to '<fname>' (...)" at `level` (as error() counts
 -- it from here: 2 blames check's caller).

@@ -125,6 +125,32 @@ function M.regenerate(run, opts)
   return out, first
 end
 
+--- after_rebuild(run, rebuilt) -> true | nil, err: the images a rebuild wrote (rebuild.run
+-- entries) may be pinned by hash in a loader's file (Limine's `path#blake2b`): each found
+-- plugin's `repin(ctx, changed)` gives the edits, applied as a follow-up plan (journaled,
+-- reverted like the plan's own). Runs with or without --cmdline.
+function M.after_rebuild(run, rebuilt)
+  local changed = {}
+  for _, e in ipairs(rebuilt or {}) do
+    if e.ok and e.image then changed[core.fs.resolve(run.root, e.image) or e.image] = true end
+  end
+  if not next(changed) then return true end
+  local all = {}
+  for _, t in ipairs(run.loaders:all()) do
+    if t.repin and t.detect(run.ctx) then
+      local list, err = t.repin(run.ctx, changed)
+      if not list then return nil, err end
+      for _, c in ipairs(list) do
+        c.generator, c.bootloader = "cmdline", t.name
+        all[#all + 1] = c
+      end
+    end
+  end
+  if #all == 0 then return true end
+  run:boot_changed()
+  return require("vfioinit.plan").follow_up(run, all):apply()
+end
+
 -- The target (found in ctx) one of whose files is path, or nil.
 local function owner(loaders, ctx, path)
   for _, t in ipairs(loaders:all()) do
@@ -217,7 +243,8 @@ function M.entries(chains, t, wants, ctx, loaders, kver)
       normal = normal or not recovery
       out[#out + 1] = { entry = c.kind == "uki" and ("uki: " .. c.path) or c.entry,
         source = c.cmdline_source .. (c.cmdline_line and (":" .. c.cmdline_line) or ""),
-        cmdline = c.cmdline, ok = ok, missing = miss, default = c.default, recovery = recovery }
+        cmdline = c.cmdline, ok = ok, missing = miss, default = c.default, recovery = recovery,
+        error = c.cmdline_unknown }
     end
   end
   if not normal and t.unbooted then out[#out + 1] = { ok = false, error = t.unbooted(ctx, kver) } end

@@ -63,4 +63,18 @@ function M.running(text)
   return table.concat(keep, " ")
 end
 
+-- For the loaders whose files vfioinit edits in place (refind.lua, limine.lua):
+-- splice(text, reps) applies byte replacements {at=, last=, text=} (last = at - 1: an insert);
+-- kernels(ctx) the kernels an edit is for (the run's, else every kernel of root).
+function M.splice(text, reps)
+  table.sort(reps, function(a, b) return a.at > b.at end)
+  for _, r in ipairs(reps) do text = text:sub(1, r.at - 1) .. r.text .. text:sub(r.last + 1) end
+  return text
+end
+
+function M.kernels(ctx)
+  if ctx.kernels and #ctx.kernels > 0 then return ctx.kernels end
+  return require("vfioinit.detect").kernels(ctx.root)
+end
+
 return M
