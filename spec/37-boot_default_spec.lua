@@ -18,7 +18,7 @@ local state = require "vfioinit.state"
 local KVER = "6.1.0-57-cloud-amd64"
 local OWN = "/boot/booster-" .. KVER .. ".img"
 
-local root, real_spawn, unstub
+local root, real_spawn, restore_start
 
 local function stub_spawn(o)
   h.booster_image(root, o.argv[5], o.argv[6], true)
@@ -61,12 +61,12 @@ before_each(function()
   assert.are.equal(KVER, (h.install_kernel(root, "cloud", KVER)))
   real_spawn = core.spawn.run
   core.spawn.run = stub_spawn
-  unstub = h.start_via_run(core)  -- rebuilds start their commands: through the stub too
+  restore_start = h.start_via_run(core)
   plain_image("/boot/custom.img")
 end)
 after_each(function()
-  unstub()
   core.spawn.run = real_spawn
+  restore_start()
   h.rm(root)
 end)
 
@@ -280,12 +280,12 @@ describe("Arch names the kernel by its package", function()
   it("the command line is read back from that entry (no 'no grub.cfg entry boots kernel')", function()
     local ctx = context.new({ root = root })
     local wants = require("vfioinit.boot.cmdline.words").wants()
-    local got = assert(require("vfioinit.boot.cmdline").readback_for(ctx, "grub", wants, KVER))
+    local got = assert(require("vfioinit.boot.loaders.grub").readback(ctx, wants, KVER))
     assert.are.equal(1, #got)
     assert.are.equal("grub: Arch Linux", got[1].entry)
     assert.is_false(got[1].ok)
     h.writefile(root .. "/boot/loader/entries/arch.conf", "title Arch\nlinux /vmlinuz-linux\ninitrd /booster-linux.img\noptions rw\n")
-    got = assert(require("vfioinit.boot.cmdline").readback_for(ctx, "kernel_cmdline", wants, KVER))
+    got = assert(require("vfioinit.boot.cmdline.bls").readback(ctx, wants, KVER))
     assert.are.equal("bls: arch.conf", got[1].entry)
     -- verify --cmdline judges it: it lacks the parameters, not "no entry"
     local list = assert(vfioinit.verify({ root = root, cmdline = true, generators = { "booster" } }))

@@ -160,6 +160,7 @@ describe("options a command does not take", function()
           local argv = { opt[1] }
           if opt.arg then argv[2] = opt.key == "devices" and "0000:01:00.0" or "x" end
           if opt.key == "force" and c[1] ~= "revert" then argv[#argv + 1] = "--match"; argv[#argv + 1] = "x" end
+          if opt.key == "trial_cmdline" then table.insert(argv, 1, "--trial") end
           argv[#argv + 1] = c[1]
           local o, err = cli.parse(argv)
           local takes = global:find(opt[1], 1, true) or listed:find(opt[1]:gsub("%-", "%%-") .. "%f[^%w-]")

@@ -27,13 +27,7 @@ local function vfioinit(root, args)
   return code, out
 end
 
--- A command chrooted into root (tools/lib-chroot.sh), its output; fails the spec on error.
-local function in_root(root, cmd)
-  local out, ok = sh_plain(("bash -c %s 2>&1"):format(h.q(("PROG=spec; . tools/lib-chroot.sh; chroot_run %s %s")
-    :format(h.q(root), cmd))))
-  assert(ok, cmd .. " failed:\n" .. out)
-  return out
-end
+local in_root = h.in_root
 
 -- A UKI's section, extracted by objcopy into the root's /tmp (host path returned).
 local function section(root, uki, name)

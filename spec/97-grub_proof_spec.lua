@@ -21,19 +21,11 @@ local function words(s)
   return t
 end
 
--- /etc/default/grub as a user of this VM would write it, from the package's template: no
--- menu delay, GRUB and the kernel on the serial console, the probe's break=premount,
--- no_timer_check (under TCG, with QEMU's intel-iommu and no intel_iommu=on, the kernel's
--- IO-APIC timer check through interrupt remapping panics now and then), and
--- the root device as the guest sees it (update-grub runs on a loop device here, which
--- 10_linux will not name: "We can't cope with devices loop-mounted from files").
+-- The user's GRUB configuration (helpers.grub_user_config) with the probe's break=premount
+-- and no_timer_check (under TCG, with QEMU's intel-iommu and no intel_iommu=on, the kernel's
+-- IO-APIC timer check through interrupt remapping panics now and then).
 local function user_grub_config(mnt)
-  local template = assert(h.readfile(mnt .. "/usr/share/grub/default/grub"))
-  local text = template:gsub("\nGRUB_TIMEOUT=[^\n]*", "\nGRUB_TIMEOUT=0")
-    :gsub("\nGRUB_CMDLINE_LINUX_DEFAULT=[^\n]*", '\nGRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0 break=premount no_timer_check"')
-  text = text .. 'GRUB_TERMINAL="serial console"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n'
-    .. "GRUB_DEVICE=/dev/vda1\n"
-  h.writefile(mnt .. "/etc/default/grub", text)
+  h.grub_user_config(mnt, "console=ttyS0 break=premount no_timer_check")
 end
 
 -- The first `linux` line of grub.cfg (the default entry), by grep: {path, args...}.

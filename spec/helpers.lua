@@ -277,4 +277,29 @@ function M.clone_real(flavour)
   return root, (M.sh("ls " .. M.q(root .. "/lib/modules")):gsub("%s+$", "")), dir, cleanup
 end
 
+
+-- A tool that is not vfioinit, without the sanitizer runtime tools/test preloads.
+function M.sh_plain(cmd) return M.sh("env -u LD_PRELOAD " .. cmd) end
+
+-- A command chrooted into root (tools/lib-chroot.sh), its output; fails the spec on error.
+function M.in_root(root, cmd)
+  local out, ok = M.sh_plain(("bash -c %s 2>&1"):format(M.q(("PROG=spec; . tools/lib-chroot.sh; chroot_run %s %s")
+    :format(M.q(root), cmd))))
+  assert(ok, cmd .. " failed:\n" .. out)
+  return out
+end
+
+-- /etc/default/grub of a VM's user, from the package's template in the mounted root `mnt`: no
+-- menu delay, GRUB and the kernel on the serial console, GRUB_CMDLINE_LINUX_DEFAULT =
+-- `cmdline`, and the root device as the guest sees it (update-grub runs on a loop device,
+-- which 10_linux will not name: "We can't cope with devices loop-mounted from files").
+function M.grub_user_config(mnt, cmdline)
+  local template = assert(M.readfile(mnt .. "/usr/share/grub/default/grub"))
+  local text = template:gsub("\nGRUB_TIMEOUT=[^\n]*", "\nGRUB_TIMEOUT=0")
+    :gsub("\nGRUB_CMDLINE_LINUX_DEFAULT=[^\n]*", '\nGRUB_CMDLINE_LINUX_DEFAULT="' .. cmdline .. '"')
+  text = text .. 'GRUB_TERMINAL="serial console"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n'
+    .. "GRUB_DEVICE=/dev/vda1\n"
+  M.writefile(mnt .. "/etc/default/grub", text)
+end
+
 return M

@@ -42,7 +42,7 @@ M.OPTIONS = {
       .. "into the kernel" },
   { "--softdeps", key = "softdeps", commands = CONFIG,
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
-  { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild" },
+  { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild", "commit" },
     help = "time limit of each generator run (default 600; at most 1e9)" },
   { "--jobs", arg = "N", key = "jobs", commands = { "apply", "rebuild" },
     help = "run at most N generator commands (one per kernel) at a time (default: the CPUs)" },
@@ -53,6 +53,12 @@ M.OPTIONS = {
     help = "revert: also restore files edited since vfioinit wrote them, keeping their "
       .. "content as PATH.vfioinit-edited; with --device/--match: pass a device the safety rules refuse "
       .. "(boot VGA, the root disk's controller)" },
+  { "--trial", key = "trial", commands = { "apply" },
+    help = "try the configuration for one boot: the default entry stays as it is; an image built from a "
+      .. "staged copy of the generator's configuration and an entry of its own (GRUB: next_entry; "
+      .. "systemd-boot: boot counting +1) start the next boot only; then 'vfioinit commit' or 'vfioinit revert'" },
+  { "--trial-cmdline", arg = "ARGS", key = "trial_cmdline", commands = { "apply" }, needs = { apply = { "--trial" } },
+    help = "words for the trial entry's command line only, e.g. panic=5 (a panic reboots into the old default)" },
   { "--full", key = "full", commands = { "verify" },
     help = "read every image, even one whose fingerprint says it is unchanged since it was verified" },
   { "--dry-run", key = "dry_run", commands = { "apply", "revert" },
@@ -69,7 +75,8 @@ M.COMMANDS = {
   { "apply", "write the changes, then rebuild the stale images and verify them" },
   { "rebuild", "rebuild the images of the selected generators and kernels, and verify them" },
   { "verify", "check that every image contains the VFIO modules" },
-  { "revert", "undo every change vfioinit made" },
+  { "revert", "undo every change vfioinit made (with a trial pending: only the trial)" },
+  { "commit", "after a good trial boot: make the tried configuration permanent, remove the trial" },
 }
 
 -- takes(opt, command) -> does `command` take the option row `opt`?
@@ -315,6 +322,12 @@ local function print_status(st)
   end
   print_secure_boot(st.secure_boot)
   print_chains(st)
+  local t = st.trial
+  if t and t.error then out("trial: " .. t.error .. "\n")
+  elseif t then
+    out(("trial: %s of %s (%s entry %s, image %s): %s — %s\n"):format(t.id, t.kernel, t.loader, t.entry, t.image,
+      t.state, t.why))
+  end
 end
 
 local function cmd_status(v, o)
@@ -383,6 +396,20 @@ local function print_apply(o, report)
   end
 end
 
+-- apply --trial: the configuration tried (a diff of files NOT written), the trial's image, and
+-- what boots next.
+local function print_trial(o, report)
+  local t = report.trial
+  out(report.diff)
+  for _, r in ipairs(report.rebuilt) do
+    out(("built the trial image %s for %s (%s) in %.1f s\n"):format(r.image, r.kernel, r.generator, r.seconds or 0))
+  end
+  out(("trial %s: the next boot starts %s (%s), command line: %s\n"):format(t.id, t.entry, t.loader, t.cmdline))
+  note(o, ("the configuration above is not applied; the default entry (%s) stays as it is. After a good trial "
+    .. "boot run 'vfioinit commit'; a failed one falls back to the default by itself ('vfioinit revert' "
+    .. "removes the trial)"):format(t.default))
+end
+
 local function cmd_apply(v, o)
   -- apply --dry-run is plan: the same diff, JSON and exit status, nothing written
   if o.dry_run then return cmd_plan(v, o) end
@@ -390,10 +417,24 @@ local function cmd_apply(v, o)
   opts.rebuild = not o.no_rebuild
   opts.log = progress(o)
   opts.timeout, opts.jobs = o.timeout, o.jobs
+  opts.trial, opts.trial_cmdline = o.trial, o.trial_cmdline
   local report, err, partial = v.update_initramfs(opts)
   if o.json then out(json.encode(report or partial) .. "\n") end
   if not report then return fail(nil, err) end
-  if not o.json then print_apply(o, report) end
+  if not o.json and report.trial then print_trial(o, report)
+  elseif not o.json then print_apply(o, report) end
+  return 0
+end
+
+local function cmd_commit(v, o)
+  local report, err, partial = v.commit({ root = o.root, timeout = o.timeout, log = progress(o) })
+  if o.json then out(json.encode(report or partial or { ok = false, error = err }) .. "\n") end
+  if not report then return fail(nil, err) end
+  if not o.json then
+    print_apply(o, report)
+    note(o, ("committed trial %s (%s); its entry and image are removed"):format(report.committed.id,
+      report.committed.evidence))
+  end
   return 0
 end
 
@@ -456,7 +497,7 @@ local function cmd_revert(v, o)
     for i, r in ipairs(refused or {}) do why[i] = { path = r.path, reason = r.reason, lost = r.lost } end
     out(json.encode({ ok = ok or false, error = not ok and list or nil, refused = refused and why, dry_run = o.dry_run or false,
       reverted = done and paths or nil, diff = done and o.dry_run and table.concat(diffs) or nil,
-      leftovers = done and done.leftovers or nil }) .. "\n")
+      leftovers = done and done.leftovers or nil, trial = done and done.trial or nil }) .. "\n")
   elseif o.dry_run then
     out(table.concat(diffs))
     if ok and #diffs == 0 then note(o, "nothing to revert") end
@@ -465,7 +506,8 @@ local function cmd_revert(v, o)
       out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "")
         .. (p.lost and (" (cannot be restored, " .. p.lost .. "; left as it is)") or "") .. "\n")
     end
-    if ok and #paths == 0 then note(o, "nothing to revert")
+    if ok and done.trial then note(o, "dropped trial " .. done.trial .. "; the configuration before it stays")
+    elseif ok and #paths == 0 then note(o, "nothing to revert")
     elseif ok then note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
   end
   if not ok then
@@ -476,7 +518,7 @@ local function cmd_revert(v, o)
 end
 
 local HANDLERS = { status = cmd_status, plan = cmd_plan, apply = cmd_apply, rebuild = cmd_rebuild,
-  verify = cmd_verify, revert = cmd_revert }
+  verify = cmd_verify, revert = cmd_revert, commit = cmd_commit }
 
 -- Is --json among the arguments? Looked at before parsing, so a usage error is reported
 -- as JSON too when the arguments do not parse.

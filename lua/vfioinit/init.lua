@@ -22,6 +22,7 @@ local planner = util.lazy "vfioinit.plan"
 local state = util.lazy "vfioinit.state"
 local runs = require "vfioinit.run"
 local pipeline = require "vfioinit.pipeline"
+local trial = require "vfioinit.trial"
 local generators = require "vfioinit.generators"
 local options = require "vfioinit.options"
 
@@ -165,6 +166,14 @@ local function revert(registry)
     if lock_env_error() then return nil, lock_env_error() end
     local root = o.root or "/"
     local ropts = { force = o.force and true or false, dry_run = o.dry_run and true or false }
+    -- a pending or failed trial is dropped alone: what was configured before it stays
+    local pending, perr = trial.pending(root)
+    if pending == nil then return nil, perr end
+    if pending then
+      local list, err, refused = trial.drop(root, { force = ropts.force, dry_run = ropts.dry_run, timeout = o.timeout })
+      if not list then return nil, err, refused end
+      return true, list
+    end
     if ropts.dry_run then
       local list, err, refused = state.revert(root, ropts)
       if not list then return nil, err, refused end
@@ -314,6 +323,22 @@ local function bind_pipeline(M, registry)
   -- @treturn[2] {table,...} refused, `{path=, reason=}` each; `lost=true` for a file whose
   --   backup cannot be read (the others were restored: `refused.reverted` lists them)
   M.revert = revert(registry)
+
+  --- After a good trial boot (`update_initramfs{trial=true}`): check the trial booted, make
+  -- its configuration permanent as update_initramfs would, then remove the trial's entry,
+  -- image and files.
+  -- @function commit
+  -- @tparam[opt] table opts `{root="/", timeout=600, log=function(msg), on_output=function(line)}`
+  -- @treturn[1] table report: update_initramfs's, plus `committed` (`{id=, evidence=, removed=}`)
+  -- @treturn[2] nil
+  -- @treturn[2] string message (no trial, not seen booting, or the apply's error)
+  -- @treturn[2] table the report so far, when the apply ran
+  function M.commit(opts)
+    local o, err = checkopts(opts, "commit")
+    if not o then return nil, err end
+    if lock_env_error() then return nil, lock_env_error() end
+    return trial.commit(o, registry)
+  end
 
   --- A plan, as plan returns it.
   -- @type Plan

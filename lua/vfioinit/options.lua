@@ -21,6 +21,7 @@ M.TYPES = {
   force = "boolean", cmdline = "boolean", sysfs = "string", full = "boolean",
   dry_run = "boolean", rebuild = "boolean", verify = "boolean", timeout = "seconds", jobs = "count",
   log = "function", on_output = "function", kernel = "string", backup = "true",
+  trial = "boolean", trial_cmdline = "string",
 }
 
 local PLAN = { "root", "generators", "kernels", "modules", "ids", "softdeps", "devices", "match",
@@ -42,7 +43,8 @@ M.CALLS = {
   plan = PLAN,
   status = plus(PLAN, { "full" }),
   update_initramfs = plus(PLAN, { "full", "dry_run", "rebuild", "verify", "timeout", "jobs", "log",
-    "on_output", "backup" }),
+    "on_output", "backup", "trial", "trial_cmdline" }),
+  commit = { "root", "timeout", "log", "on_output", "sysfs" },
   verify = { "root", "generators", "kernels", "modules", "full", "cmdline", "ids" },
   rebuild = { "root", "generators", "kernels", "timeout", "jobs", "log", "on_output" },
   boot_chains = { "root", "generators", "kernels" },

@@ -19,6 +19,7 @@ local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.boot.cmdline"
 local kinstall = util.lazy "vfioinit.boot.kinstall"
 local state = require "vfioinit.state"
+local trial = require "vfioinit.trial"
 
 local M = {}
 
@@ -269,6 +270,12 @@ local function update_stages(run, opts, report)
   if not plan then report.error = err; return report end
   describe(report, plan)
   if report.dry_run then report.ok = true; return report end
+  -- a trial (lua/vfioinit/trial.lua) writes its own files, never the plan's
+  if run.opts.trial then report.ok = trial.apply(run, plan, opts, report); return report end
+  if not opts.committing then
+    report.error = trial.blocks(run.root)
+    if report.error then return report end
+  end
   local ok, aerr = M.apply(plan, log)
   if not ok then report.error = aerr; return report end
   report.applied = #plan.changes > 0 or nil
@@ -302,6 +309,7 @@ end
 --- update(opts, registry) -> report (report.ok false with report.error on failure)
 function M.update(opts, registry)
   local report = M.report(opts.root or "/", opts.dry_run)
+  if opts.trial_cmdline and not opts.trial then report.error = "trial_cmdline needs trial=true (--trial)"; return report end
   local run, err = runs.new(opts, registry, "update_initramfs")
   if not run then report.error = err; return report end
   update_stages(run, opts, report)
@@ -412,7 +420,7 @@ function M.status(opts, registry)
   return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
     generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
     pending_changes = pending, plan_error = perr, images = images, boot_chains = chains,
-    boot_chains_error = chains_error, secure_boot = secure_boot }
+    boot_chains_error = chains_error, secure_boot = secure_boot, trial = trial.status(inv.root, run.opts) }
 end
 
 return M

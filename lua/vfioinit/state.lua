@@ -550,13 +550,16 @@ local function plan_revert(root, opts)
   if not settled then return nil, serr end
   local steps, refused, lost = {}, {}, {}
   for i = #settled, 1, -1 do
-    local step, cerr = classify(root, settled[i])
+    local step, cerr = true, nil
+    if not opts.only or opts.only(settled[i]) then step, cerr = classify(root, settled[i]) end
     if not step then return nil, cerr end
-    steps[#steps + 1] = step
-    if step.refuse then refused[#refused + 1] = { path = step.entry.path, reason = step.refuse } end
-    if step.lost then
-      lost[#lost + 1] = { path = step.entry.path, reason = step.lost, lost = true }
-      step.forgotten = opts.force or nil
+    if step ~= true then
+      steps[#steps + 1] = step
+      if step.refuse then refused[#refused + 1] = { path = step.entry.path, reason = step.refuse } end
+      if step.lost then
+        lost[#lost + 1] = { path = step.entry.path, reason = step.lost, lost = true }
+        step.forgotten = opts.force or nil
+      end
     end
   end
   if #refused > 0 and not opts.force then
@@ -597,6 +600,8 @@ local function revert_step(root, list, s, opts)
   if s.action == "rmdir" then
     -- only when empty: what else is in it now is not vfioinit's to remove
     s.action = core.fs.remove(root, s.entry.path) and "removed" or "unchanged"
+    -- a partial revert keeps a directory still in use: the full revert removes it later
+    if opts.only and s.action ~= "removed" then return true end
   elseif s.action ~= "unchanged" then
     -- what the restore needs run (a tool's inverse) runs first: killed, it runs again
     if opts.undo then
@@ -611,7 +616,19 @@ local function revert_step(root, list, s, opts)
   return M.save(root, list)
 end
 
---- revert(root, {force=, dry_run=, begin=, undo=, after=}) -> list of {path=, action=, kept=...}
+-- A partial revert (`only`) is done: its entries leave the manifest (with their backups),
+-- the others stay recorded.
+function M.forget_reverted(root, list, steps)
+  local keep, gone = {}, {}
+  for _, e in ipairs(list) do
+    if not e.flags.reverted then keep[#keep + 1] = e elseif e.backup then gone[#gone + 1] = e.backup end
+  end
+  local ok, err = store(root, keep, gone, true)
+  if not ok then return nil, err end
+  return report(steps)
+end
+
+--- revert(root, {force=, dry_run=, begin=, undo=, after=, only=}) -> list of {path=, action=, kept=...}
 -- | nil, err, refused. Checks every file first; refuses (changing nothing) when one holds
 -- anything but what vfioinit last wrote, unless forced. Each restore is durable, then
 -- recorded `reverted`; backups and manifest go only when every entry is. A file whose
@@ -620,7 +637,8 @@ end
 -- Hooks: begin() before the first write (once the checks passed); and, run while the
 -- manifest still names the files (a failed or killed one runs again at the next revert),
 -- undo(step) -> true | nil, err before a file is restored, after(steps) -> true | nil, err
--- once every restore is durable.
+-- once every restore is durable. only(entry) -> bool: revert just those entries (a trial's,
+-- lua/vfioinit/trial.lua); the rest stay recorded.
 function M.revert(root, opts)
   opts = opts or {}
   local list, steps, lost = plan_revert(root, opts)
@@ -646,6 +664,7 @@ function M.revert(root, opts)
     if not ok then return nil, err end
   end
   if unforced then return partial(steps, lost) end
+  if opts.only then return M.forget_reverted(root, list, steps) end
   -- every restore is durable and recorded: now the backups, then the manifest
   remove_backups(root)
   core.fs.remove(root, M.BACKUPS)

@@ -6,6 +6,7 @@
 -- state) naming it by id or title.
 local bootcfg = require "vfioinit.boot.cfg"
 local places = require "vfioinit.boot.places"
+local trial = require "vfioinit.trial.record"
 
 local M = { name = "bls", order = 26 }
 
@@ -72,6 +73,7 @@ function M.chains(st, kver)
   for _, b in ipairs(st.of.bls or {}) do
     local e = b.e
     local mine = e.version == kver or st:names_kernel(e.linux, kver) or st:names_kernel(e.efi, kver)
+    mine = mine and not trial.owns_entry(b.name)  -- a trial's entry is not what boots for good
     if mine and (e.efi or e.linux) then
       -- GRUB (blscfg) and systemd-boot may both read the entries: either one's default counts
       local by = {}

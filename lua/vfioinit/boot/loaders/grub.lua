@@ -16,6 +16,7 @@ local cmdline = require "vfioinit.cmdline"
 local ownids = require "vfioinit.boot.cmdline.ownids"
 local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
 local places = require "vfioinit.boot.places"
+local trial = require "vfioinit.trial.record"
 
 local M = { name = "grub", order = 30, title = "update-grub, grub-mkconfig, grub2-mkconfig" }
 
@@ -308,7 +309,7 @@ function M.chains(st, kver)
     for _, i in ipairs(bootcfg.grub_defaults(g.cfg, g.env)) do defs[i] = true end
     local list, first = {}, 0
     for i, e in ipairs(g.cfg.entries) do
-      if st:names_kernel(e.linux, kver) then
+      if st:names_kernel(e.linux, kver) and not trial.owns_entry(e.id) then
         local initrds = {}
         for k, p in ipairs(e.initrd) do initrds[k] = places.grub_path(ctx, p) end
         local ird = initrds[#initrds]

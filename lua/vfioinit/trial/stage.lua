@@ -1,0 +1,153 @@
+--[[ vfioinit.trial.stage: the trial image is built from a staged copy of the generator's
+configuration, never from the configuration the default entry's image is built from.
+
+  stage.plan(ctx, gen, changes, kver, out) -> {files = {{path=, after=, mode=}...},
+                                               argv = {...}} | nil, err
+
+`changes` are the plan's (lua/vfioinit/plan.lua). Those of the generator's configuration
+go into the staged copy under STAGE; vfioinit's modprobe.d file is put into the image
+from its staged copy; the command-line changes are the trial entry's business
+(lua/vfioinit/trial.lua). Anything else cannot be staged and is refused, naming the file.
+Per generator (its own option for another configuration and another output):
+  initramfs-tools  mkinitramfs -d STAGE/initramfs-tools -o OUT KVER (a copy of
+                   /etc/initramfs-tools; a hook of the copy puts the staged modprobe.d file
+                   in, after mkinitramfs copied /etc/modprobe.d)
+  dracut           dracut --conf STAGE/dracut.conf --confdir STAGE/dracut.conf.d
+                   [--include STAGED /etc/modprobe.d/vfioinit.conf] --force OUT KVER
+  mkinitcpio       mkinitcpio -c STAGE/mkinitcpio.conf -k KVER -g OUT
+  booster          booster build --force --config STAGE/booster.yaml --kernel-version KVER OUT
+A generator of one's own may bring `trial_stage(ctx, changes, kver, out, stage)` with the
+same result.
+]]
+local core = require "vfioinit.core"
+local modprobe = require "vfioinit.modprobe"
+local record = require "vfioinit.trial.record"
+
+local M = {}
+
+M.STAGE = record.DIR .. "/stage"
+M.MODPROBE = M.STAGE .. "/modprobe.d/vfioinit.conf"
+
+local function under(path, dir) return path == dir or path:sub(1, #dir + 1) == dir .. "/" end
+
+-- Every regular file below dir in root (recursively), {path=, mode=}; symlinks and
+-- other kinds are not configuration the copy needs.
+local function files_below(ctx, dir, out)
+  out = out or {}
+  for _, n in ipairs(ctx.dir(dir) or {}) do
+    local p = dir .. "/" .. n
+    local st = ctx.stat(p, true)
+    if st and st.type == "dir" then files_below(ctx, p, out)
+    elseif st and st.type == "file" then out[#out + 1] = { path = p, mode = st.mode } end
+  end
+  return out
+end
+
+-- Copy `srcs` (the files of a configuration in root) to `dst` (their place in the stage),
+-- with the plan's changes under `src` applied. Returns the files or nil, err.
+local function copy_tree(ctx, src, dst, changes, files)
+  local by = {}
+  for _, c in ipairs(changes) do if under(c.path, src) then by[c.path] = c end end
+  local seen = {}
+  for _, f in ipairs(files_below(ctx, src)) do
+    seen[f.path] = true
+    local c = by[f.path]
+    local text, err
+    if c then text = c.after else text, err = core.fs.read(ctx.root, f.path) end
+    if err then return nil, err end
+    if text then files[#files + 1] = { path = dst .. f.path:sub(#src + 1), after = text, mode = c and c.mode or f.mode } end
+  end
+  for p, c in pairs(by) do
+    if not seen[p] and c.after then files[#files + 1] = { path = dst .. p:sub(#src + 1), after = c.after, mode = c.mode } end
+  end
+  table.sort(files, function(a, b) return a.path < b.path end)
+  return files
+end
+
+-- The staged copy of one file (a main config): the plan's content, else root's, else "".
+local function copy_file(ctx, src, dst, changes, files)
+  local text
+  for _, c in ipairs(changes) do if c.path == src then text = c.after or "" end end
+  if not text then
+    local t, err = ctx.read(src)
+    if err then return nil, err end
+    text = t or ""
+  end
+  files[#files + 1] = { path = dst, after = text }
+  return files
+end
+
+local HOOK = [[#!/bin/sh
+# vfioinit trial: the image gets the staged modprobe.d file, not /etc's
+case "$1" in prereqs) exit 0 ;; esac
+mkdir -p "${DESTDIR}/etc/modprobe.d"
+cp ]] .. M.MODPROBE .. [[ "${DESTDIR}/etc/modprobe.d/vfioinit.conf"
+]]
+
+local BUILTIN = {}
+
+BUILTIN["initramfs-tools"] = function(ctx, changes, kver, out, mp)
+  local conf = M.STAGE .. "/initramfs-tools"
+  local files, err = copy_tree(ctx, "/etc/initramfs-tools", conf, changes, {})
+  if not files then return nil, err end
+  if mp then files[#files + 1] = { path = conf .. "/hooks/zz-vfioinit-trial", after = HOOK, mode = 493 } end
+  return { files = files, argv = { "mkinitramfs", "-d", conf, "-o", out, kver }, owns = { "/etc/initramfs-tools" } }
+end
+
+BUILTIN.dracut = function(ctx, changes, kver, out, mp)
+  local files, err = copy_file(ctx, "/etc/dracut.conf", M.STAGE .. "/dracut.conf", changes, {})
+  if files then files, err = copy_tree(ctx, "/etc/dracut.conf.d", M.STAGE .. "/dracut.conf.d", changes, files) end
+  if not files then return nil, err end
+  local argv = { "dracut", "--conf", M.STAGE .. "/dracut.conf", "--confdir", M.STAGE .. "/dracut.conf.d" }
+  if mp then for _, a in ipairs({ "--include", M.MODPROBE, modprobe.FILE }) do argv[#argv + 1] = a end end
+  for _, a in ipairs({ "--force", out, kver }) do argv[#argv + 1] = a end
+  return { files = files, argv = argv, owns = { "/etc/dracut.conf", "/etc/dracut.conf.d" } }
+end
+
+BUILTIN.mkinitcpio = function(ctx, changes, kver, out)
+  local conf = M.STAGE .. "/mkinitcpio.conf"
+  local files, err = copy_file(ctx, "/etc/mkinitcpio.conf", conf, changes, {})
+  if not files then return nil, err end
+  return { files = files, argv = { "mkinitcpio", "-c", conf, "-k", kver, "-g", out }, owns = { "/etc/mkinitcpio.conf" } }
+end
+
+BUILTIN.booster = function(ctx, changes, kver, out)
+  local conf = M.STAGE .. "/booster.yaml"
+  local files, err = copy_file(ctx, "/etc/booster.yaml", conf, changes, {})
+  if not files then return nil, err end
+  return { files = files, argv = { "booster", "build", "--force", "--config", conf, "--kernel-version", kver, out },
+    owns = { "/etc/booster.yaml" } }
+end
+
+-- Generators whose staged build has a way to carry the staged modprobe.d file.
+local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true }
+
+--- plan(ctx, gen, changes, kver, out) -> {files=, argv=} | nil, err
+function M.plan(ctx, gen, changes, kver, out)
+  local build = gen.trial_stage or BUILTIN[gen.name]
+  if not build then return nil, gen.name .. ": no staged build for a trial image (a generator's trial_stage)" end
+  local mine, mp = {}, nil
+  for _, c in ipairs(changes) do
+    if c.generator == gen.name then mine[#mine + 1] = c
+    elseif c.path == modprobe.FILE then mp = c
+    end
+  end
+  if mp and not gen.trial_stage and not CARRIES_MODPROBE[gen.name] then
+    return nil, ("%s: a %s trial image cannot carry a staged %s (--ids, --softdeps): apply without --trial"):format(
+      modprobe.FILE, gen.name, modprobe.FILE)
+  end
+  local s, err = build(ctx, mine, kver, out, mp, M.STAGE)
+  if not s then return nil, err end
+  for _, c in ipairs(mine) do
+    local staged = false
+    for _, d in ipairs(s.owns or {}) do staged = staged or under(c.path, d) end
+    if not staged then
+      return nil, ("%s: %s keeps this file outside its configuration, where a staged trial build cannot "
+        .. "read it: apply without --trial"):format(c.path, gen.name)
+    end
+  end
+  if mp and mp.after then s.files[#s.files + 1] = { path = M.MODPROBE, after = mp.after } end
+  return s
+end
+
+return M

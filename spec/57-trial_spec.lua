@@ -1,0 +1,319 @@
+-- The trial (issue 27) piece by piece: the record, the GRUB entry and grubenv, the BLS entry
+-- and systemd-boot's counter names, the staged configuration, the partial revert that drops
+-- a trial alone, what `commit` takes as evidence, and the CLI's options. The boots themselves
+-- are spec/99-trial_proof_spec.lua.
+local h = require "helpers"
+local core = require "vfioinit.core"
+local state = require "vfioinit.state"
+local record = require "vfioinit.trial.record"
+local grub = require "vfioinit.trial.grub"
+local bls = require "vfioinit.trial.bls"
+local stage = require "vfioinit.trial.stage"
+local trial = require "vfioinit.trial"
+local bootcfg = require "vfioinit.boot.cfg"
+local context = require "vfioinit.context"
+
+local KVER = "6.1.0-57-cloud-amd64"
+local CFG = h.readfile(h.project .. "/spec/fixtures/boot/debian12-grub.cfg")
+
+local function sample()
+  return { id = "0a1b2c3d", kernel = KVER, generator = "initramfs-tools", loader = "grub",
+    image = "/boot/initrd.img-" .. KVER .. ".vfioinit-trial", entry = grub.SCRIPT, grubenv = "/boot/grub/grubenv",
+    next_entry = grub.ID, grubenv_was = "-", grubenv_created = "yes", cmdline = "ro quiet vfioinit.trial=0a1b2c3d",
+    default = "grub: Debian GNU/Linux",
+    opts = { ids = { "1af4:1000" }, devices = { "0000:00:05.0" }, force = true, cmdline = true } }
+end
+
+describe("trial record", function()
+  it("reads back what it wrote, options included; a changed byte or a foreign line is refused with the file and line", function()
+    local rec = sample()
+    local text = record.serialize(rec)
+    local back = assert(record.parse(text))
+    for _, k in ipairs({ "id", "kernel", "image", "cmdline", "default", "grubenv_was" }) do
+      assert.are.equal(rec[k], back[k], k)
+    end
+    assert.are.same(rec.opts, back.opts)
+    local bad = text:gsub("0a1b2c3d", "0a1b2c3e", 1)
+    local r, err = record.parse(bad)
+    assert.is_nil(r)
+    assert.matches(record.PATH .. ":1: damaged", err, 1, true)
+    local body = text:match("^(.*\n)end ") .. "color blue\n"
+    r, err = record.parse(body .. "end " .. core.hash.sha256(body) .. "\n")
+    assert.is_nil(r)
+    assert.matches(record.PATH .. ":%d+: unknown line", err)
+  end)
+
+  it("a recorded trial holds back a plain apply, and so does a damaged record", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    assert.is_nil(trial.blocks(root))
+    h.writefile(root .. record.PATH, record.serialize(sample()))
+    assert.matches("a trial is pending (0a1b2c3d)", trial.blocks(root), 1, true)
+    h.writefile(root .. record.PATH, "vfioinit-trial 1\nid x\n")
+    assert.matches(record.PATH .. ":1: damaged", trial.blocks(root), 1, true)
+  end)
+
+  it("owns only its own entries", function()
+    assert.is_true(record.owns_entry(grub.ID))
+    assert.is_true(record.owns_entry("vfioinit-trial-" .. KVER .. "+0-1.conf"))
+    assert.is_false(record.owns_entry("gnulinux-simple-x"))
+    assert.is_false(record.owns_entry("debian-" .. KVER .. ".conf"))
+  end)
+end)
+
+describe("trial GRUB entry", function()
+  local t = { id = "0a1b2c3d", kernel = KVER, title = "Debian GNU/Linux (vfioinit trial 0a1b2c3d)",
+    cmdline = 'root=UUID=0b1c ro console=ttyS0 quiet "dyndbg=file x +p" vfioinit.trial=0a1b2c3d panic=5',
+    initrd = "/boot/initrd.img-" .. KVER .. ".vfioinit-trial" }
+
+  it("is the default entry's body with the trial's initrd and command line, as grub-mkconfig prints it through sh", function()
+    local text = assert(grub.entry(CFG, "/boot/grub/grub.cfg", "Debian GNU/Linux", t))
+    local dir = h.tmpdir()
+    finally(function() h.rm(dir) end)
+    h.writefile(dir .. "/42", grub.script(t, text), 493)
+    local printed, ok = h.sh("sh " .. h.q(dir .. "/42"))
+    assert.is_true(ok, printed)
+    -- what GRUB reads: the entry, by id, loads the trial image with the trial's line
+    local cfg = bootcfg.grub(CFG .. printed)
+    local e = cfg.entries[#cfg.entries]
+    assert.are.equal(grub.ID, e.id)
+    assert.are.same({ t.initrd }, e.initrd)
+    assert.are.equal("/boot/vmlinuz-" .. KVER, e.linux)
+    assert.are.equal(t.cmdline, e.cmdline)
+    -- the body of the default entry (modules, root search) is kept, line for line
+    for _, l in ipairs({ "insmod ext2", "search --no-floppy --fs-uuid --set=root" }) do
+      assert.truthy(printed:find(l, 1, true), l)
+    end
+    assert.truthy(printed:find("save_env " .. grub.VAR, 1, true))
+  end)
+
+  it("is refused for a title grub.cfg does not have", function()
+    local text, err = grub.entry(CFG, "/boot/grub/grub.cfg", "No such entry", t)
+    assert.is_nil(text)
+    assert.matches("/boot/grub/grub.cfg: no entry", err, 1, true)
+  end)
+
+  it("needs a header that honours next_entry whatever GRUB_DEFAULT is", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    local ctx = context.new({ root = root })
+    assert.matches("00_header: missing", select(2, grub.check_header(ctx)), 1, true)
+    -- GRUB 1.99's header: next_entry only for GRUB_DEFAULT=saved
+    h.writefile(root .. grub.HEADER, 'if [ "x${GRUB_DEFAULT}" = "xsaved" ]; then cat <<EOF\nset default="\\${saved_entry}"\nEOF\nfi\n')
+    assert.matches("does not set `default` from grubenv's next_entry", select(2, grub.check_header(ctx)), 1, true)
+    h.writefile(root .. grub.HEADER, 'cat <<EOF\nif [ "\\${next_entry}" ] ; then\n   set default="\\${next_entry}"\nfi\nEOF\n')
+    assert.is_true(grub.check_header(ctx))
+  end)
+
+  it("grubenv: a 1024-byte block with next_entry set, other variables kept, ours taken back", function()
+    local old = "# GRUB Environment Block\nsaved_entry=gnulinux-x\n"
+    old = old .. ("#"):rep(1024 - #old)
+    local new = assert(grub.grubenv_set(old, { next_entry = grub.ID }, "/boot/grub/grubenv"))
+    assert.are.equal(1024, #new)
+    assert.are.same({ saved_entry = "gnulinux-x", next_entry = grub.ID }, bootcfg.grubenv(new))
+    local back = assert(grub.grubenv_set(new, { next_entry = false }, "/boot/grub/grubenv"))
+    assert.are.equal(old, back)
+    local r, err = grub.grubenv_set("saved_entry=x\n", {}, "/boot/grub/grubenv")
+    assert.is_nil(r)
+    assert.matches("/boot/grub/grubenv:1: not a GRUB environment block", err, 1, true)
+  end)
+
+  it("grubenv tells a pending trial from one GRUB booted last and one it started again after", function()
+    local rec = sample()
+    assert.are.equal("pending", grub.state(rec, { next_entry = grub.ID }))
+    assert.are.equal("started", grub.state(rec, { next_entry = "", [grub.VAR] = rec.id }))
+    assert.are.equal("later", grub.state(rec, { next_entry = "", [grub.VAR] = rec.id .. ":later" }))
+    assert.are.equal("gone", grub.state(rec, { next_entry = "" }))
+  end)
+end)
+
+describe("trial BLS entry", function()
+  local ENTRY = "title      Debian GNU/Linux 12 (bookworm)\nversion    " .. KVER .. "\nsort-key   debian\n"
+    .. "options    console=ttyS0 root=/dev/vda\nlinux      /debian/" .. KVER .. "/linux\n"
+    .. "initrd     /debian/" .. KVER .. "/initrd.img-" .. KVER .. "\n"
+
+  it("copies the default entry with the trial's initrd, options and a sort key that systemd-boot orders first", function()
+    local text = bls.entry(ENTRY, { id = "0a1b2c3d", cmdline = "console=ttyS0 root=/dev/vda vfioinit.trial=0a1b2c3d",
+      initrd = "/debian/" .. KVER .. "/initrd.img-" .. KVER .. ".vfioinit-trial" })
+    local e = assert(bootcfg.bls(text))
+    assert.are.equal("console=ttyS0 root=/dev/vda vfioinit.trial=0a1b2c3d", e.options)
+    assert.are.same({ "/debian/" .. KVER .. "/initrd.img-" .. KVER .. ".vfioinit-trial" }, e.initrd)
+    assert.are.equal("/debian/" .. KVER .. "/linux", e.linux)
+    assert.are.equal(bls.SORT_KEY, e["sort-key"])
+    -- strcmp order, as systemd-boot 252 compares sort keys: the trial's before Debian's
+    assert.is_true(bls.SORT_KEY < "debian")
+  end)
+
+  it("reads systemd-boot's counter names: +1 pending, +0-1 started, none good", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    local ctx = context.new({ root = root })
+    local dir = "/boot/efi/loader/entries"
+    local base = bls.base(dir, KVER)
+    assert.is_nil(bls.find(ctx, base))
+    for name, want in pairs({ ["+1"] = "pending", ["+0-1"] = "started", [""] = "good" }) do
+      h.rm(root .. dir)
+      h.writefile(root .. base .. name .. ".conf", ENTRY)
+      h.writefile(root .. dir .. "/debian-" .. KVER .. ".conf", ENTRY)
+      local path, st = bls.find(ctx, base)
+      assert.are.equal(base .. name .. ".conf", path)
+      assert.are.equal(want, st, name)
+    end
+  end)
+
+  it("is refused where loader.conf's default, or an earlier sort key, decides instead", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    local ctx = context.new({ root = root })
+    h.writefile(root .. "/boot/efi/loader/entries/a.conf", ENTRY)
+    h.writefile(root .. "/boot/efi/loader/loader.conf", "timeout 0\ndefault @saved\n")
+    assert.matches("/boot/efi/loader/loader.conf:2: `default @saved`", select(2, bls.check(ctx, {})), 1, true)
+    h.writefile(root .. "/boot/efi/loader/loader.conf", "timeout 0\n")
+    local early = { { path = "/boot/efi/loader/entries/a.conf", name = "a.conf",
+      e = assert(bootcfg.bls(ENTRY:gsub("sort%-key   debian", "sort-key   0aaa"))) } }
+    assert.matches("a.conf:3: sort-key 0aaa sorts before", select(2, bls.check(ctx, early)), 1, true)
+    early[1].e = assert(bootcfg.bls(ENTRY))
+    assert.is_true(bls.check(ctx, early))
+  end)
+end)
+
+describe("trial staging", function()
+  local function root_with_confdir()
+    local root = h.tmpdir()
+    h.writefile(root .. "/etc/initramfs-tools/initramfs.conf", "MODULES=most\n")
+    h.writefile(root .. "/etc/initramfs-tools/modules", "# modules\n")
+    h.writefile(root .. "/etc/initramfs-tools/hooks/user-hook", "#!/bin/sh\n", 493)
+    return root
+  end
+
+  it("initramfs-tools: a copy of the configuration with the plan's edits, the modprobe.d file through a hook of its own", function()
+    local root = root_with_confdir()
+    finally(function() h.rm(root) end)
+    local ctx = context.new({ root = root })
+    local gen = require("vfioinit.generators").new():get("initramfs-tools")
+    local changes = {
+      { generator = "initramfs-tools", path = "/etc/initramfs-tools/modules", before = "# modules\n", after = "# modules\nvfio\n" },
+      { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf", after = "options vfio-pci ids=1af4:1000\n" },
+      { generator = "cmdline", path = "/etc/default/grub.d/vfioinit.cfg", after = "X\n" },
+    }
+    local s = assert(stage.plan(ctx, gen, changes, KVER, "/boot/initrd.img-" .. KVER .. ".vfioinit-trial"))
+    assert.are.same({ "mkinitramfs", "-d", stage.STAGE .. "/initramfs-tools", "-o",
+      "/boot/initrd.img-" .. KVER .. ".vfioinit-trial", KVER }, s.argv)
+    local by = {}
+    for _, f in ipairs(s.files) do by[f.path] = f end
+    local conf = stage.STAGE .. "/initramfs-tools"
+    assert.are.equal("# modules\nvfio\n", by[conf .. "/modules"].after)
+    assert.are.equal("MODULES=most\n", by[conf .. "/initramfs.conf"].after)
+    assert.are.equal(493, by[conf .. "/hooks/user-hook"].mode)
+    assert.are.equal("options vfio-pci ids=1af4:1000\n", by[stage.MODPROBE].after)
+    -- the hook, run the way mkinitramfs runs hooks, copies the staged file into the image
+    local dest = h.tmpdir()
+    finally(function() h.rm(dest) end)
+    h.writefile(root .. stage.MODPROBE, by[stage.MODPROBE].after)
+    local hook = by[conf .. "/hooks/zz-vfioinit-trial"].after:gsub(stage.MODPROBE, root .. stage.MODPROBE)
+    h.writefile(dest .. "/hook", hook, 493)
+    local out, ok = h.sh("DESTDIR=" .. h.q(dest .. "/img") .. " sh " .. h.q(dest .. "/hook"))
+    assert.is_true(ok, out)
+    assert.are.equal(by[stage.MODPROBE].after, h.readfile(dest .. "/img/etc/modprobe.d/vfioinit.conf"))
+    -- nothing of root's configuration is in the plan of files to write
+    for p in pairs(by) do assert.are.equal(stage.STAGE, p:sub(1, #stage.STAGE), p) end
+  end)
+
+  it("refuses what a staged build cannot read: a generator file outside its configuration", function()
+    local root = root_with_confdir()
+    finally(function() h.rm(root) end)
+    local ctx = context.new({ root = root })
+    local gen = require("vfioinit.generators").new():get("dracut")
+    local s, err = stage.plan(ctx, gen, { { generator = "dracut", path = "/usr/lib/dracut/modules.d/90vfioinit-bind/module-setup.sh",
+      after = "x" } }, KVER, "/boot/x")
+    assert.is_nil(s)
+    assert.matches("/usr/lib/dracut/modules.d/90vfioinit-bind/module-setup.sh: dracut keeps this file outside", err, 1, true)
+    gen = require("vfioinit.generators").new():get("mkinitcpio")
+    s, err = stage.plan(ctx, gen, { { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf", after = "x" } }, KVER, "/boot/x")
+    assert.is_nil(s)
+    assert.matches("a mkinitcpio trial image cannot carry", err, 1, true)
+  end)
+end)
+
+describe("dropping a trial alone (state.revert only=)", function()
+  it("reverts the trial's files and keeps every other record, byte for byte", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/etc/initramfs-tools/modules", "# mine\n")
+    assert(state.journal(root, {
+      { generator = "initramfs-tools", path = "/etc/initramfs-tools/modules", before = "# mine\n", after = "# mine\nvfio\n" },
+      { generator = "trial", path = "/etc/vfioinit/trial/record", after = "r\n" } }))
+    h.writefile(root .. "/etc/initramfs-tools/modules", "# mine\nvfio\n")
+    h.writefile(root .. "/etc/vfioinit/trial/record", "r\n")
+    assert(state.finish(root))
+    local list = assert(state.revert(root, { only = function(e) return e.generator == "trial" end }))
+    local actions = {}
+    for _, e in ipairs(list) do actions[e.path] = e.action end
+    assert.are.equal("removed", actions["/etc/vfioinit/trial/record"])
+    assert.is_nil(actions["/etc/initramfs-tools/modules"])
+    assert.is_nil(core.fs.stat(root, "/etc/vfioinit"), "the trial's directories went with it")
+    assert.are.equal("# mine\nvfio\n", h.readfile(root .. "/etc/initramfs-tools/modules"))
+    -- the full revert still has the rest, and its original
+    local files = {}
+    for _, e in ipairs(assert(state.load(root))) do if e.kind ~= "dir" then files[#files + 1] = e.path end end
+    assert.are.same({ "/etc/initramfs-tools/modules" }, files)
+    assert(state.revert(root, {}))
+    assert.are.equal("# mine\n", h.readfile(root .. "/etc/initramfs-tools/modules"))
+  end)
+end)
+
+describe("trial evidence", function()
+  local function root_with(rec, grubenv)
+    local root = h.tmpdir()
+    h.writefile(root .. record.PATH, record.serialize(rec))
+    if grubenv then h.writefile(root .. rec.grubenv, assert(grub.grubenv_set(nil, grubenv, rec.grubenv))) end
+    return root
+  end
+
+  it("GRUB: the last boot was the trial's (booted), or GRUB started again since (failed); a live kernel decides by its marker", function()
+    local rec = sample()
+    local root = root_with(rec, { next_entry = "", [grub.VAR] = rec.id })
+    finally(function() h.rm(root) end)
+    local ev = trial.evidence(root, assert(record.load(root)))
+    assert.are.equal("booted", ev.state)
+    assert.is_true(ev.booted)
+    -- the same root seen as the running system: its kernel decides
+    local live = h.tmpdir()
+    finally(function() h.rm(live) end)
+    h.writefile(live .. "/proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz ro quiet\n")
+    ev = trial.evidence(root, rec, { sysfs = live })
+    assert.are.equal("failed", ev.state)
+    h.writefile(live .. "/proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz ro vfioinit.trial=" .. rec.id .. " quiet\n")
+    ev = trial.evidence(root, rec, { sysfs = live })
+    assert.are.equal("running", ev.state)
+    h.writefile(root .. rec.grubenv, assert(grub.grubenv_set(nil, { next_entry = "", [grub.VAR] = rec.id .. ":later" }, "x")))
+    ev = trial.evidence(root, rec)
+    assert.are.equal("failed", ev.state)
+    assert.is_false(ev.booted)
+  end)
+
+  it("systemd-boot: only a counter systemd-bless-boot removed is a good boot seen from the root", function()
+    local rec = sample()
+    rec.loader, rec.entry = "bls", bls.base("/boot/efi/loader/entries", KVER)
+    local root = root_with(rec)
+    finally(function() h.rm(root) end)
+    h.writefile(root .. rec.entry .. "+0-1.conf", "title x\n")
+    assert.are.equal("started", trial.evidence(root, rec).state)
+    h.sh("mv " .. h.q(root .. rec.entry .. "+0-1.conf") .. " " .. h.q(root .. rec.entry .. ".conf"))
+    assert.are.equal("booted", trial.evidence(root, rec).state)
+  end)
+end)
+
+describe("trial CLI", function()
+  it("--trial-cmdline needs --trial; commit needs a trial", function()
+    local code, _, err = h.cli("apply --trial-cmdline panic=5")
+    assert.are.equal(1, code)
+    assert.matches("--trial-cmdline applies to apply only with --trial", err, 1, true)
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    local out
+    code, out = h.cli("--root " .. h.q(root) .. " --json commit")
+    assert.are.equal(1, code)
+    assert.matches("no trial to commit", h.pyjson(out, "d['error']"), 1, true)
+  end)
+end)
