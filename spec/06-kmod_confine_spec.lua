@@ -71,7 +71,7 @@ describe("a FIFO inside root", function()
       it(("at %s: %s, which does not read it, finishes"):format(label, cmd), function()
         local out, path, same = with_fifo(rel, cmd)
         assert.is_nil(out:find(path, 1, true), out)
-        assert.is_true(same)
+        if cmd ~= "apply" then assert.is_true(same) end  -- apply writes its changes
       end)
     end
     for _, cmd in ipairs(commands) do
@@ -86,10 +86,15 @@ describe("a FIFO inside root", function()
     end
   end
 
-  case("a modprobe.d file", function() return "/etc/modprobe.d/local.conf" end, { "status", "plan", "apply" }, { "verify" })
+  -- libkmod (which reads modprobe.d and the binary indexes) answers status's module paths
+  -- and the drivers of --ids; how a kernel has a module, depmod's text lists answer
+  local IDS = "--ids 1af4:1000 "
+  case("a modprobe.d file", function() return "/etc/modprobe.d/local.conf" end,
+    { "status", IDS .. "plan", IDS .. "apply" }, { "plan", "apply", "verify" })
   case("modules.alias.bin", function(k) return "/lib/modules/" .. k .. "/modules.alias.bin" end,
-    { "status", "plan", "apply" }, { "verify" })
-  case("modules.dep.bin", function(k) return "/lib/modules/" .. k .. "/modules.dep.bin" end, { "status", "plan" })
+    { "status", IDS .. "plan", IDS .. "apply" }, { "plan", "apply", "verify" })
+  case("modules.dep.bin", function(k) return "/lib/modules/" .. k .. "/modules.dep.bin" end, { "status" }, { "plan" })
+  case("modules.dep", function(k) return "/lib/modules/" .. k .. "/modules.dep" end, { "plan", "apply", "verify" })
   -- plan does not read images; status, verify and apply do
   case("the image", function(k) return "/boot/initramfs-" .. k .. ".img" end, { "status", "verify", "apply" })
 

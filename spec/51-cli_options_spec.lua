@@ -24,6 +24,26 @@ describe("vfioinit --version", function()
     assert.are.equal(0, code)
     assert.are.equal("True " .. want, h.pyjson(out, "d['ok'], d['version']"))
   end)
+
+  -- what a user waits for most often costs least: the option table, its parser and the
+  -- core's version; not the commands, the JSON encoder, the help text or the Lua API
+  it("loads the parser and the core only", function()
+    local script = ([[
+package.path = %q .. "/lua/?.lua;" .. package.path
+package.cpath = %q .. "/?.so;" .. package.cpath
+io.stdout:setvbuf("full")
+local code = require("vfioinit.cli").main({ "--version" })
+local loaded = {}
+for name in pairs(package.loaded) do if name:match("^vfioinit") then loaded[#loaded + 1] = name end end
+table.sort(loaded)
+io.stderr:write(code, " ", table.concat(loaded, " "))
+]]):format(h.project, h.project .. "/" .. (os.getenv("VFIOINIT_BUILD") or "build"))
+    local f = os.tmpname()
+    finally(function() os.remove(f) end)
+    h.writefile(f, script)
+    local out = h.sh("lua5.4 " .. h.q(f) .. " 2>&1 >/dev/null")
+    assert.are.equal("0 vfioinit.cli vfioinit.core vfioinit.machine vfioinit.util", out)
+  end)
 end)
 
 describe("vfioinit --timeout", function()
@@ -161,6 +181,9 @@ describe("options a command does not take", function()
           if opt.arg then argv[2] = opt.key == "devices" and "0000:01:00.0" or "x" end
           if opt.key == "force" and c[1] ~= "revert" then argv[#argv + 1] = "--match"; argv[#argv + 1] = "x" end
           if opt.key == "trial_cmdline" then table.insert(argv, 1, "--trial") end
+          -- the other half of --sign-key/--sign-cert, where the command takes them
+          local other = ({ sign_key = "--sign-cert", sign_cert = "--sign-key" })[opt.key]
+          if other then argv[#argv + 1] = other; argv[#argv + 1] = "x" end
           argv[#argv + 1] = c[1]
           local o, err = cli.parse(argv)
           local takes = global:find(opt[1], 1, true) or listed:find(opt[1]:gsub("%-", "%%-") .. "%f[^%w-]")

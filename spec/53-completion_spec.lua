@@ -29,7 +29,7 @@ local function complete(...) return complete_for(h.project .. "/bin/vfioinit", .
 describe("bash completion", function()
   it("completes the commands", function()
     assert.are.same({ "apply" }, complete("ap"))
-    assert.are.same({ "apply", "plan", "rebuild", "revert", "status", "verify" }, complete(""))
+    assert.are.same({ "apply", "commit", "plan", "rebuild", "revert", "status", "verify" }, complete(""))
     assert.are.same({ "rebuild", "revert" }, complete("--root", "/", "re"))
   end)
 
@@ -49,6 +49,10 @@ describe("bash completion", function()
         local argv = { opt[1] }
         if opt.arg then argv[2] = opt.key == "devices" and "0000:01:00.0" or "x" end
         if opt.key == "force" and c[1] ~= "revert" then argv[#argv + 1] = "--match"; argv[#argv + 1] = "x" end
+        -- the other half of --sign-key/--sign-cert, where the command takes them
+        local other = ({ sign_key = "--sign-cert", sign_cert = "--sign-key" })[opt.key]
+        if other then argv[#argv + 1] = other; argv[#argv + 1] = "x" end
+        if opt.key == "trial_cmdline" then table.insert(argv, 1, "--trial") end
         argv[#argv + 1] = c[1]
         if opt.key ~= "help" and opt.key ~= "version" and cli.parse(argv) then want[#want + 1] = opt[1] end
       end

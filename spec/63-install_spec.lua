@@ -77,6 +77,31 @@ describe("cmake --install --prefix", function()
       h.readfile(prefix .. "/share/bash-completion/completions/vfioinit"))
   end)
 
+  -- The command loads each module's bytecode (MODULE.luac, made by lua5.4 at build time)
+  -- in place of its source; bytecode this Lua refuses leaves the source to load.
+  it("installs each module precompiled, which the command loads, and the source where that fails", function()
+    local dir = prefix .. "/share/lua/5.4/"
+    local files = h.sh("cd " .. q(h.project .. "/lua") .. " && find vfioinit -name '*.lua' | sort")
+    for f in files:gmatch("[^\n]+") do
+      local bc = assert(h.readfile(dir .. f:gsub("%.lua$", ".luac")), f)
+      assert.are.equal("\27Lua", bc:sub(1, 4), f)
+      local chunk = assert(load(bc, f, "b"))
+      -- the same functions as the source's: the bytecode of the same chunk
+      assert.are.equal(string.dump(assert(load(h.readfile(dir .. f), "@" .. f)), true), string.dump(chunk, true), f)
+    end
+    local cli = dir .. "vfioinit/cli.luac"
+    local saved = h.readfile(cli)
+    finally(function() h.writefile(cli, saved) end)
+    h.writefile(cli, string.dump(load("io.write('from the bytecode\\n') os.exit(0)")))
+    local out, ok = h.sh(CLEAN .. q(prefix .. "/bin/vfioinit") .. " --version 2>&1")
+    assert(ok, out)
+    assert.are.equal("from the bytecode\n", out)
+    h.writefile(cli, "\27Lua\99 not this Lua's bytecode")
+    out, ok = h.sh(CLEAN .. q(prefix .. "/bin/vfioinit") .. " --version 2>&1")
+    assert(ok, out)
+    assert.are.equal(require("vfioinit")._VERSION .. "\n", out)
+  end)
+
   it("runs from the prefix: vfioinit --version and plan, and require with the prefix on Lua's paths", function()
     local version = require("vfioinit")._VERSION
     local out, ok = h.sh(CLEAN .. q(prefix .. "/bin/vfioinit") .. " --version 2>&1")

@@ -8,6 +8,7 @@
 -- the .cmdline vfioinit reads back is the guest's /proc/cmdline.
 -- Pending unless VFIOINIT_REAL=1 (tools/test sets it; VFIOINIT_QUICK=1 skips this file).
 local h = require "helpers"
+local u = require "uki_helpers"
 
 local real = os.getenv("VFIOINIT_REAL") == "1"
 local BIN = h.project .. "/bin/vfioinit"
@@ -37,28 +38,7 @@ local function lsinitcpio(root, path)
   return out
 end
 
--- Boot `uki` (a host path) as the ESP's EFI/BOOT/BOOTX64.EFI under OVMF; returns the
--- guest's command line and the seconds the boot took.
-local function boot(dir, uki, expect)
-  local esp = dir .. "/esp"
-  h.sh(("rm -rf %s && mkdir -p %s/EFI/BOOT && cp %s %s/EFI/BOOT/BOOTX64.EFI"):format(h.q(esp), h.q(esp), h.q(uki), h.q(esp)))
-  local out, ok
-  -- TCG on a loaded machine: the guest kernel's IO-APIC timer check through QEMU's
-  -- interrupt remapping (intel-iommu) can time out and panic before any initramfs code
-  -- runs; that boot says nothing about the image, so it is tried again (twice at most).
-  for _ = 1, 3 do
-    out, ok = sh_plain(("tools/boot-probe --uefi %s --expect %s --timeout 900 2>&1"):format(h.q(esp), expect))
-    if ok or not out:find("timer doesn't work through Interrupt-remapped IO-APIC", 1, true) then break end
-    io.stderr:write("\n[uefi boot: the guest's timer check panicked under TCG; booting again]\n")
-  end
-  local keep = {}
-  for l in out:gmatch("[^\n]+") do
-    if l:match("^PROBE ") or l:match("^RESULT ") or l:match("^CMDLINE ") then keep[#keep + 1] = l end
-  end
-  io.stderr:write(("\n[uefi boot %s, expect %s]\n  %s\n"):format(uki:match("[^/]+$"), expect, table.concat(keep, "\n  ")))
-  assert(ok, "boot-probe --uefi did not see 1af4:1000 bound to " .. expect .. ":\n" .. out)
-  return out:match("\nCMDLINE ([^\n]*)"), tonumber(out:match("total=([%d.]+)s"))
-end
+local boot = u.boot  -- through OVMF, Secure Boot off
 
 describe("proof through OVMF: a mkinitcpio v41 unified kernel image", function()
   if not real then

@@ -92,4 +92,32 @@ function M.objdump(path)
   return t
 end
 
+-- boot(dir, uki, expect[, secure]) -> the guest's command line, seconds, the probe's output:
+-- `uki` (a host path) booted as the ESP's EFI/BOOT/BOOTX64.EFI under OVMF (tools/boot-probe
+-- --uefi; `secure`: --secure-boot, Debian's snakeoil firmware). `expect`: the driver
+-- 1af4:1000 must be bound to, or "refused" (the firmware starts no kernel).
+function M.boot(dir, uki, expect, secure)
+  local esp = dir .. "/esp"
+  sh(("rm -rf %s && mkdir -p %s/EFI/BOOT && cp %s %s/EFI/BOOT/BOOTX64.EFI"):format(q(esp), q(esp), q(uki), q(esp)))
+  local out, ok
+  -- TCG on a loaded machine: the guest kernel's IO-APIC timer check through QEMU's
+  -- interrupt remapping (intel-iommu) can time out and panic before any initramfs code
+  -- runs; that boot says nothing about the image, so it is tried again (twice at most).
+  for _ = 1, 3 do
+    out, ok = sh(("env -u LD_PRELOAD tools/boot-probe --uefi %s%s --expect %s --timeout 900 2>&1")
+      :format(q(esp), secure and " --secure-boot" or "", expect))
+    if ok or not out:find("timer doesn't work through Interrupt-remapped IO-APIC", 1, true) then break end
+    io.stderr:write("\n[uefi boot: the guest's timer check panicked under TCG; booting again]\n")
+  end
+  local keep = {}
+  for l in out:gmatch("[^\n]+") do
+    if l:match("^PROBE ") or l:match("^RESULT ") or l:match("^CMDLINE ") or l:match("refused the image") then keep[#keep + 1] = l end
+  end
+  io.stderr:write(("\n[uefi%s boot %s, expect %s]\n  %s\n"):format(secure and " secure" or "", uki:match("[^/]+$"), expect,
+    table.concat(keep, "\n  ")))
+  assert(ok, "boot-probe --uefi did not see " .. (expect == "refused" and "the firmware refuse the image"
+    or ("1af4:1000 bound to " .. expect)) .. ":\n" .. out)
+  return out:match("\nCMDLINE ([^\n]*)"), tonumber(out:match("total=([%d.]+)s") or out:match("boot=([%d.]+)s")), out
+end
+
 return M

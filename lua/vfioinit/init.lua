@@ -22,7 +22,7 @@ local planner = util.lazy "vfioinit.plan"
 local state = util.lazy "vfioinit.state"
 local runs = require "vfioinit.run"
 local pipeline = require "vfioinit.pipeline"
-local trial = require "vfioinit.trial"
+local trial = util.lazy "vfioinit.trial"
 local generators = require "vfioinit.generators"
 local options = require "vfioinit.options"
 

@@ -14,13 +14,13 @@ local M = {}
 
 -- field -> accepted types, "|"-separated; "seconds": a number util.seconds takes (> 0);
 -- "count": a whole number >= 1; "true": only true (a field kept for callers that pass the one
--- value it may have)
+-- value it may have); "sign": {key=, cert=}, two strings
 M.TYPES = {
   root = "string", generators = "table", kernels = "table", modules = "table",
   ids = "table|string", softdeps = "boolean", devices = "table|string", match = "string",
   force = "boolean", cmdline = "boolean", sysfs = "string", full = "boolean",
   dry_run = "boolean", rebuild = "boolean", verify = "boolean", timeout = "seconds", jobs = "count",
-  log = "function", on_output = "function", kernel = "string", backup = "true",
+  log = "function", on_output = "function", kernel = "string", backup = "true", sign = "sign",
   trial = "boolean", trial_cmdline = "string",
 }
 
@@ -43,10 +43,10 @@ M.CALLS = {
   plan = PLAN,
   status = plus(PLAN, { "full" }),
   update_initramfs = plus(PLAN, { "full", "dry_run", "rebuild", "verify", "timeout", "jobs", "log",
-    "on_output", "backup", "trial", "trial_cmdline" }),
+    "on_output", "backup", "trial", "trial_cmdline", "sign" }),
   commit = { "root", "timeout", "log", "on_output", "sysfs" },
   verify = { "root", "generators", "kernels", "modules", "full", "cmdline", "ids" },
-  rebuild = { "root", "generators", "kernels", "timeout", "jobs", "log", "on_output" },
+  rebuild = { "root", "generators", "kernels", "timeout", "jobs", "log", "on_output", "sign" },
   boot_chains = { "root", "generators", "kernels" },
   revert = { "root", "force", "dry_run", "timeout" },
   apply = { "backup" },  -- Plan:apply
@@ -57,6 +57,7 @@ local WHY = {
   seconds = "a number of seconds > 0 and at most " .. util.MAX_SECONDS_TEXT,
   count = "a whole number >= 1",
   ["true"] = "true (revert undoes what every apply recorded)",
+  sign = "{key=PATH, cert=PATH} (strings, nothing else)",
 }
 
 -- Does `v` fit the type spec `want` ("table|string", "seconds", "true")?
@@ -64,6 +65,11 @@ local function fits(v, want)
   if want == "seconds" then return type(v) == "number" and util.seconds(v, true) ~= nil end
   if want == "count" then return type(v) == "number" and v >= 1 and v < math.huge and v == math.floor(v) end
   if want == "true" then return v == true end
+  if want == "sign" then
+    if type(v) ~= "table" or type(v.key) ~= "string" or type(v.cert) ~= "string" then return false end
+    for k in pairs(v) do if k ~= "key" and k ~= "cert" then return false end end
+    return true
+  end
   for t in want:gmatch("[^|]+") do
     if type(v) == t then return true end
   end

@@ -19,7 +19,8 @@ local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.boot.cmdline"
 local kinstall = util.lazy "vfioinit.boot.kinstall"
 local state = require "vfioinit.state"
-local trial = require "vfioinit.trial"
+local trial = util.lazy "vfioinit.trial"
+local signing = util.lazy "vfioinit.signing"
 
 local M = {}
 
@@ -153,9 +154,11 @@ function M.rebuild(run, jobs, opts, configured, report)
     local r = rebuild.run(run.ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
+      sign = opts.sign,
     })
     for _, e in ipairs(r.rebuilt) do
       report.rebuilt[#report.rebuilt + 1] = e
+      if e.warning then report.warnings[#report.warnings + 1] = e.warning end
       if not e.ok then failed[e.generator .. "\0" .. e.kernel] = true end
     end
     if not r.ok then
@@ -269,6 +272,12 @@ local function update_stages(run, opts, report)
   local plan, err = planner.plan(run)
   if not plan then report.error = err; return report end
   describe(report, plan)
+  -- sign= is checked before anything is written (it signs what the rebuild builds)
+  if opts.sign then
+    local signable, serr = signing.check(run.root, opts.sign)
+    if opts.rebuild == false then serr = "sign: nothing is rebuilt (rebuild=false) to sign" end
+    if not signable or opts.rebuild == false then report.error = serr; return report end
+  end
   if report.dry_run then report.ok = true; return report end
   -- a trial (lua/vfioinit/trial.lua) writes its own files, never the plan's
   if run.opts.trial then report.ok = trial.apply(run, plan, opts, report); return report end
@@ -293,7 +302,8 @@ local function update_stages(run, opts, report)
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
-    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs }
+    local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs,
+      sign = opts.sign }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
     local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
     if not pinned then report.error = perr; return report end
@@ -310,6 +320,8 @@ end
 function M.update(opts, registry)
   local report = M.report(opts.root or "/", opts.dry_run)
   if opts.trial_cmdline and not opts.trial then report.error = "trial_cmdline needs trial=true (--trial)"; return report end
+  -- a trial builds images of its own, which the signature check does not follow
+  if opts.trial and opts.sign then report.error = "sign: a trial's own images are not signed (trial=true takes no sign=)"; return report end
   local run, err = runs.new(opts, registry, "update_initramfs")
   if not run then report.error = err; return report end
   update_stages(run, opts, report)

@@ -48,6 +48,7 @@ lines of its output.
 ]]
 local core = require "vfioinit.core"
 local imagelib = require "vfioinit.image"
+local signing = require "vfioinit.signing"
 
 local M = {}
 
@@ -171,6 +172,7 @@ local function keep_previous(root, list)
         return nil, ("%s: cannot keep a copy of the previous image, not rebuilding: %s"):format(e.image, err)
       end
       e.backup = e.real .. M.BACKUP_SUFFIX
+      e.was = signing.before(root, e.image)  -- an EFI image: who signed it
     end
   end
   return true
@@ -195,11 +197,23 @@ local function run_failure(ctx, gen, argv, path, res, err, tail, list)
   end
 end
 
+-- A rebuilt EFI image keeps its signature (vfioinit.signing). nil, or why it may not stay.
+local function keep_signed(root, gen, e, opts)
+  local why, warning, signed = signing.after(root, e.image, e.was, opts.sign, opts.timeout)
+  e.warning, e.signed = warning, signed
+  if why then return why .. "; " .. signing.advice(gen, root) end
+end
+
 -- Check one freshly built image: true, or sets e.missing / e.error. An error raised by
 -- opts.verify propagates after the previous images are back.
 local function check_image(root, gen, e, opts, list, tail)
   local size = size_of(root, e.image)
   local ok, missing
+  local refused = size and size > 0 and keep_signed(root, gen, e, opts)
+  if refused then
+    e.error = refused
+    return
+  end
   if not size or size == 0 then
     ok, missing = nil, ("%s: no image was written"):format(e.image)
   elseif opts.verify then
@@ -416,8 +430,10 @@ function M.run(ctx, gens, opts)
   local report = { ok = true, rebuilt = {} }
   -- a caller that has settled leftovers already (the pipeline, once per run) passes them
   report.leftovers = opts.leftovers or M.sweep(ctx, gens, kernels, opts.log)
+  -- sign={key=,cert=} that cannot be used: nothing is rebuilt
+  local signable, serr = signing.check(ctx.root, opts.sign)
   local pending = {}
-  for _, gen in ipairs(gens) do
+  for _, gen in ipairs(signable and gens or {}) do
     local cmds, err = gen.rebuild_argv(ctx, kernels)
     if not cmds then argv_failed(gen, kernels, err, report.rebuilt) end
     for _, cmd in ipairs(cmds or {}) do
@@ -426,6 +442,7 @@ function M.run(ctx, gens, opts)
       pending[#pending + 1] = { gen = gen, cmd = cmd }
     end
   end
+  for _, gen in ipairs(signable and {} or gens) do argv_failed(gen, kernels, serr, report.rebuilt) end
   schedule(ctx, pending, opts, report.rebuilt)
   for _, e in ipairs(report.rebuilt) do
     if not e.ok then

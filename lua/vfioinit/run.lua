@@ -98,7 +98,7 @@ function M.new(opts, registry, fname)
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
     loaders = registry.loaders or require("vfioinit.boot").new(),
     extra = util.unique(extra), ids = ids, bind = sel,
-    facts = { kmod = {}, modules = {}, states = {}, verified = {} }, reread = {},
+    facts = { kmod = {}, modules = {}, states = {}, asked = {}, verified = {} }, reread = {},
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
     softdeps = opts.softdeps })
@@ -138,19 +138,17 @@ function Run:kmod(kver)
   return f[kver]
 end
 
--- A `verify` run asks only how a kernel has some modules: depmod's text lists answer
--- (kernel.states), and libkmod, with the 1.4 MB of libcrypto it maps, is never loaded.
-local function text_state(self, kver, name)
-  local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
-  if not st then return nil, err end
-  return st[name] or false
-end
+-- How a kernel has some modules is what a run asks: depmod's text lists answer it
+-- (kernel.states, src/moddep.c), and libkmod, with the 1.4 MB of libcrypto it maps (5 ms
+-- of a process), is loaded only for what they cannot say: the drivers of device IDs
+-- (an alias lookup) and the path and dependencies of each VFIO module that `status` shows.
+local WITH_PATHS = { status = true }
 
 --- run:modules(kver) -> kernel.modules' list for that kernel (computed once) | nil, err
--- (a verify run: {name=, state=} only, as kernel.states says)
+-- ({name=, state=} as kernel.states says; with path= and deps= in a status run)
 function Run:modules(kver)
   local f = self.facts.modules
-  if not f[kver] and self.op == "verify" then
+  if not f[kver] and not WITH_PATHS[self.op] then
     local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], machine.VFIO)
     if not st then return nil, err end
     local mods = {}
@@ -171,15 +169,18 @@ function Run:modules(kver)
 end
 
 --- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (computed once)
+-- A name the lists do not have may still be an alias of a built-in module, which libkmod
+-- resolves: outside `verify` (which checks the image for the names themselves) it is asked.
 function Run:module_state(kver, name)
   local f = self.facts.states
   local key = kver .. "\0" .. name
-  if f[key] == nil and self.op == "verify" then
-    local st, err = text_state(self, kver, name)
-    if st == nil then return nil, err end
-    f[key] = st
-  end
   if f[key] == nil then
+    local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
+    if not st then return nil, err end
+    f[key] = st[name] or false
+  end
+  if f[key] == false and self.op ~= "verify" and not self.facts.asked[key] then
+    self.facts.asked[key] = true
     local kctx, err = self:kmod(kver)
     if not kctx then return nil, err end
     local st, serr = kernel.module_state({ root = self.root, kernel = kver, name = name, kmod = kctx })

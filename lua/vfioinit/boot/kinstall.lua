@@ -29,6 +29,9 @@ local machine = require "vfioinit.machine"
 local M = {}
 
 M.COMMAND = "kernel-install"
+-- how the UKI kernel-install builds comes out signed (vfioinit.signing's advice)
+M.SIGN_HINT = "SecureBootPrivateKey= and SecureBootCertificate= in /etc/kernel/uki.conf (ukify), the "
+  .. "generator's own signing option, or a plugin in /etc/kernel/install.d/ that signs"
 M.PLUGIN_DIRS = { "/etc/kernel/install.d", "/usr/lib/kernel/install.d" }
 
 -- Is kernel-install in root?
@@ -103,7 +106,7 @@ end
 -- rebuild command is `kernel-install add` (lua/vfioinit/rebuild.lua runs it like any
 -- generator's: previous file kept, new one verified, else put back).
 function M.wrap(gen, targets)
-  local w = setmetatable({ kinstall = targets, inner = gen }, { __index = gen })
+  local w = setmetatable({ kinstall = targets, inner = gen, sign_hint = M.SIGN_HINT }, { __index = gen })
   function w.image_path(ctx, kver)
     local t = targets[kver]
     if t then return t.path end

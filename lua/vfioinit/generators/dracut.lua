@@ -41,6 +41,8 @@ local M = {
     "etc/cmdline.d/20-force_drivers.conf", "etc/cmdline.d/01-default.conf",
     "./etc/cmdline.d/20-force_drivers.conf", "./etc/cmdline.d/01-default.conf",
   },
+  -- how its UKI (uefi=yes) comes out signed (vfioinit.signing's advice)
+  sign_hint = "uefi_secureboot_cert= and uefi_secureboot_key= in a file of /etc/dracut.conf.d/ (dracut signs with sbsign)",
 }
 
 local CONF = "/etc/dracut.conf"

@@ -31,6 +31,8 @@ local M = {
   },
   distro_default = machine.ids("generator", "mkinitcpio"),
   image_want = { "config", "buildconfig", "etc/modules-load.d/MODULES.conf" },
+  -- how its UKI comes out signed (vfioinit.signing's advice)
+  sign_hint = "a post hook in /etc/initcpio/post/ that signs the UKI (sbctl installs /usr/lib/initcpio/post/sbctl)",
 }
 
 local CONF = "/etc/mkinitcpio.conf"

@@ -15,6 +15,7 @@ Per generator (its own option for another configuration and another output):
   dracut           dracut --conf STAGE/dracut.conf --confdir STAGE/dracut.conf.d
                    [--include STAGED /etc/modprobe.d/vfioinit.conf] --force OUT KVER
   mkinitcpio       mkinitcpio -c STAGE/mkinitcpio.conf -k KVER -g OUT
+                   [--include STAGED:/etc/modprobe.d/vfioinit.conf] (mkinitcpio 39 and later)
   booster          booster build --force --config STAGE/booster.yaml --kernel-version KVER OUT
 A generator of one's own may bring `trial_stage(ctx, changes, kver, out, stage)` with the
 same result.
@@ -104,11 +105,27 @@ BUILTIN.dracut = function(ctx, changes, kver, out, mp)
   return { files = files, argv = argv, owns = { "/etc/dracut.conf", "/etc/dracut.conf.d" } }
 end
 
-BUILTIN.mkinitcpio = function(ctx, changes, kver, out)
+-- mkinitcpio 39 and later take `--include SRC:DEST` (added after the hooks, so over what
+-- modconf copied from /etc/modprobe.d); an older one has no way to rename a file.
+local function mkinitcpio_includes(ctx)
+  for _, p in ipairs({ "/usr/bin/mkinitcpio", "/bin/mkinitcpio" }) do
+    local text = ctx.read(p)
+    if text then return text:find("'include:'", 1, true) ~= nil end
+  end
+  return false
+end
+
+BUILTIN.mkinitcpio = function(ctx, changes, kver, out, mp)
   local conf = M.STAGE .. "/mkinitcpio.conf"
+  if mp and not mkinitcpio_includes(ctx) then
+    return nil, ("%s: this mkinitcpio has no --include to put a staged %s in a trial image (--ids, --softdeps): "
+      .. "apply without --trial"):format("/usr/bin/mkinitcpio", modprobe.FILE)
+  end
   local files, err = copy_file(ctx, "/etc/mkinitcpio.conf", conf, changes, {})
   if not files then return nil, err end
-  return { files = files, argv = { "mkinitcpio", "-c", conf, "-k", kver, "-g", out }, owns = { "/etc/mkinitcpio.conf" } }
+  local argv = { "mkinitcpio", "-c", conf, "-k", kver, "-g", out }
+  if mp then for _, a in ipairs({ "--include", M.MODPROBE .. ":" .. modprobe.FILE }) do argv[#argv + 1] = a end end
+  return { files = files, argv = argv, owns = { "/etc/mkinitcpio.conf" } }
 end
 
 BUILTIN.booster = function(ctx, changes, kver, out)
@@ -120,7 +137,7 @@ BUILTIN.booster = function(ctx, changes, kver, out)
 end
 
 -- Generators whose staged build has a way to carry the staged modprobe.d file.
-local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true }
+local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true, mkinitcpio = true }
 
 --- plan(ctx, gen, changes, kver, out) -> {files=, argv=} | nil, err
 function M.plan(ctx, gen, changes, kver, out)
