@@ -1,4 +1,4 @@
--- bootcfg: what GRUB's generated grub.cfg and a BLS entry make the loader boot.
+-- vfioinit.boot.cfg: what GRUB's generated grub.cfg and a BLS entry make the loader boot.
 local bootcfg = require "vfioinit.boot.cfg"
 local h = require "helpers"
 

@@ -118,7 +118,7 @@ describe("dracut's UKI name: one rule for boot chains, rebuild and verify", func
 end)
 
 -- mkinitcpio's preset of a kernel (issue 24): rebuild (`uki_path`, `rebuild_argv`) and boot
--- chains name it by the one rule, bootplaces.names_kernel, also for `ALL_kver` naming the
+-- chains name it by the one rule, places.names_kernel, also for `ALL_kver` naming the
 -- kernel by its module tree's image or by Arch's `vmlinuz-<pkgbase>` in a preset file named
 -- after neither (the shape of Arch's linux.preset, copied under another name).
 describe("mkinitcpio's UKI: one preset rule for boot chains and rebuild", function()

@@ -262,7 +262,7 @@ describe("rebuilding what kernel-install builds (stand-ins in a busybox chroot)"
   end)
 end)
 
-describe("--cmdline for dracut's UKIs (bootloaders/dracut_cmdline): kernel_cmdline, not /etc/kernel/cmdline", function()
+describe("--cmdline for dracut's UKIs (boot/loaders/dracut_cmdline.lua): kernel_cmdline, not /etc/kernel/cmdline", function()
   local bl = require "vfioinit.boot.cmdline"
   local target_mod = require "vfioinit.boot.loaders.dracut_cmdline"
   local words = require "vfioinit.boot.cmdline.words"
