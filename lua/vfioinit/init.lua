@@ -165,6 +165,10 @@ local function revert(registry)
     if not o then return nil, oerr end
     if lock_env_error() then return nil, lock_env_error() end
     local root = o.root or "/"
+    -- an ostree sysroot: the deployment an apply wrote (lua/vfioinit/ostree.lua)
+    local info, ierr = require("vfioinit.ostree").locate(root, "revert")
+    if ierr then return nil, ierr end
+    if info then root = info.root end
     local ropts = { force = o.force and true or false, dry_run = o.dry_run and true or false }
     -- a pending or failed trial is dropped alone: what was configured before it stays
     local pending, perr = trial.pending(root)
@@ -180,8 +184,8 @@ local function revert(registry)
       return true, list
     end
     local regenerated = {}
-    local hooks = require("vfioinit.boot.cmdline").revert_hooks(root, { timeout = o.timeout }, regenerated,
-      registry.loaders)
+    local hooks = require("vfioinit.boot.cmdline").revert_hooks(root, { timeout = o.timeout, ostree = info },
+      regenerated, registry.loaders)
     local leftovers
     ropts.undo, ropts.after = hooks.undo, hooks.after
     ropts.begin = function() leftovers = pipeline.settle(root, registry) end

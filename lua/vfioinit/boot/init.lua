@@ -13,8 +13,8 @@ local M = {}
 
 local OPTIONAL = { read = "function", recovery = "function", regenerate = "function", files = "function",
   undo = "function", revert_argvs = "function", unbooted = "function", stale_images = "boolean",
-  covers = "table", reads = "table", detect = "function", edits = "function", chains = "function",
-  title = "string", repin = "function" }
+  covers = "table", detect = "function", edits = "function", chains = "function",
+  title = "string", repin = "function", readback = "function", ostree = "boolean" }
 
 -- spec's fields, or raise "bad argument #1 to '<fname>' (...)" at `level` (as error() counts
 -- it from here: 2 blames check's caller).
@@ -33,6 +33,9 @@ function M.check(spec, fname, level)
     for _, f in ipairs({ "detect", "reads" }) do
       if spec[f] == nil then bad(("field '%s': a plugin with 'edits' needs it"):format(f)) end
     end
+  end
+  if spec.reads ~= nil and type(spec.reads) ~= "table" and type(spec.reads) ~= "function" then
+    bad(("field 'reads': table or function expected, got %s"):format(type(spec.reads)))
   end
   for k, v in pairs(spec.covers or {}) do
     if type(k) ~= "string" or (v ~= true and type(v) ~= "function") then
@@ -110,10 +113,12 @@ end
 
 --- targets(ctx) -> the command-line targets of root: every plugin with `edits` whose
 -- `detect(ctx)` holds, minus those a selected one `covers` | nil, err when there is none.
+-- An ostree root's command line is its deployments' (lua/vfioinit/ostree.lua): there only
+-- the plugins that say `ostree = true`, elsewhere only the others.
 function Registry:targets(ctx)
   local found = {}
   for _, p in ipairs(self:all()) do
-    if p.edits and p.detect(ctx) then found[#found + 1] = p end
+    if p.edits and (ctx.ostree ~= nil) == (p.ostree == true) and p.detect(ctx) then found[#found + 1] = p end
   end
   -- in order: a target is selected unless one selected before it covers it; one selected
   -- later that covers an earlier one takes it out again
@@ -127,6 +132,10 @@ function Registry:targets(ctx)
     if not covered[p.name] then list[#list + 1] = p; cover(p) end
   end
   for i = #list, 1, -1 do if covered[list[i].name] then table.remove(list, i) end end
+  if #list == 0 and ctx.ostree then
+    return nil, ("%s: --cmdline: an ostree image tree without bootc (kargs.d): its kernel arguments are the "
+      .. "deployment's, set where it is deployed"):format(ctx.root)
+  end
   if #list == 0 then
     return nil, ("%s: --cmdline: no boot loader configuration found (looked for: %s)")
       :format(ctx.root, table.concat(self:titles(), ", "))
@@ -138,7 +147,7 @@ end
 function Registry:titles()
   local out = {}
   for _, p in ipairs(self:all()) do
-    if p.edits then out[#out + 1] = p.title or p.name end
+    if p.edits and not p.ostree then out[#out + 1] = p.title or p.name end
   end
   return out
 end

@@ -20,6 +20,10 @@ local words = require "vfioinit.boot.cmdline.words"
 
 local M = {}
 
+-- Owners of files whose revert runs commands first, before the targets' (the ostree
+-- deployment vfioinit made goes before its words leave the default one).
+M.HOOKED = { "vfioinit.ostree_initramfs" }
+
 -- The targets of root for a registry (none: the built-in plugins) | nil, err.
 function M.select(ctx, loaders)
   return (loaders or require("vfioinit.boot").new()):targets(ctx)
@@ -69,20 +73,24 @@ function M.changes(run)
   return out
 end
 
--- argv, or a list of argv -> list of argv
+-- argv, a command {argv=, bind=}, or a list of either -> list of either
 local function argvs(x)
   if not x then return {} end
   if type(x[1]) == "table" then return x end
   return { x }
 end
 
--- The regeneration commands of the targets (default: the run's): { {target=, argv=} ... }.
+-- One command of target t: {target=, argv=, bind=}.
+local function command(t, x)
+  if x.argv then return { target = t.name, argv = x.argv, bind = x.bind } end
+  return { target = t.name, argv = x }
+end
+
+-- The regeneration commands of the targets (default: the run's): { {target=, argv=, bind=} ... }.
 function M.commands(run, targets)
   local out = {}
   for _, t in ipairs(targets or run:cmdline_targets() or {}) do
-    for _, argv in ipairs(argvs(t.regenerate and t.regenerate(run.ctx))) do
-      out[#out + 1] = { target = t.name, argv = argv }
-    end
+    for _, x in ipairs(argvs(t.regenerate and t.regenerate(run.ctx))) do out[#out + 1] = command(t, x) end
   end
   return out
 end
@@ -95,7 +103,7 @@ M.TAIL = 10
 function M.run_command(root, c, opts)
   local tail = {}
   local e = { target = c.target, command = table.concat(c.argv, " "), ok = false }
-  local res, err = core.spawn.run({ argv = c.argv, root = root ~= "/" and root or nil,
+  local res, err = core.spawn.run({ argv = c.argv, root = root ~= "/" and root or nil, bind = c.bind,
     timeout = opts.timeout or M.TIMEOUT,
     on_line = function(_, line)
       tail[#tail + 1] = line
@@ -153,6 +161,9 @@ end
 
 -- The target (found in ctx) one of whose files is path, or nil.
 local function owner(loaders, ctx, path)
+  for _, m in ipairs(M.HOOKED) do
+    if path == require(m).RECORD then return require(m) end
+  end
   for _, t in ipairs(loaders:all()) do
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
       if p == path then return t.detect(ctx) and t or nil end
@@ -185,27 +196,32 @@ function M.revert_hooks(root, opts, out, loaders)
   local context = require "vfioinit.context"
   loaders = loaders or require("vfioinit.boot").new()
   local hooks = {}
+  local function ctx_of()
+    local ctx = context.new({ root = root })
+    ctx.ostree = opts.ostree
+    return ctx
+  end
   function hooks.undo(step)
-    local t = owner(loaders, context.new({ root = root }), step.entry.path)
+    local t = owner(loaders, ctx_of(), step.entry.path)
     if not (t and t.undo) then return true end
     local cmds = {}
-    for _, argv in ipairs(argvs(t.undo(step.before))) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
+    for _, x in ipairs(argvs(t.undo(step.before))) do cmds[#cmds + 1] = command(t, x) end
     return run_all(root, cmds, opts, out)
   end
   function hooks.after(steps)
-    local ctx = context.new({ root = root })
-    local touched = {}
+    local ctx = ctx_of()
+    local touched, before = {}, {}
     for _, s in ipairs(steps) do
       local t = s.entry.kind ~= "dir" and owner(loaders, ctx, s.entry.path)
-      if t and not t.undo then touched[t.name] = t end
+      if t and not t.undo then touched[t.RECORD or t.name] = t; before[t] = s.before end
     end
-    local cmds = {}
-    for _, t in ipairs(loaders:all()) do
-      t = touched[t.name]
-      local list = t and (t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate and t.regenerate(ctx)))
-      for _, argv in ipairs(list or {}) do
-        cmds[#cmds + 1] = { target = t.name, argv = argv }
-      end
+    local cmds, names = {}, {}
+    for _, m in ipairs(M.HOOKED) do names[#names + 1] = require(m).RECORD end
+    for _, t in ipairs(loaders:all()) do names[#names + 1] = t.name end
+    for _, n in ipairs(names) do
+      local t = touched[n]
+      local list = t and (t.revert_argvs and t.revert_argvs(ctx, before[t]) or argvs(t.regenerate and t.regenerate(ctx)))
+      for _, x in ipairs(list or {}) do cmds[#cmds + 1] = command(t, x) end
     end
     return run_all(root, cmds, opts, out)
   end
@@ -225,18 +241,23 @@ function M.judge(_, list)
   return true
 end
 
-local function reads(t, loader)
-  for _, l in ipairs(t.reads or {}) do if l == loader then return true end end
+-- Does target t read its words back from chain c? `reads`: loader names, or a function.
+local function reads(t, c)
+  if type(t.reads) == "function" then return t.reads(c) end
+  for _, l in ipairs(t.reads or {}) do if l == c.loader then return true end end
   return false
 end
 
 -- entries(chains, t, wants, ctx, loaders, kver) -> target t's read-back entries of one
 -- kernel's chains: {entry=, source=, cmdline=, ok=, missing=, default=, recovery=}; a UKI
 -- not built yet is none; no normal entry where t says one is needed (`unbooted`): its error.
+-- A target whose words no chain carries yet (bootc's kargs.d, read when the image is
+-- installed) reads them back itself (`readback`).
 function M.entries(chains, t, wants, ctx, loaders, kver)
+  if t.readback then return t.readback(ctx, wants, kver) end
   local out, normal = {}, false
   for _, c in ipairs(chains) do
-    if reads(t, c.loader) and (c.kind ~= "uki" or c.exists) then
+    if reads(t, c) and (c.kind ~= "uki" or c.exists) then
       local ok, miss = require("vfioinit.cmdline").has(c.cmdline or "", wants)
       local l = loaders:get(c.loader)
       local recovery = l and l.recovery and l.recovery(c) and not c.default or nil
