@@ -106,11 +106,49 @@ local function modaliases(root, id)
   return list
 end
 
--- drivers_for{root=, kernel=, ids=, kmod=nil} -> list of {id=, modules={...}}
+-- The drivers of ids from the text lists (core.moddep.aliases: modprobe.d's aliases, then
+-- modules.alias, then the built-in modules'), as libkmod's lookup answers; false when root
+-- has no modules.alias, which libkmod's binary index may still answer.
+local function drivers_from_lists(root, dir, ids)
+  local modprobe = require "vfioinit.modprobe"
+  local config, err = modprobe.alias_lines(root)
+  if not config then return nil, err end
+  local all, per = {}, {}
+  for i, id in ipairs(ids) do
+    per[i] = modaliases(root, id)
+    for _, a in ipairs(per[i]) do all[#all + 1] = a end
+  end
+  local res, rerr = core.moddep.aliases(root, core.fs.resolve(root, dir) or dir, all, config)
+  if not res then return res, rerr end
+  local out, n = {}, 0
+  for i, id in ipairs(ids) do
+    local found = {}
+    for _ = 1, #per[i] do
+      n = n + 1
+      for _, m in ipairs(res[n]) do
+        if util.norm(m) ~= "vfio_pci" then found[util.norm(m)] = true end
+      end
+    end
+    out[#out + 1] = { id = id, modules = util.sorted_keys(found) }
+  end
+  return out
+end
+
+-- drivers_for{root=, kernel=, ids=, kmod=nil, dir=nil} -> list of {id=, modules={...}}
+-- (dir: the kernel's /lib/modules directory, from the run's inventory)
 function M.drivers_for(opts)
   local root = opts.root or "/"
   local ids, err = util.check_ids(opts.ids or {})
   if not ids then return nil, err end
+  local dir = opts.dir
+  if not dir then
+    local _, dirs = detect.kernels(root)
+    dir = dirs[opts.kernel]
+  end
+  if dir then
+    local out, lerr = drivers_from_lists(root, dir, ids)
+    if out ~= false then return out, lerr end
+  end
   return with_kmod(opts, function(ctx)
     local out = {}
     for _, id in ipairs(ids) do
