@@ -1,5 +1,5 @@
 -- The trial (issue 27) piece by piece: the record, the GRUB entry and grubenv, the BLS entry
--- and systemd-boot's counter names, the staged configuration, the partial revert that drops
+-- and systemd-boot's counter names (type #1 .conf and type #2 UKI .efi), the staged configuration, the partial revert that drops
 -- a trial alone, what `commit` takes as evidence, and the CLI's options. The boots themselves
 -- are spec/99-trial_proof_spec.lua.
 local h = require "helpers"
@@ -8,6 +8,7 @@ local state = require "vfioinit.state"
 local record = require "vfioinit.trial.record"
 local grub = require "vfioinit.trial.grub"
 local bls = require "vfioinit.trial.bls"
+local uki = require "vfioinit.trial.uki"
 local stage = require "vfioinit.trial.stage"
 local trial = require "vfioinit.trial"
 local bootcfg = require "vfioinit.bootcfg"
@@ -177,6 +178,70 @@ describe("trial BLS entry", function()
   end)
 end)
 
+describe("trial UKI (systemd-boot type #2 entry)", function()
+  local DEFAULT = "/efi/EFI/Linux/arch-" .. KVER .. ".efi"
+
+  it("is named after the default UKI, in EFI/Linux/ only; its counter names read as the BLS entry's", function()
+    local base = assert(uki.base(DEFAULT))
+    assert.are.equal("/efi/EFI/Linux/arch-" .. KVER .. "-vfioinit-trial", base)
+    local r, err = uki.base("/boot/efi/EFI/debian/linux.efi")
+    assert.is_nil(r)
+    assert.matches("/boot/efi/EFI/debian/linux.efi: a trial UKI is a systemd-boot type #2 entry", err, 1, true)
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    local ctx = context.new({ root = root })
+    h.writefile(root .. DEFAULT, "MZ")
+    -- what the loader does not read as the entry: a .conf of the name, the UKI being built
+    h.writefile(root .. base .. "+1.conf", "title x\n")
+    h.writefile(root .. base .. "+1.efi" .. uki.PART, "MZ")
+    assert.is_nil(uki.find(ctx, base))
+    for name, want in pairs({ ["+1"] = "pending", ["+0-1"] = "started", [""] = "good" }) do
+      h.sh("rm -f " .. h.q(root .. base) .. "*.efi")
+      h.writefile(root .. base .. name .. ".efi", "MZ")
+      local path, st = uki.find(ctx, base)
+      assert.are.equal(base .. name .. ".efi", path)
+      assert.are.equal(want, st, name)
+      -- boot chains leave the trial's UKI out, whatever its counter says
+      assert.is_true(record.owns_entry(path:match("[^/]+$")))
+    end
+    assert.is_false(record.owns_entry(DEFAULT:match("[^/]+$")))
+  end)
+
+  it("carries an os-release whose IMAGE_ID sorts it first and whose title names the trial (bash reads it)", function()
+    local osrel = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nID=debian\n'
+      .. "IMAGE_ID=debian-cloud\n"
+    local dir = h.tmpdir()
+    finally(function() h.rm(dir) end)
+    h.writefile(dir .. "/os-release", uki.osrel(osrel, "0a1b2c3d"))
+    local out = h.sh(". " .. h.q(dir .. "/os-release") .. ' && printf "%s|%s|%s" "$ID" "$IMAGE_ID" "$PRETTY_NAME"')
+    assert.are.equal("debian|" .. bls.SORT_KEY .. "|Debian GNU/Linux 12 (bookworm) (vfioinit trial 0a1b2c3d)", out)
+    -- systemd-boot 252 compares type #2 sort keys (IMAGE_ID, else ID) by strcmp: the trial's first
+    assert.is_true(bls.SORT_KEY < "debian")
+  end)
+
+  it("is built by mkinitcpio -U from the staged configuration; dracut, which takes no os-release, is refused", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/etc/mkinitcpio.conf", "MODULES=()\nHOOKS=(base udev)\n")
+    h.writefile(root .. "/etc/dracut.conf", "")
+    local ctx = context.new({ root = root })
+    local out = "/efi/EFI/Linux/arch-" .. KVER .. "-vfioinit-trial+1.efi" .. uki.PART
+    local spec = { cmdline = "root=/dev/vda vfioinit.trial=0a1b2c3d", osrel = "ID=debian\nIMAGE_ID=x\n" }
+    local changes = { { generator = "mkinitcpio", path = "/etc/mkinitcpio.conf", after = "MODULES=(vfio)\nHOOKS=(base udev)\n" } }
+    local s = assert(stage.plan(ctx, { name = "mkinitcpio" }, changes, KVER, out, spec))
+    assert.are.same({ "mkinitcpio", "-c", stage.STAGE .. "/mkinitcpio.conf", "-k", KVER, "-U", out,
+      "--cmdline", stage.STAGE .. "/cmdline", "--osrelease", stage.STAGE .. "/os-release" }, s.argv)
+    local staged = {}
+    for _, f in ipairs(s.files) do staged[f.path] = f.after end
+    assert.are.equal(spec.cmdline .. "\n", staged[stage.STAGE .. "/cmdline"])
+    assert.are.equal(spec.osrel, staged[stage.STAGE .. "/os-release"])
+    assert.are.equal(changes[1].after, staged[stage.STAGE .. "/mkinitcpio.conf"])
+    local r, err = stage.plan(ctx, { name = "dracut" }, {}, KVER, out, spec)
+    assert.is_nil(r)
+    assert.matches("/efi/EFI/Linux/arch-" .. KVER .. "-vfioinit-trial+1.efi: a trial UKI needs an os-release", err, 1, true)
+  end)
+end)
+
 describe("trial staging", function()
   local function root_with_confdir()
     local root = h.tmpdir()
@@ -319,6 +384,20 @@ describe("trial evidence", function()
     h.writefile(root .. rec.entry .. "+0-1.conf", "title x\n")
     assert.are.equal("started", trial.evidence(root, rec).state)
     h.sh("mv " .. h.q(root .. rec.entry .. "+0-1.conf") .. " " .. h.q(root .. rec.entry .. ".conf"))
+    assert.are.equal("booted", trial.evidence(root, rec).state)
+  end)
+  it("a UKI: the trial UKI's counter decides as a BLS entry's does", function()
+    local rec = sample()
+    rec.loader, rec.entry = "uki", assert(uki.base("/efi/EFI/Linux/arch-" .. KVER .. ".efi"))
+    rec.image = rec.entry .. "+1.efi"
+    local root = root_with(rec)
+    finally(function() h.rm(root) end)
+    assert.are.equal("unknown", trial.evidence(root, rec).state)
+    h.writefile(root .. rec.entry .. "+1.efi", "MZ")
+    assert.are.equal("pending", trial.evidence(root, rec).state)
+    h.sh("mv " .. h.q(root .. rec.entry .. "+1.efi") .. " " .. h.q(root .. rec.entry .. "+0-1.efi"))
+    assert.are.equal("started", trial.evidence(root, rec).state)
+    h.sh("mv " .. h.q(root .. rec.entry .. "+0-1.efi") .. " " .. h.q(root .. rec.entry .. ".efi"))
     assert.are.equal("booted", trial.evidence(root, rec).state)
   end)
 end)

@@ -3,6 +3,8 @@
 -- roots: the image carries the VFIO modules and the modprobe.d ids, the default image stays
 -- byte for byte, revert removes the trial image. The generator's own lister (lsinitcpio,
 -- lsinitrd, run in the root) is the oracle beside vfioinit's reader.
+-- A kernel booted as a UKI (the mkinitcpio-uki root): the trial is a UKI of its own beside the
+-- default one; objcopy (its sections) and lsinitcpio (its .initrd) are the oracle.
 -- Pending unless VFIOINIT_REAL=1.
 local h = require "helpers"
 local image = require "vfioinit.image"
@@ -66,4 +68,62 @@ describe("trial image from the staged configuration, built by the root's generat
       assert.are.equal(before, h.readfile(root .. default))
     end)
   end
+
+  it("mkinitcpio UKI: a trial UKI beside the default one carries the modules, the ids and the trial's words", function()
+    local root, kver, dir, cleanup = h.clone_real("mkinitcpio-uki")
+    finally(cleanup)
+    local linux = root .. "/efi/EFI/Linux/"
+    local default = assert(h.sh("ls " .. h.q(linux)):match("(%S+)%.efi")) -- the one UKI there
+    local before = assert(h.readfile(linux .. default .. ".efi"))
+    local function names()
+      local t = {}
+      for n in h.sh("ls " .. h.q(linux)):gmatch("%S+") do t[#t + 1] = n end
+      table.sort(t)
+      return t
+    end
+    local function section(file, name)
+      local out = dir .. "/" .. name
+      h.sh_plain(("objcopy -O binary --only-section=%s %s %s"):format(name, h.q(file), h.q(out)))
+      local text = h.readfile(out)
+      os.remove(out)
+      return text
+    end
+    local words = {}
+    for w in assert(section(linux .. default .. ".efi", ".cmdline")):gsub("%z", ""):gmatch("%S+") do words[#words + 1] = w end
+
+    local code, text = vfioinit(root, "--ids 1af4:1000 apply --trial")
+    assert.are.equal(0, code, text)
+    local trial = "/efi/EFI/Linux/" .. default .. "-vfioinit-trial+1.efi"
+    assert.are.equal(before, h.readfile(linux .. default .. ".efi"))
+    assert.is_nil(h.readfile(root .. "/etc/modprobe.d/vfioinit.conf"))
+    assert.are.same({ default .. "-vfioinit-trial+1.efi", default .. ".efi" }, names())
+
+    -- its .cmdline: the default's words and the marker of the recorded trial
+    local id = assert(h.readfile(root .. "/etc/vfioinit/trial/record"):match("\nid (%x+)\n"))
+    words[#words + 1] = "vfioinit.trial=" .. id
+    local got = {}
+    for w in assert(section(root .. trial, ".cmdline")):gsub("%z", ""):gmatch("%S+") do got[#got + 1] = w end
+    assert.are.same(words, got)
+    -- its os-release sorts it before the default in systemd-boot
+    assert.truthy(section(root .. trial, ".osrel"):find("\nIMAGE_ID=0vfioinit%-trial\n"))
+
+    -- vfioinit's UKI reader
+    local entries, contents = assert(image.list(root, trial, { [MP] = true }))
+    assert.are.same({}, image.has_modules(entries, kver, { "vfio", "vfio_iommu_type1", "vfio_pci" }))
+    local mp = contents and (contents[MP] or contents["./" .. MP])
+    assert.truthy(mp and mp:find("options vfio%-pci ids=1af4:1000"), tostring(mp))
+    -- the .initrd section (objcopy), listed by mkinitcpio's own lister
+    h.writefile(root .. "/tmp/trial.initrd", assert(section(root .. trial, ".initrd")))
+    local listing = h.in_root(root, "lsinitcpio /tmp/trial.initrd")
+    assert.are.equal("vfio.ko vfio_iommu_type1.ko vfio-pci.ko vfio_virqfd.ko", h.vfio_listed(listing, kver))
+    local shown = h.in_root(root, "sh -c " .. h.q("cd /tmp && lsinitcpio -x /tmp/trial.initrd " .. MP .. " && cat " .. MP))
+    assert.truthy(shown:find("options vfio%-pci ids=1af4:1000"), shown)
+    os.remove(root .. "/tmp/trial.initrd")
+
+    code, text = vfioinit(root, "revert")
+    assert.are.equal(0, code, text)
+    assert.is_nil(h.readfile(root .. trial))
+    assert.are.same({ default .. ".efi" }, names())
+    assert.are.equal(before, h.readfile(linux .. default .. ".efi"))
+  end)
 end)

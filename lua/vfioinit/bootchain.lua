@@ -130,7 +130,7 @@ local function on_esp(st, kver, add)
   for _, d in ipairs(places.boot_dirs(st.ctx, "EFI/Linux")) do
     for _, n in ipairs(st.ctx.dir(d.path) or {}) do
       local path = d.path .. "/" .. n
-      if n:lower():match("%.efi$") and uki_is(st, path, n, kver) then
+      if n:lower():match("%.efi$") and not trial.owns_entry(n) and uki_is(st, path, n, kver) then
         local def = sdboot_default(st, n)
         add(uki_chain(st, kver, path, "esp: " .. path, "uefi",
           { default = def, default_by = def and { "systemd-boot (" .. st.sdboot.path .. ")" } or nil }))

@@ -5,7 +5,8 @@
                                   trial's own files are written through the journal
                                   (generator "trial"), its image is built from a staged copy
                                   of the generator's configuration, and the loader starts it
-                                  on the next boot only (lua/vfioinit/trial/grub.lua, bls.lua)
+                                  on the next boot only (lua/vfioinit/trial/grub.lua, bls.lua;
+                                  a kernel booted as a UKI: a trial UKI, trial/uki.lua)
   commit(opts, registry)          after a good trial boot: the plain apply of the recorded
                                   options, then the trial's files go
   drop(root, opts)                revert with a trial recorded: only the trial goes
@@ -14,8 +15,9 @@
 The trial's files, in order of writing (a kill anywhere leaves a state the next commit or
 revert settles): 1. the record /etc/vfioinit/trial/record and the staged configuration
 (journaled), 2. the image <default initrd>.vfioinit-trial (named in the record before it is
-built), 3. the loader entry (journaled; GRUB: grub.cfg regenerated), 4. GRUB only: grubenv's
-next_entry, last, so the next boot never points at a half-made trial.
+built; a trial UKI is built as `<entry>+1.efi.part`, which systemd-boot does not read), 3. the
+loader entry (journaled; GRUB: grub.cfg regenerated; a UKI: renamed to `+1.efi`), 4. GRUB
+only: grubenv's next_entry, last, so the next boot never points at a half-made trial.
 ]]
 local core = require "vfioinit.core"
 local state = require "vfioinit.state"
@@ -25,6 +27,7 @@ local record = require "vfioinit.trial.record"
 local stage = require "vfioinit.trial.stage"
 local grub = require "vfioinit.trial.grub"
 local bls = require "vfioinit.trial.bls"
+local uki = require "vfioinit.trial.uki"
 
 local M = {}
 
@@ -57,8 +60,10 @@ local function pick_chain(run)
   end
   local c = picks[1]
   if c.kind == "uki" then
-    return nil, ("%s: %s boots a unified kernel image; a trial UKI of its own is not built yet: apply "
-      .. "without --trial"):format(c.entry, c.kernel)
+    local _, err = uki.base(c.path)
+    if err then return nil, err end
+    if not c.exists then return nil, c.path .. ": the UKI this kernel boots is not there (build it first)" end
+    return c
   end
   if c.loader ~= "grub" and c.loader ~= "bls" or c.via then
     return nil, ("%s: a trial needs a GRUB menu entry or a systemd-boot (BLS) entry to copy; %s boots by %s")
@@ -126,6 +131,11 @@ local function loader_part(run, chain, t)
   end
   local ok, err = bls.check(ctx, require("vfioinit.bootchain").read_bls(ctx) or {})
   if not ok then return nil, err end
+  if chain.kind == "uki" then
+    local base = uki.base(chain.path)
+    local osrel = ctx.read("/etc/os-release") or ctx.read("/usr/lib/os-release")
+    return { entry = base, path = base .. "+1" .. uki.EXT, uki = { cmdline = t.cmdline, osrel = uki.osrel(osrel, t.id) } }
+  end
   local path = chain.cmdline_source
   local text, rerr = ctx.read(path)
   if not text then return nil, rerr or (path .. ": missing") end
@@ -177,15 +187,18 @@ function M.apply(run, plan, opts, report)
   local gen, gerr = pick_generator(run, plan)
   if not gen then report.error = gerr; return false end
   local kver, id = chain.kernel, new_id(run, plan)
-  local image = chain.initramfs .. M.SUFFIX
-  local s, serr = stage.plan(run.ctx, gen, plan.changes, kver, image)
-  if not s then report.error = serr; return false end
   local line, lerr = trial_line(run, chain, id, opts.trial_cmdline)
   if not line then report.error = lerr; return false end
   local t = { id = id, kernel = kver, cmdline = line }
   local lp, perr = loader_part(run, chain, t)
   if not lp then report.error = perr; return false end
-  local rec = { id = id, kernel = kver, generator = gen.name, loader = chain.loader, image = image, entry = lp.entry,
+  -- a UKI is the entry itself: built under a name systemd-boot skips, renamed when checked
+  local image = lp.uki and lp.path or chain.initramfs .. M.SUFFIX
+  local build = lp.uki and image .. uki.PART or image
+  local s, serr = stage.plan(run.ctx, gen, plan.changes, kver, build, lp.uki)
+  if not s then report.error = serr; return false end
+  local loader = lp.uki and "uki" or chain.loader
+  local rec = { id = id, kernel = kver, generator = gen.name, loader = loader, image = image, entry = lp.entry,
     grubenv = lp.grubenv, next_entry = lp.next_entry, grubenv_was = lp.grubenv_was,
     grubenv_created = lp.grubenv_created, cmdline = line, default = chain.entry, opts = {} }
   for _, k in ipairs(record.LISTS) do rec.opts[k] = run.opts[k] end
@@ -201,24 +214,29 @@ function M.apply(run, plan, opts, report)
   local ok, aerr = p1:apply()
   if not ok then report.error = aerr; return false end
   -- 2. the image, from the staged configuration
-  log("trial: building " .. image .. " with " .. table.concat(s.argv, " "))
+  log("trial: building " .. build .. " with " .. table.concat(s.argv, " "))
   local b = bootloaders.run_command(root, { target = gen.name, argv = s.argv },
     { timeout = opts.timeout or 600, on_output = opts.on_output })
-  report.rebuilt[#report.rebuilt + 1] = { kernel = kver, generator = gen.name, image = image, command = b.command,
+  report.rebuilt[#report.rebuilt + 1] = { kernel = kver, generator = gen.name, image = build, command = b.command,
     status = b.status, seconds = b.seconds, ok = b.ok, error = b.error }
   if not b.ok then return fail(report, b.error, root) end
   local mp, script = expected(run, plan, gen)
   local v = require("vfioinit.verify").check(run.ctx, gen, kver, { modules = run.extra, modprobe_content = mp,
-    bind_script = gen.bind and script or nil, chain = { initramfs = image, entry = "trial " .. id } })
+    bind_script = gen.bind and script or nil, chain = { initramfs = build, entry = "trial " .. id } })
   report.verified[#report.verified + 1] = v
   if not v.ok then
-    return fail(report, ("%s: the trial image lacks %s"):format(image, v.error or table.concat(v.missing, ", ")), root)
+    return fail(report, ("%s: the trial image lacks %s"):format(build, v.error or table.concat(v.missing, ", ")), root)
   end
   -- 3. the loader entry
-  local p3, e3 = trial_plan(plan, { { path = lp.path or lp.entry, after = lp.text, mode = lp.mode } })
-  if not p3 then return fail(report, e3, root) end
-  ok, aerr = p3:apply()
-  if not ok then return fail(report, aerr, root) end
+  if lp.uki then
+    ok, aerr = core.fs.rename(root, build, image)
+    if not ok then return fail(report, aerr, root) end
+  else
+    local p3, e3 = trial_plan(plan, { { path = lp.path or lp.entry, after = lp.text, mode = lp.mode } })
+    if not p3 then return fail(report, e3, root) end
+    ok, aerr = p3:apply()
+    if not ok then return fail(report, aerr, root) end
+  end
   if chain.loader == "grub" then
     local argv = require("vfioinit.bootloaders.grub").regenerate(run.ctx)
     if not argv then return fail(report, "no update-grub or grub-mkconfig in " .. root, root) end
@@ -236,7 +254,7 @@ function M.apply(run, plan, opts, report)
     ok, aerr = core.fs.write_atomic(root, lp.grubenv, lp.envtext, 420)
     if not ok then return fail(report, aerr, root) end
   end
-  report.trial = { id = id, kernel = kver, loader = chain.loader, entry = lp.path or lp.entry, image = image,
+  report.trial = { id = id, kernel = kver, loader = loader, entry = lp.path or lp.entry, image = image,
     cmdline = line, default = chain.entry, generator = gen.name }
   report.ok = true
   return true
@@ -276,8 +294,9 @@ function M.evidence(root, rec, opts)
     if st == "gone" then st = "unknown" end
     return { state = st == "started" and "booted" or st, booted = st == "started", why = why }
   end
-  local path, s = bls.find(ctx, rec.entry)
-  if not path then return { state = "unknown", booted = false, why = rec.entry .. "*.conf: the trial entry is gone" } end
+  local ext = rec.loader == "uki" and uki.EXT or ".conf"
+  local path, s = bls.find(ctx, rec.entry, ext)
+  if not path then return { state = "unknown", booted = false, why = rec.entry .. "*" .. ext .. ": the trial entry is gone" } end
   if s == "good" then return { state = "booted", booted = true, why = path .. ": systemd-bless-boot marked it good" } end
   if s == "pending" then return { state = "pending", booted = false, why = path .. ": systemd-boot has not started it" } end
   if live then
@@ -303,12 +322,15 @@ end
 -- The loader's part of a trial, undone: the image and any renamed BLS entry removed,
 -- grubenv's next_entry and vfioinit_trial taken back when they are the trial's.
 local function undo_loader(root, rec)
-  local ok, err, code = core.fs.remove(root, rec.image)
-  if not ok and code ~= ENOENT then return nil, err end
-  if rec.loader == "bls" then
+  local ok, err, code
+  for _, p in ipairs({ rec.image, rec.loader == "uki" and rec.image .. uki.PART or nil }) do
+    ok, err, code = core.fs.remove(root, p)
+    if not ok and code ~= ENOENT then return nil, err end
+  end
+  if rec.loader == "bls" or rec.loader == "uki" then
     local ctx = require("vfioinit.context").new({ root = root })
     while true do
-      local path = bls.find(ctx, rec.entry)
+      local path = bls.find(ctx, rec.entry, rec.loader == "uki" and uki.EXT or nil)
       if not path then break end
       ok, err = core.fs.remove(root, path)
       if not ok then return nil, err end

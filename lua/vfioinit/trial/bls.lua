@@ -69,14 +69,17 @@ function M.entry(text, t)
   return table.concat(out, "\n") .. "\n"
 end
 
---- find(ctx, base) -> name of the entry file now (any counter) and its state:
+--- find(ctx, base [, ext]) -> name of the entry file now (any counter) and its state:
 -- "pending" (+1), "started" (+0-1: systemd-boot booted it; not marked good), "good"
--- (no counter: systemd-bless-boot marked it good), or nil when it is gone.
-function M.find(ctx, base)
+-- (no counter: systemd-bless-boot marked it good), or nil when it is gone. `ext` is the
+-- entry's suffix: ".conf" (type #1, the default) or ".efi" (a type #2 UKI).
+function M.find(ctx, base, ext)
+  ext = ext or ".conf"
   local dir, stem = base:match("^(.*)/([^/]+)$")
+  local e = ext:gsub("%p", "%%%0")
   for _, n in ipairs(ctx.dir(dir) or {}) do
-    if n == stem .. ".conf" then return dir .. "/" .. n, "good" end
-    local left, done = n:match("^" .. stem:gsub("%p", "%%%0") .. "%+(%d+)%-?(%d*)%.conf$")
+    if n == stem .. ext then return dir .. "/" .. n, "good" end
+    local left, done = n:match("^" .. stem:gsub("%p", "%%%0") .. "%+(%d+)%-?(%d*)" .. e .. "$")
     if left then
       if tonumber(left) > 0 and (done == "" or done == "0") then return dir .. "/" .. n, "pending" end
       return dir .. "/" .. n, "started"

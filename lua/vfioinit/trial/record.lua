@@ -6,8 +6,9 @@
     opt <name> <value>     the options `commit` applies again (repeatable for lists)
     end <sha256 of every byte above this line>
 
-Keys: id, kernel, generator, loader (grub|bls), image (the trial's initramfs in root),
-entry (grub: the /etc/grub.d script; bls: the entry's path without its `+LEFT-DONE.conf`),
+Keys: id, kernel, generator, loader (grub|bls|uki), image (the trial's initramfs or UKI in
+root), entry (grub: the /etc/grub.d script; bls: the entry's path without its
+`+LEFT-DONE.conf`; uki: the trial UKI's path without its `+LEFT-DONE.efi`),
 grubenv, next_entry, grubenv_was (the value next_entry had, `-` for none), grubenv_created
 (yes|no), cmdline (the trial entry's kernel command line), default (the entry booted by
 default). Pure text in, tables out: parse never raises.
@@ -87,10 +88,12 @@ function M.parse(text)
   return rec
 end
 
---- owns_entry(name) -> is this GRUB entry id or BLS entry file name a trial's? Boot chains
--- leave such entries out: they are what `apply --trial` added, not what the machine boots.
+--- owns_entry(name) -> is this GRUB entry id, BLS entry file name or UKI file name a trial's?
+-- Boot chains leave such entries out: they are what `apply --trial` added, not what the
+-- machine boots.
 function M.owns_entry(name)
-  return name ~= nil and (name == "vfioinit-trial" or name:match("^vfioinit%-trial%-") ~= nil)
+  return name ~= nil and (name == "vfioinit-trial" or name:match("^vfioinit%-trial%-") ~= nil
+    or name:match("%-vfioinit%-trial[+.][^/]*$") ~= nil)
 end
 
 --- load(root) -> rec | false (no trial) | nil, err

@@ -1,8 +1,11 @@
 --[[ vfioinit.trial.stage: the trial image is built from a staged copy of the generator's
 configuration, never from the configuration the default entry's image is built from.
 
-  stage.plan(ctx, gen, changes, kver, out) -> {files = {{path=, after=, mode=}...},
-                                               argv = {...}} | nil, err
+  stage.plan(ctx, gen, changes, kver, out [, uki]) -> {files = {{path=, after=, mode=}...},
+                                                      argv = {...}} | nil, err
+
+`uki` ({cmdline=, osrel=}) asks for a unified kernel image at `out` instead of an initramfs:
+its command line and os-release (lua/vfioinit/trial/uki.lua) are staged too.
 
 `changes` are the plan's (lua/vfioinit/plan.lua). Those of the generator's configuration
 go into the staged copy under STAGE; vfioinit's modprobe.d file is put into the image
@@ -15,7 +18,8 @@ Per generator (its own option for another configuration and another output):
   dracut           dracut --conf STAGE/dracut.conf --confdir STAGE/dracut.conf.d
                    [--include STAGED /etc/modprobe.d/vfioinit.conf] --force OUT KVER
   mkinitcpio       mkinitcpio -c STAGE/mkinitcpio.conf -k KVER -g OUT
-                   [--include STAGED:/etc/modprobe.d/vfioinit.conf] (mkinitcpio 39 and later)
+                   [--include STAGED:/etc/modprobe.d/vfioinit.conf] (mkinitcpio 39 and later);
+                   a UKI: -U OUT --cmdline STAGE/cmdline --osrelease STAGE/os-release
   booster          booster build --force --config STAGE/booster.yaml --kernel-version KVER OUT
 A generator of one's own may bring `trial_stage(ctx, changes, kver, out, stage)` with the
 same result.
@@ -115,7 +119,7 @@ local function mkinitcpio_includes(ctx)
   return false
 end
 
-BUILTIN.mkinitcpio = function(ctx, changes, kver, out, mp)
+BUILTIN.mkinitcpio = function(ctx, changes, kver, out, mp, _, uki)
   local conf = M.STAGE .. "/mkinitcpio.conf"
   if mp and not mkinitcpio_includes(ctx) then
     return nil, ("%s: this mkinitcpio has no --include to put a staged %s in a trial image (--ids, --softdeps): "
@@ -124,6 +128,12 @@ BUILTIN.mkinitcpio = function(ctx, changes, kver, out, mp)
   local files, err = copy_file(ctx, "/etc/mkinitcpio.conf", conf, changes, {})
   if not files then return nil, err end
   local argv = { "mkinitcpio", "-c", conf, "-k", kver, "-g", out }
+  if uki then
+    argv = { "mkinitcpio", "-c", conf, "-k", kver, "-U", out, "--cmdline", M.STAGE .. "/cmdline",
+      "--osrelease", M.STAGE .. "/os-release" }
+    files[#files + 1] = { path = M.STAGE .. "/cmdline", after = uki.cmdline .. "\n" }
+    files[#files + 1] = { path = M.STAGE .. "/os-release", after = uki.osrel }
+  end
   if mp then for _, a in ipairs({ "--include", M.MODPROBE .. ":" .. modprobe.FILE }) do argv[#argv + 1] = a end end
   return { files = files, argv = argv, owns = { "/etc/mkinitcpio.conf" } }
 end
@@ -138,11 +148,18 @@ end
 
 -- Generators whose staged build has a way to carry the staged modprobe.d file.
 local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true, mkinitcpio = true }
+-- Generators whose staged build makes a trial UKI: it needs an os-release of its own (the
+-- sort key), which dracut's --uefi does not take (it embeds the root's).
+local BUILDS_UKI = { mkinitcpio = true }
 
---- plan(ctx, gen, changes, kver, out) -> {files=, argv=} | nil, err
-function M.plan(ctx, gen, changes, kver, out)
+--- plan(ctx, gen, changes, kver, out [, uki]) -> {files=, argv=} | nil, err
+function M.plan(ctx, gen, changes, kver, out, uki)
   local build = gen.trial_stage or BUILTIN[gen.name]
   if not build then return nil, gen.name .. ": no staged build for a trial image (a generator's trial_stage)" end
+  if uki and not gen.trial_stage and not BUILDS_UKI[gen.name] then
+    return nil, ("%s: a trial UKI needs an os-release of its own (systemd-boot's sort key), which %s does "
+      .. "not take: apply without --trial"):format((out:gsub("%.part$", "")), gen.name)
+  end
   local mine, mp = {}, nil
   for _, c in ipairs(changes) do
     if c.generator == gen.name then mine[#mine + 1] = c
@@ -153,7 +170,7 @@ function M.plan(ctx, gen, changes, kver, out)
     return nil, ("%s: a %s trial image cannot carry a staged %s (--ids, --softdeps): apply without --trial"):format(
       modprobe.FILE, gen.name, modprobe.FILE)
   end
-  local s, err = build(ctx, mine, kver, out, mp, M.STAGE)
+  local s, err = build(ctx, mine, kver, out, mp, M.STAGE, uki)
   if not s then return nil, err end
   for _, c in ipairs(mine) do
     local staged = false
