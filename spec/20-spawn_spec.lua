@@ -307,6 +307,25 @@ describe("core.spawn.run()", function()
       assert.are.equal("", mounted_under(root))
     end)
 
+    chroot_it("should bind `bind.source` on `bind.target` inside root, root itself included, and unmount it", function()
+      H.sh("mkdir -p " .. H.q(root .. "/sysroot"))
+      local lines, on_line = collect()
+      -- the source holds root (an ostree sysroot bound on its deployment's /sysroot): not recursive
+      local r = assert(core.spawn.run { argv = { "cat", "/sysroot/etc/marker" }, root = root, on_line = on_line,
+        bind = { source = root, target = "/sysroot" } })
+      assert.are.equal(0, r.status, table.concat(lines.all, "\n"))
+      assert.are.same({ "inside the root" }, lines.stdout)
+      assert.are.equal("", mounted_under(root))
+      -- a target that is no directory of root is an error, nothing mounted
+      H.sh("ln -s / " .. H.q(root .. "/link"))
+      local r2, err = core.spawn.run { argv = { "true" }, root = root, bind = { source = root, target = "/link" } }
+      assert.is_nil(r2)
+      assert.are.equal(("spawn: bind-mount %s on %s/link: Not a directory"):format(root, root), err)
+      assert.are.equal("", mounted_under(root))
+      assert.has_error(function() core.spawn.run { argv = { "true" }, bind = { source = root, target = "/x" } } end)
+      assert.has_error(function() core.spawn.run { argv = { "true" }, root = root, bind = { source = root, target = "/../x" } } end)
+    end)
+
     it("should fail cleanly for a root that does not exist", function()
       local r, err = core.spawn.run { argv = { "true" }, root = root .. "/missing" }
       assert.is_nil(r)

@@ -52,6 +52,7 @@ enum step {
 	ST_EXEC,	/* execve of every PATH candidate */
 	ST_PDEATHSIG,	/* prctl(PR_SET_PDEATHSIG) */
 	ST_FORK,	/* fork of the command into its PID namespace */
+	ST_BIND,	/* bind-mount the `bind` option's source on its target */
 };
 
 struct child_err {
@@ -73,6 +74,8 @@ struct plan {
 	const char *root;		/* NULL: no chroot */
 	const char *cwd;		/* NULL: keep (or "/" after chroot) */
 	const char *mnt[NMNT];		/* host paths <root>/proc, ... */
+	const char *bind_src;		/* NULL: none; else a host dir bound on bind_dst */
+	const char *bind_dst;		/* host path <root><target> */
 };
 
 /* The state of one run in the parent, from fork to the result. */
@@ -197,6 +200,18 @@ child_mounts(const struct plan *p, int wfd, int fresh_proc)
 			continue;
 		if (mount(mnt_names[i], p->mnt[i], NULL, MS_BIND | MS_REC, NULL) < 0)
 			child_fail(wfd, ST_MOUNT, i);
+	}
+	/* an existing directory of root, never a link out of it; not recursive: the source
+	** may hold root itself (an ostree sysroot bound on its deployment's /sysroot) */
+	if (p->bind_src) {
+		if (lstat(p->bind_dst, &st) < 0)
+			child_fail(wfd, ST_BIND, 0);
+		if (!S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;
+			child_fail(wfd, ST_BIND, 0);
+		}
+		if (mount(p->bind_src, p->bind_dst, NULL, MS_BIND, NULL) < 0)
+			child_fail(wfd, ST_BIND, 0);
 	}
 }
 
@@ -448,6 +463,8 @@ push_child_err(lua_State *L, const struct plan *p, const struct child_err *e)
 		lua_pushfstring(L, "spawn: bind-mount %s on %s: %s", mnt_names[arg], p->mnt[arg], why);
 	else if (e->step == ST_CHROOT)
 		lua_pushfstring(L, "%s: chroot: %s", p->root, why);
+	else if (e->step == ST_BIND)
+		lua_pushfstring(L, "spawn: bind-mount %s on %s: %s", p->bind_src, p->bind_dst, why);
 	else if (e->step == ST_CHDIR || e->step < 0 || e->step > ST_FORK || step_what[e->step] == NULL)
 		lua_pushfstring(L, "%s: chdir: %s", e->arg ? p->cwd : "/", why);
 	else
@@ -596,7 +613,31 @@ build_candidates(lua_State *L, int anchor, struct plan *p)
 /* ---- core.spawn.run ---- */
 
 /* Stack slots of spawn.run: its options table, its fields, the anchor, the Spawn userdata. */
-enum { OPTS = 1, ARGV, ROOT, TIMEOUT, ONLINE, ENV, CWD, ANCHOR, UD };
+enum { OPTS = 1, ARGV, ROOT, TIMEOUT, ONLINE, ENV, CWD, BIND, ANCHOR, UD };
+
+
+/* The `bind` option: {source = host dir, target = absolute dir inside root}; only with root. */
+static void
+plan_bind(lua_State *L, struct plan *p)
+{
+	const char *src, *dst;
+	if (lua_isnil(L, BIND))
+		return;
+	luaL_argcheck(L, lua_istable(L, BIND), 1, "field 'bind' must be a table");
+	luaL_argcheck(L, p->root != NULL, 1, "field 'bind' needs 'root'");
+	lua_getfield(L, BIND, "source");
+	lua_getfield(L, BIND, "target");
+	src = lua_tostring(L, -2);
+	dst = lua_tostring(L, -1);
+	luaL_argcheck(L, src != NULL && src[0] == '/', 1, "field 'bind.source' must be an absolute path");
+	luaL_argcheck(L, dst != NULL && dst[0] == '/' && strstr(dst, "..") == NULL, 1,
+	    "field 'bind.target' must be an absolute path inside root");
+	lua_pushvalue(L, -2);
+	p->bind_src = keep(L, ANCHOR);
+	lua_pushfstring(L, "%s%s", p->root, dst);
+	p->bind_dst = keep(L, ANCHOR);
+	lua_pop(L, 2);
+}
 
 
 /* Check the options (raise on misuse) and build the plan; *timeout 0: none. Nothing is acquired yet. */
@@ -612,6 +653,7 @@ plan_build(lua_State *L, struct plan *p, double *timeout)
 	lua_getfield(L, OPTS, "on_line");
 	lua_getfield(L, OPTS, "env");
 	lua_getfield(L, OPTS, "cwd");
+	lua_getfield(L, OPTS, "bind");
 	lua_newtable(L);	/* ANCHOR: keeps every string and vector below alive */
 
 	memset(p, 0, sizeof *p);
@@ -642,6 +684,7 @@ plan_build(lua_State *L, struct plan *p, double *timeout)
 		lua_pushfstring(L, "%s%s", p->root, mnt_names[i]);
 		p->mnt[i] = keep(L, ANCHOR);
 	}
+	plan_bind(L, p);
 	lua_settop(L, ANCHOR);
 }
 
@@ -931,7 +974,8 @@ push_result(lua_State *L, const Spawn *s)
  *   chroot into, in a private mount namespace with /proc, /sys, /dev bound),
  *   `timeout` (seconds), `on_line` (function(stream, line), stream "stdout" or
  *   "stderr"), `env` (array of "K=V" added to PATH=/usr/sbin:/usr/bin:/sbin:/bin
- *   and LANG=C.UTF-8), `cwd` (dir to start in, inside root).
+ *   and LANG=C.UTF-8), `cwd` (dir to start in, inside root), `bind` (`{source=
+ *   host dir, target=dir inside root}`: bound there too, not recursively; needs `root`).
  * @treturn[1] table `{status=int|nil, signal=int|nil, timed_out=bool, seconds=float}`
  * @return[2] nil
  * @treturn[2] string "argv0: strerror" (exec failure) or the setup step that failed

@@ -5,7 +5,7 @@
 VFIOINIT_CACHE=${VFIOINIT_CACHE:-$HOME/.cache/vfioinit}
 ROOTS_DIR=$VFIOINIT_CACHE/roots
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-FLAVOURS="initramfs-tools dracut mkinitcpio multi mkinitcpio-uki mkinitcpio-systemd dracut-uki grub kinstall-uki kinstall-bls"
+FLAVOURS="initramfs-tools dracut mkinitcpio multi mkinitcpio-uki mkinitcpio-systemd dracut-uki grub kinstall-uki kinstall-bls ostree"
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*" >&2; }
@@ -62,6 +62,7 @@ image_for() {
   case $1 in
     mkinitcpio|mkinitcpio-systemd) echo "/boot/initramfs-$2.img" ;;
     mkinitcpio-uki) echo "/efi/EFI/Linux/arch-$2.efi" ;;
+    ostree) echo "/usr/lib/modules/$2/initramfs.img" ;;
     dracut-uki) echo "/boot/efi/EFI/Linux/linux-$2-Default.efi" ;;
     kinstall-uki) echo "/boot/efi/EFI/Linux/debian-$2.efi" ;;
     kinstall-bls) echo "/boot/efi/debian/$2/initrd.img-$2" ;;

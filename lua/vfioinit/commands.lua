@@ -111,6 +111,19 @@ local function print_chains(st)
   if #(st.boot_chains or {}) == 0 and not st.boot_chains_error then out("  (none)\n") end
 end
 
+-- An image-based root: who manages it, and what each deployment boots.
+local function print_ostree(o)
+  if not o then return end
+  out(("ostree: %s root managed by %s%s\n"):format(o.kind, o.manager, o.mode and (", VFIO early load: " .. o.mode) or ""))
+  for _, d in ipairs(o.deployments or {}) do
+    local tags = {}
+    for _, t in ipairs({ "booted", "pending", "default" }) do if d[t] then tags[#tags + 1] = t end end
+    out(("  %s %s.%s%s: %s, initrd %s, options %s\n"):format(d.osname, d.checksum, d.serial,
+      #tags > 0 and (" [" .. table.concat(tags, ", ") .. "]") or "", d.entry, table.concat(d.initrds, " + "),
+      d.cmdline or ""))
+  end
+end
+
 -- status, human-readable: one line per generator, kernel, config and image.
 local function print_status(st)
   local d = st.distro
@@ -146,6 +159,7 @@ local function print_status(st)
   end
   print_secure_boot(st.secure_boot)
   print_chains(st)
+  print_ostree(st.ostree)
   local t = st.trial
   if t and t.error then out("trial: " .. t.error .. "\n")
   elseif t then
@@ -333,8 +347,12 @@ local function cmd_revert(v, o)
       out(p.action .. " " .. p.path .. (p.kept and (" (current content kept as " .. p.kept .. ")") or "")
         .. (p.lost and (" (cannot be restored, " .. p.lost .. "; left as it is)") or "") .. "\n")
     end
+    -- an ostree deployment's mechanism ran its inverse (lua/vfioinit/ostree_initramfs.lua)
+    local deployed = false
+    for _, e in ipairs(done and done.regenerated or {}) do deployed = deployed or e.target == "ostree" end
     if ok and done.trial then note(o, "dropped trial " .. done.trial .. "; the configuration before it stays")
     elseif ok and #paths == 0 then note(o, "nothing to revert")
+    elseif ok and deployed then note(o, "the next boot starts a deployment without vfioinit's initramfs changes")
     elseif ok then note(o, "run `vfioinit rebuild` to rebuild the images without VFIO") end
   end
   if not ok then

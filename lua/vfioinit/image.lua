@@ -18,6 +18,23 @@ function M.list(root, path, want)
   return core.image.list(root, path, want)
 end
 
+-- list_all(root, paths, want) -> entries, contents | nil, msg: several images as the kernel
+-- unpacks them one after the other (a boot entry's initrds): a member of a later one
+-- replaces the earlier one of that name.
+function M.list_all(root, paths, want)
+  local entries, contents, at = {}, {}, {}
+  for _, p in ipairs(paths) do
+    local es, cs = M.list(root, p, want)
+    if not es then return nil, cs end
+    for _, e in ipairs(es) do
+      local n = e.name:gsub("^%./", ""):gsub("^/+", "")
+      if at[n] then entries[at[n]] = e else entries[#entries + 1] = e; at[n] = #entries end
+    end
+    for k, v in pairs(cs or {}) do contents[k] = v end
+  end
+  return entries, contents
+end
+
 -- The set of module names (normalized with `_`) that `entries` carry for `kver`:
 -- files below lib/modules/<kver>/ or usr/lib/modules/<kver>/ named NAME.ko[.xz|.zst|.gz].
 function M.modules(entries, kver)

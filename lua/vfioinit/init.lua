@@ -144,6 +144,10 @@ local function revert(registry)
     if not o then return nil, oerr end
     if lock_env_error() then return nil, lock_env_error() end
     local root = o.root or "/"
+    -- an ostree sysroot: the deployment an apply wrote (lua/vfioinit/ostree.lua)
+    local info, ierr = require("vfioinit.ostree").locate(root, "revert")
+    if ierr then return nil, ierr end
+    if info then root = info.root end
     local ropts = { force = o.force and true or false, dry_run = o.dry_run and true or false }
     -- a pending or failed trial is dropped alone: what was configured before it stays
     local pending, perr = trial.pending(root)
@@ -159,7 +163,7 @@ local function revert(registry)
       return true, list
     end
     local regenerated = {}
-    local hooks = require("vfioinit.bootloaders").revert_hooks(root, { timeout = o.timeout }, regenerated)
+    local hooks = require("vfioinit.bootloaders").revert_hooks(root, { timeout = o.timeout, ostree = info }, regenerated)
     local leftovers
     ropts.undo, ropts.after = hooks.undo, hooks.after
     ropts.begin = function() leftovers = pipeline.settle(root, registry) end

@@ -151,7 +151,8 @@ function M.rebuild(run, jobs, opts, configured, report)
       job = { gen = job.gen, kernels = keep }
     end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
-    local r = rebuild.run(run.ctx, { job.gen }, {
+    -- a generator that builds nothing in root (an ostree deployment's mechanism) runs its own
+    local r = (job.gen.rebuild_run or rebuild.run)(run.ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
       leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
       sign = opts.sign,
@@ -428,10 +429,12 @@ function M.status(opts, registry)
   local builtin = bootloaders.builtin(run)
   local cmdline = checks_cmdline(run) and plan and bootloaders.readback(run) or nil
   -- who signed each chain's image; the firmware's Secure Boot state only for the running system
-  local secure_boot = require("vfioinit.signature").status(inv.root, chains, { firmware = inv.root == "/", ctx = run.ctx })
+  local uroot = run.ostree and run.ostree.uroot or inv.root
+  local secure_boot = require("vfioinit.signature").status(uroot, chains, { firmware = uroot == "/", ctx = run.ctx })
+  local ostree = run.ostree and require("vfioinit.ostree").status(run.ostree, gens and gens[1])
   run:close()
-  return { ok = true, builtin_vfio_pci = builtin, cmdline = cmdline, root = inv.root, distro = inv.distro, active = inv.active,
-    generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
+  return { ok = true, ostree = ostree, builtin_vfio_pci = builtin, cmdline = cmdline, distro = inv.distro, active = inv.active,
+    root = uroot, generators = inv.generators, kernels = kernels, configured = plan and #pending == 0 or false,
     pending_changes = pending, plan_error = perr, images = images, boot_chains = chains,
     boot_chains_error = chains_error, secure_boot = secure_boot, trial = trial.status(inv.root, run.opts) }
 end

@@ -84,6 +84,10 @@ function M.new(opts, registry, fname)
     if not g then return nil, gerr end
   end
   local root = opts.root or "/"
+  -- an ostree sysroot: the run acts on a deployment (lua/vfioinit/ostree.lua)
+  local oinfo, oerr = require("vfioinit.ostree").locate(root, fname)
+  if oerr then return nil, oerr end
+  if oinfo then root = oinfo.root end
   local extra, merr = util.check_modules(opts.modules)
   if not extra then return nil, merr end
   local ids, ierr = util.check_ids(opts.ids)
@@ -97,17 +101,23 @@ function M.new(opts, registry, fname)
   local run = setmetatable({
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
     extra = util.unique(extra), ids = ids, bind = sel,
-    facts = { kmod = {}, modules = {}, states = {}, asked = {}, verified = {} }, reread = {},
+    facts = { kmod = {}, modules = {}, states = {}, asked = {}, verified = {} }, reread = {}, ostree = oinfo,
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
     softdeps = opts.softdeps })
+  run.ctx.ostree = oinfo
   return run
 end
 
 --- run:generators() -> list of generator tables | nil, err (computed once)
 function Run:generators()
   if not self.gens and not self.gens_error then
-    self.gens, self.gens_error = M.select_generators(self.inventory, self.registry, self.opts.generators)
+    if self.ostree then
+      -- an image-based root: the deployment's own mechanism builds what boots
+      self.gens, self.gens_error = require("vfioinit.ostree_initramfs").generators(self)
+    else
+      self.gens, self.gens_error = M.select_generators(self.inventory, self.registry, self.opts.generators)
+    end
   end
   return self.gens, self.gens_error
 end
@@ -210,6 +220,7 @@ end
 --- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/bootchain.lua),
 -- computed once per run | nil, err (a loader file at fault: "PATH:LINE: reason")
 function Run:boot_chains(kver)
+  if self.ostree then return require("vfioinit.ostree").chains(self.ostree, kver) end
   local f = self.facts
   f.chains = f.chains or {}
   if f.chains[kver] == nil then
@@ -229,6 +240,7 @@ end
 -- Is `gen` the generator whose images boot? The active one; with none active, the only
 -- one acted on. Boot chains judge only its images.
 function Run:boots(gen)
+  if self.ostree then return true end
   local active = self.inventory.active
   if active then return active == gen.name end
   local gens = self:generators()
@@ -249,6 +261,8 @@ local RECORDS = { update_initramfs = true, rebuild = true }
 -- result) and `note` (why several).
 function Run:verified(gen, kver, built)
   local key = gen.name .. "\0" .. kver
+  -- what an image-based system built is in the deployment it made: read through its chain
+  if built and gen.built_by_chain then built = nil end
   local list, note = {}, nil
   if not built and self:boots(gen) then
     local chains, cerr = self:boot_chains(kver)
@@ -261,7 +275,8 @@ function Run:verified(gen, kver, built)
   local rs = {}
   for _, c in ipairs(list) do
     local chain = c and not c.own and c or nil
-    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. chain.initramfs) or key, chain)
+    local images = chain and table.concat(chain.initrds or { chain.initramfs }, "\0")
+    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. images) or key, chain)
   end
   if #rs == 1 then return rs[1] end
   local pick = rs[1]
@@ -279,7 +294,8 @@ function Run:verified_one(gen, kver, key, chain)
   if not f[key] then
     local verify = require "vfioinit.verify"
     -- the image must carry vfioinit's modprobe.d file as it is now in root
-    local mp = core.fs.stat(self.root, modprobe.FILE) and core.fs.read(self.root, modprobe.FILE) or nil
+    local mp = gen.modprobe_in_image ~= false and core.fs.stat(self.root, modprobe.FILE)
+      and core.fs.read(self.root, modprobe.FILE) or nil
     local modules = self.verify_modules or self.extra
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,

@@ -78,12 +78,14 @@ end
 local function read_image(r, root, gen, kver, resolved, need)
   local req, expect_mp, bind_script = need.req, need.mp, need.bind
   -- a unified kernel image is verified by its .initrd; its .cmdline is read back
-  local entries, contents, _, info = image.list(root, resolved, need.want)
+  local entries, contents, _, info
+  if need.all then entries, contents = image.list_all(root, need.all, need.want)
+  else entries, contents, _, info = image.list(root, resolved, need.want) end
   r.kind = info and "uki" or "image"
   if not entries then r.error = contents; r.missing = req; return end
   r.cmdline = info and info.cmdline
   local absent = image.has_modules(entries, kver, req)
-  local early = gen.early_modules and gen.early_modules(contents or {}) or nil
+  local early = gen.early_modules and gen.early_modules(contents or {}, need.chain) or nil
   local seen = {}
   for _, m in ipairs(absent) do r.missing[#r.missing + 1] = m; seen[m] = true end
   if early then
@@ -124,15 +126,20 @@ function M.check(ctx, gen, kver, opts)
   local path, perr = gen.image_path(ctx, kver)
   local r = { kernel = kver, generator = gen.name, image = path, ok = false, missing = {} }
   if not path then r.error = perr or (gen.name .. ": no image path for kernel " .. kver); return r end
+  local iroot, all = root, nil  -- where the image is, and every initrd the chain loads
   if opts.chain then
     r.generator_image, r.chain = path, opts.chain.entry
     path, r.image = opts.chain.initramfs, opts.chain.initramfs
+    -- a chain read from another tree (an ostree sysroot's /boot) names its root; the
+    -- kernel unpacks every initrd of an entry in turn, later files replacing earlier ones
+    iroot = opts.chain.root or root
+    if opts.chain.initrds and #opts.chain.initrds > 1 then all = opts.chain.initrds; r.images = all end
   end
   local req, rerr = M.required(root, kver, opts.modules, opts.facts)
   if not req then r.error = rerr; return r end
-  local resolved = core.fs.resolve(root, path)
+  local resolved = core.fs.resolve(iroot, path)
   local now = os.time()  -- before the stat: the image must have settled by then
-  local st = resolved and core.fs.stat(root, resolved)
+  local st = resolved and core.fs.stat(iroot, resolved)
   if not st then
     r.error = path .. ": no image"
     r.missing = req
@@ -148,8 +155,9 @@ function M.check(ctx, gen, kver, opts)
   -- the bind script as it is in root, wired to run before udev (the generator says how)
   local bind_script = gen.bind and opts.bind_script
   if bind_script then for _, n in ipairs(gen.bind.want) do want[n] = true end end
-  local need = { req = req, want = want, mp = expect_mp, bind = bind_script }
-  local store, key = opts.fingerprints, nil
+  local need = { req = req, want = want, mp = expect_mp, bind = bind_script, all = all, chain = opts.chain }
+  -- a fingerprint is one file of root
+  local store, key = (iroot == root and not all) and opts.fingerprints or nil, nil
   if store then
     key = M.key_of(root, gen, kver, resolved, need)
     if not opts.full and fingerprint.lookup(store, gen.name, kver, resolved, st, key) then
@@ -162,7 +170,7 @@ function M.check(ctx, gen, kver, opts)
   end
   -- the modules are known (req): the run may let go of what it holds for them (run.lua)
   if opts.facts and opts.facts.reading then opts.facts:reading(kver) end
-  read_image(r, root, gen, kver, resolved, need)
+  read_image(r, iroot, gen, kver, resolved, need)
   if r.error then return r end
   r.size = st.size
   r.ok = #r.missing == 0

@@ -11,6 +11,9 @@ One module per place a boot path reads its command line from (lua/vfioinit/bootl
   cmdline_d       /etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs)
   refind          refind_linux.conf lines and refind.conf stanzas' `options`, edited in place
   limine          limine.conf entries' `cmdline:`; BLAKE2b pins on rebuilt images repinned
+  rpm_ostree_kargs  `rpm-ostree kargs --append-if-missing` (record: /etc/vfioinit/rpm_ostree_kargs.cmdline)
+  ostree_kargs    `ostree admin instutil set-kargs` (record: /etc/vfioinit/ostree_kargs.cmdline)
+  bootc_kargs     /usr/lib/bootc/kargs.d/vfioinit.toml (bootc image build roots)
 Each: { name=, detect(ctx) -> bool, edits(ctx, wants) -> changes | nil, err,
 regenerate(ctx) -> argv | nil, readback(ctx, wants, kver, run) -> entries | nil, err,
 stale_images = true when images embed the file (UKIs) }.
@@ -24,7 +27,13 @@ local words = require "vfioinit.bootloaders.words"
 
 local M = {}
 
-M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d", "refind", "limine" }
+M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d", "refind", "limine",
+  "rpm_ostree_kargs", "ostree_kargs", "bootc_kargs" }
+-- an ostree root's command line is its deployments' (lua/vfioinit/ostree.lua): only these
+M.OSTREE = { rpm_ostree_kargs = true, ostree_kargs = true, bootc_kargs = true }
+-- owners of files whose revert runs commands first, before the targets' (the deployment
+-- vfioinit made goes before its words leave the default one)
+M.HOOKED = { "vfioinit.ostree_initramfs" }
 
 function M.get(name) return require("vfioinit.bootloaders." .. name) end
 
@@ -38,9 +47,14 @@ function M.select(ctx)
     -- dracut's UKIs never read /etc/kernel/cmdline: not created for them alone
     local covered = (n == "grub" and have.grubby) or (n == "cmdline_d" and have.kernel_cmdline)
       or (n == "kernel_cmdline" and have.dracut_cmdline and not ctx.exists("/etc/kernel/cmdline"))
+      or (ctx.ostree ~= nil) ~= (M.OSTREE[n] == true)
     if not covered and t.detect(ctx) then
       list[#list + 1] = t; have[n] = true
     end
+  end
+  if #list == 0 and ctx.ostree then
+    return nil, ("%s: --cmdline: an ostree image tree without bootc (kargs.d): its kernel arguments are the "
+      .. "deployment's, set where it is deployed"):format(ctx.root)
   end
   if #list == 0 then
     return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
@@ -97,18 +111,24 @@ function M.changes(run)
   return out
 end
 
--- argv, or a list of argv -> list of argv
+-- argv, a command {argv=, bind=}, or a list of either -> list of either
 local function argvs(x)
   if not x then return {} end
   if type(x[1]) == "table" then return x end
   return { x }
 end
 
+-- One command of target t: {target=, argv=, bind=}.
+local function command(t, x)
+  if x.argv then return { target = t.name, argv = x.argv, bind = x.bind } end
+  return { target = t.name, argv = x }
+end
+
 -- The regeneration commands of the run's targets: { {target=, argv=} ... }.
 function M.commands(run, targets)
   local out = {}
   for _, t in ipairs(targets or run.bootloaders or {}) do
-    for _, argv in ipairs(argvs(t.regenerate(run.ctx))) do out[#out + 1] = { target = t.name, argv = argv } end
+    for _, x in ipairs(argvs(t.regenerate(run.ctx))) do out[#out + 1] = command(t, x) end
   end
   return out
 end
@@ -121,7 +141,7 @@ M.TAIL = 10
 function M.run_command(root, c, opts)
   local tail = {}
   local e = { target = c.target, command = table.concat(c.argv, " "), ok = false }
-  local res, err = core.spawn.run({ argv = c.argv, root = root ~= "/" and root or nil,
+  local res, err = core.spawn.run({ argv = c.argv, root = root ~= "/" and root or nil, bind = c.bind,
     timeout = opts.timeout or M.TIMEOUT,
     on_line = function(_, line)
       tail[#tail + 1] = line
@@ -179,6 +199,9 @@ end
 
 -- The target (found in ctx) one of whose files is path, or nil.
 local function owner(ctx, path)
+  for _, m in ipairs(M.HOOKED) do
+    if path == require(m).RECORD then return require(m) end
+  end
   for _, n in ipairs(M.TARGETS) do
     local t = M.get(n)
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
@@ -211,26 +234,32 @@ end
 function M.revert_hooks(root, opts, out)
   local context = require "vfioinit.context"
   local hooks = {}
+  local function ctx_of()
+    local ctx = context.new({ root = root })
+    ctx.ostree = opts.ostree
+    return ctx
+  end
   function hooks.undo(step)
-    local t = owner(context.new({ root = root }), step.entry.path)
+    local t = owner(ctx_of(), step.entry.path)
     if not (t and t.undo) then return true end
     local cmds = {}
-    for _, argv in ipairs(argvs(t.undo(step.before))) do cmds[#cmds + 1] = { target = t.name, argv = argv } end
+    for _, x in ipairs(argvs(t.undo(step.before))) do cmds[#cmds + 1] = command(t, x) end
     return run_all(root, cmds, opts, out)
   end
   function hooks.after(steps)
-    local ctx = context.new({ root = root })
-    local touched = {}
+    local ctx = ctx_of()
+    local touched, before = {}, {}
     for _, s in ipairs(steps) do
       local t = s.entry.kind ~= "dir" and owner(ctx, s.entry.path)
-      if t and not t.undo then touched[t.name] = t end
+      if t and not t.undo then touched[t.RECORD or t.name] = t; before[t] = s.before end
     end
-    local cmds = {}
-    for _, n in ipairs(M.TARGETS) do
+    local cmds, names = {}, {}
+    for _, m in ipairs(M.HOOKED) do names[#names + 1] = require(m).RECORD end
+    for _, n in ipairs(M.TARGETS) do names[#names + 1] = n end
+    for _, n in ipairs(names) do
       local t = touched[n]
-      for _, argv in ipairs(t and (t.revert_argvs and t.revert_argvs(ctx) or argvs(t.regenerate(ctx))) or {}) do
-        cmds[#cmds + 1] = { target = t.name, argv = argv }
-      end
+      local list = t and (t.revert_argvs and t.revert_argvs(ctx, before[t]) or argvs(t.regenerate(ctx))) or {}
+      for _, x in ipairs(list) do cmds[#cmds + 1] = command(t, x) end
     end
     return run_all(root, cmds, opts, out)
   end

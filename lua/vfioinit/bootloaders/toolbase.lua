@@ -38,7 +38,7 @@ function M.new(spec)
   function T.detect(ctx) return machine.command(ctx.stat, spec.command) ~= nil end
   function T.files() return { T.record } end
   function T.edits(ctx, wants)
-    local line, err = current(ctx)
+    local line, err = (spec.current or current)(ctx)
     if not line then return nil, err end
     local where = err
     local old, rerr = ctx.read(T.record)

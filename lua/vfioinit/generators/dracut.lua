@@ -78,6 +78,8 @@ local function simulate(scans, var)
   return w
 end
 
+M.simulate = simulate
+
 -- Every want exactly once, all before the first GPU driver.
 local function good(words, want, gpu)
   local count, gpu_seen = {}, false
