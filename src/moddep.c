@@ -127,6 +127,19 @@ scan(lua_State *L, const char *root, const char *path, int dep, int names, int o
 }
 
 
+/* Raise unless argument arg is an array of strings. */
+static void
+check_strings(lua_State *L, int arg, const char *what)
+{
+	luaL_checktype(L, arg, LUA_TTABLE);
+	for (size_t i = 1; i <= lua_rawlen(L, arg); i++) {
+		if (lua_rawgeti(L, arg, (lua_Integer)i) != LUA_TSTRING)
+			luaL_argerror(L, arg, what);
+		lua_pop(L, 1);
+	}
+}
+
+
 /***
  * How a kernel has some modules.
  * @function states
@@ -143,12 +156,7 @@ moddep_states(lua_State *L)
 	const char *root = vfi_checkroot(L, 1);
 	const char *moddir = vfi_checkpath(L, 2);
 	int r;
-	luaL_checktype(L, 3, LUA_TTABLE);
-	for (size_t i = 1; i <= lua_rawlen(L, 3); i++) {
-		if (lua_rawgeti(L, 3, (lua_Integer)i) != LUA_TSTRING)
-			luaL_argerror(L, 3, "array of module names expected");
-		lua_pop(L, 1);
-	}
+	check_strings(L, 3, "array of module names expected");
 	lua_settop(L, 3);
 	lua_newtable(L);  /* 4: the answer */
 	lua_pushfstring(L, "%s/modules.dep", moddir);
@@ -268,12 +276,7 @@ moddep_aliases(lua_State *L)
 	size_t clen;
 	const char *config;
 	int r;
-	luaL_checktype(L, 3, LUA_TTABLE);
-	for (size_t i = 1; i <= lua_rawlen(L, 3); i++) {
-		if (lua_rawgeti(L, 3, (lua_Integer)i) != LUA_TSTRING)
-			luaL_argerror(L, 3, "array of modaliases expected");
-		lua_pop(L, 1);
-	}
+	check_strings(L, 3, "array of modaliases expected");
 	config = luaL_optlstring(L, 4, "", &clen);
 	lua_settop(L, 4);
 	lua_createtable(L, (int)lua_rawlen(L, 3), 0);  /* 5: the answer */
