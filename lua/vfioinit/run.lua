@@ -150,8 +150,8 @@ end
 
 -- How a kernel has some modules is what a run asks: depmod's text lists answer it
 -- (kernel.states, src/moddep.c), and libkmod, with the 1.4 MB of libcrypto it maps (5 ms
--- of a process), is loaded only for what they cannot say: the drivers of device IDs
--- (an alias lookup) and the path and dependencies of each VFIO module that `status` shows.
+-- of a process), is loaded only for what they cannot say: the path and dependencies of
+-- each VFIO module that `status` shows (the drivers of device IDs: kernel.drivers_for).
 local WITH_PATHS = { status = true }
 
 --- run:modules(kver) -> kernel.modules' list for that kernel (computed once) | nil, err
@@ -212,10 +212,10 @@ function Run:reading(kver)
 end
 
 --- run:drivers_for(kver, ids) -> list of {id=, modules=} | nil, err
+-- (depmod's text lists answer; libkmod only for a kernel without modules.alias)
 function Run:drivers_for(kver, ids)
-  local kctx, err = self:kmod(kver)
-  if not kctx then return nil, err end
-  return kernel.drivers_for({ root = self.root, kernel = kver, ids = ids, kmod = kctx })
+  return kernel.drivers_for({ root = self.root, kernel = kver, ids = ids, dir = self.inventory.kernel_dirs[kver],
+    kmod = self.facts.kmod[kver] })
 end
 
 --- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/boot/chains.lua,
