@@ -100,6 +100,7 @@ function M.new(opts, registry, fname)
   if not kernels then return nil, kerr end
   local run = setmetatable({
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
+    loaders = registry.loaders or require("vfioinit.boot").new(),
     extra = util.unique(extra), ids = ids, bind = sel,
     facts = { kmod = {}, modules = {}, states = {}, asked = {}, verified = {} }, reread = {}, ostree = oinfo,
   }, Run)
@@ -217,24 +218,39 @@ function Run:drivers_for(kver, ids)
     kmod = self.facts.kmod[kver] })
 end
 
---- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/bootchain.lua),
--- computed once per run | nil, err (a loader file at fault: "PATH:LINE: reason")
+--- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/boot/chains.lua,
+-- from the run's boot-loader plugins), computed once per run until run:boot_changed() |
+-- nil, err (a loader file at fault: "PATH:LINE: reason")
 function Run:boot_chains(kver)
   if self.ostree then return require("vfioinit.ostree").chains(self.ostree, kver) end
   local f = self.facts
   f.chains = f.chains or {}
   if f.chains[kver] == nil then
-    local bootchain = require "vfioinit.bootchain"
+    local chains = require "vfioinit.boot.chains"
     if not f.bootstate and not f.bootstate_error then
-      f.bootstate, f.bootstate_error = bootchain.state(self.ctx, self:generators() or {})
+      f.bootstate, f.bootstate_error = chains.state(self.ctx, self:generators() or {}, self.loaders)
     end
     if not f.bootstate then return nil, f.bootstate_error end
-    local list, err = bootchain.for_kernel(f.bootstate, kver)
+    local list, err = chains.for_kernel(f.bootstate, kver)
     f.chains[kver] = list or { error = err }
   end
   local c = f.chains[kver]
   if c.error then return nil, c.error end
   return c
+end
+
+--- run:boot_changed(): what boots was written (grub.cfg regenerated, images rebuilt): the
+-- boot chains are read again when next asked for.
+function Run:boot_changed()
+  self.facts.chains, self.facts.bootstate, self.facts.bootstate_error = nil, nil, nil
+end
+
+--- run:cmdline_targets() -> the command-line targets of root (lua/vfioinit/boot/init.lua
+-- `targets`: detected, minus the covered ones) | nil, err; computed once per run.
+function Run:cmdline_targets()
+  local f = self.facts
+  if not f.targets and not f.targets_error then f.targets, f.targets_error = self.loaders:targets(self.ctx) end
+  return f.targets, f.targets_error
 end
 
 -- Is `gen` the generator whose images boot? The active one; with none active, the only
@@ -255,7 +271,7 @@ local RECORDS = { update_initramfs = true, rebuild = true }
 -- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
 -- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
 -- answers for an image that has not changed since it was read; `opts.full` re-reads. The images
--- checked are those the kernel's boot chains start (bootchain.boot_images: each loader's default
+-- checked are those the kernel's boot chains start (chains.boot_images: each loader's default
 -- entry); `built` checks the generator's own image (what a rebuild just wrote). Several
 -- images make one result: the first failing one's (else the first), with `checked` (every
 -- result) and `note` (why several).
@@ -269,7 +285,7 @@ function Run:verified(gen, kver, built)
     if not chains then
       return { kernel = kver, generator = gen.name, ok = false, missing = {}, error = cerr }
     end
-    list, note = require("vfioinit.bootchain").boot_images(chains, gen, self.ctx, kver, true)
+    list, note = require("vfioinit.boot.chains").boot_images(chains, gen, self.ctx, kver, true)
   end
   if #list == 0 then list = { false } end  -- the generator's own image
   local rs = {}
@@ -306,8 +322,10 @@ function Run:verified_one(gen, kver, key, chain)
   return f[key]
 end
 
--- A rebuilt image is read again in full, whatever its fingerprint says.
+-- A rebuilt image is read again in full, whatever its fingerprint says; a UKI's .cmdline
+-- with it (the boot chains).
 function Run:forget(gen, kver)
+  self:boot_changed()
   local prefix = gen.name .. "\0" .. kver
   for key in pairs(self.facts.verified) do
     if key == prefix or key:sub(1, #prefix + 1) == prefix .. "\0" then self.facts.verified[key] = nil end
