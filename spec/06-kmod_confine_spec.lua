@@ -86,13 +86,18 @@ describe("a FIFO inside root", function()
     end
   end
 
-  -- libkmod (which reads modprobe.d and the binary indexes) answers status's module paths
-  -- and the drivers of --ids; how a kernel has a module, depmod's text lists answer
+  -- libkmod (which reads modprobe.d and the binary indexes) answers status's module paths;
+  -- the drivers of --ids (modprobe.d's aliases, modules.alias, modules.builtin.modinfo) and
+  -- how a kernel has a module, depmod's text lists answer
   local IDS = "--ids 1af4:1000 "
   case("a modprobe.d file", function() return "/etc/modprobe.d/local.conf" end,
     { "status", IDS .. "plan", IDS .. "apply" }, { "plan", "apply", "verify" })
   case("modules.alias.bin", function(k) return "/lib/modules/" .. k .. "/modules.alias.bin" end,
-    { "status", IDS .. "plan", IDS .. "apply" }, { "plan", "apply", "verify" })
+    { "status" }, { "plan", "apply", "verify", IDS .. "plan" })
+  case("modules.alias", function(k) return "/lib/modules/" .. k .. "/modules.alias" end,
+    { IDS .. "plan", IDS .. "apply" }, { "plan", "verify" })
+  case("modules.builtin.modinfo", function(k) return "/lib/modules/" .. k .. "/modules.builtin.modinfo" end,
+    { IDS .. "plan" }, { "plan", "verify" })
   case("modules.dep.bin", function(k) return "/lib/modules/" .. k .. "/modules.dep.bin" end, { "status" }, { "plan" })
   case("modules.dep", function(k) return "/lib/modules/" .. k .. "/modules.dep" end, { "plan", "apply", "verify" })
   -- plan does not read images; status, verify and apply do

@@ -1,5 +1,5 @@
--- bootcfg: what GRUB's generated grub.cfg and a BLS entry make the loader boot.
-local bootcfg = require "vfioinit.bootcfg"
+-- vfioinit.boot.cfg: what GRUB's generated grub.cfg and a BLS entry make the loader boot.
+local bootcfg = require "vfioinit.boot.cfg"
 local h = require "helpers"
 
 local FIX = h.project .. "/spec/fixtures/boot/"

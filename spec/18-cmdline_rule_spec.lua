@@ -271,7 +271,7 @@ describe("--ids B after --ids A: one rule on every command-line target", functio
       assert.truthy(rec and rec:find(("\nreplace vfio_pci.ids=10de:1b80,%s vfio_pci.ids=10de:1b80,%s\n"):format(A, B), 1, true),
         tool .. ": " .. tostring(rec))
       -- revert: one command per parameter, back to the word the first apply found
-      local undo = require("vfioinit.bootloaders." .. tool).undo(rec)
+      local undo = require("vfioinit.boot.loaders." .. tool).undo(rec)
       local flat = {}
       for _, argv in ipairs(undo) do flat[#flat + 1] = table.concat(argv, " ") end
       flat = table.concat(flat, "\n")
@@ -412,8 +412,8 @@ describe("init's `--`: what follows it is not the kernel's", function()
     h.writefile(root .. "/boot/grub/grub.cfg", entry:format(kver, "-- intel_iommu=on iommu=pt vfio-pci.ids=" .. A)
       .. entry:format(kver, "intel_iommu=on iommu=pt vfio-pci.ids=" .. A .. " -- intel_iommu=off"))
     local ctx = require("vfioinit.context").new({ root = root })
-    local wants = require("vfioinit.bootloaders.words").wants({ A })
-    local list = assert(require("vfioinit.bootloaders.grub").readback(ctx, wants, kver))
+    local wants = require("vfioinit.boot.cmdline.words").wants({ A })
+    local list = assert(require("vfioinit.boot.cmdline").readback_for(ctx, "grub", wants, kver))
     assert.are.equal(2, #list)
     assert.is_false(list[1].ok)
     assert.are.equal("intel_iommu", list[1].missing)
@@ -435,8 +435,8 @@ describe("init's `--`: what follows it is not the kernel's", function()
     uh.uki(dir, root .. "/boot/EFI/Linux/b.efi", { uname = kver, initrd = initrd,
       cmdline = "root=/dev/vda1 intel_iommu=on iommu=pt vfio-pci.ids=" .. A .. " -- intel_iommu=off" })
     local ctx = require("vfioinit.context").new({ root = root })
-    local wants = require("vfioinit.bootloaders.words").wants({ A })
-    local list = assert(require("vfioinit.bootloaders.bls").readback(ctx, wants, kver))
+    local wants = require("vfioinit.boot.cmdline.words").wants({ A })
+    local list = assert(require("vfioinit.boot.cmdline").readback_for(ctx, "kernel_cmdline", wants, kver))
     local by = {}
     for _, e in ipairs(list) do by[e.entry] = e end
     assert.is_false(by["uki: /boot/EFI/Linux/a.efi"].ok)

@@ -8,7 +8,7 @@
 -- else /boot/efi/EFI when it exists, else /boot/EFI). spec/94 checks the rule against the
 -- file bookworm's real dracut 059 writes.
 local h = require "helpers"
-local bootchain = require "vfioinit.bootchain"
+local bootchain = require "vfioinit.boot.chains"
 local context = require "vfioinit.context"
 local dracut = require "vfioinit.generators.dracut"
 
@@ -118,7 +118,7 @@ describe("dracut's UKI name: one rule for boot chains, rebuild and verify", func
 end)
 
 -- mkinitcpio's preset of a kernel (issue 24): rebuild (`uki_path`, `rebuild_argv`) and boot
--- chains name it by the one rule, bootplaces.names_kernel, also for `ALL_kver` naming the
+-- chains name it by the one rule, places.names_kernel, also for `ALL_kver` naming the
 -- kernel by its module tree's image or by Arch's `vmlinuz-<pkgbase>` in a preset file named
 -- after neither (the shape of Arch's linux.preset, copied under another name).
 describe("mkinitcpio's UKI: one preset rule for boot chains and rebuild", function()

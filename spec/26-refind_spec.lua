@@ -1,11 +1,11 @@
--- rEFInd (lua/vfioinit/bootloaders/refind.lua): what each entry boots, read as rEFInd 0.13.2's
+-- rEFInd (lua/vfioinit/boot/loaders/refind.lua): what each entry boots, read as rEFInd 0.13.2's
 -- refind/config.c, scan.c and linux.c read refind_linux.conf and refind.conf; the words put
 -- into the options fields in place (every other byte kept), read back, and reverted. The
 -- files: Debian's refind.conf-sample and the linux.html example (spec/fixtures/refind), and
 -- hand-written shapes. Expected values are worked out from rEFInd's rules, not from the module.
 local h = require "helpers"
 local v = require "vfioinit"
-local refind = require "vfioinit.bootloaders.refind"
+local refind = require "vfioinit.boot.loaders.refind"
 local context = require "vfioinit.context"
 
 local FIX = h.project .. "/spec/fixtures/refind/"
@@ -61,7 +61,7 @@ describe("rEFInd: what boots", function()
     local root, kver = refind_root()
     finally(function() h.rm(root) end)
     local ctx = context.new({ root = root })
-    local chains = assert(refind.chains(ctx, kver))
+    local chains = assert(refind.entries(ctx, kver))
     -- the sample's stanzas are all `disabled`: only the three lines (the comment line is none)
     assert.are.equal(3, #chains)
     local opts = "ro root=UUID=084f544a-7559-4d4b-938a-b920f59edc7e"
@@ -77,7 +77,7 @@ describe("rEFInd: what boots", function()
     local root, kver = refind_root({ ["/boot/refind_linux.conf"] =
       '"Main" "root=/dev/vda initrd=\\boot\\initrd.img-%v"\n"Other" "root=/dev/vda"\n"lone"\n"Dropped" "after the lone title"\n' })
     finally(function() h.rm(root) end)
-    local chains = assert(refind.chains(context.new({ root = root }), kver))
+    local chains = assert(refind.entries(context.new({ root = root }), kver))
     -- scan.c reads the submenu up to the first line with fewer than two tokens
     assert.are.equal(2, #chains)
     assert.are.equal("root=/dev/vda initrd=\\boot\\initrd.img-" .. kver, chains[1].cmdline)
@@ -91,7 +91,7 @@ describe("rEFInd: what boots", function()
     local root, kver = refind_root()
     finally(function() h.rm(root) end)
     h.writefile(root .. "/boot/efi/EFI/refind/refind.conf", (conf:gsub("KVER", kver)))
-    local chains = assert(refind.chains(context.new({ root = root }), kver))
+    local chains = assert(refind.entries(context.new({ root = root }), kver))
     assert.are.equal(5, #chains)   -- the stanza, its submenu, the three refind_linux.conf lines
     assert.are.equal("root=/dev/vda ro initrd=\\boot\\initrd.img-" .. kver, chains[1].cmdline)
     assert.are.equal("root=/dev/vda ro single initrd=\\boot\\initrd.img-" .. kver, chains[2].cmdline)
@@ -102,13 +102,13 @@ describe("rEFInd: what boots", function()
   it("errors name file and line: unquoted options rEFInd would cut, an unclosed stanza", function()
     local root, kver = refind_root({ ["/boot/refind_linux.conf"] = '# x\n"Boot" root=/dev/vda ro\n' })
     finally(function() h.rm(root) end)
-    local ok, err = refind.chains(context.new({ root = root }), kver)
+    local ok, err = refind.entries(context.new({ root = root }), kver)
     assert.is_nil(ok)
     assert.are.equal("/boot/refind_linux.conf:2: the options are not quoted: rEFInd passes only `root` of them "
       .. "(quote the options field)", err)
     h.writefile(root .. "/boot/refind_linux.conf", '"Boot" "ro"\n')
     h.writefile(root .. "/boot/efi/EFI/refind/refind.conf", "timeout 5\n\nmenuentry Linux {\n  loader /boot/vmlinuz\n")
-    ok, err = refind.chains(context.new({ root = root }), kver)
+    ok, err = refind.entries(context.new({ root = root }), kver)
     assert.is_nil(ok)
     assert.are.equal("/boot/efi/EFI/refind/refind.conf:3: `menuentry` block not closed with `}`", err)
   end)
@@ -134,7 +134,7 @@ describe("rEFInd: --cmdline", function()
     local stanza = h.readfile(root .. "/boot/efi/EFI/refind/refind.conf"):sub(#h.readfile(FIX .. "refind.conf-sample") + 1)
     assert.are.equal(("menuentry \"Debian direct\" {\r\n\tloader /boot/vmlinuz-KVER\r\n\toptions \"" .. WORDS
       .. "\"\r\n\tinitrd /boot/initrd.img-KVER\r\n}\r\n"):gsub("KVER", kver), stanza)
-    for _, c in ipairs(assert(refind.chains(context.new({ root = root }), kver))) do
+    for _, c in ipairs(assert(refind.entries(context.new({ root = root }), kver))) do
       assert.truthy(c.cmdline:find(WORDS, 1, true), c.entry .. ": " .. c.cmdline)
     end
     local ver = v.verify({ root = root, ids = "1af4:1000", cmdline = true })

@@ -1,4 +1,4 @@
--- Limine (lua/vfioinit/bootloaders/limine.lua): limine.conf as Limine 8's common/lib/config.c
+-- Limine (lua/vfioinit/boot/loaders/limine.lua): limine.conf as Limine 8's common/lib/config.c
 -- and menu.c read it (CONFIG.md: entries, `key: value` options, macros, default_entry, the
 -- `#<blake2b>` pin on a path); the words put on each Linux entry's command line in place,
 -- read back, reverted; a pin on a file the rebuild changed gets the file's new BLAKE2b.
@@ -6,8 +6,8 @@
 -- to its documented format (spec/fixtures/limine).
 local h = require "helpers"
 local v = require "vfioinit"
-local limine = require "vfioinit.bootloaders.limine"
-local bootloaders = require "vfioinit.bootloaders"
+local limine = require "vfioinit.boot.loaders.limine"
+local bootloaders = require "vfioinit.boot.cmdline"
 local context = require "vfioinit.context"
 local runs = require "vfioinit.run"
 
@@ -72,7 +72,7 @@ describe("Limine: limine.conf as Limine reads it", function()
   it("what boots: each Linux entry of the kernel, its modules as initrds, its command line expanded", function()
     local root, kver = limine_root(CONF)
     finally(function() h.rm(root) end)
-    local chains = assert(limine.chains(context.new({ root = root }), kver))
+    local chains = assert(limine.entries(context.new({ root = root }), kver))
     assert.are.equal(2, #chains)
     assert.are.equal("root=/dev/vda rw quiet", chains[1].cmdline)
     assert.are.equal("", chains[2].cmdline)
@@ -91,7 +91,7 @@ describe("Limine: --cmdline", function()
     local want = (CONF:gsub("KVER", kver)):gsub("cmdline: %${ROOT} quiet\n", "cmdline: ${ROOT} quiet " .. WORDS .. "\n")
       :gsub("(/Debian, no command line\n)", "%1    cmdline: " .. WORDS .. "\n")
     assert.are.equal(want, h.readfile(root .. "/boot/limine.conf"))
-    for _, c in ipairs(assert(limine.chains(context.new({ root = root }), kver))) do
+    for _, c in ipairs(assert(limine.entries(context.new({ root = root }), kver))) do
       assert.truthy(c.cmdline:find(WORDS, 1, true), c.cmdline)
     end
     assert.truthy(v.revert({ root = root }))

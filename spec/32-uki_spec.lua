@@ -1,4 +1,4 @@
--- vfioinit.uki (the .cmdline/.initrd of a unified kernel image), verify on a UKI, and
+-- vfioinit.boot.uki (the .cmdline/.initrd of a unified kernel image), verify on a UKI, and
 -- mkinitcpio's UKI presets: `<preset>_uki=` is what boots, rebuilt with `mkinitcpio -p`,
 -- the previous UKI kept until the new one verifies. Real UKIs: the systemd stub with
 -- sections added by objcopy as mkinitcpio v41 does (spec/uki_helpers.lua), initramfs
@@ -6,7 +6,7 @@
 local h = require "helpers"
 local u = require "uki_helpers"
 local core = require "vfioinit.core"
-local uki = require "vfioinit.uki"
+local uki = require "vfioinit.boot.uki"
 local image = require "vfioinit.image"
 local mkinitcpio = require "vfioinit.generators.mkinitcpio"
 local context = require "vfioinit.context"
@@ -27,7 +27,7 @@ local function cpio_names(file, comp)
   return t
 end
 
-describe("vfioinit.uki", function()
+describe("vfioinit.boot.uki", function()
   local dir, root
   before_each(function() dir = h.tmpdir(); root = dir .. "/root"; sh("mkdir -p " .. q(root .. "/efi")) end)
   after_each(function() h.rm(dir) end)

@@ -1,10 +1,10 @@
--- Boot chains (lua/vfioinit/bootchain.lua): what the firmware or bootloader loads for each
+-- Boot chains (lua/vfioinit/boot/chains.lua): what the firmware or bootloader loads for each
 -- kernel, one `describe` per kind of chain, each on a root shaped like the machines that
 -- boot that way (real file shapes: spec/fixtures/boot, mkinitcpio v41's preset, kernel-install's
 -- install.conf, a PE file built with objcopy on systemd-boot's stub).
 local h = require "helpers"
 local vfioinit = require "vfioinit"
-local bootchain = require "vfioinit.bootchain"
+local bootchain = require "vfioinit.boot.chains"
 local context = require "vfioinit.context"
 
 local KVER = "6.1.0-57-cloud-amd64"
@@ -344,7 +344,7 @@ local function make_uki(path, uname, cmdline)
 end
 
 -- A reader of a UKI's sections for the spec, through binutils' objdump (the project's own
--- PE reader is vfioinit.uki, which bootchain loads when it is there).
+-- PE reader is vfioinit.boot.uki, which bootchain loads when it is there).
 local function objdump_uki()
   return {
     read = function(root, path)
@@ -368,12 +368,12 @@ describe("boot chain: UKIs on the ESP (systemd-boot type #2, EFI/Linux/*.efi)", 
   local root
   local saved
   before_each(function()
-    saved = package.loaded["vfioinit.uki"]
+    saved = package.loaded["vfioinit.boot.uki"]
     root = root_with({ ["/etc/os-release"] = "ID=arch\n", ["/etc/mkinitcpio.conf"] = "MODULES=()\nHOOKS=(base udev)\n" },
       { "/usr/bin/mkinitcpio" }, { KVER, OTHER })
   end)
   after_each(function()
-    package.loaded["vfioinit.uki"] = saved
+    package.loaded["vfioinit.boot.uki"] = saved
     h.rm(root)
   end)
 
@@ -382,7 +382,7 @@ describe("boot chain: UKIs on the ESP (systemd-boot type #2, EFI/Linux/*.efi)", 
   end
 
   it_pe("without a section reader, the file name decides (-<kver>- or -<kver>.efi)", function()
-    package.loaded["vfioinit.uki"] = {}  -- a build without the PE reader
+    package.loaded["vfioinit.boot.uki"] = {}  -- a build without the PE reader
     make_uki(root .. "/efi/EFI/Linux/arch-" .. KVER .. ".efi", KVER, "root=/dev/vda quiet")
     make_uki(root .. "/boot/efi/EFI/Linux/arch-" .. OTHER .. "-fallback.efi", OTHER, "root=/dev/vda")
     local list = assert(vfioinit.boot_chains({ root = root }))
@@ -402,7 +402,7 @@ describe("boot chain: UKIs on the ESP (systemd-boot type #2, EFI/Linux/*.efi)", 
   end)
 
   it_pe("with a section reader, .uname decides and .cmdline is the command line", function()
-    package.loaded["vfioinit.uki"] = objdump_uki()
+    package.loaded["vfioinit.boot.uki"] = objdump_uki()
     make_uki(root .. "/efi/EFI/Linux/linux.efi", KVER, "root=/dev/vda quiet")
     -- named for KVER, built for OTHER: .uname wins
     make_uki(root .. "/efi/EFI/Linux/arch-" .. KVER .. ".efi", OTHER, "root=/dev/vdb")
@@ -414,7 +414,7 @@ describe("boot chain: UKIs on the ESP (systemd-boot type #2, EFI/Linux/*.efi)", 
   end)
 
   it_pe("a reader that fails on one file does not fail the run: the file name decides", function()
-    package.loaded["vfioinit.uki"] = { read = function() error("boom") end }
+    package.loaded["vfioinit.boot.uki"] = { read = function() error("boom") end }
     make_uki(root .. "/efi/EFI/Linux/arch-" .. KVER .. ".efi", KVER, "q")
     local list = assert(vfioinit.boot_chains({ root = root, kernels = { KVER } }))
     assert.are.equal(1, #list)
@@ -459,10 +459,10 @@ describe("boot chain: mkinitcpio preset with <preset>_uki", function()
 
   it("an existing UKI found on the ESP is the preset's chain, not a second one", function()
     root = arch_root(preset(true, true), { ["/efi/EFI/Linux/arch-" .. KVER .. ".efi"] = "MZ" })
-    local saved = package.loaded["vfioinit.uki"]
-    package.loaded["vfioinit.uki"] = {}  -- a build without the PE reader
+    local saved = package.loaded["vfioinit.boot.uki"]
+    package.loaded["vfioinit.boot.uki"] = {}  -- a build without the PE reader
     local list = by_kernel(assert(vfioinit.boot_chains({ root = root })), KVER)
-    package.loaded["vfioinit.uki"] = saved
+    package.loaded["vfioinit.boot.uki"] = saved
     assert.are.equal(2, #list)
     assert.is_true(list[1].exists)
     assert.truthy(list[1].entry:match("^preset: "))

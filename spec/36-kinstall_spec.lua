@@ -1,4 +1,4 @@
--- kernel-install builds what boots (lua/vfioinit/kinstall.lua): which kernels' boot chains
+-- kernel-install builds what boots (lua/vfioinit/boot/kinstall.lua): which kernels' boot chains
 -- are kernel-install's (layout=uki: $BOOT_ROOT/EFI/Linux/<token>-<kver>.efi; layout=bls: the
 -- entry <token>-<kver>.conf and the initrd copied beside its kernel), whether
 -- `kernel-install add` runs instead of the generator's own command (the generator has a
@@ -11,8 +11,8 @@ local h = require "helpers"
 local u = require "uki_helpers"
 local core = require "vfioinit.core"
 local context = require "vfioinit.context"
-local bootchain = require "vfioinit.bootchain"
-local kinstall = require "vfioinit.kinstall"
+local bootchain = require "vfioinit.boot.chains"
+local kinstall = require "vfioinit.boot.kinstall"
 
 local q, sh = h.q, h.sh
 local root_it = h.chroot_it(u.guard(it, pending), pending)
@@ -262,10 +262,10 @@ describe("rebuilding what kernel-install builds (stand-ins in a busybox chroot)"
   end)
 end)
 
-describe("--cmdline for dracut's UKIs (bootloaders/dracut_cmdline): kernel_cmdline, not /etc/kernel/cmdline", function()
-  local bl = require "vfioinit.bootloaders"
-  local target_mod = require "vfioinit.bootloaders.dracut_cmdline"
-  local words = require "vfioinit.bootloaders.words"
+describe("--cmdline for dracut's UKIs (boot/loaders/dracut_cmdline.lua): kernel_cmdline, not /etc/kernel/cmdline", function()
+  local bl = require "vfioinit.boot.cmdline"
+  local target_mod = require "vfioinit.boot.loaders.dracut_cmdline"
+  local words = require "vfioinit.boot.cmdline.words"
   local FILE = "/etc/dracut.conf.d/99-vfioinit-cmdline.conf"
   local CONF = "/etc/dracut.conf.d/50-cmdline.conf"
   local r

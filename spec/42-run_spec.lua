@@ -87,14 +87,14 @@ describe("one run per public operation", function()
     assert.are.equal(1, spawned)                       -- the image was rebuilt ...
     assert.are.equal(1, #rep.rebuilt)
     assert.is_true(rep.verified[1].ok)                 -- ... and verified, modprobe file included
-    expect(1, 1)
+    expect(1, 1, 0)                                    -- the ids' drivers: depmod's text lists
     -- a second run finds everything in place: nothing rebuilt, still one of each
     counts = {}
     rep = vfioinit.update_initramfs({ root = root, ids = { "1af4:1000" } })
     assert.is_true(rep.ok, rep.error)
     assert.are.equal(1, spawned)
     assert.are.same({}, rep.rebuilt)
-    expect(1, 1)
+    expect(1, 1, 0)
   end)
 
   it("rebuild detects and plans once (the plan tells whether the config is in place), no libkmod", function()

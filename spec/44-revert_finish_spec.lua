@@ -10,7 +10,7 @@
 local h = require "helpers"
 local v = require "vfioinit"
 local context = require "vfioinit.context"
-local bootloaders = require "vfioinit.bootloaders"
+local bootloaders = require "vfioinit.boot.cmdline"
 
 local q = h.q
 local root_it = h.chroot_it(it, pending)
@@ -34,7 +34,7 @@ end
 
 -- What apply's regenerate stage runs for target `name` (setup: apply's own path).
 local function regenerate(root, name)
-  local x = bootloaders.get(name).regenerate(context.new({ root = root }))
+  local x = assert(require("vfioinit.boot").new():get(name)).regenerate(context.new({ root = root }))
   if type(x[1]) == "string" then x = { x } end
   for _, argv in ipairs(x) do
     local e = bootloaders.run_command(root, { target = name, argv = argv }, { timeout = 60 })

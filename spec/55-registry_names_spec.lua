@@ -1,12 +1,12 @@
--- Lists of generator and command-line target names come from the registries
--- (lua/vfioinit/generators/init.lua, bootloaders/init.lua): --help and the man page are
--- rendered from an instance's registry, so a generator registered with
--- vfioinit.register_generator shows up there (the completion, which reads --help, is
--- spec/53-completion_spec.lua's); every list still written by hand (the Ansible
--- module's choices, CONTRACT, README, the bootloaders' header) must equal its registry.
+-- Lists of generator and boot-loader names come from the registries
+-- (lua/vfioinit/generators/init.lua, lua/vfioinit/boot/init.lua): --help and the man page
+-- are rendered from an instance's registries, so a generator registered with
+-- vfioinit.register_generator, or a command-line target with register_bootloader, shows up
+-- there (the completion, which reads --help, is spec/53-completion_spec.lua's); every list
+-- still written by hand (the Ansible module's choices and cmdline text, CONTRACT, README)
+-- must equal its registry.
 local h = require "helpers"
 local cli = require "vfioinit.cli"
-local bootloaders = require "vfioinit.bootloaders"
 
 local ANSIBLE = h.project .. "/contrib/ansible/ansible_collections/vfioinit/vfioinit/plugins/modules/initramfs.py"
 
@@ -66,11 +66,40 @@ describe("hand-written name lists equal the registries", function()
     assert.are.same(builtin, split(assert(readme:match("It detects the generators %((.-)%)"))))
   end)
 
-  it("the command-line targets in bootloaders/init.lua's header", function()
-    local src = h.readfile(h.project .. "/lua/vfioinit/bootloaders/init.lua")
-    local header = assert(src:match("^%-%-%[%[(.-)%]%]"))
-    local names = {}
-    for n in header:gmatch("\n  ([%w_]+) ") do names[#names + 1] = n end
-    assert.are.same(bootloaders.TARGETS, names)
+  it("docs/CONTRACT.md's, README.md's and the Ansible module's command-line targets; the boot chain plugins", function()
+    local targets = require("vfioinit.boot").new():names("cmdline")
+    local contract = h.readfile(h.project .. "/docs/CONTRACT.md"):gsub("%s+", " ")
+    assert.are.same(targets, split(assert(contract:match("%*%*targets%*%*: in their declared order (.-) %(the last"))))
+    assert.are.same(require("vfioinit.boot").new():names("chains"),
+      split(assert(contract:match("are the %*%*boot%-loader plugins%*%* (.-), in their declared order"))))
+    local readme = h.readfile(h.project .. "/README.md"):gsub("%s+", " ")
+    assert.are.same(targets, split(assert(readme:match("through each target found %((.-)%)"))))
+    local doc = h.readfile(ANSIBLE):gsub("%s+", " ")
+    local list = {}
+    for n in assert(doc:match("%(targets: (.-%))%)")):gmatch("C%(([%w_-]+)%)") do list[#list + 1] = n end
+    assert.are.same(targets, list)
+  end)
+end)
+
+describe("command-line target names in --help and the man page", function()
+  -- the "(targets: a, b, c)" of the --cmdline row (--help: up to the next option's row;
+  -- the man page: its paragraph), wrapped
+  local function targets_of(text)
+    local row = assert(text:match("\n  %-%-cmdline(.-)\n  %-") or text:match("\n\\fB\\%-\\%-cmdline\\fR\n(.-)\n%."), text)
+    return split(assert(row:gsub("%s+", " "):match("%(targets: ([^)]*)%)"), row))
+  end
+
+  it("--help of an instance lists its registered targets; other instances' do not", function()
+    local v = require("vfioinit").new()
+    v.register_bootloader({ name = "mytarget", order = 55, detect = function() return false end,
+      edits = function() return {} end, reads = { "bls" } })
+    assert.are.same(v.bootloader_names("cmdline"), targets_of(cli.usage(v)))
+    assert.truthy(cli.usage(v):find("mytarget", 1, true))
+    assert.is_nil(cli.usage():find("mytarget", 1, true))
+    assert.are.same(require("vfioinit").bootloader_names("cmdline"), targets_of(cli.usage()))
+  end)
+
+  it("the man page lists the built-in targets", function()
+    assert.are.same(require("vfioinit.boot").new():names("cmdline"), targets_of(cli.manpage()))
   end)
 end)

@@ -11,7 +11,7 @@ local bls = require "vfioinit.trial.bls"
 local uki = require "vfioinit.trial.uki"
 local stage = require "vfioinit.trial.stage"
 local trial = require "vfioinit.trial"
-local bootcfg = require "vfioinit.bootcfg"
+local bootcfg = require "vfioinit.boot.cfg"
 local context = require "vfioinit.context"
 
 local KVER = "6.1.0-57-cloud-amd64"

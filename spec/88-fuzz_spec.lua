@@ -134,7 +134,7 @@ describe("modprobe.conflicts with continued lines", function()
 end)
 
 describe("grub.edit_default (fuzz/grub_vars.c)", function()
-  local grub = require "vfioinit.bootloaders.grub"
+  local grub = require "vfioinit.boot.loaders.grub"
   local L = "GRUB_CMDLINE_LINUX"
   local D = "GRUB_CMDLINE_LINUX_DEFAULT"
 

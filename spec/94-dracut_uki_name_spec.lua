@@ -6,7 +6,7 @@
 -- BUILD_ID, once with `machine_id=no`.
 -- Pending unless VFIOINIT_REAL=1 (tools/test sets it; VFIOINIT_QUICK=1 skips this file).
 local h = require "helpers"
-local bootchain = require "vfioinit.bootchain"
+local bootchain = require "vfioinit.boot.chains"
 local context = require "vfioinit.context"
 local dracut = require "vfioinit.generators.dracut"
 

@@ -7,6 +7,7 @@
 ** libkmod.
 */
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -126,6 +127,19 @@ scan(lua_State *L, const char *root, const char *path, int dep, int names, int o
 }
 
 
+/* Raise unless argument arg is an array of strings. */
+static void
+check_strings(lua_State *L, int arg, const char *what)
+{
+	luaL_checktype(L, arg, LUA_TTABLE);
+	for (size_t i = 1; i <= lua_rawlen(L, arg); i++) {
+		if (lua_rawgeti(L, arg, (lua_Integer)i) != LUA_TSTRING)
+			luaL_argerror(L, arg, what);
+		lua_pop(L, 1);
+	}
+}
+
+
 /***
  * How a kernel has some modules.
  * @function states
@@ -142,12 +156,7 @@ moddep_states(lua_State *L)
 	const char *root = vfi_checkroot(L, 1);
 	const char *moddir = vfi_checkpath(L, 2);
 	int r;
-	luaL_checktype(L, 3, LUA_TTABLE);
-	for (size_t i = 1; i <= lua_rawlen(L, 3); i++) {
-		if (lua_rawgeti(L, 3, (lua_Integer)i) != LUA_TSTRING)
-			luaL_argerror(L, 3, "array of module names expected");
-		lua_pop(L, 1);
-	}
+	check_strings(L, 3, "array of module names expected");
 	lua_settop(L, 3);
 	lua_newtable(L);  /* 4: the answer */
 	lua_pushfstring(L, "%s/modules.dep", moddir);
@@ -161,8 +170,149 @@ moddep_states(lua_State *L)
 }
 
 
+/*
+** Does alias pattern (p, pn) match modalias a, as libkmod's fnmatch(pattern, a, 0)? The
+** pattern's literal head is compared first: most lines of modules.alias are ruled out
+** there without copying them.
+*/
+static int
+alias_match(const char *p, size_t pn, const char *a, size_t an, char *tmp)
+{
+	size_t i;
+	for (i = 0; i < pn && p[i] != '*' && p[i] != '?' && p[i] != '[' && p[i] != '\\'; i++)
+		if (i >= an || p[i] != a[i])
+			return 0;
+	if (i == pn)
+		return pn == an;
+	memcpy(tmp, p, pn);
+	tmp[pn] = '\0';
+	return fnmatch(tmp, a, 0) == 0;
+}
+
+/*
+** For each modalias of the array at `as` whose entry in the table at `out` is still empty, add
+** the modules whose alias pattern matches it: entries (p, n) separated by `sep`, each
+** "alias PATTERN MODULE" (modules.alias) or, for modinfo, "MODULE.alias=PATTERN".
+*/
+static int
+alias_scan(lua_State *L, const char *buf, size_t len, char sep, int modinfo, int as, int out)
+{
+	size_t na = lua_rawlen(L, as);
+	/* the modaliases an earlier source answered, which this one does not */
+	char *tmp = malloc(len + 1), *had = calloc(na + 1, 1);
+	if (tmp == NULL || had == NULL) {
+		free(tmp);
+		free(had);
+		return vfi_push_errno(L, "alias lookup", ENOMEM);
+	}
+	for (size_t i = 1; i <= na; i++) {
+		lua_rawgeti(L, out, (lua_Integer)i);
+		had[i - 1] = lua_rawlen(L, -1) > 0;
+		lua_pop(L, 1);
+	}
+	for (const char *line = buf, *end = buf + len; line < end;) {
+		const char *nl = memchr(line, sep, (size_t)(end - line)), *pat, *mod, *pe, *me;
+		if (nl == NULL)
+			nl = end;
+		if (modinfo) {
+			const char *eq = memchr(line, '=', (size_t)(nl - line));
+			if (eq == NULL || eq - line < 7 || memcmp(eq - 6, ".alias", 6) != 0)
+				goto next;
+			mod = line, me = eq - 6, pat = eq + 1, pe = nl;
+		} else {
+			if (nl - line < 7 || memcmp(line, "alias ", 6) != 0)
+				goto next;
+			pat = line + 6;
+			if ((pe = memchr(pat, ' ', (size_t)(nl - pat))) == NULL)
+				goto next;
+			mod = pe + 1, me = nl;
+			while (me > mod && (me[-1] == ' ' || me[-1] == '\r'))
+				me--;
+		}
+		if (me == mod)
+			goto next;
+		for (size_t i = 1; i <= na; i++) {
+			size_t al;
+			const char *a;
+			lua_rawgeti(L, as, (lua_Integer)i);
+			a = lua_tolstring(L, -1, &al);
+			lua_pop(L, 1);
+			lua_rawgeti(L, out, (lua_Integer)i);
+			if (!had[i - 1] && alias_match(pat, (size_t)(pe - pat), a, al, tmp)) {
+				lua_pushlstring(L, mod, (size_t)(me - mod));
+				lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+			}
+			lua_pop(L, 1);
+		}
+	next:
+		line = nl + 1;
+	}
+	free(tmp);
+	free(had);
+	return 0;
+}
+
+
+/***
+ * The modules a kernel lists for some modaliases, as libkmod's lookup finds them: the first
+ * of these sources with a pattern matching the modalias answers for it: `config` (modprobe.d's
+ * `alias` lines), modules.alias, the built-in modules' aliases (modules.builtin.modinfo,
+ * what depmod builds modules.builtin.alias.bin from).
+ * @function aliases
+ * @tparam string root
+ * @tparam string moddir `/lib/modules/<kver>` inside root
+ * @tparam {string,...} modaliases
+ * @tparam[opt] string config modprobe.d's alias lines, "alias PATTERN MODULE\n" each
+ * @treturn[1] {{string,...},...} the module names (as the lists write them) for each modalias
+ * @treturn[2] false when root has no modules.alias (libkmod's binary index may still answer)
+ * @return[3] nil, "PATH: reason", errno
+ */
+static int
+moddep_aliases(lua_State *L)
+{
+	const char *root = vfi_checkroot(L, 1);
+	const char *moddir = vfi_checkpath(L, 2);
+	static const char *const lists[] = {"modules.alias", "modules.builtin.modinfo"};
+	size_t clen;
+	const char *config;
+	int r;
+	check_strings(L, 3, "array of modaliases expected");
+	config = luaL_optlstring(L, 4, "", &clen);
+	lua_settop(L, 4);
+	lua_createtable(L, (int)lua_rawlen(L, 3), 0);  /* 5: the answer */
+	for (size_t i = 1; i <= lua_rawlen(L, 3); i++) {
+		lua_newtable(L);
+		lua_rawseti(L, 5, (lua_Integer)i);
+	}
+	if ((r = alias_scan(L, config, clen, '\n', 0, 3, 5)) != 0)
+		return r;
+	for (int l = 0; l < 2; l++) {
+		char *buf = NULL;
+		size_t len = 0;
+		lua_pushfstring(L, "%s/%s", moddir, lists[l]);
+		r = slurp(L, root, lua_tostring(L, -1), &buf, &len);
+		if (r > 0)
+			return r;
+		lua_settop(L, 5);
+		if (r < 0) {
+			if (l == 0) {
+				lua_pushboolean(L, 0);
+				return 1;
+			}
+			continue;
+		}
+		r = alias_scan(L, buf, len, l ? '\0' : '\n', l, 3, 5);
+		free(buf);
+		if (r != 0)
+			return r;
+	}
+	return 1;
+}
+
+
 void
 moddep_open(lua_State *L)
 {
 	vfi_export(L, "moddep", "states", moddep_states);
+	vfi_export(L, "moddep", "aliases", moddep_aliases);
 }

@@ -11,7 +11,7 @@ local M = {}
 -- the bash completion (contrib/completion) all read this table, so adding an option is one
 -- row. arg: the value's name (nil: a flag); key: the field of the parsed options; list: the
 -- option may repeat, its values collect in a list; complete: what completes its value;
--- values: the list of names ("generators") that {values} in its help stands for, taken from
+-- values: the list of names ("generators", "targets") that {values} in its help stands for, taken from
 -- the instance's registry when the text is rendered;
 -- commands: the commands that take it (nil: every one; --help and --version take none and
 -- need no command); needs: command -> options one of which must come with it there.
@@ -38,10 +38,10 @@ M.OPTIONS = {
   { "--match", arg = "REGEX", key = "match", commands = CONFIG,
     help = "choose devices of this machine by a PCRE2 pattern over 'vvvv:dddd Vendor Device [Class]' "
       .. "(names from pci.ids); needs --root /" },
-  { "--cmdline", key = "cmdline", commands = CHECKED,
+  { "--cmdline", key = "cmdline", commands = CHECKED, values = "targets",
     help = "also put intel_iommu=on iommu=pt (and, with --ids, vfio-pci.ids=) on the kernel command "
-      .. "line: GRUB's config (then update-grub), /etc/kernel/cmdline or /etc/cmdline.d/vfioinit.conf, "
-      .. "grubby, kernelstub; needed when vfio-pci is built into the kernel" },
+      .. "line, through each target found in root (targets: {values}); needed when vfio-pci is built "
+      .. "into the kernel" },
   { "--softdeps", key = "softdeps", commands = CONFIG,
     help = "write softdeps putting vfio-pci before the GPU drivers even without --ids" },
   { "--timeout", arg = "SECONDS", key = "timeout", commands = { "apply", "rebuild", "commit" },
@@ -117,10 +117,11 @@ M.STREAMS = "Data (diffs, status, results, JSON) goes to stdout; progress, warni
   .. "such as 'nothing to change' go to stderr."
 
 local usage_text = util.lazy "vfioinit.usage"
--- The names the help text lists: the generators of instance `v` (a vfioinit instance), or
--- the built-in ones when none is given (--help and the man page need no built core).
+-- The names the help text lists: the generators and command-line targets of instance `v`
+-- (a vfioinit instance), or the built-in ones when none is given.
 local function names(v)
-  return { generators = v and v.generator_names() or require("vfioinit.generators").new():names() }
+  return { generators = v and v.generator_names() or require("vfioinit.generators").new():names(),
+    targets = v and v.bootloader_names("cmdline") or require("vfioinit.boot").new():names("cmdline") }
 end
 --- usage(v) -> the --help text for instance `v` (default: the built-in generators only).
 -- Made when it is shown: a command that shows none loads neither the text nor the generators.

@@ -14,7 +14,7 @@ local function norm(name) return (name:gsub("-", "_")) end
 -- listed through its .initrd section; `uki` is then uki.read's table (cmdline, ...).
 function M.list(root, path, want)
   -- opened inside root (symlinks resolve there), only when it is a regular file
-  if core.image.sections(root, path) then return require("vfioinit.uki").list(root, path, want) end
+  if core.image.sections(root, path) then return require("vfioinit.boot.uki").list(root, path, want) end
   return core.image.list(root, path, want)
 end
 

@@ -90,6 +90,27 @@ local function bind_registry(M, registry)
   -- @function generator_names
   -- @treturn {string,...} e.g. `{"mkinitcpio", "dracut", "initramfs-tools", "booster"}`
   function M.generator_names() return registry:names() end
+
+  --- Add a boot-loader plugin (what a loader boots and, optionally, how words go on its
+  -- command line), or replace a built-in of the same name, for this instance.
+  -- @function register_bootloader
+  -- @tparam table spec the plugin (docs/INTERNALS.md "Adding a boot loader"): required `name`
+  --   (string), `order` (number), and `chains` (function) or `edits`, `detect` (functions) with
+  --   `reads` (table); optional `read`, `covers`, `recovery`, `regenerate`, `files`, `undo`,
+  --   `revert_argvs`, `unbooted`, `repin`, `stale_images`, `title`, type-checked here
+  -- @treturn table spec, as registered
+  -- @raise a missing or wrong field (`bad argument #1 to 'register_bootloader' (...)`)
+  function M.register_bootloader(spec)
+    local p = registry.loaders:register(spec, "register_bootloader", 4)  -- not a tail call: 4 is the caller
+    return p
+  end
+
+  --- Names of every boot-loader plugin this instance knows, by their declared order.
+  -- @function bootloader_names
+  -- @tparam[opt] string role `"cmdline"`: the `--cmdline` targets only; `"chains"`: those
+  --   that read what boots
+  -- @treturn {string,...}
+  function M.bootloader_names(role) return registry.loaders:names(role) end
 end
 
 -- detect, modules, drivers_for: facts about root, no run needed beyond them.
@@ -163,7 +184,8 @@ local function revert(registry)
       return true, list
     end
     local regenerated = {}
-    local hooks = require("vfioinit.bootloaders").revert_hooks(root, { timeout = o.timeout, ostree = info }, regenerated)
+    local hooks = require("vfioinit.boot.cmdline").revert_hooks(root, { timeout = o.timeout, ostree = info },
+      regenerated, registry.loaders)
     local leftovers
     ropts.undo, ropts.after = hooks.undo, hooks.after
     ropts.begin = function() leftovers = pipeline.settle(root, registry) end
@@ -443,6 +465,7 @@ end
 local function new()
   local M = { _VERSION = "vfioinit " .. core._VERSION }
   local registry = generators.new()
+  registry.loaders = require("vfioinit.boot").new()  -- the instance's boot-loader plugins
   bind_registry(M, registry)
   bind_facts(M, registry)
   bind_pipeline(M, registry)

@@ -106,23 +106,57 @@ local function modaliases(root, id)
   return list
 end
 
--- drivers_for{root=, kernel=, ids=, kmod=nil} -> list of {id=, modules={...}}
+-- The drivers of each of ids: lookup(modaliases) -> one array of module names per modalias
+-- | false | nil, err, asked once for all the modaliases of all the ids.
+local function drivers(root, ids, lookup)
+  local all, per = {}, {}
+  for i, id in ipairs(ids) do
+    per[i] = modaliases(root, id)
+    for _, a in ipairs(per[i]) do all[#all + 1] = a end
+  end
+  local res, err = lookup(all)
+  if not res then return res, err end
+  local out, n = {}, 0
+  for i, id in ipairs(ids) do
+    local found = {}
+    for _ = 1, #per[i] do
+      n = n + 1
+      for _, m in ipairs(res[n]) do
+        if util.norm(m) ~= "vfio_pci" then found[util.norm(m)] = true end
+      end
+    end
+    out[#out + 1] = { id = id, modules = util.sorted_keys(found) }
+  end
+  return out
+end
+
+-- drivers_for{root=, kernel=, ids=, kmod=nil, dir=nil} -> list of {id=, modules={...}}
+-- (dir: the kernel's /lib/modules directory, from the run's inventory). depmod's text lists
+-- answer (core.moddep.aliases: modprobe.d's aliases, then modules.alias, then the built-in
+-- modules', as libkmod's lookup); libkmod only for a kernel without modules.alias.
 function M.drivers_for(opts)
   local root = opts.root or "/"
   local ids, err = util.check_ids(opts.ids or {})
   if not ids then return nil, err end
+  local dir = opts.dir
+  if not dir then
+    local _, dirs = detect.kernels(root)
+    dir = dirs[opts.kernel]
+  end
+  if dir then
+    local config, cerr = require("vfioinit.modprobe").alias_lines(root)
+    if not config then return nil, cerr end
+    local out, lerr = drivers(root, ids, function(all)
+      return core.moddep.aliases(root, core.fs.resolve(root, dir) or dir, all, config)
+    end)
+    if out ~= false then return out, lerr end
+  end
   return with_kmod(opts, function(ctx)
-    local out = {}
-    for _, id in ipairs(ids) do
-      local found = {}
-      for _, alias in ipairs(modaliases(root, id)) do
-        for _, m in ipairs(ctx:lookup(alias) or {}) do
-          if util.norm(m) ~= "vfio_pci" then found[util.norm(m)] = true end
-        end
-      end
-      out[#out + 1] = { id = id, modules = util.sorted_keys(found) }
-    end
-    return out
+    return drivers(root, ids, function(all)
+      local res = {}
+      for i, a in ipairs(all) do res[i] = ctx:lookup(a) or {} end
+      return res
+    end)
   end)
 end
 

@@ -138,14 +138,15 @@ end
 -- name once, from the first of machine.MODPROBE_DIRS that has it (an /etc file masks a
 -- /usr/lib one of the same name), vfioinit's own apart. `list(dir)` -> names;
 -- `read(path)` -> text | nil, err. Returns { {path=, text=} ... } | nil, err.
-local function effective(list, read)
+-- `own`: vfioinit's file too.
+local function effective(list, read, own)
   local out, seen = {}, {}
   for _, dir in ipairs(machine.MODPROBE_DIRS) do
     for _, name in ipairs(list(dir)) do
       local path = dir .. "/" .. name
       if name:match("%.conf$") and not seen[name] then
         seen[name] = true
-        if path ~= M.FILE then
+        if own or path ~= M.FILE then
           local text, err = read(path)
           if err then return nil, err end
           out[#out + 1] = { path = path, text = text or "" }
@@ -154,6 +155,22 @@ local function effective(list, read)
     end
   end
   return out
+end
+
+-- alias_lines(root) -> "alias PATTERN MODULE\n"... | nil, err: every `alias` line of the
+-- modprobe.d files kmod reads in root (vfioinit's own included), for core.moddep.aliases.
+function M.alias_lines(root)
+  local core = require "vfioinit.core"
+  local files, err = effective(function(dir) return core.fs.dir(root, dir) or {} end,
+    function(path) return core.fs.read(root, path) end, true)
+  if not files then return nil, err end
+  local out = {}
+  for _, f in ipairs(files) do
+    for _, d in ipairs(M.parse(f.text, true)) do
+      if d.cmd == "alias" and d.name and d.module then out[#out + 1] = ("alias %s %s\n"):format(d.name, d.module) end
+    end
+  end
+  return table.concat(out)
 end
 
 -- The one rule (apply refuses it in root, verify fails an image for it): the first setting

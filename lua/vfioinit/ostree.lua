@@ -19,7 +19,7 @@ command is, else plain ostree.
 ]]
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
-local bootcfg = require "vfioinit.bootcfg"
+local bootcfg = require "vfioinit.boot.cfg"
 local cmdline = require "vfioinit.cmdline"
 
 local M = {}

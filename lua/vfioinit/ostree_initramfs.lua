@@ -263,7 +263,7 @@ end
 -- commands per kernel (chrooted into the run's root; `ostree admin` with the sysroot bound
 -- on /sysroot there), then opts.verify reads what the default deployment now boots.
 local function rebuild_run(run, g, ctx, opts)
-  local bl = require "vfioinit.bootloaders"
+  local bl = require "vfioinit.boot.cmdline"
   local report = { ok = true, rebuilt = {}, leftovers = opts.leftovers or {} }
   local log = opts.log or function() end
   for _, k in ipairs(opts.kernels or run.kernels) do

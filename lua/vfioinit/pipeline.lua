@@ -21,8 +21,8 @@ local runs = require "vfioinit.run"
 local context = require "vfioinit.context"
 local planner = util.lazy "vfioinit.plan"
 local rebuild = util.lazy "vfioinit.rebuild"
-local bootloaders = util.lazy "vfioinit.bootloaders"
-local kinstall = util.lazy "vfioinit.kinstall"
+local bootloaders = util.lazy "vfioinit.boot.cmdline"
+local kinstall = util.lazy "vfioinit.boot.kinstall"
 local state = require "vfioinit.state"
 local trial = util.lazy "vfioinit.trial"
 local signing = util.lazy "vfioinit.signing"
@@ -73,7 +73,7 @@ function M.apply(plan, log)
 end
 
 --- sweep stage: an earlier run killed mid-rebuild may have left <image>.vfioinit-prev
--- (also of a file kernel-install writes: lua/vfioinit/kinstall.lua).
+-- (also of a file kernel-install writes: lua/vfioinit/boot/kinstall.lua).
 function M.sweep(run, gens, report, log)
   local all = {}
   for _, g in ipairs(gens) do
@@ -141,7 +141,7 @@ end
 --- rebuild stage: run each job's command; entries go to report.rebuilt. Each rebuilt image
 -- is verified (opts.modules: the extra modules it must carry). `opts.stop` ends at the
 -- first failing generator. A kernel whose boot chain kernel-install builds
--- is rebuilt by `kernel-install add` (lua/vfioinit/kinstall.lua: instead of, or after,
+-- is rebuilt by `kernel-install add` (lua/vfioinit/boot/kinstall.lua: instead of, or after,
 -- the generator's own command). Returns true, or false with report.error set, and the
 -- verification results by generator and kernel ("name\0kver").
 function M.rebuild(run, jobs, opts, configured, report)
@@ -228,6 +228,7 @@ local function cmdline_regenerate(run, plan, opts, report)
   for _, c in ipairs(plan.changes) do if c.generator == "cmdline" then changed = true end end
   if not changed and bootloaders.judge(run, bootloaders.readback(run)) then return true end
   local list, err = bootloaders.regenerate(run, { log = opts.log, timeout = opts.timeout, on_output = opts.on_output })
+  if #list > 0 then run:boot_changed() end
   report.regenerated = list
   if err then report.error = err; return false end
   return true
@@ -251,12 +252,10 @@ local function checks_cmdline(run) return run.opts.cmdline or cmdline_recorded(r
 -- failure no entry carries (no grub.cfg entry boots the kernel, no loader configuration).
 local function cmdline_results(run)
   local out = {}
-  local targets, terr = run.bootloaders, nil
-  if not targets then targets, terr = bootloaders.select(run.ctx) end
+  local targets, terr = run:cmdline_targets()
   if not targets then
     return { { generator = "cmdline", image = run.root, ok = false, missing = {}, error = terr } }
   end
-  run.bootloaders = targets
   local list = bootloaders.readback(run)
   for _, e in ipairs(list) do
     if not e.recovery then
@@ -400,7 +399,7 @@ function M.verify_all(opts, registry)
 end
 
 --- boot_chains(opts, registry) -> list of boot chains, kernel by kernel (each kernel's in
--- bootchain's order of evidence) | nil, err
+-- the boot chains' order of evidence) | nil, err
 function M.boot_chains(opts, registry)
   local run, err = runs.new(opts, registry, "boot_chains")
   if not run then return nil, err end

@@ -9,7 +9,7 @@ local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
 local bind = require "vfioinit.bind"
-local bootloaders = require "vfioinit.bootloaders"
+local bootloaders = require "vfioinit.boot.cmdline"
 local options = require "vfioinit.options"
 local context = require "vfioinit.context"
 
@@ -213,7 +213,7 @@ local function generator_changes(ctx, gens, changes)
   return changes
 end
 
--- --cmdline: the kernel command-line edits join the same plan (lua/vfioinit/bootloaders).
+-- --cmdline: the kernel command-line edits join the same plan (lua/vfioinit/boot/cmdline).
 local function cmdline_changes(run, changes)
   local list, err = bootloaders.changes(run)
   if not list then return nil, err end

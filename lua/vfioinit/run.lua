@@ -8,8 +8,8 @@ lua/vfioinit/options.lua), holds root's directory open for the run's calls
 (core.fs.hold), detects root once (the inventory) and builds the one context the
 generators see. Everything else is a read-only fact computed on first use and kept for
 the rest of the run: the generators acted on, the module states of each kernel (depmod's
-text lists), libkmod's answers where they are needed (status' module paths, the drivers
-of --ids), the boot chains and the verification result of each image. The stages
+text lists), libkmod's answers where they are needed (status' module paths, a module
+name the lists lack), the boot chains and the verification result of each image. The stages
 (lua/vfioinit/pipeline.lua) take the run and each other's results, and change no fact
 but through run:forget (a rebuilt image is read again); docs/INTERNALS.md ("The pipeline") draws them. A run lives as long as one public
 call: `run:close()` releases root's fd and the libkmod contexts.
@@ -112,6 +112,7 @@ function M.new(opts, registry, fname)
   if not kernels then return fail(kerr) end
   local run = setmetatable({
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
+    loaders = registry.loaders or require("vfioinit.boot").new(),
     extra = util.unique(extra), ids = ids, bind = sel, held = held,
     facts = { kmod = {}, modules = {}, details = {}, states = {}, asked = {}, verified = {} }, reread = {},
     ostree = oinfo,
@@ -227,30 +228,45 @@ function Run:reading(kver)
 end
 
 --- run:drivers_for(kver, ids) -> list of {id=, modules=} | nil, err
+-- (depmod's text lists answer; libkmod only for a kernel without modules.alias)
 function Run:drivers_for(kver, ids)
-  local kctx, err = self:kmod(kver)
-  if not kctx then return nil, err end
-  return kernel.drivers_for({ root = self.root, kernel = kver, ids = ids, kmod = kctx })
+  return kernel.drivers_for({ root = self.root, kernel = kver, ids = ids, dir = self.inventory.kernel_dirs[kver],
+    kmod = self.facts.kmod[kver] })
 end
 
---- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/bootchain.lua),
--- computed once per run | nil, err (a loader file at fault: "PATH:LINE: reason")
+--- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/boot/chains.lua,
+-- from the run's boot-loader plugins), computed once per run until run:boot_changed() |
+-- nil, err (a loader file at fault: "PATH:LINE: reason")
 function Run:boot_chains(kver)
   if self.ostree then return require("vfioinit.ostree").chains(self.ostree, kver) end
   local f = self.facts
   f.chains = f.chains or {}
   if f.chains[kver] == nil then
-    local bootchain = require "vfioinit.bootchain"
+    local chains = require "vfioinit.boot.chains"
     if not f.bootstate and not f.bootstate_error then
-      f.bootstate, f.bootstate_error = bootchain.state(self.ctx, self:generators() or {})
+      f.bootstate, f.bootstate_error = chains.state(self.ctx, self:generators() or {}, self.loaders)
     end
     if not f.bootstate then return nil, f.bootstate_error end
-    local list, err = bootchain.for_kernel(f.bootstate, kver)
+    local list, err = chains.for_kernel(f.bootstate, kver)
     f.chains[kver] = list or { error = err }
   end
   local c = f.chains[kver]
   if c.error then return nil, c.error end
   return c
+end
+
+--- run:boot_changed(): what boots was written (grub.cfg regenerated, images rebuilt): the
+-- boot chains are read again when next asked for.
+function Run:boot_changed()
+  self.facts.chains, self.facts.bootstate, self.facts.bootstate_error = nil, nil, nil
+end
+
+--- run:cmdline_targets() -> the command-line targets of root (lua/vfioinit/boot/init.lua
+-- `targets`: detected, minus the covered ones) | nil, err; computed once per run.
+function Run:cmdline_targets()
+  local f = self.facts
+  if not f.targets and not f.targets_error then f.targets, f.targets_error = self.loaders:targets(self.ctx) end
+  return f.targets, f.targets_error
 end
 
 -- Is `gen` the generator whose images boot? The active one; with none active, the only
@@ -273,7 +289,7 @@ local RECORDS = { update_initramfs = true, rebuild = true }
 -- {modules= (extra modules beside the VFIO set), built= (check the generator's own image:
 -- what a rebuild just wrote)}. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
 -- answers for an image that has not changed since it was read; `opts.full` re-reads. The images
--- checked are those the kernel's boot chains start (bootchain.boot_images: each loader's default
+-- checked are those the kernel's boot chains start (chains.boot_images: each loader's default
 -- entry). Several images make one result: the first failing one's (else the first), with
 -- `checked` (every result) and `note` (why several).
 function Run:verified(gen, kver, need)
@@ -286,7 +302,7 @@ function Run:verified(gen, kver, need)
     if not chains then
       return { kernel = kver, generator = gen.name, ok = false, missing = {}, error = cerr }
     end
-    list, note = require("vfioinit.bootchain").boot_images(chains, gen, self.ctx, kver, true)
+    list, note = require("vfioinit.boot.chains").boot_images(chains, gen, self.ctx, kver, true)
   end
   if #list == 0 then list = { false } end  -- the generator's own image
   local rs = {}
@@ -322,8 +338,10 @@ function Run:verified_one(gen, kver, key, chain, modules)
   return f[key]
 end
 
--- A rebuilt image is read again in full, whatever its fingerprint says.
+-- A rebuilt image is read again in full, whatever its fingerprint says; a UKI's .cmdline
+-- with it (the boot chains).
 function Run:forget(gen, kver)
+  self:boot_changed()
   local prefix = gen.name .. "\0" .. kver
   for key in pairs(self.facts.verified) do
     if key == prefix or key:sub(1, #prefix + 1) == prefix .. "\0" then self.facts.verified[key] = nil end

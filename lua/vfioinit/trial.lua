@@ -22,7 +22,7 @@ only: grubenv's next_entry, last, so the next boot never points at a half-made t
 local core = require "vfioinit.core"
 local state = require "vfioinit.state"
 local cmdline = require "vfioinit.cmdline"
-local bootloaders = require "vfioinit.bootloaders"
+local bootloaders = require "vfioinit.boot.cmdline"
 local record = require "vfioinit.trial.record"
 local stage = require "vfioinit.trial.stage"
 local grub = require "vfioinit.trial.grub"
@@ -111,7 +111,7 @@ local function loader_part(run, chain, t)
     if not text then return nil, rerr or (cfg_path .. ": missing") end
     local titles = chain.entry:gsub("^grub: ", "")
     -- the GRUB path of the trial image: the default entry's last initrd, renamed
-    local probe = require("vfioinit.bootcfg").grub(text)
+    local probe = require("vfioinit.boot.cfg").grub(text)
     local last
     for _, e in ipairs(probe.entries) do
       if table.concat(e.titles, " > ") == titles then last = e.initrd[#e.initrd] end
@@ -129,7 +129,7 @@ local function loader_part(run, chain, t)
     return { entry = grub.SCRIPT, text = grub.script(t, entry), mode = 493, grubenv = envp, envtext = newenv,
       grubenv_was = env.next_entry or "-", grubenv_created = envtext and "no" or "yes", next_entry = grub.ID }
   end
-  local ok, err = bls.check(ctx, require("vfioinit.bootchain").read_bls(ctx) or {})
+  local ok, err = bls.check(ctx, require("vfioinit.boot.loaders.bls").read(ctx) or {})
   if not ok then return nil, err end
   if chain.kind == "uki" then
     local base = uki.base(chain.path)
@@ -139,7 +139,7 @@ local function loader_part(run, chain, t)
   local path = chain.cmdline_source
   local text, rerr = ctx.read(path)
   if not text then return nil, rerr or (path .. ": missing") end
-  local e = require("vfioinit.bootcfg").bls(text)
+  local e = require("vfioinit.boot.cfg").bls(text)
   local base = bls.base(dirname(path), chain.kernel)
   return { entry = base, path = base .. "+1.conf",
     text = bls.entry(text, { id = t.id, cmdline = t.cmdline, initrd = e.initrd[#e.initrd] .. M.SUFFIX }) }
@@ -238,12 +238,12 @@ function M.apply(run, plan, opts, report)
     if not ok then return fail(report, aerr, root) end
   end
   if chain.loader == "grub" then
-    local argv = require("vfioinit.bootloaders.grub").regenerate(run.ctx)
+    local argv = require("vfioinit.boot.loaders.grub").regenerate(run.ctx)
     if not argv then return fail(report, "no update-grub or grub-mkconfig in " .. root, root) end
     local r = bootloaders.run_command(root, { target = "grub", argv = argv }, { timeout = opts.timeout, on_output = opts.on_output })
     report.regenerated = { r }
     if not r.ok then return fail(report, r.error, root) end
-    local cfg = require("vfioinit.bootcfg").grub(run.ctx.read(chain.cmdline_source) or "")
+    local cfg = require("vfioinit.boot.cfg").grub(run.ctx.read(chain.cmdline_source) or "")
     local found = false
     for _, e in ipairs(cfg.entries) do found = found or e.id == grub.ID end
     if not found then
@@ -365,7 +365,7 @@ local function drop_locked(root, opts)
   if opts.dry_run then return list end
   if rec.loader == "grub" then
     -- grub.cfg without the trial entry (its script is gone)
-    local argv = require("vfioinit.bootloaders.grub").regenerate(require("vfioinit.context").new({ root = root }))
+    local argv = require("vfioinit.boot.loaders.grub").regenerate(require("vfioinit.context").new({ root = root }))
     if argv then
       local r = bootloaders.run_command(root, { target = "grub", argv = argv }, { timeout = opts.timeout })
       list.regenerated = { r }

@@ -4,7 +4,7 @@
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 local image = require "vfioinit.image"
-local uki = require "vfioinit.uki"
+local uki = require "vfioinit.boot.uki"
 local modprobe = require "vfioinit.modprobe"
 local fingerprint = require "vfioinit.fingerprint"
 local context = require "vfioinit.context"

@@ -20,7 +20,7 @@
 -- An edit with `after = nil` means: remove that file (our own drop-in, renamed).
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
-local places = require "vfioinit.bootplaces"
+local places = require "vfioinit.boot.places"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"

@@ -15,7 +15,7 @@
 -- The list editing itself is vfioinit.shellvar (shared with dracut.lua); this file
 -- holds mkinitcpio's policy: which files a build sources, MODULES and HOOKS, presets.
 local machine = require "vfioinit.machine"
-local places = require "vfioinit.bootplaces"
+local places = require "vfioinit.boot.places"
 local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
@@ -257,7 +257,7 @@ end
 
 -- Does a preset's `<p>_kver`/`ALL_kver` name kver? mkinitcpio takes a plain version as
 -- is and reads a path's version out of the kernel image; vfioinit does not read the
--- image: bootplaces.names_kernel decides (`vmlinuz-<kver>`, Arch's `vmlinuz-<pkgbase>`,
+-- image: places.names_kernel decides (`vmlinuz-<kver>`, Arch's `vmlinuz-<pkgbase>`,
 -- a `<kver>/` directory such as /usr/lib/modules/<kver>/vmlinuz).
 local function names_kver(value, kver, base)
   return value == kver or places.names_kernel(value, kver, base)

@@ -1,7 +1,7 @@
 -- mkinitcpio's preset files, /etc/mkinitcpio.d/*.preset, read in one place for the three
 -- modules that need them: generators/mkinitcpio.lua (which configs build, what `-p`
 -- rebuilds, the image and UKI of a kernel), genuki.lua (boot chains) and
--- bootloaders/cmdline_d.lua (is there a UKI preset; does one set its own command line).
+-- lua/vfioinit/boot/loaders/cmdline_d.lua (is there a UKI preset; does one set its own command line).
 -- Each keeps its own rules for what a preset means; only the reading is here.
 --
 -- What mkinitcpio v41 does with a preset (function process_preset): it sources the file,

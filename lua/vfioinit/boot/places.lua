@@ -1,6 +1,6 @@
---[[ vfioinit.bootplaces: where a machine keeps what its firmware or bootloader loads.
+--[[ vfioinit.boot.places: where a machine keeps what its firmware or bootloader loads.
 
-Facts about root's layout that lua/vfioinit/bootchain.lua combines into boot chains:
+Facts about root's layout that lua/vfioinit/boot/chains.lua combines into boot chains:
 kernel-install's configuration (install.conf `layout=`, $BOOT_ROOT, the entry token),
 the directories that may be an ESP or XBOOTLDR partition, the generated grub.cfg, the
 kernel image of a version, and the UKI each generator builds when its own hook does not
@@ -237,7 +237,7 @@ function M.grubenv(ctx, cfg_path)
   local p = cfg_path:gsub("[^/]*$", "") .. "grubenv"
   local text, err = ctx.read(p)
   if err then return nil, err end
-  return require("vfioinit.bootcfg").grubenv(text)
+  return require("vfioinit.boot.cfg").grubenv(text)
 end
 
 return M

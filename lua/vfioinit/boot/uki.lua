@@ -1,4 +1,4 @@
---[[ vfioinit.uki: what a unified kernel image carries, read through core.image's
+--[[ vfioinit.boot.uki: what a unified kernel image carries, read through core.image's
 PE/COFF reader (src/pe.c): the initramfs in its `.initrd` section and the kernel
 command line in `.cmdline` (as systemd-stub hands it to the kernel).
 

@@ -1,68 +1,32 @@
---[[ vfioinit.bootloaders: the kernel command line (`--cmdline`, Lua `cmdline = true`).
+--[[ vfioinit.boot.cmdline: the kernel command line (`--cmdline`, Lua `cmdline = true`).
 
-One module per place a boot path reads its command line from (lua/vfioinit/bootloaders/):
-  grubby          `grubby --update-kernel=ALL --args` (record: /etc/vfioinit/grubby.cmdline)
-  kernelstub      `kernelstub -a` / `-d` (record: /etc/vfioinit/kernelstub.cmdline)
-  grub            /etc/default/grub.d/vfioinit.cfg or /etc/default/grub, then update-grub /
-                  grub-mkconfig -o / grub2-mkconfig -o regenerates grub.cfg
-  dracut_cmdline  /etc/dracut.conf.d/99-vfioinit-cmdline.conf (dracut's UKIs: its own uefi=yes,
-                  and kernel-install layout=uki with uki_generator=dracut)
-  kernel_cmdline  /etc/kernel/cmdline (kernel-install, systemd-boot, UKIs)
-  cmdline_d       /etc/cmdline.d/vfioinit.conf (mkinitcpio UKIs)
-  refind          refind_linux.conf lines and refind.conf stanzas' `options`, edited in place
-  limine          limine.conf entries' `cmdline:`; BLAKE2b pins on rebuilt images repinned
-  rpm_ostree_kargs  `rpm-ostree kargs --append-if-missing` (record: /etc/vfioinit/rpm_ostree_kargs.cmdline)
-  ostree_kargs    `ostree admin instutil set-kargs` (record: /etc/vfioinit/ostree_kargs.cmdline)
-  bootc_kargs     /usr/lib/bootc/kargs.d/vfioinit.toml (bootc image build roots)
-Each: { name=, detect(ctx) -> bool, edits(ctx, wants) -> changes | nil, err,
-regenerate(ctx) -> argv | nil, readback(ctx, wants, kver, run) -> entries | nil, err,
-stale_images = true when images embed the file (UKIs) }.
+The targets are the boot-loader plugins with `edits` (lua/vfioinit/boot/loaders/, the
+registry lua/vfioinit/boot/init.lua; docs/INTERNALS.md "Adding a boot loader"): those whose
+`detect(ctx)` holds, minus the ones a selected target `covers`, in their declared `order`
+(run:cmdline_targets, once per run). A target: { name=, order=, detect(ctx) -> bool,
+edits(ctx, wants) -> changes | nil, err, reads = {loader names whose chains carry its words},
+regenerate(ctx) -> argv | list of argv | nil, files(ctx), undo(before), revert_argvs(ctx),
+unbooted(ctx, kver) -> message, stale_images = true when images embed the file (UKIs) }.
+The helpers they share are beside this module (words, wordfiles, ownids, baseline, cmdtool,
+toolbase, grubvars).
 
 Stages (lua/vfioinit/pipeline.lua): `changes` (part of the plan, so diff, apply, journal,
 backups and revert are the generator configs' ones), `regenerate` (after apply and after
-revert: the generated grub.cfg is like an image, never backed up), `readback` (verify).
+revert: the generated grub.cfg is like an image, never backed up), `readback` (verify: the
+run's boot chains whose loader a target `reads`, their command line against the words).
 ]]
 local core = require "vfioinit.core"
-local words = require "vfioinit.bootloaders.words"
+local words = require "vfioinit.boot.cmdline.words"
 
 local M = {}
 
-M.TARGETS = { "grubby", "kernelstub", "grub", "dracut_cmdline", "kernel_cmdline", "cmdline_d", "refind", "limine",
-  "rpm_ostree_kargs", "ostree_kargs", "bootc_kargs" }
--- an ostree root's command line is its deployments' (lua/vfioinit/ostree.lua): only these
-M.OSTREE = { rpm_ostree_kargs = true, ostree_kargs = true, bootc_kargs = true }
--- owners of files whose revert runs commands first, before the targets' (the deployment
--- vfioinit made goes before its words leave the default one)
+-- Owners of files whose revert runs commands first, before the targets' (the ostree
+-- deployment vfioinit made goes before its words leave the default one).
 M.HOOKED = { "vfioinit.ostree_initramfs" }
 
-function M.get(name) return require("vfioinit.bootloaders." .. name) end
-
--- The targets of root: every one whose files or tools are there (kernel_cmdline covers
--- mkinitcpio's UKIs too: it is their first source), or nil, err when none is.
-function M.select(ctx)
-  local list, have = {}, {}
-  for _, n in ipairs(M.TARGETS) do
-    local t = M.get(n)
-    -- grubby keeps /etc/default/grub in step itself; kernel_cmdline feeds mkinitcpio's UKIs too
-    -- dracut's UKIs never read /etc/kernel/cmdline: not created for them alone
-    local covered = (n == "grub" and have.grubby) or (n == "cmdline_d" and have.kernel_cmdline)
-      or (n == "kernel_cmdline" and have.dracut_cmdline and not ctx.exists("/etc/kernel/cmdline"))
-      or (ctx.ostree ~= nil) ~= (M.OSTREE[n] == true)
-    if not covered and t.detect(ctx) then
-      list[#list + 1] = t; have[n] = true
-    end
-  end
-  if #list == 0 and ctx.ostree then
-    return nil, ("%s: --cmdline: an ostree image tree without bootc (kargs.d): its kernel arguments are the "
-      .. "deployment's, set where it is deployed"):format(ctx.root)
-  end
-  if #list == 0 then
-    return nil, ("%s: --cmdline: no boot loader configuration found (looked for update-grub, grub-mkconfig, "
-      .. "grub2-mkconfig, /etc/kernel/cmdline, kernel-install layout=uki|bls, mkinitcpio presets with _uki=, "
-      .. "dracut uefi=yes, rEFInd refind.conf or refind_linux.conf, limine.conf)")
-      :format(ctx.root)
-  end
-  return list
+-- The targets of root for a registry (none: the built-in plugins) | nil, err.
+function M.select(ctx, loaders)
+  return (loaders or require("vfioinit.boot").new()):targets(ctx)
 end
 
 function M.wants(run) return words.wants(run.ids) end
@@ -93,12 +57,10 @@ function M.check_builtin(run)
   return true
 end
 
--- changes(run) -> list of plan changes (generator = "cmdline") | nil, err. Also keeps the
--- selected targets on the run (run.bootloaders) for the later stages.
+-- changes(run) -> list of plan changes (generator = "cmdline", bootloader = the target) | nil, err.
 function M.changes(run)
-  local targets, err = M.select(run.ctx)
+  local targets, err = run:cmdline_targets()
   if not targets then return nil, err end
-  run.bootloaders = targets
   local wants, out = M.wants(run), {}
   for _, t in ipairs(targets) do
     local list, terr = t.edits(run.ctx, wants)
@@ -124,11 +86,11 @@ local function command(t, x)
   return { target = t.name, argv = x }
 end
 
--- The regeneration commands of the run's targets: { {target=, argv=} ... }.
+-- The regeneration commands of the targets (default: the run's): { {target=, argv=, bind=} ... }.
 function M.commands(run, targets)
   local out = {}
-  for _, t in ipairs(targets or run.bootloaders or {}) do
-    for _, x in ipairs(argvs(t.regenerate(run.ctx))) do out[#out + 1] = command(t, x) end
+  for _, t in ipairs(targets or run:cmdline_targets() or {}) do
+    for _, x in ipairs(argvs(t.regenerate and t.regenerate(run.ctx))) do out[#out + 1] = command(t, x) end
   end
   return out
 end
@@ -173,7 +135,7 @@ end
 
 --- after_rebuild(run, rebuilt) -> true | nil, err: the images a rebuild wrote (rebuild.run
 -- entries) may be pinned by hash in a loader's file (Limine's `path#blake2b`): each found
--- target's `repin(ctx, changed)` gives the edits, applied as a follow-up plan (journaled,
+-- plugin's `repin(ctx, changed)` gives the edits, applied as a follow-up plan (journaled,
 -- reverted like the plan's own). Runs with or without --cmdline.
 function M.after_rebuild(run, rebuilt)
   local changed = {}
@@ -182,8 +144,7 @@ function M.after_rebuild(run, rebuilt)
   end
   if not next(changed) then return true end
   local all = {}
-  for _, n in ipairs(M.TARGETS) do
-    local t = M.get(n)
+  for _, t in ipairs(run.loaders:all()) do
     if t.repin and t.detect(run.ctx) then
       local list, err = t.repin(run.ctx, changed)
       if not list then return nil, err end
@@ -194,16 +155,16 @@ function M.after_rebuild(run, rebuilt)
     end
   end
   if #all == 0 then return true end
+  run:boot_changed()
   return require("vfioinit.plan").follow_up(run, all):apply()
 end
 
 -- The target (found in ctx) one of whose files is path, or nil.
-local function owner(ctx, path)
+local function owner(loaders, ctx, path)
   for _, m in ipairs(M.HOOKED) do
     if path == require(m).RECORD then return require(m) end
   end
-  for _, n in ipairs(M.TARGETS) do
-    local t = M.get(n)
+  for _, t in ipairs(loaders:all()) do
     for _, p in ipairs(t.files and t.files(ctx) or {}) do
       if p == path then return t.detect(ctx) and t or nil end
     end
@@ -223,7 +184,7 @@ local function run_all(root, cmds, opts, out)
   return true
 end
 
---- revert_hooks(root, opts, out) -> {undo=, after=}, the hooks of state.revert (run while the
+--- revert_hooks(root, opts, out [, loaders]) -> {undo=, after=}, the hooks of state.revert (run while the
 -- manifest still names the file, so a failed or killed command runs again at the next
 -- revert); each command's result is appended to `out`.
 -- undo(step): before a tool's record goes, the tool runs the record's inverse.
@@ -231,8 +192,9 @@ end
 -- regenerates what it feeds: grub.cfg is generated again, kernel-install writes its BLS
 -- entries again (`revert_argvs`). Also when the file was already back (`unchanged`): an
 -- interrupted revert may have restored it and died before this.
-function M.revert_hooks(root, opts, out)
+function M.revert_hooks(root, opts, out, loaders)
   local context = require "vfioinit.context"
+  loaders = loaders or require("vfioinit.boot").new()
   local hooks = {}
   local function ctx_of()
     local ctx = context.new({ root = root })
@@ -240,7 +202,7 @@ function M.revert_hooks(root, opts, out)
     return ctx
   end
   function hooks.undo(step)
-    local t = owner(ctx_of(), step.entry.path)
+    local t = owner(loaders, ctx_of(), step.entry.path)
     if not (t and t.undo) then return true end
     local cmds = {}
     for _, x in ipairs(argvs(t.undo(step.before))) do cmds[#cmds + 1] = command(t, x) end
@@ -250,60 +212,89 @@ function M.revert_hooks(root, opts, out)
     local ctx = ctx_of()
     local touched, before = {}, {}
     for _, s in ipairs(steps) do
-      local t = s.entry.kind ~= "dir" and owner(ctx, s.entry.path)
+      local t = s.entry.kind ~= "dir" and owner(loaders, ctx, s.entry.path)
       if t and not t.undo then touched[t.RECORD or t.name] = t; before[t] = s.before end
     end
     local cmds, names = {}, {}
     for _, m in ipairs(M.HOOKED) do names[#names + 1] = require(m).RECORD end
-    for _, n in ipairs(M.TARGETS) do names[#names + 1] = n end
+    for _, t in ipairs(loaders:all()) do names[#names + 1] = t.name end
     for _, n in ipairs(names) do
       local t = touched[n]
-      local list = t and (t.revert_argvs and t.revert_argvs(ctx, before[t]) or argvs(t.regenerate(ctx))) or {}
-      for _, x in ipairs(list) do cmds[#cmds + 1] = command(t, x) end
+      local list = t and (t.revert_argvs and t.revert_argvs(ctx, before[t]) or argvs(t.regenerate and t.regenerate(ctx)))
+      for _, x in ipairs(list or {}) do cmds[#cmds + 1] = command(t, x) end
     end
     return run_all(root, cmds, opts, out)
   end
   return hooks
 end
 
--- Per kernel: does what boots it carry the parameters? A grub kernel needs every
--- normal entry right (recovery entries get GRUB_CMDLINE_LINUX alone, by design) and at
--- least one; BLS and UKI entries all. Returns ok, first problem.
-function M.judge(run, list)
-  local seen = {}
+-- Per kernel: does what boots it carry the parameters? Every normal entry of a target's
+-- chains must be right (a GRUB recovery entry gets GRUB_CMDLINE_LINUX alone, by design);
+-- readback's own failures (no entry where a target needs one) count. Returns ok, first problem.
+function M.judge(_, list)
   for _, e in ipairs(list) do
     if e.error then return false, e.error end
-    if not e.recovery then
-      seen[e.target .. "\0" .. e.kernel] = true
-      if not e.ok then
-        return false, ("%s (%s): the kernel command line lacks %s"):format(e.entry, e.source, e.missing or "?")
-      end
-    end
-  end
-  for _, t in ipairs(run.bootloaders or {}) do
-    if t.name == "grub" then
-      for _, k in ipairs(run.kernels) do
-        if not seen["grub\0" .. k] then return false, ("no grub.cfg entry boots kernel %s"):format(k) end
-      end
+    if not e.recovery and not e.ok then
+      return false, ("%s (%s): the kernel command line lacks %s"):format(e.entry, e.source, e.missing or "?")
     end
   end
   return true
 end
 
+-- Does target t read its words back from chain c? `reads`: loader names, or a function.
+local function reads(t, c)
+  if type(t.reads) == "function" then return t.reads(c) end
+  for _, l in ipairs(t.reads or {}) do if l == c.loader then return true end end
+  return false
+end
+
+-- entries(chains, t, wants, ctx, loaders, kver) -> target t's read-back entries of one
+-- kernel's chains: {entry=, source=, cmdline=, ok=, missing=, default=, recovery=}; a UKI
+-- not built yet is none; no normal entry where t says one is needed (`unbooted`): its error.
+-- A target whose words no chain carries yet (bootc's kargs.d, read when the image is
+-- installed) reads them back itself (`readback`).
+function M.entries(chains, t, wants, ctx, loaders, kver)
+  if t.readback then return t.readback(ctx, wants, kver) end
+  local out, normal = {}, false
+  for _, c in ipairs(chains) do
+    if reads(t, c) and (c.kind ~= "uki" or c.exists) then
+      local ok, miss = require("vfioinit.cmdline").has(c.cmdline or "", wants)
+      local l = loaders:get(c.loader)
+      local recovery = l and l.recovery and l.recovery(c) and not c.default or nil
+      normal = normal or not recovery
+      out[#out + 1] = { entry = c.kind == "uki" and ("uki: " .. c.path) or c.entry,
+        source = c.cmdline_source .. (c.cmdline_line and (":" .. c.cmdline_line) or ""),
+        cmdline = c.cmdline, ok = ok, missing = miss, default = c.default, recovery = recovery,
+        error = c.cmdline_unknown }
+    end
+  end
+  if not normal and t.unbooted then out[#out + 1] = { ok = false, error = t.unbooted(ctx, kver) } end
+  return out
+end
+
 -- readback(run) -> per kernel and entry {kernel=, target=, entry=, source=, cmdline=, ok=,
--- missing=, error=}, read from what the loader boots.
+-- missing=, default=, recovery=, error=}, read from the run's boot chains.
 function M.readback(run)
   local wants, out = M.wants(run), {}
-  for _, t in ipairs(run.bootloaders or select(1, M.select(run.ctx)) or {}) do
+  local targets = run:cmdline_targets()
+  for _, t in ipairs(targets or {}) do
     for _, k in ipairs(run.kernels) do
-      local list, err = t.readback(run.ctx, wants, k, run)
-      if not list then out[#out + 1] = { kernel = k, target = t.name, ok = false, error = err }
-      else
-        for _, e in ipairs(list) do e.kernel, e.target = k, t.name; out[#out + 1] = e end
-      end
+      local chains, err = run:boot_chains(k)
+      local list = chains and M.entries(chains, t, wants, run.ctx, run.loaders, k) or { { ok = false, error = err } }
+      for _, e in ipairs(list) do e.kernel, e.target = k, t.name; out[#out + 1] = e end
     end
   end
   return out
+end
+
+--- readback_for(ctx, name, wants, kver [, loaders]) -> target `name`'s entries for kver, from
+-- root's boot chains (no generator rules) | nil, err.
+function M.readback_for(ctx, name, wants, kver, loaders)
+  loaders = loaders or require("vfioinit.boot").new()
+  local t = assert(loaders:get(name))
+  local all, err = require("vfioinit.boot.chains").chains(ctx, { kver }, nil, loaders)
+  if not all then return nil, err end
+  return M.entries(all[kver], t, wants, ctx, loaders, kver)
 end
 
 return M

@@ -1,10 +1,10 @@
---[[ vfioinit.kinstall: kernels whose boot chain kernel-install builds, rebuilt with
+--[[ vfioinit.boot.kinstall: kernels whose boot chain kernel-install builds, rebuilt with
 `kernel-install add KVER <kernel image>`.
 
   local t = kinstall.target(ctx, chains, gen, kver)   -- nil, or what kernel-install builds
   local jobs = kinstall.split(run, gen, kernels)      -- rebuild jobs {gen=, kernels=}
 
-A kernel's boot chain is kernel-install's (lua/vfioinit/bootchain.lua) when
+A kernel's boot chain is kernel-install's (lua/vfioinit/boot/chains.lua) when
 * layout=uki: the UKI `$BOOT_ROOT/EFI/Linux/<token>-<kver>.efi` (90-uki-copy.install);
 * layout=bls: the BLS entry `<token>-<kver>.conf` 90-loaderentry.install writes, whose
   initrd is a copy kernel-install made under `$BOOT_ROOT/<token>/<kver>/`;
@@ -23,7 +23,7 @@ The file kernel-install writes is the image of a wrapped generator (M.wrap), so
 lua/vfioinit/rebuild.lua keeps it as `<file>.vfioinit-prev` until it verifies, exactly as
 any image. kernel-install also rewrites the entry's `options` from /etc/kernel/cmdline.
 ]]
-local places = require "vfioinit.bootplaces"
+local places = require "vfioinit.boot.places"
 local machine = require "vfioinit.machine"
 
 local M = {}
@@ -89,7 +89,7 @@ end
 -- does not build what boots.
 function M.target(ctx, chains, gen, kver)
   if not chains or not M.installed(ctx) then return nil end
-  local c = require("vfioinit.bootchain").boot_image(chains, gen, ctx, kver, true)
+  local c = require("vfioinit.boot.chains").boot_image(chains, gen, ctx, kver, true)
   if not c then return nil end
   local ki = places.kernel_install(ctx)
   local mode = ki and built_by(ki, c, kver)
@@ -159,7 +159,7 @@ end
 -- `options` are not part of an image). A UKI's command line is in the image: `vfioinit
 -- rebuild` rebuilds it, as every image after revert.
 function M.argvs(ctx, kernels, gens)
-  local bootchain = require "vfioinit.bootchain"
+  local bootchain = require "vfioinit.boot.chains"
   local out = {}
   if not M.installed(ctx) then return out end
   local st = bootchain.state(ctx, gens or {})

@@ -1,4 +1,4 @@
---[[ vfioinit.bootloaders.limine: Limine (limine.conf, the format of Limine 8 and later), one plugin.
+--[[ vfioinit.boot.loaders.limine: Limine (limine.conf, the format of Limine 8 and later), one plugin.
 
 Not packaged by Debian: written against upstream's CONFIG.md and common/lib/config.c.
 * Where: on each partition (the ESPs /efi, /boot, /boot/efi, and /), the first of
@@ -28,11 +28,11 @@ own hash is enrolled in the Limine binary (`limine enroll-config`) is not edited
 local core = require "vfioinit.core"
 local cmdline = require "vfioinit.cmdline"
 local machine = require "vfioinit.machine"
-local places = require "vfioinit.bootplaces"
-local ownids = require "vfioinit.bootloaders.ownids"
-local words = require "vfioinit.bootloaders.words"
+local places = require "vfioinit.boot.places"
+local ownids = require "vfioinit.boot.cmdline.ownids"
+local words = require "vfioinit.boot.cmdline.words"
 
-local M = { name = "limine", stale_images = false }
+local M = { name = "limine", order = 80, stale_images = false, reads = { "limine" }, title = "limine.conf" }
 
 M.CANDIDATES = { "/EFI/limine/limine.conf", "/limine.conf", "/limine/limine.conf", "/boot/limine.conf",
   "/boot/limine/limine.conf", "/EFI/BOOT/limine.conf" }
@@ -189,8 +189,8 @@ function M.state(ctx)
   return out
 end
 
---- chains(ctx, kver [, st]) -> list of boot chains (loader "limine") | nil, err
-function M.chains(ctx, kver, st)
+--- entries(ctx, kver [, st]) -> list of boot chains (loader "limine") | nil, err
+function M.entries(ctx, kver, st)
   if not st then
     local err
     st, err = M.state(ctx)
@@ -214,6 +214,10 @@ function M.chains(ctx, kver, st)
   end
   return out
 end
+
+-- The plugin's (lua/vfioinit/boot/init.lua): the configs read once per run, then per kernel.
+function M.read(ctx) return M.state(ctx) end
+function M.chains(st, kver) return M.entries(st.ctx, kver, st.of.limine) end
 
 function M.detect(ctx) return #M.configs(ctx) > 0 end
 
@@ -321,13 +325,6 @@ function M.edits(ctx, wants)
     end
   end
   return out
-end
-
---- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=} | nil, err
-function M.readback(ctx, wants, kver)
-  local list, err = M.chains(ctx, kver)
-  if not list then return nil, err end
-  return words.readback(list, wants)
 end
 
 M.HEX = { [128] = "BLAKE2b", [64] = "BLAKE3", [256] = "BLAKE3" }

@@ -2,7 +2,7 @@
 -- from /etc/kernelstub/configuration): `kernelstub -a "..."` adds options, `-d` deletes
 -- them. A merged parameter is deleted in its old form and added in the new one; revert
 -- runs the inverse for exactly the recorded words (cmdtool.lua).
-local toolbase = require "vfioinit.bootloaders.toolbase"
+local toolbase = require "vfioinit.boot.cmdline.toolbase"
 
 local function run(flag, list) return { "kernelstub", flag, table.concat(list, " ") } end
 
@@ -27,4 +27,4 @@ local function commands(ops)
   return out
 end
 
-return toolbase.new({ name = "kernelstub", command = "kernelstub", apply = commands, undo = commands })
+return toolbase.new({ name = "kernelstub", command = "kernelstub", order = 20, apply = commands, undo = commands })

@@ -7,9 +7,11 @@
 -- target (ownids.lua): --ids replaces the ids of ours, no --ids keeps them. Only in an image
 -- build root: a deployed system's /usr is read-only (rpm_ostree_kargs, ostree_kargs).
 local cmdline = require "vfioinit.cmdline"
-local ownids = require "vfioinit.bootloaders.ownids"
+local ownids = require "vfioinit.boot.cmdline.ownids"
 
-local M = { name = "bootc_kargs" }
+-- A target of ostree image roots only; no chain carries its words before bootc installs the
+-- image: its own `readback` reads kargs.d.
+local M = { name = "bootc_kargs", order = 92, ostree = true, reads = {}, title = "bootc kargs.d" }
 
 M.DIR = "/usr/lib/bootc/kargs.d"
 M.FILE = M.DIR .. "/vfioinit.toml"

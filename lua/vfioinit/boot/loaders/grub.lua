@@ -9,15 +9,16 @@
 -- written, never added a second time. The generated grub.cfg is like an image: not
 -- backed up, regenerated after apply and after revert.
 local machine = require "vfioinit.machine"
-local words = require "vfioinit.bootloaders.words"
-local grubvars = require "vfioinit.bootloaders.grubvars"
-local bootcfg = require "vfioinit.bootcfg"
+local words = require "vfioinit.boot.cmdline.words"
+local grubvars = require "vfioinit.boot.cmdline.grubvars"
+local bootcfg = require "vfioinit.boot.cfg"
 local cmdline = require "vfioinit.cmdline"
-local ownids = require "vfioinit.bootloaders.ownids"
-local wordfiles = require "vfioinit.bootloaders.wordfiles"
-local places = require "vfioinit.bootplaces"
+local ownids = require "vfioinit.boot.cmdline.ownids"
+local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
+local places = require "vfioinit.boot.places"
+local trial = require "vfioinit.trial.record"
 
-local M = { name = "grub" }
+local M = { name = "grub", order = 30, title = "update-grub, grub-mkconfig, grub2-mkconfig" }
 
 M.DEFAULT = "/etc/default/grub"
 M.DROPIN_DIR = "/etc/default/grub.d"
@@ -114,7 +115,7 @@ local function merges(files, wants, edited)
 end
 
 -- The ids vfioinit added to the user's files before and this run does not name come out
--- first (lua/vfioinit/bootloaders/ownids.lua), from the values they are written in.
+-- first (lua/vfioinit/boot/cmdline/ownids.lua), from the values they are written in.
 local function words_of(path)
   return function(text)
     local ev = grubvars.evaluate({ { path = path, text = text } })
@@ -275,35 +276,64 @@ end
 -- A recovery entry (10_linux: "(recovery mode)", `single` before GRUB_CMDLINE_LINUX): its
 -- `single` is a kernel word; one after a `--` is init's (`quiet -- single` in
 -- GRUB_CMDLINE_LINUX_DEFAULT) and leaves the entry a normal one.
+-- `e`: a grub.cfg entry (its `title`) or a chain of this loader (its `entry`).
 function M.recovery(e)
-  return cmdline.find(e.cmdline or "", "single") ~= nil or (e.title or ""):find("recovery mode", 1, true) ~= nil
+  return cmdline.find(e.cmdline or "", "single") ~= nil
+    or (e.title or e.entry or ""):find("recovery mode", 1, true) ~= nil
 end
 
--- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=, default=,
--- recovery=}: the generated grub.cfg's `linux` lines for kver (bootplaces.names_kernel: also
--- Arch's `vmlinuz-<pkgbase>`), or nil, reason. `default`: GRUB starts it without a key
--- pressed (bootcfg.grub_defaults, grubenv read). A recovery entry gets GRUB_CMDLINE_LINUX
--- alone, by design: it is only reported, unless it is what GRUB starts by default.
-function M.readback(ctx, wants, kver)
-  local path = M.config(ctx)
-  local text, err = ctx.read(path)
-  if not text then return nil, err or (path .. ": no grub.cfg (run update-grub)") end
-  local env, eerr = places.grubenv(ctx, path)
-  if not env then return nil, eerr end
-  local cfg = bootcfg.grub(text)
-  local defs = {}
-  for _, i in ipairs(bootcfg.grub_defaults(cfg, env)) do defs[i] = true end
-  local base = machine.pkgbase(ctx.read, kver)
+-- read(ctx) -> every grub.cfg that may hold menu entries (places.grub_cfgs), parsed, with
+-- the grubenv beside it: { {path=, cfg=bootcfg.grub, env=bootcfg.grubenv} ... } | nil, err.
+function M.read(ctx)
   local out = {}
-  for i, e in ipairs(cfg.entries) do
-    if places.names_kernel(e.linux, kver, base) then
-      local ok, miss = cmdline.has(e.cmdline or "", wants)
-      local recovery = M.recovery(e)
-      out[#out + 1] = { entry = "grub: " .. table.concat(e.titles, " > "), source = path .. ":" .. e.linux_line,
-        cmdline = e.cmdline, ok = ok, missing = miss, default = defs[i], recovery = recovery and not defs[i] }
+  for _, p in ipairs(places.grub_cfgs(ctx)) do
+    local text, rerr = ctx.read(p)
+    if rerr then return nil, rerr end
+    if text then
+      local env, eerr = places.grubenv(ctx, p)
+      if not env then return nil, eerr end
+      out[#out + 1] = { path = p, cfg = bootcfg.grub(text), env = env }
     end
   end
   return out
+end
+
+-- grub.cfg's menu entries that boot kver (places.names_kernel: also Arch's
+-- `vmlinuz-<pkgbase>`), its default ones first (bootcfg.grub_defaults: grubenv's
+-- next_entry, then the default).
+function M.chains(st, kver)
+  local ctx, out = st.ctx, {}
+  local src = ctx.stat(M.DEFAULT) and M.DEFAULT or nil
+  for _, g in ipairs(st.of.grub or {}) do
+    local defs = {}
+    for _, i in ipairs(bootcfg.grub_defaults(g.cfg, g.env)) do defs[i] = true end
+    local list, first = {}, 0
+    for i, e in ipairs(g.cfg.entries) do
+      if st:names_kernel(e.linux, kver) and not trial.owns_entry(e.id) then
+        local initrds = {}
+        for k, p in ipairs(e.initrd) do initrds[k] = places.grub_path(ctx, p) end
+        local ird = initrds[#initrds]
+        local c = { kernel = kver, kind = "image", path = places.grub_path(ctx, e.linux), initramfs = ird,
+          initrds = initrds, cmdline = e.cmdline, cmdline_source = g.path, cmdline_line = e.linux_line,
+          generated_from = src, entry = "grub: " .. table.concat(e.titles, " > "), loader = "grub", default = defs[i],
+          default_by = defs[i] and { "GRUB (" .. g.path .. ")" } or nil,
+          exists = ird ~= nil and ctx.stat(ird) ~= nil }
+        if defs[i] then first = first + 1 end
+        table.insert(list, defs[i] and first or #list + 1, c)
+      end
+    end
+    for _, c in ipairs(list) do out[#out + 1] = c end
+  end
+  return out
+end
+
+-- Read back through the chains of grub.cfg; a kernel none of them boots fails.
+M.reads = { "grub" }
+
+function M.unbooted(ctx, kver)
+  local path = M.config(ctx)
+  if not ctx.exists(path) then return path .. ": no grub.cfg (run update-grub)" end
+  return ("no grub.cfg entry boots kernel %s"):format(kver)
 end
 
 return M

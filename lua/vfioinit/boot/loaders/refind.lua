@@ -1,4 +1,4 @@
---[[ vfioinit.bootloaders.refind: rEFInd (0.13.2, Debian's `refind`), one plugin.
+--[[ vfioinit.boot.loaders.refind: rEFInd (0.13.2, Debian's `refind`), one plugin.
 
 Where its files are: refind.conf in rEFInd's own directory on the ESP (EFI/refind/, or
 EFI/BOOT/ when it is installed as the fallback loader), and refind_linux.conf (or
@@ -26,11 +26,12 @@ re-quoted in place; every other byte stays. No regeneration: rEFInd reads the fi
 ]]
 local cmdline = require "vfioinit.cmdline"
 local machine = require "vfioinit.machine"
-local places = require "vfioinit.bootplaces"
-local ownids = require "vfioinit.bootloaders.ownids"
-local words = require "vfioinit.bootloaders.words"
+local places = require "vfioinit.boot.places"
+local ownids = require "vfioinit.boot.cmdline.ownids"
+local words = require "vfioinit.boot.cmdline.words"
 
-local M = { name = "refind", stale_images = false }
+local M = { name = "refind", order = 70, stale_images = false, reads = { "refind" },
+  title = "rEFInd refind.conf or refind_linux.conf" }
 
 M.CONF_DIRS = { "EFI/refind", "EFI/BOOT" }
 M.LINUX_CONF = { "refind_linux.conf", "refind-linux.conf" }
@@ -318,8 +319,10 @@ local function chain(kver, path, initrd, cmdline_, source, entry, default, ctx)
     exists = initrd ~= nil and ctx.stat(initrd) ~= nil }
 end
 
--- refind_linux.conf chains of kver: one per line rEFInd reads.
-local function auto_chains(ctx, st, kver, base, out)
+-- refind_linux.conf chains of kver: one per line rEFInd reads. A kernel without one, which
+-- rEFInd boots with options from /etc/fstab: an error when `strict` (its options cannot be
+-- edited), else a chain whose command line is unknown, saying why (`cmdline_unknown`).
+local function auto_chains(ctx, st, kver, base, out, strict)
   for _, k in ipairs(kernel_files(ctx)) do
     if places.names_kernel(k.path, kver, base) then
       local vol = volume_of(ctx, k.dir)
@@ -329,8 +332,14 @@ local function auto_chains(ctx, st, kver, base, out)
       local conf = linux_conf(ctx, k.dir)
       if not conf and not (st.auto and #st.confs > 0) then goto next end
       if not conf then
-        return nil, ("%s: rEFInd derives the options of %s from /etc/fstab: create %s/refind_linux.conf "
+        local why = ("%s: rEFInd derives the options of %s from /etc/fstab: create %s/refind_linux.conf "
           .. "(mkrlconf) to put parameters on its command line"):format(k.dir, k.path, k.dir)
+        if strict then return nil, why end
+        local c = chain(kver, k.path, ird_path, nil, k.dir, k.path .. " (options from /etc/fstab)",
+          selected(st, { efi_path(vol, k.path) }), ctx)
+        c.cmdline_unknown = why
+        out[#out + 1] = c
+        goto next
       end
       local lines_ = st.files[conf]
       if not lines_ then
@@ -383,8 +392,10 @@ local function stanza_chains(ctx, st, kver, base, out)
   end
 end
 
---- chains(ctx, kver [, st]) -> list of boot chains (bootchain.lua's shape, loader "refind") | nil, err
-function M.chains(ctx, kver, st)
+--- entries(ctx, kver [, st [, lenient]]) -> list of boot chains (lua/vfioinit/boot/chains.lua's
+-- shape, loader "refind") | nil, err; `lenient`: a kernel without refind_linux.conf is a chain
+-- with `cmdline_unknown`, not an error.
+function M.entries(ctx, kver, st, lenient)
   if not st then
     local err
     st, err = M.state(ctx)
@@ -392,10 +403,14 @@ function M.chains(ctx, kver, st)
   end
   local out, base = {}, machine.pkgbase(ctx.read, kver)
   stanza_chains(ctx, st, kver, base, out)
-  local ok, aerr = auto_chains(ctx, st, kver, base, out)
+  local ok, aerr = auto_chains(ctx, st, kver, base, out, not lenient)
   if not ok then return nil, aerr end
   return out
 end
+
+-- The plugin's (lua/vfioinit/boot/init.lua): the files read once per run, then per kernel.
+function M.read(ctx) return M.state(ctx) end
+function M.chains(st, kver) return M.entries(st.ctx, kver, st.of.refind, true) end
 
 function M.detect(ctx)
   if #M.confs(ctx) > 0 then return true end
@@ -474,7 +489,7 @@ local function fields_by_file(ctx, st, ks)
         end
       end
     end
-    local _, err = auto_chains(ctx, st, k, base, {})
+    local _, err = auto_chains(ctx, st, k, base, {}, true)
     if err then return nil, err end
   end
   for path, list in pairs(st.files) do
@@ -500,13 +515,6 @@ function M.edits(ctx, wants)
     for _, c in ipairs(list) do out[#out + 1] = c end
   end
   return out
-end
-
---- readback(ctx, wants, kver) -> list of {entry=, source=, cmdline=, ok=, missing=} | nil, err
-function M.readback(ctx, wants, kver)
-  local list, err = M.chains(ctx, kver)
-  if not list then return nil, err end
-  return words.readback(list, wants)
 end
 
 return M

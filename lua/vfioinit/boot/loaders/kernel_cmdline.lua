@@ -7,16 +7,17 @@
 -- its own boot entries), plus the parameters, and records that start.
 -- No regeneration command after apply: what reads the file is the image rebuild (UKIs), and
 -- where kernel-install builds what boots the rebuild is `kernel-install add`, which also
--- rewrites the BLS entries' `options` (lua/vfioinit/kinstall.lua); the changed file marks the
+-- rewrites the BLS entries' `options` (lua/vfioinit/boot/kinstall.lua); the changed file marks the
 -- images stale. After `revert` restored the file, `kernel-install add` runs for each kernel
 -- whose BLS entry kernel-install wrote, so the entries lose the words too (a UKI's are in
 -- the image: `vfioinit rebuild`, as for every image after revert).
-local wordfiles = require "vfioinit.bootloaders.wordfiles"
-local bls = require "vfioinit.bootloaders.bls"
-local ownids = require "vfioinit.bootloaders.ownids"
-local baseline = require "vfioinit.bootloaders.baseline"
+local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
+local ownids = require "vfioinit.boot.cmdline.ownids"
+local baseline = require "vfioinit.boot.cmdline.baseline"
 
-local M = { name = "kernel_cmdline", stale_images = true }
+local M = { name = "kernel_cmdline", order = 50, stale_images = true, reads = { "bls", "uefi" },
+  title = "/etc/kernel/cmdline, kernel-install layout=uki|bls",
+  covers = { cmdline_d = true } }  -- mkinitcpio's UKIs read /etc/kernel/cmdline first
 
 M.FILE = "/etc/kernel/cmdline"
 M.VENDOR = "/usr/lib/kernel/cmdline"
@@ -66,12 +67,7 @@ function M.files() return { M.FILE } end
 -- kernel-install wrote.
 function M.revert_argvs(ctx)
   local kernels = require("vfioinit.detect").kernels(ctx.root)
-  return require("vfioinit.kinstall").argvs(ctx, kernels)
-end
-
--- BLS entries for kver and the UKIs of kver (read back through bls.lua).
-function M.readback(ctx, wants, kver, run)
-  return bls.readback(ctx, wants, kver, run)
+  return require("vfioinit.boot.kinstall").argvs(ctx, kernels)
 end
 
 return M

@@ -1,12 +1,12 @@
 -- The shared body of grubby.lua and kernelstub.lua: a target whose tool edits the boot
--- entries itself (lua/vfioinit/bootloaders/cmdtool.lua keeps the record). `spec` gives
--- {name=, command=, apply(ops) -> list of argv, undo(inverse ops) -> list of argv}.
+-- entries itself (lua/vfioinit/boot/cmdline/cmdtool.lua keeps the record). `spec` gives
+-- {name=, order=, covers=, command=, apply(ops) -> list of argv, undo(inverse ops) -> list of
+-- argv}; what the tool edits is read back from the BLS entries and UKIs.
 local machine = require "vfioinit.machine"
-local bootcfg = require "vfioinit.bootcfg"
-local cmdtool = require "vfioinit.bootloaders.cmdtool"
-local bls = require "vfioinit.bootloaders.bls"
-local places = require "vfioinit.bootplaces"
-local ownids = require "vfioinit.bootloaders.ownids"
+local bootcfg = require "vfioinit.boot.cfg"
+local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
+local places = require "vfioinit.boot.places"
+local ownids = require "vfioinit.boot.cmdline.ownids"
 local cmdline = require "vfioinit.cmdline"
 
 local M = {}
@@ -34,7 +34,8 @@ local function current(ctx)
 end
 
 function M.new(spec)
-  local T = { name = spec.name, record = cmdtool.path(spec.name) }
+  local T = { name = spec.name, order = spec.order, covers = spec.covers, title = spec.command,
+    record = cmdtool.path(spec.name), reads = { "bls", "uefi" } }
   function T.detect(ctx) return machine.command(ctx.stat, spec.command) ~= nil end
   function T.files() return { T.record } end
   function T.edits(ctx, wants)
@@ -74,7 +75,6 @@ function M.new(spec)
     if #ops == 0 then return nil end
     return spec.undo(cmdtool.inverse(ops))
   end
-  function T.readback(ctx, wants, kver, run) return bls.readback(ctx, wants, kver, run) end
   return T
 end
 

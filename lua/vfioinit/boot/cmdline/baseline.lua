@@ -4,31 +4,31 @@
 --
 -- On the running system (root `/`) it is /proc/cmdline, as the tool would do. Any other root
 -- is another machine: nothing outside it is read (docs/CONTRACT.md). Its words come from what
--- it boots (lua/vfioinit/bootchain.lua: BLS entries, grub.cfg's normal entries, UKIs'
+-- it boots (lua/vfioinit/boot/chains.lua: BLS entries, grub.cfg's normal entries, UKIs'
 -- `.cmdline`) when every one of those that names a command line gives the same words; else
 -- vfioinit refuses, naming the file to create.
 --
 -- The record /etc/vfioinit/<target>.base keeps that line, written with the file and removed
 -- by revert with it: which vfio-pci.ids vfioinit added to the file it created is counted
--- from it (lua/vfioinit/bootloaders/ownids.lua), never from /proc/cmdline, which holds them
+-- from it (lua/vfioinit/boot/cmdline/ownids.lua), never from /proc/cmdline, which holds them
 -- once the machine booted with the file.
-local bootchain = require "vfioinit.bootchain"
-local words = require "vfioinit.bootloaders.words"
-local wordfiles = require "vfioinit.bootloaders.wordfiles"
-local cmdtool = require "vfioinit.bootloaders.cmdtool"
-local grub = require "vfioinit.bootloaders.grub"
+local bootchain = require "vfioinit.boot.chains"
+local words = require "vfioinit.boot.cmdline.words"
+local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
+local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
 
 local M = {}
 
 function M.record_path(target) return cmdtool.DIR .. "/" .. target .. ".base" end
 
 -- A chain's line as a new file's start, the loader's own words dropped; nil when it is
--- unknown or not the one a normal boot gets (a recovery entry, a GRUB variable the loader
--- expands).
-local function usable(c)
+-- unknown or not the one a normal boot gets (its loader's `recovery` entry, a variable the
+-- loader expands).
+local function usable(loaders, c)
   local line = c.cmdline
   if not line or line:find("$", 1, true) then return nil end
-  if c.loader == "grub" and grub.recovery({ cmdline = line, title = c.entry }) then return nil end
+  local l = loaders:get(c.loader)
+  if l and l.recovery and l.recovery(c) then return nil end
   return words.running(line)
 end
 
@@ -36,12 +36,13 @@ end
 function M.base(ctx, file)
   if ctx.root == "/" then return words.running() end
   local kvers = require("vfioinit.detect").kernels(ctx.root)
-  local chains, err = bootchain.chains(ctx, kvers)
+  local loaders = require("vfioinit.boot").new()
+  local chains, err = bootchain.chains(ctx, kvers, nil, loaders)
   if not chains then return nil, err end
   local first, other
   for _, k in ipairs(kvers) do
     for _, c in ipairs(chains[k] or {}) do
-      local line = usable(c)
+      local line = usable(loaders, c)
       if line and not first then first = { line = line, source = c.cmdline_source }
       elseif line and line ~= first.line and not other then other = { line = line, source = c.cmdline_source } end
     end

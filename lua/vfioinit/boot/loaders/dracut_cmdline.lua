@@ -13,11 +13,13 @@
 -- UKIs without the words (they are in the image, like the modules).
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
-local words = require "vfioinit.bootloaders.words"
-local bls = require "vfioinit.bootloaders.bls"
-local places = require "vfioinit.bootplaces"
+local words = require "vfioinit.boot.cmdline.words"
+local places = require "vfioinit.boot.places"
 
-local M = { name = "dracut_cmdline", stale_images = true }
+local M = { name = "dracut_cmdline", order = 40, stale_images = true, reads = { "bls", "uefi" },
+  title = "dracut uefi=yes",
+  -- dracut's UKIs never read /etc/kernel/cmdline: not created for them alone
+  covers = { kernel_cmdline = function(ctx) return not ctx.exists("/etc/kernel/cmdline") end } }
 
 M.DIR = "/etc/dracut.conf.d"
 M.FILE = M.DIR .. "/99-vfioinit-cmdline.conf"
@@ -137,9 +139,5 @@ end
 function M.regenerate() return nil end
 
 function M.files() return { M.FILE } end
-
-function M.readback(ctx, wants, kver, run)
-  return bls.readback(ctx, wants, kver, run)
-end
 
 return M

@@ -4,8 +4,8 @@
 -- apply `--append-if-missing=WORD` (and `--replace=KEY=OLD=NEW` where vfio-pci.ids is merged),
 -- after revert `--delete-if-present=WORD` (`--replace=KEY=NEW=OLD`). rpm-ostree acts through
 -- its daemon on the running system: another root is refused.
-local toolbase = require "vfioinit.bootloaders.toolbase"
-local base = require "vfioinit.bootloaders.ostree_kargs"
+local toolbase = require "vfioinit.boot.cmdline.toolbase"
+local base = require "vfioinit.boot.loaders.ostree_kargs"
 
 -- --replace=KEY=VALUE=NEWVALUE from two words of one parameter
 local function replace(old, new)
@@ -32,13 +32,12 @@ local function current(ctx)
 end
 
 local T = toolbase.new({ name = "rpm_ostree_kargs", command = "rpm-ostree", current = current,
-  apply = commands, undo = commands })
+  apply = commands, undo = commands, order = 90 })
+T.ostree, T.reads = true, base.reads_default  -- a target of ostree deployments only
 
 function T.detect(ctx)
   local o = ctx.ostree
   return o ~= nil and o.kind == "deployed" and o.tool == "rpm-ostree"
 end
-
-function T.readback(ctx, wants, kver) return base.default_readback(ctx, wants, kver) end
 
 return T

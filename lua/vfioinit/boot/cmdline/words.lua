@@ -1,4 +1,4 @@
--- Shared by the command-line targets (lua/vfioinit/bootloaders/*.lua): the parameters
+-- Shared by the command-line targets (lua/vfioinit/boot/loaders/*.lua): the parameters
 -- vfioinit adds, and the two edits every target is made of: "merge a parameter where the
 -- command line already has it" and "the words a drop-in must add". Pure text, no I/O
 -- except `running` (the running system's /proc/cmdline, read like kernel-install does).
@@ -65,8 +65,7 @@ end
 
 -- For the loaders whose files vfioinit edits in place (refind.lua, limine.lua):
 -- splice(text, reps) applies byte replacements {at=, last=, text=} (last = at - 1: an insert);
--- kernels(ctx) the kernels an edit is for (the run's, else every kernel of root);
--- readback(chains, wants) judges each boot chain's command line.
+-- kernels(ctx) the kernels an edit is for (the run's, else every kernel of root).
 function M.splice(text, reps)
   table.sort(reps, function(a, b) return a.at > b.at end)
   for _, r in ipairs(reps) do text = text:sub(1, r.at - 1) .. r.text .. text:sub(r.last + 1) end
@@ -76,15 +75,6 @@ end
 function M.kernels(ctx)
   if ctx.kernels and #ctx.kernels > 0 then return ctx.kernels end
   return require("vfioinit.detect").kernels(ctx.root)
-end
-
-function M.readback(chains, wants)
-  local out = {}
-  for _, c in ipairs(chains) do
-    local ok, miss = cmdline.has(c.cmdline or "", wants)
-    out[#out + 1] = { entry = c.entry, source = c.cmdline_source, cmdline = c.cmdline, ok = ok, missing = miss }
-  end
-  return out
 end
 
 return M

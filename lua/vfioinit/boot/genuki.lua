@@ -1,4 +1,4 @@
---[[ vfioinit.genuki: the unified kernel images a generator builds for a kernel.
+--[[ vfioinit.boot.genuki: the unified kernel images a generator builds for a kernel.
 
 Each generator owns the rule for its UKI names (docs/INTERNALS.md "Generator interface"),
 so boot chains, rebuild and verify name the same file:

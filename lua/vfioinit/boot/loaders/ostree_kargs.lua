@@ -8,8 +8,8 @@
 -- away again; `ostree admin deploy --karg-delete` takes one word per new deployment.
 -- Never `--import-proc-cmdline`/`--karg-proc-cmdline`: that is the running machine's line,
 -- not root's.
-local toolbase = require "vfioinit.bootloaders.toolbase"
-local cmdtool = require "vfioinit.bootloaders.cmdtool"
+local toolbase = require "vfioinit.boot.cmdline.toolbase"
+local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
 local cmdline = require "vfioinit.cmdline"
 local ostree = require "vfioinit.ostree"
 
@@ -29,15 +29,9 @@ function M.current(ctx)
   return d.options or "", ("%s:%d"):format(d.entry, d.options_line or 1)
 end
 
--- The default deployment's entry for kver, read back: {entry=, source=, cmdline=, ok=, missing=}.
-function M.readback(ctx, wants, kver)
-  local d, err = M.default(ctx)
-  if not d then return nil, err end
-  if d.kver ~= kver then return {} end
-  local ok, miss = cmdline.has(d.options or "", wants)
-  return { { entry = "bls: " .. d.file, source = ("%s:%d"):format(d.entry, d.options_line or 1),
-    cmdline = d.options, ok = ok, missing = miss } }
-end
+-- What is read back: the default deployment's entry (the run's chains of an ostree root are
+-- its deployments', lua/vfioinit/ostree.lua); a rollback keeps its old arguments.
+function M.reads(c) return c.loader == "bls" and c.default == true end
 
 -- `line` with `ops` ({op="add"|"replace"|"remove", old=, new=}) applied, by word.
 function M.apply_ops(line, ops)
@@ -77,15 +71,14 @@ local function set_kargs(ctx, line)
 end
 
 local T = toolbase.new({ name = "ostree_kargs", command = "ostree", current = M.current,
-  apply = function() return {} end, undo = function() return {} end })
+  apply = function() return {} end, undo = function() return {} end, order = 91 })
+T.ostree, T.reads = true, M.reads  -- a target of ostree deployments only
 T.undo = nil  -- reverted after the deployments are (ostree_initramfs first): revert_argvs
 
 function T.detect(ctx)
   local o = ctx.ostree
   return o ~= nil and o.kind == "deployed" and o.tool == "ostree"
 end
-
-function T.readback(ctx, wants, kver) return M.readback(ctx, wants, kver) end
 
 -- after apply: the default deployment's options with the record's operations
 function T.regenerate(ctx)
@@ -110,6 +103,6 @@ function T.revert_argvs(ctx, before)
   return c and { c } or {}
 end
 
--- shared with rpm_ostree_kargs.lua: the default deployment's line, and its read-back
-T.current_line, T.default_readback = M.current, M.readback
+-- shared with rpm_ostree_kargs.lua: the default deployment's line, and what is read back
+T.current_line, T.reads_default = M.current, M.reads
 return T

@@ -5,7 +5,7 @@
 -- written is merged in the file and line that hold its last word; new ones go into
 -- `own` (created when absent, from `base`).
 local cmdline = require "vfioinit.cmdline"
-local words = require "vfioinit.bootloaders.words"
+local words = require "vfioinit.boot.cmdline.words"
 
 local M = {}
 

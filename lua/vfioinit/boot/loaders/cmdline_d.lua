@@ -7,13 +7,13 @@
 -- so root= and the rest are not lost, and that start is recorded. A preset's
 -- `<preset>_cmdline=` (or ALL_cmdline) overrides these files: refused, named.
 local machine = require "vfioinit.machine"
-local wordfiles = require "vfioinit.bootloaders.wordfiles"
-local bls = require "vfioinit.bootloaders.bls"
-local ownids = require "vfioinit.bootloaders.ownids"
-local baseline = require "vfioinit.bootloaders.baseline"
+local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
+local ownids = require "vfioinit.boot.cmdline.ownids"
+local baseline = require "vfioinit.boot.cmdline.baseline"
 local preset_files = require "vfioinit.generators.mkinitcpio_preset"
 
-local M = { name = "cmdline_d", stale_images = true }
+local M = { name = "cmdline_d", order = 60, stale_images = true, reads = { "bls", "uefi" },
+  title = "mkinitcpio presets with _uki=" }
 
 M.DIR = "/etc/cmdline.d"
 M.FILE = M.DIR .. "/vfioinit.conf"
@@ -104,9 +104,5 @@ function M.edits(ctx, wants)
 end
 
 function M.regenerate() return nil end
-
-function M.readback(ctx, wants, kver, run)
-  return bls.readback(ctx, wants, kver, run)
-end
 
 return M

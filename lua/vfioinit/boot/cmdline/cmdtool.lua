@@ -6,8 +6,8 @@
 -- exactly those lines (`remove NEW`, `put back OLD`). A later apply appends to the record,
 -- so one revert undoes every apply.
 local cmdline = require "vfioinit.cmdline"
-local words = require "vfioinit.bootloaders.words"
-local ownids = require "vfioinit.bootloaders.ownids"
+local words = require "vfioinit.boot.cmdline.words"
+local ownids = require "vfioinit.boot.cmdline.ownids"
 
 local M = {}
 
