@@ -18,7 +18,11 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include <lualib.h>
+
 int luaopen_vfioinit_core(lua_State *L);
+int luaopen_vfioinit_core_archive(lua_State *L);
+int luaopen_vfioinit_core_sig(lua_State *L);
 
 static int fuzz_call(lua_State *L, const uint8_t *data, size_t size);
 
@@ -42,6 +46,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int nargs;
 	if (L == NULL)
 		abort();
+	/* core loads core.image.list and core.sig on first use through require: the parts are
+	   compiled in, so package.preload hands them over */
+	luaL_requiref(L, "_G", luaopen_base, 0);
+	luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 0);
+	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, luaopen_vfioinit_core_archive);
+	lua_setfield(L, -2, "vfioinit.core.archive");
+	lua_pushcfunction(L, luaopen_vfioinit_core_sig);
+	lua_setfield(L, -2, "vfioinit.core.sig");
+	lua_pop(L, 3);
 	luaL_requiref(L, "vfioinit.core", luaopen_vfioinit_core, 0);  /* 1 */
 	nargs = fuzz_call(L, data, size);
 	if (lua_pcall(L, nargs, LUA_MULTRET, 0) != LUA_OK) {

@@ -78,8 +78,10 @@ describe("vfioinit.core", function()
     local out, ok = maps_after("assert(core.fs.read and core.image.sections); assert(rawget(core.image, 'list') == nil)")
     assert(ok, out)
     assert.truthy(out:find("/vfioinit/core.so", 1, true), out)
+    -- what the interpreter maps by itself (an LD_PRELOADed sanitizer runtime brings libstdc++) is not core's
+    local bare = H.sh(("cd / && %s -e %s 2>&1"):format(H.lua, q("io.write(io.open('/proc/self/maps'):read('*a'))")))
     for _, lib in ipairs({ "libarchive.so", "libxml2.so", "libicuuc.so", "libstdc++.so" }) do
-      assert.is_nil(out:find(lib, 1, true), lib .. " mapped before use")
+      if not bare:find(lib, 1, true) then assert.is_nil(out:find(lib, 1, true), lib .. " mapped before use") end
     end
     out, ok = maps_after("assert(type(core.image.list) == 'function'); assert(rawget(core.image, 'list') == core.image.list)")
     assert(ok, out)

@@ -46,7 +46,7 @@ end
 -- The command line vfioinit reads back for the default entry of kver (rEFInd's first line).
 local function readback(root, kver)
   local ctx = require("vfioinit.context").new({ root = root })
-  local chains = assert(require("vfioinit.boot.loaders.refind").chains(ctx, kver))
+  local chains = assert(require("vfioinit.boot.loaders.refind").entries(ctx, kver))
   for _, c in ipairs(chains) do if c.default then return c.cmdline end end
 end
 

@@ -103,7 +103,7 @@ end
 
 -- Installed: its command in one of machine.BIN_DIRS, or its main config present.
 local function probe_installed(root, gen, g)
-  local p = machine.command(function(path) return core.fs.stat(root, path) end, gen.command)
+  local p = machine.command_in(root, gen.command)
   if p then
     g.command = p
     g.installed = true

@@ -28,6 +28,13 @@ function M.command(stat, name)
   end
 end
 
+-- command(stat, name) for a root path with core.fs's confined stat (core is required
+-- here, not at load time: --help and the man page run without the built core).
+function M.command_in(root, name)
+  local fs = require("vfioinit.core").fs
+  return M.command(function(p) return fs.stat(root, p) end, name)
+end
+
 -- Kernel module trees (/lib/modules/<kver>), first one wins for a kver in both.
 M.MODULE_DIRS = { "/lib/modules", "/usr/lib/modules" }
 

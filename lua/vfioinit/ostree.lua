@@ -192,7 +192,7 @@ function M.detect(root)
   return info
 end
 
--- The boot chain of a deployment, in bootchain.lua's shape (CONTRACT "Boot chains"):
+-- The boot chain of a deployment, in boot/chains.lua's shape (CONTRACT "Boot chains"):
 -- its BLS entry, every initrd it names (the base image and each overlay), its options.
 function M.chain(d)
   return { kernel = d.kver, kind = "image", loader = "bls", entry = "bls: " .. d.file, path = d.linux,

@@ -69,7 +69,7 @@ local function find_command(root, cmd)
   if cmd:find("/", 1, true) then
     return size_of(root, cmd) and cmd or nil
   end
-  return machine.command(function(p) return core.fs.stat(root, p) end, cmd)
+  return machine.command_in(root, cmd)
 end
 
 M.MAX_SCRIPT = 4 * 1024 * 1024  -- larger commands are binaries: no `#!` line to check

@@ -56,7 +56,7 @@ function M.check(root, sign)
   if not pem then return nil, "sign cert " .. rerr end
   local _, cerr = core.sig.cert(pem)
   if cerr then return nil, ("sign cert %s: %s"):format(sign.cert, cerr) end
-  if not machine.command(function(p) return core.fs.stat(root, p) end, M.SBSIGN) then
+  if not machine.command_in(root, M.SBSIGN) then
     return nil, ("%s: command not found in %s (sign key/cert given: install sbsigntool there)"):format(M.SBSIGN, root)
   end
   return true

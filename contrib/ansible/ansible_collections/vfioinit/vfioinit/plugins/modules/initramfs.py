@@ -89,8 +89,9 @@ options:
     description:
       - Also put C(intel_iommu=on iommu=pt) (and, with I(ids), C(vfio-pci.ids=)) on the kernel
         command line (C(--cmdline)), where the machine's boot path reads it, through each target
-        found (targets: C(grubby), C(kernelstub), C(grub), C(dracut_cmdline), C(kernel_cmdline),
-        C(cmdline_d), C(refind), C(limine), C(rpm_ostree_kargs), C(ostree_kargs), C(bootc_kargs)). Needed where vfio-pci is built into the kernel, where I(ids) alone fail.
+        found (targets C(grubby), C(kernelstub), C(grub), C(dracut_cmdline), C(kernel_cmdline),
+        C(cmdline_d), C(refind), C(limine), C(rpm_ostree_kargs), C(ostree_kargs), C(bootc_kargs)).
+        Needed where vfio-pci is built into the kernel, where I(ids) alone fail.
       - The edits are part of the plan (check mode and C(--diff) show them); I(state=absent)
         reverts them with everything else, with or without this option.
     type: bool
