@@ -112,7 +112,7 @@ function M.parse(text)
 end
 
 local function need(ctx, tool, why)
-  if not machine.command(ctx.stat, tool) then
+  if not machine.command(ctx, tool) then
     return nil, ("%s: %s needs %s, which this deployment does not have (looked in %s)"):format(ctx.root, why, tool,
       table.concat(machine.BIN_DIRS, ", "))
   end
@@ -130,7 +130,7 @@ function M.mode(run)
   local f, ferr = forced(run)
   if f == nil then return nil, ferr end
   if f then return "forced" end
-  if machine.command(ctx.stat, "rpm-ostree") then
+  if machine.command(ctx, "rpm-ostree") then
     if not info.booted then
       return nil, ("%s: rpm-ostree changes the running system only (its daemon acts on the booted deployment): "
         .. "run vfioinit on that system, with root /"):format(info.uroot)
@@ -150,7 +150,7 @@ function M.mode(run)
     if not ok then return nil, err end
   end
   -- `ostree admin deploy --overlay-initrd` came with ostree 2020.7: the option's name is in the binary
-  local bin = machine.command(ctx.stat, "ostree")
+  local bin = machine.command(ctx, "ostree")
   local text = core.fs.read(run.root, bin, 64 * 1024 * 1024) or ""
   if not text:find("overlay-initrd", 1, true) then
     return nil, ("%s: this ostree has no `ostree admin deploy --overlay-initrd` (ostree 2020.7 and later have it): "
