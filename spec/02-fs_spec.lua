@@ -582,3 +582,44 @@ describe("_fs_force_fallback()", function()
     assert.are.equal("x\n", out)
   end)
 end)
+
+local function util_pack(...) return { n = select("#", ...), ... } end
+
+describe("core.fs.hold", function()
+  it("serves a root's calls from one directory fd until the last release, and follows a root made again", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/a", "a\n")
+    local one = assert(core.fs.hold(root))
+    local two = assert(core.fs.hold(root))
+    assert.are.equal("a\n", core.fs.read(root, "/a"))
+    -- the root is removed and made again at the same path (a spec's fresh copy)
+    h.sh("rm -rf " .. h.q(root) .. " && mkdir " .. h.q(root))
+    h.writefile(root .. "/b", "b\n")
+    local three = assert(core.fs.hold(root))  -- a new hold reaches the directory there now
+    assert.are.equal("b\n", core.fs.read(root, "/b"))
+    assert.is_nil(core.fs.read(root, "/a"))
+    one:release(); two:release(); two:release()  -- a second release does nothing
+    assert.are.equal("b\n", core.fs.read(root, "/b"))
+    three:release()
+    assert.are.equal("b\n", core.fs.read(root, "/b"))  -- held or not, the same answers
+    local nothing, err, code = core.fs.hold(root .. "/missing")
+    assert.is_nil(nothing)
+    assert.are.equal(root .. "/missing: No such file or directory", err)
+    assert.are.equal(ENOENT, code)
+  end)
+
+  it("resolves a path without symlinks as the walk does, a missing last name included", function()
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.sh("mkdir -p " .. h.q(root .. "/boot/efi") .. " && ln -s efi " .. h.q(root .. "/boot/esp"))
+    for _, p in ipairs({ "/boot/efi", "/boot/efi/", "/boot//efi", "/boot/efi/new", "/boot/./efi/../efi",
+      "/../boot", "/boot/esp/new", "/boot/none/new", "/" }) do
+      local fast = util_pack(core.fs.resolve(root, p))
+      core.fs._force_fallback(true)
+      local walk = util_pack(core.fs.resolve(root, p))
+      core.fs._force_fallback(false)
+      assert.are.same(walk, fast, p)
+    end
+  end)
+end)

@@ -27,6 +27,8 @@
 #include "core.h"
 
 #define FALLBACK_KEY "vfioinit.fs.fallback"  /* registry: force the walker */
+#define HELD_KEY "vfioinit.fs.held"          /* registry: root -> struct held, while held */
+#define HOLD_T "vfioinit.FsHold"
 #define MAXLINKS 40                          /* like the kernel's ELOOP limit */
 #define COPY_CHUNK (1 << 16)
 
@@ -46,6 +48,7 @@ struct fault {
 
 struct fsctx {
 	int rootfd;
+	int borrowed;  /* rootfd is a held root's (core.fs.hold): not ours to close */
 	int fallback;
 	struct fault fwrite, ffsync, frename, fcfr;
 };
@@ -105,13 +108,41 @@ force_fallback(lua_State *L)
 #endif
 
 
-/* Open root and read the settings of this call. Returns 0 or errno. */
+/* A root held open by core.fs.hold: its fd and how many holds share it. */
+struct held {
+	int fd;
+	int refs;
+};
+
+
+/* The held entry of root (registry HELD_KEY[root]), or NULL. Leaves the stack as it was. */
+static struct held *
+held_get(lua_State *L, const char *root)
+{
+	struct held *h = NULL;
+	if (lua_getfield(L, LUA_REGISTRYINDEX, HELD_KEY) == LUA_TTABLE) {
+		lua_getfield(L, -1, root);
+		h = (struct held *)lua_touserdata(L, -1);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	return h;
+}
+
+
+/* Open root (or borrow its held fd) and read the settings of this call. Returns 0 or errno. */
 static int
 ctx_open(lua_State *L, struct fsctx *c, const char *root)
 {
+	struct held *h;
 	memset(c, 0, sizeof *c);
 	c->fallback = force_fallback(L);
 	fault_parse(c);
+	if ((h = held_get(L, root)) != NULL) {
+		c->rootfd = h->fd;
+		c->borrowed = 1;
+		return 0;
+	}
 	c->rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	return c->rootfd < 0 ? errno : 0;
 }
@@ -120,7 +151,7 @@ ctx_open(lua_State *L, struct fsctx *c, const char *root)
 static void
 ctx_close(struct fsctx *c)
 {
-	if (c->rootfd >= 0)
+	if (c->rootfd >= 0 && !c->borrowed)
 		close(c->rootfd);
 	c->rootfd = -1;
 }
@@ -400,6 +431,81 @@ confined_open(struct fsctx *c, const char *path, int flags, int *out)
 			return errno;
 	}
 	return walk_open(c, path, flags, out);
+}
+
+
+/* Is `path` (inside root, O_PATH) there with no symlink on the way? 0, or errno. */
+static int
+open_plain(struct fsctx *c, const char *path)
+{
+	struct open_how how;
+	long fd;
+	while (*path == '/')
+		path++;
+	memset(&how, 0, sizeof how);
+	how.flags = O_PATH | O_CLOEXEC;
+	how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS;
+	fd = syscall(SYS_openat2, c->rootfd, *path ? path : ".", &how, sizeof how);
+	if (fd < 0)
+		return errno;
+	close((int)fd);
+	return 0;
+}
+
+
+/*
+** resolve's quick answer, when no symlink is on the way (one openat2 instead of a
+** walk, which opens and stats every component): `path` without "." components,
+** ".." taken back (at root it stays at root, as the walk does). A missing last
+** component is allowed when its parent is there (the walk's rule), and a missing
+** parent is ENOENT (the walk meets the same missing name first). 0, or errno; -1 for
+** a path with "." or ".." components, any symlink, or no openat2: the walk answers.
+*/
+static int
+resolve_plain(struct fsctx *c, const char *path, char canon[PATH_MAX])
+{
+	size_t clen = 0, plen = strlen(path);
+	const char *p = path;
+	int dots = 0, err;
+	if (c->fallback || plen >= PATH_MAX)
+		return -1;
+	while (*p != '\0') {
+		size_t n;
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		n = strcspn(p, "/");
+		if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) {
+			dots = 1;
+			if (n == 2) {
+				while (clen > 0 && canon[clen - 1] != '/')
+					clen--;
+				if (clen > 0)
+					clen--;
+			}
+		} else {
+			canon[clen++] = '/';
+			memcpy(canon + clen, p, n);
+			clen += n;
+		}
+		p += n;
+	}
+	canon[clen] = '\0';
+	if (clen == 0)
+		strcpy(canon, "/");
+	err = open_plain(c, path);
+	if (err == ENOENT && !dots && clen > 0) {
+		/* the last name missing, its parent there (without symlinks): the walk's answer too */
+		char parent[PATH_MAX];
+		char *slash = strrchr(canon, '/');
+		memcpy(parent, canon, (size_t)(slash - canon));
+		parent[slash - canon] = '\0';
+		err = open_plain(c, parent[0] ? parent : "/");
+		if (err == 0 || err == ENOENT)
+			return err;
+	}
+	return err == 0 ? 0 : -1;
 }
 
 
@@ -1088,6 +1194,8 @@ fs_read(lua_State *L)
 		if (total > max)  /* grew while we read */
 			goto toobig;
 		luaL_addsize(&b, (size_t)n);
+		if (st.st_size > 0 && total == st.st_size)
+			break;  /* the file as large as it was when opened: no read to see its end */
 	}
 	close(fd);
 	luaL_pushresult(&b);
@@ -1188,7 +1296,9 @@ fs_resolve(lua_State *L)
 
 	if ((err = ctx_open(L, &c, root)) != 0)
 		return fail(L, &c, root, err);
-	if ((err = walk(c.rootfd, path, 1, canon, &missing)) != 0)
+	if ((err = resolve_plain(&c, path, canon)) < 0)
+		err = walk(c.rootfd, path, 1, canon, &missing);
+	if (err != 0)
 		return fail(L, &c, path, err);
 	ctx_close(&c);
 	lua_pushstring(L, canon);
@@ -1262,12 +1372,109 @@ fs_write_atomic(lua_State *L)
 }
 
 
+/* A hold: the root it holds, until released (released: root[0] == '\0'). */
+struct hold {
+	char root[1];  /* NUL-terminated, allocated to its length */
+};
+
+
+/* Is fd the directory at path now? */
+static int
+same_dir(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+
+/* Release a hold; the last release of a root closes its fd and drops its registry entry. */
+static int
+hold_release(lua_State *L)
+{
+	struct hold *k = (struct hold *)luaL_checkudata(L, 1, HOLD_T);
+	struct held *h;
+	if (k->root[0] == '\0')
+		return 0;
+	if ((h = held_get(L, k->root)) != NULL && --h->refs == 0) {
+		close(h->fd);
+		lua_getfield(L, LUA_REGISTRYINDEX, HELD_KEY);
+		lua_pushnil(L);
+		lua_setfield(L, -2, k->root);
+		lua_pop(L, 1);
+	}
+	k->root[0] = '\0';
+	return 0;
+}
+
+
+/***
+Hold root open until the hold is released: every call on that same root string
+reuses one directory fd instead of opening root each time (a run's many reads).
+Holds of one root share the fd (a new hold of a root that was replaced since moves
+them to the directory there now); the last release (or __gc) closes it.
+@function hold
+@treturn[1] userdata a hold, with `release()` (also `__gc`, `__close`)
+@return[2] nil
+@treturn[2] string "<root>: strerror"
+@treturn[2] int errno
+*/
+static int
+fs_hold(lua_State *L)
+{
+	size_t len;
+	const char *root = vfi_checkroot(L, 1);
+	struct hold *k;
+	struct held *h;
+	len = strlen(root);
+	k = (struct hold *)lua_newuserdatauv(L, sizeof *k + len, 0);
+	k->root[0] = '\0';  /* released until the fd is there */
+	luaL_setmetatable(L, HOLD_T);
+	if ((h = held_get(L, root)) != NULL && !same_dir(h->fd, root)) {
+		/* root was replaced since it was held (removed and made again): every holder
+		** now reaches the directory at that path, as a call that opens root would */
+		int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return vfi_push_errno(L, root, errno);
+		close(h->fd);
+		h->fd = fd;
+	}
+	if (h == NULL) {
+		int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return vfi_push_errno(L, root, errno);
+		if (lua_getfield(L, LUA_REGISTRYINDEX, HELD_KEY) != LUA_TTABLE) {
+			lua_pop(L, 1);
+			lua_newtable(L);
+			lua_pushvalue(L, -1);
+			lua_setfield(L, LUA_REGISTRYINDEX, HELD_KEY);
+		}
+		h = (struct held *)lua_newuserdatauv(L, sizeof *h, 0);
+		h->fd = fd;
+		h->refs = 0;
+		lua_setfield(L, -2, root);
+		lua_pop(L, 1);
+	}
+	h->refs++;
+	memcpy(k->root, root, len + 1);
+	return 1;
+}
+
+
+static const luaL_Reg hold_methods[] = {
+	{"__close",            hold_release},
+	{"__gc",               hold_release},
+	{"release",            hold_release},
+	{NULL, NULL}
+};
+
+
 static const luaL_Reg funcs[] = {
 #ifdef VFIOINIT_TESTING
 	{"_force_fallback",    fs__force_fallback},
 #endif
 	{"copy",               fs_copy},
 	{"dir",                fs_dir},
+	{"hold",               fs_hold},
 	{"mkdirs",             fs_mkdirs},
 	{"read",               fs_read},
 	{"remove",             fs_remove},
@@ -1282,6 +1489,12 @@ static const luaL_Reg funcs[] = {
 void
 fs_open(lua_State *L)
 {
+	if (luaL_newmetatable(L, HOLD_T)) {
+		luaL_setfuncs(L, hold_methods, 0);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, -2, "__index");
+	}
+	lua_pop(L, 1);
 	luaL_getsubtable(L, -1, "fs");
 	luaL_setfuncs(L, funcs, 0);
 	lua_pop(L, 1);

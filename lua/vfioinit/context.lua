@@ -1,7 +1,12 @@
 -- The context handed to generators: root-confined reads plus the run's choices.
 -- Every file access goes through vfioinit.core's root-confined primitives.
+-- A run (lua/vfioinit/run.lua) builds one and never writes into it: what the plan stage
+-- wants (modules, modprobe_file, bind) reaches a generator's `edits` through
+-- `context.wanting`, a child of the run's context; `ctx.once` keeps the facts a generator
+-- parses from root (mkinitcpio's presets, a kernel's pkgbase) for the run.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
+local machine = require "vfioinit.machine"
 
 local M = {}
 
@@ -9,9 +14,20 @@ M.MAX_CONFIG = 1024 * 1024  -- a config larger than this is refused, not parsed
 
 local ENOENT = 2
 
--- read(path) -> text | nil (absent) | nil, "path: reason"
+-- read(path) -> text | nil (absent) | nil, "path: reason". A regular file is read at once
+-- (one open); anything else is then named by its stat.
 local function reader(root)
   return function(path)
+    local text, rerr, rcode = core.fs.read(root, path, M.MAX_CONFIG)
+    if text then
+      local nul = text:find("\0", 1, true)
+      if nul then
+        local line = select(2, text:sub(1, nul):gsub("\n", "")) + 1
+        return nil, ("%s:%d: binary file (NUL byte), not a configuration file"):format(path, line)
+      end
+      return text
+    end
+    if rcode == ENOENT then return nil end
     local st, err, code = core.fs.stat(root, path)
     if not st then
       if code == ENOENT then return nil end
@@ -22,14 +38,7 @@ local function reader(root)
     if st.size > M.MAX_CONFIG then
       return nil, ("%s: file too large (%d bytes, limit %d)"):format(path, st.size, M.MAX_CONFIG)
     end
-    local text, rerr = core.fs.read(root, path, M.MAX_CONFIG)
-    if not text then return nil, rerr end
-    local nul = text:find("\0", 1, true)
-    if nul then
-      local line = select(2, text:sub(1, nul):gsub("\n", "")) + 1
-      return nil, ("%s:%d: binary file (NUL byte), not a configuration file"):format(path, line)
-    end
-    return text
+    return nil, rerr
   end
 end
 
@@ -64,7 +73,45 @@ function M.new(opts)
     end
     return false
   end
+  if opts.facts then M.keep_facts(ctx) end
   return ctx
+end
+
+--- keep_facts(ctx): a run's context (opts.facts) keeps what no stage writes for the run's
+-- life. ctx.once(key, fn) -> fn()'s results, computed on the first call with `key`: what a
+-- generator parses from such files (mkinitcpio's presets, a kernel's pkgbase); ctx.read
+-- keeps a kernel package's files (<moddir>/<kver>/...), which the generators and the boot
+-- chains each ask. A context made for one look (specs, tools) reads afresh every time.
+function M.keep_facts(ctx)
+  local memo, kept, read = {}, {}, ctx.read
+  function ctx.once(key, fn)
+    local m = memo[key]
+    if not m then m = util.pack(fn()); memo[key] = m end
+    return util.unpack(m, 1, m.n)
+  end
+  function ctx.read(path)
+    local k = kept[path]
+    if k then return k[1], k[2] end
+    local text, err = read(path)
+    for _, d in ipairs(machine.MODULE_DIRS) do
+      if path:sub(1, #d + 1) == d .. "/" then kept[path] = { text, err } end
+    end
+    return text, err
+  end
+end
+
+--- once(ctx, key, fn) -> ctx.once(key, fn), or fn() for a context without `once` (not a
+-- run's; or made by hand with the documented fields only).
+function M.once(ctx, key, fn)
+  if ctx.once then return ctx.once(key, fn) end
+  return fn()
+end
+
+--- wanting(ctx, wants) -> a context for generators' `edits`: `ctx` (reads, facts, warnings)
+-- with the plan's wants on top, {modules=, modprobe_file=, bind=}; `ctx` is left as it is.
+function M.wanting(ctx, wants)
+  return setmetatable({ modules = wants.modules or {}, modprobe_file = wants.modprobe_file, bind = wants.bind },
+    { __index = ctx })
 end
 
 return M

@@ -102,8 +102,8 @@ local function rank_of(root, path)
 end
 
 -- Installed: its command in one of machine.BIN_DIRS, or its main config present.
-local function probe_installed(root, gen, g)
-  local p = machine.command_in(root, gen.command)
+local function probe_installed(root, gen, g, look)
+  local p = machine.command(look, gen.command)
   if p then
     g.command = p
     g.installed = true
@@ -132,9 +132,9 @@ local function probe_hooks(root, gen, g)
   return best
 end
 
-local function probe_generator(root, gen, distro)
+local function probe_generator(root, gen, distro, look)
   local g = { name = gen.name, installed = false, active = false, evidence = {} }
-  probe_installed(root, gen, g)
+  probe_installed(root, gen, g, look)
   g.rank = probe_hooks(root, gen, g)
   -- rule 4: the distribution default (gen.distro_default, from machine.FAMILIES)
   g.default_rank = machine.rank(distro, gen.distro_default or {})
@@ -148,8 +148,9 @@ function M.detect(root, registry)
   inv.distro = M.os_release(root)
   inv.kernels, inv.kernel_dirs = M.kernels(root)
   inv.generators = {}
+  local look = machine.finder(root)
   for _, gen in ipairs(registry:all()) do
-    inv.generators[#inv.generators + 1] = probe_generator(root, gen, inv.distro)
+    inv.generators[#inv.generators + 1] = probe_generator(root, gen, inv.distro, look)
   end
   -- hooks first; only an installed generator can be active
   local best

@@ -3,7 +3,7 @@ every module there, so a no-op `apply` (and `verify`, `status`) need not read a 
 image again when nothing about it changed.
 
 An entry is kept per generator and kernel in <root>/var/lib/vfioinit/verified, next to
-the manifest (state.lua), and only where that manifest exists: a root vfioinit never
+the manifest (lua/vfioinit/state/), and only where that manifest exists: a root vfioinit never
 configured gets no state dir from a read-only `verify`. It records the image's
 resolved path, device, inode, size, mtime and ctime (seconds and nanoseconds), and a
 `key`: the sha256 of everything else the result depends on (verify.lua `key_of`: the

@@ -155,7 +155,7 @@ local function bind_facts(M, registry)
   M.drivers_for = per_kernel("drivers_for", kernel.drivers_for)
 end
 
--- revert: see its doc comment in bind_pipeline. Under the lock, once the checks passed:
+-- revert: see its doc comment in bind_update. Under the lock, once the checks passed:
 -- the leftovers of a killed rebuild are settled first (as apply does), then the files are
 -- restored, the commands their restore needs (bootloaders.revert_hooks) running while the
 -- manifest names them.
@@ -200,7 +200,7 @@ local function revert(registry)
   end
 end
 
--- update_initramfs: see its doc comment in bind_pipeline. Plan, apply and rebuild run
+-- update_initramfs: see its doc comment in bind_update. Plan, apply and rebuild run
 -- under one lock: a concurrent run plans on what this one wrote. The report, or nil, the
 -- error and the report so far.
 local function update_initramfs(registry)
@@ -218,7 +218,7 @@ local function update_initramfs(registry)
   end
 end
 
--- plan, verify, rebuild, update_initramfs, status, revert: runs through the pipeline.
+-- plan, verify, rebuild, status: runs through the pipeline.
 local function bind_pipeline(M, registry)
 
   --- What apply would change, computed without writing anything.
@@ -233,7 +233,12 @@ local function bind_pipeline(M, registry)
   function M.plan(opts)
     local o, err = checkopts(opts, "plan")
     if not o then return nil, err end
-    return planner.plan(o, registry)
+    local run, rerr = runs.new(o, registry, "plan")
+    if not run then return nil, rerr end
+    -- the plan outlives its run: Plan:apply reads root afresh, without the run's held fd
+    local plan, perr = planner.plan(run)
+    run:close()
+    return plan, perr
   end
 
   --- Read every image of the selected kernels and generators and check the modules are inside.
@@ -279,6 +284,11 @@ local function bind_pipeline(M, registry)
     if not o then return nil, err end
     return pipeline.status(o, registry)
   end
+
+end
+
+-- boot_chains, update_initramfs, revert (and the Plan type's documentation).
+local function bind_update(M, registry)
 
   --- What boots each kernel: unified kernel images, BLS entries, GRUB's generated menu, else
   -- the generator's default image (docs/CONTRACT.md "Boot chains").
@@ -394,9 +404,12 @@ local function bind_seed(M, registry)
       end
       opts = options.check(opts, fname, 2, { fields = options.CALLS.ensure, arg = 2 })
       -- an explicit list replaces the VFIO set: exactly those names
-      local plan, err = planner.plan({ root = opts.root, generators = { gen_name }, modules = modules,
-        exact_modules = modules ~= nil }, registry)
-      if not plan then return nil, err end
+      local run, err = runs.new({ root = opts.root, generators = { gen_name }, modules = modules,
+        exact_modules = modules ~= nil }, registry, "plan")
+      if not run then return nil, err end
+      local plan, perr = planner.plan(run)
+      run:close()
+      if not plan then return nil, perr end
       if opts.dry_run then return true, plan end
       local ok, aerr = plan:apply()
       if not ok then return nil, aerr end
@@ -456,6 +469,7 @@ local function new()
   bind_registry(M, registry)
   bind_facts(M, registry)
   bind_pipeline(M, registry)
+  bind_update(M, registry)
   bind_seed(M, registry)
   M.policy = require("vfioinit.policy").bind(M)  -- per-distribution composition; policies load on demand
   M.new = new

@@ -19,17 +19,42 @@ M.GPU = { "amdgpu", "radeon", "nouveau", "nvidia", "nvidia_modeset", "nvidia_uvm
 -- (src/spawn.c DEFAULT_PATH), so the file detect and rebuild look at is the one that runs.
 M.BIN_DIRS = { "/usr/sbin", "/usr/bin", "/sbin", "/bin" }
 
--- The path of command `name` in BIN_DIRS (a regular file, links followed), or nil;
--- `stat(path)` is the caller's root-confined stat (ctx.stat).
-function M.command(stat, name)
+-- The path of command `name` in BIN_DIRS (a regular file, links followed), or nil.
+-- `look` is the caller's root-confined stat (ctx.stat), or a run's context: a run asks for
+-- some twenty commands (every generator, loader and command-line tool detects its own), so
+-- it lists each directory once (ctx.once) and stats only the name it found.
+function M.command(look, name)
+  local stat, ctx = look, nil
+  if type(look) == "table" then stat, ctx = look.stat, look.once and look end
   for _, d in ipairs(M.BIN_DIRS) do
-    local st = stat(d .. "/" .. name)
-    if st and st.type == "file" then return d .. "/" .. name end
+    local listed = not ctx or ctx.once("bin-dir " .. d, function()
+      local set = {}
+      for _, n in ipairs(ctx.dir(d) or {}) do set[n] = true end
+      return set
+    end)[name]
+    if listed then
+      local st = stat(d .. "/" .. name)
+      if st and st.type == "file" then return d .. "/" .. name end
+    end
   end
 end
 
--- command(stat, name) for a root path with core.fs's confined stat (core is required
--- here, not at load time: --help and the man page run without the built core).
+-- A `look` for command() over a root path with core.fs's confined calls, listing each of
+-- BIN_DIRS once for all the names asked of it (core is required here, not at load time:
+-- --help and the man page run without the built core).
+function M.finder(root)
+  local fs, memo = require("vfioinit.core").fs, {}
+  return {
+    stat = function(p) return fs.stat(root, p) end,
+    dir = function(p) return fs.dir(root, p) end,
+    once = function(key, fn)
+      if memo[key] == nil then memo[key] = fn() end
+      return memo[key]
+    end,
+  }
+end
+
+-- command(look, name) for one name in a root path.
 function M.command_in(root, name)
   local fs = require("vfioinit.core").fs
   return M.command(function(p) return fs.stat(root, p) end, name)

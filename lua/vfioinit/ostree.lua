@@ -141,6 +141,7 @@ function M.detect(root)
     end
     local mgr = M.manager(root, "")
     if mgr ~= "ostree" then ev[#ev + 1] = mgr .. " (command)" end
+    if #ev == 0 then return nil end  -- nothing of ostree: its kernels are not looked for
     local kernels = image_kernels(root, "")
     -- Fedora puts vmlinuz there on every system: the image's own initramfs beside it (or the
     -- /ostree link) tells an image tree from a system with rpm-ostree or bootc installed

@@ -112,7 +112,7 @@ function M.parse(text)
 end
 
 local function need(ctx, tool, why)
-  if not machine.command(ctx.stat, tool) then
+  if not machine.command(ctx, tool) then
     return nil, ("%s: %s needs %s, which this deployment does not have (looked in %s)"):format(ctx.root, why, tool,
       table.concat(machine.BIN_DIRS, ", "))
   end
@@ -130,7 +130,7 @@ function M.mode(run)
   local f, ferr = forced(run)
   if f == nil then return nil, ferr end
   if f then return "forced" end
-  if machine.command(ctx.stat, "rpm-ostree") then
+  if machine.command(ctx, "rpm-ostree") then
     if not info.booted then
       return nil, ("%s: rpm-ostree changes the running system only (its daemon acts on the booted deployment): "
         .. "run vfioinit on that system, with root /"):format(info.uroot)
@@ -150,7 +150,7 @@ function M.mode(run)
     if not ok then return nil, err end
   end
   -- `ostree admin deploy --overlay-initrd` came with ostree 2020.7: the option's name is in the binary
-  local bin = machine.command(ctx.stat, "ostree")
+  local bin = machine.command(ctx, "ostree")
   local text = core.fs.read(run.root, bin, 64 * 1024 * 1024) or ""
   if not text:find("overlay-initrd", 1, true) then
     return nil, ("%s: this ostree has no `ostree admin deploy --overlay-initrd` (ostree 2020.7 and later have it): "
@@ -199,8 +199,9 @@ local function dracut_argv(run, kver, out, tmp)
   return argv
 end
 
--- The commands a mode runs for kver after apply: { {argv=, bind=}... }
-local function commands(run, g, kver)
+-- The commands a mode runs for kver after apply: { {argv=, bind=}... }; ctx carries the
+-- plan's wants (modprobe_file: the file to track or install)
+local function commands(run, g, kver, ctx)
   local info, mode = run.ostree, g.mode
   if mode == "overlay" then
     local out = M.OVERLAY:format(kver)
@@ -208,14 +209,14 @@ local function commands(run, g, kver)
       deploy(info, info.target, { "--overlay-initrd=" .. out }) }
   elseif mode == "initramfs-etc" then
     local list = {}
-    if run.ctx.modprobe_file then
+    if ctx.modprobe_file then
       list[#list + 1] = { argv = { "rpm-ostree", "initramfs-etc", "--track=" .. modprobe.FILE } }
     end
     list[#list + 1] = { argv = { "rpm-ostree", "kargs", "--append-if-missing=rd.driver.pre=" .. table.concat(wanted(run), ",") } }
     return list
   elseif mode == "regenerate" then
     local argv = { "rpm-ostree", "initramfs", "--enable", "--arg=--force-drivers", "--arg=" .. table.concat(wanted(run), " ") }
-    if run.ctx.modprobe_file then argv[#argv + 1] = "--arg=--install"; argv[#argv + 1] = "--arg=" .. modprobe.FILE end
+    if ctx.modprobe_file then argv[#argv + 1] = "--arg=--install"; argv[#argv + 1] = "--arg=" .. modprobe.FILE end
     return { { argv = argv } }
   end
   return {}
@@ -268,7 +269,7 @@ local function rebuild_run(run, g, ctx, opts)
   for _, k in ipairs(opts.kernels or run.kernels) do
     local e = { kernel = k, generator = g.name, ok = false, timed_out = false, image = g.image_path(ctx, k) }
     report.rebuilt[#report.rebuilt + 1] = e
-    for _, c in ipairs(commands(run, g, k)) do
+    for _, c in ipairs(commands(run, g, k, ctx)) do
       if c.mkdir then core.fs.mkdirs(ctx.root, c.mkdir, 493) end
       log(("%s %s: running %s"):format(g.name, k, table.concat(c.argv, " ")))
       local out = opts.on_output and function(line) opts.on_output(line, "stdout", g.name, { k }) end

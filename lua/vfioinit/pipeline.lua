@@ -5,15 +5,20 @@ of them (docs/INTERNALS.md "The pipeline").
   plan(run)          -> plan     lua/vfioinit/plan.lua: changes, diff, apply
   apply(plan)        -> ok       plan:apply (journal, atomic writes, rollback)
   sweep(run, gens)   -> leftovers  <image>.vfioinit-prev of an interrupted run settled
-  stale(run, plan)   -> jobs     {gen=, kernels=} whose images must be rebuilt
-  rebuild(run, jobs) -> entries  lua/vfioinit/rebuild.lua, images verified by the run
-  verify(run, gens)  -> list     run:verified per generator and kernel (read once)
+  stale(run, plan, modules)   -> jobs  {gen=, kernels=} whose images must be rebuilt
+  rebuild(run, jobs, ...)     -> ok    lua/vfioinit/rebuild.lua; each rebuilt image's
+                                       verification into report.rebuilt/report.verified
+  verify(run, gens, modules)  -> list  run:verified per generator and kernel (read once)
+
+Each stage takes what the one before returned; `modules` are the extra modules the
+images must carry beside the VFIO set (the run's --module list; none for status).
 
 Every operation that returns a report returns M.report's shape.
 ]]
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 local runs = require "vfioinit.run"
+local context = require "vfioinit.context"
 local planner = util.lazy "vfioinit.plan"
 local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.boot.cmdline"
@@ -96,7 +101,7 @@ end
 
 --- stale stage: a generator rebuilds the kernels whose image is behind its config (the
 -- config or the modprobe file changed) or fails verification.
-function M.stale(run, plan, log)
+function M.stale(run, plan, modules, log)
   local changed = {}
   for _, c in ipairs(plan.changes) do
     changed[c.generator] = true
@@ -107,7 +112,7 @@ function M.stale(run, plan, log)
   for _, g in ipairs(plan.generators) do
     local stale = {}
     for _, k in ipairs(run.kernels) do
-      if changed[g.name] or changed.modprobe or not run:verified(g, k).ok then stale[#stale + 1] = k end
+      if changed[g.name] or changed.modprobe or not run:verified(g, k, { modules = modules }).ok then stale[#stale + 1] = k end
     end
     if #stale == 0 then log(g.name .. ": every image is up to date; nothing to rebuild")
     else jobs[#jobs + 1] = { gen = g, kernels = stale } end
@@ -117,7 +122,8 @@ end
 
 -- An image must carry the VFIO modules only when its generator's config asks for them
 -- (`configured`: nothing left to plan); after `revert` a rebuild just has to produce one.
-local function verifier(run, configured)
+-- Each verification of a rebuilt image goes to `results` (generator, kernel) too.
+local function verifier(run, configured, modules, results)
   return function(gen, kver)
     if not configured[gen.name] then
       local path = gen.image_path(run.ctx, kver)
@@ -126,17 +132,22 @@ local function verifier(run, configured)
       return false, { "image" }
     end
     run:forget(gen, kver)  -- the image was just rebuilt: check what was built
-    local r = run:verified(gen, kver, true)
+    local r = run:verified(gen, kver, { modules = modules, built = true })
+    results[gen.name .. "\0" .. kver] = r
     return r.ok, r.missing
   end
 end
 
---- rebuild stage: run each job's command; entries go to report.rebuilt. `opts.stop`
--- ends at the first failing generator. A kernel whose boot chain kernel-install builds
+--- rebuild stage: run each job's command; entries go to report.rebuilt. Each rebuilt image
+-- is verified (opts.modules: the extra modules it must carry). `opts.stop` ends at the
+-- first failing generator. A kernel whose boot chain kernel-install builds
 -- is rebuilt by `kernel-install add` (lua/vfioinit/boot/kinstall.lua: instead of, or after,
--- the generator's own command). Returns true, or false with report.error set.
+-- the generator's own command). Returns true, or false with report.error set, and the
+-- verification results by generator and kernel ("name\0kver").
 function M.rebuild(run, jobs, opts, configured, report)
-  local split = {}
+  local split, results = {}, {}
+  -- the commands see what the plan wants (a deployment's mechanism tracks the modprobe.d file)
+  local ctx = opts.wants and context.wanting(run.ctx, opts.wants) or run.ctx
   for _, job in ipairs(jobs) do
     for _, j in ipairs(kinstall.split(run, job.gen, job.kernels)) do split[#split + 1] = j end
   end
@@ -152,9 +163,9 @@ function M.rebuild(run, jobs, opts, configured, report)
     end
     for _, k in ipairs(job.kernels) do run:forget(job.gen, k) end
     -- a generator that builds nothing in root (an ostree deployment's mechanism) runs its own
-    local r = (job.gen.rebuild_run or rebuild.run)(run.ctx, { job.gen }, {
+    local r = (job.gen.rebuild_run or rebuild.run)(ctx, { job.gen }, {
       kernels = job.kernels, on_output = opts.on_output, timeout = opts.timeout, log = opts.log, jobs = opts.jobs,
-      leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured) or nil,
+      leftovers = report.leftovers, verify = opts.verify ~= false and verifier(run, configured, opts.modules, results) or nil,
       sign = opts.sign,
     })
     for _, e in ipairs(r.rebuilt) do
@@ -164,17 +175,17 @@ function M.rebuild(run, jobs, opts, configured, report)
     end
     if not r.ok then
       report.error = report.error or r.error
-      if opts.stop then return false end
+      if opts.stop then return false, results end
     end
   end
-  return report.error == nil
+  return report.error == nil, results
 end
 
 --- verify stage: one result per generator and kernel, each image read once per run.
-function M.verify(run, gens)
+function M.verify(run, gens, modules)
   local out = {}
   for _, g in ipairs(gens) do
-    for _, k in ipairs(run.kernels) do out[#out + 1] = run:verified(g, k) end
+    for _, k in ipairs(run.kernels) do out[#out + 1] = run:verified(g, k, { modules = modules }) end
   end
   return out
 end
@@ -184,7 +195,7 @@ end
 local function verify_all(run, plan, opts, report)
   local all_ok = true
   report.images_stale = {}
-  report.verified = M.verify(run, plan.generators)
+  report.verified = M.verify(run, plan.generators, run.extra)
   for _, v in ipairs(report.verified) do
     if not v.ok then
       all_ok = false
@@ -297,14 +308,14 @@ local function update_stages(run, opts, report)
     return report
   end
   if opts.rebuild ~= false then
-    local jobs = M.stale(run, plan, log)
+    local jobs = M.stale(run, plan, run.extra, log)
     -- every generator's config is as planned now: its images must carry the modules
     local configured, gerr = {}, nil
     for _, g in ipairs(plan.generators) do configured[g.name] = true end
     if #jobs > 0 then gerr = select(2, run:targets()) end
     if gerr then report.error = gerr; return report end
     local ropts = { on_output = opts.on_output, timeout = opts.timeout, log = log, stop = true, jobs = opts.jobs,
-      sign = opts.sign }
+      sign = opts.sign, modules = run.extra, wants = plan.wants }
     if not M.rebuild(run, jobs, ropts, configured, report) then return report end
     local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
     if not pinned then report.error = perr; return report end
@@ -331,30 +342,32 @@ function M.update(opts, registry)
 end
 
 -- Is each generator's config in place? Answered by the run's own plan (one per run);
--- a plan that fails counts every generator as not configured.
+-- a plan that fails counts every generator as not configured. Also the plan's wants (nil
+-- when it failed).
 local function configured_by(run)
   local plan = planner.plan(run)
   local configured = {}
   for _, g in ipairs(plan and plan.generators or {}) do configured[g.name] = true end
   for _, c in ipairs(plan and plan.changes or {}) do configured[c.generator] = nil end
-  return configured
+  return configured, plan and plan.wants
 end
 
 local function rebuild_stages(run, opts, report)
   local gens, err = run:targets()
   if not gens then return nil, err end
   report.kernels, report.generators = run.kernels, names_of(gens)
-  local configured = configured_by(run)
+  local configured, wants = configured_by(run)
   M.sweep(run, gens, report, opts.log)
   local jobs = {}
   for _, g in ipairs(gens) do jobs[#jobs + 1] = { gen = g, kernels = run.kernels } end
-  if M.rebuild(run, jobs, opts, configured, report) then
+  local ropts = setmetatable({ modules = run.extra, wants = wants }, { __index = opts })
+  local ok, results = M.rebuild(run, jobs, ropts, configured, report)
+  if ok then
     local pinned, perr = bootloaders.after_rebuild(run, report.rebuilt)
     if not pinned then report.error = perr end
   end
-  -- the verification results of the rebuilt images (kept by the run)
   for _, e in ipairs(report.rebuilt) do
-    report.verified[#report.verified + 1] = run.facts.verified[e.generator .. "\0" .. e.kernel]
+    report.verified[#report.verified + 1] = results[e.generator .. "\0" .. e.kernel]
   end
   report.ok = report.error == nil
   if not report.ok then return nil, report.error, report end
@@ -377,7 +390,7 @@ function M.verify_all(opts, registry)
   if not run then return nil, err end
   local gens, gerr = run:targets()
   if not gens then run:close(); return nil, gerr end
-  local list = M.verify(run, gens)
+  local list = M.verify(run, gens, run.extra)
   if checks_cmdline(run) then
     for _, r in ipairs(cmdline_results(run)) do list[#list + 1] = r end
   end
@@ -409,15 +422,15 @@ function M.status(opts, registry)
   local inv = run.inventory
   local kernels = {}
   for _, k in ipairs(run.kernels) do
-    local mods, merr = run:modules(k)
+    local mods, merr = run:module_details(k)
     kernels[#kernels + 1] = { version = k, modules = mods or {}, error = merr }
   end
   local plan, perr = planner.plan(run)
   local pending = {}
   for _, c in ipairs(plan and plan.changes or {}) do pending[#pending + 1] = c.path end
-  run.verify_modules = {}  -- status checks the VFIO set only, as verify without --module
   local gens = (#inv.kernels > 0 and plan) and run:targets() or nil
-  local images = gens and M.verify(run, gens) or {}
+  -- status checks the VFIO set only, as verify without --module
+  local images = gens and M.verify(run, gens, {}) or {}
   -- what boots each kernel; a loader file at fault is reported, not fatal to status
   local chains, chains_error = {}, nil
   for _, k in ipairs(run.kernels) do

@@ -5,13 +5,13 @@
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 local machine = require "vfioinit.machine"
-local runs = require "vfioinit.run"
 local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
 local diff = require "vfioinit.diff"
 local bind = require "vfioinit.bind"
 local bootloaders = require "vfioinit.boot.cmdline"
 local options = require "vfioinit.options"
+local context = require "vfioinit.context"
 
 local M = {}
 
@@ -45,7 +45,7 @@ local function apply_locked(self)
   local root = self.root
   -- nothing moved since the plan was made
   for _, c in ipairs(self.changes) do
-    local cur, err = self.ctx.read(c.path)
+    local cur, err = self.run.ctx.read(c.path)
     if err then return nil, err end
     if cur ~= c.before then
       return nil, c.path .. ": changed since the plan was made; plan again"
@@ -58,7 +58,7 @@ local function apply_locked(self)
   -- journal: the writes below are recorded as pending (manifest first, then the
   -- originals) before the first file changes, and committed after the last; a run killed
   -- anywhere leaves each file before-or-after and a journal the next run settles from the
-  -- files themselves (lua/vfioinit/state.lua)
+  -- files themselves (lua/vfioinit/state/)
   local dirs = {}
   for _, c in ipairs(self.changes) do
     if c.before == nil and c.after ~= nil then
@@ -155,8 +155,6 @@ local function wanted(run)
   return want
 end
 
-M.select_generators = runs.select_generators
-
 -- The native drivers of the run's device IDs in every selected kernel, plus the GPU
 -- drivers with softdeps: the modules vfio-pci must load before.
 local function softdep_drivers(run)
@@ -177,26 +175,26 @@ local function softdep_drivers(run)
   return drivers
 end
 
--- The modprobe.d change, if any; sets ctx.modprobe_file when the file is (to be) there.
+-- The modprobe.d change, if any (false: none), and the modprobe.d file the images must
+-- carry (nil: none): the file when it is, or is to be, there.
 local function modprobe_change(run)
   local ctx, ids = run.ctx, run.ids
   local existing, err = ctx.read(modprobe.FILE)
   if err then return nil, err end
-  if existing then ctx.modprobe_file = modprobe.FILE end
+  local file = existing and modprobe.FILE or nil
   if not (ids and #ids > 0) and not run.opts.softdeps then
     -- the file stays: what would defeat its ids is refused as when they were written
     local cerr = existing and modprobe.conflicts(ctx, modprobe.ids_of(existing))
     if cerr then return nil, cerr end
-    return false
+    return false, file
   end
   local drivers, derr = softdep_drivers(run)
   if not drivers then return nil, derr end
   local cerr = modprobe.conflicts(ctx, ids)
   if cerr then return nil, cerr end
-  ctx.modprobe_file = modprobe.FILE
   local after = modprobe.content(ids, util.sorted_keys(drivers))
-  if after == existing then return false end
-  return { generator = "modprobe", path = modprobe.FILE, before = existing, after = after }
+  if after == existing then return false, modprobe.FILE end
+  return { generator = "modprobe", path = modprobe.FILE, before = existing, after = after }, modprobe.FILE
 end
 
 -- Each generator's edits, appended to `changes`; their notes become warnings.
@@ -236,23 +234,16 @@ local function check_writable(root, changes)
   return true
 end
 
--- The plan stage: plan(run) -> plan | nil, err. For callers outside the pipeline,
--- plan(opts, registry) makes the run first.
 --- follow_up(run, changes) -> plan: changes a later stage computes (a boot loader's pinned
 -- hashes after a rebuild), applied, journaled and reverted like a plan's own.
 function M.follow_up(run, changes)
   return setmetatable({ root = run.root, changes = changes, generators = {}, kernels = run.kernels,
-    ctx = run.ctx, run = run, warnings = {} }, Plan)
+    run = run, warnings = {} }, Plan)
 end
 
-function M.plan(run, registry)
-  if getmetatable(run) ~= runs.Run then
-    local err
-    run, err = runs.new(run, registry, "plan")
-    if not run then return nil, err end
-  end
-  local gens, gerr = run:generators()
-  if not gens then return nil, gerr end
+-- What the plan wants, before any edit: {modules=, modprobe_file=, bind=, cmdline=}, and
+-- the modprobe.d change (false: none) | nil, err.
+local function wants_of(run)
   local want, werr
   if run.opts.exact_modules then
     want = run.extra  -- the seed-compatible ensure_* calls name their modules exactly
@@ -260,28 +251,37 @@ function M.plan(run, registry)
     want, werr = wanted(run)
     if not want then return nil, werr end
   end
-  local ctx = run.ctx
-  ctx.modules = want
-  local changes = {}
-  local mp, perr = modprobe_change(run)
-  if mp == nil then return nil, perr end
-  if mp then changes[#changes + 1] = mp end
+  local mp, file = modprobe_change(run)
+  if mp == nil then return nil, file end
   -- devices bound by address (lua/vfioinit/bind.lua): chosen and checked before any edit
   local ok, err = bootloaders.check_builtin(run)
-  local sel, serr
-  if ok then
-    sel, serr = bind.select(run, ctx.warn)
-    if sel == nil then return nil, serr end
-    ctx.bind = sel or nil
-    ok, err = generator_changes(ctx, gens, changes)
-  end
+  if not ok then return nil, err end
+  local sel, serr = bind.select(run, run.ctx.warn)
+  if sel == nil then return nil, serr end
+  return { modules = want, modprobe_file = file, bind = sel or nil,
+    cmdline = run.opts.cmdline and bootloaders.wants(run) or nil }, mp
+end
+
+--- The plan stage: plan(run) -> plan | nil, err. The plan carries what it wants
+-- (plan.wants: modules, modprobe_file, bind, cmdline) and the changes that put it in
+-- place; the generators' `edits` see the wants through context.wanting, the run's own
+-- context is left as it is.
+function M.plan(run)
+  local gens, gerr = run:generators()
+  if not gens then return nil, gerr end
+  local wants, mp = wants_of(run)
+  if not wants then return nil, mp end
+  local ctx = context.wanting(run.ctx, wants)
+  local changes = { mp or nil }
+  local ok, err = generator_changes(ctx, gens, changes)
   if ok then ok, err = bind.changes(ctx, gens, changes) end
   if ok and run.opts.cmdline then ok, err = cmdline_changes(run, changes) end
   if ok then ok, err = check_writable(run.root, changes) end
   if not ok then return nil, err end
+  local sel = wants.bind
   return setmetatable({
-    root = run.root, changes = changes, generators = gens, kernels = run.kernels, modules = want,
-    ids = run.ids, inventory = run.inventory, warnings = ctx.warnings, ctx = ctx, run = run,
+    root = run.root, changes = changes, generators = gens, kernels = run.kernels, modules = wants.modules,
+    ids = run.ids, inventory = run.inventory, warnings = run.ctx.warnings, wants = wants, run = run,
     devices = sel and sel.devices or nil, matched = sel and sel.matched or nil,
   }, Plan)
 end

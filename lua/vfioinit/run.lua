@@ -4,13 +4,15 @@
 
 `new` checks the options' values (a bad root, generator name, module name, device ID or
 kernel returns nil, message; the public call checked their fields and types first:
-lua/vfioinit/options.lua), detects root once (the inventory) and builds the one
-context the generators see. Everything else is a fact computed on first use and kept
-for the rest of the run: the generators acted on, one libkmod context per kernel, the
-module states of each kernel, and the verification result of each image. The stages
-(lua/vfioinit/pipeline.lua) take the run and each other's results; docs/INTERNALS.md
-("The pipeline") draws them. A run lives as long as one public call: `run:close()`
-releases its libkmod contexts.
+lua/vfioinit/options.lua), holds root's directory open for the run's calls
+(core.fs.hold), detects root once (the inventory) and builds the one context the
+generators see. Everything else is a read-only fact computed on first use and kept for
+the rest of the run: the generators acted on, the module states of each kernel (depmod's
+text lists), libkmod's answers where they are needed (status' module paths, a module
+name the lists lack), the boot chains and the verification result of each image. The stages
+(lua/vfioinit/pipeline.lua) take the run and each other's results, and change no fact
+but through run:forget (a rebuilt image is read again); docs/INTERNALS.md ("The pipeline") draws them. A run lives as long as one public
+call: `run:close()` releases root's fd and the libkmod contexts.
 ]]
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
@@ -75,37 +77,48 @@ end
 -- selected kernels.
 function M.new(opts, registry, fname)
   opts = opts or {}
-  local ok, err = M.check_root(opts)
-  if not ok then return nil, err end
+  local root = opts.root or "/"
+  -- one directory fd of root for the run's many reads (a deployment's root is held too);
+  -- a root that cannot be held is checked for its message, as the public calls check it
+  local first = root ~= "" and not root:find("\0", 1, true) and core.fs.hold(root) or nil
+  if not first then
+    local ok, err = M.check_root(opts)
+    if not ok then return nil, err end
+  end
+  local held = { first }
+  local function fail(e)
+    for _, h in ipairs(held) do h:release() end
+    return nil, e
+  end
   -- an unknown generator is an error for every call, also one (status) that would
   -- otherwise report it as a plan error and succeed
   for _, n in ipairs(opts.generators or {}) do
     local g, gerr = registry:get(n)
-    if not g then return nil, gerr end
+    if not g then return fail(gerr) end
   end
-  local root = opts.root or "/"
   -- an ostree sysroot: the run acts on a deployment (lua/vfioinit/ostree.lua)
   local oinfo, oerr = require("vfioinit.ostree").locate(root, fname)
-  if oerr then return nil, oerr end
-  if oinfo then root = oinfo.root end
+  if oerr then return fail(oerr) end
+  if oinfo and oinfo.root ~= root then root = oinfo.root; held[#held + 1] = core.fs.hold(root) end
   local extra, merr = util.check_modules(opts.modules)
-  if not extra then return nil, merr end
+  if not extra then return fail(merr) end
   local ids, ierr = util.check_ids(opts.ids)
-  if opts.ids and not ids then return nil, ierr end
+  if opts.ids and not ids then return fail(ierr) end
   local sel, berr = bind.check_options(opts)  -- devices, match (compiled once), force
-  if sel == nil then return nil, berr end
+  if sel == nil then return fail(berr) end
   local inv, derr = detect.detect(root, registry)
-  if not inv then return nil, derr end
+  if not inv then return fail(derr) end
   local kernels, kerr = check_kernels(inv, opts.kernels, root)
-  if not kernels then return nil, kerr end
+  if not kernels then return fail(kerr) end
   local run = setmetatable({
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
     loaders = registry.loaders or require("vfioinit.boot").new(),
-    extra = util.unique(extra), ids = ids, bind = sel,
-    facts = { kmod = {}, modules = {}, states = {}, asked = {}, verified = {} }, reread = {}, ostree = oinfo,
+    extra = util.unique(extra), ids = ids, bind = sel, held = held,
+    facts = { kmod = {}, modules = {}, details = {}, states = {}, asked = {}, verified = {} }, reread = {},
+    ostree = oinfo,
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
-    softdeps = opts.softdeps })
+    softdeps = opts.softdeps, facts = true })
   run.ctx.ostree = oinfo
   return run
 end
@@ -148,26 +161,28 @@ function Run:kmod(kver)
   return f[kver]
 end
 
--- How a kernel has some modules is what a run asks: depmod's text lists answer it
--- (kernel.states, src/moddep.c), and libkmod, with the 1.4 MB of libcrypto it maps (5 ms
--- of a process), is loaded only for what they cannot say: the path and dependencies of
--- each VFIO module that `status` shows (the drivers of device IDs: kernel.drivers_for).
-local WITH_PATHS = { status = true }
-
---- run:modules(kver) -> kernel.modules' list for that kernel (computed once) | nil, err
--- ({name=, state=} as kernel.states says; with path= and deps= in a status run)
+--- run:modules(kver) -> the VFIO set's states on that kernel, {name=, state="module"|
+-- "builtin"|"missing"} each (vfio_virqfd only where the kernel ships it, before 6.2), from
+-- depmod's text lists (kernel.states: no libkmod, which maps 1.4 MB of libcrypto and reads
+-- every index for lookups the stages do not make); computed once | nil, err
 function Run:modules(kver)
   local f = self.facts.modules
-  if not f[kver] and not WITH_PATHS[self.op] then
+  if not f[kver] then
     local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], machine.VFIO)
     if not st then return nil, err end
     local mods = {}
     for _, name in ipairs(machine.VFIO) do
-      -- vfio_virqfd only belongs to the set on kernels that ship it (before 6.2), as kernel.modules
       if st[name] or name ~= "vfio_virqfd" then mods[#mods + 1] = { name = name, state = st[name] or "missing" } end
     end
     f[kver] = mods
   end
+  return f[kver]
+end
+
+--- run:module_details(kver) -> kernel.modules' list for that kernel (libkmod: each module's
+-- path and dependencies, what status shows), computed once | nil, err
+function Run:module_details(kver)
+  local f = self.facts.details
   if not f[kver] then
     local kctx, err = self:kmod(kver)
     if not kctx then return nil, err end
@@ -179,8 +194,9 @@ function Run:modules(kver)
 end
 
 --- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (computed once)
--- A name the lists do not have may still be an alias of a built-in module, which libkmod
--- resolves: outside `verify` (which checks the image for the names themselves) it is asked.
+-- from depmod's text lists. A name the lists do not have may still be an alias of a
+-- built-in module, which libkmod resolves: outside `verify` (which checks the image for
+-- the names themselves) it is asked.
 function Run:module_state(kver, name)
   local f = self.facts.states
   local key = kver .. "\0" .. name
@@ -267,18 +283,19 @@ end
 -- anyway. A read-only one (verify, status) only looks fingerprints up: it writes nothing.
 local RECORDS = { update_initramfs = true, rebuild = true }
 
---- run:verified(gen, kver [, built]) -> verify.check's result for that kernel's image, read
+--- run:verified(gen, kver, need) -> verify.check's result for that kernel's image, read
 -- once per run unless `forget` drops it (the image was rebuilt): reading a 13 MB image is
--- most of a no-op apply's time. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
+-- most of a no-op apply's time. `need` is what the calling stage asks of the image:
+-- {modules= (extra modules beside the VFIO set), built= (check the generator's own image:
+-- what a rebuild just wrote)}. Across runs the fingerprint store (lua/vfioinit/fingerprint.lua)
 -- answers for an image that has not changed since it was read; `opts.full` re-reads. The images
 -- checked are those the kernel's boot chains start (chains.boot_images: each loader's default
--- entry); `built` checks the generator's own image (what a rebuild just wrote). Several
--- images make one result: the first failing one's (else the first), with `checked` (every
--- result) and `note` (why several).
-function Run:verified(gen, kver, built)
+-- entry). Several images make one result: the first failing one's (else the first), with
+-- `checked` (every result) and `note` (why several).
+function Run:verified(gen, kver, need)
   local key = gen.name .. "\0" .. kver
   -- what an image-based system built is in the deployment it made: read through its chain
-  if built and gen.built_by_chain then built = nil end
+  local built = need.built and not gen.built_by_chain
   local list, note = {}, nil
   if not built and self:boots(gen) then
     local chains, cerr = self:boot_chains(kver)
@@ -292,7 +309,7 @@ function Run:verified(gen, kver, built)
   for _, c in ipairs(list) do
     local chain = c and not c.own and c or nil
     local images = chain and table.concat(chain.initrds or { chain.initramfs }, "\0")
-    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. images) or key, chain)
+    rs[#rs + 1] = self:verified_one(gen, kver, chain and (key .. "\0" .. images) or key, chain, need.modules)
   end
   if #rs == 1 then return rs[1] end
   local pick = rs[1]
@@ -305,14 +322,13 @@ function Run:verified(gen, kver, built)
 end
 
 -- One image's verify.check result, kept under `key` for the run.
-function Run:verified_one(gen, kver, key, chain)
+function Run:verified_one(gen, kver, key, chain, modules)
   local f = self.facts.verified
   if not f[key] then
     local verify = require "vfioinit.verify"
     -- the image must carry vfioinit's modprobe.d file as it is now in root
     local mp = gen.modprobe_in_image ~= false and core.fs.stat(self.root, modprobe.FILE)
       and core.fs.read(self.root, modprobe.FILE) or nil
-    local modules = self.verify_modules or self.extra
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
       bind_script = bind.expected(self.root, gen), chain = chain,
@@ -333,10 +349,11 @@ function Run:forget(gen, kver)
   self.reread[prefix] = true
 end
 
---- run:close(): release the libkmod contexts (also done by their __gc).
+--- run:close(): release root's fd and the libkmod contexts (also done by their __gc).
 function Run:close()
+  for _, h in ipairs(self.held) do h:release() end
   for k, kctx in pairs(self.facts.kmod) do kctx:close(); self.facts.kmod[k] = nil end
-  self.facts.modules, self.facts.states = {}, {}
+  self.facts.modules, self.facts.details, self.facts.states, self.facts.asked = {}, {}, {}, {}
 end
 
 M.Run = Run

@@ -150,11 +150,11 @@ end
 local function trial_plan(plan, files)
   local changes = {}
   for _, f in ipairs(files) do
-    local before, err = plan.ctx.read(f.path)
+    local before, err = plan.run.ctx.read(f.path)
     if err then return nil, err end
     changes[#changes + 1] = { generator = M.GENERATOR, path = f.path, before = before, after = f.after, mode = f.mode }
   end
-  return setmetatable({ root = plan.root, ctx = plan.ctx, changes = changes }, getmetatable(plan))
+  return setmetatable({ root = plan.root, run = plan.run, changes = changes }, getmetatable(plan))
 end
 
 -- What the trial image must carry: the staged modprobe.d file and bind script.
@@ -221,7 +221,7 @@ function M.apply(run, plan, opts, report)
     status = b.status, seconds = b.seconds, ok = b.ok, error = b.error }
   if not b.ok then return fail(report, b.error, root) end
   local mp, script = expected(run, plan, gen)
-  local v = require("vfioinit.verify").check(run.ctx, gen, kver, { modules = run.extra, modprobe_content = mp,
+  local v = require("vfioinit.verify").check(run.ctx, gen, kver, { facts = run, modules = run.extra, modprobe_content = mp,
     bind_script = gen.bind and script or nil, chain = { initramfs = build, entry = "trial " .. id } })
   report.verified[#report.verified + 1] = v
   if not v.ok then

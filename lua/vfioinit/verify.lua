@@ -3,7 +3,6 @@
 -- the image carries vfioinit's modprobe.d file unchanged.
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
-local kernel = require "vfioinit.kernel"
 local image = require "vfioinit.image"
 local uki = require "vfioinit.boot.uki"
 local modprobe = require "vfioinit.modprobe"
@@ -13,12 +12,10 @@ local context = require "vfioinit.context"
 local M = {}
 
 -- The modules an image of `kver` must carry: the VFIO modules that kernel has as
--- loadable modules (built-in ones need nothing), plus extra requested ones.
--- `facts` (a run, lua/vfioinit/run.lua) answers from what the run already knows.
-function M.required(root, kver, extra, facts)
-  local mods, err
-  if facts then mods, err = facts:modules(kver)
-  else mods, err = kernel.modules({ root = root, kernel = kver }) end
+-- loadable modules (built-in ones need nothing), plus extra requested ones. `facts` (a
+-- run, lua/vfioinit/run.lua) answers from what the run knows.
+function M.required(facts, kver, extra)
+  local mods, err = facts:modules(kver)
   if not mods then return nil, err end
   local req = {}
   for _, m in ipairs(mods) do
@@ -28,9 +25,7 @@ function M.required(root, kver, extra, facts)
   for _, m in ipairs(extra or {}) do
     m = util.norm(m)
     -- an extra module built into this kernel (or only in another selected kernel) has no .ko here
-    local st
-    if facts then st = facts:module_state(kver, m)
-    else st = kernel.module_state({ root = root, kernel = kver, name = m }) end
+    local st = facts:module_state(kver, m)
     if st ~= "builtin" and st ~= false and not seen[m] then req[#req + 1] = m; seen[m] = true end
   end
   return req
@@ -114,7 +109,8 @@ end
 -- check(ctx, gen, kver, opts) -> {kernel=, generator=, image=, kind="image"|"uki", ok=,
 -- missing={}, error=, cmdline= (a UKI's .cmdline), fingerprint=true when answered from the
 -- fingerprint store without reading}
--- opts: modules (extra), modprobe_content (expected in the image), facts (a run),
+-- opts: facts (a run, or what answers its modules(kver) and module_state(kver, name)),
+-- modules (extra), modprobe_content (expected in the image),
 -- bind_script (the generator's bind script in root: the image must run it before udev),
 -- chain (a boot chain whose initramfs is what boots instead of the generator's image:
 -- that file is checked; r.chain names its entry, r.generator_image the one not checked),
@@ -135,7 +131,7 @@ function M.check(ctx, gen, kver, opts)
     iroot = opts.chain.root or root
     if opts.chain.initrds and #opts.chain.initrds > 1 then all = opts.chain.initrds; r.images = all end
   end
-  local req, rerr = M.required(root, kver, opts.modules, opts.facts)
+  local req, rerr = M.required(opts.facts, kver, opts.modules)
   if not req then r.error = rerr; return r end
   local resolved = core.fs.resolve(iroot, path)
   local now = os.time()  -- before the stat: the image must have settled by then
@@ -169,7 +165,7 @@ function M.check(ctx, gen, kver, opts)
     end
   end
   -- the modules are known (req): the run may let go of what it holds for them (run.lua)
-  if opts.facts and opts.facts.reading then opts.facts:reading(kver) end
+  if opts.facts.reading then opts.facts:reading(kver) end
   read_image(r, iroot, gen, kver, resolved, need)
   if r.error then return r end
   r.size = st.size

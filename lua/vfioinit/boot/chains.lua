@@ -46,6 +46,8 @@ end
 -- default, each plugin's `read` (its files parsed once), the UKIs read (each once).
 -- `loaders`: a registry (lua/vfioinit/boot/init.lua; default: the built-in plugins).
 function M.state(ctx, gens, loaders)
+  -- the plugins look in the same boot places: each place is looked up once per state
+  ctx = setmetatable({ places_memo = {} }, { __index = ctx })
   local st = setmetatable({ ctx = ctx, gens = gens or {}, ukis = {}, bases = {}, of = {} }, State)
   local ki, err = places.kernel_install(ctx)
   if not ki then return nil, err end

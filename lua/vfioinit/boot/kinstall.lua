@@ -36,7 +36,7 @@ M.PLUGIN_DIRS = { "/etc/kernel/install.d", "/usr/lib/kernel/install.d" }
 
 -- Is kernel-install in root?
 function M.installed(ctx)
-  return machine.command(ctx.stat, M.COMMAND) ~= nil
+  return machine.command(ctx, M.COMMAND) ~= nil
 end
 
 -- A plugin name as kernel-install runs it: /etc's file of that name wins; one that is a

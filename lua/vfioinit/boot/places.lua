@@ -125,12 +125,15 @@ end
 -- The directories that may hold EFI/Linux (type #2 entries) or loader/entries, each
 -- once (a symlinked /boot/efi -> ../efi is one place).
 function M.boot_dirs(ctx, sub)
+  local memo = ctx.places_memo  -- a boot state's context (chains.state): asked once per state
+  if memo and memo[sub] then return memo[sub] end
   local out, seen = {}, {}
   for _, d in ipairs(M.BOOT_DIRS) do
     local p = d .. "/" .. sub
-    local real = core.fs.resolve(ctx.root, p)
-    if real and is_dir(ctx, p) and not seen[real] then seen[real] = true; out[#out + 1] = { dir = d, path = p } end
+    local real = is_dir(ctx, p) and core.fs.resolve(ctx.root, p)  -- most are not there: one stat
+    if real and not seen[real] then seen[real] = true; out[#out + 1] = { dir = d, path = p } end
   end
+  if memo then memo[sub] = out end
   return out
 end
 

@@ -20,6 +20,7 @@ local engine = require "vfioinit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
 local preset_files = require "vfioinit.generators.mkinitcpio_preset"
+local context = require "vfioinit.context"
 
 local M = {
   name = "mkinitcpio",
@@ -249,7 +250,10 @@ end
 ---------------------------------------------------------------------------
 -- Images and rebuilds.
 
-local function pkgbase(ctx, kver) return machine.pkgbase(ctx.read, kver) end
+-- Arch's package name of kver (<moddir>/<kver>/pkgbase), read once per run.
+local function pkgbase(ctx, kver)
+  return context.once(ctx, "pkgbase\0" .. kver, function() return machine.pkgbase(ctx.read, kver) end)
+end
 
 -- Does a preset's `<p>_kver`/`ALL_kver` name kver? mkinitcpio takes a plain version as
 -- is and reads a path's version out of the kernel image; vfioinit does not read the

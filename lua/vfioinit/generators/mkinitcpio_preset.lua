@@ -11,6 +11,7 @@
 -- directory is no place in root: a relative path, or one whose `..` climb above `/`,
 -- is refused with the file and line.
 local core = require "vfioinit.core"
+local context = require "vfioinit.context"
 
 local M = {}
 
@@ -73,10 +74,8 @@ local function entry(vars, pn)
   }
 end
 
---- read(ctx) -> list of preset files in directory order, each {name= (file name without
--- `.preset`), path=, vars= (see `variables`), presets= {entry...} (PRESETS in order)},
--- or nil, "PATH:LINE: reason" (a file that cannot be read or scanned, a bad path).
-function M.read(ctx)
+-- The preset files, read and parsed (see M.read).
+local function read(ctx)
   local out = {}
   for _, n in ipairs(ctx.dir(M.DIR) or {}) do
     local name = n:match("^(.+)%.preset$")
@@ -102,6 +101,14 @@ function M.read(ctx)
     end
   end
   return out
+end
+
+--- read(ctx) -> list of preset files in directory order, each {name= (file name without
+-- `.preset`), path=, vars= (see `variables`), presets= {entry...} (PRESETS in order)},
+-- or nil, "PATH:LINE: reason" (a file that cannot be read or scanned, a bad path). Read
+-- once per run (ctx.once): no stage writes a preset. The tables are shared: read only.
+function M.read(ctx)
+  return context.once(ctx, "mkinitcpio.presets", function() return read(ctx) end)
 end
 
 return M

@@ -4,7 +4,7 @@
 -- added that this one does not name is taken out again; an id the user wrote is never
 -- taken out. An apply without --ids leaves the ids as they are.
 --
--- Which ids vfioinit added to a file is read from the manifest (lua/vfioinit/state.lua):
+-- Which ids vfioinit added to a file is read from the manifest (lua/vfioinit/state/):
 -- the ids the file holds now minus those of its first original (the backup), or minus
 -- those of what it was created from. When the file no longer holds exactly what vfioinit
 -- last wrote (a hand edit), nothing is known about who wrote which id: none is dropped.

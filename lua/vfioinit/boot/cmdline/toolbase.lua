@@ -36,7 +36,7 @@ end
 function M.new(spec)
   local T = { name = spec.name, order = spec.order, covers = spec.covers, title = spec.command,
     record = cmdtool.path(spec.name), reads = { "bls", "uefi" } }
-  function T.detect(ctx) return machine.command(ctx.stat, spec.command) ~= nil end
+  function T.detect(ctx) return machine.command(ctx, spec.command) ~= nil end
   function T.files() return { T.record } end
   function T.edits(ctx, wants)
     local line, err = (spec.current or current)(ctx)

@@ -78,7 +78,7 @@ local function kinstall_uki(ctx)
 end
 
 function M.detect(ctx)
-  if not machine.command(ctx.stat, "dracut") then return false end
+  if not machine.command(ctx, "dracut") then return false end
   if kinstall_uki(ctx) then return true end
   local files = configs(ctx)
   local v = files and effective(files)

@@ -25,7 +25,7 @@ M.DROPIN_DIR = "/etc/default/grub.d"
 M.DROPIN = M.DROPIN_DIR .. "/vfioinit.cfg"
 M.TOOLS = { "update-grub", "grub-mkconfig", "grub2-mkconfig" }
 
-local function find(ctx, cmd) return machine.command(ctx.stat, cmd) end
+local function find(ctx, cmd) return machine.command(ctx, cmd) end
 
 -- The regeneration tool of root: {name=, path=} or nil (GRUB is not installed).
 function M.tool(ctx)

@@ -124,9 +124,12 @@ end
 function M.configs(ctx)
   local out, seen = {}, {}
   for _, part in ipairs(M.PARTITIONS) do
+    -- one listing of the partition instead of a stat per candidate: most are absent
+    local names = {}
+    for _, n in ipairs(ctx.dir(part) or {}) do names[n] = true end
     for _, c in ipairs(M.CANDIDATES) do
       local p = (part == "/" and "" or part) .. c
-      local st = ctx.stat(p)
+      local st = names[c:match("^/([^/]+)")] and ctx.stat(p)
       local real = st and st.type == "file" and core.fs.resolve(ctx.root, p)
       if real then
         if not seen[real] then seen[real] = true; out[#out + 1] = { path = p, part = part } end

@@ -1,0 +1,98 @@
+-- The stages pass values over one run that reads each fact once (issue 24 item 3): a no-op
+-- `apply` on a one-kernel mkinitcpio root (Arch's linux.preset, the real Debian kernel's
+-- module tree, an image that carries the VFIO modules) reads no file more than twice, and,
+-- when strace is there, makes at most 180 file syscalls beyond loading the module
+-- (bench/syscalls; docs/MAINTAINERS.md "File syscalls of a no-op apply").
+-- The reads are counted by wrapping core.fs.read, which every read of root goes through
+-- (the context's read function too); the image is built here, the way mkinitcpio lays one
+-- out, with bash reading root's mkinitcpio.conf as mkinitcpio's build does.
+local h = require "helpers"
+local core = require "vfioinit.core"
+local vfioinit = require "vfioinit"
+
+-- mkinitcpio's preset template as Arch's linux package installs it (pkgbase "linux")
+local PRESET = [[
+# mkinitcpio preset file for the 'linux' package
+
+#ALL_config="/etc/mkinitcpio.conf"
+ALL_kver="/boot/vmlinuz-linux"
+
+PRESETS=('default' 'fallback')
+
+#default_config="/etc/mkinitcpio.conf"
+default_image="/boot/initramfs-linux.img"
+#default_uki="/efi/EFI/Linux/arch-linux.efi"
+#default_options="--splash /usr/share/systemd/bootctl/splash-arch.bmp"
+
+#fallback_config="/etc/mkinitcpio.conf"
+fallback_image="/boot/initramfs-linux-fallback.img"
+#fallback_uki="/efi/EFI/Linux/arch-linux-fallback.efi"
+fallback_options="-S autodetect"
+]]
+
+-- What `mkinitcpio -p linux` puts in the image that verify looks at: the kernel's VFIO
+-- modules and /config, the build's MODULES as mkinitcpio writes it.
+local function build_image(root, kver)
+  local d = h.tmpdir()
+  local vdir = "/lib/modules/" .. kver .. "/kernel/drivers/vfio"
+  local out, ok = h.sh(("mkdir -p %s && cp -r %s %s"):format(h.q(d .. "/usr" .. vdir:match("^(.*)/vfio$")),
+    h.q(root .. vdir), h.q(d .. "/usr" .. vdir)))
+  assert(ok, out)
+  local mods = h.sh("bash -c " .. h.q('. "$1"; printf %s "${MODULES[*]}"') .. " _ " .. h.q(root .. "/etc/mkinitcpio.conf"))
+  h.writefile(d .. "/config", ('MODULES="%s"\n'):format(mods))
+  out, ok = h.sh(("cd %s && find . | cpio -o -H newc --quiet > %s"):format(h.q(d), h.q(root .. "/boot/initramfs-linux.img")))
+  h.rm(d)
+  assert(ok, out)
+end
+
+describe("a no-op apply on a one-kernel mkinitcpio root", function()
+  local root
+
+  setup(function()
+    root = h.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
+      files = { ["/etc/mkinitcpio.d/linux.preset"] = PRESET, ["/boot/vmlinuz-linux"] = "kernel\n" },
+      exec = { "/usr/bin/mkinitcpio" } })
+    local kver = h.install_kernel(root, "cloud")
+    h.writefile(root .. "/lib/modules/" .. kver .. "/pkgbase", "linux\n")
+    local plan = assert(vfioinit.plan({ root = root }))
+    assert.are.equal(1, #plan.changes)
+    assert(plan:apply())
+    build_image(root, kver)
+    -- the first run reads the image and records its fingerprint; the next ones are no-ops
+    local rep = vfioinit.update_initramfs({ root = root })
+    assert.is_true(rep.ok, rep.error)
+    assert.are.same({}, rep.rebuilt)
+  end)
+  teardown(function() h.rm(root) end)
+
+  it("reads no file more than twice (the preset, the config, the manifest ...)", function()
+    local reads, real = {}, core.fs.read
+    finally(function() core.fs.read = real end)
+    core.fs.read = function(r, path, ...)
+      if r == root then reads[path] = (reads[path] or 0) + 1 end
+      return real(r, path, ...)
+    end
+    local rep = vfioinit.update_initramfs({ root = root })
+    core.fs.read = real
+    assert.is_true(rep.ok, rep.error)
+    assert.are.same({}, rep.changes)
+    assert.are.same({}, rep.rebuilt)
+    assert.is_true(rep.verified[1].ok)
+    assert.truthy(reads["/etc/mkinitcpio.d/linux.preset"], "the preset was not read at all")
+    local over = {}
+    for path, n in pairs(reads) do
+      if n > 2 then over[#over + 1] = ("%s read %d times"):format(path, n) end
+    end
+    table.sort(over)
+    assert.are.same({}, over)
+  end)
+
+  local strace = h.sh("command -v strace"):match("%S") ~= nil
+  local it_strace = strace and it or pending
+  it_strace("makes at most 180 file syscalls beyond loading the module (strace, bench/syscalls)", function()
+    local out, ok = h.sh("bench/syscalls " .. h.q(root) .. " apply 2>&1")
+    assert(ok, out)
+    local n = tonumber(out:match("beyond loading: (%d+)"))
+    assert(n and n <= 180, out)
+  end)
+end)
