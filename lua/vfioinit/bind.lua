@@ -18,8 +18,9 @@ checks, choosing devices by pattern (pciids.lua), the safety rules on a live sys
 ]]
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
-local sysfs = require "vfioinit.sysfs"
-local pciids = require "vfioinit.pciids"
+-- what --device and --match need (an apply without them checks its options here too)
+local sysfs = util.lazy "vfioinit.sysfs"
+local pciids = util.lazy "vfioinit.pciids"
 
 local M = {}
 
