@@ -85,7 +85,7 @@ local function bind_registry(M, registry)
   -- @treturn[1] table the generator spec
   -- @treturn[2] nil
   -- @treturn[2] string `unknown generator "x" (known: ...)`
-  function M.generator(name) return registry:get(name) end
+  function M.generator(name) return registry:spec(name) end
 
   --- Names of every generator this instance knows: the built-ins, then registered ones.
   -- @function generator_names
