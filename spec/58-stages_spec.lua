@@ -104,7 +104,7 @@ describe("a no-op apply on a one-kernel mkinitcpio root", function()
     -- nor the generators it does not act on, nor what only a command-line edit uses
     for _, m in ipairs({ "trial", "trial.stage", "diff", "signing", "sysfs", "pciids", "state.journal",
       "state.revert", "generators.dracut", "generators.booster", "generators.initramfs_tools",
-      "boot.cmdline.grubvars", "boot.cmdline.wordfiles" }) do
+      "boot.cmdline.grubvars", "boot.cmdline.wordfiles", "policy" }) do
       assert.is_nil(loaded:find("\nvfioinit." .. m .. "\n", 1, true), "loaded vfioinit." .. m)
     end
   end)

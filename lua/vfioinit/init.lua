@@ -472,7 +472,11 @@ local function new()
   bind_pipeline(M, registry)
   bind_update(M, registry)
   bind_seed(M, registry)
-  M.policy = require("vfioinit.policy").bind(M)  -- per-distribution composition; policies load on demand
+  -- per-distribution composition, bound on first use (a command that applies none loads none)
+  local policy
+  local function bound() policy = policy or require("vfioinit.policy").bind(M); return policy end
+  M.policy = setmetatable({}, { __index = function(_, k) return bound()[k] end,
+    __newindex = function(_, k, v) bound()[k] = v end, __call = function(_, ...) return bound()(...) end })
   M.new = new
   return M
 end
