@@ -26,7 +26,7 @@ rebuild, a BLAKE2b pin on a file whose contents changed gets the file's new hash
 own hash is enrolled in the Limine binary (`limine enroll-config`) is not edited.
 ]]
 local core = require "vfioinit.core"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.boot.places"
 local ownids = require "vfioinit.boot.cmdline.ownids"

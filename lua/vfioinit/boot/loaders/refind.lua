@@ -24,7 +24,7 @@ Edits: the parameters go into every options field that boots one of the run's ke
 refind_linux.conf line rEFInd reads, each enabled stanza and submenu with its own options),
 re-quoted in place; every other byte stays. No regeneration: rEFInd reads the files at boot.
 ]]
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.boot.places"
 local ownids = require "vfioinit.boot.cmdline.ownids"
