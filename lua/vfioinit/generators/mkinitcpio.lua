@@ -355,19 +355,13 @@ end
 -- hands to modprobe), or the systemd hook's modules-load.d list.
 function M.early_modules(contents)
   local set = {}
-  local cfg = util.member(contents, "config")
-  if cfg then
-    for line in cfg:gmatch("[^\n]+") do
-      local v = line:match('^MODULES="(.*)"$') or line:match("^MODULES='(.*)'$") or line:match("^MODULES=(%S*)$")
-      if v then for m in v:gmatch("%S+") do set[norm(m)] = true end end
-    end
+  for line in (util.member(contents, "config") or ""):gmatch("[^\n]+") do
+    local v = line:match('^MODULES="(.*)"$') or line:match("^MODULES='(.*)'$") or line:match("^MODULES=(%S*)$")
+    if v then for m in v:gmatch("%S+") do set[norm(m)] = true end end
   end
-  local ml = util.member(contents, "etc/modules-load.d/MODULES.conf")
-  if ml then
-    for line in ml:gmatch("[^\n]+") do
-      local m = line:match("^%s*([^#%s]+)")
-      if m then set[norm(m)] = true end
-    end
+  for line in (util.member(contents, "etc/modules-load.d/MODULES.conf") or ""):gmatch("[^\n]+") do
+    local m = line:match("^%s*([^#%s]+)")
+    if m then set[norm(m)] = true end
   end
   return set
 end
