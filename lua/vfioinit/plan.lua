@@ -8,7 +8,7 @@ local machine = require "vfioinit.machine"
 local modprobe = require "vfioinit.modprobe"
 local state = util.lazy "vfioinit.state"  -- the journal: only when there is a change
 local lock = require "vfioinit.state.lock"
-local diff = util.lazy "vfioinit.diff"
+local diff = util.lazy "vfioinit.edit.diff"
 local bind = require "vfioinit.bind"
 local bootloaders = require "vfioinit.boot.cmdline"
 local options = require "vfioinit.options"
@@ -254,7 +254,7 @@ local function wants_of(run)
   end
   local mp, file = modprobe_change(run)
   if mp == nil then return nil, file end
-  -- devices bound by address (lua/vfioinit/bind.lua): chosen and checked before any edit
+  -- devices bound by address (lua/vfioinit/bind/init.lua): chosen and checked before any edit
   local ok, err = bootloaders.check_builtin(run)
   if not ok then return nil, err end
   local sel, serr = bind.select(run, run.ctx.warn)

@@ -19,8 +19,8 @@ checks, choosing devices by pattern (pciids.lua), the safety rules on a live sys
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 -- what --device and --match need (an apply without them checks its options here too)
-local sysfs = util.lazy "vfioinit.sysfs"
-local pciids = util.lazy "vfioinit.pciids"
+local sysfs = util.lazy "vfioinit.bind.sysfs"
+local pciids = util.lazy "vfioinit.bind.pciids"
 
 local M = {}
 
