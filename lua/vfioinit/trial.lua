@@ -220,6 +220,11 @@ function M.apply(run, plan, opts, report)
   report.rebuilt[#report.rebuilt + 1] = { kernel = kver, generator = gen.name, image = build, command = b.command,
     status = b.status, seconds = b.seconds, ok = b.ok, error = b.error }
   if not b.ok then return fail(report, b.error, root) end
+  if s.osrel then
+    local r, oerr = uki.set_osrel(root, build, s.osrel, lp.uki.osrel, bootloaders.run_command, { timeout = opts.timeout })
+    if not r then return fail(report, oerr, root) end
+    report.regenerated = { r }
+  end
   local mp, script = expected(run, plan, gen)
   local v = require("vfioinit.verify").check(run.ctx, gen, kver, { facts = run, modules = run.extra, modprobe_content = mp,
     bind_script = gen.bind and script or nil, chain = { initramfs = build, entry = "trial " .. id } })

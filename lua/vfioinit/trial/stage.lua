@@ -16,7 +16,10 @@ Per generator (its own option for another configuration and another output):
                    /etc/initramfs-tools; a hook of the copy puts the staged modprobe.d file
                    in, after mkinitramfs copied /etc/modprobe.d)
   dracut           dracut --conf STAGE/dracut.conf --confdir STAGE/dracut.conf.d
-                   [--include STAGED /etc/modprobe.d/vfioinit.conf] --force OUT KVER
+                   [--include STAGED /etc/modprobe.d/vfioinit.conf] --force OUT KVER;
+                   a UKI: --uefi, the command line as the copy's last kernel_cmdline=
+                   (STAGE/dracut.conf.d/zz-vfioinit-trial.conf), and `osrel` in the result:
+                   dracut embeds root's own os-release, trial/uki.lua replaces it after the build
   mkinitcpio       mkinitcpio -c STAGE/mkinitcpio.conf -k KVER -g OUT
                    [--include STAGED:/etc/modprobe.d/vfioinit.conf] (mkinitcpio 39 and later);
                    a UKI: -U OUT --cmdline STAGE/cmdline --osrelease STAGE/os-release
@@ -99,14 +102,47 @@ BUILTIN["initramfs-tools"] = function(ctx, changes, kver, out, mp)
   return { files = files, argv = { "mkinitramfs", "-d", conf, "-o", out, kver }, owns = { "/etc/initramfs-tools" } }
 end
 
-BUILTIN.dracut = function(ctx, changes, kver, out, mp)
+-- A UKI's staged command line and os-release (lua/vfioinit/trial/uki.lua's).
+local function uki_files(files, uki)
+  files[#files + 1] = { path = M.STAGE .. "/cmdline", after = uki.cmdline .. "\n" }
+  files[#files + 1] = { path = M.STAGE .. "/os-release", after = uki.osrel }
+  return files
+end
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- dracut sources its configs in file-name order: the copy's last word on the command line.
+M.DRACUT_UKI_CONF = M.STAGE .. "/dracut.conf.d/zz-vfioinit-trial.conf"
+
+-- dracut signs a UKI while building it (uefi_secureboot_key/cert); the trial's .osrel is
+-- replaced after the build, which would break that signature.
+local function dracut_signs(ctx)
+  local key, from = require("vfioinit.generators.dracut").setting(ctx, "uefi_secureboot_key")
+  if key == nil then return from end
+  if key then
+    return ("%s: uefi_secureboot_key: dracut signs the UKI it builds, and a trial UKI's os-release is put in "
+      .. "after the build (dracut takes none of its own), which would break that signature: apply without --trial")
+      :format(from)
+  end
+end
+
+BUILTIN.dracut = function(ctx, changes, kver, out, mp, _, uki)
   local files, err = copy_file(ctx, "/etc/dracut.conf", M.STAGE .. "/dracut.conf", changes, {})
   if files then files, err = copy_tree(ctx, "/etc/dracut.conf.d", M.STAGE .. "/dracut.conf.d", changes, files) end
   if not files then return nil, err end
   local argv = { "dracut", "--conf", M.STAGE .. "/dracut.conf", "--confdir", M.STAGE .. "/dracut.conf.d" }
+  if uki then
+    local why = dracut_signs(ctx)
+    if why then return nil, why end
+    uki_files(files, uki)
+    files[#files + 1] = { path = M.DRACUT_UKI_CONF,
+      after = "# vfioinit trial: the trial UKI's command line\nkernel_cmdline=" .. shell_quote(uki.cmdline) .. "\n" }
+    argv[#argv + 1] = "--uefi"
+  end
   if mp then for _, a in ipairs({ "--include", M.MODPROBE, modprobe.FILE }) do argv[#argv + 1] = a end end
   for _, a in ipairs({ "--force", out, kver }) do argv[#argv + 1] = a end
-  return { files = files, argv = argv, owns = { "/etc/dracut.conf", "/etc/dracut.conf.d" } }
+  return { files = files, argv = argv, owns = { "/etc/dracut.conf", "/etc/dracut.conf.d" },
+    osrel = uki and M.STAGE .. "/os-release" or nil }
 end
 
 -- mkinitcpio 39 and later take `--include SRC:DEST` (added after the hooks, so over what
@@ -131,8 +167,7 @@ BUILTIN.mkinitcpio = function(ctx, changes, kver, out, mp, _, uki)
   if uki then
     argv = { "mkinitcpio", "-c", conf, "-k", kver, "-U", out, "--cmdline", M.STAGE .. "/cmdline",
       "--osrelease", M.STAGE .. "/os-release" }
-    files[#files + 1] = { path = M.STAGE .. "/cmdline", after = uki.cmdline .. "\n" }
-    files[#files + 1] = { path = M.STAGE .. "/os-release", after = uki.osrel }
+    uki_files(files, uki)
   end
   if mp then for _, a in ipairs({ "--include", M.MODPROBE .. ":" .. modprobe.FILE }) do argv[#argv + 1] = a end end
   return { files = files, argv = argv, owns = { "/etc/mkinitcpio.conf" } }
@@ -148,9 +183,8 @@ end
 
 -- Generators whose staged build has a way to carry the staged modprobe.d file.
 local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true, mkinitcpio = true }
--- Generators whose staged build makes a trial UKI: it needs an os-release of its own (the
--- sort key), which dracut's --uefi does not take (it embeds the root's).
-local BUILDS_UKI = { mkinitcpio = true }
+-- Generators whose staged build makes a trial UKI (with an os-release of its own: the sort key).
+local BUILDS_UKI = { mkinitcpio = true, dracut = true }
 
 --- plan(ctx, gen, changes, kver, out [, uki]) -> {files=, argv=} | nil, err
 function M.plan(ctx, gen, changes, kver, out, uki)
