@@ -219,7 +219,7 @@ describe("trial UKI (systemd-boot type #2 entry)", function()
     assert.is_true(bls.SORT_KEY < "debian")
   end)
 
-  it("is built by mkinitcpio -U from the staged configuration; dracut, which takes no os-release, is refused", function()
+  it("is built by mkinitcpio -U from the staged configuration, or dracut --uefi (its .osrel replaced after the build)", function()
     local root = h.tmpdir()
     finally(function() h.rm(root) end)
     h.writefile(root .. "/etc/mkinitcpio.conf", "MODULES=()\nHOOKS=(base udev)\n")
@@ -236,7 +236,27 @@ describe("trial UKI (systemd-boot type #2 entry)", function()
     assert.are.equal(spec.cmdline .. "\n", staged[stage.STAGE .. "/cmdline"])
     assert.are.equal(spec.osrel, staged[stage.STAGE .. "/os-release"])
     assert.are.equal(changes[1].after, staged[stage.STAGE .. "/mkinitcpio.conf"])
+    -- dracut: the copy of its configuration, read by bash as dracut sources it (dracut.conf,
+    -- then dracut.conf.d/*.conf in name order), says uefi and the trial's command line
+    h.writefile(root .. "/etc/dracut.conf.d/50-uki.conf", "uefi=yes\nkernel_cmdline=\"console=ttyS0\"\n")
+    local word = [[dyndbg="file x +p" it's]]
+    spec.cmdline = "root=/dev/vda " .. word .. " vfioinit.trial=0a1b2c3d"
+    s = assert(stage.plan(ctx, { name = "dracut" }, {}, KVER, out, spec))
+    assert.are.same({ "dracut", "--conf", stage.STAGE .. "/dracut.conf", "--confdir", stage.STAGE .. "/dracut.conf.d",
+      "--uefi", "--force", out, KVER }, s.argv)
+    assert.are.equal(stage.STAGE .. "/os-release", s.osrel)
+    for _, f in ipairs(s.files) do h.writefile(root .. f.path, f.after) end
+    local said = h.sh("bash -c " .. h.q(("cd %s && . ./dracut.conf && for f in dracut.conf.d/*.conf; do . \"$f\"; done; "
+      .. 'printf "%%s|%%s" "$uefi" "$kernel_cmdline"'):format(h.q(root .. stage.STAGE))))
+    assert.are.equal("yes|" .. spec.cmdline, said)
+    assert.are.equal(spec.osrel, h.readfile(root .. s.osrel))
+    -- dracut signs what it builds with uefi_secureboot_key: a .osrel put in after would void it
+    h.writefile(root .. "/etc/dracut.conf.d/60-sb.conf", "uefi_secureboot_key=/etc/sb/db.key\nuefi_secureboot_cert=/etc/sb/db.crt\n")
     local r, err = stage.plan(ctx, { name = "dracut" }, {}, KVER, out, spec)
+    assert.is_nil(r)
+    assert.matches("/etc/dracut.conf.d/60-sb.conf: uefi_secureboot_key: dracut signs the UKI", err, 1, true)
+    -- initramfs-tools builds no UKI
+    r, err = stage.plan(ctx, { name = "initramfs-tools" }, {}, KVER, out, spec)
     assert.is_nil(r)
     assert.matches("/efi/EFI/Linux/arch-" .. KVER .. "-vfioinit-trial+1.efi: a trial UKI needs an os-release", err, 1, true)
   end)
@@ -293,10 +313,36 @@ describe("trial staging", function()
       after = "x" } }, KVER, "/boot/x")
     assert.is_nil(s)
     assert.matches("/usr/lib/dracut/modules.d/90vfioinit-bind/module-setup.sh: dracut keeps this file outside", err, 1, true)
-    gen = require("vfioinit.generators").new():get("booster")
-    s, err = stage.plan(ctx, gen, { { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf", after = "x" } }, KVER, "/boot/x")
+    -- a generator of one's own without trial_stage
+    s, err = stage.plan(ctx, { name = "mkinitfs" }, {}, KVER, "/boot/x")
     assert.is_nil(s)
-    assert.matches("a booster trial image cannot carry", err, 1, true)
+    assert.matches("mkinitfs: no staged build for a trial image", err, 1, true)
+  end)
+
+  it("booster: the modprobe.d options go on the trial's command line as booster's init reads them", function()
+    local gen = require("vfioinit.generators").new():get("booster")
+    local mp = { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf",
+      after = "# x\noptions vfio-pci ids=1af4:1000,10de:1b80 \\\n  disable_vga=1\nsoftdep nouveau pre: vfio-pci\n" }
+    local words = assert(stage.cmdline_words(gen, { mp }))
+    -- booster's init/cmdline.go: a key with a dot is <module>.<param>, the module name normalized
+    local params = {}
+    for _, w in ipairs(words) do
+      local mod, param = w:match("^([^.=]+)%.(.+)$")
+      params[#params + 1] = mod:gsub("-", "_") .. " " .. param
+    end
+    -- modprobe, the other reader, gives the same options for vfio_pci
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/etc/modprobe.d/vfioinit.conf", mp.after)
+    local shown = h.sh("modprobe -C " .. h.q(root .. "/etc/modprobe.d") .. " --showconfig 2>/dev/null | grep '^options vfio_pci '")
+    local want = {}
+    for a in shown:gsub("^options vfio_pci ", ""):gmatch("%S+") do want[#want + 1] = "vfio_pci " .. a end
+    assert.are.same(want, params)
+    assert.are.same({}, assert(stage.cmdline_words(require("vfioinit.generators").new():get("dracut"), { mp })))
+    -- an option without a value is not a module parameter booster's init takes
+    local r, err = stage.cmdline_words(gen, { { path = mp.path, after = "options vfio-pci nointxmask\n" } })
+    assert.is_nil(r)
+    assert.matches("/etc/modprobe.d/vfioinit.conf:1: `nointxmask` has no value", err, 1, true)
   end)
 
   it("mkinitcpio: the staged modprobe.d file goes in by --include SRC:DEST, refused where mkinitcpio has none", function()

@@ -81,14 +81,16 @@ local function pick_generator(run, plan)
 end
 
 -- The trial's kernel command line: the default entry's, with what --cmdline adds, the
--- marker and the user's trial words.
-local function trial_line(run, chain, id, extra)
+-- staged modprobe.d options a generator takes from there (stage.cmdline_words), the marker
+-- and the user's trial words.
+local function trial_line(run, chain, id, extra, words)
   local line = chain.cmdline or ""
   if run.opts.cmdline then
     local s, why = cmdline.add(line, bootloaders.wants(run))
     if not s then return nil, chain.cmdline_source .. ": " .. why end
     line = s
   end
+  for _, w in ipairs(words) do line = line .. (line == "" and "" or " ") .. w end
   line = line .. (line == "" and "" or " ") .. M.MARKER .. "=" .. id
   if extra and extra:match("%S") then line = line .. " " .. extra:gsub("^%s+", ""):gsub("%s+$", "") end
   return line
@@ -187,7 +189,9 @@ function M.apply(run, plan, opts, report)
   local gen, gerr = pick_generator(run, plan)
   if not gen then report.error = gerr; return false end
   local kver, id = chain.kernel, new_id(run, plan)
-  local line, lerr = trial_line(run, chain, id, opts.trial_cmdline)
+  local words, werr = stage.cmdline_words(gen, plan.changes)
+  if not words then report.error = werr; return false end
+  local line, lerr = trial_line(run, chain, id, opts.trial_cmdline, words)
   if not line then report.error = lerr; return false end
   local t = { id = id, kernel = kver, cmdline = line }
   local lp, perr = loader_part(run, chain, t)
@@ -195,7 +199,7 @@ function M.apply(run, plan, opts, report)
   -- a UKI is the entry itself: built under a name systemd-boot skips, renamed when checked
   local image = lp.uki and lp.path or chain.initramfs .. M.SUFFIX
   local build = lp.uki and image .. uki.PART or image
-  local s, serr = stage.plan(run.ctx, gen, plan.changes, kver, build, lp.uki)
+  local s, serr = stage.plan(run.ctx, gen, plan.changes, kver, build, lp.uki, plan.wants)
   if not s then report.error = serr; return false end
   local loader = lp.uki and "uki" or chain.loader
   local rec = { id = id, kernel = kver, generator = gen.name, loader = loader, image = image, entry = lp.entry,
@@ -226,6 +230,7 @@ function M.apply(run, plan, opts, report)
     report.regenerated = { r }
   end
   local mp, script = expected(run, plan, gen)
+  if not stage.image_carries_modprobe(gen) then mp = nil end  -- its options are on the trial's line
   local v = require("vfioinit.verify").check(run.ctx, gen, kver, { facts = run, modules = run.extra, modprobe_content = mp,
     bind_script = gen.bind and script or nil, chain = { initramfs = build, entry = "trial " .. id } })
   report.verified[#report.verified + 1] = v

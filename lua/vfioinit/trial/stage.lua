@@ -1,8 +1,9 @@
 --[[ vfioinit.trial.stage: the trial image is built from a staged copy of the generator's
 configuration, never from the configuration the default entry's image is built from.
 
-  stage.plan(ctx, gen, changes, kver, out [, uki]) -> {files = {{path=, after=, mode=}...},
+  stage.plan(ctx, gen, changes, kver, out [, uki, wants]) -> {files = {{path=, after=, mode=}...},
                                                       argv = {...}} | nil, err
+  stage.cmdline_words(gen, changes) -> what the trial's command line carries instead (booster)
 
 `uki` ({cmdline=, osrel=}) asks for a unified kernel image at `out` instead of an initramfs:
 its command line and os-release (lua/vfioinit/trial/uki.lua) are staged too.
@@ -23,7 +24,12 @@ Per generator (its own option for another configuration and another output):
   mkinitcpio       mkinitcpio -c STAGE/mkinitcpio.conf -k KVER -g OUT
                    [--include STAGED:/etc/modprobe.d/vfioinit.conf] (mkinitcpio 39 and later);
                    a UKI: -U OUT --cmdline STAGE/cmdline --osrelease STAGE/os-release
-  booster          booster build --force --config STAGE/booster.yaml --kernel-version KVER OUT
+  booster          booster build --force --config STAGE/booster.yaml --kernel-version KVER OUT;
+                   booster reads modprobe.d only from /lib, /etc and /run (generator/kmod.go
+                   readModprobeOptions; no config key, no option), and its init takes
+                   `module.param=value` from the kernel command line (init/cmdline.go): the
+                   staged file's `options` go on the trial's command line (cmdline_words), and
+                   the copy's extra_files does not list /etc's file a trial does not write
 A generator of one's own may bring `trial_stage(ctx, changes, kver, out, stage)` with the
 same result.
 ]]
@@ -173,21 +179,59 @@ BUILTIN.mkinitcpio = function(ctx, changes, kver, out, mp, _, uki)
   return { files = files, argv = argv, owns = { "/etc/mkinitcpio.conf" } }
 end
 
-BUILTIN.booster = function(ctx, changes, kver, out)
+BUILTIN.booster = function(ctx, changes, kver, out, mp, _, _, wants)
   local conf = M.STAGE .. "/booster.yaml"
+  if mp then
+    -- the plan's booster.yaml lists /etc/modprobe.d/vfioinit.conf in extra_files; the
+    -- trial's copy is the same edit without it (the options are on the command line)
+    local gen = require "vfioinit.generators.booster"
+    local edits, err = gen.edits(require("vfioinit.context").wanting(ctx, { modules = wants and wants.modules }))
+    if not edits then return nil, err end
+    changes = edits
+  end
   local files, err = copy_file(ctx, "/etc/booster.yaml", conf, changes, {})
   if not files then return nil, err end
   return { files = files, argv = { "booster", "build", "--force", "--config", conf, "--kernel-version", kver, out },
     owns = { "/etc/booster.yaml" } }
 end
 
--- Generators whose staged build has a way to carry the staged modprobe.d file.
-local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true, mkinitcpio = true }
+-- Generators whose staged build has a way to carry the staged modprobe.d file: in the
+-- image, or (booster) its `options` on the trial's command line.
+local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true, mkinitcpio = true, booster = true }
+local OPTIONS_ON_CMDLINE = { booster = true }
+
+--- cmdline_words(gen, changes) -> {words} the trial's command line carries for the staged
+-- modprobe.d file (booster: `module.param=value` for each `options` argument), or {}
+-- | nil, "FILE:LINE: reason"
+function M.cmdline_words(gen, changes)
+  if gen.trial_stage or not OPTIONS_ON_CMDLINE[gen.name] then return {} end
+  local words = {}
+  for _, c in ipairs(changes) do
+    if c.path == modprobe.FILE and c.after then
+      local list, err = modprobe.parse(c.after)
+      if not list then return nil, modprobe.FILE .. ":" .. err end
+      for _, d in ipairs(list) do
+        for _, a in ipairs(d.cmd == "options" and d.args or {}) do
+          if not a:find("=", 1, true) then
+            return nil, ("%s:%d: `%s` has no value, which %s's init does not take from the command line: "
+              .. "apply without --trial"):format(modprobe.FILE, d.line, a, gen.name)
+          end
+          words[#words + 1] = d.module .. "." .. a
+        end
+      end
+    end
+  end
+  return words
+end
+
+--- image_carries_modprobe(gen) -> does the trial image hold the staged modprobe.d file?
+function M.image_carries_modprobe(gen) return gen.trial_stage ~= nil or not OPTIONS_ON_CMDLINE[gen.name] end
 -- Generators whose staged build makes a trial UKI (with an os-release of its own: the sort key).
 local BUILDS_UKI = { mkinitcpio = true, dracut = true }
 
---- plan(ctx, gen, changes, kver, out [, uki]) -> {files=, argv=} | nil, err
-function M.plan(ctx, gen, changes, kver, out, uki)
+--- plan(ctx, gen, changes, kver, out [, uki [, wants]]) -> {files=, argv=} | nil, err
+-- (`wants`: the plan's, lua/vfioinit/plan.lua)
+function M.plan(ctx, gen, changes, kver, out, uki, wants)
   local build = gen.trial_stage or BUILTIN[gen.name]
   if not build then return nil, gen.name .. ": no staged build for a trial image (a generator's trial_stage)" end
   if uki and not gen.trial_stage and not BUILDS_UKI[gen.name] then
@@ -204,7 +248,7 @@ function M.plan(ctx, gen, changes, kver, out, uki)
     return nil, ("%s: a %s trial image cannot carry a staged %s (--ids, --softdeps): apply without --trial"):format(
       modprobe.FILE, gen.name, modprobe.FILE)
   end
-  local s, err = build(ctx, mine, kver, out, mp, M.STAGE, uki)
+  local s, err = build(ctx, mine, kver, out, mp, M.STAGE, uki, wants)
   if not s then return nil, err end
   for _, c in ipairs(mine) do
     local staged = false
@@ -214,7 +258,7 @@ function M.plan(ctx, gen, changes, kver, out, uki)
         .. "read it: apply without --trial"):format(c.path, gen.name)
     end
   end
-  if mp and mp.after then s.files[#s.files + 1] = { path = M.MODPROBE, after = mp.after } end
+  if mp and mp.after and M.image_carries_modprobe(gen) then s.files[#s.files + 1] = { path = M.MODPROBE, after = mp.after } end
   return s
 end
 
