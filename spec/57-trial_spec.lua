@@ -469,3 +469,96 @@ describe("trial CLI", function()
     assert.matches("trial=true takes no sign=", err, 1, true)
   end)
 end)
+
+describe("booster trial with --ids (the booster stand-in, chrooted)", function()
+  local root_it = h.chroot_it(it, pending)
+  local APPLETS = "sh cat echo printf mkdir mktemp find cpio mv rm sleep"
+  -- booster's `build` options (generator/main.go BuildCommand): those taking a value, then flags
+  local VALUE = { ["--init-binary"] = true, ["--compression"] = true, ["--kernel-version"] = true,
+    ["--modules-dir"] = true, ["--config"] = true, ["--crypttab"] = true }
+  local FLAG = { ["--force"] = true, ["-f"] = true, ["--universal"] = true, ["--strip"] = true }
+
+  -- one line of the stand-in's log, read the way booster's go-flags parser reads it
+  local function booster_args(line)
+    local w = {}
+    for x in line:gmatch("%S+") do w[#w + 1] = x end
+    assert.are.equal("build", w[1], line)
+    local o, i = { positional = {} }, 2
+    while w[i] do
+      if VALUE[w[i]] then o[w[i]] = w[i + 1]; i = i + 2
+      elseif FLAG[w[i]] then o[w[i]] = true; i = i + 1
+      else assert(w[i]:sub(1, 1) ~= "-", "booster has no option " .. w[i]); o.positional[#o.positional + 1] = w[i]; i = i + 1 end
+    end
+    return o
+  end
+
+  -- the YAML keys booster reads, by PyYAML: modules_force_load (parseCommaList) and extra_files
+  local function booster_yaml(path)
+    local out, ok = h.sh("/usr/bin/python3 -c " .. h.q("import sys, yaml\n"
+      .. "d = yaml.load(open(sys.argv[1]), Loader=yaml.BaseLoader) or {}\n"
+      .. "for k in ('modules_force_load', 'extra_files', 'compression'):\n"
+      .. "    print(','.join(x.strip() for x in d.get(k, '').split(',') if x.strip()))\n") .. " " .. h.q(path) .. " 2>&1")
+    assert(ok, out)
+    local mfl, extra, comp = out:match("^(.-)\n(.-)\n(.-)\n$")
+    local function list(s) local t = {}; for x in s:gmatch("[^,]+") do t[#t + 1] = x end; return t end
+    return { modules_force_load = list(mfl), extra_files = list(extra), compression = comp }
+  end
+
+  root_it("builds the trial image through --config with the VFIO modules; the ids go on the trial's command line", function()
+    local root = h.make_root({ os = { ID = "arch" }, files = {
+      ["/etc/booster.yaml"] = "compression: zstd\nmodules_force_load: amdgpu\n",
+      ["/usr/share/libalpm/hooks/90-booster-install.hook"] = "[Trigger]\n" } })
+    finally(function() h.rm(root) end)
+    h.install_kernel(root, "cloud", KVER)
+    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/tmp"))
+    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+    h.sh("cp " .. h.q(h.project .. "/spec/fixtures/standin-booster") .. " " .. h.q(root .. "/usr/bin/booster"))
+    local image = "/boot/booster-" .. KVER .. ".img"
+    h.writefile(root .. "/boot/vmlinuz-" .. KVER, "kernel")
+    h.booster_image(root, KVER, image)
+    h.writefile(root .. "/boot/loader/entries/arch.conf", ("title Arch Linux\nlinux /vmlinuz-%s\ninitrd /booster-%s.img\n"
+      .. "options root=/dev/vda rw\n"):format(KVER, KVER))
+    local before = { yaml = h.readfile(root .. "/etc/booster.yaml"), image = h.readfile(root .. image) }
+
+    local code, out, err = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --json apply --trial")
+    assert.are.equal(0, code, out .. err)
+    local rec = assert(record.load(root))
+    -- the default image, booster.yaml and modprobe.d stay as they were
+    assert.are.equal(before.image, h.readfile(root .. image))
+    assert.are.equal(before.yaml, h.readfile(root .. "/etc/booster.yaml"))
+    assert.is_nil(h.readfile(root .. "/etc/modprobe.d/vfioinit.conf"))
+
+    -- what booster was asked: one build of the trial image, with a config of its own
+    local log = assert(h.readfile(root .. "/var/log/standin-booster.argv"))
+    assert.are.equal(1, select(2, log:gsub("\n", "")))
+    local a = booster_args(log:match("^[^\n]*"))
+    assert.are.same({ rec.image }, a.positional)
+    assert.are.equal(KVER, a["--kernel-version"])
+    assert.are_not.equal("/etc/booster.yaml", a["--config"])
+    local conf = booster_yaml(root .. a["--config"])
+    local force = {}
+    for _, m in ipairs(conf.modules_force_load) do force[m] = true end
+    for _, m in ipairs({ "vfio", "vfio_iommu_type1", "vfio_pci", "amdgpu" }) do assert.is_true(force[m], m) end
+    assert.are.equal("zstd", conf.compression)
+    -- every extra file booster would copy is there (booster fails on a missing one)
+    for _, f in ipairs(conf.extra_files) do assert.truthy(core.fs.stat(root, f), f) end
+
+    -- the trial entry: booster's init takes vfio-pci's ids from its command line
+    local entry = assert(bls.find(context.new({ root = root }), rec.entry))
+    local e = bootcfg.bls(assert(h.readfile(root .. entry)))
+    local words = {}
+    for w in e.options:gmatch("%S+") do words[w] = true end
+    assert.is_true(words["vfio-pci.ids=1af4:1000"], e.options)
+    assert.is_true(words["vfioinit.trial=" .. rec.id], e.options)
+    assert.are.same({ "/booster-" .. KVER .. ".img.vfioinit-trial" }, e.initrd)
+
+    code, out, err = h.cli("--root " .. h.q(root) .. " revert")
+    assert.are.equal(0, code, out .. err)
+    assert.is_nil(h.readfile(root .. rec.image))
+    assert.is_nil(bls.find(context.new({ root = root }), rec.entry))
+    assert.is_false(record.load(root))
+    assert.are.equal(before.image, h.readfile(root .. image))
+    assert.are.equal(before.yaml, h.readfile(root .. "/etc/booster.yaml"))
+  end)
+end)
