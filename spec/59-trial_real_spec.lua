@@ -65,6 +65,13 @@ local function osrel_vars(tmp, text)
   return { ID = id, VERSION_ID = version, IMAGE_ID = image_id, PRETTY_NAME = pretty }
 end
 
+-- Paths of the files under dir changed or made after `stamp` (none: every byte as it was).
+local function touched(dir, stamp)
+  local t = {}
+  for p in h.sh("find " .. h.q(dir) .. " -xdev -newer " .. h.q(stamp) .. " ! -type d"):gmatch("[^\n]+") do t[#t + 1] = p end
+  return t
+end
+
 describe("trial image from the staged configuration, built by the root's generator", function()
   if not real then
     pending("set VFIOINIT_REAL=1 (tools/mkroot mkinitcpio, dracut)")
@@ -204,5 +211,37 @@ describe("trial image from the staged configuration, built by the root's generat
     assert.are.equal("vfio.ko vfio_iommu_type1.ko vfio-pci.ko vfio_virqfd.ko", h.vfio_listed(listing, kver))
     shown = h.in_root(root, "lsinitrd -f " .. MP .. " /tmp/default.initrd")
     assert.truthy(shown:find("options vfio%-pci ids=1af4:1000"), shown)
+  end)
+
+  it("ostree: --trial is refused on a deployment and on an image build root, naming why and what to do; no byte written", function()
+    local root, _, dir, cleanup = h.clone_real("ostree")
+    finally(function()
+      h.sh("chattr -i " .. h.q(dir) .. "/sysroot/ostree/deploy/*/deploy/* 2>/dev/null")
+      cleanup()
+    end)
+    -- a sysroot as an ostree system is installed from the image (tools/ostree-sysroot, ostree 2022.7)
+    local sysroot = dir .. "/sysroot"
+    local out, ok = h.sh_plain("tools/ostree-sysroot make " .. h.q(root) .. " " .. h.q(sysroot) .. " root=/dev/vda 2>&1")
+    assert(ok, out)
+    -- the image build root, as bootc builds it
+    h.writefile(root .. "/usr/bin/bootc", "#!/bin/sh\nexit 1\n", 493)
+    local stamp = dir .. "/stamp"
+    h.writefile(stamp, "")
+    h.sh("sleep 1.1")  -- -newer compares mtimes: a write in this second would not count
+    local cases = {
+      { root = sysroot, says = "an ostree deployment (ostree): --trial does not apply there; a plain `vfioinit apply` "
+        .. "makes a new deployment and keeps the current one in the boot menu as the rollback" },
+      { root = root, says = "an image build root (bootc): nothing boots from it" },
+    }
+    for _, c in ipairs(cases) do
+      local code, text, err = h.cli("--root " .. h.q(c.root) .. " --ids 1af4:1000 apply --trial")
+      assert.are.equal(1, code, text .. err)
+      assert.matches("vfioinit: " .. c.root .. ": " .. c.says, err, 1, true)
+      local json
+      code, json = h.cli("--root " .. h.q(c.root) .. " --ids 1af4:1000 --json apply --trial")
+      assert.are.equal(1, code)
+      assert.matches(c.says, h.pyjson(json, "d['error']"), 1, true)
+    end
+    assert.are.same({}, touched(dir, stamp))
   end)
 end)

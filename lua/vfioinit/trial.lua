@@ -177,6 +177,25 @@ local function fail(report, msg, root)
   return false
 end
 
+-- What each image-based system's own tool calls going back to the previous deployment.
+local ROLLBACK = { ["rpm-ostree"] = "rpm-ostree rollback", bootc = "bootc rollback" }
+
+--- refuses(run) -> nil, or why `apply --trial` does not apply to run's root: an ostree
+-- deployment keeps the previous deployment as its rollback (a plain apply makes a new one),
+-- and an image build root has no boot of its own to try.
+function M.refuses(run)
+  local o, root = run.ostree, run.opts.root or "/"  -- the root asked for, not the deployment acted on
+  if not o then return nil end
+  if o.kind == "image" then
+    return ("%s: an image build root (%s): nothing boots from it, so there is no next boot to try; "
+      .. "apply without --trial and boot the image it builds"):format(root, o.manager)
+  end
+  local back = ROLLBACK[o.manager]
+  return ("%s: an ostree deployment (%s): --trial does not apply there; a plain `vfioinit apply` makes a new "
+    .. "deployment and keeps the current one in the boot menu as the rollback%s, and `vfioinit revert` "
+    .. "removes the new one"):format(root, o.manager, back and (" (`" .. back .. "`)") or "")
+end
+
 --- apply(run, plan, opts, report) -> true | false (report.error set)
 function M.apply(run, plan, opts, report)
   local root, log = run.root, opts.log or function() end
