@@ -103,7 +103,7 @@ local CASES = {
   { "commented-out MODULES line", with_modules("#MODULES=(vfio vfio_pci)\nMODULES=(radeon)") },
   { "one module per line, gpu first", with_modules("MODULES=(\n  nvidia\n  nvidia_modeset\n  nvidia_uvm\n  nvidia_drm\n)") },
   { "tab indented with trailing comments", with_modules("MODULES=(\n\tbtrfs\t# root fs\n\tvfio_pci # passthrough\n\ti915\t# igpu\n)") },
-  -- MODULES set inside an if block is refused now: spec/86-mkinitcpio_spec.lua
+  -- MODULES set inside an if block is refused now: spec/86-edit_shellvar_spec.lua
   { "line continuation inside the string form", with_modules('MODULES="ext4 \\\n  amdgpu"') },
   { "only MODULES+= and no plain assignment", (corpus:gsub("\nMODULES=%(%)\n", "\nMODULES+=(xe)\n", 1)) },
   { "string plus string append", with_modules('MODULES="i915"\nMODULES+=" vfio_pci"') },

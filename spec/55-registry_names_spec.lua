@@ -3,8 +3,8 @@
 -- are rendered from an instance's registries, so a generator registered with
 -- vfioinit.register_generator, or a command-line target with register_bootloader, shows up
 -- there (the completion, which reads --help, is spec/53-completion_spec.lua's); every list
--- still written by hand (the Ansible module's choices and cmdline text, CONTRACT, README)
--- must equal its registry.
+-- still written by hand (the Ansible module's choices and cmdline text, CONTRACT, README,
+-- the rockspecs' descriptions, INTERNALS' table of plugin orders) must equal its registry.
 local h = require "helpers"
 local cli = require "vfioinit.cli"
 
@@ -64,6 +64,22 @@ describe("hand-written name lists equal the registries", function()
     assert.are.same(builtin, split(assert(contract:match("%*%*generator%*%*: one of (.-) %(more"))))
     local readme = h.readfile(h.project .. "/README.md"):gsub("%s+", " ")
     assert.are.same(builtin, split(assert(readme:match("It detects the generators %((.-)%)"))))
+  end)
+
+  it("the rockspecs' descriptions list the built-in generators", function()
+    for _, name in ipairs({ "vfioinit-scm-0.rockspec", "vfioinit-0.1.0-1.rockspec" }) do
+      local text = h.readfile(h.project .. "/" .. name):gsub("%s+", " ")
+      assert.are.same(builtin, split(assert(text:match("It detects the initramfs generators %((.-)%)"), name)), name)
+    end
+  end)
+
+  it("docs/INTERNALS.md's plugin orders are the built-in plugins' own", function()
+    local text = h.readfile(h.project .. "/docs/INTERNALS.md")
+    local row = assert(text:match("\n| `order` |[^\n]*built%-ins: ([^|\n]*)"))
+    local listed, own = {}, {}
+    for name, order in row:gmatch("([%w_]+) (%d+)") do listed[#listed + 1] = name .. " " .. order end
+    for _, p in ipairs(require("vfioinit.boot").new():all()) do own[#own + 1] = p.name .. " " .. p.order end
+    assert.are.same(own, listed)
   end)
 
   it("docs/CONTRACT.md's, README.md's and the Ansible module's command-line targets; the boot chain plugins", function()

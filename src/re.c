@@ -1,5 +1,5 @@
 /*
-** core.re: PCRE2 patterns for `--match` (lua/vfioinit/bind.lua).
+** core.re: PCRE2 patterns for `--match` (lua/vfioinit/bind/init.lua).
 **
 **   local rx, msg, offset = core.re.compile(pattern)   -- nil, pcre2 message, offset (0-based)
 **   local first, last = rx:find(subject)                -- 1-based inclusive, or nil

@@ -324,7 +324,7 @@ local function cmd_revert(v, o)
   local ok, list, refused = v.revert({ root = o.root, force = o.force, dry_run = o.dry_run })
   local done = ok and list or refused and refused.reverted
   local paths, diffs = {}, {}
-  local diff = require "vfioinit.diff"
+  local diff = require "vfioinit.edit.diff"
   for _, e in ipairs(done or {}) do
     paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept, lost = e.lost }
     if e.action ~= "unchanged" then

@@ -20,7 +20,7 @@ command is, else plain ostree.
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local bootcfg = require "vfioinit.boot.cfg"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 
 local M = {}
 

@@ -27,7 +27,7 @@ deployment lacks is named, and nothing happens.
 ]]
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 local image = require "vfioinit.image"
 local modprobe = require "vfioinit.modprobe"
 local ostree = require "vfioinit.ostree"

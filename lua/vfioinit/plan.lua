@@ -7,7 +7,7 @@ local util = require "vfioinit.util"
 local machine = require "vfioinit.machine"
 local modprobe = require "vfioinit.modprobe"
 local state = require "vfioinit.state"
-local diff = require "vfioinit.diff"
+local diff = require "vfioinit.edit.diff"
 local bind = require "vfioinit.bind"
 local bootloaders = require "vfioinit.boot.cmdline"
 local options = require "vfioinit.options"
@@ -253,7 +253,7 @@ local function wants_of(run)
   end
   local mp, file = modprobe_change(run)
   if mp == nil then return nil, file end
-  -- devices bound by address (lua/vfioinit/bind.lua): chosen and checked before any edit
+  -- devices bound by address (lua/vfioinit/bind/init.lua): chosen and checked before any edit
   local ok, err = bootloaders.check_builtin(run)
   if not ok then return nil, err end
   local sel, serr = bind.select(run, run.ctx.warn)

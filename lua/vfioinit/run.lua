@@ -150,15 +150,23 @@ function Run:targets()
   return gens
 end
 
+-- run:once(kind, key, compute) -> self.facts[kind][key], from compute() the first time it
+-- gives a value (an error is not kept: the next call tries again) | nil, err
+function Run:once(kind, key, compute)
+  local f = self.facts[kind]
+  if not f[key] then
+    local v, err = compute()
+    if not v then return nil, err end
+    f[key] = v
+  end
+  return f[key]
+end
+
 --- run:kmod(kver) -> the run's libkmod context on that kernel | nil, err
 function Run:kmod(kver)
-  local f = self.facts.kmod
-  if not f[kver] then
-    local kctx, err = kernel.open(self.root, kver, self.inventory.kernel_dirs[kver])
-    if not kctx then return nil, err end
-    f[kver] = kctx
-  end
-  return f[kver]
+  return self:once("kmod", kver, function()
+    return kernel.open(self.root, kver, self.inventory.kernel_dirs[kver])
+  end)
 end
 
 --- run:modules(kver) -> the VFIO set's states on that kernel, {name=, state="module"|
@@ -166,31 +174,25 @@ end
 -- depmod's text lists (kernel.states: no libkmod, which maps 1.4 MB of libcrypto and reads
 -- every index for lookups the stages do not make); computed once | nil, err
 function Run:modules(kver)
-  local f = self.facts.modules
-  if not f[kver] then
+  return self:once("modules", kver, function()
     local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], machine.VFIO)
     if not st then return nil, err end
     local mods = {}
     for _, name in ipairs(machine.VFIO) do
       if st[name] or name ~= "vfio_virqfd" then mods[#mods + 1] = { name = name, state = st[name] or "missing" } end
     end
-    f[kver] = mods
-  end
-  return f[kver]
+    return mods
+  end)
 end
 
 --- run:module_details(kver) -> kernel.modules' list for that kernel (libkmod: each module's
 -- path and dependencies, what status shows), computed once | nil, err
 function Run:module_details(kver)
-  local f = self.facts.details
-  if not f[kver] then
+  return self:once("details", kver, function()
     local kctx, err = self:kmod(kver)
     if not kctx then return nil, err end
-    local mods, merr = kernel.modules({ root = self.root, kernel = kver, kmod = kctx })
-    if not mods then return nil, merr end
-    f[kver] = mods
-  end
-  return f[kver]
+    return kernel.modules({ root = self.root, kernel = kver, kmod = kctx })
+  end)
 end
 
 --- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (computed once)

@@ -21,7 +21,7 @@ only: grubenv's next_entry, last, so the next boot never points at a half-made t
 ]]
 local core = require "vfioinit.core"
 local state = require "vfioinit.state"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 local bootloaders = require "vfioinit.boot.cmdline"
 local record = require "vfioinit.trial.record"
 local stage = require "vfioinit.trial.stage"

@@ -82,11 +82,6 @@ function M.split_path(path)
   return dir, base
 end
 
-function M.join(dir, name)
-  if dir:sub(-1) == "/" then return dir .. name end
-  return dir .. "/" .. name
-end
-
 -- check_root(root) -> true | nil, reason: root must name an existing directory. Checked
 -- before anything else (the lock included), so a typo reads as what it is, not as
 -- "another vfioinit is running". reason: "empty path", "no such directory", "not a directory"

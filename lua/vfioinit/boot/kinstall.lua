@@ -164,14 +164,16 @@ function M.argvs(ctx, kernels, gens)
   if not M.installed(ctx) then return out end
   local st = bootchain.state(ctx, gens or {})
   if not st then return out end
+  -- whether one of k's boot chains is the BLS entry kernel-install made
+  local function bls_entry(k)
+    for _, c in ipairs(bootchain.for_kernel(st, k)) do
+      if built_by(st.ki, c, k) == "bls" then return true end
+    end
+    return false
+  end
   for _, k in ipairs(kernels) do
     local kimage = places.kernel_image(ctx, k)
-    for _, c in ipairs(kimage and bootchain.for_kernel(st, k) or {}) do
-      if built_by(st.ki, c, k) == "bls" then
-        out[#out + 1] = { M.COMMAND, "add", k, kimage }
-        break
-      end
-    end
+    if kimage and bls_entry(k) then out[#out + 1] = { M.COMMAND, "add", k, kimage } end
   end
   return out
 end

@@ -18,7 +18,7 @@
 --   packaging/common/60-booster.install is the kernel-install plugin.
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
-local order = require "vfioinit.order"
+local order = require "vfioinit.edit.order"
 local util = require "vfioinit.util"
 
 local M = {
@@ -55,7 +55,7 @@ local function split_list(s)
 end
 
 -- Reorder `items` (strings) so every `want` module comes before every GPU driver
--- (vfioinit.order). Returns the new list and whether it differs.
+-- (vfioinit.edit.order). Returns the new list and whether it differs.
 function M.order(items, want, gpu, norm)
   return order.before_gpu(items, want, gpu, { norm = norm })
 end

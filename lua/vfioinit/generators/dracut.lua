@@ -21,7 +21,7 @@
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.boot.places"
-local engine = require "vfioinit.shellvar"
+local engine = require "vfioinit.edit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
 
@@ -412,7 +412,7 @@ function M.early_modules(contents)
 end
 
 ---------------------------------------------------------------------------
--- Binding by address (lua/vfioinit/bind.lua): a dracut module whose pre-udev hook
+-- Binding by address (lua/vfioinit/bind/init.lua): a dracut module whose pre-udev hook
 -- runs the script. dracut reads modules only from /usr/lib/dracut/modules.d
 -- (dracutbasedir); a module whose check() returns 0 is included, and
 -- add_dracutmodules keeps it in when a config names its own `dracutmodules` list.

@@ -14,7 +14,7 @@
 -- * /etc/kernel/postinst.d/initramfs-tools runs `update-initramfs -c -k <kver>`
 --   on kernel install; images are /boot/initrd.img-<kver>.
 local machine = require "vfioinit.machine"
-local order = require "vfioinit.order"
+local order = require "vfioinit.edit.order"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
 
@@ -54,7 +54,7 @@ end
 -- edit_text(text, want, opts) -> new text | nil, msg, line
 -- Missing wanted modules, and wanted modules listed after a GPU driver (moved with
 -- their arguments), go right before the first GPU driver line, or to the end
--- (vfioinit.order). Later lines naming a wanted module again are dropped: they never
+-- (vfioinit.edit.order). Later lines naming a wanted module again are dropped: they never
 -- took effect.
 function M.edit_text(text, want, opts)
   opts = opts or {}
@@ -109,7 +109,7 @@ function M.early_modules(contents)
   return set
 end
 
--- Binding by address (lua/vfioinit/bind.lua): an init-top script. init-top runs
+-- Binding by address (lua/vfioinit/bind/init.lua): an init-top script. init-top runs
 -- before udev's coldplug, which is itself the init-top script `udev`; mkinitramfs
 -- orders the scripts with `tsort` over their PREREQ pairs (hook-functions
 -- cache_run_scripts), which lists scripts without prerequisites by name, so "00-"

@@ -12,11 +12,11 @@
 -- * The image holds the build's config as `buildconfig` and the modules it will
 --   load early as `MODULES="..."` in `config` (read by `init`, `modprobe -qab`);
 --   the systemd hook also writes `etc/modules-load.d/MODULES.conf`.
--- The list editing itself is vfioinit.shellvar (shared with dracut.lua); this file
+-- The list editing itself is vfioinit.edit.shellvar (shared with dracut.lua); this file
 -- holds mkinitcpio's policy: which files a build sources, MODULES and HOOKS, presets.
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.boot.places"
-local engine = require "vfioinit.shellvar"
+local engine = require "vfioinit.edit.shellvar"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
 local preset_files = require "vfioinit.generators.mkinitcpio_preset"
@@ -73,7 +73,7 @@ local function hooks_edit(files, scans)
   return e
 end
 
--- HOOKS: the bind hook (lua/vfioinit/bind.lua) right before `udev`, else after the
+-- HOOKS: the bind hook (lua/vfioinit/bind/init.lua) right before `udev`, else after the
 -- first hook (`base`, or `systemd` without it). Under busybox's init its run_earlyhook
 -- runs before every hook's run_hook (udev's coldplug), in HOOKS order; under the
 -- `systemd` hook systemd is init and runs no runtime hook: the unit the install hook
@@ -355,25 +355,19 @@ end
 -- hands to modprobe), or the systemd hook's modules-load.d list.
 function M.early_modules(contents)
   local set = {}
-  local cfg = util.member(contents, "config")
-  if cfg then
-    for line in cfg:gmatch("[^\n]+") do
-      local v = line:match('^MODULES="(.*)"$') or line:match("^MODULES='(.*)'$") or line:match("^MODULES=(%S*)$")
-      if v then for m in v:gmatch("%S+") do set[norm(m)] = true end end
-    end
+  for line in (util.member(contents, "config") or ""):gmatch("[^\n]+") do
+    local v = line:match('^MODULES="(.*)"$') or line:match("^MODULES='(.*)'$") or line:match("^MODULES=(%S*)$")
+    if v then for m in v:gmatch("%S+") do set[norm(m)] = true end end
   end
-  local ml = util.member(contents, "etc/modules-load.d/MODULES.conf")
-  if ml then
-    for line in ml:gmatch("[^\n]+") do
-      local m = line:match("^%s*([^#%s]+)")
-      if m then set[norm(m)] = true end
-    end
+  for line in (util.member(contents, "etc/modules-load.d/MODULES.conf") or ""):gmatch("[^\n]+") do
+    local m = line:match("^%s*([^#%s]+)")
+    if m then set[norm(m)] = true end
   end
   return set
 end
 
 ---------------------------------------------------------------------------
--- Binding by address (lua/vfioinit/bind.lua): an install hook that adds the
+-- Binding by address (lua/vfioinit/bind/init.lua): an install hook that adds the
 -- runtime hook (add_runscript finds it with `type -P` in /etc/initcpio/hooks, so it
 -- must be executable), whose run_earlyhook runs the script; bind_hook_edit above
 -- puts it in HOOKS. The image's `config` lists it in EARLYHOOKS, in HOOKS order.

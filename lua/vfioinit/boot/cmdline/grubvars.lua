@@ -3,12 +3,12 @@
 -- `evaluate` gives each variable's value, the assignments it is made of and the pieces of
 -- text it is built from; `word_at` finds the text of one word in the files. Only what can
 -- be known without running the shell is accepted: plain top-level assignments (the shapes
--- mkinitcpio.conf is held to, lua/vfioinit/shellvar.lua), a quoted or plain literal, and
+-- mkinitcpio.conf is held to, lua/vfioinit/edit/shellvar.lua), a quoted or plain literal, and
 -- the two variables named inside it as blank-separated words ("$GRUB_CMDLINE_LINUX_DEFAULT
 -- ..." as the drop-ins write it); anything else names its line.
 local core = require "vfioinit.core"
-local cmdline = require "vfioinit.cmdline"
-local shellvar = require "vfioinit.shellvar"
+local cmdline = require "vfioinit.edit.cmdline"
+local shellvar = require "vfioinit.edit.shellvar"
 
 local M = {}
 

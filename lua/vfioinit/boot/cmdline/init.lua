@@ -258,7 +258,7 @@ function M.entries(chains, t, wants, ctx, loaders, kver)
   local out, normal = {}, false
   for _, c in ipairs(chains) do
     if reads(t, c) and (c.kind ~= "uki" or c.exists) then
-      local ok, miss = require("vfioinit.cmdline").has(c.cmdline or "", wants)
+      local ok, miss = require("vfioinit.edit.cmdline").has(c.cmdline or "", wants)
       local l = loaders:get(c.loader)
       local recovery = l and l.recovery and l.recovery(c) and not c.default or nil
       normal = normal or not recovery

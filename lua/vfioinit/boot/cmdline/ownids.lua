@@ -10,7 +10,7 @@
 -- last wrote (a hand edit), nothing is known about who wrote which id: none is dropped.
 local core = require "vfioinit.core"
 local state = require "vfioinit.state"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 
 local M = {}
 

@@ -7,7 +7,7 @@ local bootcfg = require "vfioinit.boot.cfg"
 local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
 local places = require "vfioinit.boot.places"
 local ownids = require "vfioinit.boot.cmdline.ownids"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 
 local M = {}
 

@@ -3,7 +3,7 @@
 -- command line already has it" and "the words a drop-in must add". Pure text, no I/O
 -- except `running` (the running system's /proc/cmdline, read like kernel-install does).
 local core = require "vfioinit.core"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 
 local M = {}
 

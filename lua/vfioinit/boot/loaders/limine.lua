@@ -26,7 +26,7 @@ rebuild, a BLAKE2b pin on a file whose contents changed gets the file's new hash
 own hash is enrolled in the Limine binary (`limine enroll-config`) is not edited.
 ]]
 local core = require "vfioinit.core"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.boot.places"
 local ownids = require "vfioinit.boot.cmdline.ownids"
@@ -194,11 +194,9 @@ end
 
 --- entries(ctx, kver [, st]) -> list of boot chains (loader "limine") | nil, err
 function M.entries(ctx, kver, st)
-  if not st then
-    local err
-    st, err = M.state(ctx)
-    if not st then return nil, err end
-  end
+  local err
+  if not st then st, err = M.state(ctx) end
+  if not st then return nil, err end
   local out, base = {}, machine.pkgbase(ctx.read, kver)
   for _, c in ipairs(st) do
     local def = M.default(c.conf)

@@ -10,7 +10,7 @@
 -- not root's.
 local toolbase = require "vfioinit.boot.cmdline.toolbase"
 local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 local ostree = require "vfioinit.ostree"
 
 local M = {}

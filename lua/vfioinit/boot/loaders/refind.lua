@@ -24,7 +24,7 @@ Edits: the parameters go into every options field that boots one of the run's ke
 refind_linux.conf line rEFInd reads, each enabled stanza and submenu with its own options),
 re-quoted in place; every other byte stays. No regeneration: rEFInd reads the files at boot.
 ]]
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 local machine = require "vfioinit.machine"
 local places = require "vfioinit.boot.places"
 local ownids = require "vfioinit.boot.cmdline.ownids"
@@ -396,11 +396,9 @@ end
 -- shape, loader "refind") | nil, err; `lenient`: a kernel without refind_linux.conf is a chain
 -- with `cmdline_unknown`, not an error.
 function M.entries(ctx, kver, st, lenient)
-  if not st then
-    local err
-    st, err = M.state(ctx)
-    if not st then return nil, err end
-  end
+  local err
+  if not st then st, err = M.state(ctx) end
+  if not st then return nil, err end
   local out, base = {}, machine.pkgbase(ctx.read, kver)
   stanza_chains(ctx, st, kver, base, out)
   local ok, aerr = auto_chains(ctx, st, kver, base, out, not lenient)

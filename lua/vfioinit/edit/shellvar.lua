@@ -1,4 +1,4 @@
---- vfioinit.shellvar: edit the effective value of a shell list variable (a bash array
+--- vfioinit.edit.shellvar: edit the effective value of a shell list variable (a bash array
 -- or a space-separated string) across the sequence of files a tool sources together,
 -- one small edit at a time, rescanning after each so every offset stays true.
 -- Used by mkinitcpio (MODULES, HOOKS) and dracut (force_drivers); each keeps only its

@@ -1,7 +1,7 @@
---- vfioinit.order: "every wanted module before the first GPU driver" over a plain list.
+--- vfioinit.edit.order: "every wanted module before the first GPU driver" over a plain list.
 -- Used by the generators whose config is a flat list in load order (initramfs-tools'
 -- lines, booster's comma list); mkinitcpio and dracut edit shell variables in place
--- (vfioinit.shellvar) by the same rule.
+-- (vfioinit.edit.shellvar) by the same rule.
 local util = require "vfioinit.util"
 
 local M = {}

@@ -18,8 +18,8 @@ checks, choosing devices by pattern (pciids.lua), the safety rules on a live sys
 ]]
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
-local sysfs = require "vfioinit.sysfs"
-local pciids = require "vfioinit.pciids"
+local sysfs = require "vfioinit.bind.sysfs"
+local pciids = require "vfioinit.bind.pciids"
 
 local M = {}
 

@@ -11,7 +11,7 @@ local DEBIAN = { ID = "debian", VERSION_ID = '"12"' }
 local function ln(target, link) h.sh(("mkdir -p %s && ln -sfn %s %s"):format(h.q(link:match("^(.*)/")), h.q(target), h.q(link))) end
 
 -- Host: an AMD GPU (boot console); guest: an NVIDIA GPU and its audio function; plus two
--- identical virtio-net devices. IOMMU off: no groups (the group rule is spec/49-bind_safety's).
+-- identical virtio-net devices. IOMMU off: no groups (the group rule is spec/49-bind_sysfs's).
 local DEVS = {
   { "0000:0a:00.0", "1002", "73bf", "0x030000", 1 },
   { "0000:0a:00.1", "1002", "ab28", "0x040300" },

@@ -327,7 +327,7 @@ end)
 
 describe("init's `--`: what follows it is not the kernel's", function()
   it("a vfio-pci.ids= or intel_iommu=off after -- is neither merged, nor counted, nor refused", function()
-    local cmdline = require "vfioinit.cmdline"
+    local cmdline = require "vfioinit.edit.cmdline"
     local IDS = { name = "vfio-pci.ids", value = A, list = true }
     local IOMMU = { name = "intel_iommu", value = "on", list = true, refuse = { "off" } }
     local s = "root=/dev/vda1 -- intel_iommu=off vfio-pci.ids=" .. A

@@ -1,5 +1,5 @@
 -- cmdline: kernel command line words as the kernel reads them, and adding parameters.
-local cmdline = require "vfioinit.cmdline"
+local cmdline = require "vfioinit.edit.cmdline"
 
 local IDS = { name = "vfio-pci.ids", value = "1af4:1000", list = true }
 local IOMMU = { name = "intel_iommu", value = "on", list = true, refuse = { "off" } }
