@@ -39,14 +39,14 @@ function M.command(look, name)
   end
 end
 
--- A `look` for command() over a root path with core.fs's confined calls, listing each of
--- BIN_DIRS once for all the names asked of it (core is required here, not at load time:
+-- A `look` for command() over a root path (or the tree at `prefix` inside it) with core.fs's
+-- confined calls, listing each of BIN_DIRS once for all the names asked of it (core is required here, not at load time:
 -- --help and the man page run without the built core).
-function M.finder(root)
-  local fs, memo = require("vfioinit.core").fs, {}
+function M.finder(root, prefix)
+  local fs, memo, pre = require("vfioinit.core").fs, {}, prefix or ""
   return {
-    stat = function(p) return fs.stat(root, p) end,
-    dir = function(p) return fs.dir(root, p) end,
+    stat = function(p) return fs.stat(root, pre .. p) end,
+    dir = function(p) return fs.dir(root, pre .. p) end,
     once = function(key, fn)
       if memo[key] == nil then memo[key] = fn() end
       return memo[key]

@@ -38,10 +38,11 @@ function M.host(root, p)
 end
 
 -- Which tool manages the tree at `prefix` (inside root): "bootc", "rpm-ostree" or "ostree".
-function M.manager(root, prefix)
-  local function st(p) return stat(root, prefix .. p) end
-  if machine.command(st, "bootc") or is_dir(root, prefix .. "/usr/lib/bootc") then return "bootc" end
-  if machine.command(st, "rpm-ostree") then return "rpm-ostree" end
+-- `look`: machine.finder(root, prefix), when the caller asks it more.
+function M.manager(root, prefix, look)
+  look = look or machine.finder(root, prefix)
+  if machine.command(look, "bootc") or is_dir(root, prefix .. "/usr/lib/bootc") then return "bootc" end
+  if machine.command(look, "rpm-ostree") then return "rpm-ostree" end
   return "ostree"
 end
 
@@ -181,10 +182,10 @@ function M.detect(root)
   -- a root that is a deployment (/sysroot) shows its own files; a bare sysroot shows them
   -- under the deployment's path
   info.prefix = sysroot == "/" and info.target.path or ""
-  info.manager = M.manager(root, info.prefix)
+  local look = machine.finder(root, info.prefix)
+  info.manager = M.manager(root, info.prefix, look)
   -- what changes a deployment here: rpm-ostree's daemon when it is there, else ostree itself
-  info.tool = machine.command(function(p) return stat(root, info.prefix .. p) end, "rpm-ostree") and "rpm-ostree"
-    or "ostree"
+  info.tool = machine.command(look, "rpm-ostree") and "rpm-ostree" or "ostree"
   for _, d in ipairs(list) do
     d.base = d.kver and M.base_image(root, d.path, d.kver)
     d.origin = core.fs.read(root, d.path .. ".origin", 65536)
