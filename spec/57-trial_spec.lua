@@ -219,7 +219,7 @@ describe("trial UKI (systemd-boot type #2 entry)", function()
     assert.is_true(bls.SORT_KEY < "debian")
   end)
 
-  it("is built by mkinitcpio -U from the staged configuration; dracut, which takes no os-release, is refused", function()
+  it("is built by mkinitcpio -U from the staged configuration, or dracut --uefi (its .osrel replaced after the build)", function()
     local root = h.tmpdir()
     finally(function() h.rm(root) end)
     h.writefile(root .. "/etc/mkinitcpio.conf", "MODULES=()\nHOOKS=(base udev)\n")
@@ -236,7 +236,27 @@ describe("trial UKI (systemd-boot type #2 entry)", function()
     assert.are.equal(spec.cmdline .. "\n", staged[stage.STAGE .. "/cmdline"])
     assert.are.equal(spec.osrel, staged[stage.STAGE .. "/os-release"])
     assert.are.equal(changes[1].after, staged[stage.STAGE .. "/mkinitcpio.conf"])
+    -- dracut: the copy of its configuration, read by bash as dracut sources it (dracut.conf,
+    -- then dracut.conf.d/*.conf in name order), says uefi and the trial's command line
+    h.writefile(root .. "/etc/dracut.conf.d/50-uki.conf", "uefi=yes\nkernel_cmdline=\"console=ttyS0\"\n")
+    local word = [[dyndbg="file x +p" it's]]
+    spec.cmdline = "root=/dev/vda " .. word .. " vfioinit.trial=0a1b2c3d"
+    s = assert(stage.plan(ctx, { name = "dracut" }, {}, KVER, out, spec))
+    assert.are.same({ "dracut", "--conf", stage.STAGE .. "/dracut.conf", "--confdir", stage.STAGE .. "/dracut.conf.d",
+      "--uefi", "--force", out, KVER }, s.argv)
+    assert.are.equal(stage.STAGE .. "/os-release", s.osrel)
+    for _, f in ipairs(s.files) do h.writefile(root .. f.path, f.after) end
+    local said = h.sh("bash -c " .. h.q(("cd %s && . ./dracut.conf && for f in dracut.conf.d/*.conf; do . \"$f\"; done; "
+      .. 'printf "%%s|%%s" "$uefi" "$kernel_cmdline"'):format(h.q(root .. stage.STAGE))))
+    assert.are.equal("yes|" .. spec.cmdline, said)
+    assert.are.equal(spec.osrel, h.readfile(root .. s.osrel))
+    -- dracut signs what it builds with uefi_secureboot_key: a .osrel put in after would void it
+    h.writefile(root .. "/etc/dracut.conf.d/60-sb.conf", "uefi_secureboot_key=/etc/sb/db.key\nuefi_secureboot_cert=/etc/sb/db.crt\n")
     local r, err = stage.plan(ctx, { name = "dracut" }, {}, KVER, out, spec)
+    assert.is_nil(r)
+    assert.matches("/etc/dracut.conf.d/60-sb.conf: uefi_secureboot_key: dracut signs the UKI", err, 1, true)
+    -- initramfs-tools builds no UKI
+    r, err = stage.plan(ctx, { name = "initramfs-tools" }, {}, KVER, out, spec)
     assert.is_nil(r)
     assert.matches("/efi/EFI/Linux/arch-" .. KVER .. "-vfioinit-trial+1.efi: a trial UKI needs an os-release", err, 1, true)
   end)
@@ -293,10 +313,36 @@ describe("trial staging", function()
       after = "x" } }, KVER, "/boot/x")
     assert.is_nil(s)
     assert.matches("/usr/lib/dracut/modules.d/90vfioinit-bind/module-setup.sh: dracut keeps this file outside", err, 1, true)
-    gen = require("vfioinit.generators").new():get("booster")
-    s, err = stage.plan(ctx, gen, { { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf", after = "x" } }, KVER, "/boot/x")
+    -- a generator of one's own without trial_stage
+    s, err = stage.plan(ctx, { name = "mkinitfs" }, {}, KVER, "/boot/x")
     assert.is_nil(s)
-    assert.matches("a booster trial image cannot carry", err, 1, true)
+    assert.matches("mkinitfs: no staged build for a trial image", err, 1, true)
+  end)
+
+  it("booster: the modprobe.d options go on the trial's command line as booster's init reads them", function()
+    local gen = require("vfioinit.generators").new():get("booster")
+    local mp = { generator = "modprobe", path = "/etc/modprobe.d/vfioinit.conf",
+      after = "# x\noptions vfio-pci ids=1af4:1000,10de:1b80 \\\n  disable_vga=1\nsoftdep nouveau pre: vfio-pci\n" }
+    local words = assert(stage.cmdline_words(gen, { mp }))
+    -- booster's init/cmdline.go: a key with a dot is <module>.<param>, the module name normalized
+    local params = {}
+    for _, w in ipairs(words) do
+      local mod, param = w:match("^([^.=]+)%.(.+)$")
+      params[#params + 1] = mod:gsub("-", "_") .. " " .. param
+    end
+    -- modprobe, the other reader, gives the same options for vfio_pci
+    local root = h.tmpdir()
+    finally(function() h.rm(root) end)
+    h.writefile(root .. "/etc/modprobe.d/vfioinit.conf", mp.after)
+    local shown = h.sh("modprobe -C " .. h.q(root .. "/etc/modprobe.d") .. " --showconfig 2>/dev/null | grep '^options vfio_pci '")
+    local want = {}
+    for a in shown:gsub("^options vfio_pci ", ""):gmatch("%S+") do want[#want + 1] = "vfio_pci " .. a end
+    assert.are.same(want, params)
+    assert.are.same({}, assert(stage.cmdline_words(require("vfioinit.generators").new():get("dracut"), { mp })))
+    -- an option without a value is not a module parameter booster's init takes
+    local r, err = stage.cmdline_words(gen, { { path = mp.path, after = "options vfio-pci nointxmask\n" } })
+    assert.is_nil(r)
+    assert.matches("/etc/modprobe.d/vfioinit.conf:1: `nointxmask` has no value", err, 1, true)
   end)
 
   it("mkinitcpio: the staged modprobe.d file goes in by --include SRC:DEST, refused where mkinitcpio has none", function()
@@ -421,5 +467,98 @@ describe("trial CLI", function()
     local rep, err = require("vfioinit").update_initramfs({ root = root, trial = true, sign = { key = "/k", cert = "/c" } })
     assert.is_nil(rep)
     assert.matches("trial=true takes no sign=", err, 1, true)
+  end)
+end)
+
+describe("booster trial with --ids (the booster stand-in, chrooted)", function()
+  local root_it = h.chroot_it(it, pending)
+  local APPLETS = "sh cat echo printf mkdir mktemp find cpio mv rm sleep"
+  -- booster's `build` options (generator/main.go BuildCommand): those taking a value, then flags
+  local VALUE = { ["--init-binary"] = true, ["--compression"] = true, ["--kernel-version"] = true,
+    ["--modules-dir"] = true, ["--config"] = true, ["--crypttab"] = true }
+  local FLAG = { ["--force"] = true, ["-f"] = true, ["--universal"] = true, ["--strip"] = true }
+
+  -- one line of the stand-in's log, read the way booster's go-flags parser reads it
+  local function booster_args(line)
+    local w = {}
+    for x in line:gmatch("%S+") do w[#w + 1] = x end
+    assert.are.equal("build", w[1], line)
+    local o, i = { positional = {} }, 2
+    while w[i] do
+      if VALUE[w[i]] then o[w[i]] = w[i + 1]; i = i + 2
+      elseif FLAG[w[i]] then o[w[i]] = true; i = i + 1
+      else assert(w[i]:sub(1, 1) ~= "-", "booster has no option " .. w[i]); o.positional[#o.positional + 1] = w[i]; i = i + 1 end
+    end
+    return o
+  end
+
+  -- the YAML keys booster reads, by PyYAML: modules_force_load (parseCommaList) and extra_files
+  local function booster_yaml(path)
+    local out, ok = h.sh("/usr/bin/python3 -c " .. h.q("import sys, yaml\n"
+      .. "d = yaml.load(open(sys.argv[1]), Loader=yaml.BaseLoader) or {}\n"
+      .. "for k in ('modules_force_load', 'extra_files', 'compression'):\n"
+      .. "    print(','.join(x.strip() for x in d.get(k, '').split(',') if x.strip()))\n") .. " " .. h.q(path) .. " 2>&1")
+    assert(ok, out)
+    local mfl, extra, comp = out:match("^(.-)\n(.-)\n(.-)\n$")
+    local function list(s) local t = {}; for x in s:gmatch("[^,]+") do t[#t + 1] = x end; return t end
+    return { modules_force_load = list(mfl), extra_files = list(extra), compression = comp }
+  end
+
+  root_it("builds the trial image through --config with the VFIO modules; the ids go on the trial's command line", function()
+    local root = h.make_root({ os = { ID = "arch" }, files = {
+      ["/etc/booster.yaml"] = "compression: zstd\nmodules_force_load: amdgpu\n",
+      ["/usr/share/libalpm/hooks/90-booster-install.hook"] = "[Trigger]\n" } })
+    finally(function() h.rm(root) end)
+    h.install_kernel(root, "cloud", KVER)
+    h.sh("mkdir -p " .. h.q(root .. "/bin") .. " " .. h.q(root .. "/usr/bin") .. " " .. h.q(root .. "/tmp"))
+    h.sh("cp " .. h.q(h.static_busybox()) .. " " .. h.q(root .. "/bin/busybox"))
+    h.sh("cd " .. h.q(root .. "/bin") .. " && for a in " .. APPLETS .. "; do ln -s busybox $a; done")
+    h.sh("cp " .. h.q(h.project .. "/spec/fixtures/standin-booster") .. " " .. h.q(root .. "/usr/bin/booster"))
+    local image = "/boot/booster-" .. KVER .. ".img"
+    h.writefile(root .. "/boot/vmlinuz-" .. KVER, "kernel")
+    h.booster_image(root, KVER, image)
+    h.writefile(root .. "/boot/loader/entries/arch.conf", ("title Arch Linux\nlinux /vmlinuz-%s\ninitrd /booster-%s.img\n"
+      .. "options root=/dev/vda rw\n"):format(KVER, KVER))
+    local before = { yaml = h.readfile(root .. "/etc/booster.yaml"), image = h.readfile(root .. image) }
+
+    local code, out, err = h.cli("--root " .. h.q(root) .. " --ids 1af4:1000 --json apply --trial")
+    assert.are.equal(0, code, out .. err)
+    local rec = assert(record.load(root))
+    -- the default image, booster.yaml and modprobe.d stay as they were
+    assert.are.equal(before.image, h.readfile(root .. image))
+    assert.are.equal(before.yaml, h.readfile(root .. "/etc/booster.yaml"))
+    assert.is_nil(h.readfile(root .. "/etc/modprobe.d/vfioinit.conf"))
+
+    -- what booster was asked: one build of the trial image, with a config of its own
+    local log = assert(h.readfile(root .. "/var/log/standin-booster.argv"))
+    assert.are.equal(1, select(2, log:gsub("\n", "")))
+    local a = booster_args(log:match("^[^\n]*"))
+    assert.are.same({ rec.image }, a.positional)
+    assert.are.equal(KVER, a["--kernel-version"])
+    assert.are_not.equal("/etc/booster.yaml", a["--config"])
+    local conf = booster_yaml(root .. a["--config"])
+    local force = {}
+    for _, m in ipairs(conf.modules_force_load) do force[m] = true end
+    for _, m in ipairs({ "vfio", "vfio_iommu_type1", "vfio_pci", "amdgpu" }) do assert.is_true(force[m], m) end
+    assert.are.equal("zstd", conf.compression)
+    -- every extra file booster would copy is there (booster fails on a missing one)
+    for _, f in ipairs(conf.extra_files) do assert.truthy(core.fs.stat(root, f), f) end
+
+    -- the trial entry: booster's init takes vfio-pci's ids from its command line
+    local entry = assert(bls.find(context.new({ root = root }), rec.entry))
+    local e = bootcfg.bls(assert(h.readfile(root .. entry)))
+    local words = {}
+    for w in e.options:gmatch("%S+") do words[w] = true end
+    assert.is_true(words["vfio-pci.ids=1af4:1000"], e.options)
+    assert.is_true(words["vfioinit.trial=" .. rec.id], e.options)
+    assert.are.same({ "/booster-" .. KVER .. ".img.vfioinit-trial" }, e.initrd)
+
+    code, out, err = h.cli("--root " .. h.q(root) .. " revert")
+    assert.are.equal(0, code, out .. err)
+    assert.is_nil(h.readfile(root .. rec.image))
+    assert.is_nil(bls.find(context.new({ root = root }), rec.entry))
+    assert.is_false(record.load(root))
+    assert.are.equal(before.image, h.readfile(root .. image))
+    assert.are.equal(before.yaml, h.readfile(root .. "/etc/booster.yaml"))
   end)
 end)

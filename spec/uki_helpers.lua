@@ -82,12 +82,12 @@ function M.uki(dir, out, opts)
   return M.make(out, files)
 end
 
--- The section table as objdump prints it: {name=, size=, offset=} per section.
+-- The section table as objdump prints it: {name=, size=, offset=, vma=} per section.
 function M.objdump(path)
   local t = {}
   for line in sh("LC_ALL=C objdump -h " .. q(path)):gmatch("[^\n]+") do
-    local name, size, off = line:match("^%s*%d+%s+(%S+)%s+(%x+)%s+%x+%s+%x+%s+(%x+)")
-    if name then t[#t + 1] = { name = name, size = hexnum(size), offset = hexnum(off) } end
+    local name, size, vma, off = line:match("^%s*%d+%s+(%S+)%s+(%x+)%s+(%x+)%s+%x+%s+(%x+)")
+    if name then t[#t + 1] = { name = name, size = hexnum(size), offset = hexnum(off), vma = hexnum(vma) } end
   end
   return t
 end

@@ -68,6 +68,7 @@ struct vfi_pe_section {
 	uint64_t offset;	/* PointerToRawData */
 	uint64_t size;	/* the data: the smaller of VirtualSize and SizeOfRawData (0: raw size) */
 	uint64_t rawsize;	/* SizeOfRawData: what the Authenticode digest covers */
+	uint64_t rva;	/* VirtualAddress: where the loader maps it, from ImageBase */
 };
 
 /* An open image; a userdata so a Lua error (out of memory) still closes it. */
@@ -76,6 +77,7 @@ struct vfi_pe {
 	uint64_t size;
 	int n;
 	struct vfi_pe_section sec[VFI_PE_MAX_SECTIONS];
+	uint64_t image_base;	/* the optional header's ImageBase (0 when it has none) */
 	/* from the optional header; valid only when opt_why is NULL */
 	const char *opt_why;	/* why the fields below are missing */
 	uint64_t cksum_off, certdir_off, hdr_size;	/* CheckSum, data directory [4], SizeOfHeaders */

@@ -17,7 +17,9 @@ The section table of a PE/COFF image (a UKI).
 @function sections
 @string root host directory the image is in
 @string path image file inside root
-@treturn[1] table `{ {name=".initrd", offset=file offset, size=bytes}, ... }` in table order
+@treturn[1] table `{ {name=".initrd", offset=file offset, size=bytes, vma=address}, ... }` in table
+order (`vma`: ImageBase + VirtualAddress, the address objdump -h shows and objcopy's
+--change-section-vma takes)
 @return[2] nil
 @treturn[2] string "path: not a PE image (reason)"
 */
@@ -32,13 +34,15 @@ pe_sections(lua_State *L)
 		return nret;
 	lua_createtable(L, f->n, 0);
 	for (int i = 0; i < f->n; i++) {
-		lua_createtable(L, 0, 3);
+		lua_createtable(L, 0, 4);
 		lua_pushlstring(L, f->sec[i].name, strnlen(f->sec[i].name, 8));
 		lua_setfield(L, -2, "name");
 		lua_pushinteger(L, (lua_Integer)f->sec[i].offset);
 		lua_setfield(L, -2, "offset");
 		lua_pushinteger(L, (lua_Integer)f->sec[i].size);
 		lua_setfield(L, -2, "size");
+		lua_pushinteger(L, (lua_Integer)(f->image_base + f->sec[i].rva));
+		lua_setfield(L, -2, "vma");
 		lua_rawseti(L, -2, i + 1);
 	}
 	vfi_pe_close(f);

@@ -91,13 +91,14 @@ static const char *
 pe_section_hdr(struct vfi_pe *f, const unsigned char *h, int i)
 {
 	struct vfi_pe_section *s = &f->sec[i];
-	uint32_t vsize = vfi_rd32(h + 8), rawsize = vfi_rd32(h + 16), rawptr = vfi_rd32(h + 20);
+	uint32_t vsize = vfi_rd32(h + 8), rva = vfi_rd32(h + 12), rawsize = vfi_rd32(h + 16), rawptr = vfi_rd32(h + 20);
 	memcpy(s->name, h, 8);
 	s->name[8] = '\0';
 	/* objcopy pads the raw data to the file alignment: the data is the smaller size */
 	s->size = vsize != 0 && vsize < rawsize ? vsize : rawsize;
 	s->rawsize = rawsize;
 	s->offset = rawptr;
+	s->rva = rva;
 	if (s->size != 0 && (s->offset > f->size || s->size > f->size - s->offset))
 		return "a section's data lies past the end of the file";
 	return NULL;
@@ -120,9 +121,11 @@ pe_optional(struct vfi_pe *f, uint64_t opt, unsigned optsize)
 	if (rd16(o) == 0x10b) {
 		nrva_at = 92;
 		dir_at = 96;
+		f->image_base = optsize >= 32 ? vfi_rd32(o + 28) : 0;
 	} else if (rd16(o) == 0x20b) {
 		nrva_at = 108;
 		dir_at = 112;
+		f->image_base = optsize >= 32 ? vfi_rd32(o + 24) | (uint64_t)vfi_rd32(o + 28) << 32 : 0;
 	} else {
 		f->opt_why = "optional header magic is neither PE32 nor PE32+";
 		return;

@@ -281,6 +281,10 @@ end
 -- unless dry_run). Fills and returns `report`.
 local function update_stages(run, opts, report)
   local log = opts.log or function() end
+  if run.opts.trial then
+    report.error = trial.refuses(run)
+    if report.error then return report end
+  end
   local plan, err = planner.plan(run)
   if not plan then report.error = err; return report end
   describe(report, plan)

@@ -81,14 +81,16 @@ local function pick_generator(run, plan)
 end
 
 -- The trial's kernel command line: the default entry's, with what --cmdline adds, the
--- marker and the user's trial words.
-local function trial_line(run, chain, id, extra)
+-- staged modprobe.d options a generator takes from there (stage.cmdline_words), the marker
+-- and the user's trial words.
+local function trial_line(run, chain, id, extra, words)
   local line = chain.cmdline or ""
   if run.opts.cmdline then
     local s, why = cmdline.add(line, bootloaders.wants(run))
     if not s then return nil, chain.cmdline_source .. ": " .. why end
     line = s
   end
+  for _, w in ipairs(words) do line = line .. (line == "" and "" or " ") .. w end
   line = line .. (line == "" and "" or " ") .. M.MARKER .. "=" .. id
   if extra and extra:match("%S") then line = line .. " " .. extra:gsub("^%s+", ""):gsub("%s+$", "") end
   return line
@@ -175,6 +177,25 @@ local function fail(report, msg, root)
   return false
 end
 
+-- What each image-based system's own tool calls going back to the previous deployment.
+local ROLLBACK = { ["rpm-ostree"] = "rpm-ostree rollback", bootc = "bootc rollback" }
+
+--- refuses(run) -> nil, or why `apply --trial` does not apply to run's root: an ostree
+-- deployment keeps the previous deployment as its rollback (a plain apply makes a new one),
+-- and an image build root has no boot of its own to try.
+function M.refuses(run)
+  local o, root = run.ostree, run.opts.root or "/"  -- the root asked for, not the deployment acted on
+  if not o then return nil end
+  if o.kind == "image" then
+    return ("%s: an image build root (%s): nothing boots from it, so there is no next boot to try; "
+      .. "apply without --trial and boot the image it builds"):format(root, o.manager)
+  end
+  local back = ROLLBACK[o.manager]
+  return ("%s: an ostree deployment (%s): --trial does not apply there; a plain `vfioinit apply` makes a new "
+    .. "deployment and keeps the current one in the boot menu as the rollback%s, and `vfioinit revert` "
+    .. "removes the new one"):format(root, o.manager, back and (" (`" .. back .. "`)") or "")
+end
+
 --- apply(run, plan, opts, report) -> true | false (report.error set)
 function M.apply(run, plan, opts, report)
   local root, log = run.root, opts.log or function() end
@@ -187,7 +208,9 @@ function M.apply(run, plan, opts, report)
   local gen, gerr = pick_generator(run, plan)
   if not gen then report.error = gerr; return false end
   local kver, id = chain.kernel, new_id(run, plan)
-  local line, lerr = trial_line(run, chain, id, opts.trial_cmdline)
+  local words, werr = stage.cmdline_words(gen, plan.changes)
+  if not words then report.error = werr; return false end
+  local line, lerr = trial_line(run, chain, id, opts.trial_cmdline, words)
   if not line then report.error = lerr; return false end
   local t = { id = id, kernel = kver, cmdline = line }
   local lp, perr = loader_part(run, chain, t)
@@ -195,7 +218,7 @@ function M.apply(run, plan, opts, report)
   -- a UKI is the entry itself: built under a name systemd-boot skips, renamed when checked
   local image = lp.uki and lp.path or chain.initramfs .. M.SUFFIX
   local build = lp.uki and image .. uki.PART or image
-  local s, serr = stage.plan(run.ctx, gen, plan.changes, kver, build, lp.uki)
+  local s, serr = stage.plan(run.ctx, gen, plan.changes, kver, build, lp.uki, plan.wants)
   if not s then report.error = serr; return false end
   local loader = lp.uki and "uki" or chain.loader
   local rec = { id = id, kernel = kver, generator = gen.name, loader = loader, image = image, entry = lp.entry,
@@ -220,7 +243,13 @@ function M.apply(run, plan, opts, report)
   report.rebuilt[#report.rebuilt + 1] = { kernel = kver, generator = gen.name, image = build, command = b.command,
     status = b.status, seconds = b.seconds, ok = b.ok, error = b.error }
   if not b.ok then return fail(report, b.error, root) end
+  if s.osrel then
+    local r, oerr = uki.set_osrel(root, build, s.osrel, lp.uki.osrel, bootloaders.run_command, { timeout = opts.timeout })
+    if not r then return fail(report, oerr, root) end
+    report.regenerated = { r }
+  end
   local mp, script = expected(run, plan, gen)
+  if not stage.image_carries_modprobe(gen) then mp = nil end  -- its options are on the trial's line
   local v = require("vfioinit.verify").check(run.ctx, gen, kver, { facts = run, modules = run.extra, modprobe_content = mp,
     bind_script = gen.bind and script or nil, chain = { initramfs = build, entry = "trial " .. id } })
   report.verified[#report.verified + 1] = v

@@ -1,8 +1,9 @@
 --[[ vfioinit.trial.stage: the trial image is built from a staged copy of the generator's
 configuration, never from the configuration the default entry's image is built from.
 
-  stage.plan(ctx, gen, changes, kver, out [, uki]) -> {files = {{path=, after=, mode=}...},
+  stage.plan(ctx, gen, changes, kver, out [, uki, wants]) -> {files = {{path=, after=, mode=}...},
                                                       argv = {...}} | nil, err
+  stage.cmdline_words(gen, changes) -> what the trial's command line carries instead (booster)
 
 `uki` ({cmdline=, osrel=}) asks for a unified kernel image at `out` instead of an initramfs:
 its command line and os-release (lua/vfioinit/trial/uki.lua) are staged too.
@@ -16,11 +17,19 @@ Per generator (its own option for another configuration and another output):
                    /etc/initramfs-tools; a hook of the copy puts the staged modprobe.d file
                    in, after mkinitramfs copied /etc/modprobe.d)
   dracut           dracut --conf STAGE/dracut.conf --confdir STAGE/dracut.conf.d
-                   [--include STAGED /etc/modprobe.d/vfioinit.conf] --force OUT KVER
+                   [--include STAGED /etc/modprobe.d/vfioinit.conf] --force OUT KVER;
+                   a UKI: --uefi, the command line as the copy's last kernel_cmdline=
+                   (STAGE/dracut.conf.d/zz-vfioinit-trial.conf), and `osrel` in the result:
+                   dracut embeds root's own os-release, trial/uki.lua replaces it after the build
   mkinitcpio       mkinitcpio -c STAGE/mkinitcpio.conf -k KVER -g OUT
                    [--include STAGED:/etc/modprobe.d/vfioinit.conf] (mkinitcpio 39 and later);
                    a UKI: -U OUT --cmdline STAGE/cmdline --osrelease STAGE/os-release
-  booster          booster build --force --config STAGE/booster.yaml --kernel-version KVER OUT
+  booster          booster build --force --config STAGE/booster.yaml --kernel-version KVER OUT;
+                   booster reads modprobe.d only from /lib, /etc and /run (generator/kmod.go
+                   readModprobeOptions; no config key, no option), and its init takes
+                   `module.param=value` from the kernel command line (init/cmdline.go): the
+                   staged file's `options` go on the trial's command line (cmdline_words), and
+                   the copy's extra_files does not list /etc's file a trial does not write
 A generator of one's own may bring `trial_stage(ctx, changes, kver, out, stage)` with the
 same result.
 ]]
@@ -99,14 +108,47 @@ BUILTIN["initramfs-tools"] = function(ctx, changes, kver, out, mp)
   return { files = files, argv = { "mkinitramfs", "-d", conf, "-o", out, kver }, owns = { "/etc/initramfs-tools" } }
 end
 
-BUILTIN.dracut = function(ctx, changes, kver, out, mp)
+-- A UKI's staged command line and os-release (lua/vfioinit/trial/uki.lua's).
+local function uki_files(files, uki)
+  files[#files + 1] = { path = M.STAGE .. "/cmdline", after = uki.cmdline .. "\n" }
+  files[#files + 1] = { path = M.STAGE .. "/os-release", after = uki.osrel }
+  return files
+end
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- dracut sources its configs in file-name order: the copy's last word on the command line.
+M.DRACUT_UKI_CONF = M.STAGE .. "/dracut.conf.d/zz-vfioinit-trial.conf"
+
+-- dracut signs a UKI while building it (uefi_secureboot_key/cert); the trial's .osrel is
+-- replaced after the build, which would break that signature.
+local function dracut_signs(ctx)
+  local key, from = require("vfioinit.generators.dracut").setting(ctx, "uefi_secureboot_key")
+  if key == nil then return from end
+  if key then
+    return ("%s: uefi_secureboot_key: dracut signs the UKI it builds, and a trial UKI's os-release is put in "
+      .. "after the build (dracut takes none of its own), which would break that signature: apply without --trial")
+      :format(from)
+  end
+end
+
+BUILTIN.dracut = function(ctx, changes, kver, out, mp, _, uki)
   local files, err = copy_file(ctx, "/etc/dracut.conf", M.STAGE .. "/dracut.conf", changes, {})
   if files then files, err = copy_tree(ctx, "/etc/dracut.conf.d", M.STAGE .. "/dracut.conf.d", changes, files) end
   if not files then return nil, err end
   local argv = { "dracut", "--conf", M.STAGE .. "/dracut.conf", "--confdir", M.STAGE .. "/dracut.conf.d" }
+  if uki then
+    local why = dracut_signs(ctx)
+    if why then return nil, why end
+    uki_files(files, uki)
+    files[#files + 1] = { path = M.DRACUT_UKI_CONF,
+      after = "# vfioinit trial: the trial UKI's command line\nkernel_cmdline=" .. shell_quote(uki.cmdline) .. "\n" }
+    argv[#argv + 1] = "--uefi"
+  end
   if mp then for _, a in ipairs({ "--include", M.MODPROBE, modprobe.FILE }) do argv[#argv + 1] = a end end
   for _, a in ipairs({ "--force", out, kver }) do argv[#argv + 1] = a end
-  return { files = files, argv = argv, owns = { "/etc/dracut.conf", "/etc/dracut.conf.d" } }
+  return { files = files, argv = argv, owns = { "/etc/dracut.conf", "/etc/dracut.conf.d" },
+    osrel = uki and M.STAGE .. "/os-release" or nil }
 end
 
 -- mkinitcpio 39 and later take `--include SRC:DEST` (added after the hooks, so over what
@@ -131,29 +173,65 @@ BUILTIN.mkinitcpio = function(ctx, changes, kver, out, mp, _, uki)
   if uki then
     argv = { "mkinitcpio", "-c", conf, "-k", kver, "-U", out, "--cmdline", M.STAGE .. "/cmdline",
       "--osrelease", M.STAGE .. "/os-release" }
-    files[#files + 1] = { path = M.STAGE .. "/cmdline", after = uki.cmdline .. "\n" }
-    files[#files + 1] = { path = M.STAGE .. "/os-release", after = uki.osrel }
+    uki_files(files, uki)
   end
   if mp then for _, a in ipairs({ "--include", M.MODPROBE .. ":" .. modprobe.FILE }) do argv[#argv + 1] = a end end
   return { files = files, argv = argv, owns = { "/etc/mkinitcpio.conf" } }
 end
 
-BUILTIN.booster = function(ctx, changes, kver, out)
+BUILTIN.booster = function(ctx, changes, kver, out, mp, _, _, wants)
   local conf = M.STAGE .. "/booster.yaml"
+  if mp then
+    -- the plan's booster.yaml lists /etc/modprobe.d/vfioinit.conf in extra_files; the
+    -- trial's copy is the same edit without it (the options are on the command line)
+    local gen = require "vfioinit.generators.booster"
+    local edits, err = gen.edits(require("vfioinit.context").wanting(ctx, { modules = wants and wants.modules }))
+    if not edits then return nil, err end
+    changes = edits
+  end
   local files, err = copy_file(ctx, "/etc/booster.yaml", conf, changes, {})
   if not files then return nil, err end
   return { files = files, argv = { "booster", "build", "--force", "--config", conf, "--kernel-version", kver, out },
     owns = { "/etc/booster.yaml" } }
 end
 
--- Generators whose staged build has a way to carry the staged modprobe.d file.
-local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true, mkinitcpio = true }
--- Generators whose staged build makes a trial UKI: it needs an os-release of its own (the
--- sort key), which dracut's --uefi does not take (it embeds the root's).
-local BUILDS_UKI = { mkinitcpio = true }
+-- Generators whose staged build has a way to carry the staged modprobe.d file: in the
+-- image, or (booster) its `options` on the trial's command line.
+local CARRIES_MODPROBE = { ["initramfs-tools"] = true, dracut = true, mkinitcpio = true, booster = true }
+local OPTIONS_ON_CMDLINE = { booster = true }
 
---- plan(ctx, gen, changes, kver, out [, uki]) -> {files=, argv=} | nil, err
-function M.plan(ctx, gen, changes, kver, out, uki)
+--- cmdline_words(gen, changes) -> {words} the trial's command line carries for the staged
+-- modprobe.d file (booster: `module.param=value` for each `options` argument), or {}
+-- | nil, "FILE:LINE: reason"
+function M.cmdline_words(gen, changes)
+  if gen.trial_stage or not OPTIONS_ON_CMDLINE[gen.name] then return {} end
+  local words = {}
+  for _, c in ipairs(changes) do
+    if c.path == modprobe.FILE and c.after then
+      local list, err = modprobe.parse(c.after)
+      if not list then return nil, modprobe.FILE .. ":" .. err end
+      for _, d in ipairs(list) do
+        for _, a in ipairs(d.cmd == "options" and d.args or {}) do
+          if not a:find("=", 1, true) then
+            return nil, ("%s:%d: `%s` has no value, which %s's init does not take from the command line: "
+              .. "apply without --trial"):format(modprobe.FILE, d.line, a, gen.name)
+          end
+          words[#words + 1] = d.module .. "." .. a
+        end
+      end
+    end
+  end
+  return words
+end
+
+--- image_carries_modprobe(gen) -> does the trial image hold the staged modprobe.d file?
+function M.image_carries_modprobe(gen) return gen.trial_stage ~= nil or not OPTIONS_ON_CMDLINE[gen.name] end
+-- Generators whose staged build makes a trial UKI (with an os-release of its own: the sort key).
+local BUILDS_UKI = { mkinitcpio = true, dracut = true }
+
+--- plan(ctx, gen, changes, kver, out [, uki [, wants]]) -> {files=, argv=} | nil, err
+-- (`wants`: the plan's, lua/vfioinit/plan.lua)
+function M.plan(ctx, gen, changes, kver, out, uki, wants)
   local build = gen.trial_stage or BUILTIN[gen.name]
   if not build then return nil, gen.name .. ": no staged build for a trial image (a generator's trial_stage)" end
   if uki and not gen.trial_stage and not BUILDS_UKI[gen.name] then
@@ -170,7 +248,7 @@ function M.plan(ctx, gen, changes, kver, out, uki)
     return nil, ("%s: a %s trial image cannot carry a staged %s (--ids, --softdeps): apply without --trial"):format(
       modprobe.FILE, gen.name, modprobe.FILE)
   end
-  local s, err = build(ctx, mine, kver, out, mp, M.STAGE, uki)
+  local s, err = build(ctx, mine, kver, out, mp, M.STAGE, uki, wants)
   if not s then return nil, err end
   for _, c in ipairs(mine) do
     local staged = false
@@ -180,7 +258,7 @@ function M.plan(ctx, gen, changes, kver, out, uki)
         .. "read it: apply without --trial"):format(c.path, gen.name)
     end
   end
-  if mp and mp.after then s.files[#s.files + 1] = { path = M.MODPROBE, after = mp.after } end
+  if mp and mp.after and M.image_carries_modprobe(gen) then s.files[#s.files + 1] = { path = M.MODPROBE, after = mp.after } end
   return s
 end
 
