@@ -150,3 +150,28 @@ describe("machine.MODPROBE_DIRS", function()
       require("vfioinit.modprobe").conflicts(ctx, nil))
   end)
 end)
+
+describe("machine.command over a run's context", function()
+  -- A merged /usr (Debian 12, Fedora, Arch): /sbin and /bin are links to /usr's, whose
+  -- names were listed already; a separate /bin is listed and found.
+  it("lists a directory that /sbin or /bin links to once, and a separate one as well", function()
+    local root = h.make_root({ exec = { "/usr/bin/dracut", "/usr/sbin/update-initramfs" } })
+    finally(function() h.rm(root) end)
+    local function listed(ctx, names)
+      local dirs, dir = {}, ctx.dir
+      ctx.dir = function(p) dirs[#dirs + 1] = p; return dir(p) end
+      local found = {}
+      for _, n in ipairs(names) do found[#found + 1] = machine.command(ctx, n) or "-" end
+      return dirs, found
+    end
+    local context = require "vfioinit.context"
+    h.sh(("ln -s usr/bin %s/bin && ln -s usr/sbin %s/sbin"):format(h.q(root), h.q(root)))
+    local dirs, found = listed(context.new({ root = root, facts = true }), { "dracut", "update-initramfs", "booster" })
+    assert.are.same({ "/usr/sbin", "/usr/bin" }, dirs)
+    assert.are.same({ "/usr/bin/dracut", "/usr/sbin/update-initramfs", "-" }, found)
+    h.sh(("rm %s/bin && mkdir %s/bin && cp %s/usr/bin/dracut %s/bin/booster"):format(h.q(root), h.q(root), h.q(root), h.q(root)))
+    dirs, found = listed(context.new({ root = root, facts = true }), { "dracut", "booster" })
+    assert.are.same({ "/usr/sbin", "/usr/bin", "/bin" }, dirs)
+    assert.are.same({ "/usr/bin/dracut", "/bin/booster" }, found)
+  end)
+end)

@@ -87,6 +87,28 @@ describe("a no-op apply on a one-kernel mkinitcpio root", function()
     assert.are.same({}, over)
   end)
 
+  -- The command as run (bin/vfioinit), a hook on require set before it starts: the modules
+  -- of what a no-op does not do are not loaded (bench/run's no-op apply pays for each).
+  it("loads no module of what it does not do: trials, diffs, signing, devices, the journal, other generators", function()
+    local log = os.tmpname()
+    finally(function() os.remove(log) end)
+    local hook = ('local f, r = io.open(%q, "w"), require; require = function(n, ...) f:write(n, "\\n"); f:flush(); '
+      .. 'return r(n, ...) end'):format(log)
+    local out, ok = h.sh(h.lua .. " -e " .. h.q(hook) .. " " .. h.q(h.project .. "/bin/vfioinit") .. " --root "
+      .. h.q(root) .. " apply 2>&1")
+    assert.is_true(ok, out)
+    assert.matches("configuration already in place", out, 1, true)
+    assert.matches("every image is up to date", out, 1, true)
+    local loaded = h.readfile(log)
+    assert.truthy(loaded:find("vfioinit.verify\n", 1, true), loaded)  -- the hook saw the run
+    -- nor the generators it does not act on, nor what only a command-line edit uses
+    for _, m in ipairs({ "trial", "trial.stage", "edit.diff", "signing", "bind.sysfs", "bind.pciids", "state.journal",
+      "state.revert", "generators.dracut", "generators.booster", "generators.initramfs_tools",
+      "boot.cmdline.grubvars", "boot.cmdline.wordfiles", "policy" }) do
+      assert.is_nil(loaded:find("\nvfioinit." .. m .. "\n", 1, true), "loaded vfioinit." .. m)
+    end
+  end)
+
   local strace = h.sh("command -v strace"):match("%S") ~= nil
   local it_strace = strace and it or pending
   it_strace("makes at most 160 file syscalls beyond loading the module (strace, bench/syscalls)", function()

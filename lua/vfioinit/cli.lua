@@ -232,8 +232,8 @@ function M.main(argv, v)
     return 0
   end
   if o.version then
-    -- the version of the core alone when no instance is given: --version loads nothing else
-    local version = v and v._VERSION or ("vfioinit " .. require("vfioinit.core")._VERSION)
+    -- without an instance, the version module's: --version loads neither the core nor the API
+    local version = v and v._VERSION or ("vfioinit " .. require("vfioinit.version"))
     out(o.json and (json.encode({ ok = true, version = version }) .. "\n") or (version .. "\n"))
     return 0
   end

@@ -25,7 +25,7 @@ whole (every image is read again and the file rewritten), never trusted.
 (tab-separated, text fields percent-encoded).
 ]]
 local core = require "vfioinit.core"
-local state = require "vfioinit.state"
+local state = require "vfioinit.state.manifest"
 
 local M = {}
 

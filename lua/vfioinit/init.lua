@@ -20,6 +20,7 @@ local detect = require "vfioinit.detect"
 local kernel = require "vfioinit.kernel"
 local planner = util.lazy "vfioinit.plan"
 local state = util.lazy "vfioinit.state"
+local lock = util.lazy "vfioinit.state.lock"  -- apply and rebuild need only the lock
 local runs = require "vfioinit.run"
 local pipeline = require "vfioinit.pipeline"
 local trial = util.lazy "vfioinit.trial"
@@ -36,7 +37,7 @@ local function checkopts(opts, fname)
 end
 
 -- Operations that take root's lock refuse a malformed VFIOINIT_LOCK_TIMEOUT up front.
-local function lock_env_error() return state.LOCK_TIMEOUT_ERROR end
+local function lock_env_error() return lock.LOCK_TIMEOUT_ERROR end
 
 local OPTIONAL = { config = "string", active_evidence = "table", distro_default = "table",
   image_want = "table", early_modules = "function", edit_text = "function" }
@@ -84,7 +85,7 @@ local function bind_registry(M, registry)
   -- @treturn[1] table the generator spec
   -- @treturn[2] nil
   -- @treturn[2] string `unknown generator "x" (known: ...)`
-  function M.generator(name) return registry:get(name) end
+  function M.generator(name) return registry:spec(name) end
 
   --- Names of every generator this instance knows: the built-ins, then registered ones.
   -- @function generator_names
@@ -210,7 +211,7 @@ local function update_initramfs(registry)
     if o and not o.dry_run then err = lock_env_error() end
     local report
     if not err and o.dry_run then report = pipeline.update(o, registry)
-    elseif not err then report, err = state.with_lock(root, pipeline.update, o, registry) end
+    elseif not err then report, err = lock.with_lock(root, pipeline.update, o, registry) end
     if report and report.ok then return report end
     report = report or pipeline.report(root, o and o.dry_run)
     report.error = report.error or err
@@ -269,7 +270,7 @@ local function bind_pipeline(M, registry)
     local o, err = checkopts(opts, "rebuild")
     if not o then return nil, err end
     if lock_env_error() then return nil, lock_env_error() end
-    return state.with_lock(o.root or "/", pipeline.rebuild_all, o, registry)
+    return lock.with_lock(o.root or "/", pipeline.rebuild_all, o, registry)
   end
 
   --- Everything the CLI status command shows, as a table.
@@ -471,7 +472,11 @@ local function new()
   bind_pipeline(M, registry)
   bind_update(M, registry)
   bind_seed(M, registry)
-  M.policy = require("vfioinit.policy").bind(M)  -- per-distribution composition; policies load on demand
+  -- per-distribution composition, bound on first use (a command that applies none loads none)
+  local policy
+  local function bound() policy = policy or require("vfioinit.policy").bind(M); return policy end
+  M.policy = setmetatable({}, { __index = function(_, k) return bound()[k] end,
+    __newindex = function(_, k, v) bound()[k] = v end, __call = function(_, ...) return bound()(...) end })
   M.new = new
   return M
 end

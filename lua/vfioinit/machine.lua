@@ -28,6 +28,12 @@ function M.command(look, name)
   if type(look) == "table" then stat, ctx = look.stat, look.once and look end
   for _, d in ipairs(M.BIN_DIRS) do
     local listed = not ctx or ctx.once("bin-dir " .. d, function()
+      -- a merged /usr's /sbin and /bin are links to /usr's: listed there already
+      local st = stat(d)
+      if not st then return {} end
+      if st.dev and st.ino and ctx.once(("bin-dir-id %s:%s"):format(st.dev, st.ino), function() return d end) ~= d then
+        return {}
+      end
       local set = {}
       for _, n in ipairs(ctx.dir(d) or {}) do set[n] = true end
       return set

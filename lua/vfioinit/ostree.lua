@@ -19,8 +19,10 @@ command is, else plain ostree.
 ]]
 local core = require "vfioinit.core"
 local machine = require "vfioinit.machine"
-local bootcfg = require "vfioinit.boot.cfg"
-local cmdline = require "vfioinit.edit.cmdline"
+local util = require "vfioinit.util"
+-- what reading a deployment needs (every run asks locate, most roots are no sysroot)
+local bootcfg = util.lazy "vfioinit.boot.cfg"
+local cmdline = util.lazy "vfioinit.edit.cmdline"
 
 local M = {}
 
@@ -212,7 +214,7 @@ function M.locate(root, op)
   info.uroot, info.root = root, root
   if info.prefix ~= "" then
     if op == "revert" then
-      local state = require "vfioinit.state"
+      local state = require "vfioinit.state.manifest"
       for _, d in ipairs(info.deployments) do
         if stat(root, d.path .. state.MANIFEST) then info.target, info.prefix = d, d.path; break end
       end

@@ -23,7 +23,7 @@ local planner = util.lazy "vfioinit.plan"
 local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.boot.cmdline"
 local kinstall = util.lazy "vfioinit.boot.kinstall"
-local state = require "vfioinit.state"
+local store = require "vfioinit.state.store"
 local trial = util.lazy "vfioinit.trial"
 local signing = util.lazy "vfioinit.signing"
 
@@ -238,7 +238,7 @@ end
 -- `cmdline` stage wrote, until revert: then verify, status and apply check the command line
 -- without --cmdline too.
 local function cmdline_recorded(root)
-  for _, e in ipairs(state.load(root) or {}) do
+  for _, e in ipairs(store.load(root) or {}) do
     if e.generator == "cmdline" and e.kind ~= "dir" and not e.flags.reverted then return true end
   end
   return false
@@ -298,7 +298,7 @@ local function update_stages(run, opts, report)
   -- a trial (lua/vfioinit/trial.lua) writes its own files, never the plan's
   if run.opts.trial then report.ok = trial.apply(run, plan, opts, report); return report end
   if not opts.committing then
-    report.error = trial.blocks(run.root)
+    report.error = require("vfioinit.trial.record").blocks(run.root)
     if report.error then return report end
   end
   local ok, aerr = M.apply(plan, log)

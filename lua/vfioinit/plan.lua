@@ -6,8 +6,9 @@ local core = require "vfioinit.core"
 local util = require "vfioinit.util"
 local machine = require "vfioinit.machine"
 local modprobe = require "vfioinit.modprobe"
-local state = require "vfioinit.state"
-local diff = require "vfioinit.edit.diff"
+local state = util.lazy "vfioinit.state"  -- the journal: only when there is a change
+local lock = require "vfioinit.state.lock"
+local diff = util.lazy "vfioinit.edit.diff"
 local bind = require "vfioinit.bind"
 local bootloaders = require "vfioinit.boot.cmdline"
 local options = require "vfioinit.options"
@@ -91,12 +92,12 @@ end
 
 function Plan:apply(opts)
   options.check(opts, "apply", 2)
-  if state.LOCK_TIMEOUT_ERROR then return nil, state.LOCK_TIMEOUT_ERROR end
+  if lock.LOCK_TIMEOUT_ERROR then return nil, lock.LOCK_TIMEOUT_ERROR end
   if #self.changes == 0 then
     state.tidy(self.root)  -- best effort: nothing of this apply depends on it
     return true
   end
-  return state.with_lock(self.root, apply_locked, self)
+  return lock.with_lock(self.root, apply_locked, self)
 end
 
 -- An extra module must exist (loadable or built in) in at least one selected kernel:

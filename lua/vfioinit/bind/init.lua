@@ -18,8 +18,9 @@ checks, choosing devices by pattern (pciids.lua), the safety rules on a live sys
 ]]
 local core = require "vfioinit.core"
 local util = require "vfioinit.util"
-local sysfs = require "vfioinit.bind.sysfs"
-local pciids = require "vfioinit.bind.pciids"
+-- what --device and --match need (an apply without them checks its options here too)
+local sysfs = util.lazy "vfioinit.bind.sysfs"
+local pciids = util.lazy "vfioinit.bind.pciids"
 
 local M = {}
 

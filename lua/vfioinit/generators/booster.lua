@@ -21,17 +21,7 @@ local machine = require "vfioinit.machine"
 local order = require "vfioinit.edit.order"
 local util = require "vfioinit.util"
 
-local M = {
-  name = "booster",
-  command = "booster",
-  config = "/etc/booster.yaml",
-  active_evidence = {
-    "/usr/share/libalpm/hooks/90-booster-install.hook",
-    "/usr/share/libalpm/hooks/90-booster.hook",       -- older packaging
-    "/usr/lib/kernel/install.d/60-booster.install",
-    "/usr/lib/kernel/install.d/50-booster.install",   -- older packaging
-  },
-  distro_default = machine.ids("generator", "booster"),
+local M = require("vfioinit.generators").identity("booster", {
   image_want = { "etc/booster.init.yaml" },
   -- booster's init is one Go program (github.com/anatol/booster init/): its image
   -- config (init/config.go InitConfig) has modules to force-load and modprobe options
@@ -39,7 +29,7 @@ local M = {
   bind_unsupported = "its init is a single Go program with no hook to run a script before it loads drivers "
     .. "(booster.yaml has modules_force_load and modprobe options, nothing per address); use --ids, "
     .. "or initramfs-tools, dracut or mkinitcpio",
-}
+})
 
 local KEY = "modules_force_load"
 local NULLS = { ["~"] = true, null = true, Null = true, NULL = true }

@@ -27,23 +27,14 @@ local bind = require "vfioinit.bind"
 
 local norm, set_of = engine.norm, engine.set_of
 
-local M = {
-  name = "dracut",
-  command = "dracut",
-  config = "/etc/dracut.conf",
-  active_evidence = {
-    "/usr/lib/kernel/install.d/50-dracut.install",
-    "/etc/kernel/postinst.d/dracut",
-    "/usr/share/libalpm/hooks/90-dracut-install.hook",
-  },
-  distro_default = machine.ids("generator", "dracut"),
+local M = require("vfioinit.generators").identity("dracut", {
   image_want = {
     "etc/cmdline.d/20-force_drivers.conf", "etc/cmdline.d/01-default.conf",
     "./etc/cmdline.d/20-force_drivers.conf", "./etc/cmdline.d/01-default.conf",
   },
   -- how its UKI (uefi=yes) comes out signed (vfioinit.signing's advice)
   sign_hint = "uefi_secureboot_cert= and uefi_secureboot_key= in a file of /etc/dracut.conf.d/ (dracut signs with sbsign)",
-}
+})
 
 local CONF = "/etc/dracut.conf"
 local DIRS = { "/etc/dracut.conf.d", "/usr/lib/dracut/dracut.conf.d" }

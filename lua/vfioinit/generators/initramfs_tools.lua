@@ -18,14 +18,9 @@ local order = require "vfioinit.edit.order"
 local util = require "vfioinit.util"
 local bind = require "vfioinit.bind"
 
-local M = {
-  name = "initramfs-tools",
-  command = "update-initramfs",
-  config = "/etc/initramfs-tools/modules",
-  active_evidence = { "/etc/kernel/postinst.d/initramfs-tools" },
-  distro_default = machine.ids("generator", "initramfs-tools"),
+local M = require("vfioinit.generators").identity("initramfs-tools", {
   image_want = { "conf/modules" },
-}
+})
 
 -- The module a line names, as `read -r module args` splits it; nil for blank and
 -- comment lines.

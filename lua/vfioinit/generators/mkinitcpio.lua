@@ -22,19 +22,11 @@ local bind = require "vfioinit.bind"
 local preset_files = require "vfioinit.generators.mkinitcpio_preset"
 local context = require "vfioinit.context"
 
-local M = {
-  name = "mkinitcpio",
-  command = "mkinitcpio",
-  config = "/etc/mkinitcpio.conf",
-  active_evidence = {
-    "/usr/lib/kernel/install.d/50-mkinitcpio.install",
-    "/usr/share/libalpm/hooks/90-mkinitcpio-install.hook",
-  },
-  distro_default = machine.ids("generator", "mkinitcpio"),
+local M = require("vfioinit.generators").identity("mkinitcpio", {
   image_want = { "config", "buildconfig", "etc/modules-load.d/MODULES.conf" },
   -- how its UKI comes out signed (vfioinit.signing's advice)
   sign_hint = "a post hook in /etc/initcpio/post/ that signs the UKI (sbctl installs /usr/lib/initcpio/post/sbctl)",
-}
+})
 
 local CONF = "/etc/mkinitcpio.conf"
 local CONF_D = "/etc/mkinitcpio.conf.d"

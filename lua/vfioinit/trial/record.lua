@@ -105,4 +105,11 @@ function M.load(root)
   return M.parse(text)
 end
 
+--- blocks(root) -> nil, or why a plain apply must wait: a pending trial (or its damaged record)
+function M.blocks(root)
+  local rec, err = M.load(root)
+  if rec == nil then return err end
+  if rec then return ("a trial is pending (%s): boot it and `vfioinit commit`, or `vfioinit revert`"):format(rec.id) end
+end
+
 return M

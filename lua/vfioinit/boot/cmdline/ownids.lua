@@ -9,7 +9,7 @@
 -- those of what it was created from. When the file no longer holds exactly what vfioinit
 -- last wrote (a hand edit), nothing is known about who wrote which id: none is dropped.
 local core = require "vfioinit.core"
-local state = require "vfioinit.state"
+local state = require "vfioinit.state.manifest"
 local cmdline = require "vfioinit.edit.cmdline"
 
 local M = {}

@@ -7,10 +7,11 @@
 -- so root= and the rest are not lost, and that start is recorded. A preset's
 -- `<preset>_cmdline=` (or ALL_cmdline) overrides these files: refused, named.
 local machine = require "vfioinit.machine"
-local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
+local util = require "vfioinit.util"  -- what only edits need is loaded when they run
+local wordfiles = util.lazy "vfioinit.boot.cmdline.wordfiles"
 local ownids = require "vfioinit.boot.cmdline.ownids"
-local baseline = require "vfioinit.boot.cmdline.baseline"
-local preset_files = require "vfioinit.generators.mkinitcpio_preset"
+local baseline = util.lazy "vfioinit.boot.cmdline.baseline"
+local preset_files = util.lazy "vfioinit.generators.mkinitcpio_preset"
 
 local M = { name = "cmdline_d", order = 60, stale_images = true, reads = { "bls", "uefi" },
   title = "mkinitcpio presets with _uki=" }

@@ -10,11 +10,12 @@
 -- backed up, regenerated after apply and after revert.
 local machine = require "vfioinit.machine"
 local words = require "vfioinit.boot.cmdline.words"
-local grubvars = require "vfioinit.boot.cmdline.grubvars"
+local util = require "vfioinit.util"  -- what only edits need is loaded when they run
+local grubvars = util.lazy "vfioinit.boot.cmdline.grubvars"
 local bootcfg = require "vfioinit.boot.cfg"
 local cmdline = require "vfioinit.edit.cmdline"
 local ownids = require "vfioinit.boot.cmdline.ownids"
-local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
+local wordfiles = util.lazy "vfioinit.boot.cmdline.wordfiles"
 local places = require "vfioinit.boot.places"
 local trial = require "vfioinit.trial.record"
 
