@@ -1,6 +1,6 @@
 -- The `vfioinit` command: argument parsing, human and --json output, exit codes.
 -- Exit: 0 success (plan: nothing to change), 1 error, 2 plan pending / verify failed.
-local util = require "vfioinit.util"
+local util = require("vfioinit.util")
 -- loaded when used: --version and --help need neither the JSON encoder nor the commands
 local json = util.lazy "vfioinit.json"
 local commands = util.lazy "vfioinit.commands"

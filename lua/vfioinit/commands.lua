@@ -1,7 +1,7 @@
 -- vfioinit.commands: the CLI's commands (lua/vfioinit/cli.lua parses their options), each
 -- through the Lua API, with its human and --json output and exit status.
-local json = require "vfioinit.json"
-local util = require "vfioinit.util"
+local json = require("vfioinit.json")
+local util = require("vfioinit.util")
 
 local M = {}
 
@@ -324,7 +324,7 @@ local function cmd_revert(v, o)
   local ok, list, refused = v.revert({ root = o.root, force = o.force, dry_run = o.dry_run })
   local done = ok and list or refused and refused.reverted
   local paths, diffs = {}, {}
-  local diff = require "vfioinit.edit.diff"
+  local diff = require("vfioinit.edit.diff")
   for _, e in ipairs(done or {}) do
     paths[#paths + 1] = { path = e.path, action = e.action, kept = e.kept, lost = e.lost }
     if e.action ~= "unchanged" then

@@ -4,9 +4,9 @@
 -- wants (modules, modprobe_file, bind) reaches a generator's `edits` through
 -- `context.wanting`, a child of the run's context; `ctx.once` keeps the facts a generator
 -- parses from root (mkinitcpio's presets, a kernel's pkgbase) for the run.
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local machine = require "vfioinit.machine"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local machine = require("vfioinit.machine")
 
 local M = {}
 

@@ -5,8 +5,8 @@
 --   2. Debian-style /etc/kernel/postinst.d hooks
 --   3. pacman hooks (/etc/pacman.d/hooks masks /usr/share/libalpm/hooks)
 --   4. the distribution's default generator (os-release ID, then ID_LIKE), if installed
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
 
 local M = {}
 

@@ -24,8 +24,8 @@ whole (every image is read again and the file rewritten), never trusted.
   end <entry count> <sha256 of every byte above this line>
 (tab-separated, text fields percent-encoded).
 ]]
-local core = require "vfioinit.core"
-local state = require "vfioinit.state.manifest"
+local core = require("vfioinit.core")
+local state = require("vfioinit.state.manifest")
 
 local M = {}
 

@@ -1,5 +1,5 @@
 -- image: policy helpers over core.image.list (the native initramfs reader).
-local core = require "vfioinit.core"
+local core = require("vfioinit.core")
 
 local M = {}
 

@@ -14,18 +14,18 @@
 
 -- Each function below is one run (lua/vfioinit/run.lua) through the stages of
 -- lua/vfioinit/pipeline.lua; this file only binds them to an instance's registry.
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local detect = require "vfioinit.detect"
-local kernel = require "vfioinit.kernel"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local detect = require("vfioinit.detect")
+local kernel = require("vfioinit.kernel")
 local planner = util.lazy "vfioinit.plan"
 local state = util.lazy "vfioinit.state"
 local lock = util.lazy "vfioinit.state.lock"  -- apply and rebuild need only the lock
-local runs = require "vfioinit.run"
-local pipeline = require "vfioinit.pipeline"
+local runs = require("vfioinit.run")
+local pipeline = require("vfioinit.pipeline")
 local trial = util.lazy "vfioinit.trial"
-local generators = require "vfioinit.generators"
-local options = require "vfioinit.options"
+local generators = require("vfioinit.generators")
+local options = require("vfioinit.options")
 
 -- The option fields and their types (raise at the API caller: lua/vfioinit/options.lua),
 -- then root; nil, err for a bad root.

@@ -1,9 +1,9 @@
 -- Per-kernel module facts through libkmod: VFIO module states and the native
 -- drivers of PCI device IDs.
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
-local util = require "vfioinit.util"
-local detect = require "vfioinit.detect"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
+local util = require("vfioinit.util")
+local detect = require("vfioinit.detect")
 
 local M = {}
 

@@ -1,7 +1,7 @@
 -- /etc/modprobe.d/vfioinit.conf: `options vfio-pci ids=` and softdeps that make
 -- vfio-pci load before a device's native driver, wherever the native driver is loaded from.
-local machine = require "vfioinit.machine"
-local util = require "vfioinit.util"
+local machine = require("vfioinit.machine")
+local util = require("vfioinit.util")
 
 local M = {}
 
@@ -160,7 +160,7 @@ end
 -- alias_lines(root) -> "alias PATTERN MODULE\n"... | nil, err: every `alias` line of the
 -- modprobe.d files kmod reads in root (vfioinit's own included), for core.moddep.aliases.
 function M.alias_lines(root)
-  local core = require "vfioinit.core"
+  local core = require("vfioinit.core")
   local files, err = effective(function(dir) return core.fs.dir(root, dir) or {} end,
     function(path) return core.fs.read(root, path) end, true)
   if not files then return nil, err end

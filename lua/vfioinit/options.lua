@@ -8,7 +8,7 @@ misspelt option is misuse like a wrong type: ignoring it would do something else
 was asked. Internal callers pass fields no user passes (exact_modules of the
 seed-compatible ensure_* calls); run.new checks only the types of what it reads.
 ]]
-local util = require "vfioinit.util"
+local util = require("vfioinit.util")
 
 local M = {}
 

@@ -17,9 +17,9 @@ Two kinds of root:
 Who manages it: bootc when its command or /usr/lib/bootc is there, else rpm-ostree when its
 command is, else plain ostree.
 ]]
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
-local util = require "vfioinit.util"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
+local util = require("vfioinit.util")
 -- what reading a deployment needs (every run asks locate, most roots are no sysroot)
 local bootcfg = util.lazy "vfioinit.boot.cfg"
 local cmdline = util.lazy "vfioinit.edit.cmdline"
@@ -214,7 +214,7 @@ function M.locate(root, op)
   info.uroot, info.root = root, root
   if info.prefix ~= "" then
     if op == "revert" then
-      local state = require "vfioinit.state.manifest"
+      local state = require("vfioinit.state.manifest")
       for _, d in ipairs(info.deployments) do
         if stat(root, d.path .. state.MANIFEST) then info.target, info.prefix = d, d.path; break end
       end

@@ -25,12 +25,12 @@ the manifest) says what ran; `vfioinit revert` undoes exactly that (revert_argvs
 planned under /usr of a deployment (read-only there). A tool the mode needs and the
 deployment lacks is named, and nothing happens.
 ]]
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
-local cmdline = require "vfioinit.edit.cmdline"
-local image = require "vfioinit.image"
-local modprobe = require "vfioinit.modprobe"
-local ostree = require "vfioinit.ostree"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
+local cmdline = require("vfioinit.edit.cmdline")
+local image = require("vfioinit.image")
+local modprobe = require("vfioinit.modprobe")
+local ostree = require("vfioinit.ostree")
 
 local M = {}
 
@@ -45,7 +45,7 @@ local function norm(m) return (m:gsub("-", "_")) end
 -- The words force_drivers holds after dracut sources the image's own configuration
 -- (/usr/lib/dracut/dracut.conf.d: what the image's initramfs was built with), or nil, err.
 local function baked(ctx)
-  local dracut = require "vfioinit.generators.dracut"
+  local dracut = require("vfioinit.generators.dracut")
   local names = {}
   for _, n in ipairs(ctx.dir(M.BAKED) or {}) do
     if n:match("%.conf$") then names[#names + 1] = n end
@@ -263,7 +263,7 @@ end
 -- commands per kernel (chrooted into the run's root; `ostree admin` with the sysroot bound
 -- on /sysroot there), then opts.verify reads what the default deployment now boots.
 local function rebuild_run(run, g, ctx, opts)
-  local bl = require "vfioinit.boot.cmdline"
+  local bl = require("vfioinit.boot.cmdline")
   local report = { ok = true, rebuilt = {}, leftovers = opts.leftovers or {} }
   local log = opts.log or function() end
   for _, k in ipairs(opts.kernels or run.kernels) do

@@ -15,15 +15,15 @@ images must carry beside the VFIO set (the run's --module list; none for status)
 
 Every operation that returns a report returns M.report's shape.
 ]]
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local runs = require "vfioinit.run"
-local context = require "vfioinit.context"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local runs = require("vfioinit.run")
+local context = require("vfioinit.context")
 local planner = util.lazy "vfioinit.plan"
 local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.boot.cmdline"
 local kinstall = util.lazy "vfioinit.boot.kinstall"
-local store = require "vfioinit.state.store"
+local store = require("vfioinit.state.store")
 local trial = util.lazy "vfioinit.trial"
 local signing = util.lazy "vfioinit.signing"
 

@@ -2,17 +2,17 @@
 -- A plan is computed without writing anything; apply validates that nothing moved
 -- since, records originals, then writes each file atomically, rolling back the files
 -- it already wrote if a later one fails.
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local machine = require "vfioinit.machine"
-local modprobe = require "vfioinit.modprobe"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local machine = require("vfioinit.machine")
+local modprobe = require("vfioinit.modprobe")
 local state = util.lazy "vfioinit.state"  -- the journal: only when there is a change
-local lock = require "vfioinit.state.lock"
+local lock = require("vfioinit.state.lock")
 local diff = util.lazy "vfioinit.edit.diff"
-local bind = require "vfioinit.bind"
-local bootloaders = require "vfioinit.boot.cmdline"
-local options = require "vfioinit.options"
-local context = require "vfioinit.context"
+local bind = require("vfioinit.bind")
+local bootloaders = require("vfioinit.boot.cmdline")
+local options = require("vfioinit.options")
+local context = require("vfioinit.context")
 
 local M = {}
 

@@ -26,8 +26,8 @@
 --   * vfioinit.policy.for_root(root, { name = "fedora" }) skips os-release matching;
 --   * a file `vfioinit/policies/<name>.lua` earlier on package.path shadows ours.
 -- Nothing here is global: each vfioinit instance (vfioinit.new()) has its own set.
-local machine = require "vfioinit.machine"
-local options = require "vfioinit.options"
+local machine = require("vfioinit.machine")
+local options = require("vfioinit.options")
 
 local M = {}
 

@@ -1,7 +1,7 @@
 --[[ vfioinit.rebuild: run each generator's own command, keeping the previous
 image until the new one has been built and verified.
 
-  local rebuild = require "vfioinit.rebuild"
+  local rebuild = require("vfioinit.rebuild")
   local report = rebuild.run(ctx, gens, opts)
 
 `ctx` is the context of lua/vfioinit/context.lua (only `ctx.root` and
@@ -46,8 +46,8 @@ on_output (or verify) propagates, after the previous images are put back.
 Error messages name the command, its exit status and end with the last 20
 lines of its output.
 ]]
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
 -- what a rebuild needs when it rebuilds (a no-op apply asks rebuild only for its sweep)
 local imagelib = util.lazy "vfioinit.image"
 local signing = util.lazy "vfioinit.signing"
@@ -58,7 +58,7 @@ M.BACKUP_SUFFIX = ".vfioinit-prev"
 M.DEFAULT_TIMEOUT = 600
 M.TAIL = 20
 
-local machine = require "vfioinit.machine"
+local machine = require("vfioinit.machine")
 
 local function size_of(root, path)
   local st = core.fs.stat(root, path)

@@ -14,15 +14,15 @@ name the lists lack), the boot chains and the verification result of each image.
 but through run:forget (a rebuilt image is read again); docs/INTERNALS.md ("The pipeline") draws them. A run lives as long as one public
 call: `run:close()` releases root's fd and the libkmod contexts.
 ]]
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local detect = require "vfioinit.detect"
-local kernel = require "vfioinit.kernel"
-local context = require "vfioinit.context"
-local modprobe = require "vfioinit.modprobe"
-local bind = require "vfioinit.bind"
-local fingerprint = require "vfioinit.fingerprint"
-local machine = require "vfioinit.machine"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local detect = require("vfioinit.detect")
+local kernel = require("vfioinit.kernel")
+local context = require("vfioinit.context")
+local modprobe = require("vfioinit.modprobe")
+local bind = require("vfioinit.bind")
+local fingerprint = require("vfioinit.fingerprint")
+local machine = require("vfioinit.machine")
 
 local M = {}
 
@@ -244,7 +244,7 @@ function Run:boot_chains(kver)
   local f = self.facts
   f.chains = f.chains or {}
   if f.chains[kver] == nil then
-    local chains = require "vfioinit.boot.chains"
+    local chains = require("vfioinit.boot.chains")
     if not f.bootstate and not f.bootstate_error then
       f.bootstate, f.bootstate_error = chains.state(self.ctx, self:generators() or {}, self.loaders)
     end
@@ -327,7 +327,7 @@ end
 function Run:verified_one(gen, kver, key, chain, modules)
   local f = self.facts.verified
   if not f[key] then
-    local verify = require "vfioinit.verify"
+    local verify = require("vfioinit.verify")
     -- the image must carry vfioinit's modprobe.d file as it is now in root
     local mp = gen.modprobe_in_image ~= false and core.fs.stat(self.root, modprobe.FILE)
       and core.fs.read(self.root, modprobe.FILE) or nil

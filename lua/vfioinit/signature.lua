@@ -3,8 +3,8 @@
 -- SetupMode and db) and the certificates root's own signing setup names (sbctl's db key,
 -- dracut's uefi_secureboot_cert, ukify's SecureBootCertificate). Every file is read
 -- inside root through vfioinit.core.
-local core = require "vfioinit.core"
-local context = require "vfioinit.context"
+local core = require("vfioinit.core")
+local context = require("vfioinit.context")
 
 local M = {}
 

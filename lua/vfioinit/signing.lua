@@ -11,8 +11,8 @@ Boot and rebuilds"). rebuild.lua asks, per image:
 The generator's own command runs the signing hooks the distribution installs; vfioinit
 checks what came out and never creates keys.
 ]]
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
 
 local M = {}
 

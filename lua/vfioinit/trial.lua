@@ -19,15 +19,15 @@ built; a trial UKI is built as `<entry>+1.efi.part`, which systemd-boot does not
 loader entry (journaled; GRUB: grub.cfg regenerated; a UKI: renamed to `+1.efi`), 4. GRUB
 only: grubenv's next_entry, last, so the next boot never points at a half-made trial.
 ]]
-local core = require "vfioinit.core"
-local state = require "vfioinit.state"
-local cmdline = require "vfioinit.edit.cmdline"
-local bootloaders = require "vfioinit.boot.cmdline"
-local record = require "vfioinit.trial.record"
-local stage = require "vfioinit.trial.stage"
-local grub = require "vfioinit.trial.grub"
-local bls = require "vfioinit.trial.bls"
-local uki = require "vfioinit.trial.uki"
+local core = require("vfioinit.core")
+local state = require("vfioinit.state")
+local cmdline = require("vfioinit.edit.cmdline")
+local bootloaders = require("vfioinit.boot.cmdline")
+local record = require("vfioinit.trial.record")
+local stage = require("vfioinit.trial.stage")
+local grub = require("vfioinit.trial.grub")
+local bls = require("vfioinit.trial.bls")
+local uki = require("vfioinit.trial.uki")
 
 local M = {}
 

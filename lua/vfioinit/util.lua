@@ -17,7 +17,7 @@ end
 
 -- util.VFIO and util.GPU are vfioinit.machine's lists (read through, never copied), so a
 -- change to machine.GPU reaches the callers that still say util.GPU.
-local machine = require "vfioinit.machine"
+local machine = require("vfioinit.machine")
 setmetatable(M, { __index = function(_, k)
   if k == "VFIO" or k == "GPU" then return machine[k] end
 end })
@@ -89,7 +89,7 @@ end
 function M.check_root(root)
   if root == "" then return nil, "empty path" end
   if root:find("\0", 1, true) then return nil, "path contains a NUL byte" end
-  local core = require "vfioinit.core"
+  local core = require("vfioinit.core")
   local st, err, code = core.fs.stat(root, "/")
   if not st then
     if code == 2 then return nil, "no such directory" end

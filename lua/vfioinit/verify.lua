@@ -1,13 +1,13 @@
 -- verify: read each kernel's image ourselves and check the VFIO modules are
 -- inside, named by the generator's early-load list, and (when configured) that
 -- the image carries vfioinit's modprobe.d file unchanged.
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local image = require "vfioinit.image"
-local uki = require "vfioinit.boot.uki"
-local modprobe = require "vfioinit.modprobe"
-local fingerprint = require "vfioinit.fingerprint"
-local context = require "vfioinit.context"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local image = require("vfioinit.image")
+local uki = require("vfioinit.boot.uki")
+local modprobe = require("vfioinit.modprobe")
+local fingerprint = require("vfioinit.fingerprint")
+local context = require("vfioinit.context")
 
 local M = {}
 

@@ -16,8 +16,8 @@ reason. This file holds what is common to all of them: address syntax, the optio
 checks, choosing devices by pattern (pciids.lua), the safety rules on a live system
 (sysfs.lua) and the script body every generator wraps.
 ]]
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
 -- what --device and --match need (an apply without them checks its options here too)
 local sysfs = util.lazy "vfioinit.bind.sysfs"
 local pciids = util.lazy "vfioinit.bind.pciids"

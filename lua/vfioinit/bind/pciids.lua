@@ -8,7 +8,7 @@
 --   \tss  Subclass name               (one tab inside a class)
 --   \t\tpp  Programming interface     (ignored)
 -- `#` starts a comment line. Only the lines of the devices asked for are kept.
-local core = require "vfioinit.core"
+local core = require("vfioinit.core")
 
 local M = {}
 

@@ -13,7 +13,7 @@
 --   directory (its PCI controller among the components); a partition's directory sits in
 --   its disk's; a device-mapper or md device names its parts in `slaves/`, a dm device its
 --   name in `dm/name`; /sys/fs/btrfs/<UUID>/devices/ links to every device of a btrfs.
-local core = require "vfioinit.core"
+local core = require("vfioinit.core")
 
 local M = {}
 

@@ -20,9 +20,9 @@ UKIs the rebuild writes (the generators' own rule, kernel-install's layout=uki),
 boot-loader plugin's chains by its declared `order`, else the generators' default images; a
 UKI found twice is one chain.
 ]]
-local places = require "vfioinit.boot.places"
-local genuki = require "vfioinit.boot.genuki"
-local machine = require "vfioinit.machine"
+local places = require("vfioinit.boot.places")
+local genuki = require("vfioinit.boot.genuki")
+local machine = require("vfioinit.machine")
 
 local M = {}
 
@@ -194,7 +194,7 @@ end
 -- A chain loading the generator's own image comes back with own = true.
 function M.boot_images(chains, gen, ctx, kver, owner)
   if not owner or not chains then return {} end
-  local core = require "vfioinit.core"
+  local core = require("vfioinit.core")
   local own = gen.image_path(ctx, kver)
   local own_real = own and (core.fs.resolve(ctx.root, own) or own)
   local function is_own(c) return (core.fs.resolve(ctx.root, c.initramfs) or c.initramfs) == own_real end

@@ -48,7 +48,7 @@ end
 -- The built-in plugins' module names: the *.lua files of the folder holding this module's
 -- loaders/ (as installed, or in the checkout), sorted.
 local function builtin_modules()
-  local core = require "vfioinit.core"  -- first: a core built for another Lua says so
+  local core = require("vfioinit.core")  -- first: a core built for another Lua says so
   local here = package.searchpath("vfioinit.boot", package.path)
   local dir = here and here:gsub("init%.lua$", "") .. "loaders"
   local out = {}

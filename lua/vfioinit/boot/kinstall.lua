@@ -23,8 +23,8 @@ The file kernel-install writes is the image of a wrapped generator (M.wrap), so
 lua/vfioinit/rebuild.lua keeps it as `<file>.vfioinit-prev` until it verifies, exactly as
 any image. kernel-install also rewrites the entry's `options` from /etc/kernel/cmdline.
 ]]
-local places = require "vfioinit.boot.places"
-local machine = require "vfioinit.machine"
+local places = require("vfioinit.boot.places")
+local machine = require("vfioinit.machine")
 
 local M = {}
 
@@ -159,7 +159,7 @@ end
 -- `options` are not part of an image). A UKI's command line is in the image: `vfioinit
 -- rebuild` rebuilds it, as every image after revert.
 function M.argvs(ctx, kernels, gens)
-  local bootchain = require "vfioinit.boot.chains"
+  local bootchain = require("vfioinit.boot.chains")
   local out = {}
   if not M.installed(ctx) then return out end
   local st = bootchain.state(ctx, gens or {})

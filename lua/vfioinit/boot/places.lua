@@ -21,8 +21,8 @@ What upstream does, as followed here:
   /boot is part of /, `/vmlinuz-X` when /boot is its own partition.
 * BLS entries (`<dir>/loader/entries/*.conf`) name files relative to `<dir>`.
 ]]
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
 
 local M = {}
 

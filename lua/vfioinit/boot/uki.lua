@@ -7,7 +7,7 @@ command line in `.cmdline` (as systemd-stub hands it to the kernel).
   uki.list(root, path [, want]) -> entries, contents, segments   (like core.image.list,
                           over the `.initrd` section only) | nil, "PATH: reason"
 ]]
-local core = require "vfioinit.core"
+local core = require("vfioinit.core")
 
 local M = {}
 

@@ -2,7 +2,7 @@
 -- Used by the generators whose config is a flat list in load order (initramfs-tools'
 -- lines, booster's comma list); mkinitcpio and dracut edit shell variables in place
 -- (vfioinit.edit.shellvar) by the same rule.
-local util = require "vfioinit.util"
+local util = require("vfioinit.util")
 
 local M = {}
 

@@ -5,8 +5,8 @@
 -- own policy (which files, which variable, how a new assignment looks).
 --
 -- Edits are {fi=file index, first=, last=, insert=}: replace files[fi].text[first..last].
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
 
 local engine = {}
 

@@ -16,10 +16,10 @@
 --   builds `/boot/booster-<pkgbase>.img` (pkgbase from /usr/lib/modules/<kver>/pkgbase)
 --   with `booster build --force --kernel-version <kver> <image>`;
 --   packaging/common/60-booster.install is the kernel-install plugin.
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
-local order = require "vfioinit.edit.order"
-local util = require "vfioinit.util"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
+local order = require("vfioinit.edit.order")
+local util = require("vfioinit.util")
 
 local M = require("vfioinit.generators").identity("booster", {
   image_want = { "etc/booster.init.yaml" },

@@ -18,12 +18,12 @@
 -- `force_drivers=` later), the effective force_drivers assignments are edited
 -- in place like mkinitcpio's MODULES (same engine).
 -- An edit with `after = nil` means: remove that file (our own drop-in, renamed).
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
-local places = require "vfioinit.boot.places"
-local engine = require "vfioinit.edit.shellvar"
-local util = require "vfioinit.util"
-local bind = require "vfioinit.bind"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
+local places = require("vfioinit.boot.places")
+local engine = require("vfioinit.edit.shellvar")
+local util = require("vfioinit.util")
+local bind = require("vfioinit.bind")
 
 local norm, set_of = engine.norm, engine.set_of
 

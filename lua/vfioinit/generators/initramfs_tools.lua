@@ -13,10 +13,10 @@
 --   /etc/modprobe.d/vfioinit.conf needs no extra configuration here.
 -- * /etc/kernel/postinst.d/initramfs-tools runs `update-initramfs -c -k <kver>`
 --   on kernel install; images are /boot/initrd.img-<kver>.
-local machine = require "vfioinit.machine"
-local order = require "vfioinit.edit.order"
-local util = require "vfioinit.util"
-local bind = require "vfioinit.bind"
+local machine = require("vfioinit.machine")
+local order = require("vfioinit.edit.order")
+local util = require("vfioinit.util")
+local bind = require("vfioinit.bind")
 
 local M = require("vfioinit.generators").identity("initramfs-tools", {
   image_want = { "conf/modules" },

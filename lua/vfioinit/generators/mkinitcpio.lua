@@ -14,13 +14,13 @@
 --   the systemd hook also writes `etc/modules-load.d/MODULES.conf`.
 -- The list editing itself is vfioinit.edit.shellvar (shared with dracut.lua); this file
 -- holds mkinitcpio's policy: which files a build sources, MODULES and HOOKS, presets.
-local machine = require "vfioinit.machine"
-local places = require "vfioinit.boot.places"
-local engine = require "vfioinit.edit.shellvar"
-local util = require "vfioinit.util"
-local bind = require "vfioinit.bind"
-local preset_files = require "vfioinit.generators.mkinitcpio_preset"
-local context = require "vfioinit.context"
+local machine = require("vfioinit.machine")
+local places = require("vfioinit.boot.places")
+local engine = require("vfioinit.edit.shellvar")
+local util = require("vfioinit.util")
+local bind = require("vfioinit.bind")
+local preset_files = require("vfioinit.generators.mkinitcpio_preset")
+local context = require("vfioinit.context")
 
 local M = require("vfioinit.generators").identity("mkinitcpio", {
   image_want = { "config", "buildconfig", "etc/modules-load.d/MODULES.conf" },

@@ -10,8 +10,8 @@
 -- `<p>_cmdline` (else ALL_cmdline). A path mkinitcpio would resolve against its working
 -- directory is no place in root: a relative path, or one whose `..` climb above `/`,
 -- is refused with the file and line.
-local core = require "vfioinit.core"
-local context = require "vfioinit.context"
+local core = require("vfioinit.core")
+local context = require("vfioinit.context")
 
 local M = {}
 

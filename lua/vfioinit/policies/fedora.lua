@@ -1,7 +1,7 @@
 --- Fedora, RHEL and rebuilds. dracut builds every image there (kernel-install plugin
 -- 50-dracut.install), so it is configured even before the dracut package is installed:
 -- the drop-in is in place when the first kernel arrives.
-local vfioinit = require "vfioinit"
+local vfioinit = require("vfioinit")
 
 -- Matches the os-release IDs of the family whose policy is "fedora" (vfioinit.machine).
 return vfioinit.policy{

@@ -1,5 +1,5 @@
 --- openSUSE and SLE. dracut builds the images (images /boot/initrd-<kver>).
-local vfioinit = require "vfioinit"
+local vfioinit = require("vfioinit")
 
 -- Matches the os-release IDs of the family whose policy is "opensuse" (vfioinit.machine).
 return vfioinit.policy{

@@ -4,11 +4,11 @@
 -- from the file itself: holding `next` means the write happened (commit), anything else
 -- means it did not (drop the entry and its backup). So a record always describes the bytes
 -- a successful write replaced.
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local manifest = require "vfioinit.state.manifest"
-local store = require "vfioinit.state.store"
-local lock = require "vfioinit.state.lock"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local manifest = require("vfioinit.state.manifest")
+local store = require("vfioinit.state.store")
+local lock = require("vfioinit.state.lock")
 
 local M = {}
 

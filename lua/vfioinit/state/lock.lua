@@ -3,8 +3,8 @@
 -- behind. A second vfioinit waits up to LOCK_TIMEOUT seconds (env VFIOINIT_LOCK_TIMEOUT;
 -- default 900, more than a rebuild's 600 s timeout), then fails with "/: locked by another
 -- process".
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
 
 local M = {}
 

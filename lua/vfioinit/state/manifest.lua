@@ -16,8 +16,8 @@ kind `dir` (new in format 3; format 2, without it, is still read): a directory a
 created for a new file (backup and mode `-`, last/next `dir` instead of a checksum);
 revert removes it once it is empty, never otherwise.
 ]]
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
 
 local M = {}
 

@@ -4,11 +4,11 @@
 -- durable, and removes backups, then the manifest, only when all are: a killed revert is
 -- resumed by the next one. An entry whose backup cannot be read stays recorded (the others
 -- are reverted) until a forced revert forgets it.
-local core = require "vfioinit.core"
-local util = require "vfioinit.util"
-local manifest = require "vfioinit.state.manifest"
-local store = require "vfioinit.state.store"
-local journal = require "vfioinit.state.journal"
+local core = require("vfioinit.core")
+local util = require("vfioinit.util")
+local manifest = require("vfioinit.state.manifest")
+local store = require("vfioinit.state.store")
+local journal = require("vfioinit.state.journal")
 
 local M = {}
 

@@ -1,8 +1,8 @@
 --- vfioinit.state.store: the manifest and backups on disk (lua/vfioinit/state/manifest.lua
 -- is the format): load, save, each entry's original, and the removal of what the state no
 -- longer names.
-local core = require "vfioinit.core"
-local manifest = require "vfioinit.state.manifest"
+local core = require("vfioinit.core")
+local manifest = require("vfioinit.state.manifest")
 
 local M = {}
 

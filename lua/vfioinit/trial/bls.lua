@@ -9,8 +9,8 @@ starts it, and systemd-boot renames it `+0-1` first; if that boot fails, the ent
 "bad", sorted last, and the boot after it starts the old default. systemd-bless-boot drops
 the counter after a good boot (`vfioinit-trial-<kver>.conf`).
 ]]
-local bootcfg = require "vfioinit.boot.cfg"
-local places = require "vfioinit.boot.places"
+local bootcfg = require("vfioinit.boot.cfg")
+local places = require("vfioinit.boot.places")
 
 local M = {}
 

@@ -11,7 +11,7 @@
   boots, whatever GRUB_DEFAULT is; a header without that code is refused (GRUB_DEFAULT is
   never changed). A failed trial boot therefore leaves the old default for the next one.
 ]]
-local bootcfg = require "vfioinit.boot.cfg"
+local bootcfg = require("vfioinit.boot.cfg")
 
 local M = {}
 

@@ -13,7 +13,7 @@ grubenv, next_entry, grubenv_was (the value next_entry had, `-` for none), grube
 (yes|no), cmdline (the trial entry's kernel command line), default (the entry booted by
 default). Pure text in, tables out: parse never raises.
 ]]
-local core = require "vfioinit.core"
+local core = require("vfioinit.core")
 
 local M = {}
 

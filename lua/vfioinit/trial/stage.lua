@@ -33,9 +33,9 @@ Per generator (its own option for another configuration and another output):
 A generator of one's own may bring `trial_stage(ctx, changes, kver, out, stage)` with the
 same result.
 ]]
-local core = require "vfioinit.core"
-local modprobe = require "vfioinit.modprobe"
-local record = require "vfioinit.trial.record"
+local core = require("vfioinit.core")
+local modprobe = require("vfioinit.modprobe")
+local record = require("vfioinit.trial.record")
 
 local M = {}
 
@@ -184,7 +184,7 @@ BUILTIN.booster = function(ctx, changes, kver, out, mp, _, _, wants)
   if mp then
     -- the plan's booster.yaml lists /etc/modprobe.d/vfioinit.conf in extra_files; the
     -- trial's copy is the same edit without it (the options are on the command line)
-    local gen = require "vfioinit.generators.booster"
+    local gen = require("vfioinit.generators.booster")
     local edits, err = gen.edits(require("vfioinit.context").wanting(ctx, { modules = wants and wants.modules }))
     if not edits then return nil, err end
     changes = edits

@@ -14,8 +14,8 @@ dracut (059 and upstream) has no option for the os-release it embeds: the staged
 `.osrel` is the root's, and set_osrel replaces it with objcopy (binutils, which dracut's
 --uefi needs anyway) at the same address, before the UKI is checked and renamed.
 ]]
-local core = require "vfioinit.core"
-local bls = require "vfioinit.trial.bls"
+local core = require("vfioinit.core")
+local bls = require("vfioinit.trial.bls")
 
 local M = {}
 

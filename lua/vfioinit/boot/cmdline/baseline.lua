@@ -12,10 +12,10 @@
 -- by revert with it: which vfio-pci.ids vfioinit added to the file it created is counted
 -- from it (lua/vfioinit/boot/cmdline/ownids.lua), never from /proc/cmdline, which holds them
 -- once the machine booted with the file.
-local bootchain = require "vfioinit.boot.chains"
-local words = require "vfioinit.boot.cmdline.words"
-local wordfiles = require "vfioinit.boot.cmdline.wordfiles"
-local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
+local bootchain = require("vfioinit.boot.chains")
+local words = require("vfioinit.boot.cmdline.words")
+local wordfiles = require("vfioinit.boot.cmdline.wordfiles")
+local cmdtool = require("vfioinit.boot.cmdline.cmdtool")
 
 local M = {}
 

@@ -5,9 +5,9 @@
 -- stage runs the tool for it, and revert, which removes the record, runs the inverse for
 -- exactly those lines (`remove NEW`, `put back OLD`). A later apply appends to the record,
 -- so one revert undoes every apply.
-local cmdline = require "vfioinit.edit.cmdline"
-local words = require "vfioinit.boot.cmdline.words"
-local ownids = require "vfioinit.boot.cmdline.ownids"
+local cmdline = require("vfioinit.edit.cmdline")
+local words = require("vfioinit.boot.cmdline.words")
+local ownids = require("vfioinit.boot.cmdline.ownids")
 
 local M = {}
 

@@ -6,9 +6,9 @@
 -- mkinitcpio.conf is held to, lua/vfioinit/edit/shellvar.lua), a quoted or plain literal, and
 -- the two variables named inside it as blank-separated words ("$GRUB_CMDLINE_LINUX_DEFAULT
 -- ..." as the drop-ins write it); anything else names its line.
-local core = require "vfioinit.core"
-local cmdline = require "vfioinit.edit.cmdline"
-local shellvar = require "vfioinit.edit.shellvar"
+local core = require("vfioinit.core")
+local cmdline = require("vfioinit.edit.cmdline")
+local shellvar = require("vfioinit.edit.shellvar")
 
 local M = {}
 

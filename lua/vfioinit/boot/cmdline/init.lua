@@ -15,8 +15,8 @@ backups and revert are the generator configs' ones), `regenerate` (after apply a
 revert: the generated grub.cfg is like an image, never backed up), `readback` (verify: the
 run's boot chains whose loader a target `reads`, their command line against the words).
 ]]
-local core = require "vfioinit.core"
-local words = require "vfioinit.boot.cmdline.words"
+local core = require("vfioinit.core")
+local words = require("vfioinit.boot.cmdline.words")
 
 local M = {}
 
@@ -193,7 +193,7 @@ end
 -- entries again (`revert_argvs`). Also when the file was already back (`unchanged`): an
 -- interrupted revert may have restored it and died before this.
 function M.revert_hooks(root, opts, out, loaders)
-  local context = require "vfioinit.context"
+  local context = require("vfioinit.context")
   loaders = loaders or require("vfioinit.boot").new()
   local hooks = {}
   local function ctx_of()

@@ -8,9 +8,9 @@
 -- the ids the file holds now minus those of its first original (the backup), or minus
 -- those of what it was created from. When the file no longer holds exactly what vfioinit
 -- last wrote (a hand edit), nothing is known about who wrote which id: none is dropped.
-local core = require "vfioinit.core"
-local state = require "vfioinit.state.manifest"
-local cmdline = require "vfioinit.edit.cmdline"
+local core = require("vfioinit.core")
+local state = require("vfioinit.state.manifest")
+local cmdline = require("vfioinit.edit.cmdline")
 
 local M = {}
 

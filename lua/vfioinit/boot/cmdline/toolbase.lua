@@ -2,12 +2,12 @@
 -- entries itself (lua/vfioinit/boot/cmdline/cmdtool.lua keeps the record). `spec` gives
 -- {name=, order=, covers=, command=, apply(ops) -> list of argv, undo(inverse ops) -> list of
 -- argv}; what the tool edits is read back from the BLS entries and UKIs.
-local machine = require "vfioinit.machine"
-local bootcfg = require "vfioinit.boot.cfg"
-local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
-local places = require "vfioinit.boot.places"
-local ownids = require "vfioinit.boot.cmdline.ownids"
-local cmdline = require "vfioinit.edit.cmdline"
+local machine = require("vfioinit.machine")
+local bootcfg = require("vfioinit.boot.cfg")
+local cmdtool = require("vfioinit.boot.cmdline.cmdtool")
+local places = require("vfioinit.boot.places")
+local ownids = require("vfioinit.boot.cmdline.ownids")
+local cmdline = require("vfioinit.edit.cmdline")
 
 local M = {}
 

@@ -4,8 +4,8 @@
 -- start with `#` are skipped, as mkinitcpio's `grep '^[^#]'` does). A parameter already
 -- written is merged in the file and line that hold its last word; new ones go into
 -- `own` (created when absent, from `base`).
-local cmdline = require "vfioinit.edit.cmdline"
-local words = require "vfioinit.boot.cmdline.words"
+local cmdline = require("vfioinit.edit.cmdline")
+local words = require("vfioinit.boot.cmdline.words")
 
 local M = {}
 

@@ -2,8 +2,8 @@
 -- vfioinit adds, and the two edits every target is made of: "merge a parameter where the
 -- command line already has it" and "the words a drop-in must add". Pure text, no I/O
 -- except `running` (the running system's /proc/cmdline, read like kernel-install does).
-local core = require "vfioinit.core"
-local cmdline = require "vfioinit.edit.cmdline"
+local core = require("vfioinit.core")
+local cmdline = require("vfioinit.edit.cmdline")
 
 local M = {}
 

@@ -4,9 +4,9 @@
 -- (`efi`: the UKI it starts; `linux`: the kernel, its `initrd`s and `options`). Its default:
 -- systemd-boot's loader.conf glob, or the grub.cfg that runs `blscfg` (the grub plugin's
 -- state) naming it by id or title.
-local bootcfg = require "vfioinit.boot.cfg"
-local places = require "vfioinit.boot.places"
-local trial = require "vfioinit.trial.record"
+local bootcfg = require("vfioinit.boot.cfg")
+local places = require("vfioinit.boot.places")
+local trial = require("vfioinit.trial.record")
 
 local M = { name = "bls", order = 26 }
 

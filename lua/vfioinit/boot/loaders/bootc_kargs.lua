@@ -6,8 +6,8 @@
 -- it wins); a value vfioinit must not override there is refused. Same ids rule as every
 -- target (ownids.lua): --ids replaces the ids of ours, no --ids keeps them. Only in an image
 -- build root: a deployed system's /usr is read-only (rpm_ostree_kargs, ostree_kargs).
-local cmdline = require "vfioinit.edit.cmdline"
-local ownids = require "vfioinit.boot.cmdline.ownids"
+local cmdline = require("vfioinit.edit.cmdline")
+local ownids = require("vfioinit.boot.cmdline.ownids")
 
 -- A target of ostree image roots only; no chain carries its words before bootc installs the
 -- image: its own `readback` reads kargs.d.

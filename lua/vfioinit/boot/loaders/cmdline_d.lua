@@ -6,10 +6,10 @@
 -- command line, what mkinitcpio would have embedded; for another root its own boot entries)
 -- so root= and the rest are not lost, and that start is recorded. A preset's
 -- `<preset>_cmdline=` (or ALL_cmdline) overrides these files: refused, named.
-local machine = require "vfioinit.machine"
-local util = require "vfioinit.util"  -- what only edits need is loaded when they run
+local machine = require("vfioinit.machine")
+local util = require("vfioinit.util")  -- what only edits need is loaded when they run
 local wordfiles = util.lazy "vfioinit.boot.cmdline.wordfiles"
-local ownids = require "vfioinit.boot.cmdline.ownids"
+local ownids = require("vfioinit.boot.cmdline.ownids")
 local baseline = util.lazy "vfioinit.boot.cmdline.baseline"
 local preset_files = util.lazy "vfioinit.generators.mkinitcpio_preset"
 

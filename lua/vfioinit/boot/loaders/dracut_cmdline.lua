@@ -11,10 +11,10 @@
 -- has with another value (vfio-pci.ids=...) is refused too: vfioinit does not rewrite the
 -- user's dracut setting. `revert` removes the drop-in; `vfioinit rebuild` then rebuilds the
 -- UKIs without the words (they are in the image, like the modules).
-local core = require "vfioinit.core"
-local machine = require "vfioinit.machine"
-local words = require "vfioinit.boot.cmdline.words"
-local places = require "vfioinit.boot.places"
+local core = require("vfioinit.core")
+local machine = require("vfioinit.machine")
+local words = require("vfioinit.boot.cmdline.words")
+local places = require("vfioinit.boot.places")
 
 local M = { name = "dracut_cmdline", order = 40, stale_images = true, reads = { "bls", "uefi" },
   title = "dracut uefi=yes",

@@ -8,16 +8,16 @@
 -- A parameter already set (vfio_pci.ids=X in GRUB_CMDLINE_LINUX) is merged where it is
 -- written, never added a second time. The generated grub.cfg is like an image: not
 -- backed up, regenerated after apply and after revert.
-local machine = require "vfioinit.machine"
-local words = require "vfioinit.boot.cmdline.words"
-local util = require "vfioinit.util"  -- what only edits need is loaded when they run
+local machine = require("vfioinit.machine")
+local words = require("vfioinit.boot.cmdline.words")
+local util = require("vfioinit.util")  -- what only edits need is loaded when they run
 local grubvars = util.lazy "vfioinit.boot.cmdline.grubvars"
-local bootcfg = require "vfioinit.boot.cfg"
-local cmdline = require "vfioinit.edit.cmdline"
-local ownids = require "vfioinit.boot.cmdline.ownids"
+local bootcfg = require("vfioinit.boot.cfg")
+local cmdline = require("vfioinit.edit.cmdline")
+local ownids = require("vfioinit.boot.cmdline.ownids")
 local wordfiles = util.lazy "vfioinit.boot.cmdline.wordfiles"
-local places = require "vfioinit.boot.places"
-local trial = require "vfioinit.trial.record"
+local places = require("vfioinit.boot.places")
+local trial = require("vfioinit.trial.record")
 
 local M = { name = "grub", order = 30, title = "update-grub, grub-mkconfig, grub2-mkconfig" }
 

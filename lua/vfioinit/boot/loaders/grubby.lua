@@ -2,7 +2,7 @@
 -- --args="..."` adds a parameter or replaces the value of one of the same name, so a merged
 -- vfio_pci.ids=... keeps the user's spelling; revert runs `--remove-args` for what was added
 -- and `--args` with the old word for what was replaced (the record: cmdtool.lua).
-local toolbase = require "vfioinit.boot.cmdline.toolbase"
+local toolbase = require("vfioinit.boot.cmdline.toolbase")
 
 local function args(flag, list) return flag .. "=" .. table.concat(list, " ") end
 

@@ -11,9 +11,9 @@
 -- images stale. After `revert` restored the file, `kernel-install add` runs for each kernel
 -- whose BLS entry kernel-install wrote, so the entries lose the words too (a UKI's are in
 -- the image: `vfioinit rebuild`, as for every image after revert).
-local util = require "vfioinit.util"  -- what only edits need is loaded when they run
+local util = require("vfioinit.util")  -- what only edits need is loaded when they run
 local wordfiles = util.lazy "vfioinit.boot.cmdline.wordfiles"
-local ownids = require "vfioinit.boot.cmdline.ownids"
+local ownids = require("vfioinit.boot.cmdline.ownids")
 local baseline = util.lazy "vfioinit.boot.cmdline.baseline"
 
 local M = { name = "kernel_cmdline", order = 50, stale_images = true, reads = { "bls", "uefi" },

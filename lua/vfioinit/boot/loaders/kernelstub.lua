@@ -2,7 +2,7 @@
 -- from /etc/kernelstub/configuration): `kernelstub -a "..."` adds options, `-d` deletes
 -- them. A merged parameter is deleted in its old form and added in the new one; revert
 -- runs the inverse for exactly the recorded words (cmdtool.lua).
-local toolbase = require "vfioinit.boot.cmdline.toolbase"
+local toolbase = require("vfioinit.boot.cmdline.toolbase")
 
 local function run(flag, list) return { "kernelstub", flag, table.concat(list, " ") } end
 

@@ -25,12 +25,12 @@ rebuild, a BLAKE2b pin on a file whose contents changed gets the file's new hash
 (`repin`); a BLAKE3 pin on a changed file is an error naming file and line. A config whose
 own hash is enrolled in the Limine binary (`limine enroll-config`) is not edited.
 ]]
-local core = require "vfioinit.core"
-local cmdline = require "vfioinit.edit.cmdline"
-local machine = require "vfioinit.machine"
-local places = require "vfioinit.boot.places"
-local ownids = require "vfioinit.boot.cmdline.ownids"
-local words = require "vfioinit.boot.cmdline.words"
+local core = require("vfioinit.core")
+local cmdline = require("vfioinit.edit.cmdline")
+local machine = require("vfioinit.machine")
+local places = require("vfioinit.boot.places")
+local ownids = require("vfioinit.boot.cmdline.ownids")
+local words = require("vfioinit.boot.cmdline.words")
 
 local M = { name = "limine", order = 80, stale_images = false, reads = { "limine" }, title = "limine.conf" }
 

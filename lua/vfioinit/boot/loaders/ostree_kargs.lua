@@ -8,10 +8,10 @@
 -- away again; `ostree admin deploy --karg-delete` takes one word per new deployment.
 -- Never `--import-proc-cmdline`/`--karg-proc-cmdline`: that is the running machine's line,
 -- not root's.
-local toolbase = require "vfioinit.boot.cmdline.toolbase"
-local cmdtool = require "vfioinit.boot.cmdline.cmdtool"
-local cmdline = require "vfioinit.edit.cmdline"
-local ostree = require "vfioinit.ostree"
+local toolbase = require("vfioinit.boot.cmdline.toolbase")
+local cmdtool = require("vfioinit.boot.cmdline.cmdtool")
+local cmdline = require("vfioinit.edit.cmdline")
+local ostree = require("vfioinit.ostree")
 
 local M = {}
 
@@ -60,7 +60,7 @@ end
 local function set_kargs(ctx, line)
   local init = select(2, cmdline.split(line))
   if init then return nil, "the options hold `--`, which set-kargs cannot pass: change them by hand" end
-  local ia = require "vfioinit.ostree_initramfs"
+  local ia = require("vfioinit.ostree_initramfs")
   local sys, bind = ia.sysroot_args(ctx.ostree)
   local argv = { "ostree", "admin", "instutil", "set-kargs" }
   for _, a in ipairs(sys) do argv[#argv + 1] = a end

@@ -24,11 +24,11 @@ Edits: the parameters go into every options field that boots one of the run's ke
 refind_linux.conf line rEFInd reads, each enabled stanza and submenu with its own options),
 re-quoted in place; every other byte stays. No regeneration: rEFInd reads the files at boot.
 ]]
-local cmdline = require "vfioinit.edit.cmdline"
-local machine = require "vfioinit.machine"
-local places = require "vfioinit.boot.places"
-local ownids = require "vfioinit.boot.cmdline.ownids"
-local words = require "vfioinit.boot.cmdline.words"
+local cmdline = require("vfioinit.edit.cmdline")
+local machine = require("vfioinit.machine")
+local places = require("vfioinit.boot.places")
+local ownids = require("vfioinit.boot.cmdline.ownids")
+local words = require("vfioinit.boot.cmdline.words")
 
 local M = { name = "refind", order = 70, stale_images = false, reads = { "refind" },
   title = "rEFInd refind.conf or refind_linux.conf" }

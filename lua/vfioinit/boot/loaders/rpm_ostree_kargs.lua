@@ -4,8 +4,8 @@
 -- apply `--append-if-missing=WORD` (and `--replace=KEY=OLD=NEW` where vfio-pci.ids is merged),
 -- after revert `--delete-if-present=WORD` (`--replace=KEY=NEW=OLD`). rpm-ostree acts through
 -- its daemon on the running system: another root is refused.
-local toolbase = require "vfioinit.boot.cmdline.toolbase"
-local base = require "vfioinit.boot.loaders.ostree_kargs"
+local toolbase = require("vfioinit.boot.cmdline.toolbase")
+local base = require("vfioinit.boot.loaders.ostree_kargs")
 
 -- --replace=KEY=VALUE=NEWVALUE from two words of one parameter
 local function replace(old, new)

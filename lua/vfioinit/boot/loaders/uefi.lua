@@ -2,7 +2,7 @@
 -- directory, lua/vfioinit/boot/places.lua): each one whose `.uname` (else its file name) is
 -- the kernel is a chain; systemd-boot's loader.conf `default` glob marks its default. The
 -- planned UKIs (what a rebuild writes) come before these, with the same loader name.
-local places = require "vfioinit.boot.places"
+local places = require("vfioinit.boot.places")
 
 local M = { name = "uefi", order = 23 }
 
