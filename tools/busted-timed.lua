@@ -4,10 +4,11 @@ return function(options)
   local busted = require "busted"
   local handler = require("busted.outputHandlers.utfTerminal")(options)
   local path, started = os.getenv("VFIOINIT_SPEC_TIMES"), {}
-  local function now()
-    local p = io.popen("date +%s.%N")
-    local t = tonumber(p:read("l")); p:close()
-    return t
+  local function now() -- seconds since boot, without a process per file
+    local f = io.open("/proc/uptime")
+    local t = f and tonumber(f:read("l"):match("^[%d.]+"))
+    if f then f:close() end
+    return t or os.time()
   end
   if path then
     busted.subscribe({ "file", "start" }, function(file)

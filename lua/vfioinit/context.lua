@@ -82,13 +82,19 @@ end
 -- generator parses from such files (mkinitcpio's presets, a kernel's pkgbase); ctx.read
 -- keeps a kernel package's files (<moddir>/<kver>/...), which the generators and the boot
 -- chains each ask. A context made for one look (specs, tools) reads afresh every time.
-function M.keep_facts(ctx)
-  local memo, kept, read = {}, {}, ctx.read
-  function ctx.once(key, fn)
+-- once(key, fn) over a table of its own: fn()'s results, computed on the first call with `key`.
+local function once_fn()
+  local memo = {}
+  return function(key, fn)
     local m = memo[key]
     if not m then m = util.pack(fn()); memo[key] = m end
     return util.unpack(m, 1, m.n)
   end
+end
+
+function M.keep_facts(ctx)
+  local kept, read = {}, ctx.read
+  ctx.once = once_fn()
   function ctx.read(path)
     local k = kept[path]
     if k then return k[1], k[2] end
@@ -98,6 +104,21 @@ function M.keep_facts(ctx)
     end
     return text, err
   end
+end
+
+--- finder(root[, prefix]) -> a `look` for machine.command outside a run, over root (or the
+-- tree at `prefix` inside it): each of machine.BIN_DIRS is listed once for all the names
+-- asked of it.
+function M.finder(root, prefix)
+  local pre = prefix or ""
+  return { stat = function(p) return core.fs.stat(root, pre .. p) end,
+    dir = function(p) return core.fs.dir(root, pre .. p) end, once = once_fn() }
+end
+
+--- command_in(root, name) -> machine.command for one name in a root path (a stat per
+-- directory: nothing to list for one name).
+function M.command_in(root, name)
+  return machine.command(function(p) return core.fs.stat(root, p) end, name)
 end
 
 --- once(ctx, key, fn) -> ctx.once(key, fn), or fn() for a context without `once` (not a

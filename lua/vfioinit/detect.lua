@@ -7,6 +7,7 @@
 --   4. the distribution's default generator (os-release ID, then ID_LIKE), if installed
 local core = require("vfioinit.core")
 local machine = require("vfioinit.machine")
+local context = require("vfioinit.context")
 
 local M = {}
 
@@ -148,7 +149,7 @@ function M.detect(root, registry)
   inv.distro = M.os_release(root)
   inv.kernels, inv.kernel_dirs = M.kernels(root)
   inv.generators = {}
-  local look = machine.finder(root)
+  local look = context.finder(root)
   for _, gen in ipairs(registry:all()) do
     inv.generators[#inv.generators + 1] = probe_generator(root, gen, inv.distro, look)
   end

@@ -45,27 +45,6 @@ function M.command(look, name)
   end
 end
 
--- A `look` for command() over a root path (or the tree at `prefix` inside it) with core.fs's
--- confined calls, listing each of BIN_DIRS once for all the names asked of it (core is required here, not at load time:
--- --help and the man page run without the built core).
-function M.finder(root, prefix)
-  local fs, memo, pre = require("vfioinit.core").fs, {}, prefix or ""
-  return {
-    stat = function(p) return fs.stat(root, pre .. p) end,
-    dir = function(p) return fs.dir(root, pre .. p) end,
-    once = function(key, fn)
-      if memo[key] == nil then memo[key] = fn() end
-      return memo[key]
-    end,
-  }
-end
-
--- command(look, name) for one name in a root path.
-function M.command_in(root, name)
-  local fs = require("vfioinit.core").fs
-  return M.command(function(p) return fs.stat(root, p) end, name)
-end
-
 -- Kernel module trees (/lib/modules/<kver>), first one wins for a kver in both.
 M.MODULE_DIRS = { "/lib/modules", "/usr/lib/modules" }
 

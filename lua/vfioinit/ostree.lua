@@ -19,6 +19,7 @@ command is, else plain ostree.
 ]]
 local core = require("vfioinit.core")
 local machine = require("vfioinit.machine")
+local context = require("vfioinit.context")
 local util = require("vfioinit.util")
 -- what reading a deployment needs (every run asks locate, most roots are no sysroot)
 local bootcfg = util.lazy "vfioinit.boot.cfg"
@@ -40,9 +41,9 @@ function M.host(root, p)
 end
 
 -- Which tool manages the tree at `prefix` (inside root): "bootc", "rpm-ostree" or "ostree".
--- `look`: machine.finder(root, prefix), when the caller asks it more.
+-- `look`: context.finder(root, prefix), when the caller asks it more.
 function M.manager(root, prefix, look)
-  look = look or machine.finder(root, prefix)
+  look = look or context.finder(root, prefix)
   if machine.command(look, "bootc") or is_dir(root, prefix .. "/usr/lib/bootc") then return "bootc" end
   if machine.command(look, "rpm-ostree") then return "rpm-ostree" end
   return "ostree"
@@ -184,7 +185,7 @@ function M.detect(root)
   -- a root that is a deployment (/sysroot) shows its own files; a bare sysroot shows them
   -- under the deployment's path
   info.prefix = sysroot == "/" and info.target.path or ""
-  local look = machine.finder(root, info.prefix)
+  local look = context.finder(root, info.prefix)
   info.manager = M.manager(root, info.prefix, look)
   -- what changes a deployment here: rpm-ostree's daemon when it is there, else ostree itself
   info.tool = machine.command(look, "rpm-ostree") and "rpm-ostree" or "ostree"

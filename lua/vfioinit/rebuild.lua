@@ -58,7 +58,7 @@ M.BACKUP_SUFFIX = ".vfioinit-prev"
 M.DEFAULT_TIMEOUT = 600
 M.TAIL = 20
 
-local machine = require("vfioinit.machine")
+local context = require("vfioinit.context")
 
 local function size_of(root, path)
   local st = core.fs.stat(root, path)
@@ -71,7 +71,7 @@ local function find_command(root, cmd)
   if cmd:find("/", 1, true) then
     return size_of(root, cmd) and cmd or nil
   end
-  return machine.command_in(root, cmd)
+  return context.command_in(root, cmd)
 end
 
 M.MAX_SCRIPT = 4 * 1024 * 1024  -- larger commands are binaries: no `#!` line to check

@@ -12,7 +12,7 @@ The generator's own command runs the signing hooks the distribution installs; vf
 checks what came out and never creates keys.
 ]]
 local core = require("vfioinit.core")
-local machine = require("vfioinit.machine")
+local context = require("vfioinit.context")
 
 local M = {}
 
@@ -56,7 +56,7 @@ function M.check(root, sign)
   if not pem then return nil, "sign cert " .. rerr end
   local _, cerr = core.sig.cert(pem)
   if cerr then return nil, ("sign cert %s: %s"):format(sign.cert, cerr) end
-  if not machine.command_in(root, M.SBSIGN) then
+  if not context.command_in(root, M.SBSIGN) then
     return nil, ("%s: command not found in %s (sign key/cert given: install sbsigntool there)"):format(M.SBSIGN, root)
   end
   return true
