@@ -253,11 +253,28 @@ alias_scan(lua_State *L, const char *buf, size_t len, char sep, int modinfo, int
 }
 
 
+/* Has every modalias of the answer at `out` a module already? */
+static int
+all_answered(lua_State *L, int out)
+{
+	for (size_t i = 1; i <= lua_rawlen(L, out); i++) {
+		size_t n;
+		lua_rawgeti(L, out, (lua_Integer)i);
+		n = lua_rawlen(L, -1);
+		lua_pop(L, 1);
+		if (n == 0)
+			return 0;
+	}
+	return 1;
+}
+
+
 /***
  * The modules a kernel lists for some modaliases, as libkmod's lookup finds them: the first
  * of these sources with a pattern matching the modalias answers for it: `config` (modprobe.d's
  * `alias` lines), modules.alias, the built-in modules' aliases (modules.builtin.modinfo,
- * what depmod builds modules.builtin.alias.bin from).
+ * what depmod builds modules.builtin.alias.bin from; not read when the others answered for
+ * every modalias).
  * @function aliases
  * @tparam string root
  * @tparam string moddir `/lib/modules/<kver>` inside root
@@ -289,6 +306,8 @@ moddep_aliases(lua_State *L)
 	for (int l = 0; l < 2; l++) {
 		char *buf = NULL;
 		size_t len = 0;
+		if (l > 0 && all_answered(L, 5))
+			break;  /* libkmod stops at the first source that answers */
 		lua_pushfstring(L, "%s/%s", moddir, lists[l]);
 		r = slurp(L, root, lua_tostring(L, -1), &buf, &len);
 		if (r > 0)
