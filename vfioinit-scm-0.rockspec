@@ -18,8 +18,8 @@ reads every rebuilt image itself to verify the modules are inside. A Lua C exten
 (require "vfioinit") with a CLI (vfioinit) and a man page. It also finds what boots each
 kernel (UKIs, BLS entries, grub.cfg), rebuilds and verifies that, adds the IOMMU and
 vfio-pci.ids parameters to the kernel command line on request, and binds one of two
-identical devices by PCI address. Linux only; needs libkmod, libarchive, libpcre2-8 and libcrypto
-(headers and libraries) to build.
+identical devices by PCI address. Linux only; needs libkmod, zlib, libzstd, libarchive,
+libpcre2-8 and libcrypto (headers and libraries) to build.
 ]],
   homepage = "https://github.com/vfioinit/vfioinit",
   issues_url = "https://github.com/vfioinit/vfioinit/issues",
@@ -31,6 +31,8 @@ dependencies = { "lua >= 5.1, < 5.5" }
 external_dependencies = {
   LIBKMOD = { header = "libkmod.h", library = "kmod" },
   LIBARCHIVE = { header = "archive.h", library = "archive" },
+  ZLIB = { header = "zlib.h", library = "z" },
+  LIBZSTD = { header = "zstd.h", library = "zstd" },
   LIBPCRE2 = { header = "pcre2.h", library = "pcre2-8" },
   LIBCRYPTO = { header = "openssl/pkcs7.h", library = "crypto" },
 }
@@ -51,6 +53,10 @@ build = {
     LIBKMOD_LIBDIR = "$(LIBKMOD_LIBDIR)",
     LIBARCHIVE_INCDIR = "$(LIBARCHIVE_INCDIR)",
     LIBARCHIVE_LIBDIR = "$(LIBARCHIVE_LIBDIR)",
+    ZLIB_INCDIR = "$(ZLIB_INCDIR)",
+    ZLIB_LIBDIR = "$(ZLIB_LIBDIR)",
+    LIBZSTD_INCDIR = "$(LIBZSTD_INCDIR)",
+    LIBZSTD_LIBDIR = "$(LIBZSTD_LIBDIR)",
     LIBPCRE2_INCDIR = "$(LIBPCRE2_INCDIR)",
     LIBPCRE2_LIBDIR = "$(LIBPCRE2_LIBDIR)",
     LIBCRYPTO_INCDIR = "$(LIBCRYPTO_INCDIR)",

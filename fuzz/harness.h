@@ -21,6 +21,7 @@
 #include <lualib.h>
 
 int luaopen_vfioinit_core(lua_State *L);
+int luaopen_vfioinit_core_image(lua_State *L);
 int luaopen_vfioinit_core_archive(lua_State *L);
 int luaopen_vfioinit_core_sig(lua_State *L);
 
@@ -51,6 +52,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	luaL_requiref(L, "_G", luaopen_base, 0);
 	luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 0);
 	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, luaopen_vfioinit_core_image);
+	lua_setfield(L, -2, "vfioinit.core.image");
 	lua_pushcfunction(L, luaopen_vfioinit_core_archive);
 	lua_setfield(L, -2, "vfioinit.core.archive");
 	lua_pushcfunction(L, luaopen_vfioinit_core_sig);

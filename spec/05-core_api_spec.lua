@@ -74,19 +74,60 @@ describe("vfioinit.core", function()
     assert.is_nil(out:find("libkmod.so", 1, true), out)
   end)
 
-  it("maps libarchive only once core.image.list is used", function()
+  -- A cpio archive of one file compressed with `tool` (gzip, zstd, xz: what distributions
+  -- build images with), in a temporary directory: its path.
+  local function image_by(tool, dir)
+    local ok = H.sh(("cd %s && mkdir -p t/conf && echo vfio > t/conf/modules && (cd t && echo conf/modules"
+      .. " | cpio -o -H newc 2>/dev/null) | %s -c > img.%s"):format(q(dir), tool, tool))
+    assert(select(2, ok) ~= false)
+    return dir .. "/img." .. tool
+  end
+
+  it("maps no decompressor until core.image.list is used, libarchive only for what zlib and libzstd do not read",
+    function()
+    local dir = H.tmpdir()
+    finally(function() H.rm(dir) end)
     local out, ok = maps_after("assert(core.fs.read and core.image.sections); assert(rawget(core.image, 'list') == nil)")
     assert(ok, out)
     assert.truthy(out:find("/vfioinit/core.so", 1, true), out)
     -- what the interpreter maps by itself (an LD_PRELOADed sanitizer runtime brings libstdc++) is not core's
     local bare = H.sh(("cd / && %s -e %s 2>&1"):format(H.lua, q("io.write(io.open('/proc/self/maps'):read('*a'))")))
-    for _, lib in ipairs({ "libarchive.so", "libxml2.so", "libicuuc.so", "libstdc++.so" }) do
-      if not bare:find(lib, 1, true) then assert.is_nil(out:find(lib, 1, true), lib .. " mapped before use") end
+    local heavy = { "libarchive.so", "libxml2.so", "libicuuc.so", "libstdc++.so" }
+    local function none_of(libs, maps, why)
+      for _, lib in ipairs(libs) do
+        if not bare:find(lib, 1, true) then assert.is_nil(maps:find(lib, 1, true), lib .. " mapped " .. why) end
+      end
     end
-    out, ok = maps_after("assert(type(core.image.list) == 'function'); assert(rawget(core.image, 'list') == core.image.list)")
+    none_of(heavy, out, "before use")
+    none_of({ "libz.so", "libzstd.so" }, out, "before use")
+    -- a gzip and a zstd image: zlib and libzstd, never libarchive and what it brings
+    local read = "local e = assert(core.image.list('/', %q)); assert(e[1].name == 'conf/modules', e[1].name)"
+    out, ok = maps_after(read:format(image_by("gzip", dir)) .. "; " .. read:format(image_by("zstd", dir)))
+    assert(ok, out)
+    assert.truthy(out:find("/vfioinit/core/image.so", 1, true), out)
+    assert.truthy(out:find("libz.so", 1, true), out)
+    assert.truthy(out:find("libzstd.so", 1, true), out)
+    none_of(heavy, out, "for gzip and zstd")
+    -- an xz one: libarchive's filter, its module loaded on the way
+    out, ok = maps_after(read:format(image_by("xz", dir)))
     assert(ok, out)
     assert.truthy(out:find("libarchive.so", 1, true), out)
     assert.truthy(out:find("/vfioinit/core/archive.so", 1, true), out)
+  end)
+
+  it("names libarchive's module when an xz image needs it and it is missing; gzip is still read", function()
+    local dir = H.tmpdir()
+    finally(function() H.rm(dir) end)
+    local build = H.project .. "/" .. (os.getenv("VFIOINIT_BUILD") or "build")
+    H.sh("mkdir -p " .. q(dir .. "/lib/vfioinit/core") .. " && cp " .. q(build .. "/vfioinit/core.so") .. " "
+      .. q(dir .. "/lib/vfioinit/") .. " && cp " .. q(build .. "/vfioinit/core/image.so") .. " "
+      .. q(dir .. "/lib/vfioinit/core/"))
+    local xz, gz = image_by("xz", dir), image_by("gzip", dir)
+    local out, ok = child(("print(core.image.list('/', %q)); print(#assert(core.image.list('/', %q)))"):format(xz, gz),
+      dir .. "/lib/?.so")
+    assert(ok, out)
+    assert.truthy(out:find("^nil\t" .. xz:gsub("%p", "%%%0") .. ": cannot read xz data: the module "
+      .. "vfioinit%.core%.archive did not load %([^\n]*not found[^\n]*%) at offset 0\n1\n$"), out)
   end)
 
   it("names the module that did not load when core.kmod's is missing", function()

@@ -14,15 +14,17 @@ describe("luarocks make", function()
       .. " print(type(v.plan), type(v.update_initramfs), package.searchpath(\"vfioinit.core\", package.cpath))' 2>&1")
     assert.is_true(ok, out)
     assert.are.equal("function\tfunction\t" .. tree .. "/lib/lua/5.4/vfioinit/core.so\n", out)
-    -- core.kmod, core.re, core.sig and core.image.list are modules of their own, installed
+    -- core.kmod, core.re, core.sig and core.image.list (with libarchive's decoders) are modules of their own, installed
     -- beside core.so and loaded on first use
     out, ok = h.sh(env .. "lua5.4 -e 'local c = require \"vfioinit.core\"; print(type(c.kmod.new), type(c.re.compile),"
       .. " type(c.sig.read), type(c.image.list), package.searchpath(\"vfioinit.core.kmod\", package.cpath),"
       .. " package.searchpath(\"vfioinit.core.re\", package.cpath), package.searchpath(\"vfioinit.core.sig\", package.cpath),"
+      .. " package.searchpath(\"vfioinit.core.image\", package.cpath),"
       .. " package.searchpath(\"vfioinit.core.archive\", package.cpath))' 2>&1")
     assert.is_true(ok, out)
     assert.are.equal(("function\tfunction\tfunction\tfunction\t%s/lib/lua/5.4/vfioinit/core/kmod.so\t%s/lib/lua/5.4/vfioinit/core/re.so"
-      .. "\t%s/lib/lua/5.4/vfioinit/core/sig.so\t%s/lib/lua/5.4/vfioinit/core/archive.so\n"):format(tree, tree, tree, tree), out)
+      .. "\t%s/lib/lua/5.4/vfioinit/core/sig.so\t%s/lib/lua/5.4/vfioinit/core/image.so"
+      .. "\t%s/lib/lua/5.4/vfioinit/core/archive.so\n"):format(tree, tree, tree, tree, tree), out)
     out, ok = h.sh(env .. h.q(tree .. "/bin/vfioinit") .. " --help 2>&1")
     assert.is_true(ok, out)
     assert.truthy(out:find("usage: vfioinit", 1, true), out)

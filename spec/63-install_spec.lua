@@ -59,7 +59,7 @@ describe("cmake --install --prefix", function()
     assert.are.equal("", h.sh("ls -A " .. q(configured) .. " 2>/dev/null"))
     -- the C modules
     for _, so in ipairs({ "vfioinit/core.so", "vfioinit/core/kmod.so", "vfioinit/core/re.so", "vfioinit/core/sig.so",
-        "vfioinit/core/archive.so" }) do
+        "vfioinit/core/image.so", "vfioinit/core/archive.so" }) do
       assert.truthy(h.readfile(prefix .. "/lib/lua/5.4/" .. so), so)
     end
     -- every Lua module of the checkout, byte for byte

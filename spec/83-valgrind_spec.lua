@@ -67,10 +67,13 @@ fails(core.spawn.run({ argv = { "/no/such/command" } }))
 raises(core.spawn.run, { argv = { "echo", "x" }, on_line = function() error("stop") end, timeout = 1 })
 
 -- images
-for _, img in ipairs({ img_gz, img_zst }) do
+-- gzip and zstd through zlib and libzstd, xz through libarchive's module; each cut short too
+local images = img_gz:match("^(.*)/")
+for _, img in ipairs({ img_gz, img_zst, images .. "/img.xz" }) do
   local entries, contents = ok(core.image.list("/", img, { ["conf/modules"] = true, ["etc/"] = true }))
   assert(#entries > 0 and contents["conf/modules"])
 end
+for _, ext in ipairs({ "gz", "zst", "xz" }) do fails(core.image.list("/", images .. "/cut." .. ext)) end
 fails(core.image.list(root, "/etc/a/b/f"))
 fails(core.image.list(root, "/nope"))
 
@@ -132,7 +135,8 @@ describe("valgrind (release build)", function()
     h.writefile(root .. "/etc/modprobe.d/x.conf", "options vfio_pci ids=1af4:1000\n")
     h.writefile(dir .. "/tree/conf/modules", "vfio\nvfio_pci\n")
     h.writefile(dir .. "/tree/etc/cmdline.d/00.conf", "rd.driver.pre=vfio_pci\n")
-    local out, ok = sh(("cd %s/tree && find . | LC_ALL=C sort | cpio -o -H newc --quiet > ../main.cpio && gzip -nc ../main.cpio > ../img.gz && { cat ../main.cpio; zstd -qc ../main.cpio; } > ../img.zst 2>&1")
+    local out, ok = sh(("cd %s/tree && find . | LC_ALL=C sort | cpio -o -H newc --quiet > ../main.cpio && gzip -nc ../main.cpio > ../img.gz && { cat ../main.cpio; zstd -qc ../main.cpio; } > ../img.zst"
+      .. " && xz -c ../main.cpio > ../img.xz && for e in gz zst xz; do head -c -20 ../img.$e > ../cut.$e; done 2>&1")
       :format(q(dir)))
     assert.is_true(ok, out)
     -- a real UKI (systemd stub + objcopy) when the stub is installed; else "" skips that part

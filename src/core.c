@@ -4,14 +4,15 @@
 ** through its <concern>_open.
 **
 ** core.kmod, core.re, core.sig and core.image.list are modules of their own
-** (vfioinit.core.kmod, vfioinit.core.re, vfioinit.core.sig, vfioinit.core.archive, in
+** (vfioinit.core.kmod, vfioinit.core.re, vfioinit.core.sig, vfioinit.core.image, in
 ** vfioinit/core/ beside core.so), required the first time a caller reads core.kmod,
 ** core.re, core.sig or core.image.list: libkmod pulls in libcrypto (1.4 MB resident
 ** before anything is read), libpcre2 serves only --match, libcrypto (core.sig) only
-** signature checks, and libarchive (libxml2, ICU, libstdc++) only the reading of an
-** image. So a process that reads an image (verify, bench/image-list) maps none of
-** libkmod, libpcre2, libcrypto, and one that reads none (--version, a verify answered by
-** fingerprints) no libarchive. Callers see no difference.
+** signature checks, and zlib and libzstd only the reading of an image (which loads
+** vfioinit.core.archive, libarchive with libxml2, ICU and libstdc++, only for the rarer
+** compressions: src/unpack.h). So a process that reads an image (verify,
+** bench/image-list) maps none of libkmod, libpcre2, libcrypto, and one that reads none
+** (--version, a verify answered by fingerprints) no decompressor. Callers see no difference.
 */
 #include <string.h>
 
@@ -22,7 +23,7 @@ static const struct { const char *table, *field, *module; } parts[] = {
 	{"", "kmod", "vfioinit.core.kmod"},
 	{"", "re", "vfioinit.core.re"},
 	{"", "sig", "vfioinit.core.sig"},
-	{"image", "list", "vfioinit.core.archive"},
+	{"image", "list", "vfioinit.core.image"},
 };
 
 /*

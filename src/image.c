@@ -7,13 +7,13 @@
 ** Plain segments are parsed in place on the mmap'd file.  Compressed ones
 ** are read with pread in blocks (as bsdtar reads: no page of the mapping is
 ** faulted in and released again, which in a VM costs a TLB-flush IPI per
-** release) and decompressed by libarchive (its "raw" format: a filter chain only) and
-** streamed through the same newc parser, so both kinds obey one set of rules
+** release) and decompressed by the decoders of unpack.h (zlib, libzstd, else
+** libarchive's filters) and streamed through the same newc parser, so both kinds obey one set of rules
 ** and names come back exactly as stored (cpio -t, hence lsinitramfs, shows
 ** the same names, except that it drops a leading "/").  Where a compressed
 ** stream ends, so the next segment can be found: zstd and xz by walking
 ** their frame/footer structure here (libarchive refuses trailing bytes
-** after them), the others from libarchive's count of consumed input.
+** after them), the others from the decoder's count of consumed input.
 ** Limits: concatenated streams of one compression (gzip members, zstd
 ** frames, xz streams) are decoded as one stream, so they make one segment;
 ** a legacy lz4 stream has no end marker, so it must be the last segment
@@ -30,16 +30,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <archive.h>
-
 #include "core.h"
+#include "unpack.h"
 
 #define IMAGE_READER "vfioinit.ImageReader"
 #define NEWC_HDR 110
 #define NEWC_NAME_MAX 4096	/* the kernel refuses longer names (PATH_MAX) */
 #define TRAILER "TRAILER!!!"
 #define LZMA_DICT_MAX (1u << 30)	/* what libarchive allows xz */
-#define READ_BLOCK (64u << 10)	/* compressed bytes libarchive gets per read */
+#define ARCHIVE_MODULE "vfioinit.core.archive"	/* the decoders of unpack_archive.c */
 
 enum cpio_state {
 	ST_HEADER,	/* collecting the 110-byte header */
@@ -80,9 +79,9 @@ struct reader {
 	size_t len;	/* end of the bytes read: the file's size, or the window's end */
 	size_t maplen;	/* the mapping's length (the whole file) */
 	size_t start;	/* first byte read: 0, or the window's offset (a UKI's .initrd) */
-	unsigned char *buf;	/* READ_BLOCK bytes: what the decoder reads next */
-	size_t rpos, rend;	/* file offsets: the decoder's next read, its segment's end */
-	struct archive *a;
+	struct unpack_src src;	/* the compressed segment being read (src.fd = fd) */
+	const struct unpacker *u;	/* its decoder, d, open */
+	void *d;
 	struct cpio *cp;
 };
 
@@ -90,16 +89,16 @@ struct reader {
 static void
 reader_free(struct reader *r)
 {
-	if (r->a != NULL) {
-		archive_read_free(r->a);
-		r->a = NULL;
+	if (r->d != NULL) {
+		r->u->close(r->d);
+		r->d = NULL;
 	}
 	if (r->map != NULL) {
 		munmap(r->map, r->maplen);
 		r->map = NULL;
 	}
-	free(r->buf);
-	r->buf = NULL;
+	free(r->src.buf);
+	r->src.buf = NULL;
 	if (r->fd >= 0) {
 		close(r->fd);
 		r->fd = -1;
@@ -461,25 +460,29 @@ cpio_end(struct cpio *cp)
 }
 
 
+/* How the end of a compressed stream is found before it is decoded (compressed_span). */
+enum span { SPAN_DECODER, SPAN_ZSTD, SPAN_XZ, SPAN_LZMA };
+
 struct method {
 	const char *name;
-	int code;
 	const unsigned char *magic;
 	size_t mlen;
+	const struct unpacker *u;	/* NULL: libarchive's, from ARCHIVE_MODULE */
+	enum span span;
 };
 
 /* The kernel's list (lib/decompress.c), plus the lz4 frame format. */
 static const struct method methods[] = {
-	{"gzip", ARCHIVE_FILTER_GZIP, (const unsigned char *)"\037\213", 2},
-	{"gzip", ARCHIVE_FILTER_GZIP, (const unsigned char *)"\037\236", 2},
-	{"bzip2", ARCHIVE_FILTER_BZIP2, (const unsigned char *)"BZh", 3},
-	{"lzma", ARCHIVE_FILTER_LZMA, (const unsigned char *)"\135\000\000", 3},
-	{"xz", ARCHIVE_FILTER_XZ, (const unsigned char *)"\3757zXZ\000", 6},
-	{"lzo", ARCHIVE_FILTER_LZOP, (const unsigned char *)"\211LZO", 4},
-	{"lz4", ARCHIVE_FILTER_LZ4, (const unsigned char *)"\002!L\030", 4},
-	{"lz4", ARCHIVE_FILTER_LZ4, (const unsigned char *)"\004\"M\030", 4},
-	{"zstd", ARCHIVE_FILTER_ZSTD, (const unsigned char *)"\050\265\057\375", 4},
-	{NULL, 0, NULL, 0}
+	{"gzip", (const unsigned char *)"\037\213", 2, &unpack_gzip, SPAN_DECODER},
+	{"gzip", (const unsigned char *)"\037\236", 2, &unpack_gzip, SPAN_DECODER},
+	{"bzip2", (const unsigned char *)"BZh", 3, NULL, SPAN_DECODER},
+	{"lzma", (const unsigned char *)"\135\000\000", 3, NULL, SPAN_LZMA},
+	{"xz", (const unsigned char *)"\3757zXZ\000", 6, NULL, SPAN_XZ},
+	{"lzo", (const unsigned char *)"\211LZO", 4, NULL, SPAN_DECODER},
+	{"lz4", (const unsigned char *)"\002!L\030", 4, NULL, SPAN_DECODER},
+	{"lz4", (const unsigned char *)"\004\"M\030", 4, NULL, SPAN_DECODER},
+	{"zstd", (const unsigned char *)"\050\265\057\375", 4, &unpack_zstd, SPAN_ZSTD},
+	{NULL, NULL, 0, NULL, SPAN_DECODER}
 };
 
 
@@ -684,8 +687,8 @@ compressed_span(lua_State *L, const char *path, struct reader *r, const struct m
 {
 	size_t avail = r->len - off;
 	*exact = 0;
-	if (m->code == ARCHIVE_FILTER_ZSTD || m->code == ARCHIVE_FILTER_XZ) {
-		avail = m->code == ARCHIVE_FILTER_ZSTD ? zstd_span(r->fd, off, avail)
+	if (m->span == SPAN_ZSTD || m->span == SPAN_XZ) {
+		avail = m->span == SPAN_ZSTD ? zstd_span(r->fd, off, avail)
 		    : xz_span(r->map + off, avail);
 		if (avail == 0) {
 			image_fail(L, path, "truncated %s data at offset %I", m->name, (lua_Integer)off);
@@ -693,14 +696,14 @@ compressed_span(lua_State *L, const char *path, struct reader *r, const struct m
 		}
 		*exact = 1;
 		/* xz's walk from its end faulted in the stream's last pages: let them go */
-		if (m->code == ARCHIVE_FILTER_XZ)
+		if (m->span == SPAN_XZ)
 			madvise(r->map, r->maplen, MADV_DONTNEED);
 	}
 	/*
 	** liblzma allocates the dictionary an .lzma header asks for, and libarchive
 	** sets no memory limit for this format (it does for xz: 1 GiB); bound it the same.
 	*/
-	if (m->code == ARCHIVE_FILTER_LZMA && avail >= 5 && le32(r->map + off + 1) > LZMA_DICT_MAX) {
+	if (m->span == SPAN_LZMA && avail >= 5 && le32(r->map + off + 1) > LZMA_DICT_MAX) {
 		image_fail(L, path, "lzma dictionary of %I bytes is larger than 1 GiB at offset %I",
 		    (lua_Integer)le32(r->map + off + 1), (lua_Integer)off);
 		return 0;
@@ -710,64 +713,59 @@ compressed_span(lua_State *L, const char *path, struct reader *r, const struct m
 
 
 static void
-corrupt(lua_State *L, const char *path, struct reader *r, const struct method *m, size_t off)
+corrupt(lua_State *L, const char *path, const struct unpacker *u, const struct method *m, size_t off,
+    const char *why)
 {
-	const char *why = r->a != NULL ? archive_error_string(r->a) : NULL;
-	image_fail(L, path, "corrupt or truncated %s data (libarchive: %s) at offset %I",
-	    m->name, why != NULL ? why : "?", (lua_Integer)off);
+	image_fail(L, path, "corrupt or truncated %s data (%s: %s) at offset %I",
+	    m->name, u->library, why != NULL ? why : "?", (lua_Integer)off);
 }
 
 
-/* libarchive's read callback: the next block of the segment, read with pread. */
-static la_ssize_t
-decoder_read(struct archive *a, void *data, const void **out)
+/*
+** m's decoder: its own, or libarchive's from ARCHIVE_MODULE, loaded now (require). NULL
+** after pushing nil, msg: the module did not load.
+*/
+static const struct unpacker *
+unpacker_of(lua_State *L, const char *path, const struct method *m, size_t off)
 {
-	struct reader *r = data;
-	size_t want = r->rend - r->rpos;
-	ssize_t n;
-	if (want > READ_BLOCK)
-		want = READ_BLOCK;
-	if (want == 0)
-		return 0;
-	if (r->buf == NULL && (r->buf = malloc(READ_BLOCK)) == NULL) {
-		archive_set_error(a, ENOMEM, "out of memory");
-		return -1;
+	const struct unpacker *u = m->u;
+	if (u != NULL)
+		return u;
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, ARCHIVE_MODULE);
+	if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+		lua_getfield(L, -1, "unpacker");
+		u = lua_touserdata(L, -1);
+		lua_pop(L, 2);
+		if (u != NULL)
+			return u;
+		lua_pushliteral(L, "no field 'unpacker'");
 	}
-	do
-		n = pread(r->fd, r->buf, want, (off_t)r->rpos);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		archive_set_error(a, errno, "read: %s", strerror(errno));
-		return -1;
-	}
-	r->rpos += (size_t)n;
-	*out = r->buf;
-	return n;
+	/* require's first line: the paths it tried follow on the next ones */
+	const char *e = lua_tostring(L, -1);
+	size_t n = e != NULL ? strcspn(e, "\n") : 0;
+	while (n > 0 && e[n - 1] == ':')
+		n--;
+	lua_pushlstring(L, e != NULL ? e : "", n);
+	image_fail(L, path, "cannot read %s data: the module " ARCHIVE_MODULE " did not load (%s) at offset %I",
+	    m->name, lua_tostring(L, -1), (lua_Integer)off);
+	return NULL;
 }
 
 
-/* A libarchive reader of `avail` bytes at off through filter m, at its first (only) entry. 0 or -1 (pushed). */
+/* m's decoder over the `avail` bytes at off, open in r. 0, or -1 (pushed). */
 static int
 decoder_open(lua_State *L, const char *path, struct reader *r, const struct method *m,
     size_t off, size_t avail)
 {
-	struct archive_entry *e;
-	r->a = archive_read_new();
-	if (r->a == NULL) {
-		image_fail(L, path, "out of memory");
+	const char *why = NULL;
+	if ((r->u = unpacker_of(L, path, m, off)) == NULL)
 		return -1;
-	}
-	r->rpos = off;
-	r->rend = off + avail;
-	if (archive_read_support_format_raw(r->a) != ARCHIVE_OK
-	    || archive_read_append_filter(r->a, m->code) < ARCHIVE_WARN
-	    || archive_read_open(r->a, r, NULL, decoder_read, NULL) != ARCHIVE_OK) {
-		corrupt(L, path, r, m, off);
-		return -1;
-	}
-	if (archive_read_next_header(r->a, &e) != ARCHIVE_OK) {
-		/* the raw format's bid reads the first block: a decoder error ends up here */
-		image_fail(L, path, "corrupt or truncated %s data at offset %I", m->name, (lua_Integer)off);
+	r->src.fd = r->fd;
+	r->src.pos = off;
+	r->src.end = off + avail;
+	if ((r->d = r->u->open(&r->src, m->name, &why)) == NULL) {
+		corrupt(L, path, r->u, m, off, why);
 		return -1;
 	}
 	return 0;
@@ -778,22 +776,18 @@ decoder_open(lua_State *L, const char *path, struct reader *r, const struct meth
 static int
 decoder_feed(lua_State *L, const char *path, struct reader *r, const struct method *m, size_t off)
 {
-	int rc = ARCHIVE_OK;
-	while (rc == ARCHIVE_OK) {
-		const void *buf;
-		size_t size;
-		la_int64_t boff;
-		rc = archive_read_data_block(r->a, &buf, &size, &boff);
-		if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN)
-			break;
-		rc = ARCHIVE_OK;
+	const void *buf;
+	size_t size;
+	const char *why = NULL;
+	int rc;
+	while ((rc = r->u->next(r->d, &buf, &size, &why)) > 0) {
 		if (cpio_feed(r->cp, buf, size) < 0) {
 			image_cpio_fail(L, path, r->cp, m, off);
 			return -1;
 		}
 	}
-	if (rc != ARCHIVE_EOF) {
-		corrupt(L, path, r, m, off);
+	if (rc < 0) {
+		corrupt(L, path, r->u, m, off, why);
 		return -1;
 	}
 	if (cpio_end(r->cp) != 0) {
@@ -819,9 +813,9 @@ image_compressed(lua_State *L, const char *path, struct reader *r,
 	cpio_begin(r->cp, nseg, 0, 0);
 	if (decoder_feed(L, path, r, m, off) != 0)
 		return 0;
-	used = exact ? avail : (size_t)archive_filter_bytes(r->a, -1);
-	archive_read_free(r->a);
-	r->a = NULL;
+	used = exact ? avail : r->u->used(r->d);
+	r->u->close(r->d);
+	r->d = NULL;
 	if (used == 0 || used > r->len - off) {
 		image_fail(L, path, "cannot tell where the %s data ends at offset %I",
 		    m->name, (lua_Integer)off);
@@ -1050,9 +1044,9 @@ image_list(lua_State *L)
 	r->len = 0;
 	r->maplen = 0;
 	r->start = 0;
-	r->buf = NULL;
-	r->rpos = r->rend = 0;
-	r->a = NULL;
+	memset(&r->src, 0, sizeof r->src);
+	r->u = NULL;
+	r->d = NULL;
 	r->cp = NULL;
 	luaL_setmetatable(L, IMAGE_READER);
 	int nret = image_scan(L, root, path, r);
@@ -1070,12 +1064,12 @@ image_open(lua_State *L)
 
 
 /*
-** A module of its own, vfioinit.core.archive (src/core.c loads it on the first read of
-** core.image.list): libarchive pulls in libxml2, ICU and libstdc++, 8 ms of dynamic
-** linking and 3 MB resident that every command but an image read can do without.
+** A module of its own, vfioinit.core.image (src/core.c loads it on the first read of
+** core.image.list): zlib and libzstd, which every command but an image read can do
+** without; libarchive only for the rarer compressions (unpack.h).
 */
 __attribute__((visibility("default"))) int
-luaopen_vfioinit_core_archive(lua_State *L)
+luaopen_vfioinit_core_image(lua_State *L)
 {
 	return vfi_open_part(L, "image", image_open);
 }
