@@ -7,10 +7,10 @@
 ** Plain segments are parsed in place on the mmap'd file.  Compressed ones
 ** are read with pread in blocks (as bsdtar reads: no page of the mapping is
 ** faulted in and released again, which in a VM costs a TLB-flush IPI per
-** release) and decompressed by the decoders of unpack.h (zlib, libzstd, else
-** libarchive's filters) and streamed through the same newc parser, so both kinds obey one set of rules
-** and names come back exactly as stored (cpio -t, hence lsinitramfs, shows
-** the same names, except that it drops a leading "/").  Where a compressed
+** release), decompressed by the decoders of unpack.h (zlib, libzstd, else
+** libarchive's filters) and streamed through the same newc parser, so both
+** kinds obey one set of rules and names come back exactly as stored (cpio -t,
+** hence lsinitramfs, shows the same names, except that it drops a leading "/").  Where a compressed
 ** stream ends, so the next segment can be found: zstd and xz by walking
 ** their frame/footer structure here (libarchive refuses trailing bytes
 ** after them), the others from the decoder's count of consumed input.
