@@ -358,9 +358,9 @@ function Run:verified_one(gen, kver, key, chain, modules)
   local f = self.facts.verified
   if not f[key] then
     local verify = require("vfioinit.verify")
-    -- the image must carry vfioinit's modprobe.d file as it is now in root
-    local mp = gen.modprobe_in_image ~= false and core.fs.stat(self.root, modprobe.FILE)
-      and core.fs.read(self.root, modprobe.FILE) or nil
+    -- the image must carry vfioinit's modprobe.d file as it is now in root (a read of an
+    -- absent one is nil: no stat first)
+    local mp = gen.modprobe_in_image ~= false and core.fs.read(self.root, modprobe.FILE) or nil
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
       bind_script = bind.expected(self.root, gen), chain = chain,
