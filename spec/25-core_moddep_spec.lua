@@ -114,6 +114,26 @@ describe("alias lookup from the text lists", function()
       assert.are.same({ "virtio_pci" }, d[1].modules)
     end)
 
+    -- libkmod's lookup (kmod_module_new_from_lookup) stops at the first source with a match:
+    -- the built-in aliases are not consulted for a modalias modules.alias answers
+    it("reads modules.builtin.modinfo only for a modalias the other sources leave unanswered", function()
+      kver = h.install_kernel(root, "cloud")
+      local dir = "/lib/modules/" .. kver
+      local answered = { "pci:v00001AF4d00001000svFFFFFFFFsdFFFFFFFFbc03sc00i00",
+        "pci:v00001AF4d00001041svFFFFFFFFsdFFFFFFFFbcFFscFFiFF" }
+      local want, got = both(root, kver, answered)
+      assert.are.same(want, got)
+      local before = assert(core.moddep.aliases(root, dir, answered, ""))
+      -- a FIFO where the built-in list is: opening it is an error that names it
+      os.remove(root .. dir .. "/modules.builtin.modinfo")
+      local out, ok = h.sh("mkfifo " .. q(root .. dir .. "/modules.builtin.modinfo"))
+      assert(ok, out)
+      assert.are.same(before, core.moddep.aliases(root, dir, answered, ""))
+      local res, err = core.moddep.aliases(root, dir, { answered[1], "pci:v0000ABCDd00001234svFFFFFFFFsdFFFFFFFFbc03sc00i00" }, "")
+      assert.is_nil(res)
+      assert.matches(dir .. "/modules.builtin.modinfo", err, 1, true)
+    end)
+
     it("asks libkmod when a kernel has no modules.alias", function()
       kver = h.install_kernel(root, "cloud")
       local want = assert(vfioinit.drivers_for({ root = root, kernel = kver, ids = { "1af4:1000" } }))

@@ -1,7 +1,7 @@
 -- The stages pass values over one run that reads each fact once (issue 24 item 3): a no-op
 -- `apply` on a one-kernel mkinitcpio root (Arch's linux.preset, the real Debian kernel's
 -- module tree, an image that carries the VFIO modules) reads no file more than twice, and,
--- when strace is there, makes at most 160 file syscalls (issue 24's target 180, kept with room) beyond loading the module
+-- when strace is there, makes at most 150 file syscalls (issue 24's target 180; 143 measured) beyond loading the module
 -- (bench/syscalls; docs/MAINTAINERS.md "File syscalls of a no-op apply").
 -- The reads are counted by wrapping core.fs.read, which every read of root goes through
 -- (the context's read function too); the image is built here, the way mkinitcpio lays one
@@ -31,12 +31,16 @@ fallback_options="-S autodetect"
 ]]
 
 -- What `mkinitcpio -p linux` puts in the image that verify looks at: the kernel's VFIO
--- modules and /config, the build's MODULES as mkinitcpio writes it.
+-- modules and /config, the build's MODULES as mkinitcpio writes it, and root's
+-- /etc/modprobe.d (the modconf hook).
 local function build_image(root, kver)
   local d = h.tmpdir()
   local vdir = "/lib/modules/" .. kver .. "/kernel/drivers/vfio"
   local out, ok = h.sh(("mkdir -p %s && cp -r %s %s"):format(h.q(d .. "/usr" .. vdir:match("^(.*)/vfio$")),
     h.q(root .. vdir), h.q(d .. "/usr" .. vdir)))
+  assert(ok, out)
+  out, ok = h.sh(("if [ -d %s ]; then mkdir -p %s && cp -r %s %s; fi"):format(h.q(root .. "/etc/modprobe.d"),
+    h.q(d .. "/etc"), h.q(root .. "/etc/modprobe.d"), h.q(d .. "/etc/")))
   assert(ok, out)
   local mods = h.sh("bash -c " .. h.q('. "$1"; printf %s "${MODULES[*]}"') .. " _ " .. h.q(root .. "/etc/mkinitcpio.conf"))
   h.writefile(d .. "/config", ('MODULES="%s"\n'):format(mods))
@@ -111,10 +115,86 @@ describe("a no-op apply on a one-kernel mkinitcpio root", function()
 
   local strace = h.sh("command -v strace"):match("%S") ~= nil
   local it_strace = strace and it or pending
-  it_strace("makes at most 160 file syscalls beyond loading the module (strace, bench/syscalls)", function()
+  it_strace("makes at most 150 file syscalls beyond loading the module (strace, bench/syscalls)", function()
     local out, ok = h.sh("bench/syscalls " .. h.q(root) .. " apply 2>&1")
     assert(ok, out)
     local n = tonumber(out:match("beyond loading: (%d+)"))
-    assert(n and n <= 160, out)
+    assert(n and n <= 150, out)
+  end)
+end)
+
+-- With device IDs (issue 25): the run asks modprobe.d (the drivers' aliases and the conflict
+-- rule), the kernel's lists (the VFIO set, vfio_pci built in or not) and root's bin
+-- directories (ostree, the generators, kernel-install) from several places; each answer is
+-- looked up once.
+describe("a no-op apply with device IDs on a one-kernel mkinitcpio root", function()
+  local root, kver
+  local IDS = { "1af4:1000" }  -- virtio-net: virtio_pci claims it (modules.alias)
+
+  setup(function()
+    root = h.make_root({ os = { ID = "arch" }, corpus = { ["/etc/mkinitcpio.conf"] = "mkinitcpio/mkinitcpio.conf" },
+      files = { ["/etc/mkinitcpio.d/linux.preset"] = PRESET, ["/boot/vmlinuz-linux"] = "kernel\n",
+        ["/usr/lib/modprobe.d/systemd.conf"] = "options bonding max_bonds=0\noptions dummy numdummies=0\n",
+        ["/etc/modprobe.d/local.conf"] = "alias pci:v000010DEd*sv*sd*bc03sc*i* nouveau\n" },
+      exec = { "/usr/bin/mkinitcpio", "/usr/bin/kernel-install" } })
+    kver = h.install_kernel(root, "cloud")
+    h.writefile(root .. "/lib/modules/" .. kver .. "/pkgbase", "linux\n")
+    local plan = assert(vfioinit.plan({ root = root, ids = IDS }))
+    assert(plan:apply())
+    -- the driver the aliases name is in the file the image must carry
+    assert.matches("softdep virtio_pci pre: vfio-pci", h.readfile(root .. "/etc/modprobe.d/vfioinit.conf"), 1, true)
+    build_image(root, kver)
+    local rep = vfioinit.update_initramfs({ root = root, ids = IDS })
+    assert.is_true(rep.ok, rep.error)
+    assert.are.same({}, rep.rebuilt)
+  end)
+  teardown(function() h.rm(root) end)
+
+  -- run(wrap) -> the report of a no-op update_initramfs, with core.<ns>.<fn> wrapped by
+  -- wrap[ns .. "." .. fn](real) for its length
+  local function run(wrap)
+    local saved = {}
+    finally(function() for k, f in pairs(saved) do core[k:match("^(%w+)")][k:match("%.(%w+)$")] = f end end)
+    for k, w in pairs(wrap) do
+      local ns, fn = k:match("^(%w+)%.(%w+)$")
+      saved[k] = core[ns][fn]
+      core[ns][fn] = w(saved[k])
+    end
+    local rep = vfioinit.update_initramfs({ root = root, ids = IDS })
+    for k, f in pairs(saved) do core[k:match("^(%w+)")][k:match("%.(%w+)$")] = f end
+    assert.is_true(rep.ok, rep.error)
+    assert.are.same({}, rep.changes)
+    assert.are.same({}, rep.rebuilt)
+    return rep
+  end
+
+  it("lists root's bin directories and modprobe.d directories once", function()
+    local listed = {}
+    run({ ["fs.dir"] = function(real)
+      return function(r, path, ...)
+        if r == root then listed[path] = (listed[path] or 0) + 1 end
+        return real(r, path, ...)
+      end
+    end })
+    assert.truthy(listed["/usr/bin"], "root's /usr/bin was not listed at all")
+    assert.truthy(listed["/etc/modprobe.d"], "root's /etc/modprobe.d was not listed at all")
+    local twice = {}
+    for path, n in pairs(listed) do
+      local watched = path:match("/modprobe%.d$") or path:match("^/usr/s?bin$") or path:match("^/s?bin$")
+      if n > 1 and watched then twice[#twice + 1] = ("%s listed %d times"):format(path, n) end
+    end
+    table.sort(twice)
+    assert.are.same({}, twice)
+  end)
+
+  it("reads the kernel's modules.dep and modules.builtin once", function()
+    local asked = {}
+    run({ ["moddep.states"] = function(real)
+      return function(r, moddir, ...)
+        asked[#asked + 1] = moddir
+        return real(r, moddir, ...)
+      end
+    end })
+    assert.are.same({ "/lib/modules/" .. kver }, asked)
   end)
 end)

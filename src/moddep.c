@@ -81,6 +81,45 @@ slurp(lua_State *L, const char *root, const char *path, char **buf, size_t *len)
 }
 
 
+/* An array of strings on the stack, as C pointers into the Lua strings (alive while the array is). */
+struct strs {
+	size_t n;
+	const char **s;
+	size_t *len;
+};
+
+
+/* Fill *v from the array at `idx` (strings, checked by the caller): 0, or -1 out of memory. */
+static int
+strs_of(lua_State *L, int idx, struct strs *v)
+{
+	v->n = lua_rawlen(L, idx);
+	v->s = malloc((v->n + 1) * sizeof *v->s);
+	v->len = malloc((v->n + 1) * sizeof *v->len);
+	if (v->s == NULL || v->len == NULL) {
+		free(v->s);
+		free(v->len);
+		v->s = NULL, v->len = NULL;
+		return -1;
+	}
+	for (size_t i = 0; i < v->n; i++) {
+		lua_rawgeti(L, idx, (lua_Integer)i + 1);
+		v->s[i] = lua_tolstring(L, -1, &v->len[i]);
+		lua_pop(L, 1);  /* the array keeps the string */
+	}
+	return 0;
+}
+
+
+/* Free what strs_of allocated (nothing, after it failed). */
+static void
+strs_free(struct strs *v)
+{
+	free(v->s);
+	free(v->len);
+}
+
+
 /*
 ** Mark in the table at `out` each name of the array at `names` not marked yet that a line
 ** of `path` (inside root) names, as `state`; `dep`: lines are modules.dep's "path: deps".
@@ -89,11 +128,22 @@ slurp(lua_State *L, const char *root, const char *path, char **buf, size_t *len)
 static int
 scan(lua_State *L, const char *root, const char *path, int dep, int names, int out, const char *state)
 {
-	char *buf = NULL;
-	size_t len = 0, nn = lua_rawlen(L, names);
+	char *buf = NULL, *done;
+	size_t len = 0;
+	struct strs w = {0, NULL, NULL};
 	int r = slurp(L, root, path, &buf, &len);
 	if (r != 0)
 		return r < 0 ? 0 : r;
+	if (strs_of(L, names, &w) != 0 || (done = calloc(w.n + 1, 1)) == NULL) {
+		strs_free(&w);
+		free(buf);
+		return vfi_push_errno(L, path, ENOMEM);
+	}
+	for (size_t i = 0; i < w.n; i++) {
+		lua_pushlstring(L, w.s[i], w.len[i]);
+		done[i] = lua_rawget(L, out) != LUA_TNIL;
+		lua_pop(L, 1);
+	}
 	for (const char *line = buf, *end = buf + len; line < end;) {
 		const char *nl = memchr(line, '\n', (size_t)(end - line)), *stop;
 		const char *name;
@@ -102,26 +152,19 @@ scan(lua_State *L, const char *root, const char *path, int dep, int names, int o
 			nl = end;
 		stop = dep ? memchr(line, ':', (size_t)(nl - line)) : nl;
 		if (stop != NULL && (n = name_of(line, (size_t)(stop - line), &name)) > 0) {
-			for (size_t i = 1; i <= nn; i++) {
-				size_t wl;
-				const char *w;
-				lua_rawgeti(L, names, (lua_Integer)i);
-				w = lua_tolstring(L, -1, &wl);
-				if (same_name(w, wl, name, n)) {
-					lua_pushvalue(L, -1);
-					if (lua_rawget(L, out) == LUA_TNIL) {
-						lua_pop(L, 1);
-						lua_pushstring(L, state);
-						lua_rawset(L, out);  /* out[w] = state; pops w */
-						continue;
-					}
-					lua_pop(L, 1);
+			for (size_t i = 0; i < w.n; i++) {
+				if (!done[i] && same_name(w.s[i], w.len[i], name, n)) {
+					done[i] = 1;
+					lua_pushlstring(L, w.s[i], w.len[i]);
+					lua_pushstring(L, state);
+					lua_rawset(L, out);  /* out[name] = state */
 				}
-				lua_pop(L, 1);
 			}
 		}
 		line = nl + 1;
 	}
+	strs_free(&w);
+	free(done);
 	free(buf);
 	return 0;
 }
@@ -197,17 +240,17 @@ alias_match(const char *p, size_t pn, const char *a, size_t an, char *tmp)
 static int
 alias_scan(lua_State *L, const char *buf, size_t len, char sep, int modinfo, int as, int out)
 {
-	size_t na = lua_rawlen(L, as);
+	struct strs a = {0, NULL, NULL};
 	/* the modaliases an earlier source answered, which this one does not */
-	char *tmp = malloc(len + 1), *had = calloc(na + 1, 1);
-	if (tmp == NULL || had == NULL) {
+	char *tmp = malloc(len + 1), *had = NULL;
+	if (tmp == NULL || strs_of(L, as, &a) != 0 || (had = calloc(a.n + 1, 1)) == NULL) {
 		free(tmp);
-		free(had);
+		strs_free(&a);
 		return vfi_push_errno(L, "alias lookup", ENOMEM);
 	}
-	for (size_t i = 1; i <= na; i++) {
-		lua_rawgeti(L, out, (lua_Integer)i);
-		had[i - 1] = lua_rawlen(L, -1) > 0;
+	for (size_t i = 0; i < a.n; i++) {
+		lua_rawgeti(L, out, (lua_Integer)i + 1);
+		had[i] = lua_rawlen(L, -1) > 0;
 		lua_pop(L, 1);
 	}
 	for (const char *line = buf, *end = buf + len; line < end;) {
@@ -231,25 +274,37 @@ alias_scan(lua_State *L, const char *buf, size_t len, char sep, int modinfo, int
 		}
 		if (me == mod)
 			goto next;
-		for (size_t i = 1; i <= na; i++) {
-			size_t al;
-			const char *a;
-			lua_rawgeti(L, as, (lua_Integer)i);
-			a = lua_tolstring(L, -1, &al);
-			lua_pop(L, 1);
-			lua_rawgeti(L, out, (lua_Integer)i);
-			if (!had[i - 1] && alias_match(pat, (size_t)(pe - pat), a, al, tmp)) {
+		for (size_t i = 0; i < a.n; i++) {
+			if (!had[i] && alias_match(pat, (size_t)(pe - pat), a.s[i], a.len[i], tmp)) {
+				lua_rawgeti(L, out, (lua_Integer)i + 1);
 				lua_pushlstring(L, mod, (size_t)(me - mod));
 				lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+				lua_pop(L, 1);
 			}
-			lua_pop(L, 1);
 		}
 	next:
 		line = nl + 1;
 	}
 	free(tmp);
 	free(had);
+	strs_free(&a);
 	return 0;
+}
+
+
+/* Has every modalias of the answer at `out` a module already? */
+static int
+all_answered(lua_State *L, int out)
+{
+	for (size_t i = 1; i <= lua_rawlen(L, out); i++) {
+		size_t n;
+		lua_rawgeti(L, out, (lua_Integer)i);
+		n = lua_rawlen(L, -1);
+		lua_pop(L, 1);
+		if (n == 0)
+			return 0;
+	}
+	return 1;
 }
 
 
@@ -257,7 +312,8 @@ alias_scan(lua_State *L, const char *buf, size_t len, char sep, int modinfo, int
  * The modules a kernel lists for some modaliases, as libkmod's lookup finds them: the first
  * of these sources with a pattern matching the modalias answers for it: `config` (modprobe.d's
  * `alias` lines), modules.alias, the built-in modules' aliases (modules.builtin.modinfo,
- * what depmod builds modules.builtin.alias.bin from).
+ * what depmod builds modules.builtin.alias.bin from; not read when the others answered for
+ * every modalias).
  * @function aliases
  * @tparam string root
  * @tparam string moddir `/lib/modules/<kver>` inside root
@@ -289,6 +345,8 @@ moddep_aliases(lua_State *L)
 	for (int l = 0; l < 2; l++) {
 		char *buf = NULL;
 		size_t len = 0;
+		if (l > 0 && all_answered(L, 5))
+			break;  /* libkmod stops at the first source that answers */
 		lua_pushfstring(L, "%s/%s", moddir, lists[l]);
 		r = slurp(L, root, lua_tostring(L, -1), &buf, &len);
 		if (r > 0)

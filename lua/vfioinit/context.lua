@@ -73,15 +73,10 @@ function M.new(opts)
     end
     return false
   end
-  if opts.facts then M.keep_facts(ctx) end
+  if opts.facts then M.keep_facts(ctx, opts.once) end
   return ctx
 end
 
---- keep_facts(ctx): a run's context (opts.facts) keeps what no stage writes for the run's
--- life. ctx.once(key, fn) -> fn()'s results, computed on the first call with `key`: what a
--- generator parses from such files (mkinitcpio's presets, a kernel's pkgbase); ctx.read
--- keeps a kernel package's files (<moddir>/<kver>/...), which the generators and the boot
--- chains each ask. A context made for one look (specs, tools) reads afresh every time.
 -- once(key, fn) over a table of its own: fn()'s results, computed on the first call with `key`.
 local function once_fn()
   local memo = {}
@@ -92,9 +87,16 @@ local function once_fn()
   end
 end
 
-function M.keep_facts(ctx)
+--- keep_facts(ctx[, once]): a run's context (opts.facts) keeps what no stage writes for the
+-- run's life. ctx.once(key, fn) -> fn()'s results, computed on the first call with `key`: what a
+-- generator parses from such files (mkinitcpio's presets, a kernel's pkgbase); ctx.read
+-- keeps a kernel package's files (<moddir>/<kver>/...), which the generators and the boot
+-- chains each ask. A context made for one look (specs, tools) reads afresh every time.
+-- `once` (opts.once): the `once` of a finder over the same root (M.finder), whose answers
+-- (the bin directories' listings) the context shares instead of listing them again.
+function M.keep_facts(ctx, once)
   local kept, read = {}, ctx.read
-  ctx.once = once_fn()
+  ctx.once = once or once_fn()
   function ctx.read(path)
     local k = kept[path]
     if k then return k[1], k[2] end
@@ -106,9 +108,9 @@ function M.keep_facts(ctx)
   end
 end
 
---- finder(root[, prefix]) -> a `look` for machine.command outside a run, over root (or the
--- tree at `prefix` inside it): each of machine.BIN_DIRS is listed once for all the names
--- asked of it.
+--- finder(root[, prefix]) -> a `look` for machine.command, over root (or the tree at
+-- `prefix` inside it): each of machine.BIN_DIRS is listed once for all the names asked of
+-- it. A run makes one per root and hands it to ostree.locate, detect.detect and its context.
 function M.finder(root, prefix)
   local pre = prefix or ""
   return { stat = function(p) return core.fs.stat(root, pre .. p) end,

@@ -142,14 +142,16 @@ local function probe_generator(root, gen, distro, look)
   return g
 end
 
-function M.detect(root, registry)
+-- detect(root, registry[, look]) -> inventory | nil, err (`look`: context.finder(root), the
+-- caller's, whose bin directory listings it shares)
+function M.detect(root, registry, look)
   local st, err = core.fs.stat(root, "/")
   if not st then return nil, err end
   local inv = { root = root }
   inv.distro = M.os_release(root)
   inv.kernels, inv.kernel_dirs = M.kernels(root)
   inv.generators = {}
-  local look = context.finder(root)
+  look = look or context.finder(root)
   for _, gen in ipairs(registry:all()) do
     inv.generators[#inv.generators + 1] = probe_generator(root, gen, inv.distro, look)
   end

@@ -130,8 +130,9 @@ local function drivers(root, ids, lookup)
   return out
 end
 
--- drivers_for{root=, kernel=, ids=, kmod=nil, dir=nil} -> list of {id=, modules={...}}
--- (dir: the kernel's /lib/modules directory, from the run's inventory). depmod's text lists
+-- drivers_for{root=, kernel=, ids=, kmod=nil, dir=nil, ctx=nil} -> list of {id=, modules={...}}
+-- (dir: the kernel's /lib/modules directory, from the run's inventory; ctx: the run's context,
+-- which lists modprobe.d once for the run). depmod's text lists
 -- answer (core.moddep.aliases: modprobe.d's aliases, then modules.alias, then the built-in
 -- modules', as libkmod's lookup); libkmod only for a kernel without modules.alias.
 function M.drivers_for(opts)
@@ -144,7 +145,7 @@ function M.drivers_for(opts)
     dir = dirs[opts.kernel]
   end
   if dir then
-    local config, cerr = require("vfioinit.modprobe").alias_lines(root)
+    local config, cerr = require("vfioinit.modprobe").alias_lines(root, opts.ctx)
     if not config then return nil, cerr end
     local out, lerr = drivers(root, ids, function(all)
       return core.moddep.aliases(root, core.fs.resolve(root, dir) or dir, all, config)

@@ -2,6 +2,7 @@
 -- vfio-pci load before a device's native driver, wherever the native driver is loaded from.
 local machine = require("vfioinit.machine")
 local util = require("vfioinit.util")
+local context = require("vfioinit.context")
 
 local M = {}
 
@@ -157,16 +158,32 @@ local function effective(list, read, own)
   return out
 end
 
--- alias_lines(root) -> "alias PATTERN MODULE\n"... | nil, err: every `alias` line of the
--- modprobe.d files kmod reads in root (vfioinit's own included), for core.moddep.aliases.
-function M.alias_lines(root)
-  local core = require("vfioinit.core")
-  local files, err = effective(function(dir) return core.fs.dir(root, dir) or {} end,
-    function(path) return core.fs.read(root, path) end, true)
-  if not files then return nil, err end
+-- modprobe_d(ctx) -> effective(...) over ctx's root with vfioinit's own file too | nil, err. A
+-- run's context (ctx.once) lists and reads modprobe.d once for the run: alias_lines (per
+-- kernel, for --ids) and conflicts both ask. vfioinit's own file is the one modprobe.d file a
+-- run writes: it keeps its place in the order with no text, and is read when asked.
+local function modprobe_d(ctx)
+  return context.once(ctx, "modprobe.d", function()
+    return effective(function(dir) return ctx.dir(dir) or {} end,
+      function(path) if path == M.FILE then return "", nil end return ctx.read(path) end, true)
+  end)
+end
+
+-- alias_lines(root[, ctx]) -> "alias PATTERN MODULE\n"... | nil, err: every `alias` line of
+-- the modprobe.d files kmod reads in root (vfioinit's own included), for core.moddep.aliases.
+-- `ctx`: a run's context over root (context.new), which then lists modprobe.d once.
+function M.alias_lines(root, ctx)
+  ctx = ctx or context.new({ root = root })
+  local list, err = modprobe_d(ctx)
+  if not list then return nil, err end
   local out = {}
-  for _, f in ipairs(files) do
-    for _, d in ipairs(M.parse(f.text, true)) do
+  for _, f in ipairs(list) do
+    local text = f.text
+    if f.path == M.FILE then
+      text, err = ctx.read(M.FILE)
+      if err then return nil, err end
+    end
+    for _, d in ipairs(M.parse(text or "", true)) do
       if d.cmd == "alias" and d.name and d.module then out[#out + 1] = ("alias %s %s\n"):format(d.name, d.module) end
     end
   end
@@ -189,9 +206,13 @@ end
 
 -- conflicts(ctx, ids) -> nil | "path:line: reason": settings in root that would defeat ours.
 function M.conflicts(ctx, ids)
-  local files, err = effective(function(dir) return ctx.dir(dir) or {} end, ctx.read)
-  if not files then return err end
-  return first_conflict(files, ids)
+  local list, err = modprobe_d(ctx)
+  if not list then return err end
+  local others = {}
+  for _, f in ipairs(list) do
+    if f.path ~= M.FILE then others[#others + 1] = f end
+  end
+  return first_conflict(others, ids)
 end
 
 -- image_conflicts(entries, contents, ids) -> nil | "path:line: reason": the same rule over

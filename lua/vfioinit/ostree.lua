@@ -127,12 +127,14 @@ local function booted_test(root)
   end
 end
 
--- detect(root) -> info | nil (not ostree) | nil, err
+-- detect(root[, look]) -> info | nil (not ostree) | nil, err (`look`: context.finder(root),
+-- the caller's, which a run shares with its detection and context)
 -- info = {kind = "deployed"|"image", manager=, evidence={...}, sysroot= (deployed: where
 -- ostree/ is, "/" or "/sysroot"), deployments={...} (default first), default=, booted=,
 -- pending=, target= (the deployment vfioinit edits: the booted one, else the default),
 -- prefix= (the target's path inside root; "" when root is the target), kernels= (image)}
-function M.detect(root)
+function M.detect(root, look)
+  look = look or context.finder(root)
   local sysroot
   if is_dir(root, "/sysroot/ostree/deploy") then sysroot = "/sysroot"
   elseif is_dir(root, "/ostree/deploy") then sysroot = "/" end
@@ -143,7 +145,7 @@ function M.detect(root)
     for _, p in ipairs({ "/usr/lib/bootc", "/usr/lib/ostree-boot" }) do
       if is_dir(root, p) then ev[#ev + 1] = p end
     end
-    local mgr = M.manager(root, "")
+    local mgr = M.manager(root, "", look)
     if mgr ~= "ostree" then ev[#ev + 1] = mgr .. " (command)" end
     if #ev == 0 then return nil end  -- nothing of ostree: its kernels are not looked for
     local kernels = image_kernels(root, "")
@@ -185,7 +187,7 @@ function M.detect(root)
   -- a root that is a deployment (/sysroot) shows its own files; a bare sysroot shows them
   -- under the deployment's path
   info.prefix = sysroot == "/" and info.target.path or ""
-  local look = context.finder(root, info.prefix)
+  if info.prefix ~= "" then look = context.finder(root, info.prefix) end
   info.manager = M.manager(root, info.prefix, look)
   -- what changes a deployment here: rpm-ostree's daemon when it is there, else ostree itself
   info.tool = machine.command(look, "rpm-ostree") and "rpm-ostree" or "ostree"
@@ -205,12 +207,12 @@ function M.chain(d)
     deployment = d.path, booted = d.booted, pending = d.pending }
 end
 
--- locate(root, op) -> info | nil (not ostree) | nil, err: detect, plus `uroot` (the root
+-- locate(root, op[, look]) -> info | nil (not ostree) | nil, err: detect, plus `uroot` (the root
 -- given) and `root` (the host directory the run acts on: root itself, or for a bare sysroot
 -- the target deployment's; `revert` takes the first deployment, default first, holding
 -- vfioinit's manifest: the one an apply wrote, now the rollback of the deployment it made).
-function M.locate(root, op)
-  local info, err = M.detect(root)
+function M.locate(root, op, look)
+  local info, err = M.detect(root, look)
   if not info then return nil, err end
   info.uroot, info.root = root, root
   if info.prefix ~= "" then

@@ -97,16 +97,21 @@ function M.new(opts, registry, fname)
     if not g then return fail(gerr) end
   end
   -- an ostree sysroot: the run acts on a deployment (lua/vfioinit/ostree.lua)
-  local oinfo, oerr = require("vfioinit.ostree").locate(root, fname)
+  -- one finder per root acted on: ostree's detection, detect and the run's context each
+  -- look for commands, and list root's bin directories once between them
+  local look = context.finder(root)
+  local oinfo, oerr = require("vfioinit.ostree").locate(root, fname, look)
   if oerr then return fail(oerr) end
-  if oinfo and oinfo.root ~= root then root = oinfo.root; held[#held + 1] = core.fs.hold(root) end
+  if oinfo and oinfo.root ~= root then
+    root = oinfo.root; held[#held + 1] = core.fs.hold(root); look = context.finder(root)
+  end
   local extra, merr = util.check_modules(opts.modules)
   if not extra then return fail(merr) end
   local ids, ierr = util.check_ids(opts.ids)
   if opts.ids and not ids then return fail(ierr) end
   local sel, berr = bind.check_options(opts)  -- devices, match (compiled once), force
   if sel == nil then return fail(berr) end
-  local inv, derr = detect.detect(root, registry)
+  local inv, derr = detect.detect(root, registry, look)
   if not inv then return fail(derr) end
   local kernels, kerr = check_kernels(inv, opts.kernels, root)
   if not kernels then return fail(kerr) end
@@ -114,11 +119,11 @@ function M.new(opts, registry, fname)
     op = fname, opts = opts, root = root, registry = registry, inventory = inv, kernels = kernels,
     loaders = registry.loaders or require("vfioinit.boot").new(),
     extra = util.unique(extra), ids = ids, bind = sel, held = held,
-    facts = { kmod = {}, modules = {}, details = {}, states = {}, asked = {}, verified = {} }, reread = {},
+    facts = { kmod = {}, lists = {}, modules = {}, details = {}, states = {}, asked = {}, verified = {} }, reread = {},
     ostree = oinfo,
   }, Run)
   run.ctx = context.new({ root = root, distro = inv.distro, kernels = kernels, ids = ids,
-    softdeps = opts.softdeps, facts = true })
+    softdeps = opts.softdeps, facts = true, once = look.once })
   run.ctx.ostree = oinfo
   return run
 end
@@ -169,17 +174,37 @@ function Run:kmod(kver)
   end)
 end
 
+-- run:lists(kver) -> {states=, asked=}: depmod's text lists (kernel.states) read once per
+-- kernel for every name the run knows it will ask: the VFIO set and the extra modules
+-- (`asked`, a set; their states in `states`) | nil, err
+function Run:lists(kver)
+  return self:once("lists", kver, function()
+    local names, asked = {}, {}
+    for _, list in ipairs({ machine.VFIO, self.extra }) do
+      for _, n in ipairs(list) do
+        for _, form in ipairs({ n, util.norm(n) }) do
+          if not asked[form] then asked[form] = true; names[#names + 1] = form end
+        end
+      end
+    end
+    local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], names)
+    if not st then return nil, err end
+    return { states = st, asked = asked }
+  end)
+end
+
 --- run:modules(kver) -> the VFIO set's states on that kernel, {name=, state="module"|
 -- "builtin"|"missing"} each (vfio_virqfd only where the kernel ships it, before 6.2), from
 -- depmod's text lists (kernel.states: no libkmod, which maps 1.4 MB of libcrypto and reads
 -- every index for lookups the stages do not make); computed once | nil, err
 function Run:modules(kver)
   return self:once("modules", kver, function()
-    local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], machine.VFIO)
-    if not st then return nil, err end
+    local l, err = self:lists(kver)
+    if not l then return nil, err end
     local mods = {}
     for _, name in ipairs(machine.VFIO) do
-      if st[name] or name ~= "vfio_virqfd" then mods[#mods + 1] = { name = name, state = st[name] or "missing" } end
+      local st = l.states[name]
+      if st or name ~= "vfio_virqfd" then mods[#mods + 1] = { name = name, state = st or "missing" } end
     end
     return mods
   end)
@@ -196,15 +221,20 @@ function Run:module_details(kver)
 end
 
 --- run:module_state(kver, name) -> "module" | "builtin" | false | nil, err (computed once)
--- from depmod's text lists. A name the lists do not have may still be an alias of a
--- built-in module, which libkmod resolves: outside `verify` (which checks the image for
--- the names themselves) it is asked.
+-- from depmod's text lists (run:lists' answer for a name it asked). A name the lists do not
+-- have may still be an alias of a built-in module, which libkmod resolves: outside `verify`
+-- (which checks the image for the names themselves) it is asked.
 function Run:module_state(kver, name)
   local f = self.facts.states
   local key = kver .. "\0" .. name
   if f[key] == nil then
-    local st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
-    if not st then return nil, err end
+    local l, err = self:lists(kver)
+    if not l then return nil, err end
+    local st = l.states
+    if not l.asked[name] then
+      st, err = kernel.states(self.root, self.inventory.kernel_dirs[kver], { name })
+      if not st then return nil, err end
+    end
     f[key] = st[name] or false
   end
   if f[key] == false and self.op ~= "verify" and not self.facts.asked[key] then
@@ -233,7 +263,7 @@ end
 -- (depmod's text lists answer; libkmod only for a kernel without modules.alias)
 function Run:drivers_for(kver, ids)
   return kernel.drivers_for({ root = self.root, kernel = kver, ids = ids, dir = self.inventory.kernel_dirs[kver],
-    kmod = self.facts.kmod[kver] })
+    kmod = self.facts.kmod[kver], ctx = self.ctx })
 end
 
 --- run:boot_chains(kver) -> list of boot chains of that kernel (lua/vfioinit/boot/chains.lua,
@@ -328,9 +358,9 @@ function Run:verified_one(gen, kver, key, chain, modules)
   local f = self.facts.verified
   if not f[key] then
     local verify = require("vfioinit.verify")
-    -- the image must carry vfioinit's modprobe.d file as it is now in root
-    local mp = gen.modprobe_in_image ~= false and core.fs.stat(self.root, modprobe.FILE)
-      and core.fs.read(self.root, modprobe.FILE) or nil
+    -- the image must carry vfioinit's modprobe.d file as it is now in root (a read of an
+    -- absent one is nil: no stat first)
+    local mp = gen.modprobe_in_image ~= false and core.fs.read(self.root, modprobe.FILE) or nil
     self.fingerprints = self.fingerprints or fingerprint.load(self.root)
     f[key] = verify.check(self.ctx, gen, kver, { modules = modules, modprobe_content = mp, facts = self,
       bind_script = bind.expected(self.root, gen), chain = chain,
@@ -355,7 +385,7 @@ end
 function Run:close()
   for _, h in ipairs(self.held) do h:release() end
   for k, kctx in pairs(self.facts.kmod) do kctx:close(); self.facts.kmod[k] = nil end
-  self.facts.modules, self.facts.details, self.facts.states, self.facts.asked = {}, {}, {}, {}
+  self.facts.lists, self.facts.modules, self.facts.details, self.facts.states, self.facts.asked = {}, {}, {}, {}, {}
 end
 
 M.Run = Run

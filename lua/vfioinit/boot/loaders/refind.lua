@@ -249,13 +249,15 @@ local function linux_conf(ctx, dir)
   end
 end
 
--- Every kernel file rEFInd finds in root's kernel directories: { {path=, dir=, name=} }.
+-- Every kernel file rEFInd finds in root's kernel directories: { {path=, dir=, name=,
+-- names= (the directory's listing, where its initrd is looked for)} }.
 local function kernel_files(ctx)
   local out = {}
   for _, dir in ipairs(kernel_dirs(ctx)) do
-    for _, n in ipairs(ctx.dir(dir) or {}) do
+    local names = ctx.dir(dir) or {}
+    for _, n in ipairs(names) do
       local st = is_kernel_name(n) and ctx.stat(dir .. "/" .. n)
-      if st and st.type == "file" then out[#out + 1] = { path = dir .. "/" .. n, dir = dir, name = n } end
+      if st and st.type == "file" then out[#out + 1] = { path = dir .. "/" .. n, dir = dir, name = n, names = names } end
     end
   end
   return out
@@ -326,7 +328,7 @@ local function auto_chains(ctx, st, kver, base, out, strict)
   for _, k in ipairs(kernel_files(ctx)) do
     if places.names_kernel(k.path, kver, base) then
       local vol = volume_of(ctx, k.dir)
-      local ird = M.find_initrd(ctx.dir(k.dir) or {}, k.name)
+      local ird = M.find_initrd(k.names, k.name)
       local ird_path = ird and (k.dir .. "/" .. ird)
       local ird_efi = ird_path and efi_path(vol, ird_path)
       local conf = linux_conf(ctx, k.dir)
