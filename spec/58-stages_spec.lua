@@ -93,7 +93,8 @@ describe("a no-op apply on a one-kernel mkinitcpio root", function()
 
   -- The command as run (bin/vfioinit), a hook on require set before it starts: the modules
   -- of what a no-op does not do are not loaded (bench/run's no-op apply pays for each).
-  it("loads no module of what it does not do: trials, diffs, signing, devices, the journal, other generators", function()
+  it("loads no module of what it does not do: trials, diffs, signing, devices, the journal, other generators, rebuilds",
+    function()
     local log = os.tmpname()
     finally(function() os.remove(log) end)
     local hook = ('local f, r = io.open(%q, "w"), require; require = function(n, ...) f:write(n, "\\n"); f:flush(); '
@@ -108,7 +109,7 @@ describe("a no-op apply on a one-kernel mkinitcpio root", function()
     -- nor the generators it does not act on, nor what only a command-line edit uses
     for _, m in ipairs({ "trial", "trial.stage", "edit.diff", "signing", "bind.sysfs", "bind.pciids", "state.journal",
       "state.revert", "generators.dracut", "generators.booster", "generators.initramfs_tools",
-      "boot.cmdline.grubvars", "boot.cmdline.wordfiles", "policy" }) do
+      "boot.cmdline.grubvars", "boot.cmdline.wordfiles", "policy", "rebuild" }) do
       assert.is_nil(loaded:find("\nvfioinit." .. m .. "\n", 1, true), "loaded vfioinit." .. m)
     end
   end)

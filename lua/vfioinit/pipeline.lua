@@ -24,6 +24,7 @@ local rebuild = util.lazy "vfioinit.rebuild"
 local bootloaders = util.lazy "vfioinit.boot.cmdline"
 local kinstall = util.lazy "vfioinit.boot.kinstall"
 local store = require("vfioinit.state.store")
+local leftovers = util.lazy "vfioinit.leftovers"
 local trial = util.lazy "vfioinit.trial"
 local signing = util.lazy "vfioinit.signing"
 
@@ -43,7 +44,7 @@ function M.report(root, dry_run)
     diff = "",            -- unified diff of those changes
     rebuilt = {},         -- one rebuild.run entry per kernel and command
     verified = {},        -- one verify.check result per generator and kernel
-    leftovers = {},       -- what rebuild.sweep settled first
+    leftovers = {},       -- what leftovers.sweep settled first
     warnings = {},        -- notes of the generators' edits
   }
 end
@@ -81,7 +82,7 @@ function M.sweep(run, gens, report, log)
     local targets, any = kinstall.targets(run, g, run.kernels)
     if any then all[#all + 1] = kinstall.wrap(g, targets) end
   end
-  report.leftovers = rebuild.sweep(run.ctx, all, run.kernels, log)
+  report.leftovers = leftovers.sweep(run.ctx, all, run.kernels, log)
   return report.leftovers
 end
 

@@ -16,14 +16,15 @@ image until the new one has been built and verified.
   timeout   = seconds per command (default 600)
   verify    = function(gen, kver, image_path) -> true | false, missing_list
               | nil, err. Without it, an image only has to exist and be non-empty.
-  leftovers = what the caller's own M.sweep found (the sweep is then not run again)
+  leftovers = what the caller's own sweep (lua/vfioinit/leftovers.lua) found (the sweep
+              is then not run again)
   log       = function(msg): progress ("booster 6.1.0-13-amd64: building",
               "... done in 1.2 s")
   jobs      = how many commands run at the same time (default: the CPUs this
               process may use, M.default_jobs()); 1 runs them one after the other
 
 Always returns one report table (misuse, e.g. a non-table argument, raises):
-  report.leftovers = what M.sweep found first: `<image>.vfioinit-prev` files an
+  report.leftovers = what leftovers.sweep found first: `<image>.vfioinit-prev` files an
                    interrupted run left ({path=, image=, action="restored"|"removed"})
   report.ok      = true when every kernel was rebuilt and verified
   report.error   = first failure's message (nil when ok)
@@ -48,13 +49,14 @@ lines of its output.
 ]]
 local core = require("vfioinit.core")
 local util = require("vfioinit.util")
--- what a rebuild needs when it rebuilds (a no-op apply asks rebuild only for its sweep)
-local imagelib = util.lazy "vfioinit.image"
+-- what a rebuild needs only when it rebuilds
 local signing = util.lazy "vfioinit.signing"
+local leftovers = require("vfioinit.leftovers")
 
 local M = {}
 
-M.BACKUP_SUFFIX = ".vfioinit-prev"
+M.BACKUP_SUFFIX = leftovers.BACKUP_SUFFIX
+M.sweep = leftovers.sweep
 M.DEFAULT_TIMEOUT = 600
 M.TAIL = 20
 
@@ -369,47 +371,6 @@ local function schedule(ctx, pending, opts, entries)
     error(err, 0)
   end
 end
-
--- A leftover `<image>.vfioinit-prev` means an earlier run was killed between keeping
--- the previous image and putting it back or removing it. Under the lock, decide by
--- the image: missing, empty or not a readable initramfs -> put the previous one back;
--- otherwise the new image stands and the copy goes. Returns a list of
--- {path=, image=, action="restored"|"removed", message=, error=nil|msg}.
-function M.sweep(ctx, gens, kernels, log)
-  local root = ctx.root
-  local out, seen = {}, {}
-  log = log or function() end
-  for _, gen in ipairs(gens) do
-    for _, kver in ipairs(kernels or {}) do
-      local image = gen.image_path(ctx, kver)
-      local real = image and (core.fs.resolve(root, image) or image)
-      local prev = real and real .. M.BACKUP_SUFFIX
-      local pst = prev and not seen[prev] and core.fs.stat(root, prev, true)
-      if pst and pst.type == "file" then
-        seen[prev] = true
-        local st = core.fs.stat(root, real)
-        local good = st and st.type == "file" and st.size > 0 and imagelib.list(root, real) ~= nil
-        local e = { path = prev, image = image }
-        local ok, err
-        if good then
-          e.action = "removed"
-          e.message = ("removed leftover %s"):format(prev)
-          ok, err = core.fs.remove(root, prev)
-        else
-          e.action = "restored"
-          e.message = ("restored %s from %s (an earlier run was interrupted)")
-            :format(real, prev:match("[^/]+$"))
-          ok, err = core.fs.rename(root, prev, real)
-        end
-        if not ok then e.error = err; e.message = e.message .. " failed: " .. tostring(err) end
-        log(e.message)
-        out[#out + 1] = e
-      end
-    end
-  end
-  return out
-end
-
 
 -- Entries for every kernel of a generator whose rebuild_argv failed.
 local function argv_failed(gen, kernels, err, entries)
