@@ -96,8 +96,10 @@ describe("a FIFO inside root", function()
     { "status" }, { "plan", "apply", "verify", IDS .. "plan" })
   case("modules.alias", function(k) return "/lib/modules/" .. k .. "/modules.alias" end,
     { IDS .. "plan", IDS .. "apply" }, { "plan", "verify" })
+  -- the built-in modules' aliases are read only for a modalias no other source answers (as
+  -- libkmod's lookup): modules.alias answers 1af4:1000 here (spec/25 has the other case)
   case("modules.builtin.modinfo", function(k) return "/lib/modules/" .. k .. "/modules.builtin.modinfo" end,
-    { IDS .. "plan" }, { "plan", "verify" })
+    {}, { "plan", "verify", IDS .. "plan" })
   case("modules.dep.bin", function(k) return "/lib/modules/" .. k .. "/modules.dep.bin" end, { "status" }, { "plan" })
   case("modules.dep", function(k) return "/lib/modules/" .. k .. "/modules.dep" end, { "plan", "apply", "verify" })
   -- plan does not read images; status, verify and apply do

@@ -34,7 +34,7 @@ local function reader(root)
       return nil, err
     end
     if st.type == "dir" then return nil, path .. ": is a directory, expected a file" end
-    if st.type ~= "file" then return nil, path .. ": not a regular file" end
+    if st.type ~= "file" then return nil, ("%s: not a regular file (%s)"):format(path, st.kind or st.type) end
     if st.size > M.MAX_CONFIG then
       return nil, ("%s: file too large (%d bytes, limit %d)"):format(path, st.size, M.MAX_CONFIG)
     end
