@@ -20,8 +20,6 @@ static const struct { const char *name; int code; } filters[] = {
 	{"xz", ARCHIVE_FILTER_XZ},
 	{"lzo", ARCHIVE_FILTER_LZOP},
 	{"lz4", ARCHIVE_FILTER_LZ4},
-	{"gzip", ARCHIVE_FILTER_GZIP},
-	{"zstd", ARCHIVE_FILTER_ZSTD},
 };
 
 struct ar {

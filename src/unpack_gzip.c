@@ -110,7 +110,7 @@ gz_next(void *d, const void **out, size_t *n, const char **why)
 	}
 	*out = g->out;
 	*n = sizeof g->out - g->z.avail_out;
-	return *n > 0 || !g->done ? 1 : 0;
+	return *n > 0 ? 1 : 0;	/* the loop fills the block unless the stream ended */
 }
 
 

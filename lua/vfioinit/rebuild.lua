@@ -55,8 +55,6 @@ local leftovers = require("vfioinit.leftovers")
 
 local M = {}
 
-M.BACKUP_SUFFIX = leftovers.BACKUP_SUFFIX
-M.sweep = leftovers.sweep
 M.DEFAULT_TIMEOUT = 600
 M.TAIL = 20
 
@@ -168,14 +166,14 @@ local function keep_previous(root, list)
   for _, e in ipairs(list) do
     if e.size_before then
       e.real = core.fs.resolve(root, e.image) or e.image
-      local ok, err = core.fs.copy(root, e.real, e.real .. M.BACKUP_SUFFIX)
+      local ok, err = core.fs.copy(root, e.real, e.real .. leftovers.BACKUP_SUFFIX)
       if not ok then
         for _, b in ipairs(list) do
           if b.backup then core.fs.remove(root, b.backup) end
         end
         return nil, ("%s: cannot keep a copy of the previous image, not rebuilding: %s"):format(e.image, err)
       end
-      e.backup = e.real .. M.BACKUP_SUFFIX
+      e.backup = e.real .. leftovers.BACKUP_SUFFIX
       e.was = signing.before(root, e.image)  -- an EFI image: who signed it
     end
   end
@@ -392,7 +390,7 @@ function M.run(ctx, gens, opts)
   local kernels = opts.kernels or ctx.kernels or {}
   local report = { ok = true, rebuilt = {} }
   -- a caller that has settled leftovers already (the pipeline, once per run) passes them
-  report.leftovers = opts.leftovers or M.sweep(ctx, gens, kernels, opts.log)
+  report.leftovers = opts.leftovers or leftovers.sweep(ctx, gens, kernels, opts.log)
   -- sign={key=,cert=} that cannot be used: nothing is rebuilt
   local signable, serr = signing.check(ctx.root, opts.sign)
   local pending = {}
